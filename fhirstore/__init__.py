@@ -1,0 +1,1 @@
+"""FHIR R4B store: REST API, persistence, search and the transactional outbox."""

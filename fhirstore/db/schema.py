@@ -1,0 +1,101 @@
+"""Table definitions: current resources, every version, the search index and the outbox.
+
+The outbox row is written in the same transaction as the resource version it describes; the
+relay (events/) reads it in `seq` order and advances a cursor kept in `relay_cursor`.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL wants a BIGINT.
+_BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+resources = Table(
+    "resources",
+    metadata,
+    Column("res_type", String(64), primary_key=True),
+    Column("res_id", String(64), primary_key=True),
+    Column("version_id", Integer, nullable=False),
+    Column("last_updated", DateTime(timezone=True), nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    # The current body as JSON text (None once deleted).
+    Column("body", Text, nullable=True),
+    Index("ix_resources_type_updated", "res_type", "last_updated"),
+)
+
+resource_versions = Table(
+    "resource_versions",
+    metadata,
+    Column("res_type", String(64), primary_key=True),
+    Column("res_id", String(64), primary_key=True),
+    Column("version_id", Integer, primary_key=True),
+    Column("last_updated", DateTime(timezone=True), nullable=False),
+    # create | update | delete
+    Column("method", String(8), nullable=False),
+    Column("body", Text, nullable=True),
+    Index("ix_versions_type_updated", "res_type", "last_updated"),
+    Index("ix_versions_updated", "last_updated"),
+)
+
+# One row per extracted search value of the current version of a resource.
+# token:     system, code, text (display / coding text for :text)
+# string:    text (normalised: lower case, accents removed), code (exact value)
+# uri:       code
+# reference: code ("Type/id" or absolute URL), system (target type)
+# number, quantity, date: low / high (dates as UTC epoch seconds of the implied range);
+#            quantity also system (unit system) and code (unit code)
+search_index = Table(
+    "search_index",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("param", String(64), nullable=False),
+    Column("system", String(256), nullable=True),
+    Column("code", String(512), nullable=True),
+    Column("text", String(512), nullable=True),
+    Column("low", Float, nullable=True),
+    Column("high", Float, nullable=True),
+    Index("ix_search_resource", "res_type", "res_id"),
+    Index("ix_search_code", "res_type", "param", "code"),
+    Index("ix_search_text", "res_type", "param", "text"),
+    Index("ix_search_range", "res_type", "param", "low", "high"),
+    Index("ix_search_ref", "param", "code"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("seq", _BigId, primary_key=True, autoincrement=True),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("version_id", Integer, nullable=False),
+    Column("previous_version_id", Integer, nullable=True),
+    # create | update | delete
+    Column("interaction", String(8), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("body", Text, nullable=True),
+)
+
+relay_cursor = Table(
+    "relay_cursor",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+)
