@@ -1,0 +1,1 @@
+"""Notification delivery channels (rest-hook, websocket, email, kafka queue). Not built yet."""

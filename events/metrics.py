@@ -1,0 +1,14 @@
+"""Prometheus metrics of the change stream (exposed by the service shell at /metrics)."""
+
+from prometheus_client import Counter, Gauge
+
+RELAY_PUBLISHED = Counter(
+    "herald_relay_published_events", "Change events published from the outbox to the bus"
+)
+RELAY_PUBLISH_FAILURES = Counter(
+    "herald_relay_publish_failures", "Failed attempts to publish an outbox batch to the bus"
+)
+OUTBOX_LAG = Gauge(
+    "herald_outbox_lag_events", "Committed changes not yet published (outbox head minus cursor)"
+)
+RELAY_IS_LEADER = Gauge("herald_relay_leader", "1 when this process is the active outbox relay")

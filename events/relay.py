@@ -1,0 +1,185 @@
+"""The outbox relay: publishes committed change events, in commit order, to the bus.
+
+It reads outbox rows after its persisted cursor, publishes them (waiting for the bus to accept
+them), and only then advances the cursor. A crash between the two republishes the same events
+with the same event ids; nothing is skipped. On PostgreSQL only one process relays at a time (a
+session advisory lock); the others stand by and take over when it dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from events.bus import Bus, Message
+from events.metrics import OUTBOX_LAG, RELAY_IS_LEADER, RELAY_PUBLISH_FAILURES, RELAY_PUBLISHED
+from events.model import CHANGES_TOPIC, EVENT_ID_HEADER, ChangeEvent
+from fhirstore.clock import Clock
+from fhirstore.db.schema import outbox, relay_cursor
+from fhirstore.store import as_utc
+
+log = logging.getLogger(__name__)
+
+RELAY_LOCK_KEY = 0x48455242  # one relay per database
+CURSOR_NAME = CHANGES_TOPIC
+
+
+def event_from_row(row: Any) -> ChangeEvent:
+    return ChangeEvent(
+        eventId=row.event_id,
+        sequence=row.seq,
+        resourceType=row.res_type,
+        id=row.res_id,
+        versionId=str(row.version_id),
+        previousVersionId=(
+            None if row.previous_version_id is None else str(row.previous_version_id)
+        ),
+        interaction=row.interaction,
+        timestamp=as_utc(row.occurred_at),
+        resource=None if row.body is None else orjson.loads(row.body),
+    )
+
+
+def to_message(event: ChangeEvent) -> Message:
+    return Message(
+        topic=CHANGES_TOPIC,
+        key=event.key,
+        value=event.to_json(),
+        headers={EVENT_ID_HEADER: event.event_id, "content-type": "application/json"},
+    )
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        bus: Bus,
+        clock: Clock,
+        *,
+        batch_size: int = 500,
+        poll_interval: float = 0.5,
+        retention: timedelta = timedelta(days=7),
+    ) -> None:
+        self._engine = engine
+        self._bus = bus
+        self._clock = clock
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._retention = retention
+        self._wakeup = asyncio.Event()
+        self._last_prune = 0.0
+
+    def wake(self) -> None:
+        """Called after a local commit so the event goes out without waiting for the poll."""
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Relay forever (cancel to stop)."""
+        if self._engine.dialect.name == "postgresql":
+            async with self._engine.connect() as leader_conn:
+                await self._become_leader(leader_conn)
+                try:
+                    await self._loop()
+                finally:
+                    RELAY_IS_LEADER.set(0)
+        else:
+            RELAY_IS_LEADER.set(1)
+            await self._loop()
+
+    async def _become_leader(self, conn: AsyncConnection) -> None:
+        while True:
+            got = (
+                await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": RELAY_LOCK_KEY})
+            ).scalar_one()
+            await conn.commit()
+            if got:
+                log.info("outbox relay: this process is now the leader")
+                RELAY_IS_LEADER.set(1)
+                return
+            await asyncio.sleep(self._poll_interval * 4)
+
+    async def _loop(self) -> None:
+        backoff = self._poll_interval
+        while True:
+            try:
+                sent = await self.relay_once()
+                backoff = self._poll_interval
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                RELAY_PUBLISH_FAILURES.inc()
+                log.warning("outbox relay: publish failed (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            if sent < self._batch_size:
+                await self._wait()
+
+    async def _wait(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), self._poll_interval)
+        self._wakeup.clear()
+
+    async def relay_once(self) -> int:
+        """Publish the next batch after the cursor; return how many events went out."""
+        self._wakeup.clear()
+        async with self._engine.connect() as conn:
+            cursor = await _read_cursor(conn)
+            rows = (
+                await conn.execute(
+                    select(outbox)
+                    .where(outbox.c.seq > cursor)
+                    .order_by(outbox.c.seq)
+                    .limit(self._batch_size)
+                )
+            ).all()
+            head = (await conn.execute(select(func.max(outbox.c.seq)))).scalar() or 0
+        OUTBOX_LAG.set(head - cursor)
+        if not rows:
+            await self._maybe_prune(cursor)
+            return 0
+        await self._bus.publish([to_message(event_from_row(r)) for r in rows])
+        async with self._engine.begin() as conn:
+            await _write_cursor(conn, rows[-1].seq)
+        RELAY_PUBLISHED.inc(len(rows))
+        OUTBOX_LAG.set(head - rows[-1].seq)
+        return len(rows)
+
+    async def _maybe_prune(self, cursor: int) -> None:
+        loop_now = asyncio.get_running_loop().time()
+        if loop_now - self._last_prune < 60:
+            return
+        self._last_prune = loop_now
+        cutoff = self._clock.now() - self._retention
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                delete(outbox).where(outbox.c.seq <= cursor).where(outbox.c.occurred_at < cutoff)
+            )
+
+
+async def _read_cursor(conn: AsyncConnection) -> int:
+    value = (
+        await conn.execute(
+            select(relay_cursor.c.position).where(relay_cursor.c.name == CURSOR_NAME)
+        )
+    ).scalar()
+    return int(value or 0)
+
+
+async def _write_cursor(conn: AsyncConnection, position: int) -> None:
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = insert(relay_cursor).values(name=CURSOR_NAME, position=position)
+    await conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[relay_cursor.c.name], set_={"position": position}
+        )
+    )

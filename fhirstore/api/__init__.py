@@ -1,0 +1,1 @@
+"""The FHIR R4B REST API (FastAPI): interactions, Bundles, CapabilityStatement, error mapping."""

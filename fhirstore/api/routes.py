@@ -1,0 +1,218 @@
+"""FHIR REST interactions: create, read, vread, update, delete, history, search, Bundles."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from fhirstore import bundles
+from fhirstore.api.capability import capability_statement
+from fhirstore.api.http import (
+    FhirResponse,
+    etag,
+    http_date,
+    parse_if_match,
+    read_json_body,
+)
+from fhirstore.db.writer import WrittenVersion, fhir_instant
+from fhirstore.errors import BadRequest
+from fhirstore.search.query import parse_search
+from fhirstore.store import StoredVersion, Store
+from fhirstore.transaction import process_batch, process_transaction
+from fhirstore.validation import require_type
+
+Version = WrittenVersion | StoredVersion
+
+
+def fhir_router(
+    store: Store,
+    *,
+    prefix: str = "/fhir",
+    public_base: str | None = None,
+    max_body_bytes: int,
+    default_count: int = 50,
+    max_count: int = 1000,
+    software_version: str = "0",
+    capability_extras: Callable[[], list[dict[str, Any]]] = list,
+) -> APIRouter:
+    router = APIRouter(prefix=prefix)
+
+    def base_url(request: Request) -> str:
+        """Absolute base for links: configured, or taken from the request."""
+        return public_base or str(request.base_url).rstrip("/") + prefix
+
+    @router.get("/metadata")
+    async def metadata(request: Request) -> Response:
+        return FhirResponse(
+            capability_statement(
+                base_url(request),
+                software_version=software_version,
+                now=fhir_instant(store.clock.now()),
+                extra_rest=capability_extras(),
+            )
+        )
+
+    @router.post("")
+    async def bundle(request: Request) -> Response:
+        body = await read_json_body(request, max_body_bytes)
+        kind = body.get("type") if isinstance(body, dict) else None
+        if kind == "transaction":
+            return FhirResponse(await process_transaction(store, body))
+        if kind == "batch":
+            return FhirResponse(await process_batch(store, body))
+        raise BadRequest(
+            f"POST to the base URL takes a Bundle of type batch or transaction, not {kind!r}"
+        )
+
+    @router.get("/_history")
+    async def system_history(request: Request) -> Response:
+        return await _history(request, None, None)
+
+    @router.get("/{resource_type}/_history")
+    async def type_history(request: Request, resource_type: str) -> Response:
+        return await _history(request, resource_type, None)
+
+    @router.get("/{resource_type}/{resource_id}/_history")
+    async def instance_history(request: Request, resource_type: str, resource_id: str) -> Response:
+        return await _history(request, resource_type, resource_id)
+
+    async def _history(request: Request, rtype: str | None, rid: str | None) -> Response:
+        params = request.query_params
+        count = _bounded_int(params.get("_count"), default_count, max_count, "_count")
+        offset = _bounded_int(params.get("_offset"), 0, 10**9, "_offset")
+        since = _instant(params.get("_since"))
+        versions, total = await store.history(
+            rtype, rid, since=since, count=count, offset=offset
+        )
+        path = "/".join(p for p in (rtype, rid, "_history") if p)
+        return FhirResponse(
+            bundles.history(
+                base_url(request), path, versions, total=total, offset=offset, count=count
+            )
+        )
+
+    @router.get("/{resource_type}")
+    async def search_get(request: Request, resource_type: str) -> Response:
+        return await _search(request, resource_type, request.query_params.multi_items())
+
+    @router.post("/{resource_type}/_search")
+    async def search_post(request: Request, resource_type: str) -> Response:
+        require_type(resource_type)
+        form = parse_qsl((await request.body()).decode(), keep_blank_values=True)
+        return await _search(request, resource_type, request.query_params.multi_items() + form)
+
+    async def _search(
+        request: Request, resource_type: str, query: list[tuple[str, str]]
+    ) -> Response:
+        require_type(resource_type)
+        search = parse_search(
+            resource_type, query, default_count=default_count, max_count=max_count
+        )
+        result = await store.search(search)
+        return FhirResponse(
+            bundles.searchset(
+                base_url(request),
+                resource_type,
+                query,
+                result.resources,
+                result.included,
+                total=result.total,
+                offset=search.offset,
+                count=search.count,
+                has_more=result.has_more,
+            )
+        )
+
+    @router.post("/{resource_type}")
+    async def create(request: Request, resource_type: str) -> Response:
+        require_type(resource_type)
+        body = await read_json_body(request, max_body_bytes)
+        condition = request.headers.get("if-none-exist")
+        outcome = await store.create(
+            body,
+            resource_type=resource_type,
+            if_none_exist=parse_qsl(condition) if condition else None,
+        )
+        status = 201 if outcome.created else 200
+        return _version_response(request, outcome.version, status, base_url(request))
+
+    @router.get("/{resource_type}/{resource_id}")
+    async def read(request: Request, resource_type: str, resource_id: str) -> Response:
+        version = await store.read(resource_type, resource_id)
+        return _version_response(request, version, 200, None)
+
+    @router.get("/{resource_type}/{resource_id}/_history/{version_id}")
+    async def vread(
+        request: Request, resource_type: str, resource_id: str, version_id: str
+    ) -> Response:
+        if not version_id.isdigit():
+            raise BadRequest(f"version {version_id!r} is not a number")
+        version = await store.vread(resource_type, resource_id, int(version_id))
+        return _version_response(request, version, 200, None)
+
+    @router.put("/{resource_type}/{resource_id}")
+    async def update(request: Request, resource_type: str, resource_id: str) -> Response:
+        require_type(resource_type)
+        body = await read_json_body(request, max_body_bytes)
+        written = await store.update(
+            resource_type,
+            resource_id,
+            body,
+            if_match=parse_if_match(request.headers.get("if-match")),
+        )
+        status = 201 if written.created and written.previous_version_id is None else 200
+        return _version_response(request, written, status, base_url(request))
+
+    @router.delete("/{resource_type}/{resource_id}")
+    async def delete(request: Request, resource_type: str, resource_id: str) -> Response:
+        written = await store.delete(
+            resource_type,
+            resource_id,
+            if_match=parse_if_match(request.headers.get("if-match")),
+        )
+        headers = {"ETag": etag(written.version_id)} if written else {}
+        return Response(status_code=204, headers=headers)
+
+    return router
+
+
+def _version_response(
+    request: Request, version: Version, status: int, base: str | None
+) -> Response:
+    body = version.body
+    headers = {
+        "ETag": etag(version.version_id),
+        "Last-Modified": http_date(version.last_updated),
+    }
+    if base is not None:
+        headers["Location"] = (
+            f"{base}/{version.resource_type}/{version.id}/_history/{version.version_id}"
+        )
+    prefer = request.headers.get("prefer", "")
+    if "return=minimal" in prefer:
+        return Response(status_code=status, headers=headers)
+    content: Any = body if isinstance(body, str) else orjson.dumps(body)
+    return FhirResponse(content, status_code=status, headers=headers)
+
+
+def _bounded_int(raw: str | None, default: int, maximum: int, name: str) -> int:
+    if raw is None:
+        return default
+    if not raw.isdigit():
+        raise BadRequest(f"{name} must be a non-negative whole number, not {raw!r}")
+    return min(int(raw), maximum)
+
+
+def _instant(raw: str | None) -> datetime | None:
+    if raw is None:
+        return None
+    try:
+        return datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"_since {raw!r} is not a FHIR instant such as 2024-01-01T00:00:00Z")

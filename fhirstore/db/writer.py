@@ -1,0 +1,244 @@
+"""Writes resource versions: current row, history row, search index and outbox, in one transaction.
+
+Every write path (single REST interaction, batch entry, transaction Bundle, loader, scheduler) goes
+through `write_versions`, so the change event is always committed with the version it describes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import orjson
+from sqlalchemy import and_, bindparam, delete, select, text, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from fhirstore.db.schema import outbox, resource_versions, resources, search_index
+from fhirstore.errors import BadRequest, PreconditionFailed
+from fhirstore.search.extract import index_entries
+
+# Any constant shared by all Herald processes; taken (transaction-scoped) right before the outbox
+# insert so that on PostgreSQL outbox sequence order equals commit order.
+OUTBOX_LOCK_KEY = 0x48455241  # "HERA"
+_CHUNK = 500
+_T = TypeVar("_T")
+
+
+@dataclass(slots=True)
+class PendingWrite:
+    """A requested change. `body` None means delete; `if_match` is the expected current version."""
+
+    resource_type: str
+    id: str
+    body: dict[str, Any] | None
+    if_match: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenVersion:
+    resource_type: str
+    id: str
+    version_id: int
+    previous_version_id: int | None
+    last_updated: datetime
+    interaction: str  # create | update | delete
+    body: dict[str, Any] | None
+
+    @property
+    def created(self) -> bool:
+        return self.interaction == "create"
+
+
+@dataclass(frozen=True, slots=True)
+class _Current:
+    version_id: int
+    deleted: bool
+
+
+def fhir_instant(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+async def write_versions(
+    conn: AsyncConnection, writes: Sequence[PendingWrite], now: datetime
+) -> list[WrittenVersion | None]:
+    """Apply `writes` inside the caller's transaction. A delete of nothing yields None."""
+    keys = [(w.resource_type, w.id) for w in writes]
+    if len(set(keys)) != len(keys):
+        raise BadRequest("the same resource appears more than once in one transaction")
+    postgres = conn.dialect.name == "postgresql"
+    current = await _load_current(conn, keys, lock=postgres)
+    written = [_plan(w, current.get((w.resource_type, w.id)), now) for w in writes]
+    done = [v for v in written if v is not None]
+    if done:
+        await _apply(conn, done, current, now, postgres=postgres)
+    return written
+
+
+async def _load_current(
+    conn: AsyncConnection, keys: list[tuple[str, str]], *, lock: bool
+) -> dict[tuple[str, str], _Current]:
+    found: dict[tuple[str, str], _Current] = {}
+    for chunk in _chunks(keys):
+        query = select(
+            resources.c.res_type, resources.c.res_id, resources.c.version_id, resources.c.deleted
+        ).where(tuple_(resources.c.res_type, resources.c.res_id).in_(chunk))
+        if lock:
+            query = query.with_for_update()
+        for row in await conn.execute(query):
+            found[(row.res_type, row.res_id)] = _Current(row.version_id, row.deleted)
+    return found
+
+
+def _plan(write: PendingWrite, cur: _Current | None, now: datetime) -> WrittenVersion | None:
+    live = cur is not None and not cur.deleted
+    if write.if_match is not None and (cur is None or cur.version_id != write.if_match):
+        have = f"version {cur.version_id}" if cur else "no version"
+        raise PreconditionFailed(
+            f"{write.resource_type}/{write.id}: If-Match expects version {write.if_match} but "
+            f"the server has {have}; read the resource again and retry with its ETag"
+        )
+    if write.body is None and not live:
+        return None
+    version = cur.version_id + 1 if cur else 1
+    body = None
+    if write.body is not None:
+        body = write.body
+        body["id"] = write.id
+        meta = dict(body.get("meta") or {})
+        meta["versionId"] = str(version)
+        meta["lastUpdated"] = fhir_instant(now)
+        body["meta"] = meta
+    interaction = "delete" if write.body is None else ("update" if live else "create")
+    return WrittenVersion(
+        resource_type=write.resource_type,
+        id=write.id,
+        version_id=version,
+        previous_version_id=cur.version_id if cur else None,
+        last_updated=now,
+        interaction=interaction,
+        body=body,
+    )
+
+
+async def _apply(
+    conn: AsyncConnection,
+    done: list[WrittenVersion],
+    current: dict[tuple[str, str], _Current],
+    now: datetime,
+    *,
+    postgres: bool,
+) -> None:
+    texts = {(v.resource_type, v.id): _dump(v.body) for v in done}
+    fresh = [v for v in done if (v.resource_type, v.id) not in current]
+    existing = [v for v in done if (v.resource_type, v.id) in current]
+    if fresh:
+        await conn.execute(resources.insert(), [_current_row(v, texts) for v in fresh])
+    if existing:
+        await conn.execute(
+            resources.update()
+            .where(
+                and_(
+                    resources.c.res_type == bindparam("k_type"),
+                    resources.c.res_id == bindparam("k_id"),
+                )
+            )
+            .values(
+                version_id=bindparam("version_id"),
+                last_updated=bindparam("last_updated"),
+                deleted=bindparam("deleted"),
+                body=bindparam("body"),
+            ),
+            [
+                {
+                    "k_type": v.resource_type,
+                    "k_id": v.id,
+                    "version_id": v.version_id,
+                    "last_updated": now,
+                    "deleted": v.body is None,
+                    "body": texts[(v.resource_type, v.id)],
+                }
+                for v in existing
+            ],
+        )
+        for chunk in _chunks([(v.resource_type, v.id) for v in existing]):
+            await conn.execute(
+                delete(search_index).where(
+                    tuple_(search_index.c.res_type, search_index.c.res_id).in_(chunk)
+                )
+            )
+    await conn.execute(
+        resource_versions.insert(),
+        [
+            {
+                "res_type": v.resource_type,
+                "res_id": v.id,
+                "version_id": v.version_id,
+                "last_updated": now,
+                "method": v.interaction,
+                "body": texts[(v.resource_type, v.id)],
+            }
+            for v in done
+        ],
+    )
+    index_rows = list(_index_rows(done))
+    for chunk in _chunks(index_rows):
+        await conn.execute(search_index.insert(), chunk)
+    if postgres:
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": OUTBOX_LOCK_KEY})
+    await conn.execute(
+        outbox.insert(),
+        [
+            {
+                "event_id": str(uuid.uuid4()),
+                "res_type": v.resource_type,
+                "res_id": v.id,
+                "version_id": v.version_id,
+                "previous_version_id": v.previous_version_id,
+                "interaction": v.interaction,
+                "occurred_at": now,
+                "body": texts[(v.resource_type, v.id)],
+            }
+            for v in done
+        ],
+    )
+
+
+def _current_row(v: WrittenVersion, texts: dict[tuple[str, str], str | None]) -> dict[str, Any]:
+    return {
+        "res_type": v.resource_type,
+        "res_id": v.id,
+        "version_id": v.version_id,
+        "last_updated": v.last_updated,
+        "deleted": v.body is None,
+        "body": texts[(v.resource_type, v.id)],
+    }
+
+
+def _index_rows(done: Iterable[WrittenVersion]) -> Iterable[dict[str, Any]]:
+    for v in done:
+        if v.body is None:
+            continue
+        for e in index_entries(v.body):
+            yield {
+                "res_type": v.resource_type,
+                "res_id": v.id,
+                "param": e.param,
+                "system": e.system,
+                "code": e.code,
+                "text": e.text,
+                "low": e.low,
+                "high": e.high,
+            }
+
+
+def _dump(body: dict[str, Any] | None) -> str | None:
+    return None if body is None else orjson.dumps(body).decode()
+
+
+def _chunks(items: list[_T]) -> Iterable[list[_T]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]

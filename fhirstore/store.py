@@ -1,0 +1,253 @@
+"""The FHIR store: the one API every writer and reader goes through.
+
+Writes validate first, then run `write_versions` in a transaction (resource, history, index and
+outbox together) and, once committed, tell the commit listeners (the outbox relay wakes up).
+On SQLite, writes in this process are serialised by a lock: SQLite has one writer anyway, and
+waiting on an asyncio lock is cheaper than retrying on SQLITE_BUSY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager, nullcontext
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from fhirstore.clock import Clock
+from fhirstore.db.engine import is_sqlite
+from fhirstore.db.schema import resource_versions, resources
+from fhirstore.db.writer import PendingWrite, WrittenVersion, write_versions
+from fhirstore.errors import BadRequest, Gone, NotFound, PreconditionFailed
+from fhirstore.search.query import SearchRequest, parse_search
+from fhirstore.search.sql import SearchResult, run_search
+from fhirstore.validation import require_id, require_type, validate_resource
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVersion:
+    """One version as stored. `body` is the JSON text (None for a delete)."""
+
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated: datetime
+    method: str
+    body: str | None
+
+    @property
+    def deleted(self) -> bool:
+        return self.body is None
+
+    def resource(self) -> dict[str, Any]:
+        if self.body is None:
+            raise Gone(f"{self.resource_type}/{self.id} version {self.version_id} is deleted")
+        return orjson.loads(self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class CreateOutcome:
+    version: WrittenVersion | StoredVersion
+    created: bool
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def as_utc(moment: datetime) -> datetime:
+    # SQLite hands timestamps back naive; everything stored is UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+        self.engine = engine
+        self.clock = clock
+        self._write_lock = asyncio.Lock() if is_sqlite(engine) else None
+        self._listeners: list[Callable[[], None]] = []
+
+    def add_commit_listener(self, listener: Callable[[], None]) -> None:
+        """`listener` is called (synchronously, cheaply) after every committed write."""
+        self._listeners.append(listener)
+
+    @asynccontextmanager
+    async def write_transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction; listeners hear of it after it commits."""
+        async with self._write_lock or nullcontext(), self.engine.begin() as conn:
+            yield conn
+        for listener in self._listeners:
+            listener()
+
+    # -- writes -------------------------------------------------------------------------------
+
+    async def create(
+        self,
+        body: Any,
+        *,
+        resource_type: str | None = None,
+        if_none_exist: list[tuple[str, str]] | None = None,
+    ) -> CreateOutcome:
+        resource = validate_resource(resource_type, body)
+        rtype = resource["resourceType"]
+        async with self.write_transaction() as conn:
+            if if_none_exist:
+                existing = await self._conditional_match(conn, rtype, if_none_exist)
+                if existing is not None:
+                    return CreateOutcome(existing, created=False)
+            [written] = await write_versions(
+                conn, [PendingWrite(rtype, new_id(), resource)], self.clock.now()
+            )
+        assert written is not None
+        return CreateOutcome(written, created=True)
+
+    async def update(
+        self, resource_type: str, resource_id: str, body: Any, *, if_match: int | None = None
+    ) -> WrittenVersion:
+        require_id(resource_id)
+        resource = validate_resource(resource_type, body)
+        if resource.get("id") not in (None, resource_id):
+            raise_id_mismatch(resource_type, resource_id, resource["id"])
+        async with self.write_transaction() as conn:
+            [written] = await write_versions(
+                conn,
+                [PendingWrite(resource_type, resource_id, resource, if_match)],
+                self.clock.now(),
+            )
+        assert written is not None
+        return written
+
+    async def delete(
+        self, resource_type: str, resource_id: str, *, if_match: int | None = None
+    ) -> WrittenVersion | None:
+        """Delete; None when there was nothing live to delete (deleting twice is harmless)."""
+        require_type(resource_type)
+        async with self.write_transaction() as conn:
+            [written] = await write_versions(
+                conn, [PendingWrite(resource_type, resource_id, None, if_match)], self.clock.now()
+            )
+        if written is None:
+            await self.read(resource_type, resource_id)  # 404 or 410, as appropriate
+        return written
+
+    async def _conditional_match(
+        self, conn: AsyncConnection, resource_type: str, criteria: list[tuple[str, str]]
+    ) -> StoredVersion | None:
+        request = parse_search(resource_type, [*criteria, ("_count", "2")])
+        result = await run_search(conn, request)
+        if not result.resources:
+            return None
+        if len(result.resources) > 1:
+            raise PreconditionFailed(
+                f"If-None-Exist matches more than one {resource_type}; make the criteria "
+                f"specific enough to match at most one"
+            )
+        found = orjson.loads(result.resources[0])
+        return await self._read_in(conn, resource_type, found["id"])
+
+    # -- reads --------------------------------------------------------------------------------
+
+    async def read(self, resource_type: str, resource_id: str) -> StoredVersion:
+        require_type(resource_type)
+        async with self.engine.connect() as conn:
+            return await self._read_in(conn, resource_type, resource_id)
+
+    async def _read_in(
+        self, conn: AsyncConnection, resource_type: str, resource_id: str
+    ) -> StoredVersion:
+        row = (
+            await conn.execute(
+                select(resources).where(
+                    and_(resources.c.res_type == resource_type, resources.c.res_id == resource_id)
+                )
+            )
+        ).first()
+        if row is None:
+            raise NotFound(f"{resource_type}/{resource_id} does not exist")
+        if row.deleted:
+            raise Gone(f"{resource_type}/{resource_id} was deleted (version {row.version_id})")
+        return StoredVersion(
+            resource_type, resource_id, row.version_id, as_utc(row.last_updated), "", row.body
+        )
+
+    async def vread(self, resource_type: str, resource_id: str, version_id: int) -> StoredVersion:
+        require_type(resource_type)
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(resource_versions).where(
+                        and_(
+                            resource_versions.c.res_type == resource_type,
+                            resource_versions.c.res_id == resource_id,
+                            resource_versions.c.version_id == version_id,
+                        )
+                    )
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"{resource_type}/{resource_id} has no version {version_id}")
+        version = _version(row)
+        if version.deleted:
+            raise Gone(f"{resource_type}/{resource_id} version {version_id} is a deletion")
+        return version
+
+    async def history(
+        self,
+        resource_type: str | None = None,
+        resource_id: str | None = None,
+        *,
+        since: datetime | None = None,
+        count: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[StoredVersion], int]:
+        """Versions newest first, and how many there are in all."""
+        conds = []
+        if resource_type is not None:
+            require_type(resource_type)
+            conds.append(resource_versions.c.res_type == resource_type)
+        if resource_id is not None:
+            conds.append(resource_versions.c.res_id == resource_id)
+        if since is not None:
+            conds.append(resource_versions.c.last_updated >= since)
+        where = and_(*conds) if conds else None
+        query = select(resource_versions).order_by(
+            resource_versions.c.last_updated.desc(), resource_versions.c.version_id.desc()
+        )
+        counter = select(func.count()).select_from(resource_versions)
+        if where is not None:
+            query, counter = query.where(where), counter.where(where)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query.limit(count).offset(offset))).all()
+            total = (await conn.execute(counter)).scalar_one()
+        if resource_id is not None and total == 0:
+            raise NotFound(f"{resource_type}/{resource_id} does not exist")
+        return [_version(r) for r in rows], total
+
+    async def search(self, request: SearchRequest) -> SearchResult:
+        async with self.engine.connect() as conn:
+            return await run_search(conn, request)
+
+    async def write_batch(
+        self, conn: AsyncConnection, writes: Sequence[PendingWrite]
+    ) -> list[WrittenVersion | None]:
+        """Several writes inside a `write_transaction` (transaction Bundles, loaders)."""
+        return await write_versions(conn, writes, self.clock.now())
+
+
+def raise_id_mismatch(resource_type: str, url_id: str, body_id: Any) -> None:
+    raise BadRequest(
+        f"the body's id {body_id!r} does not match the URL's id {url_id!r} for {resource_type}",
+        expression=[f"{resource_type}.id"],
+    )
+
+
+def _version(row: Any) -> StoredVersion:
+    return StoredVersion(
+        row.res_type, row.res_id, row.version_id, as_utc(row.last_updated), row.method, row.body
+    )

@@ -1,0 +1,181 @@
+"""The `herald` command: serve, relay, load, migrate, asyncapi."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from herald.logging import configure_logging
+from herald.settings import Settings
+
+app = typer.Typer(help="Herald: FHIR Subscriptions and CarePlan scheduling.", no_args_is_help=True)
+console = Console(stderr=True)
+log = logging.getLogger("herald")
+
+DatabaseOpt = Annotated[
+    str | None, typer.Option("--database-url", help="Overrides HERALD_DATABASE_URL")
+]
+KafkaOpt = Annotated[
+    str | None, typer.Option("--kafka-bootstrap", help="Overrides HERALD_KAFKA_BOOTSTRAP")
+]
+
+
+def _settings(database_url: str | None = None, kafka_bootstrap: str | None = None, **kw: object) -> Settings:
+    overrides = {k: v for k, v in kw.items() if v is not None}
+    if database_url:
+        overrides["database_url"] = database_url
+    if kafka_bootstrap:
+        overrides["kafka_bootstrap"] = kafka_bootstrap
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Overrides HERALD_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="Overrides HERALD_PORT")] = None,
+    database_url: DatabaseOpt = None,
+    kafka_bootstrap: KafkaOpt = None,
+    relay: Annotated[bool, typer.Option(help="Also run the outbox relay")] = True,
+) -> None:
+    """Run the FHIR API (and, unless --no-relay, the outbox relay) in this process."""
+    from herald.app import create_app
+    from herald.runtime import Runtime
+
+    settings = _settings(database_url, kafka_bootstrap, host=host, port=port)
+    if settings.embedded_bus:
+        log.warning(
+            "running the embedded default: in-process bus, database %s. Set "
+            "HERALD_KAFKA_BOOTSTRAP and a PostgreSQL HERALD_DATABASE_URL to scale out.",
+            settings.database_url,
+        )
+    runtime = Runtime(settings, run_relay=relay)
+    console.print(
+        f"Herald FHIR base: http://{settings.host}:{settings.port}{settings.fhir_base_path}"
+    )
+    uvicorn.run(
+        create_app(settings, runtime=runtime),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@app.command("relay")
+def relay_only(database_url: DatabaseOpt = None, kafka_bootstrap: KafkaOpt = None) -> None:
+    """Run only the outbox relay (for a scaled-out deployment)."""
+    from herald.runtime import Runtime
+
+    settings = _settings(database_url, kafka_bootstrap)
+
+    async def main() -> None:
+        runtime = Runtime(settings)
+        await runtime.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runtime.stop()
+
+    asyncio.run(main())
+
+
+@app.command()
+def migrate(database_url: DatabaseOpt = None) -> None:
+    """Bring the database schema up to date (serve does this too at start)."""
+    from fhirstore.db.engine import create_engine
+    from fhirstore.db.migrate import upgrade
+
+    settings = _settings(database_url)
+
+    async def main() -> None:
+        engine = create_engine(settings.database_url)
+        await upgrade(engine)
+        await engine.dispose()
+
+    asyncio.run(main())
+    console.print("schema is up to date")
+
+
+@app.command()
+def load(
+    paths: Annotated[list[Path], typer.Argument(help="JSON or NDJSON files, or folders of them")],
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Bulk-load resources and Bundles through the store (the change stream sees every one)."""
+    from herald.loader import Loader, discover
+    from herald.runtime import Runtime
+
+    settings = _settings(database_url)
+    files = discover(paths)
+    if not files:
+        console.print("[red]no .json or .ndjson files found in the given paths[/red]")
+        raise typer.Exit(2)
+
+    async def main() -> Loader:
+        runtime = Runtime(settings, run_relay=False)
+        await runtime.start()
+        try:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("resources: {task.fields[done]}"),
+                TimeElapsedColumn(),
+                console=console,
+            ) as progress:
+                task = progress.add_task("loading", total=len(files), done=0)
+                loader = Loader(
+                    runtime.store,
+                    on_progress=lambda n: progress.update(
+                        task, done=progress.tasks[task].fields["done"] + n
+                    ),
+                )
+                for file in files:
+                    await loader.load_file(file)
+                    progress.advance(task)
+            return loader
+        finally:
+            await runtime.stop()
+
+    loader = asyncio.run(main())
+    report = loader.report
+    console.print(f"loaded {report.loaded} resources from {len(files)} files; "
+                  f"{len(report.failures)} failed")
+    if report.failures:
+        table = Table("where", "why")
+        for where, why in report.failures[:50]:
+            table.add_row(where, why)
+        console.print(table)
+        if len(report.failures) > 50:
+            console.print(f"... and {len(report.failures) - 50} more")
+        raise typer.Exit(1)
+
+
+@app.command()
+def asyncapi(
+    output: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout")] = None,
+) -> None:
+    """Print the AsyncAPI document of the Kafka topics Herald writes (generated by FastStream)."""
+    from events.asyncapi import asyncapi_document
+
+    document = json.dumps(asyncapi_document(), indent=2)
+    if output:
+        output.write_text(document + "\n")
+    else:
+        typer.echo(document)
+
+
+if __name__ == "__main__":
+    app()

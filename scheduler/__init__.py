@@ -1,0 +1,1 @@
+"""CarePlan scheduling: Timing engine, Task materialisation, due wake-ups. Not built yet."""

@@ -1,0 +1,1 @@
+"""Helpers shared by test suites: a running Herald in-process, database URL choices."""
