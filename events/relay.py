@@ -126,7 +126,8 @@ class OutboxRelay:
 
     async def _wait(self) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), self._poll_interval)
+            async with asyncio.timeout(self._poll_interval):
+                await self._wakeup.wait()
         self._wakeup.clear()
 
     async def relay_once(self) -> int:

@@ -9,6 +9,7 @@ waiting on an asyncio lock is cheaper than retrying on SQLITE_BUSY.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, nullcontext
@@ -133,7 +134,8 @@ class Store:
                 conn, [PendingWrite(resource_type, resource_id, None, if_match)], self.clock.now()
             )
         if written is None:
-            await self.read(resource_type, resource_id)  # 404 or 410, as appropriate
+            with contextlib.suppress(Gone):  # already deleted: nothing to do
+                await self.read(resource_type, resource_id)  # never existed: 404
         return written
 
     async def _conditional_match(

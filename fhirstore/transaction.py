@@ -217,7 +217,7 @@ async def process_batch(store: Store, bundle: Any) -> dict[str, Any]:
     for index, raw_entry in enumerate(raw):
         try:
             entry = _parse_entry(index, raw_entry)
-            _assign_ids([entry], [raw_entry])
+            _assign_ids([entry], raw)
             _check(entry)
             async with store.write_transaction() as conn:
                 await _execute(store, conn, [entry])

@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from faststream.kafka import KafkaBroker, KafkaMessage
+import logging
+
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares.acknowledgement.config import AckPolicy
 
 from events.bus.base import Handler, Message, handle_with_retry
@@ -26,12 +29,12 @@ class KafkaBus:
             linger_ms=2,
             request_timeout_ms=10_000,
             retry_backoff_ms=200,
-            log_level=30,
+            log_level=logging.DEBUG,  # per-message "Received"/"Processed" lines
         )
         self._started = False
 
     def subscribe(self, topic: str, group: str, handler: Handler) -> None:
-        async def on_message(body: bytes, msg: KafkaMessage) -> None:
+        async def on_message(msg: KafkaMessage) -> None:
             raw = msg.raw_message
             key = raw.key.decode() if raw.key else ""
             headers = {k: v.decode() for k, v in (raw.headers or ())}
@@ -41,7 +44,8 @@ class KafkaBus:
             topic,
             group_id=group,
             auto_offset_reset="earliest",
-            ack_policy=AckPolicy.ACK,
+            # The handler retries internally; should it still raise, seek back, never skip.
+            ack_policy=AckPolicy.NACK_ON_ERROR,
             max_poll_interval_ms=600_000,
         )
         subscriber(on_message)

@@ -59,6 +59,7 @@ def fhir_router(
         )
 
     @router.post("")
+    @router.post("/", include_in_schema=False)
     async def bundle(request: Request) -> Response:
         body = await read_json_body(request, max_body_bytes)
         kind = body.get("type") if isinstance(body, dict) else None

@@ -25,7 +25,8 @@ async def running_herald(
     app = create_app(config, runtime=runtime)
     await runtime.start()
     try:
-        transport = httpx.ASGITransport(app=app)
+        # Like a real server: an unhandled error is a 500 response, not an exception here.
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(
             transport=transport, base_url="http://herald.test/fhir", headers=FHIR_JSON
         ) as client:

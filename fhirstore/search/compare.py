@@ -1,0 +1,187 @@
+"""Search semantics in one place: a criterion becomes a `Plan` over index entries.
+
+A `Plan` says: the resource matches when some entry of `param` satisfies `pred` (or, when
+`negate`, when none does - `:not`, `:missing=true`). `pred` is a small tree of comparisons on
+entry fields. `match` evaluates it on `IndexEntry` objects, `sql` renders it as SQL over
+`search_index`, so the in-memory matcher and the database always agree.
+
+Ranges (dates, numbers, quantities) are closed, target `[tl, th]` against search `[sl, sh]`,
+following the prefix table of the FHIR search page:
+
+    eq  sl <= tl and th <= sh        (the search range contains the target)
+    ne  not eq
+    gt  th > sh                      (the target reaches above the search range)
+    lt  tl < sl
+    ge  gt or eq                     le  lt or eq
+    sa  tl > sh                      eb  th < sl
+    ap  the ranges overlap (the search range is already widened by the parser)
+
+Strings match on the folded text (lower case, no accents): a prefix by default, anywhere with
+`:contains`, a word prefix with `:text` (also on tokens: display / text), the exact original
+with `:exact`. Tokens, uris and references compare codes exactly (case-sensitive).
+
+Numbers and quantities are indexed as points (low == high): the spec puts the implicit
+precision on the search value (`100` means [99.5, 100.5)), and a stored `5.40` arrives as the
+float 5.4 anyway, so a range around the stored value would make `gt100` match a stored 100.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from fhirstore.search import definitions as d
+from fhirstore.search import values as v
+from fhirstore.search.query import Criterion
+
+
+@dataclass(frozen=True, slots=True)
+class Cmp:
+    """`entry.<field> <op> value`. A None field never satisfies a comparison except `null`.
+
+    ops: eq, in (value is a frozenset), null, lt, le, gt, ge, prefix, contains (the field
+    holds folded text), icontains (ASCII case-insensitive).
+    """
+
+    field: str
+    op: str
+    value: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class All:
+    parts: tuple[Pred, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    parts: tuple[Pred, ...]
+
+
+Pred = Cmp | All | AnyOf
+TRUE = All(())
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    param: str
+    negate: bool
+    pred: Pred
+
+
+def _all(*parts: Pred) -> Pred:
+    kept = tuple(part for part in parts if part != TRUE)
+    return kept[0] if len(kept) == 1 else All(kept)
+
+
+def _any(parts: tuple[Pred, ...]) -> Pred:
+    return parts[0] if len(parts) == 1 else AnyOf(parts)
+
+
+def range_pred(prefix: str, low: float, high: float) -> Pred:
+    contains = All((Cmp("low", "ge", low), Cmp("high", "le", high)))
+    if prefix == "eq":
+        return contains
+    if prefix == "ne":
+        return AnyOf((Cmp("low", "lt", low), Cmp("high", "gt", high)))
+    if prefix == "gt":
+        return Cmp("high", "gt", high)
+    if prefix == "lt":
+        return Cmp("low", "lt", low)
+    if prefix == "ge":
+        return AnyOf((Cmp("high", "gt", high), contains))
+    if prefix == "le":
+        return AnyOf((Cmp("low", "lt", low), contains))
+    if prefix == "sa":
+        return Cmp("low", "gt", high)
+    if prefix == "eb":
+        return Cmp("high", "lt", low)
+    return All((Cmp("low", "le", high), Cmp("high", "ge", low)))  # ap
+
+
+def _token(value: v.TokenValue) -> Pred:
+    parts: list[Pred] = []
+    if value.code is not None:
+        parts.append(Cmp("code", "eq", value.code))
+    if value.no_system:
+        parts.append(Cmp("system", "null"))
+    elif value.system is not None:
+        parts.append(Cmp("system", "eq", value.system))
+    return _all(*parts)
+
+
+def _words(value: v.StringValue) -> Pred:
+    """`:text`: some word of the (folded) text starts with the value."""
+    return AnyOf(
+        (Cmp("text", "prefix", value.normalized), Cmp("text", "contains", " " + value.normalized))
+    )
+
+
+def _string(value: v.StringValue, modifier: str | None) -> Pred:
+    if modifier == "text":
+        return _words(value)
+    if modifier == "exact":
+        return Cmp("code", "eq", value.value)
+    if modifier == "contains":
+        return Cmp("text", "contains", value.normalized)
+    return Cmp("text", "prefix", value.normalized)
+
+
+def _uri(value: v.UriValue, modifier: str | None) -> Pred:
+    if modifier == "above":
+        return Cmp("code", "in", frozenset(v.uri_ancestors(value.value)))
+    if modifier == "below":
+        parent = value.value.rstrip("/")
+        return AnyOf((Cmp("code", "eq", value.value), Cmp("code", "prefix", parent + "/")))
+    if modifier == "contains":
+        return Cmp("code", "icontains", value.value)
+    return Cmp("code", "eq", value.value)
+
+
+def _reference(value: v.ReferenceValue) -> Pred:
+    if len(value.codes) == 1:
+        return Cmp("code", "eq", value.codes[0])
+    return Cmp("code", "in", frozenset(value.codes))
+
+
+def _range(value: v.RangeValue) -> Pred:
+    unit: list[Pred] = []
+    if value.system is not None:
+        unit.append(Cmp("system", "eq", value.system))
+    if value.code is not None:
+        unit.append(Cmp("code", "eq", value.code))
+    return _all(range_pred(value.prefix, value.low, value.high), *unit)
+
+
+def value_pred(value: v.SearchValue, modifier: str | None) -> Pred:
+    """What one (OR-ed) search value requires of one index entry."""
+    if isinstance(value, v.TokenValue):
+        return _token(value)
+    if isinstance(value, v.StringValue):
+        return _string(value, modifier)
+    if isinstance(value, v.UriValue):
+        return _uri(value, modifier)
+    if isinstance(value, v.ReferenceValue):
+        return _reference(value)
+    if isinstance(value, v.RangeValue):
+        return _range(value)
+    raise TypeError(f"no comparison for {value!r}")
+
+
+@lru_cache(maxsize=16384)
+def plan(criterion: Criterion) -> Plan:
+    """The comparison plan of a criterion (cached: criteria are immutable)."""
+    code = criterion.param.code
+    if criterion.modifier == "missing":
+        missing = all(isinstance(x, v.MissingValue) and x.missing for x in criterion.values)
+        return Plan(code, negate=missing, pred=TRUE)
+    pred = _any(tuple(value_pred(value, criterion.modifier) for value in criterion.values))
+    return Plan(code, negate=criterion.modifier == "not", pred=pred)
+
+
+def sort_field(param: d.SearchParam, descending: bool) -> str:
+    """The entry field a `_sort` on `param` orders by (min ascending, max descending)."""
+    if param.type in (d.DATE, d.NUMBER, d.QUANTITY):
+        return "high" if descending else "low"
+    return "text" if param.type == d.STRING else "code"

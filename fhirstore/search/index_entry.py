@@ -1,0 +1,34 @@
+"""`IndexEntry`: one extracted search value, the in-memory twin of a `search_index` row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """One search value of a resource; the fields map 1:1 to `search_index` columns.
+
+    What each parameter type fills (see the comment above `search_index` in db/schema.py):
+    token (system, code, text), string (text normalised, code exact), uri (code),
+    reference (code `Type/id` or absolute URL, system target type), number / quantity / date
+    (low, high; quantity also system and code of the unit).
+    """
+
+    param: str
+    system: str | None = None
+    code: str | None = None
+    text: str | None = None
+    low: float | None = None
+    high: float | None = None
+
+    def row(self) -> dict[str, str | float | None]:
+        """The column values for a `search_index` insert (without res_type / res_id)."""
+        return {
+            "param": self.param,
+            "system": self.system,
+            "code": self.code,
+            "text": self.text,
+            "low": self.low,
+            "high": self.high,
+        }

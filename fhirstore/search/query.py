@@ -1,0 +1,236 @@
+"""Parse a FHIR search query string into a `SearchRequest` (criteria, paging, sort, includes).
+
+`parse_search("Observation", [("code", "http://loinc.org|8867-4"), ("_count", "10")])`.
+A comma inside one value is OR, a repeated parameter is AND. Anything the store cannot answer
+faithfully raises `InvalidSearch` naming the parameter and what is accepted: the client gets a
+400 rather than silently wider or narrower results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from fhirstore.errors import InvalidSearch
+from fhirstore.search import definitions as d
+from fhirstore.search import values as v
+from fhirstore.search.definitions import SearchParam
+
+TotalMode = Literal["none", "estimate", "accurate"]
+
+# Modifiers each parameter type accepts (a reference also takes a resource type, `:Patient`).
+MODIFIERS: dict[str, frozenset[str]] = {
+    d.TOKEN: frozenset({"missing", "not", "text"}),
+    d.STRING: frozenset({"missing", "exact", "contains", "text"}),
+    d.URI: frozenset({"missing", "contains", "above", "below"}),
+    d.REFERENCE: frozenset({"missing"}),
+    d.DATE: frozenset({"missing"}),
+    d.NUMBER: frozenset({"missing"}),
+    d.QUANTITY: frozenset({"missing"}),
+}
+IGNORED = frozenset({"_format", "_pretty", "_summary", "_elements"})
+UNSUPPORTED = frozenset(
+    {"_has", "_list", "_text", "_content", "_query", "_filter", "_type", "_contained"}
+    | {"_containedType"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Criterion:
+    """One search parameter occurrence: matches when any of `values` (OR) matches."""
+
+    param: SearchParam
+    modifier: str | None
+    values: tuple[v.SearchValue, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.values, tuple):  # accept a list, stay hashable
+            object.__setattr__(self, "values", tuple(self.values))
+
+
+@dataclass(frozen=True, slots=True)
+class Include:
+    """`_include=Source:param[:Target]` / `_revinclude=...`; `param` None means `*` (all)."""
+
+    source_type: str
+    param: SearchParam | None
+    target_type: str | None = None
+
+    def params(self) -> tuple[SearchParam, ...]:
+        if self.param is not None:
+            return (self.param,)
+        found = d.search_params(self.source_type).values()
+        return tuple(p for p in found if p.type == d.REFERENCE)
+
+
+@dataclass(slots=True)
+class SearchRequest:
+    resource_type: str
+    criteria: list[Criterion] = field(default_factory=list)
+    count: int = 50
+    offset: int = 0
+    sort: list[tuple[SearchParam, bool]] = field(default_factory=list)  # (param, descending)
+    include: list[Include] = field(default_factory=list)
+    revinclude: list[Include] = field(default_factory=list)
+    # None: not asked; the store counts when cheap (see sql.run_search).
+    total: TotalMode | None = None
+
+
+def _fail(name: str, message: str) -> InvalidSearch:
+    return InvalidSearch(f"Search parameter '{name}': {message}", expression=[name])
+
+
+def _param(resource_type: str, code: str, name: str) -> SearchParam:
+    param = d.search_params(resource_type).get(code)
+    if param is None:
+        if code in UNSUPPORTED:
+            raise _fail(name, "is not supported by this server")
+        raise _fail(name, f"unknown search parameter {code!r} for {resource_type}")
+    if param.type in (d.COMPOSITE, d.SPECIAL):
+        raise _fail(name, f"{param.type} search parameters are not supported")
+    return param
+
+
+def _check_modifier(param: SearchParam, modifier: str | None, name: str) -> None:
+    if modifier is None:
+        return
+    allowed = MODIFIERS[param.type]
+    if modifier in allowed:
+        return
+    if param.type == d.REFERENCE and modifier in d.resource_types():
+        if param.targets and modifier not in param.targets:
+            raise _fail(name, f"{modifier} is not a target of {param.code} ({param.targets})")
+        return
+    accepted = ", ".join(f":{m}" for m in sorted(allowed))
+    if param.type == d.REFERENCE:
+        accepted += ", :[ResourceType]"
+    raise _fail(
+        name, f"modifier :{modifier} is not supported on {param.type}; accepted: {accepted}"
+    )
+
+
+def _value_parser(
+    param: SearchParam, modifier: str | None, now: datetime
+) -> Callable[[str], v.SearchValue]:
+    if modifier == "missing":
+        return v.parse_missing
+    if param.type == d.TOKEN:
+        return v.parse_string if modifier == "text" else v.parse_token
+    if param.type == d.STRING:
+        return v.parse_string
+    if param.type == d.URI:
+        return v.parse_uri
+    if param.type == d.REFERENCE:
+        return lambda text: v.parse_reference(text, param.targets, modifier)
+    if param.type == d.DATE:
+        return lambda text: v.parse_date(text, now)
+    if param.type == d.NUMBER:
+        return v.parse_number
+    return v.parse_quantity
+
+
+def parse_criterion(
+    resource_type: str, name: str, value: str, *, now: datetime | None = None
+) -> Criterion:
+    """One `name=value` pair (name may carry a modifier) as a Criterion."""
+    code, _, modifier = name.partition(":")
+    if "." in code or "." in modifier:
+        raise _fail(name, "chained search parameters are not supported")
+    param = _param(resource_type, code, name)
+    _check_modifier(param, modifier or None, name)
+    parse = _value_parser(param, modifier or None, now or datetime.now(UTC))
+    texts = [value] if modifier == "missing" else v.split_escaped(value, ",")
+    try:
+        parsed = tuple(parse(text) for text in texts if text != "")
+    except ValueError as error:
+        raise _fail(name, f"{error} (got {value!r})") from None
+    if not parsed:
+        raise _fail(name, "no value")
+    return Criterion(param, modifier or None, parsed)
+
+
+def _int(name: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise _fail(name, f"expects a non-negative integer (got {value!r})")
+    return number
+
+
+def _sort(resource_type: str, value: str) -> list[tuple[SearchParam, bool]]:
+    order = []
+    for item in value.split(","):
+        code = item.strip()
+        descending = code.startswith("-")
+        param = _param(resource_type, code.lstrip("-"), "_sort")
+        order.append((param, descending))
+    return order
+
+
+def _include(resource_type: str, name: str, value: str) -> Include:
+    reverse = name.startswith("_revinclude")
+    if ":" in name:
+        raise _fail(
+            name, f"{name.partition(':')[2]} is not supported; use {name.partition(':')[0]}"
+        )
+    parts = value.split(":")
+    if value == "*" and not reverse:
+        return Include(resource_type, None)
+    if len(parts) not in (2, 3) or parts[0] not in d.resource_types():
+        raise _fail(name, f"expects SourceType:param[:TargetType] (got {value!r})")
+    source, code = parts[0], parts[1]
+    target = parts[2] if len(parts) == 3 else None
+    if not reverse and source != resource_type:
+        raise _fail(name, f"source type must be {resource_type} (got {source})")
+    if target is not None and target not in d.resource_types():
+        raise _fail(name, f"unknown target type {target!r}")
+    if reverse and target is not None and target != resource_type:
+        raise _fail(name, f"target type must be {resource_type} (got {target})")
+    if code == "*":
+        return Include(source, None, target)
+    param = d.search_params(source).get(code)
+    if param is None or param.type != d.REFERENCE:
+        raise _fail(name, f"{source} has no reference search parameter {code!r}")
+    return Include(source, param, target)
+
+
+def parse_search(
+    resource_type: str,
+    params: Sequence[tuple[str, str]],
+    *,
+    default_count: int = 50,
+    max_count: int = 1000,
+    now: datetime | None = None,
+) -> SearchRequest:
+    """Parse the query parameters of `GET [base]/[resource_type]?...`.
+
+    `_count` above `max_count` is lowered to it. `now` (default: the system clock) anchors the
+    `ap` prefix on dates. Raises InvalidSearch (HTTP 400) for anything unknown or malformed.
+    """
+    if resource_type not in d.resource_types():
+        raise InvalidSearch(f"Unknown resource type '{resource_type}'")
+    request = SearchRequest(resource_type, count=min(default_count, max_count))
+    for name, value in params:
+        base = name.partition(":")[0]
+        if base in IGNORED or value == "":
+            continue
+        if base == "_count":
+            request.count = min(_int(name, value), max_count)
+        elif base == "_offset":
+            request.offset = _int(name, value)
+        elif base == "_sort":
+            request.sort.extend(_sort(resource_type, value))
+        elif base == "_total":
+            if value not in ("none", "estimate", "accurate"):
+                raise _fail(name, f"expects none, estimate or accurate (got {value!r})")
+            request.total = value  # type: ignore[assignment]
+        elif base in ("_include", "_revinclude"):
+            include = _include(resource_type, name, value)
+            (request.revinclude if base == "_revinclude" else request.include).append(include)
+        else:
+            request.criteria.append(parse_criterion(resource_type, name, value, now=now))
+    return request

@@ -1,0 +1,220 @@
+"""Run a `SearchRequest` against the database: `resources` filtered by EXISTS over `search_index`.
+
+SQLAlchemy Core only, identical on SQLite and PostgreSQL. Each criterion becomes one correlated
+EXISTS (NOT EXISTS for `:not` / `:missing=true`) whose condition is rendered from the same
+`compare.Plan` the in-memory matcher evaluates.
+
+Order: the `_sort` keys (min of the entries ascending, max descending, resources without a
+value last), then `last_updated`, `res_id` - a stable order, so `_offset` paging is stable.
+
+Total: `_total=accurate` counts; `_total=none` gives None. Otherwise (`estimate` or not asked)
+the count is taken when cheap: free when this page reaches the end of the results, else a
+count capped at `COUNT_CAP` matches (None above it, rather than a slow full count).
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, false, func, literal, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from fhirstore.db.schema import resources, search_index
+from fhirstore.search.compare import TRUE, All, AnyOf, Cmp, Pred, plan, sort_field
+from fhirstore.search.datatypes import reference_target
+from fhirstore.search.query import Criterion, Include, SearchRequest
+
+COUNT_CAP = 10_000  # matches counted at most when no accurate total was asked for
+INCLUDE_LIMIT = 1_000  # resources brought in by one _include / _revinclude at most
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+@dataclass(slots=True)
+class SearchResult:
+    resources: list[str]  # JSON bodies of this page, in order
+    included: list[str] = field(default_factory=list)  # _include / _revinclude, deduplicated
+    total: int | None = None
+    has_more: bool = False
+
+
+def _cmp(cmp: Cmp, entry: Any) -> ColumnElement[bool]:
+    column = entry.c[cmp.field]
+    op, value = cmp.op, cmp.value
+    if op == "null":
+        return column.is_(None)
+    if op == "eq":
+        return column == value
+    if op == "in":
+        return column.in_(sorted(value))
+    if op == "lt":
+        return column < value
+    if op == "le":
+        return column <= value
+    if op == "gt":
+        return column > value
+    if op == "ge":
+        return column >= value
+    if op == "prefix":
+        if cmp.field == "text":  # folded text: LIKE is exact there on both databases
+            return column.startswith(value, autoescape=True)
+        return func.substr(column, 1, len(value)) == value  # case-sensitive everywhere
+    if op == "contains":
+        return column.contains(value, autoescape=True)
+    if op == "icontains":
+        return func.lower(column).contains(value.translate(_ASCII_LOWER), autoescape=True)
+    raise ValueError(f"unknown comparison {op!r}")
+
+
+def pred_clause(pred: Pred, entry: Any) -> ColumnElement[bool]:
+    """`pred` as a SQL condition on the `search_index` alias `entry`."""
+    if isinstance(pred, Cmp):
+        return _cmp(pred, entry)
+    clauses = [pred_clause(part, entry) for part in pred.parts]
+    if isinstance(pred, All):
+        return and_(*clauses) if clauses else literal(True)
+    assert isinstance(pred, AnyOf)
+    return or_(*clauses)
+
+
+def criterion_clause(resource_type: str, criterion: Criterion) -> ColumnElement[bool]:
+    """EXISTS (or NOT EXISTS) an index entry of the resource row satisfying the criterion."""
+    criterion_plan = plan(criterion)
+    entry = search_index.alias()
+    conditions = [
+        entry.c.res_type == resource_type,
+        entry.c.res_id == resources.c.res_id,
+        entry.c.param == criterion_plan.param,
+    ]
+    if criterion_plan.pred != TRUE:
+        conditions.append(pred_clause(criterion_plan.pred, entry))
+    exists = select(literal(1)).where(*conditions).exists()
+    return ~exists if criterion_plan.negate else exists
+
+
+def _filters(request: SearchRequest) -> list[ColumnElement[bool]]:
+    return [
+        resources.c.res_type == request.resource_type,
+        resources.c.deleted == false(),
+        *(criterion_clause(request.resource_type, c) for c in request.criteria),
+    ]
+
+
+def _order(request: SearchRequest) -> list[Any]:
+    order: list[Any] = []
+    for param, descending in request.sort:
+        entry = search_index.alias()
+        column = entry.c[sort_field(param, descending)]
+        value = (
+            select(func.max(column) if descending else func.min(column))
+            .where(
+                entry.c.res_type == request.resource_type,
+                entry.c.res_id == resources.c.res_id,
+                entry.c.param == param.code,
+            )
+            .scalar_subquery()
+        )
+        order.append((value.desc() if descending else value.asc()).nulls_last())
+    return [*order, resources.c.last_updated, resources.c.res_id]
+
+
+async def _total(
+    conn: AsyncConnection, request: SearchRequest, found: int, has_more: bool
+) -> int | None:
+    if request.total == "none":
+        return None
+    if request.total != "accurate" and not has_more and (found or request.offset == 0):
+        return request.offset + found
+    matching: Select[Any] = select(resources.c.res_id).where(*_filters(request))
+    if request.total != "accurate":
+        matching = matching.limit(COUNT_CAP + 1)
+    count = (await conn.execute(select(func.count()).select_from(matching.subquery()))).scalar()
+    total = int(count or 0)
+    return None if request.total != "accurate" and total > COUNT_CAP else total
+
+
+async def _bodies(conn: AsyncConnection, wanted: dict[str, set[str]]) -> list[tuple[str, str, str]]:
+    rows: list[tuple[str, str, str]] = []
+    for resource_type, ids in sorted(wanted.items()):
+        query = (
+            select(resources.c.res_type, resources.c.res_id, resources.c.body)
+            .where(
+                resources.c.res_type == resource_type,
+                resources.c.res_id.in_(sorted(ids)),
+                resources.c.deleted == false(),
+            )
+            .order_by(resources.c.res_id)
+        )
+        rows.extend((t, i, b) for t, i, b in (await conn.execute(query)).all())
+    return rows
+
+
+async def _included(
+    conn: AsyncConnection, include: Include, resource_type: str, ids: list[str]
+) -> list[tuple[str, str, str]]:
+    query = select(search_index.c.code).where(
+        search_index.c.res_type == resource_type,
+        search_index.c.res_id.in_(ids),
+        search_index.c.param.in_([p.code for p in include.params()]),
+    )
+    if include.target_type is not None:
+        query = query.where(search_index.c.system == include.target_type)
+    wanted: dict[str, set[str]] = {}
+    for (code,) in (await conn.execute(query.limit(INCLUDE_LIMIT))).all():
+        target = reference_target(code) if code and "://" not in code else None
+        if target is not None:
+            wanted.setdefault(target[0], set()).add(target[1])
+    return await _bodies(conn, wanted)
+
+
+async def _revincluded(
+    conn: AsyncConnection, include: Include, resource_type: str, ids: list[str]
+) -> list[tuple[str, str, str]]:
+    entry = search_index.alias()
+    referencing = select(literal(1)).where(
+        entry.c.res_type == include.source_type,
+        entry.c.res_id == resources.c.res_id,
+        entry.c.param.in_([p.code for p in include.params()]),
+        entry.c.code.in_([f"{resource_type}/{i}" for i in ids]),
+    )
+    query = (
+        select(resources.c.res_type, resources.c.res_id, resources.c.body)
+        .where(
+            resources.c.res_type == include.source_type,
+            resources.c.deleted == false(),
+            referencing.exists(),
+        )
+        .order_by(resources.c.res_id)
+        .limit(INCLUDE_LIMIT)
+    )
+    return [(t, i, b) for t, i, b in (await conn.execute(query)).all()]
+
+
+async def run_search(conn: AsyncConnection, request: SearchRequest) -> SearchResult:
+    """One page of results for `request` (fetches count + 1 rows to know `has_more`)."""
+    page = (
+        select(resources.c.res_id, resources.c.body)
+        .where(*_filters(request))
+        .order_by(*_order(request))
+        .limit(request.count + 1)
+        .offset(request.offset)
+    )
+    rows = (await conn.execute(page)).all()
+    has_more = len(rows) > request.count
+    rows = rows[: request.count]
+    result = SearchResult(resources=[body for _, body in rows], has_more=has_more)
+    result.total = await _total(conn, request, len(rows), has_more)
+    ids = [res_id for res_id, _ in rows]
+    if ids and (request.include or request.revinclude):
+        seen = {(request.resource_type, res_id) for res_id in ids}
+        found: list[tuple[str, str, str]] = []
+        for include in request.include:
+            found += await _included(conn, include, request.resource_type, ids)
+        for include in request.revinclude:
+            found += await _revincluded(conn, include, request.resource_type, ids)
+        for resource_type, res_id, body in found:
+            if (resource_type, res_id) not in seen:
+                seen.add((resource_type, res_id))
+                result.included.append(body)
+    return result

@@ -1,0 +1,216 @@
+"""Parsed search values, one class per kind, and the parsers that build them from query text.
+
+A parser raises `ValueError` with a message saying what is accepted; `query` turns it into an
+`InvalidSearch` that names the parameter.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from fhirstore.search import definitions as d
+from fhirstore.search.normalize import (
+    MAX_CODE,
+    MAX_SYSTEM,
+    MAX_TEXT,
+    date_range,
+    decimal_range,
+    normalize_text,
+    parse_decimal,
+)
+
+PREFIXES = frozenset({"eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"})
+EXACT_BOUND_PREFIXES = frozenset({"gt", "lt", "ge", "le"})
+_PREFIXED = re.compile(r"([a-z]{2})(.*)", re.DOTALL)
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_HISTORY = re.compile(r"/_history/[^/]*$")
+DATE_FORMAT = "YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm[:ss[.sss]][Z|+hh:mm]"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenValue:
+    """`[system]|[code]`: system None means any system, unless `no_system` (`|code`)."""
+
+    code: str | None
+    system: str | None = None
+    no_system: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StringValue:
+    value: str  # as given (`:exact`)
+    normalized: str  # folded like the index text (default, `:contains`, `:text`)
+
+
+@dataclass(frozen=True, slots=True)
+class UriValue:
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceValue:
+    codes: tuple[str, ...]  # the index codes that match: `Patient/1` (one per type) or a URL
+
+
+@dataclass(frozen=True, slots=True)
+class RangeValue:
+    """A date, number or quantity with its prefix.
+
+    `low` / `high` is the closed range the prefix compares with: the implied range of the value
+    (`2020-03` is the month, `5.4` is [5.35, 5.45)), the exact number for gt/lt/ge/le on numbers
+    and quantities (the spec compares those with the precise value), widened for `ap`.
+    """
+
+    prefix: str
+    low: float
+    high: float
+    system: str | None = None  # quantity unit system
+    code: str | None = None  # quantity unit code
+
+
+@dataclass(frozen=True, slots=True)
+class MissingValue:
+    missing: bool
+
+
+SearchValue = TokenValue | StringValue | UriValue | ReferenceValue | RangeValue | MissingValue
+
+
+def split_escaped(text: str, separator: str) -> list[str]:
+    """Split on `separator` where it is not escaped by a backslash; escapes are kept."""
+    parts, start, index = [], 0, 0
+    while index < len(text):
+        if text[index] == "\\":
+            index += 2
+            continue
+        if text[index] == separator:
+            parts.append(text[start:index])
+            start = index + 1
+        index += 1
+    parts.append(text[start:])
+    return parts
+
+
+def unescape(text: str) -> str:
+    """Undo the search escapes `\\,`, `\\|`, `\\$` and `\\\\`."""
+    return re.sub(r"\\([,|$\\])", r"\1", text) if "\\" in text else text
+
+
+def _prefixed(text: str) -> tuple[str, str]:
+    match = _PREFIXED.fullmatch(text)
+    if match is None:
+        return "eq", text
+    if match.group(1) not in PREFIXES:
+        accepted = ", ".join(sorted(PREFIXES))
+        raise ValueError(f"unknown prefix {match.group(1)!r} (accepted: {accepted})")
+    return match.group(1), match.group(2)
+
+
+def parse_missing(text: str) -> MissingValue:
+    if text not in ("true", "false"):
+        raise ValueError("`:missing` takes true or false")
+    return MissingValue(text == "true")
+
+
+def parse_token(text: str) -> TokenValue:
+    parts = [unescape(part) for part in split_escaped(text, "|")]
+    if len(parts) == 1:
+        return TokenValue(code=parts[0][:MAX_CODE])
+    if len(parts) > 2 or parts == ["", ""]:
+        raise ValueError("a token is [system]|[code] or code")
+    system, code = parts
+    return TokenValue(
+        code=code[:MAX_CODE] or None, system=system[:MAX_SYSTEM] or None, no_system=not system
+    )
+
+
+def parse_string(text: str) -> StringValue:
+    text = unescape(text)
+    return StringValue(value=text[:MAX_CODE], normalized=normalize_text(text)[:MAX_TEXT])
+
+
+def parse_uri(text: str) -> UriValue:
+    return UriValue(unescape(text)[:MAX_CODE])
+
+
+def uri_ancestors(uri: str) -> tuple[str, ...]:
+    """`uri` and its path parents, up to the authority (what `:above` matches)."""
+    ancestors = [uri]
+    scheme_end = uri.find("://")
+    floor = uri.find("/", scheme_end + 3) if scheme_end >= 0 else -1
+    current = uri.rstrip("/")
+    while floor > 0 and len(current) > floor:
+        current = current[: current.rfind("/")]
+        if current and current not in ancestors:
+            ancestors.append(current)
+    return tuple(ancestors)
+
+
+def parse_reference(
+    text: str, targets: tuple[str, ...], type_modifier: str | None
+) -> ReferenceValue:
+    """`Type/id`, `id` (any allowed target type) or an absolute URL."""
+    text = unescape(text)
+    if "://" in text or text.startswith("urn:"):
+        return ReferenceValue((text[:MAX_CODE],))
+    text = _HISTORY.sub("", text.strip())
+    if "/" in text:
+        resource_type, _, resource_id = text.partition("/")
+        if resource_type not in d.resource_types() or not _ID.fullmatch(resource_id):
+            raise ValueError("a reference is Type/id, id or an absolute URL")
+        if type_modifier and resource_type != type_modifier:
+            raise ValueError(f"{text!r} does not match the modifier :{type_modifier}")
+        return ReferenceValue((text,))
+    if not _ID.fullmatch(text):
+        raise ValueError("a reference is Type/id, id or an absolute URL")
+    types = (type_modifier,) if type_modifier else targets or tuple(sorted(d.resource_types()))
+    return ReferenceValue(tuple(f"{resource_type}/{text}" for resource_type in types))
+
+
+def parse_date(text: str, now: datetime) -> RangeValue:
+    prefix, rest = _prefixed(text)
+    try:
+        low, high = date_range(rest)
+    except ValueError:
+        raise ValueError(f"a date is [prefix]{DATE_FORMAT}") from None
+    if prefix == "ap":
+        gap = abs(now.timestamp() - (low + high) / 2) * 0.1
+        low, high = low - gap, high + gap
+    return RangeValue(prefix, low, high)
+
+
+def _number_bounds(prefix: str, text: str) -> tuple[float, float]:
+    number = parse_decimal(text)
+    if prefix in EXACT_BOUND_PREFIXES:
+        return float(number), float(number)
+    low, high = decimal_range(number)
+    if prefix == "ap":
+        margin = abs(float(number)) * 0.1
+        low, high = min(low, float(number) - margin), max(high, float(number) + margin)
+    return low, high
+
+
+def parse_number(text: str) -> RangeValue:
+    prefix, rest = _prefixed(text)
+    try:
+        low, high = _number_bounds(prefix, rest)
+    except ValueError:
+        raise ValueError("a number is [prefix]decimal, e.g. 5.4, gt100, 1e3") from None
+    return RangeValue(prefix, low, high)
+
+
+def parse_quantity(text: str) -> RangeValue:
+    parts = [unescape(part) for part in split_escaped(text, "|")]
+    if len(parts) not in (1, 3):
+        raise ValueError(
+            "a quantity is [prefix]number[|system|code], e.g. 5.4|http://unitsofmeasure.org|mg"
+        )
+    prefix, rest = _prefixed(parts[0])
+    try:
+        low, high = _number_bounds(prefix, rest)
+    except ValueError:
+        raise ValueError("a quantity is [prefix]number[|system|code], e.g. gt5.4||mg") from None
+    system, code = (parts[1] or None, parts[2] or None) if len(parts) == 3 else (None, None)
+    return RangeValue(prefix, low, high, system=system, code=code)
