@@ -71,7 +71,7 @@ def _version_tag(value: Any) -> int | None:
         return None
     cleaned = str(value).removeprefix("W/").strip('"')
     if not cleaned.isdigit():
-        raise BadRequest(f"ifMatch {value!r} is not a version ETag such as W/\"1\"")
+        raise BadRequest(f'ifMatch {value!r} is not a version ETag such as W/"1"')
     return int(cleaned)
 
 
@@ -133,7 +133,9 @@ async def _execute(store: Store, conn: AsyncConnection, entries: Sequence[_Entry
         writes.append(
             (
                 entry,
-                PendingWrite(entry.resource_type, entry.resource_id, entry.resource, entry.if_match),
+                PendingWrite(
+                    entry.resource_type, entry.resource_id, entry.resource, entry.if_match
+                ),
             )
         )
     results = await store.write_batch(conn, [w for _, w in writes])

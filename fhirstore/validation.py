@@ -8,7 +8,7 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from fhirstore.errors import BadRequest, Unprocessable, UnknownResourceType
+from fhirstore.errors import BadRequest, UnknownResourceType, Unprocessable
 from fhirstore.search.definitions import resource_types
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -63,7 +63,9 @@ def _unprocessable(resource_type: str, exc: ValidationError) -> Unprocessable:
         f"{path}: {_message(e)}" for path, e in zip(paths, errors[:_MAX_REPORTED], strict=True)
     )
     more = f" (and {len(errors) - _MAX_REPORTED} more)" if len(errors) > _MAX_REPORTED else ""
-    return Unprocessable(f"{resource_type} is not valid FHIR R4B: {details}{more}", expression=paths)
+    return Unprocessable(
+        f"{resource_type} is not valid FHIR R4B: {details}{more}", expression=paths
+    )
 
 
 def _element_path(resource_type: str, loc: tuple[Any, ...]) -> str:

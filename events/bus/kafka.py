@@ -8,9 +8,8 @@ succeeded, so a crash redelivers instead of losing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-
 import logging
+from collections.abc import Sequence
 
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage

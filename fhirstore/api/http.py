@@ -80,7 +80,7 @@ def parse_if_match(value: str | None) -> int | None:
         return None
     cleaned = value.strip().removeprefix("W/").strip('"')
     if not cleaned.isdigit():
-        raise PreconditionFailed(f"If-Match {value!r} is not a version ETag such as W/\"3\"")
+        raise PreconditionFailed(f'If-Match {value!r} is not a version ETag such as W/"3"')
     return int(cleaned)
 
 

@@ -23,7 +23,7 @@ from fhirstore.api.http import (
 from fhirstore.db.writer import WrittenVersion, fhir_instant
 from fhirstore.errors import BadRequest
 from fhirstore.search.query import parse_search
-from fhirstore.store import StoredVersion, Store
+from fhirstore.store import Store, StoredVersion
 from fhirstore.transaction import process_batch, process_transaction
 from fhirstore.validation import require_type
 
@@ -88,9 +88,7 @@ def fhir_router(
         count = _bounded_int(params.get("_count"), default_count, max_count, "_count")
         offset = _bounded_int(params.get("_offset"), 0, 10**9, "_offset")
         since = _instant(params.get("_since"))
-        versions, total = await store.history(
-            rtype, rid, since=since, count=count, offset=offset
-        )
+        versions, total = await store.history(rtype, rid, since=since, count=count, offset=offset)
         path = "/".join(p for p in (rtype, rid, "_history") if p)
         return FhirResponse(
             bundles.history(
@@ -216,4 +214,6 @@ def _instant(raw: str | None) -> datetime | None:
     try:
         return datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        raise BadRequest(f"_since {raw!r} is not a FHIR instant such as 2024-01-01T00:00:00Z")
+        raise BadRequest(
+            f"_since {raw!r} is not a FHIR instant such as 2024-01-01T00:00:00Z"
+        ) from None

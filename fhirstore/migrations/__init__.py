@@ -1,1 +1,1 @@
-"""Alembic migrations of the store's schema (run by `herald serve` at start, or `herald migrate`)."""
+"""Alembic migrations (applied by `herald serve` at start, or `herald migrate`)."""

@@ -79,7 +79,10 @@ async def test_batch_reports_each_entry(client: httpx.AsyncClient) -> None:
         "resourceType": "Bundle",
         "type": "batch",
         "entry": [
-            {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
+            {
+                "resource": {"resourceType": "Patient"},
+                "request": {"method": "POST", "url": "Patient"},
+            },
             {
                 "resource": {"resourceType": "Patient", "gender": 7},
                 "request": {"method": "POST", "url": "Patient"},

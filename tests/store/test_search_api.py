@@ -45,7 +45,9 @@ async def test_search_filters_pages_and_includes(client: httpx.AsyncClient) -> N
     )
     assert high.json()["total"] == 3
 
-    page = (await client.get("/Observation", params={"subject": f"Patient/{pid}", "_count": 4})).json()
+    page = (
+        await client.get("/Observation", params={"subject": f"Patient/{pid}", "_count": 4})
+    ).json()
     assert len(page["entry"]) == 4
     next_url = next(link["url"] for link in page["link"] if link["relation"] == "next")
     rest = (await client.get(next_url)).json()

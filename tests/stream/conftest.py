@@ -17,7 +17,7 @@ class Seen:
 
 
 async def read_changes(
-    bootstrap: str, keys: set[str], *, expect: int, timeout: float = 60.0
+    bootstrap: str, keys: set[str], *, expect: int, within: float = 60.0
 ) -> list[Seen]:
     """Read `fhir.changes` from the start until `expect` distinct events for `keys` arrived.
 
@@ -34,7 +34,7 @@ async def read_changes(
     seen: list[Seen] = []
     distinct: set[str] = set()
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while len(distinct) < expect:
                 batches = await consumer.getmany(timeout_ms=500)
                 for records in batches.values():

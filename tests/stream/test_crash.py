@@ -79,7 +79,7 @@ async def test_sigkill_mid_stream_loses_nothing(
 
     await asyncio.to_thread(server.start)  # the relay finishes what it had not published
     try:
-        seen = await read_changes(kafka_bootstrap, set(committed), expect=expected, timeout=60)
+        seen = await read_changes(kafka_bootstrap, set(committed), expect=expected, within=60)
     finally:
         await asyncio.to_thread(server.stop)
 

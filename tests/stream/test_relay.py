@@ -21,19 +21,23 @@ from tests.support.herald import running_herald
 async def test_in_process_consumers_receive_every_change_in_order(tmp_path) -> None:
     bus = MemoryBus()
     received: list[ChangeEvent] = []
+    three = asyncio.Event()
 
     async def consume(message: Message) -> None:
         received.append(ChangeEvent.from_json(message.value))
+        if len(received) >= 3:
+            three.set()
 
     bus.subscribe(CHANGES_TOPIC, "test", consume)
     async with running_herald(f"sqlite+aiosqlite:///{tmp_path}/h.db", bus=bus) as (_, client):
         made = (await client.post("/Patient", json={"resourceType": "Patient"})).json()
         pid = made["id"]
-        await client.put(f"/Patient/{pid}", json={"resourceType": "Patient", "id": pid, "active": True})
+        await client.put(
+            f"/Patient/{pid}", json={"resourceType": "Patient", "id": pid, "active": True}
+        )
         await client.delete(f"/Patient/{pid}")
         async with asyncio.timeout(5):
-            while len(received) < 3:
-                await asyncio.sleep(0.01)
+            await three.wait()
 
     assert [e.interaction for e in received] == ["create", "update", "delete"]
     assert [e.version_id for e in received] == ["1", "2", "3"]
@@ -85,16 +89,17 @@ async def test_broker_outage_loses_nothing(kafka_broker, tmp_path) -> None:
             body = {"resourceType": "Patient", "id": pid, "gender": ["male", "female"][round_ % 2]}
             assert (await client.put(f"/Patient/{pid}", json=body)).status_code in (200, 201)
 
-    async with running_herald(
-        f"sqlite+aiosqlite:///{tmp_path}/h.db", bus=KafkaBus(bootstrap)
-    ) as (_, client):
+    async with running_herald(f"sqlite+aiosqlite:///{tmp_path}/h.db", bus=KafkaBus(bootstrap)) as (
+        _,
+        client,
+    ):
         for round_ in range(3):
             await write_round(client, round_)
         await asyncio.to_thread(kafka_broker.stop)
         for round_ in range(3, 6):  # the API keeps accepting writes while the broker is down
             await write_round(client, round_)
         await asyncio.to_thread(kafka_broker.start)
-        seen = await read_changes(bootstrap, {f"Patient/{p}" for p in ids}, expect=12, timeout=90)
+        seen = await read_changes(bootstrap, {f"Patient/{p}" for p in ids}, expect=12, within=90)
 
     by_key = versions_by_key(seen)
     for pid in ids:
