@@ -25,6 +25,7 @@ from events.metrics import OUTBOX_LAG, RELAY_IS_LEADER, RELAY_PUBLISH_FAILURES, 
 from events.model import CHANGES_TOPIC, EVENT_ID_HEADER, ChangeEvent
 from fhirstore.clock import Clock
 from fhirstore.db.schema import outbox, relay_cursor
+from fhirstore.db.writer import OUTBOX_CHANNEL
 from fhirstore.store import as_utc
 
 log = logging.getLogger(__name__)
@@ -82,11 +83,16 @@ class OutboxRelay:
         """Called after a local commit so the event goes out without waiting for the poll."""
         self._wakeup.set()
 
+    def _on_notify(self, *_args: Any) -> None:
+        self._wakeup.set()
+
     async def run(self) -> None:
         """Relay forever (cancel to stop)."""
         if self._engine.dialect.name == "postgresql":
             async with self._engine.connect() as leader_conn:
                 await self._become_leader(leader_conn)
+                raw = await leader_conn.get_raw_connection()
+                await raw.driver_connection.add_listener(OUTBOX_CHANNEL, self._on_notify)
                 try:
                     await self._loop()
                 finally:

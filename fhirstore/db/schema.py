@@ -71,9 +71,13 @@ search_index = Table(
     Column("text", String(512), nullable=True),
     Column("low", Float, nullable=True),
     Column("high", Float, nullable=True),
-    Index("ix_search_resource", "res_type", "res_id"),
+    # Correlated EXISTS / sort subqueries look entries up by resource and parameter.
+    Index("ix_search_resource", "res_type", "res_id", "param"),
     Index("ix_search_code", "res_type", "param", "code"),
-    Index("ix_search_text", "res_type", "param", "text"),
+    # text_pattern_ops lets PostgreSQL use the index for `LIKE 'abc%'` whatever the collation.
+    Index(
+        "ix_search_text", "res_type", "param", "text", postgresql_ops={"text": "text_pattern_ops"}
+    ),
     Index("ix_search_range", "res_type", "param", "low", "high"),
     Index("ix_search_ref", "param", "code"),
 )

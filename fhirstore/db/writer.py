@@ -23,6 +23,9 @@ from fhirstore.search.extract import index_entries
 # Any constant shared by all Herald processes; taken (transaction-scoped) right before the outbox
 # insert so that on PostgreSQL outbox sequence order equals commit order.
 OUTBOX_LOCK_KEY = 0x48455241  # "HERA"
+# PostgreSQL channel notified (at commit) whenever outbox rows are added: relays in other
+# processes wake at once instead of waiting for their next poll.
+OUTBOX_CHANNEL = "herald_outbox"
 _CHUNK = 500
 _T = TypeVar("_T")
 
@@ -205,6 +208,8 @@ async def _apply(
             for v in done
         ],
     )
+    if postgres:
+        await conn.execute(text(f"NOTIFY {OUTBOX_CHANNEL}"))
 
 
 def _current_row(v: WrittenVersion, texts: dict[tuple[str, str], str | None]) -> dict[str, Any]:

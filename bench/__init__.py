@@ -1,0 +1,1 @@
+"""Benchmarks that print comparison tables (run as `python -m bench.<name>`)."""

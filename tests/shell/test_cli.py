@@ -1,0 +1,118 @@
+"""The `herald` command as an operator uses it: load, asyncapi, serve."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import httpx
+from typer.testing import CliRunner
+
+from herald.cli import app
+from herald.runtime import Runtime
+from herald.settings import Settings
+from tests.support.process import HeraldProcess
+
+runner = CliRunner()
+
+
+def _write_inputs(folder: Path) -> None:
+    (folder / "one.json").write_text(json.dumps({"resourceType": "Patient", "id": "from-file"}))
+    lines = [
+        {"resourceType": "Observation", "status": "final", "code": {"text": "hr"}},
+        {"resourceType": "Patient", "id": "from-ndjson", "gender": "female"},
+        {"resourceType": "Patient", "birthDate": "not-a-date"},
+    ]
+    (folder / "many.ndjson").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    (folder / "broken.json").write_text('{"resourceType": ')
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:7c3a9f7e-1111-4c1e-9c39-6a0f5d1b2c3d",
+                "resource": {"resourceType": "Patient"},
+                "request": {"method": "POST", "url": "Patient"},
+            }
+        ],
+    }
+    (folder / "tx.json").write_text(json.dumps(bundle))
+
+
+def test_load_reports_what_failed_and_loads_the_rest(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    _write_inputs(inputs)
+    url = f"sqlite+aiosqlite:///{tmp_path}/h.db"
+    result = runner.invoke(app, ["load", str(inputs), "--database-url", url])
+    assert result.exit_code == 1  # something failed, and the exit code says so
+    assert "loaded 4 resources from 4 files; 2 failed" in result.output
+    assert "not valid JSON" in result.output
+    assert "Patient.birthDate" in result.output
+
+    async def check() -> None:
+        runtime = Runtime(Settings(database_url=url), run_relay=False)
+        await runtime.start()
+        try:
+            assert (await runtime.store.read("Patient", "from-file")).version_id == 1
+            assert (await runtime.store.read("Patient", "from-ndjson")).version_id == 1
+        finally:
+            await runtime.stop()
+
+    asyncio.run(check())
+
+
+def test_load_with_nothing_to_load_says_so(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["load", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "no .json or .ndjson files" in result.output
+
+
+def test_asyncapi_documents_the_change_topic() -> None:
+    result = runner.invoke(app, ["asyncapi"])
+    assert result.exit_code == 0
+    document = json.loads(result.output)
+    assert document["asyncapi"].startswith("3.")
+    assert "fhir.changes" in document["channels"]
+    schema = document["components"]["schemas"]["ChangeEvent"]
+    assert {"eventId", "resourceType", "id", "versionId", "interaction"} <= set(
+        schema["properties"]
+    )
+
+
+def test_serve_runs_the_embedded_default(tmp_path: Path) -> None:
+    server = HeraldProcess(
+        {"HERALD_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/h.db"}, tmp_path / "serve.log"
+    )
+    server.env.pop("HERALD_KAFKA_BOOTSTRAP", None)
+    server.start()
+    try:
+        root = server.base.removesuffix("/fhir")
+        assert httpx.get(f"{root}/healthz").json() == {"status": "ok"}
+        assert httpx.get(f"{root}/readyz").status_code == 200
+        metadata = httpx.get(f"{server.base}/metadata")
+        assert metadata.status_code == 200
+        assert metadata.json()["fhirVersion"] == "4.3.0"
+        created = httpx.post(
+            f"{server.base}/Patient",
+            json={"resourceType": "Patient"},
+            headers={"Content-Type": "application/fhir+json"},
+        )
+        assert created.status_code == 201
+        metrics = httpx.get(f"{root}/metrics").text
+        created_line = (
+            'herald_http_requests_total{method="POST",route="/fhir/{resource_type}",status="201"}'
+        )
+        assert created_line in metrics
+        for _ in range(50):  # the relay publishes the create to the in-process bus
+            if "herald_relay_published_events_total 1.0" in metrics:
+                break
+            time.sleep(0.1)
+            metrics = httpx.get(f"{root}/metrics").text
+        assert "herald_relay_published_events_total 1.0" in metrics
+        assert "herald_outbox_lag_events 0.0" in metrics
+    finally:
+        server.stop()
+    assert "embedded default" in (tmp_path / "serve.log").read_text()

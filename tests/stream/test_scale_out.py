@@ -1,0 +1,67 @@
+"""Several Herald processes on one PostgreSQL: one relay leads, the others take over, and a write
+in any process wakes the leader at once (LISTEN/NOTIFY), not at its next poll."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+
+from events.bus import Message
+from events.bus.memory import MemoryBus
+from events.model import CHANGES_TOPIC, ChangeEvent
+from herald.runtime import Runtime
+from herald.settings import Settings
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.events: list[ChangeEvent] = []
+        self.arrived = asyncio.Event()
+
+    async def __call__(self, message: Message) -> None:
+        self.events.append(ChangeEvent.from_json(message.value))
+        self.arrived.set()
+
+    async def wait_for(self, resource_id: str, within: float = 10.0) -> ChangeEvent:
+        async with asyncio.timeout(within):
+            while True:
+                for event in self.events:
+                    if event.id == resource_id:
+                        return event
+                self.arrived.clear()
+                await self.arrived.wait()
+
+
+def _runtime(url: str, collector: Collector, *, relay: bool, poll: float) -> Runtime:
+    bus = MemoryBus()
+    bus.subscribe(CHANGES_TOPIC, "test", collector)
+    return Runtime(Settings(database_url=url, relay_poll_seconds=poll), bus=bus, run_relay=relay)
+
+
+async def test_relay_leader_takes_writes_of_other_processes_and_fails_over(
+    fresh_database: Callable[[str], str],
+) -> None:
+    url = fresh_database(f"scale_{uuid.uuid4().hex[:8]}")
+    first, second = Collector(), Collector()
+    # A long poll interval: only the NOTIFY wake-up can make events arrive promptly.
+    leader = _runtime(url, first, relay=True, poll=60)
+    standby = _runtime(url, second, relay=True, poll=0.2)
+    api_only = _runtime(url, Collector(), relay=False, poll=60)
+    await leader.start()
+    await asyncio.sleep(0.3)  # let the leader take the lock first
+    await standby.start()
+    await api_only.start()
+    try:
+        written = await api_only.store.create({"resourceType": "Patient"})
+        event = await first.wait_for(written.version.id)
+        assert event.interaction == "create"
+        assert second.events == []  # the standby relays nothing while the leader lives
+
+        await leader.stop()  # the leader goes away; the standby takes over
+        after = await api_only.store.create({"resourceType": "Patient"})
+        taken_over = await second.wait_for(after.version.id)
+        assert taken_over.sequence > event.sequence
+    finally:
+        for runtime in (api_only, standby, leader):
+            await runtime.stop()
