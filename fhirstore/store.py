@@ -141,7 +141,7 @@ class Store:
     async def _conditional_match(
         self, conn: AsyncConnection, resource_type: str, criteria: list[tuple[str, str]]
     ) -> StoredVersion | None:
-        request = parse_search(resource_type, [*criteria, ("_count", "2")])
+        request = parse_search(resource_type, [*criteria, ("_count", "2")], now=self.clock.now())
         result = await run_search(conn, request)
         if not result.resources:
             return None

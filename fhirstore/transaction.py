@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -116,12 +117,15 @@ _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}
 
 async def _execute(store: Store, conn: AsyncConnection, entries: Sequence[_Entry]) -> None:
     """Run the entries inside one open write transaction, filling each entry's response."""
+    now = store.clock.now()
     writes: list[tuple[_Entry, PendingWrite]] = []
     for entry in sorted(entries, key=lambda e: _ORDER[e.method]):
         if entry.method == "GET":
             continue
         if entry.method == "POST" and entry.if_none_exist:
-            request = parse_search(entry.resource_type, [*entry.if_none_exist, ("_count", "2")])
+            request = parse_search(
+                entry.resource_type, [*entry.if_none_exist, ("_count", "2")], now=now
+            )
             found = (await run_search(conn, request)).resources
             if len(found) > 1:
                 raise BadRequest(f"entry[{entry.index}]: ifNoneExist matches several resources")
@@ -143,12 +147,12 @@ async def _execute(store: Store, conn: AsyncConnection, entries: Sequence[_Entry
         entry.response = _written_response(entry, written)
     for entry in entries:
         if entry.method == "GET":
-            entry.response = await _read_entry(conn, entry)
+            entry.response = await _read_entry(conn, entry, now)
 
 
-async def _read_entry(conn: AsyncConnection, entry: _Entry) -> dict[str, Any]:
+async def _read_entry(conn: AsyncConnection, entry: _Entry, now: datetime) -> dict[str, Any]:
     if entry.resource_id is None:
-        result = await run_search(conn, parse_search(entry.resource_type, entry.query))
+        result = await run_search(conn, parse_search(entry.resource_type, entry.query, now=now))
         bundle = {
             "resourceType": "Bundle",
             "type": "searchset",

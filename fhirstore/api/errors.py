@@ -43,8 +43,8 @@ def install_error_handlers(app: FastAPI) -> None:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return FhirResponse(
             operation_outcome(
-                "internal error; nothing was changed by this request unless its response said so. "
-                "The server log has the details.",
+                "internal server error; the details are in the server log. Retry the request, "
+                "and report it if it keeps failing.",
                 code="exception",
             ),
             status_code=500,

@@ -111,7 +111,11 @@ def fhir_router(
     ) -> Response:
         require_type(resource_type)
         search = parse_search(
-            resource_type, query, default_count=default_count, max_count=max_count
+            resource_type,
+            query,
+            default_count=default_count,
+            max_count=max_count,
+            now=store.clock.now(),
         )
         result = await store.search(search)
         return FhirResponse(
