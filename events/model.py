@@ -8,8 +8,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field
+
+from fhirstore import fhirjson
 
 CHANGES_TOPIC = "fhir.changes"
 EVENT_ID_HEADER = "herald-event-id"
@@ -42,8 +43,8 @@ class ChangeEvent(BaseModel):
         return f"{self.resource_type}/{self.id}"
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.model_dump(by_alias=True, mode="json", exclude_none=True))
+        return fhirjson.dumps(self.model_dump(by_alias=True, exclude_none=True))
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> ChangeEvent:
-        return cls.model_validate(orjson.loads(raw))
+        return cls.model_validate(fhirjson.loads(raw))

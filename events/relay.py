@@ -14,7 +14,6 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-import orjson
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -23,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from events.bus import Bus, Message
 from events.metrics import OUTBOX_LAG, RELAY_IS_LEADER, RELAY_PUBLISH_FAILURES, RELAY_PUBLISHED
 from events.model import CHANGES_TOPIC, EVENT_ID_HEADER, ChangeEvent
+from fhirstore import fhirjson
 from fhirstore.clock import Clock
 from fhirstore.db.schema import outbox, relay_cursor
 from fhirstore.db.writer import OUTBOX_CHANNEL
@@ -46,7 +46,7 @@ def event_from_row(row: Any) -> ChangeEvent:
         ),
         interaction=row.interaction,
         timestamp=as_utc(row.occurred_at),
-        resource=None if row.body is None else orjson.loads(row.body),
+        resource=None if row.body is None else fhirjson.loads(row.body),
     )
 
 

@@ -21,6 +21,7 @@ import orjson
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from fhirstore import fhirjson
 from fhirstore.clock import Clock
 from fhirstore.db.engine import is_sqlite
 from fhirstore.db.schema import resource_versions, resources
@@ -49,7 +50,7 @@ class StoredVersion:
     def resource(self) -> dict[str, Any]:
         if self.body is None:
             raise Gone(f"{self.resource_type}/{self.id} version {self.version_id} is deleted")
-        return orjson.loads(self.body)
+        return fhirjson.loads(self.body)
 
 
 @dataclass(frozen=True, slots=True)

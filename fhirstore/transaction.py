@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from fhirstore import fhirjson
 from fhirstore.db.writer import PendingWrite, WrittenVersion, fhir_instant
 from fhirstore.errors import BadRequest, FhirError, MethodNotAllowed, NotFound
 from fhirstore.search.query import parse_search
@@ -130,7 +131,7 @@ async def _execute(store: Store, conn: AsyncConnection, entries: Sequence[_Entry
             if len(found) > 1:
                 raise BadRequest(f"entry[{entry.index}]: ifNoneExist matches several resources")
             if found:
-                existing = orjson.loads(found[0])
+                existing = fhirjson.loads(found[0])
                 entry.response = _existing_response(existing)
                 continue
         assert entry.resource_id is not None
@@ -156,7 +157,7 @@ async def _read_entry(conn: AsyncConnection, entry: _Entry, now: datetime) -> di
         bundle = {
             "resourceType": "Bundle",
             "type": "searchset",
-            "entry": [{"resource": orjson.loads(r)} for r in result.resources],
+            "entry": [{"resource": orjson.Fragment(r)} for r in result.resources],
         }
         if result.total is not None:
             bundle["total"] = result.total
@@ -165,7 +166,7 @@ async def _read_entry(conn: AsyncConnection, entry: _Entry, now: datetime) -> di
     found = (await run_search(conn, request)).resources
     if not found:
         raise NotFound(f"entry[{entry.index}]: {entry.resource_type}/{entry.resource_id} not found")
-    resource = orjson.loads(found[0])
+    resource = fhirjson.loads(found[0])
     return {"resource": resource, "response": _existing_response(resource)["response"]}
 
 

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from fhirstore import fhirjson
 from fhirstore.db.writer import PendingWrite
 from fhirstore.errors import FhirError
 from fhirstore.store import Store, new_id
@@ -64,8 +63,8 @@ def read_items(path: Path) -> Iterator[_Item]:
 
 def _parse(where: str, raw: bytes) -> _Item:
     try:
-        return _Item(where, orjson.loads(raw))
-    except orjson.JSONDecodeError as exc:
+        return _Item(where, fhirjson.loads(raw))
+    except fhirjson.JSONDecodeError as exc:
         return _Item(where, exc)
 
 

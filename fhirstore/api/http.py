@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
+from fhirstore import fhirjson
 from fhirstore.errors import (
     BadRequest,
     FhirError,
@@ -28,7 +28,7 @@ class FhirResponse(Response):
             return content
         if isinstance(content, str):
             return content.encode()
-        return orjson.dumps(content)
+        return fhirjson.dumps(content)
 
 
 def error_response(error: FhirError) -> FhirResponse:
@@ -58,8 +58,8 @@ async def read_json_body(request: Request, limit: int) -> Any:
     if not raw.strip():
         raise BadRequest("the request body is empty; send a FHIR resource as JSON")
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        return fhirjson.loads(raw)
+    except fhirjson.JSONDecodeError as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from None
 
 

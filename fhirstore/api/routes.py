@@ -7,11 +7,10 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from fhirstore import bundles
+from fhirstore import bundles, fhirjson
 from fhirstore.api.capability import capability_statement
 from fhirstore.api.http import (
     FhirResponse,
@@ -200,7 +199,7 @@ def _version_response(
     prefer = request.headers.get("prefer", "")
     if "return=minimal" in prefer:
         return Response(status_code=status, headers=headers)
-    content: Any = body if isinstance(body, str) else orjson.dumps(body)
+    content: Any = body if isinstance(body, str) else fhirjson.dumps(body)
     return FhirResponse(content, status_code=status, headers=headers)
 
 

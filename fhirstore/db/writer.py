@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-import orjson
 from sqlalchemy import and_, bindparam, delete, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from fhirstore import fhirjson
 from fhirstore.db.schema import outbox, resource_versions, resources, search_index
 from fhirstore.errors import BadRequest, PreconditionFailed
 from fhirstore.search.extract import index_entries
@@ -241,7 +241,7 @@ def _index_rows(done: Iterable[WrittenVersion]) -> Iterable[dict[str, Any]]:
 
 
 def _dump(body: dict[str, Any] | None) -> str | None:
-    return None if body is None else orjson.dumps(body).decode()
+    return None if body is None else fhirjson.dumps(body).decode()
 
 
 def _chunks(items: list[_T]) -> Iterable[list[_T]]:

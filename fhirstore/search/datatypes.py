@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from typing import Any
 
 from fhirstore.search import definitions as d
@@ -93,7 +94,7 @@ def token_entries(param: str, kind: str | None, value: Any) -> Iterator[IndexEnt
     if isinstance(value, bool):
         yield IndexEntry(param, code="true" if value else "false")
         return
-    if isinstance(value, str | int | float):
+    if isinstance(value, str | int | float | Decimal):
         code = clip(str(value), MAX_CODE)
         if code is not None:
             yield IndexEntry(param, code=code)

@@ -166,3 +166,19 @@ async def test_unknown_route_is_an_outcome(client: httpx.AsyncClient) -> None:
     response = await client.patch("/Patient/1", json={})
     assert response.status_code == 405
     assert response.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_decimals_keep_their_precision(client: httpx.AsyncClient) -> None:
+    raw = (
+        b'{"resourceType":"Observation","status":"final","code":{"text":"x"},'
+        b'"valueQuantity":{"value":0.40,"unit":"mg"},'
+        b'"referenceRange":[{"high":{"value":66.899999999999991}}]}'
+    )
+    created = await client.post("/Observation", content=raw)
+    assert created.status_code == 201
+    for text in (created.text, (await client.get(f"/Observation/{created.json()['id']}")).text):
+        assert '"value":0.40' in text
+        assert '"value":66.899999999999991' in text
+    found = await client.get("/Observation", params={"value-quantity": "0.4"})
+    assert len(found.json()["entry"]) == 1
+    assert '"value":0.40' in found.text
