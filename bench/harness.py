@@ -45,6 +45,8 @@ console = Console()  # tables go to stdout
 if not console.is_terminal:  # piped to a file: do not squeeze the tables into 80 columns
     console = Console(width=200)
 status = Console(stderr=True)  # progress and notes go to stderr
+if not status.is_terminal:
+    status = Console(stderr=True, width=200)
 
 
 # -- sample resources -----------------------------------------------------------------------------

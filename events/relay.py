@@ -78,6 +78,7 @@ class OutboxRelay:
         self._retention = retention
         self._wakeup = asyncio.Event()
         self._last_prune = 0.0
+        self._cursor: int | None = None
 
     def wake(self) -> None:
         """Called after a local commit so the event goes out without waiting for the poll."""
@@ -109,6 +110,7 @@ class OutboxRelay:
             await conn.commit()
             if got:
                 log.info("outbox relay: this process is now the leader")
+                self._cursor = None
                 RELAY_IS_LEADER.set(1)
                 return
             await asyncio.sleep(self._poll_interval * 4)
@@ -140,7 +142,9 @@ class OutboxRelay:
         """Publish the next batch after the cursor; return how many events went out."""
         self._wakeup.clear()
         async with self._engine.connect() as conn:
-            cursor = await _read_cursor(conn)
+            if self._cursor is None:  # only the leader moves it, so read it once
+                self._cursor = await _read_cursor(conn)
+            cursor = self._cursor
             rows = (
                 await conn.execute(
                     select(outbox)
@@ -149,16 +153,22 @@ class OutboxRelay:
                     .limit(self._batch_size)
                 )
             ).all()
-            head = (await conn.execute(select(func.max(outbox.c.seq)))).scalar() or 0
-        OUTBOX_LAG.set(head - cursor)
+            full = len(rows) == self._batch_size
+            head = (await conn.execute(select(func.max(outbox.c.seq)))).scalar() if full else None
         if not rows:
+            OUTBOX_LAG.set(0)
             await self._maybe_prune(cursor)
             return 0
-        await self._bus.publish([to_message(event_from_row(r)) for r in rows])
-        async with self._engine.begin() as conn:
-            await _write_cursor(conn, rows[-1].seq)
+        try:
+            await self._bus.publish([to_message(event_from_row(r)) for r in rows])
+            async with self._engine.begin() as conn:
+                await _write_cursor(conn, rows[-1].seq)
+        except BaseException:
+            self._cursor = None  # re-read after any failure
+            raise
+        self._cursor = rows[-1].seq
         RELAY_PUBLISHED.inc(len(rows))
-        OUTBOX_LAG.set(head - rows[-1].seq)
+        OUTBOX_LAG.set((head or rows[-1].seq) - rows[-1].seq)
         return len(rows)
 
     async def _maybe_prune(self, cursor: int) -> None:

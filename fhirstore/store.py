@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from fhirstore import fhirjson
 from fhirstore.clock import Clock
 from fhirstore.db.engine import is_sqlite
+from fhirstore.db.group_commit import GroupCommit
 from fhirstore.db.schema import resource_versions, resources
 from fhirstore.db.writer import PendingWrite, WrittenVersion, write_versions
 from fhirstore.errors import BadRequest, Gone, NotFound, PreconditionFailed
@@ -74,6 +75,7 @@ class Store:
         self.clock = clock
         self._write_lock = asyncio.Lock() if is_sqlite(engine) else None
         self._listeners: list[Callable[[], None]] = []
+        self._group = GroupCommit(self.write_transaction, clock.now)
 
     def add_commit_listener(self, listener: Callable[[], None]) -> None:
         """`listener` is called (synchronously, cheaply) after every committed write."""
@@ -98,14 +100,15 @@ class Store:
     ) -> CreateOutcome:
         resource = validate_resource(resource_type, body)
         rtype = resource["resourceType"]
-        async with self.write_transaction() as conn:
-            if if_none_exist:
+        write = PendingWrite(rtype, new_id(), resource)
+        if not if_none_exist:
+            written = await self._group.write(write)
+        else:  # the search and the write must share one transaction
+            async with self.write_transaction() as conn:
                 existing = await self._conditional_match(conn, rtype, if_none_exist)
                 if existing is not None:
                     return CreateOutcome(existing, created=False)
-            [written] = await write_versions(
-                conn, [PendingWrite(rtype, new_id(), resource)], self.clock.now()
-            )
+                [written] = await write_versions(conn, [write], self.clock.now())
         assert written is not None
         return CreateOutcome(written, created=True)
 
@@ -116,12 +119,9 @@ class Store:
         resource = validate_resource(resource_type, body)
         if resource.get("id") not in (None, resource_id):
             raise_id_mismatch(resource_type, resource_id, resource["id"])
-        async with self.write_transaction() as conn:
-            [written] = await write_versions(
-                conn,
-                [PendingWrite(resource_type, resource_id, resource, if_match)],
-                self.clock.now(),
-            )
+        written = await self._group.write(
+            PendingWrite(resource_type, resource_id, resource, if_match)
+        )
         assert written is not None
         return written
 
@@ -130,10 +130,7 @@ class Store:
     ) -> WrittenVersion | None:
         """Delete; None when there was nothing live to delete (deleting twice is harmless)."""
         require_type(resource_type)
-        async with self.write_transaction() as conn:
-            [written] = await write_versions(
-                conn, [PendingWrite(resource_type, resource_id, None, if_match)], self.clock.now()
-            )
+        written = await self._group.write(PendingWrite(resource_type, resource_id, None, if_match))
         if written is None:
             with contextlib.suppress(Gone):  # already deleted: nothing to do
                 await self.read(resource_type, resource_id)  # never existed: 404

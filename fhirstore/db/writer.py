@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fhirstore import fhirjson
 from fhirstore.db.schema import outbox, resource_versions, resources, search_index
-from fhirstore.errors import BadRequest, PreconditionFailed
+from fhirstore.errors import BadRequest, FhirError, PreconditionFailed
 from fhirstore.search.extract import index_entries
 
 # Any constant shared by all Herald processes; taken (transaction-scoped) right before the outbox
@@ -68,17 +68,44 @@ def fhir_instant(moment: datetime) -> str:
 async def write_versions(
     conn: AsyncConnection, writes: Sequence[PendingWrite], now: datetime
 ) -> list[WrittenVersion | None]:
-    """Apply `writes` inside the caller's transaction. A delete of nothing yields None."""
+    """Apply all of `writes` inside the caller's transaction, or raise before applying any.
+
+    A delete of nothing yields None.
+    """
+    outcomes = await _write(conn, writes, now, all_or_nothing=True)
+    return [o for o in outcomes if not isinstance(o, FhirError)]
+
+
+async def write_independent(
+    conn: AsyncConnection, writes: Sequence[PendingWrite], now: datetime
+) -> list[WrittenVersion | FhirError | None]:
+    """Apply each write that passes its own checks; the others come back as their error.
+
+    Used by group commit, where unrelated requests share one transaction.
+    """
+    return await _write(conn, writes, now, all_or_nothing=False)
+
+
+async def _write(
+    conn: AsyncConnection, writes: Sequence[PendingWrite], now: datetime, *, all_or_nothing: bool
+) -> list[WrittenVersion | FhirError | None]:
     keys = [(w.resource_type, w.id) for w in writes]
     if len(set(keys)) != len(keys):
         raise BadRequest("the same resource appears more than once in one transaction")
     postgres = conn.dialect.name == "postgresql"
     current = await _load_current(conn, keys, lock=postgres)
-    written = [_plan(w, current.get((w.resource_type, w.id)), now) for w in writes]
-    done = [v for v in written if v is not None]
+    outcomes: list[WrittenVersion | FhirError | None] = []
+    for write in writes:
+        try:
+            outcomes.append(_plan(write, current.get((write.resource_type, write.id)), now))
+        except FhirError as error:
+            if all_or_nothing:
+                raise
+            outcomes.append(error)
+    done = [o for o in outcomes if isinstance(o, WrittenVersion)]
     if done:
         await _apply(conn, done, current, now, postgres=postgres)
-    return written
+    return outcomes
 
 
 async def _load_current(
