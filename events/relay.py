@@ -17,16 +17,15 @@ from typing import Any
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.bus import Bus, Message
 from events.metrics import OUTBOX_LAG, RELAY_IS_LEADER, RELAY_PUBLISH_FAILURES, RELAY_PUBLISHED
 from events.model import CHANGES_TOPIC, EVENT_ID_HEADER, ChangeEvent
 from fhirstore import fhirjson
-from fhirstore.clock import Clock
 from fhirstore.db.schema import outbox, relay_cursor
 from fhirstore.db.writer import OUTBOX_CHANNEL
-from fhirstore.store import as_utc
+from fhirstore.store import Store, as_utc
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +61,17 @@ def to_message(event: ChangeEvent) -> Message:
 class OutboxRelay:
     def __init__(
         self,
-        engine: AsyncEngine,
+        store: Store,
         bus: Bus,
-        clock: Clock,
         *,
         batch_size: int = 500,
         poll_interval: float = 0.5,
         retention: timedelta = timedelta(days=7),
     ) -> None:
-        self._engine = engine
+        self._store = store
+        self._engine = store.engine
         self._bus = bus
-        self._clock = clock
+        self._clock = store.clock
         self._batch_size = batch_size
         self._poll_interval = poll_interval
         self._retention = retention
@@ -161,7 +160,7 @@ class OutboxRelay:
             return 0
         try:
             await self._bus.publish([to_message(event_from_row(r)) for r in rows])
-            async with self._engine.begin() as conn:
+            async with self._store.bookkeeping_transaction() as conn:
                 await _write_cursor(conn, rows[-1].seq)
         except BaseException:
             self._cursor = None  # re-read after any failure
@@ -177,7 +176,7 @@ class OutboxRelay:
             return
         self._last_prune = loop_now
         cutoff = self._clock.now() - self._retention
-        async with self._engine.begin() as conn:
+        async with self._store.bookkeeping_transaction() as conn:
             await conn.execute(
                 delete(outbox).where(outbox.c.seq <= cursor).where(outbox.c.occurred_at < cutoff)
             )

@@ -84,10 +84,20 @@ class Store:
     @asynccontextmanager
     async def write_transaction(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction; listeners hear of it after it commits."""
-        async with self._write_lock or nullcontext(), self.engine.begin() as conn:
+        async with self.bookkeeping_transaction() as conn:
             yield conn
         for listener in self._listeners:
             listener()
+
+    @asynccontextmanager
+    async def bookkeeping_transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction that changes no resource (e.g. the relay's cursor).
+
+        On SQLite it queues behind resource writes in this process instead of spinning on the
+        database's busy handler.
+        """
+        async with self._write_lock or nullcontext(), self.engine.begin() as conn:
+            yield conn
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -100,7 +110,7 @@ class Store:
     ) -> CreateOutcome:
         resource = validate_resource(resource_type, body)
         rtype = resource["resourceType"]
-        write = PendingWrite(rtype, new_id(), resource)
+        write = PendingWrite(rtype, new_id(), resource, new=True)
         if not if_none_exist:
             written = await self._group.write(write)
         else:  # the search and the write must share one transaction

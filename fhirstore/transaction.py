@@ -139,7 +139,11 @@ async def _execute(store: Store, conn: AsyncConnection, entries: Sequence[_Entry
             (
                 entry,
                 PendingWrite(
-                    entry.resource_type, entry.resource_id, entry.resource, entry.if_match
+                    entry.resource_type,
+                    entry.resource_id,
+                    entry.resource,
+                    entry.if_match,
+                    new=entry.method == "POST",
                 ),
             )
         )

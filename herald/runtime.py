@@ -47,9 +47,8 @@ class Runtime:
         self.store = Store(self.engine, self.clock)
         self.bus = bus or make_bus(settings)
         self.relay = OutboxRelay(
-            self.engine,
+            self.store,
             self.bus,
-            self.clock,
             batch_size=settings.relay_batch_size,
             poll_interval=settings.relay_poll_seconds,
             retention=timedelta(hours=settings.outbox_retention_hours),

@@ -79,7 +79,6 @@ search_index = Table(
         "ix_search_text", "res_type", "param", "text", postgresql_ops={"text": "text_pattern_ops"}
     ),
     Index("ix_search_range", "res_type", "param", "low", "high"),
-    Index("ix_search_ref", "param", "code"),
 )
 
 outbox = Table(

@@ -38,6 +38,8 @@ class PendingWrite:
     id: str
     body: dict[str, Any] | None
     if_match: int | None = None
+    # A server-assigned (random UUID) id: nothing can exist under it, so skip looking.
+    new: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +95,9 @@ async def _write(
     if len(set(keys)) != len(keys):
         raise BadRequest("the same resource appears more than once in one transaction")
     postgres = conn.dialect.name == "postgresql"
-    current = await _load_current(conn, keys, lock=postgres)
+    current = await _load_current(
+        conn, [(w.resource_type, w.id) for w in writes if not w.new], lock=postgres
+    )
     outcomes: list[WrittenVersion | FhirError | None] = []
     for write in writes:
         try:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 01:28:37.668097
+Create Date: 2026-11-24 01:54:35.114408
 """
 
 import sqlalchemy as sa
@@ -93,7 +93,6 @@ def upgrade() -> None:
     with op.batch_alter_table("search_index", schema=None) as batch_op:
         batch_op.create_index("ix_search_code", ["res_type", "param", "code"], unique=False)
         batch_op.create_index("ix_search_range", ["res_type", "param", "low", "high"], unique=False)
-        batch_op.create_index("ix_search_ref", ["param", "code"], unique=False)
         batch_op.create_index("ix_search_resource", ["res_type", "res_id", "param"], unique=False)
         batch_op.create_index(
             "ix_search_text",
@@ -110,7 +109,6 @@ def downgrade() -> None:
     with op.batch_alter_table("search_index", schema=None) as batch_op:
         batch_op.drop_index("ix_search_text", postgresql_ops={"text": "text_pattern_ops"})
         batch_op.drop_index("ix_search_resource")
-        batch_op.drop_index("ix_search_ref")
         batch_op.drop_index("ix_search_range")
         batch_op.drop_index("ix_search_code")
 
