@@ -9,7 +9,6 @@ import asyncio
 import uuid
 
 import httpx
-import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -27,15 +26,10 @@ async def _write(client: httpx.AsyncClient, base: str, pid: str, n: int) -> bool
     return response.status_code in (200, 201)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_sigkill_mid_stream_loses_nothing(
-    backend: str, kafka_bootstrap: str, tmp_path, request: pytest.FixtureRequest
+    database_url: str, kafka_bootstrap: str, tmp_path
 ) -> None:
-    url = (
-        f"sqlite+aiosqlite:///{tmp_path}/h.db"
-        if backend == "sqlite"
-        else request.getfixturevalue("fresh_database")(f"crash_{uuid.uuid4().hex[:8]}")
-    )
+    url = database_url
     server = HeraldProcess(
         {"HERALD_DATABASE_URL": url, "HERALD_KAFKA_BOOTSTRAP": kafka_bootstrap},
         tmp_path / "herald.log",

@@ -18,7 +18,7 @@ from tests.stream.conftest import read_changes, versions_by_key
 from tests.support.herald import running_herald
 
 
-async def test_in_process_consumers_receive_every_change_in_order(tmp_path) -> None:
+async def test_in_process_consumers_receive_every_change_in_order(database_url: str) -> None:
     bus = MemoryBus()
     received: list[ChangeEvent] = []
     three = asyncio.Event()
@@ -29,7 +29,7 @@ async def test_in_process_consumers_receive_every_change_in_order(tmp_path) -> N
             three.set()
 
     bus.subscribe(CHANGES_TOPIC, "test", consume)
-    async with running_herald(f"sqlite+aiosqlite:///{tmp_path}/h.db", bus=bus) as (_, client):
+    async with running_herald(database_url, bus=bus) as (_, client):
         made = (await client.post("/Patient", json={"resourceType": "Patient"})).json()
         pid = made["id"]
         await client.put(
@@ -51,15 +51,10 @@ async def test_in_process_consumers_receive_every_change_in_order(tmp_path) -> N
     assert len({e.event_id for e in received}) == 3
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_integrator_reads_changes_from_kafka(
-    backend: str, kafka_bootstrap: str, tmp_path, request: pytest.FixtureRequest
+    database_url: str, kafka_bootstrap: str, tmp_path
 ) -> None:
-    url = (
-        f"sqlite+aiosqlite:///{tmp_path}/h.db"
-        if backend == "sqlite"
-        else request.getfixturevalue("fresh_database")(f"relay_{uuid.uuid4().hex[:8]}")
-    )
+    url = database_url
     async with running_herald(url, bus=KafkaBus(kafka_bootstrap)) as (_, client):
         ids = [f"p-{uuid.uuid4().hex[:12]}" for _ in range(3)]
         for round_ in range(4):
@@ -78,7 +73,7 @@ async def test_integrator_reads_changes_from_kafka(
     assert first["resource"]["birthDate"] == "2000-01-01"
 
 
-async def test_broker_outage_loses_nothing(kafka_broker, tmp_path) -> None:
+async def test_broker_outage_loses_nothing(kafka_broker, database_url: str) -> None:
     if not kafka_broker.controllable:
         pytest.skip("an external broker (HERALD_TEST_KAFKA_BOOTSTRAP) cannot be stopped")
     bootstrap = kafka_broker.bootstrap
@@ -89,7 +84,7 @@ async def test_broker_outage_loses_nothing(kafka_broker, tmp_path) -> None:
             body = {"resourceType": "Patient", "id": pid, "gender": ["male", "female"][round_ % 2]}
             assert (await client.put(f"/Patient/{pid}", json=body)).status_code in (200, 201)
 
-    async with running_herald(f"sqlite+aiosqlite:///{tmp_path}/h.db", bus=KafkaBus(bootstrap)) as (
+    async with running_herald(database_url, bus=KafkaBus(bootstrap)) as (
         _,
         client,
     ):
