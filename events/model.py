@@ -42,9 +42,6 @@ class ChangeEvent(BaseModel):
         """Partition key: per-resource order on the stream."""
         return f"{self.resource_type}/{self.id}"
 
-    def to_json(self) -> bytes:
-        return fhirjson.dumps(self.model_dump(by_alias=True, exclude_none=True))
-
     @classmethod
     def from_json(cls, raw: bytes | str) -> ChangeEvent:
         return cls.model_validate(fhirjson.loads(raw))

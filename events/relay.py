@@ -14,6 +14,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -21,8 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.bus import Bus, Message
 from events.metrics import OUTBOX_LAG, RELAY_IS_LEADER, RELAY_PUBLISH_FAILURES, RELAY_PUBLISHED
-from events.model import CHANGES_TOPIC, EVENT_ID_HEADER, ChangeEvent
-from fhirstore import fhirjson
+from events.model import CHANGES_TOPIC, EVENT_ID_HEADER
 from fhirstore.db.schema import outbox, relay_cursor
 from fhirstore.db.writer import OUTBOX_CHANNEL
 from fhirstore.store import Store, as_utc
@@ -33,28 +33,29 @@ RELAY_LOCK_KEY = 0x48455242  # one relay per database
 CURSOR_NAME = CHANGES_TOPIC
 
 
-def event_from_row(row: Any) -> ChangeEvent:
-    return ChangeEvent(
-        eventId=row.event_id,
-        sequence=row.seq,
-        resourceType=row.res_type,
-        id=row.res_id,
-        versionId=str(row.version_id),
-        previousVersionId=(
-            None if row.previous_version_id is None else str(row.previous_version_id)
-        ),
-        interaction=row.interaction,
-        timestamp=as_utc(row.occurred_at),
-        resource=None if row.body is None else fhirjson.loads(row.body),
-    )
+def to_message(row: Any) -> Message:
+    """The `fhir.changes` record of an outbox row (the `ChangeEvent` wire shape).
 
-
-def to_message(event: ChangeEvent) -> Message:
+    The stored resource JSON is spliced in as it is: no parsing, and decimals stay exact.
+    """
+    event: dict[str, Any] = {
+        "eventId": row.event_id,
+        "sequence": row.seq,
+        "resourceType": row.res_type,
+        "id": row.res_id,
+        "versionId": str(row.version_id),
+        "interaction": row.interaction,
+        "timestamp": as_utc(row.occurred_at),
+    }
+    if row.previous_version_id is not None:
+        event["previousVersionId"] = str(row.previous_version_id)
+    if row.body is not None:
+        event["resource"] = orjson.Fragment(row.body)
     return Message(
         topic=CHANGES_TOPIC,
-        key=event.key,
-        value=event.to_json(),
-        headers={EVENT_ID_HEADER: event.event_id, "content-type": "application/json"},
+        key=f"{row.res_type}/{row.res_id}",
+        value=orjson.dumps(event),
+        headers={EVENT_ID_HEADER: row.event_id, "content-type": "application/json"},
     )
 
 
@@ -159,7 +160,7 @@ class OutboxRelay:
             await self._maybe_prune(cursor)
             return 0
         try:
-            await self._bus.publish([to_message(event_from_row(r)) for r in rows])
+            await self._bus.publish([to_message(r) for r in rows])
             async with self._store.bookkeeping_transaction() as conn:
                 await _write_cursor(conn, rows[-1].seq)
         except BaseException:

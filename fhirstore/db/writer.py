@@ -219,8 +219,10 @@ async def _apply(
         ],
     )
     index_rows = list(_index_rows(done))
-    for chunk in _chunks(index_rows):
-        await conn.execute(search_index.insert(), chunk)
+    if index_rows:
+        # Plain strings and floats: hand them to the driver's executemany as they are.
+        # SQLAlchemy's per-row bind processing cost more than the insert itself.
+        await conn.exec_driver_sql(_index_insert_sql(conn.dialect.paramstyle), index_rows)
     if postgres:
         await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": OUTBOX_LOCK_KEY})
     await conn.execute(
@@ -254,21 +256,27 @@ def _current_row(v: WrittenVersion, texts: dict[tuple[str, str], str | None]) ->
     }
 
 
-def _index_rows(done: Iterable[WrittenVersion]) -> Iterable[dict[str, Any]]:
+_INDEX_COLUMNS = ("res_type", "res_id", "param", "system", "code", "text", "low", "high")
+
+
+def _index_insert_sql(paramstyle: str) -> str:
+    if paramstyle == "numeric_dollar":
+        marks = [f"${n}" for n in range(1, len(_INDEX_COLUMNS) + 1)]
+    elif paramstyle == "qmark":
+        marks = ["?"] * len(_INDEX_COLUMNS)
+    else:
+        raise RuntimeError(f"unsupported DBAPI paramstyle {paramstyle!r}")
+    return (
+        f"INSERT INTO {search_index.name} ({', '.join(_INDEX_COLUMNS)}) VALUES ({', '.join(marks)})"
+    )
+
+
+def _index_rows(done: Iterable[WrittenVersion]) -> Iterable[tuple[Any, ...]]:
     for v in done:
         if v.body is None:
             continue
         for e in index_entries(v.body):
-            yield {
-                "res_type": v.resource_type,
-                "res_id": v.id,
-                "param": e.param,
-                "system": e.system,
-                "code": e.code,
-                "text": e.text,
-                "low": e.low,
-                "high": e.high,
-            }
+            yield (v.resource_type, v.id, e.param, e.system, e.code, e.text, e.low, e.high)
 
 
 def _dump(body: dict[str, Any] | None) -> str | None:

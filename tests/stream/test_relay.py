@@ -106,3 +106,28 @@ async def test_broker_outage_loses_nothing(kafka_broker, database_url: str) -> N
     for s in seen:
         per_version_ids.setdefault((s.key, int(s.body["versionId"])), set()).add(s.event_id)
     assert all(len(v) == 1 for v in per_version_ids.values())
+
+
+async def test_change_events_carry_the_resource_exactly(database_url: str) -> None:
+    bus = MemoryBus()
+    raw: list[bytes] = []
+    got = asyncio.Event()
+
+    async def consume(message: Message) -> None:
+        raw.append(message.value)
+        got.set()
+
+    bus.subscribe(CHANGES_TOPIC, "test", consume)
+    body = (
+        b'{"resourceType":"Observation","status":"final","code":{"text":"k"},'
+        b'"valueQuantity":{"value":4.10,"unit":"mmol/L"}}'
+    )
+    async with running_herald(database_url, bus=bus) as (_, client):
+        created = await client.post("/Observation", content=body)
+        async with asyncio.timeout(5):
+            await got.wait()
+    assert b'"value":4.10' in raw[0]
+    event = ChangeEvent.from_json(raw[0])
+    assert event.resource is not None and event.resource["id"] == created.json()["id"]
+    assert event.key == f"Observation/{created.json()['id']}"
+    assert event.previous_version_id is None
