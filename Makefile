@@ -34,6 +34,8 @@ format: $(STAMP)
 ## Benchmarks: print comparison tables (see bench/README.md)
 bench: $(STAMP)
 	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench.relay_lag
+	$(BIN)/python -m bench.r4b_examples
 
 asyncapi: $(STAMP)
 	$(BIN)/herald asyncapi --output asyncapi.json

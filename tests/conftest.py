@@ -22,6 +22,8 @@ from infra.common import InfraUnavailable
 from infra.kafka import KafkaBroker
 from infra.postgres import INSTALL_HINT, PostgresServer
 
+from tests.support.fhir_packages import R4B_CORE, R4B_EXAMPLES, PackageUnavailable, fetch_package
+
 KAFKA_HINT = (
     "install Java 17 and Maven (apt-get install openjdk-17-jre-headless maven)"
     " or set HERALD_TEST_KAFKA_BOOTSTRAP"
@@ -109,3 +111,29 @@ def fresh_database(postgres_server: PostgresServer) -> Callable[[str], str]:
 def module_database_url(request: pytest.FixtureRequest, postgres_server: PostgresServer) -> str:
     """An empty database for the calling test module (``postgresql+asyncpg://...``)."""
     return postgres_server.fresh_database("t_" + request.module.__name__)
+
+
+def _package(request: pytest.FixtureRequest, package: tuple[str, str]) -> Path:
+    """An npm FHIR package, fetched once and cached; unavailable fails in CI, skips elsewhere."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    show_progress = capture.global_and_fixture_disabled() if capture else nullcontext()
+    try:
+        with show_progress:  # let the first run's "fetching" progress show
+            return fetch_package(*package)
+    except PackageUnavailable as error:
+        problem = f"{'@'.join(package)} unavailable: {error}"
+    if in_ci():
+        pytest.fail(f"{problem} (CI=true: this test must run)", pytrace=False)
+    pytest.skip(problem)
+
+
+@pytest.fixture(scope="session")
+def r4b_core_package(request: pytest.FixtureRequest) -> Path:
+    """The unpacked `hl7.fhir.r4b.core` package (SearchParameter definitions, conformance)."""
+    return _package(request, R4B_CORE)
+
+
+@pytest.fixture(scope="session")
+def r4b_examples(request: pytest.FixtureRequest) -> Path:
+    """The unpacked `hl7.fhir.r4b.examples` package."""
+    return _package(request, R4B_EXAMPLES)

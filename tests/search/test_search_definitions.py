@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from pathlib import Path
-
-import pytest
 
 from fhirstore.search import build_table
 from fhirstore.search.definitions import (
@@ -19,7 +16,6 @@ from fhirstore.search.definitions import (
 )
 
 # Where `npm pack hl7.fhir.r4b.core@4.3.0` was unpacked (or the .tgz itself), if anywhere.
-PACKAGE = Path(os.environ.get("HERALD_FHIR_PACKAGE", "/tmp/fhirpkg/package"))
 
 
 def test_concrete_resource_types_only() -> None:
@@ -74,11 +70,6 @@ def test_split_union_respects_parentheses_and_quotes() -> None:
     assert build_table.restrict("name | alias", "X", ["X"]) == "X.name | X.alias"
 
 
-@pytest.mark.skipif(
-    not PACKAGE.exists(),
-    reason=f"no R4B package at {PACKAGE}; npm pack hl7.fhir.r4b.core@4.3.0 and set "
-    "HERALD_FHIR_PACKAGE to check the committed table is up to date",
-)
-def test_committed_table_matches_a_rebuild() -> None:
+def test_committed_table_matches_a_rebuild(r4b_core_package: Path) -> None:
     committed = json.loads(gzip.decompress(TABLE.read_bytes()))
-    assert build_table.build(PACKAGE) == committed
+    assert build_table.build(r4b_core_package) == committed

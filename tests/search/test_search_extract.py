@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -243,17 +242,9 @@ def test_direct_paths_agree_with_fhirpathpy(resource: dict[str, Any]) -> None:
         assert fast == set(_entries(extractor, engine)), extractor.expression
 
 
-PACKAGE = Path(os.environ.get("HERALD_FHIR_PACKAGE", "/tmp/fhirpkg/package"))
-
-
-@pytest.mark.skipif(
-    not PACKAGE.is_dir(),
-    reason=f"no unpacked R4B package at {PACKAGE}; npm pack hl7.fhir.r4b.core@4.3.0, unpack it "
-    "and set HERALD_FHIR_PACKAGE to also check against its ~3500 conformance resources",
-)
-def test_direct_paths_agree_with_fhirpathpy_on_the_core_package() -> None:
+def test_direct_paths_agree_with_fhirpathpy_on_the_core_package(r4b_core_package: Path) -> None:
     checked = 0
-    for path in sorted(PACKAGE.glob("*.json"))[::5]:
+    for path in sorted(r4b_core_package.glob("*.json"))[::5]:
         resource = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(resource, dict) or "resourceType" not in resource:
             continue

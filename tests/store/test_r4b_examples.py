@@ -9,40 +9,12 @@ prints the same report as a table.
 
 from __future__ import annotations
 
-import os
 import re
-from contextlib import nullcontext
 from pathlib import Path
 
-import pytest
-
-from tests.support.fhir_packages import (
-    R4B_EXAMPLES,
-    PackageUnavailable,
-    check_examples,
-    fetch_package,
-)
+from tests.support.fhir_packages import check_examples
 
 REQUIRED_PERCENT = 95.0
-
-
-def in_ci() -> bool:  # as in tests/conftest.py
-    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
-
-
-@pytest.fixture(scope="module")
-def r4b_examples(request: pytest.FixtureRequest) -> Path:
-    """The unpacked package; fetching it fails the test in CI and skips it elsewhere."""
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    show_progress = capture.global_and_fixture_disabled() if capture else nullcontext()
-    try:
-        with show_progress:  # let the first run's "fetching" progress show
-            return fetch_package(*R4B_EXAMPLES)
-    except PackageUnavailable as error:
-        problem = f"{'@'.join(R4B_EXAMPLES)} unavailable: {error}"
-    if in_ci():
-        pytest.fail(f"{problem} (CI=true: this test must run)", pytrace=False)
-    pytest.skip(problem)
 
 
 async def test_r4b_examples_round_trip(r4b_examples: Path, tmp_path: Path) -> None:

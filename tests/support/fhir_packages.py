@@ -40,6 +40,7 @@ from tests.infra.common import cache_dir, progress
 from tests.support.herald import running_herald
 
 R4B_EXAMPLES = ("hl7.fhir.r4b.examples", "4.3.0")
+R4B_CORE = ("hl7.fhir.r4b.core", "4.3.0")
 NPM_TIMEOUT_S = 600
 NPM_HINT = (
     "install Node.js with npm (apt-get install npm) and make sure the npm registry is reachable,"
