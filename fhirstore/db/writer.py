@@ -7,6 +7,7 @@ through `write_versions`, so the change event is always committed with the versi
 from __future__ import annotations
 
 import uuid
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -61,6 +62,17 @@ class WrittenVersion:
 class _Current:
     version_id: int
     deleted: bool
+
+
+async def lock_condition(conn: AsyncConnection, resource_type: str, condition: str) -> None:
+    """Serialise conditional creates with the same criteria (PostgreSQL, until commit).
+
+    Without it two processes can both find no match and both create. On SQLite the store's
+    write lock and BEGIN IMMEDIATE already serialise writers.
+    """
+    if conn.dialect.name == "postgresql":
+        key = zlib.crc32(f"{resource_type}?{condition}".encode()) - 2**31
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
 
 
 def fhir_instant(moment: datetime) -> str:
