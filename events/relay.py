@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 
 RELAY_LOCK_KEY = 0x48455242  # one relay per database
 CURSOR_NAME = CHANGES_TOPIC
+
+
+async def _always_leader() -> None:
+    """SQLite: one relay per database file (the one inside `herald serve`)."""
 
 
 def to_message(row: Any) -> Message:
@@ -88,19 +93,39 @@ class OutboxRelay:
         self._wakeup.set()
 
     async def run(self) -> None:
-        """Relay forever (cancel to stop)."""
-        if self._engine.dialect.name == "postgresql":
-            async with self._engine.connect() as leader_conn:
-                await self._become_leader(leader_conn)
-                raw = await leader_conn.get_raw_connection()
-                await raw.driver_connection.add_listener(OUTBOX_CHANNEL, self._on_notify)
-                try:
-                    await self._loop()
-                finally:
-                    RELAY_IS_LEADER.set(0)
-        else:
-            RELAY_IS_LEADER.set(1)
-            await self._loop()
+        """Relay forever (cancel to stop). Any database error: step down, wait, start again."""
+        backoff = self._poll_interval
+        while True:
+            try:
+                if self._engine.dialect.name == "postgresql":
+                    await self._lead_on_postgres()
+                else:
+                    RELAY_IS_LEADER.set(1)
+                    await self._loop(_always_leader)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("outbox relay: %s; starting over in %.1fs", exc, backoff)
+            finally:
+                RELAY_IS_LEADER.set(0)
+                self._cursor = None
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+    async def _lead_on_postgres(self) -> None:
+        """Hold the session advisory lock on one connection and relay while it lives."""
+        async with self._engine.connect() as leader_conn:
+            await self._become_leader(leader_conn)
+            raw = await leader_conn.get_raw_connection()
+            await raw.driver_connection.add_listener(OUTBOX_CHANNEL, self._on_notify)
+
+            async def still_leader() -> None:
+                # The lock lives as long as this session: if the connection is gone, so is the
+                # lock (another process may lead now) and this raises before we publish.
+                await leader_conn.execute(text("SELECT 1"))
+                await leader_conn.commit()
+
+            await self._loop(still_leader)
 
     async def _become_leader(self, conn: AsyncConnection) -> None:
         while True:
@@ -115,9 +140,11 @@ class OutboxRelay:
                 return
             await asyncio.sleep(self._poll_interval * 4)
 
-    async def _loop(self) -> None:
+    async def _loop(self, check_leader: Callable[[], Awaitable[None]]) -> None:
+        """Relay batches; a publish failure is retried here, a lost leadership raises."""
         backoff = self._poll_interval
         while True:
+            await check_leader()
             try:
                 sent = await self.relay_once()
                 backoff = self._poll_interval
@@ -129,6 +156,7 @@ class OutboxRelay:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
+            await self._maybe_prune()
             if sent < self._batch_size:
                 await self._wait()
 
@@ -157,7 +185,6 @@ class OutboxRelay:
             head = (await conn.execute(select(func.max(outbox.c.seq)))).scalar() if full else None
         if not rows:
             OUTBOX_LAG.set(0)
-            await self._maybe_prune(cursor)
             return 0
         try:
             await self._bus.publish([to_message(r) for r in rows])
@@ -171,9 +198,11 @@ class OutboxRelay:
         OUTBOX_LAG.set((head or rows[-1].seq) - rows[-1].seq)
         return len(rows)
 
-    async def _maybe_prune(self, cursor: int) -> None:
+    async def _maybe_prune(self) -> None:
+        """At most once a minute, drop published rows older than the retention period."""
         loop_now = asyncio.get_running_loop().time()
-        if loop_now - self._last_prune < 60:
+        cursor = self._cursor
+        if cursor is None or loop_now - self._last_prune < 60:
             return
         self._last_prune = loop_now
         cutoff = self._clock.now() - self._retention

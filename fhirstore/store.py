@@ -15,19 +15,20 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
+from urllib.parse import urlencode
 
 import orjson
 from sqlalchemy import and_, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from fhirstore import fhirjson
 from fhirstore.clock import Clock
-from fhirstore.db.engine import is_sqlite
+from fhirstore.db.engine import is_sqlite, writer
 from fhirstore.db.group_commit import GroupCommit
 from fhirstore.db.schema import resource_versions, resources
-from fhirstore.db.writer import PendingWrite, WrittenVersion, write_versions
-from fhirstore.errors import BadRequest, Gone, NotFound, PreconditionFailed
+from fhirstore.db.writer import PendingWrite, WrittenVersion, lock_condition, write_versions
+from fhirstore.errors import BadRequest, Conflict, Gone, NotFound, PreconditionFailed
 from fhirstore.search.query import SearchRequest, parse_search
 from fhirstore.search.sql import SearchResult, run_search
 from fhirstore.validation import require_id, require_type, validate_resource
@@ -47,11 +48,6 @@ class StoredVersion:
     @property
     def deleted(self) -> bool:
         return self.body is None
-
-    def resource(self) -> dict[str, Any]:
-        if self.body is None:
-            raise Gone(f"{self.resource_type}/{self.id} version {self.version_id} is deleted")
-        return fhirjson.loads(self.body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +70,7 @@ class Store:
         self.engine = engine
         self.clock = clock
         self._write_lock = asyncio.Lock() if is_sqlite(engine) else None
+        self._writer = writer(engine)
         self._listeners: list[Callable[[], None]] = []
         self._group = GroupCommit(self.write_transaction, clock.now)
 
@@ -84,8 +81,15 @@ class Store:
     @asynccontextmanager
     async def write_transaction(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction; listeners hear of it after it commits."""
-        async with self.bookkeeping_transaction() as conn:
-            yield conn
+        try:
+            async with self.bookkeeping_transaction() as conn:
+                yield conn
+        except IntegrityError:
+            # Two requests created the same new resource at once (PostgreSQL); one wins.
+            raise Conflict(
+                "another request wrote the same resource at the same moment and won; read it "
+                "and retry"
+            ) from None
         for listener in self._listeners:
             listener()
 
@@ -96,7 +100,7 @@ class Store:
         On SQLite it queues behind resource writes in this process instead of spinning on the
         database's busy handler.
         """
-        async with self._write_lock or nullcontext(), self.engine.begin() as conn:
+        async with self._write_lock or nullcontext(), self._writer.begin() as conn:
             yield conn
 
     # -- writes -------------------------------------------------------------------------------
@@ -115,6 +119,7 @@ class Store:
             written = await self._group.write(write)
         else:  # the search and the write must share one transaction
             async with self.write_transaction() as conn:
+                await lock_condition(conn, rtype, urlencode(sorted(if_none_exist)))
                 existing = await self._conditional_match(conn, rtype, if_none_exist)
                 if existing is not None:
                     return CreateOutcome(existing, created=False)
@@ -235,9 +240,23 @@ class Store:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query.limit(count).offset(offset))).all()
             total = (await conn.execute(counter)).scalar_one()
-        if resource_id is not None and total == 0:
+        if (
+            resource_id is not None
+            and total == 0
+            and (since is None or not await self._ever(resource_type, resource_id))
+        ):
             raise NotFound(f"{resource_type}/{resource_id} does not exist")
         return [_version(r) for r in rows], total
+
+    async def _ever(self, resource_type: str | None, resource_id: str) -> bool:
+        """Whether any version of the resource was ever stored."""
+        async with self.engine.connect() as conn:
+            row = await conn.execute(
+                select(resources.c.version_id).where(
+                    and_(resources.c.res_type == resource_type, resources.c.res_id == resource_id)
+                )
+            )
+            return row.first() is not None
 
     async def search(self, request: SearchRequest) -> SearchResult:
         async with self.engine.connect() as conn:
@@ -250,7 +269,7 @@ class Store:
         return await write_versions(conn, writes, self.clock.now())
 
 
-def raise_id_mismatch(resource_type: str, url_id: str, body_id: Any) -> None:
+def raise_id_mismatch(resource_type: str, url_id: str, body_id: Any) -> NoReturn:
     raise BadRequest(
         f"the body's id {body_id!r} does not match the URL's id {url_id!r} for {resource_type}",
         expression=[f"{resource_type}.id"],

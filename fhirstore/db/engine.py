@@ -26,11 +26,30 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
     engine = create_async_engine(parsed, **kwargs)
     if parsed.get_backend_name() == "sqlite":
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", _sqlite_connect)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
     return engine
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def writer(engine: AsyncEngine) -> AsyncEngine:
+    """The engine to open write transactions with (SQLite: BEGIN IMMEDIATE)."""
+    return engine.execution_options(**{_IMMEDIATE: True}) if is_sqlite(engine) else engine
+
+
+_IMMEDIATE = "herald_sqlite_immediate"
+
+
+def _sqlite_begin(conn: Any) -> None:
+    # The driver would only BEGIN at the first write, leaving earlier reads of a "transaction"
+    # outside it. Writers take the database's write lock up front, so the rows they read
+    # (current versions, conditional matches) cannot change under them, even from another
+    # process on the same file.
+    immediate = conn.get_execution_options().get(_IMMEDIATE, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # we issue BEGIN ourselves (_sqlite_begin)
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")

@@ -16,7 +16,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fhirstore.db.writer import PendingWrite, WrittenVersion, write_independent
-from fhirstore.errors import FhirError
+from fhirstore.errors import Conflict, FhirError
 
 Transaction = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
 _Waiting = tuple[PendingWrite, "asyncio.Future[WrittenVersion | None]"]
@@ -44,15 +44,26 @@ class GroupCommit:
             batch = self._next_batch()
             try:
                 await self._commit(batch)
-            except Exception as exc:
+            except Conflict as conflict:
+                # A statement failed, so the transaction rolled back before commit: retrying
+                # one by one is safe and finds the write that broke the batch.
                 if len(batch) == 1:
-                    _settle(batch[0][1], exc)
-                else:  # find the write that broke the batch; the others still commit
-                    for item in batch:
-                        try:
-                            await self._commit([item])
-                        except Exception as single:
-                            _settle(item[1], single)
+                    _settle(batch[0][1], conflict)
+                    continue
+                for item in batch:
+                    try:
+                        await self._commit([item])
+                    except Exception as single:
+                        _settle(item[1], single)
+            except Exception as exc:
+                # Maybe failed at commit: retrying could write twice. Tell every caller.
+                for _, future in batch:
+                    _settle(future, exc)
+            except BaseException:
+                for _, future in batch + self._queue:
+                    future.cancel()
+                self._queue.clear()
+                raise
 
     def _next_batch(self) -> list[_Waiting]:
         """Up to max_batch waiting writes, at most one per resource (the rest wait a round)."""

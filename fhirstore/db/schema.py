@@ -94,6 +94,9 @@ outbox = Table(
     Column("interaction", String(8), nullable=False),
     Column("occurred_at", DateTime(timezone=True), nullable=False),
     Column("body", Text, nullable=True),
+    # AUTOINCREMENT: SQLite must never hand out a sequence number again, even after pruning
+    # emptied the table; a reused number would sit behind the relay's cursor and be skipped.
+    sqlite_autoincrement=True,
 )
 
 relay_cursor = Table(

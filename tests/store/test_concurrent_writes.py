@@ -33,3 +33,25 @@ async def test_concurrent_writes_keep_their_own_outcomes(client: httpx.AsyncClie
 
     history = (await client.get("/Patient/shared/_history")).json()
     assert history["total"] == 11
+
+
+async def test_racing_creates_of_one_new_id_never_fail_with_500(client: httpx.AsyncClient) -> None:
+    def bundle(n: int) -> dict:
+        return {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {
+                    "resource": {"resourceType": "Patient", "id": "race", "gender": "other"},
+                    "request": {"method": "PUT", "url": "Patient/race"},
+                }
+            ],
+        }
+
+    responses = await asyncio.gather(*(client.post("", json=bundle(n)) for n in range(6)))
+    statuses = sorted(r.status_code for r in responses)
+    assert 500 not in statuses
+    assert set(statuses) <= {200, 409}
+    conflicts = [r for r in responses if r.status_code == 409]
+    assert all(r.json()["issue"][0]["code"] == "conflict" for r in conflicts)
+    assert (await client.get("/Patient/race")).status_code == 200

@@ -182,3 +182,13 @@ async def test_decimals_keep_their_precision(client: httpx.AsyncClient) -> None:
     found = await client.get("/Observation", params={"value-quantity": "0.4"})
     assert len(found.json()["entry"]) == 1
     assert '"value":0.40' in found.text
+
+
+async def test_instance_history_since_the_future_is_empty_not_missing(
+    client: httpx.AsyncClient,
+) -> None:
+    pid = (await client.post("/Patient", json=patient())).json()["id"]
+    later = await client.get(f"/Patient/{pid}/_history", params={"_since": "2999-01-01T00:00:00Z"})
+    assert later.status_code == 200
+    assert later.json()["total"] == 0
+    assert (await client.get("/Patient/never/_history")).status_code == 404

@@ -7,9 +7,12 @@ import asyncio
 import uuid
 from collections.abc import Callable
 
+from sqlalchemy import text
+
 from events.bus import Message
 from events.bus.memory import MemoryBus
 from events.model import CHANGES_TOPIC, ChangeEvent
+from events.relay import RELAY_LOCK_KEY
 from herald.runtime import Runtime
 from herald.settings import Settings
 
@@ -65,3 +68,41 @@ async def test_relay_leader_takes_writes_of_other_processes_and_fails_over(
     finally:
         for runtime in (api_only, standby, leader):
             await runtime.stop()
+
+
+async def test_a_leader_that_lost_its_connection_stops_relaying(
+    fresh_database: Callable[[str], str],
+) -> None:
+    url = fresh_database(f"scale_{uuid.uuid4().hex[:8]}")
+    first, second = Collector(), Collector()
+    leader = _runtime(url, first, relay=True, poll=0.1)
+    standby = _runtime(url, second, relay=True, poll=0.1)
+    await leader.start()
+    await asyncio.sleep(0.3)
+    await standby.start()
+    try:
+        before = await standby.store.create({"resourceType": "Patient"})
+        await first.wait_for(before.version.id)
+
+        async with standby.engine.connect() as conn:  # the database drops the leader's session
+            await conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                    "WHERE locktype = 'advisory' AND objid = :k AND granted"
+                ),
+                {"k": RELAY_LOCK_KEY},
+            )
+            await conn.commit()
+        after = await standby.store.create({"resourceType": "Patient"})
+        # Whichever relay wins the new election publishes it.
+        waits = [asyncio.create_task(c.wait_for(after.version.id, 15)) for c in (first, second)]
+        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        assert any(task.exception() is None for task in done)
+        await asyncio.sleep(1.0)  # time enough for a second, stray relay to publish it too
+        copies = [e for e in first.events + second.events if e.id == after.version.id]
+        assert len(copies) == 1
+    finally:
+        await standby.stop()
+        await leader.stop()

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-24 01:54:35.114408
+Create Date: 2026-11-24 02:15:02.067143
 """
 
 import sqlalchemy as sa
@@ -34,6 +34,7 @@ def upgrade() -> None:
         sa.Column("body", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("seq"),
         sa.UniqueConstraint("event_id"),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "relay_cursor",
