@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -84,11 +85,13 @@ def history(
     total: int,
     offset: int,
     count: int,
+    since: datetime | None = None,
 ) -> dict[str, Any]:
-    links = [{"relation": "self", "url": f"{base}/{path}?_count={count}&_offset={offset}"}]
+    kept = [("_since", since.isoformat().replace("+00:00", "Z"))] if since else []
+    links = [{"relation": "self", "url": _history_url(base, path, kept, offset, count)}]
     if offset + count < total:
         links.append(
-            {"relation": "next", "url": f"{base}/{path}?_count={count}&_offset={offset + count}"}
+            {"relation": "next", "url": _history_url(base, path, kept, offset + count, count)}
         )
     return {
         "resourceType": "Bundle",
@@ -98,6 +101,12 @@ def history(
         "link": links,
         "entry": [_history_entry(base, v) for v in versions],
     }
+
+
+def _history_url(
+    base: str, path: str, query: list[tuple[str, str]], offset: int, count: int
+) -> str:
+    return f"{base}/{path}?{urlencode([*query, ('_count', str(count)), ('_offset', str(offset))])}"
 
 
 def _history_entry(base: str, v: StoredVersion) -> dict[str, Any]:

@@ -44,27 +44,12 @@ class InvalidSearch(BadRequest):
     code = "not-supported"
 
 
-class Unauthorized(FhirError):
-    status = 401
-    code = "login"
-
-
-class Forbidden(FhirError):
-    status = 403
-    code = "forbidden"
-
-
 class NotFound(FhirError):
     status = 404
     code = "not-found"
 
 
 class UnknownResourceType(NotFound):
-    code = "not-supported"
-
-
-class MethodNotAllowed(FhirError):
-    status = 405
     code = "not-supported"
 
 

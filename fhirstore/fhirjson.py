@@ -19,14 +19,57 @@ import orjson
 # Strings can match too (e.g. "v1.2"); that only sends the body down the exact path.
 _MAYBE_DECIMAL = re.compile(rb"\d[.eE][-+\d]")
 
-JSONDecodeError = (json.JSONDecodeError, orjson.JSONDecodeError, UnicodeDecodeError)
+
+class JSONDecodeError(ValueError):
+    """The text is not JSON this server can read: a syntax error, bad UTF-8, an integer longer
+    than Python converts (4300 digits) or arrays and objects nested too deeply."""
 
 
-def loads(raw: bytes | str) -> Any:
-    data = raw.encode() if isinstance(raw, str) else raw
-    if _MAYBE_DECIMAL.search(data) is None:
-        return orjson.loads(data)
-    return json.loads(data, parse_float=Decimal)
+# Request bodies nest at most this deep. The official R4B examples need 21 levels; resources
+# nested a few hundred levels deep would exhaust the validator's stack.
+MAX_DEPTH = 100
+_TOO_DEEP = f"arrays and objects are nested too deeply; at most {MAX_DEPTH} levels are accepted"
+_SYNTAX_ERRORS = (json.JSONDecodeError, orjson.JSONDecodeError, UnicodeError)
+
+
+def loads(raw: bytes | str, *, max_depth: int | None = None) -> Any:
+    """Parse FHIR JSON; every way of failing raises `JSONDecodeError`.
+
+    `max_depth` bounds how deeply arrays and objects nest (request bodies pass `MAX_DEPTH`), so
+    that code walking the result recursively (validation) cannot run out of stack.
+    """
+    try:
+        data = raw.encode() if isinstance(raw, str) else raw
+        if _MAYBE_DECIMAL.search(data) is None:
+            value = orjson.loads(data)
+        else:
+            value = json.loads(data, parse_float=Decimal)
+    except RecursionError:
+        raise JSONDecodeError(_TOO_DEEP) from None
+    except _SYNTAX_ERRORS as exc:
+        raise JSONDecodeError(str(exc)) from None
+    except ValueError:  # what is left: an integer beyond Python's int conversion limit
+        raise JSONDecodeError(
+            "a number has too many digits; send numbers of at most 4300 digits"
+        ) from None
+    if max_depth is not None and _deeper_than(value, max_depth):
+        raise JSONDecodeError(_TOO_DEEP)
+    return value
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether arrays and objects nest more than `limit` levels (walked level by level)."""
+    level = [value] if isinstance(value, dict | list) else []
+    for _ in range(limit):
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, dict | list)
+        ]
+        if not level:
+            return False
+    return True
 
 
 def _default(value: Any) -> Any:

@@ -1,28 +1,49 @@
 """Batch and transaction Bundles.
 
-A transaction is all-or-nothing: every entry is validated first, `urn:uuid:` (and other fullUrl)
-references to resources created in the Bundle are rewritten to their new ids, and all writes go
-through one `write_transaction`. A batch runs each entry on its own and reports each outcome.
+A transaction is all-or-nothing. Every entry is parsed and validated first. Then, inside one
+`write_transaction`: conditional creates (`ifNoneExist`) are resolved, new ids are assigned,
+references to entries' fullUrls (`urn:uuid:` or other) are rewritten to the resource each entry
+now stands for (a new one, or the existing one its condition matched) and all writes are applied.
+A batch runs each entry on its own and reports each outcome; one failing entry, whatever the
+cause, leaves the others' results standing.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fhirstore import fhirjson
-from fhirstore.db.writer import PendingWrite, WrittenVersion, fhir_instant
-from fhirstore.errors import BadRequest, FhirError, MethodNotAllowed, NotFound
+from fhirstore.api.http import parse_if_match
+from fhirstore.db.writer import PendingWrite, WrittenVersion, fhir_instant, lock_condition
+from fhirstore.errors import (
+    BadRequest,
+    FhirError,
+    NotFound,
+    PreconditionFailed,
+    UnknownResourceType,
+    operation_outcome,
+)
 from fhirstore.search.query import parse_search
 from fhirstore.search.sql import run_search
 from fhirstore.store import Store, new_id
-from fhirstore.validation import require_id, require_type, validate_resource
+from fhirstore.validation import ID_PATTERN, require_type, validate_resource
+
+log = logging.getLogger(__name__)
+
+_METHODS = ("GET", "POST", "PUT", "DELETE")
+# request.url relative to the base: `Type` or `Type/id` (the id is checked on its own).
+_PATH = re.compile(r"/?(?P<type>[A-Za-z]+)(?:/(?P<id>[^/]*))?")
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
+_URL_FORMS = "'Patient', 'Patient/123' or, for a GET, 'Patient?name=smith'"
 
 
 @dataclass(slots=True)
@@ -33,60 +54,182 @@ class _Entry:
     resource_id: str | None
     query: list[tuple[str, str]]
     resource: dict[str, Any] | None
+    full_url: str | None
     if_match: int | None
-    if_none_exist: list[tuple[str, str]] | None
+    if_none_exist: list[tuple[str, str]] | None  # search criteria, e.g. identifier=urn:mrn|1
+    existing: dict[str, Any] | None = None  # what `if_none_exist` matched
     response: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def where(self) -> str:
+        return f"Bundle.entry[{self.index}]"
 
 
 def _parse_entry(index: int, raw: Any) -> _Entry:
+    where = f"Bundle.entry[{index}]"
     if not isinstance(raw, dict) or not isinstance(raw.get("request"), dict):
-        raise BadRequest(f"entry[{index}] has no request", expression=[f"Bundle.entry[{index}]"])
-    request = raw["request"]
-    method = str(request.get("method", "")).upper()
-    if method not in ("GET", "POST", "PUT", "DELETE"):
-        raise MethodNotAllowed(
-            f"entry[{index}]: method {method or '(none)'!r} is not supported; use GET, POST, "
-            f"PUT or DELETE"
+        raise BadRequest(
+            f"{where} has no request; give each entry a request with method and url",
+            expression=[where],
         )
-    url = urlsplit(str(request.get("url", "")))
-    parts = [p for p in url.path.split("/") if p]
-    if not parts:
-        raise BadRequest(f"entry[{index}] has no request.url")
-    require_type(parts[0])
+    request = raw["request"]
+    method = _method(request.get("method"), where)
+    resource_type, resource_id, query = _target(request.get("url"), method, where)
     resource = raw.get("resource")
     if method in ("POST", "PUT") and not isinstance(resource, dict):
-        raise BadRequest(f"entry[{index}]: {method} needs a resource")
+        raise BadRequest(
+            f"{where}: {method} needs the resource to write in entry.resource",
+            expression=[f"{where}.resource"],
+        )
+    full_url = raw.get("fullUrl")
+    if_match = parse_if_match(
+        request.get("ifMatch"),
+        name=f"{where}.request.ifMatch",
+        expression=[f"{where}.request.ifMatch"],
+    )
+    if_none_exist = _condition(request.get("ifNoneExist"), where)
     return _Entry(
         index=index,
         method=method,
-        resource_type=parts[0],
-        resource_id=parts[1] if len(parts) > 1 else None,
-        query=parse_qsl(url.query, keep_blank_values=True),
+        resource_type=resource_type,
+        resource_id=resource_id,
+        query=query,
         resource=resource if method in ("POST", "PUT") else None,
-        if_match=_version_tag(request.get("ifMatch")),
-        if_none_exist=parse_qsl(request["ifNoneExist"]) if request.get("ifNoneExist") else None,
+        full_url=full_url if isinstance(full_url, str) else None,
+        if_match=if_match,
+        if_none_exist=if_none_exist if method == "POST" else None,
     )
 
 
-def _version_tag(value: Any) -> int | None:
-    if not value:
+def _method(value: Any, where: str) -> str:
+    method = value.upper() if isinstance(value, str) else ""
+    if method not in _METHODS:
+        raise BadRequest(
+            f"{where}.request.method {value!r} is not supported; use GET, POST, PUT or DELETE",
+            expression=[f"{where}.request.method"],
+        )
+    return method
+
+
+def _target(url: Any, method: str, where: str) -> tuple[str, str | None, list[tuple[str, str]]]:
+    """request.url -> (type, id or None, search query); 400 naming the element otherwise."""
+    parts = _relative_url(url, where)
+    path = _PATH.fullmatch(parts.path)
+    if path is None:
+        raise _bad_url(where, f"{url!r} is not 'Type' or 'Type/id'; use {_URL_FORMS}")
+    resource_type, resource_id = path["type"], path["id"]
+    try:
+        require_type(resource_type)
+    except UnknownResourceType as error:
+        raise _bad_url(where, f"names an unknown type: {error.diagnostics}") from None
+    if resource_id is not None and not ID_PATTERN.fullmatch(resource_id):
+        raise _bad_url(
+            where, f"{url!r} has an invalid id: ids are 1-64 characters of A-Z, a-z, 0-9, '-', '.'"
+        )
+    if parts.query and (method != "GET" or resource_id is not None):
+        raise _bad_url(
+            where,
+            f"{url!r} has a query, which only a search (GET 'Type?params') may have; "
+            f"conditional update and delete are not supported, use 'Type/id'",
+        )
+    if method == "POST" and resource_id is not None:
+        raise _bad_url(
+            where,
+            f"{url!r} names an id, but POST creates with a server-assigned id; send "
+            f"'{resource_type}', or PUT '{resource_type}/{resource_id}' to choose the id",
+        )
+    if method in ("PUT", "DELETE") and resource_id is None:
+        raise _bad_url(
+            where, f"{url!r} has no id; {method} needs 'Type/id', e.g. '{resource_type}/123'"
+        )
+    return resource_type, resource_id, parse_qsl(parts.query, keep_blank_values=True)
+
+
+def _relative_url(url: Any, where: str) -> SplitResult:
+    """request.url split, when it is a string relative to the server base."""
+    if not isinstance(url, str):
+        raise _bad_url(where, f"must be a string such as {_URL_FORMS}, not {url!r}")
+    if _CONTROL_OR_SPACE.search(url):
+        raise _bad_url(where, f"{url!r} contains spaces or control characters; percent-encode them")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise _bad_url(where, f"{url!r} is not a URL ({exc}); use {_URL_FORMS}") from None
+    if parts.scheme or parts.netloc or parts.fragment:
+        raise _bad_url(where, f"{url!r} is not relative to the server base; use {_URL_FORMS}")
+    return parts
+
+
+def _bad_url(where: str, problem: str) -> BadRequest:
+    return BadRequest(f"{where}.request.url {problem}", expression=[f"{where}.request.url"])
+
+
+def _condition(value: Any, where: str) -> list[tuple[str, str]] | None:
+    """ifNoneExist: the search query (without `Type?`) that must match nothing to create."""
+    if value is None:
         return None
-    cleaned = str(value).removeprefix("W/").strip('"')
-    if not cleaned.isdigit():
-        raise BadRequest(f'ifMatch {value!r} is not a version ETag such as W/"1"')
-    return int(cleaned)
+    criteria = parse_qsl(value) if isinstance(value, str) else []
+    if not criteria:
+        raise BadRequest(
+            f"{where}.request.ifNoneExist {value!r} is not a search query; send the query "
+            f"part only, e.g. 'identifier=http://hospital.example/mrn|12345'",
+            expression=[f"{where}.request.ifNoneExist"],
+        )
+    return criteria
 
 
-def _assign_ids(entries: list[_Entry], raw_entries: list[Any]) -> dict[str, str]:
-    """New ids for POSTs; returns fullUrl -> `Type/id` for reference rewriting."""
+def _check(entry: _Entry) -> None:
+    if entry.resource is None:
+        return
+    validate_resource(entry.resource_type, entry.resource)
+    body_id = entry.resource.get("id")
+    if entry.method == "PUT" and body_id not in (None, entry.resource_id):
+        raise BadRequest(
+            f"{entry.where}: the resource's id {body_id!r} does not match request.url's id "
+            f"{entry.resource_id!r}; send the same id in both, or leave it out of the resource",
+            expression=[f"{entry.where}.resource.id"],
+        )
+
+
+async def _resolve_conditions(
+    conn: AsyncConnection, entries: Sequence[_Entry], now: datetime
+) -> None:
+    """Match each conditional create against what is stored, inside the write transaction."""
+    conditional = [e for e in entries if e.if_none_exist is not None]
+    # The same key as a REST conditional create, so the two serialise with each other; taken in
+    # one order, so that two Bundles with the same conditions cannot deadlock.
+    keys = {(e.resource_type, urlencode(sorted(e.if_none_exist or ()))) for e in conditional}
+    for resource_type, condition in sorted(keys):
+        await lock_condition(conn, resource_type, condition)
+    for entry in conditional:
+        criteria = [*(entry.if_none_exist or ()), ("_count", "2")]
+        search = parse_search(entry.resource_type, criteria, now=now)
+        found = (await run_search(conn, search)).resources
+        if len(found) > 1:
+            raise PreconditionFailed(
+                f"{entry.where}.request.ifNoneExist matches more than one {entry.resource_type}; "
+                f"make the criteria specific enough to match at most one",
+                expression=[f"{entry.where}.request.ifNoneExist"],
+            )
+        if found:
+            entry.existing = fhirjson.loads(found[0])
+            entry.resource_id = entry.existing["id"]
+            entry.response = _existing_response(entry.existing)
+
+
+def _link(entries: Sequence[_Entry]) -> None:
+    """Give POSTs new ids and point references to entries' fullUrls at their resources."""
     mapping: dict[str, str] = {}
     for entry in entries:
-        if entry.method == "POST":
+        if entry.method == "POST" and entry.existing is None:
             entry.resource_id = new_id()
-        full_url = raw_entries[entry.index].get("fullUrl")
-        if isinstance(full_url, str) and entry.resource_id and entry.method in ("POST", "PUT"):
-            mapping[full_url] = f"{entry.resource_type}/{entry.resource_id}"
-    return mapping
+        if entry.full_url and entry.resource_id and entry.method in ("POST", "PUT"):
+            mapping[entry.full_url] = f"{entry.resource_type}/{entry.resource_id}"
+    if not mapping:
+        return
+    for entry in entries:
+        if entry.resource is not None and entry.existing is None:
+            entry.resource = _rewrite(entry.resource, mapping)
 
 
 def _rewrite(node: Any, mapping: dict[str, str]) -> Any:
@@ -101,58 +244,36 @@ def _rewrite(node: Any, mapping: dict[str, str]) -> Any:
     return node
 
 
-def _check(entry: _Entry) -> None:
-    if entry.resource is not None:
-        validate_resource(entry.resource_type, entry.resource)
-    if entry.method in ("PUT", "DELETE"):
-        if entry.resource_id is None:
-            raise BadRequest(f"entry[{entry.index}]: {entry.method} needs Type/id in request.url")
-        require_id(entry.resource_id)
-        body_id = (entry.resource or {}).get("id")
-        if entry.method == "PUT" and body_id not in (None, entry.resource_id):
-            raise BadRequest(f"entry[{entry.index}]: resource id does not match request.url")
-
-
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}
 
 
-async def _execute(store: Store, conn: AsyncConnection, entries: Sequence[_Entry]) -> None:
-    """Run the entries inside one open write transaction, filling each entry's response."""
+async def _apply(store: Store, conn: AsyncConnection, entries: Sequence[_Entry]) -> None:
+    """Run checked entries inside one open write transaction, filling each entry's response."""
     now = store.clock.now()
-    writes: list[tuple[_Entry, PendingWrite]] = []
-    for entry in sorted(entries, key=lambda e: _ORDER[e.method]):
-        if entry.method == "GET":
-            continue
-        if entry.method == "POST" and entry.if_none_exist:
-            request = parse_search(
-                entry.resource_type, [*entry.if_none_exist, ("_count", "2")], now=now
-            )
-            found = (await run_search(conn, request)).resources
-            if len(found) > 1:
-                raise BadRequest(f"entry[{entry.index}]: ifNoneExist matches several resources")
-            if found:
-                existing = fhirjson.loads(found[0])
-                entry.response = _existing_response(existing)
-                continue
-        assert entry.resource_id is not None
-        writes.append(
-            (
-                entry,
-                PendingWrite(
-                    entry.resource_type,
-                    entry.resource_id,
-                    entry.resource,
-                    entry.if_match,
-                    new=entry.method == "POST",
-                ),
-            )
-        )
+    await _resolve_conditions(conn, entries, now)
+    _link(entries)
+    writes = [
+        (entry, _pending(entry))
+        for entry in sorted(entries, key=lambda e: _ORDER[e.method])
+        if entry.method != "GET" and entry.existing is None
+    ]
     results = await store.write_batch(conn, [w for _, w in writes])
     for (entry, _), written in zip(writes, results, strict=True):
-        entry.response = _written_response(entry, written)
+        entry.response = _written_response(written)
     for entry in entries:
         if entry.method == "GET":
             entry.response = await _read_entry(conn, entry, now)
+
+
+def _pending(entry: _Entry) -> PendingWrite:
+    assert entry.resource_id is not None
+    return PendingWrite(
+        entry.resource_type,
+        entry.resource_id,
+        entry.resource,
+        entry.if_match,
+        new=entry.method == "POST",
+    )
 
 
 async def _read_entry(conn: AsyncConnection, entry: _Entry, now: datetime) -> dict[str, Any]:
@@ -169,7 +290,7 @@ async def _read_entry(conn: AsyncConnection, entry: _Entry, now: datetime) -> di
     request = parse_search(entry.resource_type, [("_id", entry.resource_id)])
     found = (await run_search(conn, request)).resources
     if not found:
-        raise NotFound(f"entry[{entry.index}]: {entry.resource_type}/{entry.resource_id} not found")
+        raise NotFound(f"{entry.where}: {entry.resource_type}/{entry.resource_id} not found")
     resource = fhirjson.loads(found[0])
     return {"resource": resource, "response": _existing_response(resource)["response"]}
 
@@ -186,7 +307,7 @@ def _existing_response(resource: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _written_response(entry: _Entry, written: WrittenVersion | None) -> dict[str, Any]:
+def _written_response(written: WrittenVersion | None) -> dict[str, Any]:
     if written is None:
         return {"response": {"status": "204 No Content"}}
     status = {"create": "201 Created", "update": "200 OK", "delete": "204 No Content"}
@@ -210,34 +331,47 @@ def _raw_entries(bundle: Any) -> list[Any]:
 
 
 async def process_transaction(store: Store, bundle: Any) -> dict[str, Any]:
-    raw = _raw_entries(bundle)
-    entries = [_parse_entry(i, e) for i, e in enumerate(raw)]
-    mapping = _assign_ids(entries, raw)
+    entries = [_parse_entry(i, e) for i, e in enumerate(_raw_entries(bundle))]
     for entry in entries:
-        if entry.resource is not None and mapping:
-            entry.resource = _rewrite(entry.resource, mapping)
         _check(entry)
     async with store.write_transaction() as conn:
-        await _execute(store, conn, entries)
+        await _apply(store, conn, entries)
     return _response_bundle("transaction-response", [e.response for e in entries])
 
 
 async def process_batch(store: Store, bundle: Any) -> dict[str, Any]:
     raw = _raw_entries(bundle)
-    responses: list[dict[str, Any]] = []
-    for index, raw_entry in enumerate(raw):
-        try:
-            entry = _parse_entry(index, raw_entry)
-            _assign_ids([entry], raw)
-            _check(entry)
-            async with store.write_transaction() as conn:
-                await _execute(store, conn, [entry])
-            responses.append(entry.response)
-        except FhirError as error:
-            responses.append(
-                {"response": {"status": str(error.status), "outcome": error.outcome()}}
-            )
-    return _response_bundle("batch-response", responses)
+    return _response_bundle(
+        "batch-response", [await _batch_entry(store, i, e) for i, e in enumerate(raw)]
+    )
+
+
+async def _batch_entry(store: Store, index: int, raw: Any) -> dict[str, Any]:
+    """One batch entry in its own transaction; any failure becomes this entry's response."""
+    try:
+        entry = _parse_entry(index, raw)
+        _check(entry)
+        async with store.write_transaction() as conn:
+            await _apply(store, conn, [entry])
+    except FhirError as error:
+        return _failed(error.status, error.outcome())
+    except Exception:
+        log.exception("batch entry %d failed with an unexpected error", index)
+        return _failed(
+            500,
+            operation_outcome(
+                f"internal server error on Bundle.entry[{index}]; the details are in the server "
+                f"log. The other entries were processed; retry this one, and report it if it "
+                f"keeps failing.",
+                code="exception",
+                expression=[f"Bundle.entry[{index}]"],
+            ),
+        )
+    return entry.response
+
+
+def _failed(status: int, outcome: dict[str, Any]) -> dict[str, Any]:
+    return {"response": {"status": str(status), "outcome": outcome}}
 
 
 def _response_bundle(kind: str, entries: list[dict[str, Any]]) -> dict[str, Any]:

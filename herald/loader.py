@@ -8,6 +8,7 @@ every one of them reaches the change stream.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ from fhirstore.errors import FhirError
 from fhirstore.store import Store, new_id
 from fhirstore.transaction import process_batch, process_transaction
 from fhirstore.validation import require_id, validate_resource
+
+log = logging.getLogger(__name__)
 
 _BATCH = 200
 
@@ -63,7 +66,7 @@ def read_items(path: Path) -> Iterator[_Item]:
 
 def _parse(where: str, raw: bytes) -> _Item:
     try:
-        return _Item(where, fhirjson.loads(raw))
+        return _Item(where, fhirjson.loads(raw, max_depth=fhirjson.MAX_DEPTH))
     except fhirjson.JSONDecodeError as exc:
         return _Item(where, exc)
 
@@ -99,8 +102,8 @@ class Loader:
             try:
                 process = process_transaction if kind == "transaction" else process_batch
                 result = await process(self.store, bundle)
-            except FhirError as error:
-                self.report.fail(where, error.diagnostics)
+            except Exception as error:  # one bad Bundle must not stop the load
+                self.report.fail(where, _reason(where, error))
                 return
             self._count_bundle_result(where, result)
             return
@@ -136,16 +139,24 @@ class Loader:
         try:
             await self._write([w for _, w in pending])
             self.report.loaded += len(pending)
-        except FhirError:
+        except Exception:  # retried one by one below
             # Find the culprit(s): retry one by one so the good ones still load.
             for where, write in pending:
                 try:
                     await self._write([write])
                     self.report.loaded += 1
-                except FhirError as error:
-                    self.report.fail(where, error.diagnostics)
+                except Exception as error:  # recorded as this item's failure
+                    self.report.fail(where, _reason(where, error))
         self._on_progress(len(pending))
 
     async def _write(self, writes: list[PendingWrite]) -> None:
         async with self.store.write_transaction() as conn:
             await self.store.write_batch(conn, writes)
+
+
+def _reason(where: str, error: Exception) -> str:
+    """What a failure report says; an unexpected error is also logged with its traceback."""
+    if isinstance(error, FhirError):
+        return error.diagnostics
+    log.error("loading %s failed unexpectedly", where, exc_info=error)
+    return f"internal error ({type(error).__name__}: {error}); the details are in the log"

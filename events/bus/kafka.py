@@ -8,11 +8,14 @@ succeeded, so a crash redelivers instead of losing.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
+from aiokafka import ConsumerRecord
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from faststream.message import StreamMessage
 from faststream.middlewares.acknowledgement.config import AckPolicy
 
 from events.bus.base import Handler, Message, handle_with_retry
@@ -35,8 +38,8 @@ class KafkaBus:
     def subscribe(self, topic: str, group: str, handler: Handler) -> None:
         async def on_message(msg: KafkaMessage) -> None:
             raw = msg.raw_message
-            key = raw.key.decode() if raw.key else ""
-            headers = {k: v.decode() for k, v in (raw.headers or ())}
+            key = _text(raw.key)
+            headers = {k: _text(v) for k, v in (raw.headers or ())}
             await handle_with_retry(handler, Message(topic, key, raw.value or b"", headers))
 
         subscriber = self.broker.subscriber(
@@ -46,6 +49,7 @@ class KafkaBus:
             # The handler retries internally; should it still raise, seek back, never skip.
             ack_policy=AckPolicy.NACK_ON_ERROR,
             max_poll_interval_ms=600_000,
+            parser=_parse_leniently,
         )
         subscriber(on_message)
 
@@ -66,3 +70,18 @@ class KafkaBus:
             for m in messages
         ]
         await asyncio.gather(*futures)
+
+
+def _text(value: bytes | None) -> str:
+    """A record key or header value as text: absent is "", bytes that are not UTF-8 become U+FFFD
+    (a producer outside Herald may send either; the message must still reach its handler)."""
+    return value.decode(errors="replace") if value else ""
+
+
+async def _parse_leniently(
+    record: ConsumerRecord, parse: Callable[[ConsumerRecord], Awaitable[StreamMessage]]
+) -> StreamMessage:
+    """FastStream's parser decodes header values as strict UTF-8 and fails on a null one, and a
+    record that fails to parse is redelivered forever; hand it header values it can decode."""
+    headers = [(name, _text(value).encode()) for name, value in record.headers or ()]
+    return await parse(dataclasses.replace(record, headers=headers))

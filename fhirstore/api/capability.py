@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from fhirstore.search.definitions import resource_types, search_params
@@ -20,16 +19,8 @@ _TYPE_INTERACTIONS = [
 _UNSEARCHABLE = {"composite", "special"}
 
 
-def capability_statement(
-    base: str,
-    *,
-    software_version: str,
-    now: str,
-    extra_rest: Iterable[dict[str, Any]] = (),
-) -> dict[str, Any]:
-    """`extra_rest` lets other packages (subscriptions) add their resource-level additions."""
-    extras = {r["type"]: r for r in extra_rest}
-    resources = [_resource(t, extras.get(t)) for t in sorted(resource_types())]
+def capability_statement(base: str, *, software_version: str, now: str) -> dict[str, Any]:
+    resources = [_resource(t) for t in sorted(resource_types())]
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -61,13 +52,13 @@ def capability_statement(
     }
 
 
-def _resource(resource_type: str, extra: dict[str, Any] | None) -> dict[str, Any]:
+def _resource(resource_type: str) -> dict[str, Any]:
     params = [
         {"name": p.code, "type": p.type}
         for p in sorted(search_params(resource_type).values(), key=lambda p: p.code)
         if p.type not in _UNSEARCHABLE
     ]
-    entry: dict[str, Any] = {
+    return {
         "type": resource_type,
         "interaction": [{"code": code} for code in _TYPE_INTERACTIONS],
         "versioning": "versioned",
@@ -80,6 +71,3 @@ def _resource(resource_type: str, extra: dict[str, Any] | None) -> dict[str, Any
         "searchRevInclude": ["*"],
         "searchParam": params,
     }
-    if extra:
-        entry.update({k: v for k, v in extra.items() if k != "type"})
-    return entry

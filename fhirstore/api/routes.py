@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -17,7 +16,9 @@ from fhirstore.api.http import (
     etag,
     http_date,
     parse_if_match,
+    read_form_body,
     read_json_body,
+    whole_number,
 )
 from fhirstore.db.writer import WrittenVersion, fhir_instant
 from fhirstore.errors import BadRequest
@@ -38,7 +39,6 @@ def fhir_router(
     default_count: int = 50,
     max_count: int = 1000,
     software_version: str = "0",
-    capability_extras: Callable[[], list[dict[str, Any]]] = list,
 ) -> APIRouter:
     router = APIRouter(prefix=prefix)
 
@@ -53,7 +53,6 @@ def fhir_router(
                 base_url(request),
                 software_version=software_version,
                 now=fhir_instant(store.clock.now()),
-                extra_rest=capability_extras(),
             )
         )
 
@@ -91,7 +90,13 @@ def fhir_router(
         path = "/".join(p for p in (rtype, rid, "_history") if p)
         return FhirResponse(
             bundles.history(
-                base_url(request), path, versions, total=total, offset=offset, count=count
+                base_url(request),
+                path,
+                versions,
+                total=total,
+                offset=offset,
+                count=count,
+                since=since,
             )
         )
 
@@ -102,7 +107,7 @@ def fhir_router(
     @router.post("/{resource_type}/_search")
     async def search_post(request: Request, resource_type: str) -> Response:
         require_type(resource_type)
-        form = parse_qsl((await request.body()).decode(), keep_blank_values=True)
+        form = await read_form_body(request, max_body_bytes)
         return await _search(request, resource_type, request.query_params.multi_items() + form)
 
     async def _search(
@@ -153,9 +158,8 @@ def fhir_router(
     async def vread(
         request: Request, resource_type: str, resource_id: str, version_id: str
     ) -> Response:
-        if not version_id.isdigit():
-            raise BadRequest(f"version {version_id!r} is not a number")
-        version = await store.vread(resource_type, resource_id, int(version_id))
+        number = whole_number(version_id, "the version id after _history/")
+        version = await store.vread(resource_type, resource_id, number)
         return _version_response(request, version, 200, None)
 
     @router.put("/{resource_type}/{resource_id}")
@@ -168,7 +172,7 @@ def fhir_router(
             body,
             if_match=parse_if_match(request.headers.get("if-match")),
         )
-        status = 201 if written.created and written.previous_version_id is None else 200
+        status = 201 if written.created else 200  # also when it re-creates a deleted one
         return _version_response(request, written, status, base_url(request))
 
     @router.delete("/{resource_type}/{resource_id}")
@@ -206,17 +210,21 @@ def _version_response(
 def _bounded_int(raw: str | None, default: int, maximum: int, name: str) -> int:
     if raw is None:
         return default
-    if not raw.isdigit():
-        raise BadRequest(f"{name} must be a non-negative whole number, not {raw!r}")
-    return min(int(raw), maximum)
+    return min(whole_number(raw, name), maximum)
 
 
 def _instant(raw: str | None) -> datetime | None:
+    """`_since`: an instant with a time zone, converted to UTC."""
     if raw is None:
         return None
+    example = "such as 2024-01-01T00:00:00Z or 2024-01-01T00:00:00%2B01:00 (+ is %2B in a URL)"
     try:
-        return datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        raise BadRequest(
-            f"_since {raw!r} is not a FHIR instant such as 2024-01-01T00:00:00Z"
-        ) from None
+        raise BadRequest(f"_since {raw!r} is not a FHIR instant {example}") from None
+    if moment.tzinfo is None:
+        raise BadRequest(f"_since {raw!r} has no time zone; give one, {example}")
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise BadRequest(f"_since {raw!r} is out of range; give an instant {example}") from None

@@ -8,6 +8,7 @@ faithfully raises `InvalidSearch` naming the parameter and what is accepted: the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -152,13 +153,10 @@ def parse_criterion(
 
 
 def _int(name: str, value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if number < 0:
-        raise _fail(name, f"expects a non-negative integer (got {value!r})")
-    return number
+    # ASCII digits only, and few enough to fit any database's integer (no "²", no 10**30).
+    if not re.fullmatch(r"[0-9]{1,9}", value):
+        raise _fail(name, f"expects a whole number from 0 to 999999999 (got {value!r})")
+    return int(value)
 
 
 def _sort(resource_type: str, value: str) -> list[tuple[SearchParam, bool]]:

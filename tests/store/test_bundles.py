@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from fhirstore.db.schema import outbox, resources
@@ -101,3 +102,36 @@ async def test_batch_reports_each_entry(client: httpx.AsyncClient) -> None:
 async def test_base_post_needs_a_batch_or_transaction(client: httpx.AsyncClient) -> None:
     response = await client.post("", json={"resourceType": "Bundle", "type": "collection"})
     assert response.status_code == 400
+
+
+async def test_batch_entry_that_crashes_is_500_and_the_others_stand(
+    client: httpx.AsyncClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_batch = runtime.store.write_batch
+
+    async def crash_on_unknown_gender(conn, writes):  # type: ignore[no-untyped-def]
+        if any((w.body or {}).get("gender") == "unknown" for w in writes):
+            raise RuntimeError("simulated driver failure")
+        return await write_batch(conn, writes)
+
+    monkeypatch.setattr(runtime.store, "write_batch", crash_on_unknown_gender)
+
+    def post(gender: str) -> dict:
+        resource = {"resourceType": "Patient", "gender": gender}
+        return {"resource": resource, "request": {"method": "POST", "url": "Patient"}}
+
+    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [post("male"), post("unknown")]}
+    bundle["entry"].append(post("female"))
+    before = await _count(runtime, outbox)
+    response = await client.post("", json=bundle)
+    assert response.status_code == 200, response.text
+    first, crashed, last = (e["response"] for e in response.json()["entry"])
+    assert (first["status"], last["status"]) == ("201 Created", "201 Created")
+    assert crashed["status"] == "500"
+    issue = crashed["outcome"]["issue"][0]
+    assert issue["code"] == "exception"
+    assert issue["expression"] == ["Bundle.entry[1]"]
+    assert await _count(runtime, outbox) == before + 2
+    for gender, expected in (("male", 1), ("unknown", 0), ("female", 1)):
+        found = (await client.get("/Patient", params={"gender": gender})).json()
+        assert len(found.get("entry", [])) == expected

@@ -80,3 +80,10 @@ async def test_search_errors_are_outcomes(client: httpx.AsyncClient) -> None:
     assert "colour" in unknown.json()["issue"][0]["diagnostics"]
     bad_date = await client.get("/Observation", params={"date": "gt2024-13-45"})
     assert bad_date.status_code == 400
+
+
+async def test_paging_numbers_must_be_small_whole_numbers(client: httpx.AsyncClient) -> None:
+    for value in ("9" * 30, "²", "-1"):
+        response = await client.get("/Patient", params={"_offset": value})
+        assert response.status_code == 400, value
+        assert "_offset" in response.json()["issue"][0]["diagnostics"]
