@@ -14,23 +14,12 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
-from sqlalchemy import func, select
 
 from events.bus.base import Message
 from events.bus.kafka import KafkaBus
-from fhirstore.db.schema import outbox, resources
 from herald.loader import Loader
 from herald.runtime import Runtime
-
-
-async def _stored(runtime: Runtime) -> tuple[int, int]:
-    """(resources, change events) in the database."""
-    async with runtime.engine.connect() as conn:
-        counts = [
-            (await conn.execute(select(func.count()).select_from(t))).scalar_one()
-            for t in (resources, outbox)
-        ]
-    return counts[0], counts[1]
+from tests.support.herald import crash_writes_of_gender, stored_counts
 
 
 def _issue(response: httpx.Response, status: int) -> dict[str, Any]:
@@ -70,7 +59,7 @@ async def test_malformed_if_match_is_400_and_changes_nothing(
     client: httpx.AsyncClient, runtime: Runtime, tag: str
 ) -> None:
     pid = (await client.post("/Patient", json=PATIENT)).json()["id"]
-    before = await _stored(runtime)
+    before = await stored_counts(runtime)
     header = {"If-Match": tag.encode("latin-1")}
     update = await client.put(f"/Patient/{pid}", json={**PATIENT, "id": pid}, headers=header)
     assert 'W/"3"' in _issue(update, 400)["diagnostics"]  # says what to send instead
@@ -82,7 +71,7 @@ async def test_malformed_if_match_is_400_and_changes_nothing(
     }
     issue = _issue(await client.post("", json=_transaction(entry)), 400)
     assert issue["expression"] == ["Bundle.entry[0].request.ifMatch"]
-    assert await _stored(runtime) == before
+    assert await stored_counts(runtime) == before
     assert (await client.get(f"/Patient/{pid}")).json()["meta"]["versionId"] == "1"
 
 
@@ -119,18 +108,18 @@ def _deep_extension(levels: int) -> dict[str, Any]:
 async def test_unreadable_json_is_400(
     client: httpx.AsyncClient, runtime: Runtime, body: bytes
 ) -> None:
-    before = await _stored(runtime)
+    before = await stored_counts(runtime)
     for path in ("/Patient", ""):
         issue = _issue(await client.post(path, content=body), 400)
         assert "not valid JSON" in issue["diagnostics"]
-    assert await _stored(runtime) == before
+    assert await stored_counts(runtime) == before
 
 
 async def test_resource_nested_too_deep_is_400(client: httpx.AsyncClient, runtime: Runtime) -> None:
-    before = await _stored(runtime)
+    before = await stored_counts(runtime)
     issue = _issue(await client.post("/Patient", json=_deep_extension(300)), 400)
     assert "nested too deeply" in issue["diagnostics"]
-    assert await _stored(runtime) == before
+    assert await stored_counts(runtime) == before
     assert (await client.post("/Patient", json=_deep_extension(40))).status_code == 201
 
 
@@ -180,11 +169,11 @@ async def test_bad_bundle_entry_is_400_naming_the_element(
     client: httpx.AsyncClient, runtime: Runtime, entry: dict[str, Any], element: str
 ) -> None:
     good = {"resource": dict(PATIENT), "request": {"method": "POST", "url": "Patient"}}
-    before = await _stored(runtime)
+    before = await stored_counts(runtime)
     transaction = await client.post("", json=_transaction(good, entry))
     issue = _issue(transaction, 400)
     assert issue["expression"] == [f"Bundle.entry[1].request.{element}"]
-    assert await _stored(runtime) == before
+    assert await stored_counts(runtime) == before
 
     batch = (await client.post("", json=_transaction(entry, good, kind="batch"))).json()
     failed, created = (e["response"] for e in batch["entry"])
@@ -314,14 +303,7 @@ async def test_kafka_consumer_takes_records_with_null_or_non_utf8_headers(
 async def test_loader_records_an_unexpected_write_error_and_goes_on(
     runtime: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write_batch = runtime.store.write_batch
-
-    async def crash_on_unknown_gender(conn, writes):  # type: ignore[no-untyped-def]
-        if any((w.body or {}).get("gender") == "unknown" for w in writes):
-            raise RuntimeError("simulated driver failure")
-        return await write_batch(conn, writes)
-
-    monkeypatch.setattr(runtime.store, "write_batch", crash_on_unknown_gender)
+    crash_writes_of_gender(runtime, monkeypatch)
     lines = [
         f'{{"resourceType": "Patient", "gender": "{g}"}}' for g in ("male", "unknown", "other")
     ]
@@ -332,4 +314,4 @@ async def test_loader_records_an_unexpected_write_error_and_goes_on(
     [(where, why)] = loader.report.failures
     assert where.endswith(":2")
     assert "RuntimeError" in why
-    assert await _stored(runtime) == (2, 2)
+    assert await stored_counts(runtime) == (2, 2)

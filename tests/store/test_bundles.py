@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 
 from fhirstore.db.schema import outbox, resources
 from herald.runtime import Runtime
+from tests.support.herald import crash_writes_of_gender
 
 
 def _transaction(*entries: dict) -> dict:
@@ -107,14 +108,7 @@ async def test_base_post_needs_a_batch_or_transaction(client: httpx.AsyncClient)
 async def test_batch_entry_that_crashes_is_500_and_the_others_stand(
     client: httpx.AsyncClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write_batch = runtime.store.write_batch
-
-    async def crash_on_unknown_gender(conn, writes):  # type: ignore[no-untyped-def]
-        if any((w.body or {}).get("gender") == "unknown" for w in writes):
-            raise RuntimeError("simulated driver failure")
-        return await write_batch(conn, writes)
-
-    monkeypatch.setattr(runtime.store, "write_batch", crash_on_unknown_gender)
+    crash_writes_of_gender(runtime, monkeypatch)
 
     def post(gender: str) -> dict:
         resource = {"resourceType": "Patient", "gender": gender}

@@ -6,10 +6,9 @@ import asyncio
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
 
-from fhirstore.db.schema import outbox, resources
 from herald.runtime import Runtime
+from tests.support.herald import stored_counts
 
 MRN = {"system": "urn:mrn", "value": "4711"}
 CONDITION = "identifier=urn:mrn|4711"
@@ -42,15 +41,6 @@ def _observation_entry() -> dict[str, Any]:
 
 def _transaction(*entries: dict[str, Any]) -> dict[str, Any]:
     return {"resourceType": "Bundle", "type": "transaction", "entry": list(entries)}
-
-
-async def _stored(runtime: Runtime) -> tuple[int, int]:
-    async with runtime.engine.connect() as conn:
-        counts = [
-            (await conn.execute(select(func.count()).select_from(t))).scalar_one()
-            for t in (resources, outbox)
-        ]
-    return counts[0], counts[1]
 
 
 async def _patients(client: httpx.AsyncClient) -> list[str]:
@@ -95,12 +85,12 @@ async def test_condition_matching_several_is_412_and_stores_nothing(
 ) -> None:
     for _ in range(2):
         await client.post("/Patient", json=_patient_entry()["resource"])
-    before = await _stored(runtime)
+    before = await stored_counts(runtime)
     response = await client.post("", json=_transaction(_patient_entry(), _observation_entry()))
     assert response.status_code == 412, response.text
     issue = response.json()["issue"][0]
     assert issue["expression"] == ["Bundle.entry[0].request.ifNoneExist"]
-    assert await _stored(runtime) == before
+    assert await stored_counts(runtime) == before
 
 
 async def test_concurrent_conditional_transactions_create_one(client: httpx.AsyncClient) -> None:

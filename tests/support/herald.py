@@ -7,8 +7,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import pytest
+from sqlalchemy import func, select
 
 from events.bus import Bus
+from fhirstore.db.schema import outbox, resources
 from herald.app import create_app
 from herald.runtime import Runtime
 from herald.settings import Settings
@@ -33,3 +36,27 @@ async def running_herald(
             yield runtime, client
     finally:
         await runtime.stop()
+
+
+async def stored_counts(runtime: Runtime) -> tuple[int, int]:
+    """(resources, change events) in the database: both unchanged after a refused request."""
+    async with runtime.engine.connect() as conn:
+        counts = [
+            (await conn.execute(select(func.count()).select_from(t))).scalar_one()
+            for t in (resources, outbox)
+        ]
+    return counts[0], counts[1]
+
+
+def crash_writes_of_gender(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, gender: str = "unknown"
+) -> None:
+    """Make the store's batch writes fail unexpectedly for resources with this `gender`."""
+    write_batch = runtime.store.write_batch
+
+    async def crashing(conn, writes):  # type: ignore[no-untyped-def]
+        if any((w.body or {}).get("gender") == gender for w in writes):
+            raise RuntimeError("simulated driver failure")
+        return await write_batch(conn, writes)
+
+    monkeypatch.setattr(runtime.store, "write_batch", crashing)
