@@ -1,1 +1,2 @@
-"""Notification delivery channels (rest-hook, websocket, email, kafka queue). Not built yet."""
+"""Notification delivery: today over REST hook (`resthook`), with the dispatcher that orders,
+retries and records it; websocket, email and Kafka queue channels come later."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,6 +56,11 @@ class CreateOutcome:
     created: bool
 
 
+# A check (and possible normalisation) of one resource type that runs before it is written, e.g.
+# a Subscription's topic and channel; raises a FhirError to refuse the write.
+ResourceRule = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
 def new_id() -> str:
     return str(uuid.uuid4())
 
@@ -72,11 +77,20 @@ class Store:
         self._write_lock = asyncio.Lock() if is_sqlite(engine) else None
         self._writer = writer(engine)
         self._listeners: list[Callable[[], None]] = []
+        self._rules: dict[str, ResourceRule] = {}
         self._group = GroupCommit(self.write_transaction, clock.now)
 
     def add_commit_listener(self, listener: Callable[[], None]) -> None:
         """`listener` is called (synchronously, cheaply) after every committed write."""
         self._listeners.append(listener)
+
+    def add_rule(self, resource_type: str, rule: ResourceRule) -> None:
+        """`rule` checks every client write of `resource_type` (REST and Bundles)."""
+        self._rules[resource_type] = rule
+
+    async def apply_rules(self, resource: dict[str, Any]) -> dict[str, Any]:
+        rule = self._rules.get(resource["resourceType"])
+        return await rule(resource) if rule is not None else resource
 
     @asynccontextmanager
     async def write_transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -112,7 +126,7 @@ class Store:
         resource_type: str | None = None,
         if_none_exist: list[tuple[str, str]] | None = None,
     ) -> CreateOutcome:
-        resource = validate_resource(resource_type, body)
+        resource = await self.apply_rules(validate_resource(resource_type, body))
         rtype = resource["resourceType"]
         write = PendingWrite(rtype, new_id(), resource, new=True)
         if not if_none_exist:
@@ -128,10 +142,20 @@ class Store:
         return CreateOutcome(written, created=True)
 
     async def update(
-        self, resource_type: str, resource_id: str, body: Any, *, if_match: int | None = None
+        self,
+        resource_type: str,
+        resource_id: str,
+        body: Any,
+        *,
+        if_match: int | None = None,
+        internal: bool = False,
     ) -> WrittenVersion:
+        """Write a new version. `internal` writes (Herald's own, e.g. a Subscription's status)
+        skip the resource rules, which are for what clients send."""
         require_id(resource_id)
         resource = validate_resource(resource_type, body)
+        if not internal:
+            resource = await self.apply_rules(resource)
         if resource.get("id") not in (None, resource_id):
             raise_id_mismatch(resource_type, resource_id, resource["id"])
         written = await self._group.write(

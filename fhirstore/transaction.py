@@ -178,10 +178,11 @@ def _condition(value: Any, where: str) -> list[tuple[str, str]] | None:
     return criteria
 
 
-def _check(entry: _Entry) -> None:
+async def _check(store: Store, entry: _Entry) -> None:
     if entry.resource is None:
         return
     validate_resource(entry.resource_type, entry.resource)
+    entry.resource = await store.apply_rules(entry.resource)
     body_id = entry.resource.get("id")
     if entry.method == "PUT" and body_id not in (None, entry.resource_id):
         raise BadRequest(
@@ -333,7 +334,7 @@ def _raw_entries(bundle: Any) -> list[Any]:
 async def process_transaction(store: Store, bundle: Any) -> dict[str, Any]:
     entries = [_parse_entry(i, e) for i, e in enumerate(_raw_entries(bundle))]
     for entry in entries:
-        _check(entry)
+        await _check(store, entry)
     async with store.write_transaction() as conn:
         await _apply(store, conn, entries)
     return _response_bundle("transaction-response", [e.response for e in entries])
@@ -350,7 +351,7 @@ async def _batch_entry(store: Store, index: int, raw: Any) -> dict[str, Any]:
     """One batch entry in its own transaction; any failure becomes this entry's response."""
     try:
         entry = _parse_entry(index, raw)
-        _check(entry)
+        await _check(store, entry)
         async with store.write_transaction() as conn:
             await _apply(store, conn, [entry])
     except FhirError as error:

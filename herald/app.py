@@ -9,6 +9,8 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
+from events.subscriptions.capability import subscription_capabilities
+from events.subscriptions.operations import subscription_router
 from fhirstore.api.errors import install_error_handlers
 from fhirstore.api.routes import fhir_router
 from herald import __version__
@@ -59,6 +61,17 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     async def metrics() -> Response:
         return metrics_endpoint()
 
+    # Operation routes first: the generic `/{type}/{id}` routes would take them otherwise.
+    app.include_router(
+        subscription_router(
+            runtime.store,
+            runtime.ledger,
+            runtime.registry,
+            prefix=settings.fhir_base_path,
+            public_base=settings.public_base_url,
+            max_body_bytes=settings.max_body_bytes,
+        )
+    )
     app.include_router(
         fhir_router(
             runtime.store,
@@ -68,6 +81,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             default_count=settings.default_page_size,
             max_count=settings.max_page_size,
             software_version=__version__,
+            capability_additions=[subscription_capabilities(runtime.registry.index.topic_urls)],
         )
     )
     return app

@@ -1,12 +1,15 @@
-"""The `herald` command: serve, relay, load, migrate, asyncapi."""
+"""The `herald` command: serve, relay, load, migrate, asyncapi, dead-letters, replay."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import uvicorn
@@ -16,6 +19,9 @@ from rich.table import Table
 
 from herald.logging import configure_logging
 from herald.settings import Settings
+
+if TYPE_CHECKING:
+    from events.subscriptions.ledger import DeadLetter, Ledger
 
 app = typer.Typer(help="Herald: FHIR Subscriptions and CarePlan scheduling.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -49,12 +55,18 @@ def serve(
     database_url: DatabaseOpt = None,
     kafka_bootstrap: KafkaOpt = None,
     relay: Annotated[bool, typer.Option(help="Also run the outbox relay")] = True,
+    subscriptions: Annotated[
+        bool, typer.Option(help="Also run the subscription matcher and dispatcher")
+    ] = True,
 ) -> None:
-    """Run the FHIR API (and, unless --no-relay, the outbox relay) in this process."""
+    """Run the FHIR API (and, unless --no-relay / --no-subscriptions, the outbox relay, the
+    subscription matcher and the dispatcher) in this process."""
     from herald.app import create_app
     from herald.runtime import Runtime
 
-    settings = _settings(database_url, kafka_bootstrap, host=host, port=port)
+    settings = _settings(
+        database_url, kafka_bootstrap, host=host, port=port, subscriptions=subscriptions
+    )
     if settings.embedded_bus:
         log.warning(
             "running the embedded default: in-process bus, database %s. Set "
@@ -80,7 +92,7 @@ def relay_only(database_url: DatabaseOpt = None, kafka_bootstrap: KafkaOpt = Non
     """Run only the outbox relay (for a scaled-out deployment)."""
     from herald.runtime import Runtime
 
-    settings = _settings(database_url, kafka_bootstrap)
+    settings = _settings(database_url, kafka_bootstrap, subscriptions=False)
 
     async def main() -> None:
         runtime = Runtime(settings)
@@ -119,7 +131,7 @@ def load(
     from herald.loader import Loader, discover
     from herald.runtime import Runtime
 
-    settings = _settings(database_url)
+    settings = _settings(database_url, subscriptions=False)
     files = discover(paths)
     if not files:
         console.print("[red]no .json or .ndjson files found in the given paths[/red]")
@@ -164,6 +176,67 @@ def load(
         if len(report.failures) > 50:
             console.print(f"... and {len(report.failures) - 50} more")
         raise typer.Exit(1)
+
+
+@app.command("dead-letters")
+def dead_letters(
+    subscription: Annotated[str | None, typer.Option(help="Only this Subscription id")] = None,
+    database_url: DatabaseOpt = None,
+) -> None:
+    """List notifications given up after the give-up age, with the reason."""
+
+    async def main() -> list[DeadLetter]:
+        async with _ledger(_settings(database_url)) as ledger:
+            return await ledger.dead_letters(subscription)
+
+    letters = asyncio.run(main())
+    table = Table("id", "subscription", "events", "recorded", "replayed", "reason")
+    for letter in letters:
+        table.add_row(
+            str(letter.id),
+            letter.subscription_id,
+            f"{letter.first_event}-{letter.last_event}",
+            letter.recorded_at.isoformat(timespec="seconds"),
+            letter.replayed_at.isoformat(timespec="seconds") if letter.replayed_at else "",
+            letter.reason,
+        )
+    console.print(table if letters else "no dead letters")
+
+
+@app.command()
+def replay(
+    dead_letter_id: Annotated[int, typer.Argument(help="The id `herald dead-letters` shows")],
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Deliver a dead letter's events again (a running dispatcher picks them up)."""
+
+    async def main() -> object:
+        async with _ledger(_settings(database_url)) as ledger:
+            return await ledger.replay(dead_letter_id, now=datetime.now(UTC))
+
+    if asyncio.run(main()) is None:
+        console.print(
+            f"[red]no dead letter {dead_letter_id} waiting for a replay[/red]; "
+            f"`herald dead-letters` lists them"
+        )
+        raise typer.Exit(1)
+    console.print(f"dead letter {dead_letter_id} will be delivered again")
+
+
+@asynccontextmanager
+async def _ledger(settings: Settings) -> AsyncIterator[Ledger]:
+    from events.subscriptions.ledger import Ledger
+    from fhirstore.clock import SystemClock
+    from fhirstore.db.engine import create_engine
+    from fhirstore.db.migrate import upgrade
+    from fhirstore.store import Store
+
+    engine = create_engine(settings.database_url)
+    try:
+        await upgrade(engine)
+        yield Ledger(Store(engine, SystemClock()))
+    finally:
+        await engine.dispose()
 
 
 @app.command()

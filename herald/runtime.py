@@ -1,8 +1,8 @@
 """The running parts of one Herald process, built from settings and started in order.
 
-`Runtime` owns the engine, the store, the bus and the background workers (today the outbox
-relay; later the matcher, dispatchers and scheduler). `herald serve` runs the API with all of
-them; `herald relay` runs only the relay, so each part can be scaled on its own.
+`Runtime` owns the engine, the store, the bus and the background workers: the outbox relay,
+the subscription matcher and the dispatcher (later the scheduler). `herald serve` runs the API
+with all of them; `herald relay` runs only the relay, so each part can be scaled on its own.
 """
 
 from __future__ import annotations
@@ -13,22 +13,47 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
+from channels.dispatcher import DeliveryPolicy, Dispatcher
+from channels.resthook import RestHookSender
 from events.bus import Bus
 from events.bus.kafka import KafkaBus
 from events.bus.memory import MemoryBus
 from events.relay import OutboxRelay
+from events.subscriptions.ledger import Ledger
+from events.subscriptions.matching import Matcher
+from events.subscriptions.registry import SUBSCRIPTION, SUBSCRIPTION_TOPIC, SubscriptionRegistry
+from events.subscriptions.rules import subscription_rule, topic_rule
+from events.subscriptions.seeding import seed_builtin_topics
 from fhirstore.clock import Clock, SystemClock
 from fhirstore.db.engine import create_engine
 from fhirstore.db.migrate import upgrade
 from fhirstore.store import Store
+from herald import __version__
 from herald.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
+CHANNEL_TYPES = frozenset({"rest-hook"})
+
+
+def delivery_policy(settings: Settings) -> DeliveryPolicy:
+    return DeliveryPolicy(
+        base_url=settings.public_base_url
+        or f"http://{settings.host}:{settings.port}{settings.fhir_base_path}",
+        default_timeout=settings.delivery_timeout_seconds,
+        initial_backoff=settings.delivery_initial_backoff_seconds,
+        max_backoff=settings.delivery_max_backoff_seconds,
+        give_up_after=timedelta(hours=settings.delivery_give_up_hours),
+        lease=timedelta(seconds=settings.delivery_lease_seconds),
+        sweep_interval=settings.dispatcher_sweep_seconds,
+        retention=timedelta(hours=settings.subscription_event_retention_hours),
+    )
+
+
 def make_bus(settings: Settings) -> Bus:
     if settings.kafka_bootstrap:
-        return KafkaBus(settings.kafka_bootstrap)
+        return KafkaBus(settings.kafka_bootstrap, namespace=settings.kafka_namespace)
     return MemoryBus()
 
 
@@ -56,13 +81,39 @@ class Runtime:
         self._run_relay = run_relay
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = False
+        self.ledger = Ledger(self.store)
+        self.registry = SubscriptionRegistry(
+            self.store,
+            channel_types=CHANNEL_TYPES,
+            refresh_interval=settings.registry_refresh_seconds,
+        )
+        self.store.add_rule(SUBSCRIPTION, subscription_rule(self.registry))
+        self.store.add_rule(SUBSCRIPTION_TOPIC, topic_rule)
+        self.sender = RestHookSender(
+            max_connections=settings.delivery_max_connections, user_agent=f"Herald/{__version__}"
+        )
+        self.dispatcher = Dispatcher(
+            self.store,
+            self.ledger,
+            self.registry,
+            {"rest-hook": self.sender},
+            self.bus,
+            policy=delivery_policy(settings),
+        )
+        if settings.subscriptions:
+            Matcher(self.store, self.ledger, self.registry, self.bus).subscribe()
+            self.dispatcher.subscribe()
 
     async def start(self) -> None:
         await upgrade(self.engine)
+        await seed_builtin_topics(self.store)
+        await self.registry.load()
         await self.bus.start()
         if self._run_relay:
             self.store.add_commit_listener(self.relay.wake)
             self._spawn("outbox-relay", self.relay.run)
+        if self.settings.subscriptions:
+            self._spawn("dispatcher", self.dispatcher.run)
         self.ready = True
         log.info(
             "herald started",
@@ -95,5 +146,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        await self.dispatcher.stop()
         await self.bus.stop()
+        await self.sender.aclose()
         await self.engine.dispose()

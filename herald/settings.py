@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = Field(
         None, description="Kafka bootstrap servers; unset means the in-process bus"
     )
+    kafka_namespace: str = Field(
+        "", description="Prefix for every Kafka topic and consumer group (shared clusters)"
+    )
     public_base_url: str | None = Field(
         None, description="Absolute FHIR base used in links (default: taken from each request)"
     )
@@ -30,6 +33,30 @@ class Settings(BaseSettings):
     relay_batch_size: int = Field(500, description="Outbox events published per batch")
     outbox_retention_hours: float = Field(
         168, description="How long published outbox rows are kept"
+    )
+    subscriptions: bool = Field(
+        True, description="Run the subscription matcher and dispatcher in this process"
+    )
+    delivery_timeout_seconds: float = Field(
+        10.0, description="REST hook timeout when a Subscription sets no backport-timeout"
+    )
+    delivery_initial_backoff_seconds: float = Field(1.0, description="First retry delay")
+    delivery_max_backoff_seconds: float = Field(300.0, description="Longest retry delay")
+    delivery_give_up_hours: float = Field(
+        24.0, description="Age after which undeliverable events become dead letters"
+    )
+    delivery_lease_seconds: float = Field(
+        30.0, description="How long a dispatcher holds a subscription without renewing"
+    )
+    delivery_max_connections: int = Field(200, description="REST hook connection pool size")
+    dispatcher_sweep_seconds: float = Field(
+        1.0, description="How often a dispatcher looks for owed work, heartbeats and `end`"
+    )
+    registry_refresh_seconds: float = Field(
+        1.0, description="How often a matcher re-reads recently changed Subscriptions"
+    )
+    subscription_event_retention_hours: float = Field(
+        168, description="How long delivered events stay available to $events"
     )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_format: Literal["console", "json"] = Field("console", description="console or json")

@@ -3,6 +3,8 @@
 Producer: idempotent, `acks=all`, so a retried send neither duplicates nor reorders within a key.
 Consumers: one FastStream subscriber per (topic, group), offsets committed only after the handler
 succeeded, so a crash redelivers instead of losing.
+`namespace` prefixes every topic and group name, so several Herald installations (or test runs)
+can share one Kafka cluster without seeing each other's messages.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from events.bus.base import Handler, Message, handle_with_retry
 
 
 class KafkaBus:
-    def __init__(self, bootstrap: str, *, client_id: str = "herald") -> None:
+    def __init__(self, bootstrap: str, *, client_id: str = "herald", namespace: str = "") -> None:
+        self.namespace = namespace
         self.broker = KafkaBroker(
             bootstrap,
             client_id=client_id,
@@ -43,8 +46,8 @@ class KafkaBus:
             await handle_with_retry(handler, Message(topic, key, raw.value or b"", headers))
 
         subscriber = self.broker.subscriber(
-            topic,
-            group_id=group,
+            self.namespace + topic,
+            group_id=self.namespace + group,
             auto_offset_reset="earliest",
             # The handler retries internally; should it still raise, seek back, never skip.
             ack_policy=AckPolicy.NACK_ON_ERROR,
@@ -65,7 +68,11 @@ class KafkaBus:
     async def publish(self, messages: Sequence[Message]) -> None:
         futures = [
             await self.broker.publish(
-                m.value, m.topic, key=m.key.encode(), headers=m.headers, no_confirm=True
+                m.value,
+                self.namespace + m.topic,
+                key=m.key.encode(),
+                headers=m.headers,
+                no_confirm=True,
             )
             for m in messages
         ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -39,7 +40,10 @@ def fhir_router(
     default_count: int = 50,
     max_count: int = 1000,
     software_version: str = "0",
+    capability_additions: Sequence[Callable[[dict[str, Any]], None]] = (),
 ) -> APIRouter:
+    """The REST API. `capability_additions` add what other packages serve (e.g. subscription
+    topics and operations) to the CapabilityStatement."""
     router = APIRouter(prefix=prefix)
 
     def base_url(request: Request) -> str:
@@ -48,13 +52,14 @@ def fhir_router(
 
     @router.get("/metadata")
     async def metadata(request: Request) -> Response:
-        return FhirResponse(
-            capability_statement(
-                base_url(request),
-                software_version=software_version,
-                now=fhir_instant(store.clock.now()),
-            )
+        statement = capability_statement(
+            base_url(request),
+            software_version=software_version,
+            now=fhir_instant(store.clock.now()),
         )
+        for add in capability_additions:
+            add(statement)
+        return FhirResponse(statement)
 
     @router.post("")
     @router.post("/", include_in_schema=False)

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 from typer.testing import CliRunner
 
+from events.subscriptions.builtin_topics import BUILTIN_TOPICS
 from herald.cli import app
 from herald.runtime import Runtime
 from herald.settings import Settings
@@ -106,12 +107,14 @@ def test_serve_runs_the_embedded_default(tmp_path: Path) -> None:
             'herald_http_requests_total{method="POST",route="/fhir/{resource_type}",status="201"}'
         )
         assert created_line in metrics
-        for _ in range(50):  # the relay publishes the create to the in-process bus
-            if "herald_relay_published_events_total 1.0" in metrics:
+        # The relay publishes the seeded built-in topics and the create to the in-process bus.
+        published = f"herald_relay_published_events_total {len(BUILTIN_TOPICS) + 1}.0"
+        for _ in range(50):
+            if published in metrics:
                 break
             time.sleep(0.1)
             metrics = httpx.get(f"{root}/metrics").text
-        assert "herald_relay_published_events_total 1.0" in metrics
+        assert published in metrics
         assert "herald_outbox_lag_events 0.0" in metrics
     finally:
         server.stop()

@@ -21,6 +21,8 @@ async def test_a_change_after_the_outbox_was_pruned_empty_is_published(
     arrived = asyncio.Event()
 
     async def consume(message: Message) -> None:
+        if message.key.startswith("SubscriptionTopic/"):
+            return  # the built-in topics, seeded at start
         received.append(ChangeEvent.from_json(message.value))
         arrived.set()
 

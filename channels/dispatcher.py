@@ -1,0 +1,369 @@
+"""The dispatcher: delivers each subscription's notifications, in eventNumber order.
+
+One worker task per subscription with something owed, holding that subscription's lease in the
+ledger while it works, so no two processes deliver the same subscription side by side and one
+slow endpoint delays nobody else. A worker:
+1. sends the handshake if the subscription has not reached its endpoint since it was
+   (re)registered (a classic R4 subscription is simply activated);
+2. sends the oldest undelivered events (up to `maxCount` per notification) until none are left,
+   retrying a failing endpoint with exponential backoff and jitter; the same events keep their
+   numbers and idempotency key. The subscription goes to `error` on a failure and back to
+   `active` on the next success. Events older than the give-up age when a retry fails are
+   recorded as a dead letter and delivery moves on;
+3. sends a heartbeat when `heartbeatPeriod` passed without traffic.
+
+Workers start on a notification job (the matcher's wake-up) or from the sweep, which also
+finds work a crashed process left behind once its lease expired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from channels.resthook import Delivery, Outcome
+from events.bus import Bus, Message
+from events.subscriptions.focus import notification_event
+from events.subscriptions.ledger import Ledger, RecordedEvent, SubscriptionProgress
+from events.subscriptions.lifecycle import Lifecycle
+from events.subscriptions.matching import NOTIFICATIONS_TOPIC, job_subscription_id
+from events.subscriptions.model import NotificationType, SubscriptionSpec
+from events.subscriptions.notification import (
+    NotificationEvent,
+    classic_body,
+    notification_bundle,
+)
+from events.subscriptions.registry import SubscriptionRegistry
+from fhirstore import fhirjson
+from fhirstore.store import Store
+
+log = logging.getLogger(__name__)
+
+DISPATCHER_GROUP = "herald-dispatcher"
+
+
+class Transport(Protocol):
+    async def send(self, delivery: Delivery) -> Outcome: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    base_url: str  # FHIR base used in fullUrl and references
+    default_timeout: float = 10.0
+    initial_backoff: float = 1.0
+    max_backoff: float = 300.0
+    give_up_after: timedelta = timedelta(hours=24)
+    lease: timedelta = timedelta(seconds=30)
+    sweep_interval: float = 1.0
+    retention: timedelta = timedelta(days=7)
+    prune_interval: float = 3600.0
+
+
+class LeaseLost(Exception):
+    """Another process took the subscription over (this one was too slow to renew)."""
+
+
+def new_owner() -> str:
+    return f"dispatcher-{uuid.uuid4().hex[:12]}"
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        ledger: Ledger,
+        registry: SubscriptionRegistry,
+        transports: dict[str, Transport],
+        bus: Bus,
+        *,
+        policy: DeliveryPolicy,
+        owner: str | None = None,
+    ) -> None:
+        self._store = store
+        self._clock = store.clock
+        self._ledger = ledger
+        self._lifecycle = Lifecycle(store, ledger)
+        self._registry = registry
+        self._transports = transports
+        self._bus = bus
+        self._policy = policy
+        self.owner = owner or new_owner()
+        self._workers: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
+        self._last_prune = float("-inf")
+
+    def subscribe(self) -> None:
+        self._bus.subscribe(NOTIFICATIONS_TOPIC, DISPATCHER_GROUP, self.handle)
+
+    async def handle(self, message: Message) -> None:
+        try:
+            subscription_id = job_subscription_id(message)
+        except (ValueError, KeyError, TypeError):
+            log.error("dispatcher: skipping a malformed notification job %r", message.value)
+            return
+        self.wake(subscription_id)
+
+    def wake(self, subscription_id: str) -> None:
+        """Make sure a worker looks at this subscription soon."""
+        running = self._workers.get(subscription_id)
+        if running is not None:
+            running[1].set()
+            return
+        wake = asyncio.Event()
+        task = asyncio.create_task(
+            self._work(subscription_id, wake), name=f"deliver-{subscription_id}"
+        )
+        self._workers[subscription_id] = (task, wake)
+
+    async def run(self) -> None:
+        """Sweep forever: restart owed work, heartbeats, `end`, retention (cancel to stop)."""
+        try:
+            while True:
+                try:
+                    await self.sweep()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("dispatcher sweep failed; trying again")
+                await asyncio.sleep(self._policy.sweep_interval)
+        finally:
+            await self.stop()
+
+    async def stop(self) -> None:
+        tasks = [task for task, _ in self._workers.values()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def sweep(self) -> None:
+        now = self._clock.now()
+        for progress in await self._ledger.owing(self.owner, now=now):
+            self.wake(progress.subscription_id)
+        timed = [s.id for s in self._registry.index.specs() if s.channel.heartbeat_period or s.end]
+        if timed:
+            for progress in (await self._ledger.progress_of(timed)).values():
+                spec = self._registry.index.get(progress.subscription_id)
+                if spec is not None and (
+                    _heartbeat_due(spec, progress, now) or _ended(spec, now, progress)
+                ):
+                    self.wake(spec.id)
+        loop_now = asyncio.get_running_loop().time()
+        if loop_now - self._last_prune >= self._policy.prune_interval:
+            self._last_prune = loop_now
+            pruned = await self._ledger.prune(now - self._policy.retention)
+            if pruned:
+                log.info("pruned %d delivered subscription events", pruned)
+
+    # -- one subscription ---------------------------------------------------------------------
+
+    async def _work(self, subscription_id: str, wake: asyncio.Event) -> None:
+        try:
+            while True:
+                wake.clear()
+                await self._work_once(subscription_id)
+                if not wake.is_set():
+                    return
+        except asyncio.CancelledError:
+            raise
+        except LeaseLost:
+            log.info("subscription %s: another dispatcher took over", subscription_id)
+        except Exception:
+            log.exception(
+                "subscription %s: delivery worker failed; the sweep restarts it", subscription_id
+            )
+        finally:
+            self._workers.pop(subscription_id, None)
+
+    async def _work_once(self, subscription_id: str) -> None:
+        if not await self._claim(subscription_id):
+            return  # another process delivers it
+        try:
+            while await self._step(subscription_id):
+                await self._renew(subscription_id)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._ledger.release(subscription_id, self.owner))
+
+    async def _claim(self, subscription_id: str) -> bool:
+        return await self._ledger.claim(
+            subscription_id, self.owner, now=self._clock.now(), lease=self._policy.lease
+        )
+
+    async def _renew(self, subscription_id: str) -> None:
+        if not await self._claim(subscription_id):
+            raise LeaseLost(subscription_id)
+
+    async def _step(self, subscription_id: str) -> bool:
+        """Do the next owed thing; False when nothing is owed."""
+        spec = self._registry.index.get(subscription_id)
+        if spec is None:
+            await self._registry.refresh()
+            spec = self._registry.index.get(subscription_id)
+        progress = await self._ledger.progress(subscription_id)
+        if spec is None or progress is None or progress.status == "off":
+            return False
+        now = self._clock.now()
+        if _ended(spec, now, progress):
+            await self._lifecycle.transition(subscription_id, "off")
+            return False
+        if progress.last_sent_at is None:
+            await self._handshake(spec, progress)
+            return True
+        pending = await self._ledger.pending(
+            subscription_id, 1 if spec.classic else spec.channel.max_count
+        )
+        if pending:
+            await self._deliver(spec, progress, pending)
+            return True
+        if _heartbeat_due(spec, progress, now):
+            await self._send_status(spec, progress, "heartbeat")
+            return True
+        return False
+
+    async def _handshake(self, spec: SubscriptionSpec, progress: SubscriptionProgress) -> None:
+        if spec.classic:  # R4 has no handshake: a valid classic subscription is active at once
+            await self._ledger.sent(spec.id, now=self._clock.now())
+            await self._lifecycle.transition(spec.id, "active")
+            return
+        await self._send_status(spec, progress, "handshake")
+
+    async def _send_status(
+        self, spec: SubscriptionSpec, progress: SubscriptionProgress, kind: NotificationType
+    ) -> None:
+        status = "requested" if kind == "handshake" else progress.status
+        body = self._bundle(spec, kind, status, progress.events_since_start, [])
+        key = f"{spec.id}:{kind}:{progress.events_since_start}"
+        # A handshake is retried until it gets through; a heartbeat is not (the next one, or
+        # the next event, tries again).
+        retry = kind == "handshake"
+        error = await self._send(spec, progress, self._delivery(spec, body, key), retry=retry)
+        if error is None:
+            await self._ledger.sent(spec.id, now=self._clock.now())
+
+    async def _deliver(
+        self,
+        spec: SubscriptionSpec,
+        progress: SubscriptionProgress,
+        pending: Sequence[RecordedEvent],
+    ) -> None:
+        first, last = pending[0].event_number, pending[-1].event_number
+        with_resource = spec.channel.content == "full-resource" or (
+            spec.classic and spec.channel.payload is not None
+        )
+        events = [
+            await notification_event(self._store, e, with_resource=with_resource) for e in pending
+        ]
+        if spec.classic:
+            payload = classic_body(spec, events[0])
+        else:
+            payload = self._bundle(spec, "event-notification", progress.status, last, events)
+        key = f"{spec.id}:{first}" if first == last else f"{spec.id}:{first}-{last}"
+        error = await self._send(
+            spec, progress, self._delivery(spec, payload, key), give_up_from=pending[0].occurred_at
+        )
+        now = self._clock.now()
+        if error is None:
+            if not await self._ledger.delivered(spec.id, last, now=now, owner=self.owner):
+                raise LeaseLost(spec.id)
+            return
+        reason = f"not delivered within {self._policy.give_up_after}: {error}"
+        await self._ledger.give_up(spec.id, first, last, reason, now=now, owner=self.owner)
+        log.warning(
+            "subscription %s: gave up events %d-%d after %s: %s",
+            spec.id,
+            first,
+            last,
+            self._policy.give_up_after,
+            reason,
+        )
+
+    async def _send(
+        self,
+        spec: SubscriptionSpec,
+        progress: SubscriptionProgress,
+        delivery: Delivery,
+        *,
+        retry: bool = True,
+        give_up_from: datetime | None = None,
+    ) -> str | None:
+        """Send, retrying (when `retry`) until the endpoint takes it or the events, which
+        occurred at `give_up_from`, pass the give-up age. None when delivered, else the last
+        error. The status follows: `error` on a failure, `active` on a success."""
+        transport = self._transports[spec.channel.type]
+        status, attempt = progress.status, 0
+        while True:
+            outcome = await transport.send(delivery)
+            if outcome.ok:
+                if status != "active":
+                    await self._lifecycle.transition(spec.id, "active")
+                return None
+            error = outcome.error or "delivery failed"
+            if status != "error":
+                await self._lifecycle.transition(spec.id, "error", error=error)
+                status = "error"
+            attempt += 1
+            log.info("subscription %s: delivery failed (attempt %d): %s", spec.id, attempt, error)
+            expired = give_up_from is not None and (
+                self._clock.now() - give_up_from >= self._policy.give_up_after
+            )
+            if not retry or expired:
+                return error
+            await asyncio.sleep(self._backoff(attempt - 1))
+            await self._renew(spec.id)
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self._policy.max_backoff, self._policy.initial_backoff * 2**attempt)
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    def _delivery(self, spec: SubscriptionSpec, body: bytes | None, key: str) -> Delivery:
+        channel = spec.channel
+        return Delivery(
+            endpoint=channel.endpoint,
+            body=body,
+            content_type=channel.payload if body is not None else None,
+            headers=channel.headers,
+            idempotency_key=key,
+            secret=spec.secret,
+            timeout=float(channel.timeout or self._policy.default_timeout),
+        )
+
+    def _bundle(
+        self,
+        spec: SubscriptionSpec,
+        kind: NotificationType,
+        status: str,
+        events_since_start: int,
+        events: Sequence[NotificationEvent],
+    ) -> bytes:
+        bundle = notification_bundle(
+            spec,
+            notification_type=kind,
+            status=status,
+            events_since_start=events_since_start,
+            events=events,
+            base_url=self._policy.base_url,
+            now=self._clock.now(),
+        )
+        return fhirjson.dumps(bundle)
+
+
+def _heartbeat_due(spec: SubscriptionSpec, progress: SubscriptionProgress, now: datetime) -> bool:
+    period = spec.channel.heartbeat_period
+    return bool(
+        period
+        and progress.status in ("active", "error")
+        and progress.last_sent_at is not None
+        and now - progress.last_sent_at >= timedelta(seconds=period)
+    )
+
+
+def _ended(spec: SubscriptionSpec, now: datetime, progress: SubscriptionProgress) -> bool:
+    return spec.end is not None and spec.end <= now and progress.status != "off"

@@ -1,0 +1,223 @@
+"""REST hook delivery: POST one notification to a subscriber's endpoint and say how it went.
+
+One `RestHookSender` per process shares an `httpx.AsyncClient` with keep-alive connections,
+so steady traffic to an endpoint reuses its connections instead of opening one per
+notification. At most `max_per_host` deliveries to one host are in flight at a time, so a slow
+receiver cannot take the whole pool from the others. `send` never raises for anything the
+network or the receiver does: it returns an `Outcome` whose `error` says what went wrong in
+words a person can act on. Only cancellation propagates.
+
+A 2xx answer is success. Redirects are not followed: a 3xx is a failure that names the new
+location, since the subscriber should register the final URL.
+
+Every request carries:
+
+- `User-Agent: <user_agent>` and, with a body, `Content-Type: <channel payload MIME type>`;
+- each `Subscription.channel.header` entry as given (except the headers Herald sets itself);
+- `Idempotency-Key: <key>`: the same on every retry of the same notification, so a receiver
+  can drop duplicates;
+- when the subscription has a signing secret, `X-Herald-Signature: t=<unix seconds>,v1=<hex>`.
+
+Signature scheme (HMAC-SHA256), for receivers:
+
+    v1 = hex(HMAC_SHA256(key=secret, message=f"{t}.".encode() + body))
+
+where `t` is the Unix time in whole seconds when the request was signed and `body` the exact
+request body bytes (empty for an empty POST). To verify: split the header on `,` and `=`,
+recompute `v1` from your copy of the secret, compare in constant time (`hmac.compare_digest`),
+and reject a `t` further than a few minutes from your clock, so that a captured request cannot
+be replayed later. `signature()` computes `v1`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httpx
+
+from fhirstore.clock import Clock, SystemClock
+
+SIGNATURE_HEADER = "X-Herald-Signature"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+# Channel headers may not replace what Herald itself puts on the request.
+_RESERVED = frozenset(
+    {"content-type", "content-length", "host", "transfer-encoding", "idempotency-key"}
+    | {SIGNATURE_HEADER.lower()}
+)
+_READ_LIMIT = 64 * 1024  # answer bytes read; a larger answer costs its connection
+_SNIPPET = 200  # characters of an error answer quoted in the message
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One POST to make: where, what, and how long to wait for the answer."""
+
+    endpoint: str
+    body: bytes | None
+    content_type: str | None
+    headers: tuple[tuple[str, str], ...]  # Subscription.channel.header, split into name/value
+    idempotency_key: str
+    secret: str | None
+    timeout: float  # seconds for the whole delivery, from asking for a connection to the answer
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a delivery went: `ok` for a 2xx answer, else `error` says what to fix."""
+
+    ok: bool
+    status_code: int | None  # None when no HTTP answer came
+    error: str | None  # None when ok
+    elapsed: float  # seconds
+
+
+def signature(secret: str, timestamp: int, body: bytes) -> str:
+    """The `v1` value of the signature header: hex HMAC-SHA256 of `"{timestamp}." + body`."""
+    message = f"{timestamp}.".encode() + body
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+class RestHookSender:
+    """Delivers over HTTP(S) with one shared, pooled client. Call `aclose()` when done."""
+
+    def __init__(
+        self,
+        *,
+        user_agent: str,
+        max_connections: int = 200,
+        max_per_host: int = 20,
+        clock: Clock | None = None,
+    ) -> None:
+        self._client = httpx.AsyncClient(
+            headers={"User-Agent": user_agent},
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=30.0,
+            ),
+            follow_redirects=False,
+        )
+        self._max_per_host = max_per_host
+        self._hosts: dict[str, asyncio.Semaphore] = {}
+        self._clock = clock or SystemClock()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def send(self, delivery: Delivery) -> Outcome:
+        started = time.monotonic()
+        deadline = asyncio.get_running_loop().time() + delivery.timeout
+        host = _host(delivery.endpoint)
+        slot = self._hosts.setdefault(host, asyncio.Semaphore(self._max_per_host))
+        try:
+            async with asyncio.timeout_at(deadline):
+                await slot.acquire()
+        except TimeoutError:
+            busy = (
+                f"no free connection to {host} within {_seconds(delivery.timeout)}: "
+                f"{self._max_per_host} deliveries to it were still waiting for answers"
+            )
+            return _failed(started, None, busy)
+        try:
+            return await self._post(delivery, deadline, started)
+        finally:
+            slot.release()
+
+    async def _post(self, delivery: Delivery, deadline: float, started: float) -> Outcome:
+        endpoint, within = delivery.endpoint, _seconds(delivery.timeout)
+        try:
+            async with asyncio.timeout_at(deadline):
+                async with self._client.stream(
+                    "POST",
+                    endpoint,
+                    content=delivery.body,
+                    headers=self._headers(delivery),
+                    timeout=delivery.timeout,
+                ) as response:
+                    answer = await _read_some(response)
+        except httpx.ConnectTimeout:
+            return _failed(started, None, f"could not connect to {endpoint} within {within}")
+        except (httpx.TimeoutException, TimeoutError):
+            return _failed(started, None, f"no answer from {endpoint} within {within}")
+        except httpx.ConnectError as exc:
+            return _failed(started, None, _connect_error(endpoint, exc))
+        except httpx.RemoteProtocolError as exc:
+            return _failed(started, None, f"{endpoint} broke off the exchange: {exc}")
+        except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as exc:
+            return _failed(started, None, f"could not send to {endpoint}: {exc}")
+        return _judge(response, answer, endpoint, started)
+
+    def _headers(self, delivery: Delivery) -> list[tuple[str, str]]:
+        headers = [(n, v) for n, v in delivery.headers if n.strip().lower() not in _RESERVED]
+        body = delivery.body if delivery.body is not None else b""
+        if delivery.body is not None and delivery.content_type:
+            headers.append(("Content-Type", delivery.content_type))
+        headers.append((IDEMPOTENCY_HEADER, delivery.idempotency_key))
+        if delivery.secret is not None:
+            t = int(self._clock.now().timestamp())
+            headers.append((SIGNATURE_HEADER, f"t={t},v1={signature(delivery.secret, t, body)}"))
+        return headers
+
+
+def _judge(response: httpx.Response, answer: bytes, endpoint: str, started: float) -> Outcome:
+    code = response.status_code
+    if 200 <= code < 300:
+        return Outcome(ok=True, status_code=code, error=None, elapsed=time.monotonic() - started)
+    if 300 <= code < 400:
+        location = response.headers.get("location")
+        where = f"Location: {location}" if location else "no Location header"
+        error = (
+            f"HTTP {code} from {endpoint}: redirects are not followed ({where}); "
+            "register the final URL as the endpoint"
+        )
+    else:
+        error = f"HTTP {code} from {endpoint}"
+        snippet = " ".join(answer.decode("utf-8", "replace").split())[:_SNIPPET]
+        if snippet:
+            error += f": {snippet}"
+    return _failed(started, code, error)
+
+
+async def _read_some(response: httpx.Response) -> bytes:
+    """Up to `_READ_LIMIT` bytes of the answer; reading it all lets the connection be reused."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= _READ_LIMIT:
+            break
+    return b"".join(chunks)
+
+
+def _connect_error(endpoint: str, exc: httpx.ConnectError) -> str:
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError) or "refused" in str(cause).lower():
+            return f"connection refused by {endpoint}"
+        cause = cause.__cause__ or cause.__context__
+    return f"could not connect to {endpoint}: {exc}"
+
+
+def _failed(started: float, status_code: int | None, error: str) -> Outcome:
+    return Outcome(
+        ok=False, status_code=status_code, error=error, elapsed=time.monotonic() - started
+    )
+
+
+def _host(endpoint: str) -> str:
+    """`host[:port]` of the endpoint (without any user info), the key of its connection slots."""
+    try:
+        netloc = urlsplit(endpoint).netloc
+    except ValueError:
+        return endpoint
+    return netloc.rpartition("@")[2].lower() or endpoint
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g} s"

@@ -1,0 +1,1 @@
+"""Topic-based and classic subscriptions: topics, parsing, matching, notifications."""

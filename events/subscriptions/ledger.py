@@ -1,0 +1,471 @@
+"""The subscription ledger: event numbers, delivery progress, leases and dead letters, in SQL.
+
+Everything a crash must not forget lives here, so any process can pick up where another left:
+- `record` gives each (subscription, change) an `eventNumber` once: a redelivered change gets
+  the number it already had.
+- `delivered_through` says how far delivery got; notifications after it are still owed.
+- A lease says which process delivers a subscription right now, so two never send the same
+  subscription's notifications side by side; an expired lease may be taken over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from fhirstore.db.schema import dead_letters, subscription_events, subscription_state
+from fhirstore.store import Store, as_utc
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionProgress:
+    subscription_id: str
+    status: str
+    events_since_start: int
+    delivered_through: int
+    last_sent_at: datetime | None
+    error_since: datetime | None
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """A change to number for one subscription."""
+
+    subscription_id: str
+    event_id: str
+    res_type: str
+    res_id: str
+    version_id: int
+    interaction: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent(NewEvent):
+    """A change with the eventNumber it has for its subscription."""
+
+    event_number: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: int
+    subscription_id: str
+    first_event: int
+    last_event: int
+    reason: str
+    recorded_at: datetime
+    replayed_at: datetime | None
+
+
+def _progress(row: Any) -> SubscriptionProgress:
+    return SubscriptionProgress(
+        row.subscription_id,
+        row.status,
+        row.events_since_start,
+        row.delivered_through,
+        as_utc(row.last_sent_at) if row.last_sent_at else None,
+        as_utc(row.error_since) if row.error_since else None,
+        row.last_error,
+    )
+
+
+def _event(row: Any) -> RecordedEvent:
+    return RecordedEvent(
+        row.subscription_id,
+        row.event_id,
+        row.res_type,
+        row.res_id,
+        row.version_id,
+        row.interaction,
+        as_utc(row.occurred_at),
+        row.event_number,
+    )
+
+
+class Ledger:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._engine = store.engine
+
+    # -- subscriptions ------------------------------------------------------------------------
+
+    async def register(self, subscription_id: str, status: str) -> None:
+        """Start (or restart, after a client changed it) tracking a subscription; it has not
+        reached its endpoint since (`last_sent_at` None), so it owes a handshake."""
+        async with self._store.bookkeeping_transaction() as conn:
+            found = await _lock_state(conn, subscription_id)
+            if found is None:
+                await conn.execute(
+                    insert(subscription_state).values(
+                        subscription_id=subscription_id,
+                        status=status,
+                        events_since_start=0,
+                        delivered_through=0,
+                    )
+                )
+            else:
+                await conn.execute(
+                    update(subscription_state)
+                    .where(subscription_state.c.subscription_id == subscription_id)
+                    .values(status=status, error_since=None, last_error=None, last_sent_at=None)
+                )
+
+    async def forget(self, subscription_id: str) -> None:
+        """The Subscription was deleted: drop its progress and retained events."""
+        async with self._store.bookkeeping_transaction() as conn:
+            for table in (subscription_state, subscription_events):
+                await conn.execute(delete(table).where(table.c.subscription_id == subscription_id))
+
+    async def progress(self, subscription_id: str) -> SubscriptionProgress | None:
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(subscription_state).where(
+                        subscription_state.c.subscription_id == subscription_id
+                    )
+                )
+            ).first()
+        return _progress(row) if row is not None else None
+
+    async def progress_of(self, subscription_ids: Sequence[str]) -> dict[str, SubscriptionProgress]:
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(subscription_state).where(
+                        subscription_state.c.subscription_id.in_(list(subscription_ids))
+                    )
+                )
+            ).all()
+        return {row.subscription_id: _progress(row) for row in rows}
+
+    async def set_status(
+        self,
+        subscription_id: str,
+        status: str,
+        *,
+        now: datetime,
+        error: str | None = None,
+    ) -> None:
+        values: dict[str, Any] = {"status": status, "last_error": error}
+        if status == "error":
+            values["error_since"] = func.coalesce(subscription_state.c.error_since, now)
+        else:
+            values["error_since"] = None
+        async with self._store.bookkeeping_transaction() as conn:
+            await conn.execute(
+                update(subscription_state)
+                .where(subscription_state.c.subscription_id == subscription_id)
+                .values(**values)
+            )
+
+    # -- numbering ----------------------------------------------------------------------------
+
+    async def record(self, events: Sequence[NewEvent]) -> list[RecordedEvent]:
+        """Number each event for its subscription, in order; a known (subscription, change)
+        keeps the number it has. One transaction for all."""
+        recorded: list[RecordedEvent] = []
+        async with self._store.bookkeeping_transaction() as conn:
+            for new in events:
+                recorded.append(await _record_one(conn, new))
+        return recorded
+
+    async def pending(self, subscription_id: str, limit: int) -> list[RecordedEvent]:
+        """The oldest events not yet delivered, in eventNumber order."""
+        async with self._engine.connect() as conn:
+            through = (
+                await conn.execute(
+                    select(subscription_state.c.delivered_through).where(
+                        subscription_state.c.subscription_id == subscription_id
+                    )
+                )
+            ).scalar()
+            if through is None:
+                return []
+            rows = (
+                await conn.execute(
+                    select(subscription_events)
+                    .where(
+                        and_(
+                            subscription_events.c.subscription_id == subscription_id,
+                            subscription_events.c.event_number > through,
+                        )
+                    )
+                    .order_by(subscription_events.c.event_number)
+                    .limit(limit)
+                )
+            ).all()
+        return [_event(row) for row in rows]
+
+    async def events(
+        self, subscription_id: str, since: int | None, until: int | None, limit: int
+    ) -> list[RecordedEvent]:
+        """Retained events in [since, until] for `$events`, oldest first."""
+        conds = [subscription_events.c.subscription_id == subscription_id]
+        if since is not None:
+            conds.append(subscription_events.c.event_number >= since)
+        if until is not None:
+            conds.append(subscription_events.c.event_number <= until)
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(subscription_events)
+                    .where(and_(*conds))
+                    .order_by(subscription_events.c.event_number)
+                    .limit(limit)
+                )
+            ).all()
+        return [_event(row) for row in rows]
+
+    async def delivered(
+        self, subscription_id: str, through: int, *, now: datetime, owner: str
+    ) -> bool:
+        """Record delivery up to `through` (and traffic now); False if the lease was lost."""
+        async with self._store.bookkeeping_transaction() as conn:
+            result = await conn.execute(
+                update(subscription_state)
+                .where(
+                    and_(
+                        subscription_state.c.subscription_id == subscription_id,
+                        subscription_state.c.lease_owner == owner,
+                    )
+                )
+                .values(
+                    delivered_through=func.max(subscription_state.c.delivered_through, through)
+                    if conn.dialect.name == "sqlite"
+                    else func.greatest(subscription_state.c.delivered_through, through),
+                    last_sent_at=now,
+                )
+            )
+        return result.rowcount == 1
+
+    async def sent(self, subscription_id: str, *, now: datetime) -> None:
+        """Traffic without events (handshake, heartbeat): resets the heartbeat clock."""
+        async with self._store.bookkeeping_transaction() as conn:
+            await conn.execute(
+                update(subscription_state)
+                .where(subscription_state.c.subscription_id == subscription_id)
+                .values(last_sent_at=now)
+            )
+
+    # -- leases -------------------------------------------------------------------------------
+
+    async def claim(
+        self, subscription_id: str, owner: str, *, now: datetime, lease: timedelta
+    ) -> bool:
+        """Take or renew the delivery lease; False while another live process holds it."""
+        state = subscription_state.c
+        async with self._store.bookkeeping_transaction() as conn:
+            result = await conn.execute(
+                update(subscription_state)
+                .where(
+                    and_(
+                        state.subscription_id == subscription_id,
+                        or_(
+                            state.lease_owner.is_(None),
+                            state.lease_owner == owner,
+                            state.lease_until < now,
+                        ),
+                    )
+                )
+                .values(lease_owner=owner, lease_until=now + lease)
+            )
+        return result.rowcount == 1
+
+    async def release(self, subscription_id: str, owner: str) -> None:
+        async with self._store.bookkeeping_transaction() as conn:
+            await conn.execute(
+                update(subscription_state)
+                .where(
+                    and_(
+                        subscription_state.c.subscription_id == subscription_id,
+                        subscription_state.c.lease_owner == owner,
+                    )
+                )
+                .values(lease_owner=None, lease_until=None)
+            )
+
+    async def owing(
+        self, owner: str, *, now: datetime, limit: int = 1000
+    ) -> list[SubscriptionProgress]:
+        """Subscriptions that owe a handshake or undelivered events and that no other live
+        process is delivering (a crashed process's lease has expired)."""
+        state = subscription_state.c
+        free = or_(state.lease_owner.is_(None), state.lease_owner == owner, state.lease_until < now)
+        owes = or_(state.events_since_start > state.delivered_through, state.last_sent_at.is_(None))
+        async with self._engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(subscription_state)
+                    .where(and_(free, owes, state.status != "off"))
+                    .order_by(state.subscription_id)
+                    .limit(limit)
+                )
+            ).all()
+        return [_progress(row) for row in rows]
+
+    # -- dead letters and retention -----------------------------------------------------------
+
+    async def give_up(
+        self,
+        subscription_id: str,
+        first: int,
+        last: int,
+        reason: str,
+        *,
+        now: datetime,
+        owner: str,
+    ) -> bool:
+        """Record events first..last as a dead letter and move delivery past them."""
+        async with self._store.bookkeeping_transaction() as conn:
+            result = await conn.execute(
+                update(subscription_state)
+                .where(
+                    and_(
+                        subscription_state.c.subscription_id == subscription_id,
+                        subscription_state.c.lease_owner == owner,
+                        subscription_state.c.delivered_through == first - 1,
+                    )
+                )
+                .values(delivered_through=last)
+            )
+            if result.rowcount != 1:
+                return False
+            await conn.execute(
+                insert(dead_letters).values(
+                    subscription_id=subscription_id,
+                    first_event=first,
+                    last_event=last,
+                    reason=reason,
+                    recorded_at=now,
+                )
+            )
+        return True
+
+    async def dead_letters(self, subscription_id: str | None = None) -> list[DeadLetter]:
+        query = select(dead_letters).order_by(dead_letters.c.id)
+        if subscription_id is not None:
+            query = query.where(dead_letters.c.subscription_id == subscription_id)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            DeadLetter(
+                r.id,
+                r.subscription_id,
+                r.first_event,
+                r.last_event,
+                r.reason,
+                as_utc(r.recorded_at),
+                as_utc(r.replayed_at) if r.replayed_at else None,
+            )
+            for r in rows
+        ]
+
+    async def replay(self, dead_letter_id: int, *, now: datetime) -> DeadLetter | None:
+        """Deliver a dead letter's events again: delivery rewinds to its first event (later
+        events go out again too, with their own idempotency keys). None if unknown/replayed."""
+        async with self._store.bookkeeping_transaction() as conn:
+            row = (
+                await conn.execute(select(dead_letters).where(dead_letters.c.id == dead_letter_id))
+            ).first()
+            if row is None or row.replayed_at is not None:
+                return None
+            await conn.execute(
+                update(dead_letters).where(dead_letters.c.id == row.id).values(replayed_at=now)
+            )
+            state = subscription_state.c
+            await conn.execute(
+                update(subscription_state)
+                .where(
+                    and_(
+                        state.subscription_id == row.subscription_id,
+                        state.delivered_through >= row.first_event,
+                    )
+                )
+                .values(delivered_through=row.first_event - 1)
+            )
+        return DeadLetter(
+            row.id,
+            row.subscription_id,
+            row.first_event,
+            row.last_event,
+            row.reason,
+            as_utc(row.recorded_at),
+            now,
+        )
+
+    async def prune(self, older_than: datetime) -> int:
+        """Drop delivered events that occurred before `older_than` (undelivered ones stay)."""
+        events = subscription_events.c
+        state = subscription_state.c
+        delivered = (
+            select(state.delivered_through)
+            .where(state.subscription_id == events.subscription_id)
+            .scalar_subquery()
+        )
+        async with self._store.bookkeeping_transaction() as conn:
+            result = await conn.execute(
+                delete(subscription_events).where(
+                    and_(events.occurred_at < older_than, events.event_number <= delivered)
+                )
+            )
+        return result.rowcount
+
+
+async def _lock_state(conn: AsyncConnection, subscription_id: str) -> Any:
+    query = select(subscription_state).where(
+        subscription_state.c.subscription_id == subscription_id
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return (await conn.execute(query)).first()
+
+
+async def _record_one(conn: AsyncConnection, new: NewEvent) -> RecordedEvent:
+    events = subscription_events.c
+    known = (
+        await conn.execute(
+            select(subscription_events).where(
+                and_(events.subscription_id == new.subscription_id, events.event_id == new.event_id)
+            )
+        )
+    ).first()
+    if known is not None:
+        return _event(known)
+    state = subscription_state.c
+    number = (
+        await conn.execute(
+            update(subscription_state)
+            .where(state.subscription_id == new.subscription_id)
+            .values(events_since_start=state.events_since_start + 1)
+            .returning(state.events_since_start)
+        )
+    ).scalar()
+    if number is None:  # matched before its registration landed: start counting now
+        await conn.execute(
+            insert(subscription_state).values(
+                subscription_id=new.subscription_id,
+                status="requested",
+                events_since_start=1,
+                delivered_through=0,
+            )
+        )
+        number = 1
+    row = {
+        "subscription_id": new.subscription_id,
+        "event_number": number,
+        "event_id": new.event_id,
+        "res_type": new.res_type,
+        "res_id": new.res_id,
+        "version_id": new.version_id,
+        "interaction": new.interaction,
+        "occurred_at": new.occurred_at,
+    }
+    await conn.execute(insert(subscription_events).values(**row))
+    return RecordedEvent(**row)

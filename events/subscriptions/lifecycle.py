@@ -1,0 +1,63 @@
+"""Subscription status transitions: recorded in the ledger and mirrored onto the resource.
+
+The ledger is what dispatchers act on; the Subscription's `status` (and `error`) is what
+clients read. Herald writes the resource only on a transition, as an internal write (the
+resource rules that force a client's new Subscription to `requested` do not apply).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+
+from events.subscriptions.ledger import Ledger
+from events.subscriptions.registry import SUBSCRIPTION
+from fhirstore.errors import Gone, NotFound, PreconditionFailed
+from fhirstore.store import Store
+
+log = logging.getLogger(__name__)
+
+_ATTEMPTS = 5
+
+
+class Lifecycle:
+    def __init__(self, store: Store, ledger: Ledger) -> None:
+        self._store = store
+        self._ledger = ledger
+
+    async def transition(
+        self, subscription_id: str, status: str, *, error: str | None = None
+    ) -> None:
+        await self._ledger.set_status(
+            subscription_id, status, now=self._store.clock.now(), error=error
+        )
+        await self._mirror(subscription_id, status, error)
+        log.info("subscription %s is now %s", subscription_id, status, extra={"error": error or ""})
+
+    async def _mirror(self, subscription_id: str, status: str, error: str | None) -> None:
+        for _ in range(_ATTEMPTS):  # a client may update the resource at the same moment
+            try:
+                current = await self._store.read(SUBSCRIPTION, subscription_id)
+            except (NotFound, Gone):
+                return
+            assert current.body is not None
+            body = orjson.loads(current.body)
+            if body.get("status") == status and body.get("error") == error:
+                return
+            body["status"] = status
+            if error is None:
+                body.pop("error", None)
+            else:
+                body["error"] = error
+            try:
+                await self._store.update(
+                    SUBSCRIPTION,
+                    subscription_id,
+                    body,
+                    if_match=current.version_id,
+                    internal=True,
+                )
+                return
+            except PreconditionFailed:
+                continue

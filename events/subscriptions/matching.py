@@ -1,0 +1,116 @@
+"""The matcher: a consumer group on `fhir.changes` that turns changes into numbered events.
+
+For each change it asks the `SubscriptionIndex` which subscriptions it concerns, numbers the
+event for each of them in the ledger (a redelivered change keeps its numbers) and publishes one
+notification job per subscription on `herald.notifications`, keyed by subscription id, so that a
+subscription's jobs reach one dispatcher in order. Subscription changes it consumes also start
+their lifecycle: a client's new or changed Subscription (status `requested`) owes a handshake.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+
+from events.bus import Bus, Message
+from events.model import CHANGES_TOPIC, ChangeEvent
+from events.subscriptions.ledger import Ledger, NewEvent
+from events.subscriptions.registry import SUBSCRIPTION, SubscriptionChange, SubscriptionRegistry
+from fhirstore.errors import Gone, NotFound
+from fhirstore.store import Store
+
+log = logging.getLogger(__name__)
+
+NOTIFICATIONS_TOPIC = "herald.notifications"
+MATCHER_GROUP = "herald-matcher"
+
+
+def notification_job(subscription_id: str, event_number: int | None) -> Message:
+    """A wake-up for the dispatcher of one subscription (what it owes is in the ledger)."""
+    value = {"subscriptionId": subscription_id, "eventNumber": event_number}
+    return Message(NOTIFICATIONS_TOPIC, subscription_id, orjson.dumps(value))
+
+
+def job_subscription_id(message: Message) -> str:
+    return str(orjson.loads(message.value)["subscriptionId"])
+
+
+class Matcher:
+    def __init__(
+        self, store: Store, ledger: Ledger, registry: SubscriptionRegistry, bus: Bus
+    ) -> None:
+        self._store = store
+        self._ledger = ledger
+        self._registry = registry
+        self._bus = bus
+
+    def subscribe(self) -> None:
+        self._bus.subscribe(CHANGES_TOPIC, MATCHER_GROUP, self.handle)
+
+    async def handle(self, message: Message) -> None:
+        try:
+            event = ChangeEvent.from_json(message.value)
+        except ValueError as error:  # not ours to fix; never block the stream on it
+            log.error("matcher: skipping a malformed change event %s: %s", message.key, error)
+            return
+        await self._registry.refresh_if_due(time.monotonic())
+        jobs: list[Message] = []
+        if event.resource_type == SUBSCRIPTION:
+            change = self._registry.apply_event(event)
+            if change is not None:
+                jobs.extend(await self._start_lifecycle(change))
+        elif event.resource_type == "SubscriptionTopic":
+            self._registry.apply_event(event)
+        jobs.extend(await self._match(event))
+        if jobs:
+            await self._bus.publish(jobs)
+
+    async def _match(self, event: ChangeEvent) -> list[Message]:
+        async def load_previous() -> dict[str, Any] | None:
+            return await self._previous(event)
+
+        matches = await self._registry.index.match(event, load_previous, self._store.clock.now())
+        if not matches:
+            return []
+        recorded = await self._ledger.record(
+            [
+                NewEvent(
+                    m.subscription_id,
+                    event.event_id,
+                    event.resource_type,
+                    event.id,
+                    int(event.version_id),
+                    event.interaction,
+                    event.timestamp,
+                )
+                for m in matches
+            ]
+        )
+        return [notification_job(r.subscription_id, r.event_number) for r in recorded]
+
+    async def _previous(self, event: ChangeEvent) -> dict[str, Any] | None:
+        if event.previous_version_id is None:
+            return None
+        try:
+            version = await self._store.vread(
+                event.resource_type, event.id, int(event.previous_version_id)
+            )
+        except (NotFound, Gone):
+            return None
+        return orjson.loads(version.body) if version.body is not None else None
+
+    async def _start_lifecycle(self, change: SubscriptionChange) -> list[Message]:
+        subscription_id = change.subscription_id
+        if change.after is None:
+            await self._ledger.forget(subscription_id)
+            return []
+        if change.after.status == "off":
+            await self._ledger.register(subscription_id, "off")
+            return []
+        if change.after.status == "requested":
+            await self._ledger.register(subscription_id, "requested")
+            return [notification_job(subscription_id, None)]
+        return []  # active / error: Herald's own status write

@@ -1,0 +1,122 @@
+"""The subscription domain as plain values: topics, triggers, filters, channels, subscriptions.
+
+Parsers (`topics.py`, `subscription.py`) build these from FHIR resources; the matcher, the
+notification builder and the dispatchers only ever see these values, never raw JSON.
+Names follow the R4B SubscriptionTopic / Subscription resources and the R5 Backport IG.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from fhirstore.search.query import Criterion
+
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+FILTER_CRITERIA = BACKPORT + "backport-filter-criteria"
+PAYLOAD_CONTENT = BACKPORT + "backport-payload-content"
+HEARTBEAT_PERIOD = BACKPORT + "backport-heartbeat-period"
+TIMEOUT = BACKPORT + "backport-timeout"
+MAX_COUNT = BACKPORT + "backport-max-count"
+CHANNEL_TYPE = BACKPORT + "backport-channel-type"
+TOPIC_CANONICAL = BACKPORT + "capabilitystatement-subscriptiontopic-canonical"
+
+# Where Herald's own canonical URLs (built-in topics, extensions) live.
+HERALD_CANONICAL = "http://herald-fhir.org/fhir"
+SIGNING_SECRET = HERALD_CANONICAL + "/StructureDefinition/subscription-signing-secret"
+
+# A resource trigger on this type matches every resource type.
+ANY_RESOURCE = "Resource"
+
+Interaction = Literal["create", "update", "delete"]
+ContentLevel = Literal["empty", "id-only", "full-resource"]
+ChannelType = Literal["rest-hook", "websocket", "email", "message"]
+SubscriptionState = Literal["requested", "active", "error", "off"]
+NotificationType = Literal[
+    "handshake", "heartbeat", "event-notification", "query-status", "query-event"
+]
+ResultWhen = Literal["test-passes", "test-fails"]
+
+
+@dataclass(frozen=True, slots=True)
+class QueryCriteria:
+    """SubscriptionTopic.resourceTrigger.queryCriteria: tests on the previous and new version.
+
+    `previous` / `current` are ANDed criteria on the focus type; None means no test on that
+    side. `result_for_create` / `result_for_delete` say what the missing side evaluates to.
+    """
+
+    previous: tuple[Criterion, ...] | None = None
+    current: tuple[Criterion, ...] | None = None
+    result_for_create: ResultWhen | None = None
+    result_for_delete: ResultWhen | None = None
+    require_both: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceTrigger:
+    """SubscriptionTopic.resourceTrigger: which changes of which type the topic is about."""
+
+    resource_type: str  # ANY_RESOURCE for every type
+    interactions: frozenset[Interaction] = frozenset({"create", "update", "delete"})
+    query: QueryCriteria | None = None
+    fhirpath: str | None = None  # may use %previous and %current
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """SubscriptionTopic: `can_filter_by` maps a resource type (or ANY_RESOURCE) to the
+    filter parameters a subscription may use; ANY_RESOURCE -> {"*"} allows every search
+    parameter of the focus type."""
+
+    url: str
+    triggers: tuple[ResourceTrigger, ...]
+    can_filter_by: dict[str, frozenset[str]] = field(default_factory=dict)
+    title: str | None = None
+    resource_id: str | None = None  # the SubscriptionTopic resource's id, when stored
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """One backport-filter-criteria entry (or one parameter of a classic criteria string)."""
+
+    resource_type: str  # the type the criterion applies to
+    criterion: Criterion
+    text: str  # as the client wrote it, for $status and error messages
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    type: ChannelType
+    endpoint: str
+    # MIME type of the payload; None for a classic R4 subscription without payload.
+    payload: str | None = "application/fhir+json"
+    content: ContentLevel = "id-only"
+    headers: tuple[tuple[str, str], ...] = ()
+    heartbeat_period: int | None = None  # seconds
+    timeout: int | None = None  # seconds
+    max_count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionSpec:
+    """A Subscription as the matcher and dispatchers see it.
+
+    `classic` is a plain R4 criteria subscription: `topic_url` is then the implicit topic
+    `classic_topic_url(criteria type)` and `filters` come from its criteria string.
+    """
+
+    id: str
+    topic_url: str
+    filters: tuple[Filter, ...]
+    channel: Channel
+    status: SubscriptionState = "requested"
+    end: datetime | None = None
+    classic: bool = False
+    secret: str | None = None
+
+
+def classic_topic_url(resource_type: str) -> str:
+    """The implicit topic of a classic `Type?params` subscription (create and update)."""
+    return f"{HERALD_CANONICAL}/SubscriptionTopic/classic-{resource_type}"
