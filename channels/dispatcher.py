@@ -28,6 +28,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from channels.metrics import (
+    DELIVERY_LAG,
+    DELIVERY_WORKERS,
+    EVENTS_DEAD_LETTERED,
+    EVENTS_DELIVERED,
+    NOTIFICATIONS_SENT,
+)
 from channels.resthook import Delivery, Outcome
 from events.bus import Bus, Message
 from events.subscriptions.focus import notification_event
@@ -165,6 +172,7 @@ class Dispatcher:
     # -- one subscription ---------------------------------------------------------------------
 
     async def _work(self, subscription_id: str, wake: asyncio.Event) -> None:
+        DELIVERY_WORKERS.inc()
         try:
             while True:
                 wake.clear()
@@ -181,6 +189,7 @@ class Dispatcher:
             )
         finally:
             self._workers.pop(subscription_id, None)
+            DELIVERY_WORKERS.dec()
 
     async def _work_once(self, subscription_id: str) -> None:
         if not await self._claim(subscription_id):
@@ -244,7 +253,8 @@ class Dispatcher:
         # A handshake is retried until it gets through; a heartbeat is not (the next one, or
         # the next event, tries again).
         retry = kind == "handshake"
-        error = await self._send(spec, progress, self._delivery(spec, body, key), retry=retry)
+        delivery = self._delivery(spec, body, key)
+        error = await self._send(spec, progress, delivery, kind=kind, retry=retry)
         if error is None:
             await self._ledger.sent(spec.id, now=self._clock.now())
 
@@ -266,16 +276,25 @@ class Dispatcher:
         else:
             payload = self._bundle(spec, "event-notification", progress.status, last, events)
         key = f"{spec.id}:{first}" if first == last else f"{spec.id}:{first}-{last}"
+        delivery = self._delivery(spec, payload, key)
         error = await self._send(
-            spec, progress, self._delivery(spec, payload, key), give_up_from=pending[0].occurred_at
+            spec,
+            progress,
+            delivery,
+            kind="event-notification",
+            give_up_from=pending[0].occurred_at,
         )
         now = self._clock.now()
         if error is None:
             if not await self._ledger.delivered(spec.id, last, now=now, owner=self.owner):
                 raise LeaseLost(spec.id)
+            EVENTS_DELIVERED.labels(spec.channel.type).inc(len(pending))
+            for event in pending:
+                DELIVERY_LAG.observe((now - event.occurred_at).total_seconds())
             return
         reason = f"not delivered within {self._policy.give_up_after}: {error}"
         await self._ledger.give_up(spec.id, first, last, reason, now=now, owner=self.owner)
+        EVENTS_DEAD_LETTERED.inc(len(pending))
         log.warning(
             "subscription %s: gave up events %d-%d after %s: %s",
             spec.id,
@@ -291,6 +310,7 @@ class Dispatcher:
         progress: SubscriptionProgress,
         delivery: Delivery,
         *,
+        kind: str,
         retry: bool = True,
         give_up_from: datetime | None = None,
     ) -> str | None:
@@ -301,6 +321,9 @@ class Dispatcher:
         status, attempt = progress.status, 0
         while True:
             outcome = await transport.send(delivery)
+            NOTIFICATIONS_SENT.labels(
+                spec.channel.type, kind, "ok" if outcome.ok else "failed"
+            ).inc()
             if outcome.ok:
                 if status != "active":
                     await self._lifecycle.transition(spec.id, "active")

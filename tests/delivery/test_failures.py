@@ -140,3 +140,44 @@ async def _delivered_through(receiver: Receiver, last: int, within: float = 30.0
         )
 
     await eventually(accepted, within=within, what=lambda: f"event {last} never accepted")
+
+
+async def test_events_past_the_give_up_age_become_dead_letters_and_can_be_replayed(
+    start_herald: HeraldFactory,
+) -> None:
+    pid = f"p-{uuid.uuid4().hex[:10]}"
+    async with (
+        http_receiver() as receiver,
+        start_herald(delivery_give_up_hours=1 / 3600) as (runtime, client),
+    ):
+        sid = (
+            await client.post(
+                "/Subscription", json=subscription(receiver.url, filters=(f"Patient?_id={pid}",))
+            )
+        ).json()["id"]
+        await wait_for_status(client, sid, "active")
+        receiver.respond_with(500)
+        await client.put(f"/Patient/{pid}", json=_patient(pid, 0))
+
+        async def given_up() -> bool:
+            return bool(await runtime.ledger.dead_letters(sid))
+
+        await eventually(given_up, within=20, what=lambda: "event 1 was never given up")
+        [letter] = await runtime.ledger.dead_letters(sid)
+        assert (letter.first_event, letter.last_event) == (1, 1)
+        assert "HTTP 500" in letter.reason
+
+        receiver.reset()
+        await client.put(f"/Patient/{pid}", json=_patient(pid, 1))
+        await _delivered_through(receiver, 2)
+        assert await runtime.ledger.replay(letter.id, now=runtime.clock.now()) is not None
+        await _delivered_through(receiver, 1)
+        assert await runtime.ledger.replay(letter.id, now=runtime.clock.now()) is None
+
+    accepted = [
+        n
+        for r in receiver.requests
+        if r.status == 200 and notification_type(r.json) == "event-notification"
+        for n in event_numbers(r.json)
+    ]
+    assert accepted[0] == 2 and 1 in accepted  # 2 went on without 1; 1 came with the replay

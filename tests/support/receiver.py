@@ -5,8 +5,9 @@
         [first] = await receiver.wait_for(1)
 
 Every request is recorded in `receiver.requests` with what was answered. What it answers can
-change at runtime: `respond_with(status)` (a 3xx comes with a `Location`), `hang()` (hold each
-request without answering), `reset()` (answer 200 again and let held requests go, with 503).
+change at runtime: `respond_with(status)` (a 3xx comes with a `Location`), `slow(seconds)`
+(answer after a delay), `hang()` (hold each request without answering), `reset()` (answer 200
+again and let held requests go, with 503).
 Leaving the context lets held requests go too, so shutdown is quick.
 """
 
@@ -52,6 +53,7 @@ class Receiver:
         self.url = f"http://127.0.0.1:{port}/hook"
         self.requests: list[Request] = []
         self._status = 200
+        self._delay = 0.0
         self._hanging = False
         self._release = asyncio.Event()
         self._arrived = asyncio.Condition()
@@ -59,6 +61,10 @@ class Receiver:
     def respond_with(self, status: int) -> None:
         """Answer later requests with `status`."""
         self._status = status
+
+    def slow(self, seconds: float) -> None:
+        """Take `seconds` before answering each later request."""
+        self._delay = seconds
 
     def hang(self) -> None:
         """Hold later requests without answering, until `reset()` or shutdown."""
@@ -97,6 +103,8 @@ class Receiver:
         if status is None:
             await self._release.wait()
             status = 503
+        elif self._delay:
+            await asyncio.sleep(self._delay)
         await _answer(send, status, self.url)
 
 
