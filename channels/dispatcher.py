@@ -111,7 +111,7 @@ class Dispatcher:
     async def handle(self, message: Message) -> None:
         try:
             subscription_id = job_subscription_id(message)
-        except (ValueError, KeyError, TypeError):
+        except ValueError:  # pydantic's ValidationError is one
             log.error("dispatcher: skipping a malformed notification job %r", message.value)
             return
         self.wake(subscription_id)

@@ -10,6 +10,7 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 
 from events.model import CHANGES_TOPIC, EVENT_ID_HEADER, ChangeEvent
+from events.subscriptions.matching import NOTIFICATIONS_TOPIC, NotificationJob
 
 
 def _version() -> str:
@@ -29,6 +30,16 @@ def asyncapi_document(bootstrap: str = "kafka:9092") -> dict[str, Any]:
             "Every committed create, update and delete in the FHIR store, in commit order. "
             f"Key: `ResourceType/id` (per-resource order). Header `{EVENT_ID_HEADER}`: the "
             "event id, identical on redelivery (drop duplicates by it)."
+        ),
+    )
+    broker.publisher(
+        NOTIFICATIONS_TOPIC,
+        title=NOTIFICATIONS_TOPIC,
+        schema=NotificationJob,
+        description=(
+            "Internal: the matcher's wake-ups for the dispatchers, one per numbered event "
+            "(or handshake). Key: the Subscription id, so one subscription's jobs reach one "
+            "dispatcher in order. The notifications themselves are read from the database."
         ),
     )
     spec = AsyncAPI(

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import orjson
+from pydantic import BaseModel, ConfigDict, Field
 
 from events.bus import Bus, Message
 from events.model import CHANGES_TOPIC, ChangeEvent
@@ -28,14 +29,26 @@ NOTIFICATIONS_TOPIC = "herald.notifications"
 MATCHER_GROUP = "herald-matcher"
 
 
+class NotificationJob(BaseModel):
+    """A wake-up for the dispatcher of one subscription; what it owes is in the ledger."""
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True)
+
+    subscription_id: str = Field(alias="subscriptionId")
+    event_number: int | None = Field(
+        alias="eventNumber", description="The event numbered; null for a handshake"
+    )
+
+
 def notification_job(subscription_id: str, event_number: int | None) -> Message:
-    """A wake-up for the dispatcher of one subscription (what it owes is in the ledger)."""
-    value = {"subscriptionId": subscription_id, "eventNumber": event_number}
-    return Message(NOTIFICATIONS_TOPIC, subscription_id, orjson.dumps(value))
+    job = NotificationJob(subscription_id=subscription_id, event_number=event_number)
+    return Message(
+        NOTIFICATIONS_TOPIC, subscription_id, job.model_dump_json(by_alias=True).encode()
+    )
 
 
 def job_subscription_id(message: Message) -> str:
-    return str(orjson.loads(message.value)["subscriptionId"])
+    return NotificationJob.model_validate_json(message.value).subscription_id
 
 
 class Matcher:
