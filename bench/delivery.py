@@ -12,9 +12,11 @@ Bundle (orjson) as it arrives.
    request, on one clock. Baseline: the HTTP write itself (request -> response), same run.
 2. Burst: `--subscriptions` Subscriptions, each on its own patient, all to the one receiver;
    `--resources` matching Observations written as fast as possible in transaction Bundles;
-   notifications/s at the receiver. Baseline: the receiver's own ceiling, the same number of
-   POSTs of a real notification body from a plain httpx client in another process with the
-   concurrency Herald's REST hook sender allows per host.
+   notifications/s at the receiver. Baselines, same run: a real notification body POSTed over
+   and over, from another process, with the concurrency Herald's REST hook sender allows per
+   host: by a raw asyncio client to this receiver (the receiver's ceiling), by an httpx client
+   (the HTTP client Herald sends with) to this receiver, and by the raw client to the uvicorn
+   receiver of the test suite (`tests/support/receiver.py`), to show why this bench has its own.
 
 Run: `python -m bench.delivery [--quick] [--shapes embedded,kafka] [--seconds 20] ...`.
 """
@@ -32,7 +34,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +58,6 @@ from bench.harness import (
     observation,
     progress,
     rate,
-    ratio,
 )
 from bench.relay_lag import Broker
 from channels.resthook import RestHookSender
@@ -70,7 +71,9 @@ THROUGHPUT_TARGET = 2_000  # notifications/s at one receiver
 # Herald's REST hook sender allows this many requests in flight to one host.
 PER_HOST = inspect.signature(RestHookSender).parameters["max_per_host"].default
 READY_TIMEOUT_S = 90.0  # subscription active, first notification (Kafka auto-creates topics)
+MAX_WAIT_S = 900.0  # the longest any one wait may take, however slowly it progresses
 WARMUP_WRITES = 5
+RAW_FACTOR = 10  # the raw client's ceiling runs make this many times `--resources` POSTs
 
 
 # -- the receiver ---------------------------------------------------------------------------------
@@ -85,19 +88,22 @@ class Tally:
     requests: int = 0
     body_bytes: int = 0
     duplicates: int = 0
-    other: int = 0  # handshakes, heartbeats, anything not an event notification
-    malformed: int = 0
+    malformed: int = 0  # not a notification Bundle as the Backport IG describes it
     sample: bytes = b""  # one event-notification body, to replay in the baseline
+    first_request: float = math.nan
+    last_request: float = math.nan
 
     def on_request(self, body: bytes, arrived: float) -> None:
         self.requests += 1
+        if self.requests == 1:
+            self.first_request = arrived
+        self.last_request = arrived
         self.body_bytes += len(body)
         try:
             bundle = orjson.loads(body)
             head = bundle["entry"][0]["resource"]
             if head.get("type") != "event-notification":
-                self.other += 1
-                return
+                return  # a handshake or heartbeat
             subscription = head["subscription"]["reference"]
             for event in head.get("notificationEvent", ()):
                 key = (subscription, int(event["eventNumber"]))
@@ -154,7 +160,7 @@ class _Connection(asyncio.Protocol):
                     return
                 self._head = _parse_head(bytes(self._buffer[:end]), end + 4)
                 if self._head is None:
-                    self._refuse(b"501 Not Implemented")
+                    self._refuse(b"400 Bad Request")
                     return
             start, length, close = self._head
             if len(self._buffer) < start + length:
@@ -175,13 +181,16 @@ class _Connection(asyncio.Protocol):
 
 
 def _parse_head(head: bytes, body_start: int) -> tuple[int, int, bool] | None:
-    """(body start, body length, close after) of a request head; None for chunked bodies."""
+    """(body start, body length, close after) of a request head; None when it is not a plain
+    Content-Length request (chunked bodies are not needed here) or cannot be read."""
     lines = head.decode("latin-1").split("\r\n")
     length, close = 0, lines[0].endswith("HTTP/1.0")
     for line in lines[1:]:
         name, _, value = line.partition(":")
         name, value = name.strip().lower(), value.strip().lower()
         if name == "content-length":
+            if not value.isdigit():
+                return None
             length = int(value)
         elif name == "transfer-encoding":
             return None
@@ -263,14 +272,24 @@ def observation_about(patient_id: str, number: int, rng: random.Random) -> dict[
     return body
 
 
-async def wait_until(done: Any, timeout: float, bar: Progress | None = None, task: Any = None) -> None:  # noqa: ASYNC109
-    """Poll `done()` (-> (finished, progress count)) every 20 ms, at most `timeout` seconds."""
-    deadline = time.perf_counter() + timeout
+async def wait_until(
+    done: Callable[[], tuple[bool, int]],
+    stall: float,
+    bar: Progress | None = None,
+    task: Any = None,
+) -> None:
+    """Poll `done()` -> (finished, progress count) every 20 ms until it is finished, or the
+    count has not moved for `stall` seconds, or MAX_WAIT_S passed."""
+    now = time.perf_counter()
+    last_count, moved, give_up = -1, now, now + MAX_WAIT_S
     while True:
         finished, count = done()
-        if bar is not None:
-            bar.update(task, completed=count)
-        if finished or time.perf_counter() > deadline:
+        now = time.perf_counter()
+        if count != last_count:
+            last_count, moved = count, now
+            if bar is not None:
+                bar.update(task, completed=count)
+        if finished or now - moved > stall or now > give_up:
             return
         await asyncio.sleep(0.02)
 
@@ -316,6 +335,7 @@ class LatencyRun:
     tally: Tally = field(default_factory=Tally)
     errors: int = 0
     first_error: str = ""
+    started: float = math.nan  # first timed write sent
     elapsed: float = math.nan  # first write sent -> last write answered
     cpu: tuple[str, str, str] = ("-", "-", "-")
 
@@ -332,6 +352,11 @@ class LatencyRun:
     def lost(self) -> int:
         return sum(1 for n in self.written if n not in self.tally.arrivals)
 
+    @property
+    def notifications_per_second(self) -> float:
+        got = [self.tally.arrivals[n] for n in self.written if n in self.tally.arrivals]
+        return len(got) / (max(got) - self.started) if got else math.nan
+
 
 async def latency_run(
     shape: str, server: Any, receiver: Receiver, args: argparse.Namespace, bar: Progress
@@ -341,8 +366,7 @@ async def latency_run(
     total = int(args.rate * args.seconds)
     rng = random.Random(3)
     bodies = {
-        n: orjson.dumps(observation_about(patient_id, n, rng))
-        for n in range(-WARMUP_WRITES, total)
+        n: orjson.dumps(observation_about(patient_id, n, rng)) for n in range(-WARMUP_WRITES, total)
     }
     failed: set[int] = set()
     async with httpx.AsyncClient(base_url=server.base, headers=FHIR_JSON, timeout=60) as client:
@@ -374,7 +398,7 @@ async def latency_run(
         task = bar.add_task(f"{shape}: {args.rate:g} writes/s for {args.seconds:g} s", total=total)
         cpu = Cpu(server.proc.pid)
         slots, pending = asyncio.Semaphore(args.in_flight), set()
-        started = time.perf_counter()
+        run.started = started = time.perf_counter()
         for n in range(total):  # write n starts at started + n / rate (open loop)
             delay = started + n / args.rate - time.perf_counter()
             if delay > 0:
@@ -401,6 +425,8 @@ async def latency_run(
         bar.remove_task(task)
     lat = Latencies.of(run.latencies)
     note(f"done: {shape} latency: p50 {ms(lat.p50)} ms, p99 {ms(lat.p99)} ms, lost {run.lost}")
+    if run.tally.malformed:
+        note(f"[red]{shape}: {run.tally.malformed} requests were not notification Bundles[/]")
     if run.errors:
         note(f"[red]{shape}: {run.errors} writes failed, first: {run.first_error}[/]")
     return run
@@ -412,7 +438,7 @@ async def latency_run(
 @dataclass
 class BurstRun:
     label: str
-    baseline: bool
+    baseline: bool  # a ceiling row (no Herald)
     subscriptions: int
     expected: int
     received: int = 0
@@ -424,6 +450,7 @@ class BurstRun:
     body_bytes: float = math.nan  # mean request body
     cpu: tuple[str, str, str] = ("-", "-", "-")
     errors: int = 0
+    sample: bytes = b""  # one notification body
 
     @property
     def per_second(self) -> float:
@@ -446,7 +473,9 @@ def burst_bundles(patients: list[str], count: int, size: int) -> list[bytes]:
         for n in range(count)
     ]
     return [
-        orjson.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries[i : i + size]})
+        orjson.dumps(
+            {"resourceType": "Bundle", "type": "transaction", "entry": entries[i : i + size]}
+        )
         for i in range(0, count, size)
     ]
 
@@ -462,7 +491,8 @@ async def burst_run(
         task = bar.add_task(f"{shape}: {args.subscriptions} subscriptions", total=None)
         await subscribe(client, f"{receiver.url}/burst", patients)
         receiver.tally = tally = Tally()
-        await client.post("", content=warmup[0])
+        if (await client.post("", content=warmup[0])).status_code != 200:
+            raise RuntimeError(f"{shape}: the warm-up Bundle was refused")
         await wait_until(lambda: (len(tally.events) >= len(patients), 0), READY_TIMEOUT_S)
         if len(tally.events) < len(patients):
             raise RuntimeError(f"{shape}: warm-up notifications missing after {READY_TIMEOUT_S}s")
@@ -473,16 +503,19 @@ async def burst_run(
 
         async def writer() -> None:
             for body in queue:  # shared: each Bundle goes to one writer
-                response = await client.post("", content=body)
-                if response.status_code != 200:
+                try:
+                    response = await client.post("", content=body)
+                    if response.status_code != 200:
+                        raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
+                except Exception as exc:  # counted and shown, never fatal for the run
                     run.errors += 1
-                    note(f"[red]{shape}: Bundle refused: {response.status_code} {response.text[:200]}[/]")
+                    note(f"[red]{shape}: a Bundle failed: {type(exc).__name__}: {exc}[/]")
 
         cpu = Cpu(server.proc.pid)
         run.started = time.perf_counter()
         writing = asyncio.gather(*(writer() for _ in range(args.bundle_workers)))
         await wait_until(lambda: (writing.done(), len(tally.events)), READY_TIMEOUT_S, bar, task)
-        await writing
+        await asyncio.wait_for(writing, READY_TIMEOUT_S)
         run.write_seconds = time.perf_counter() - run.started
         done = lambda: (len(tally.events) >= args.resources, len(tally.events))  # noqa: E731
         await wait_until(done, args.drain, bar, task)
@@ -490,76 +523,124 @@ async def burst_run(
         bar.remove_task(task)
     record(run, tally)
     note(f"done: {shape} burst: {rate(run.per_second)} notifications/s, {run.received:,} received")
+    if tally.malformed:
+        note(f"[red]{shape}: {tally.malformed} requests were not notification Bundles[/]")
     return run
 
 
 def record(run: BurstRun, tally: Tally) -> None:
-    counted = tally.events.values() if not run.baseline else None
-    run.received = len(tally.events) if counted is not None else tally.requests
-    run.duplicates = tally.duplicates
-    run.first, run.last = tally.span()
+    if run.baseline:  # the same body over and over: count requests, not events
+        run.received, run.first, run.last = tally.requests, tally.first_request, tally.last_request
+    else:
+        run.received, run.duplicates = len(tally.events), tally.duplicates
+        run.first, run.last = tally.span()
+        run.sample = tally.sample
     run.body_bytes = tally.body_bytes / tally.requests if tally.requests else math.nan
 
 
-# -- 2'. the receiver's ceiling ---------------------------------------------------------------------
+# -- 2'. the receiver's ceiling ------------------------------------------------------------------
 
 
-def _blast(url: str, count: int, concurrency: int, body: bytes) -> None:
+def _blast(client: str, url: str, count: int, concurrency: int, body: bytes) -> None:
     """In a child process: POST `body` `count` times over `concurrency` keep-alive connections."""
-    asyncio.run(_blast_async(url, count, concurrency, body))
+    blast = _blast_httpx if client == "httpx" else _blast_raw
+    asyncio.run(blast(url, count, concurrency, body))
 
 
-async def _blast_async(url: str, count: int, concurrency: int, body: bytes) -> None:
+async def _blast_httpx(url: str, count: int, concurrency: int, body: bytes) -> None:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     headers = {"Content-Type": "application/fhir+json", "Idempotency-Key": "bench"}
     async with httpx.AsyncClient(limits=limits, headers=headers, timeout=30) as client:
         numbers = iter(range(count))
 
         async def worker() -> None:
-            for _ in numbers:
+            for _ in numbers:  # shared: each POST is made once
                 (await client.post(url, content=body)).raise_for_status()
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-@contextlib.contextmanager
-def blaster(url: str, count: int, body: bytes) -> Iterator[multiprocessing.process.BaseProcess]:
+async def _blast_raw(url: str, count: int, concurrency: int, body: bytes) -> None:
+    """The same POSTs from pre-built bytes on bare asyncio streams: next to no client cost."""
+    parts = httpx.URL(url)
+    request = (
+        f"POST {parts.raw_path.decode()} HTTP/1.1\r\nHost: {parts.host}:{parts.port}\r\n"
+        f"Content-Type: application/fhir+json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    numbers = iter(range(count))
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection(parts.host, parts.port)
+        try:
+            for _ in numbers:
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                if not head.startswith(b"HTTP/1.1 2"):
+                    raise RuntimeError(head.decode(errors="replace"))
+                length = next(
+                    (int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
+                     if line.startswith(b"content-length:")),
+                    0,
+                )  # fmt: skip
+                await reader.readexactly(length)
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def ceiling(
+    client: str,
+    name: str,
+    url: str,
+    seen: Callable[[], int],
+    body: bytes,
+    args: argparse.Namespace,
+    task: Any,
+    bar: Progress,
+) -> BurstRun:
+    """POSTs of `body` from `client` in a child process; `seen()` counts arrivals.
+
+    `--resources` of them from httpx, ten times as many from the much faster raw client (so
+    that its run is long enough to time)."""
+    count = args.resources * (1 if client == "httpx" else RAW_FACTOR)
+    run = BurstRun(f"{client} client -> {name}", True, 0, count)
+    bar.update(task, description=f"ceiling: {run.label}", completed=0, total=count)
     proc = multiprocessing.get_context("spawn").Process(
-        target=_blast, args=(url, count, PER_HOST, body), daemon=True
+        target=_blast, args=(client, url, count, PER_HOST, body), daemon=True
     )
     proc.start()
     try:
-        yield proc
+        cpu = Cpu(proc.pid)
+        finished = lambda: (seen() >= count or not proc.is_alive(), seen())  # noqa: E731
+        await wait_until(finished, args.drain, bar, task)
+        run.cpu = cpu.read()
     finally:
-        proc.join(30)
+        await asyncio.to_thread(proc.join, 30)
         if proc.is_alive():
             proc.kill()
-            proc.join(5)
+            await asyncio.to_thread(proc.join, 5)
+    return run
 
 
-async def ceiling_runs(receiver: Receiver, body: bytes, args: argparse.Namespace, bar: Progress) -> list[BurstRun]:
+async def ceiling_runs(
+    receiver: Receiver, body: bytes, args: argparse.Namespace, bar: Progress
+) -> list[BurstRun]:
+    """The receivers' ceilings: raw and httpx clients, this bench's receiver and uvicorn's."""
     from tests.support.receiver import http_receiver
 
+    task = bar.add_task("ceiling", total=args.resources)
     runs = []
-    count = args.resources
-    task = bar.add_task(f"receiver ceiling: {count:,} POSTs, {PER_HOST} connections", total=count)
-    receiver.tally = tally = Tally()
-    run = BurstRun(f"httpx ({PER_HOST} conns) -> bench receiver", True, 0, count)
-    with blaster(receiver.url, count, body) as proc:
-        cpu = Cpu(proc.pid)
-        await wait_until(lambda: (tally.requests >= count or not proc.is_alive(), tally.requests), args.drain + 30, bar, task)
-        run.cpu = cpu.read()
-    record(run, tally)
-    runs.append(run)
-
-    bar.update(task, description=f"uvicorn receiver (tests/support): {count:,} POSTs", completed=0)
+    for client in ("raw", "httpx"):
+        receiver.tally = tally = Tally()
+        seen = lambda: receiver.tally.requests  # noqa: E731
+        run = await ceiling(client, "bench receiver", receiver.url, seen, body, args, task, bar)
+        record(run, tally)
+        runs.append(run)
     async with http_receiver() as uvicorn_receiver:
-        run = BurstRun(f"httpx ({PER_HOST} conns) -> uvicorn receiver", True, 0, count)
         got = uvicorn_receiver.requests
-        with blaster(uvicorn_receiver.url, count, body) as proc:
-            cpu = Cpu(proc.pid)
-            await wait_until(lambda: (len(got) >= count or not proc.is_alive(), len(got)), args.drain + 30, bar, task)
-            run.cpu = cpu.read()
+        name = "uvicorn receiver (tests/support)"
+        run = await ceiling("raw", name, uvicorn_receiver.url, got.__len__, body, args, task, bar)
         run.received = len(got)
         if got:  # its clock is time.monotonic(); only differences are used
             run.first, run.last = got[0].arrived, got[-1].arrived
@@ -568,3 +649,232 @@ async def ceiling_runs(receiver: Receiver, body: bytes, args: argparse.Namespace
     bar.remove_task(task)
     note(f"done: receiver ceiling: {rate(runs[0].per_second)} POSTs/s")
     return runs
+
+
+# -- tables ---------------------------------------------------------------------------------------
+
+
+def ratio(value: float, baseline: float) -> str:
+    """value / baseline, with two significant digits below 0.1 (harness.ratio shows 0.00x)."""
+    if math.isnan(value) or math.isnan(baseline) or baseline == 0:
+        return "-"
+    share = value / baseline
+    return f"{share:.2f}x" if share >= 0.1 else f"{share:.2g}x"
+
+
+def met(value: float, target: float, *, below: bool) -> str:
+    if math.isnan(value):
+        return "-"
+    ok = value < target if below else value >= target
+    return "[green]met[/]" if ok else "[red]missed[/]"
+
+
+def latency_table(runs: list[LatencyRun], args: argparse.Namespace) -> Table:
+    out = Table(
+        title=(
+            f"Write -> REST hook latency: {args.rate:g} Observation writes/s for "
+            f"{args.seconds:g} s, one full-resource subscription"
+        ),
+        caption=(
+            "write = HTTP POST /fhir/Observation to `herald serve`, request -> response "
+            "(baseline, same run); notification = just before that request -> the REST hook "
+            "request fully received; 'lost' = writes with no notification once none had "
+            f"arrived for {args.drain:g} s; 'per s' = writes/s, and notifications/s from the "
+            "first write to the last notification ('behind': fewer than the writes, so a "
+            "backlog grew during the run and the latency includes it); CPU: 100% = one core busy"
+        ),
+    )
+    out.add_column("shape")
+    out.add_column("measured")
+    for name in ("count", "lost", "dup", "per s", "p50 ms", "p95 ms", "p99 ms", "max ms"):
+        out.add_column(name, justify="right")
+    for name in ("p50 vs write", "p99 vs write", "p99 target"):
+        out.add_column(name, justify="right")
+    for name in ("herald CPU", "bench CPU", "machine"):
+        out.add_column(name, justify="right")
+    for run in runs:
+        write, note_ = Latencies.of(run.write_seconds), Latencies.of(run.latencies)
+        achieved = len(run.write_seconds) / run.elapsed if run.elapsed > 0 else math.nan
+        saturated = " [yellow]saturated[/]" if achieved < 0.95 * run.rate else ""
+        target = LATENCY_TARGETS[run.shape]
+        failed = f" [red](+{run.errors} failed)[/]" if run.errors else ""
+        delivered = run.notifications_per_second
+        behind = " [yellow]behind[/]" if delivered < 0.95 * achieved else ""
+        out.add_row(
+            run.shape, "HTTP write", f"{len(run.write_seconds):,}{failed}", "", "",
+            rate(achieved) + saturated, ms(write.p50), ms(write.p95), ms(write.p99),
+            ms(write.max), "baseline", "baseline", "", *run.cpu,
+        )  # fmt: skip
+        out.add_row(
+            "", "write -> notification", f"{len(run.latencies):,}",
+            f"[red]{run.lost}[/]" if run.lost else "0", str(run.tally.duplicates),
+            rate(delivered) + behind,
+            ms(note_.p50), ms(note_.p95), ms(note_.p99), ms(note_.max),
+            ratio(note_.p50, write.p50), ratio(note_.p99, write.p99),
+            f"< {ms(target)} {met(note_.p99, target, below=True)}", "", "", "",
+        )  # fmt: skip
+        out.add_section()
+    return out
+
+
+def burst_table(runs: list[BurstRun], args: argparse.Namespace) -> Table:
+    out = Table(
+        title=(
+            f"Notifications/s to one receiver: {args.resources:,} matching Observations in "
+            f"transaction Bundles of {args.bundle_size}, {args.subscriptions} subscriptions"
+        ),
+        caption=(
+            "notif/s = notifications (or POSTs) received per second, first -> last arrival; "
+            "writes = first Bundle sent -> last Bundle answered; total = first Bundle sent -> "
+            f"last notification; 'lost' = not received once none had arrived for {args.drain:g} "
+            "s; 'dup' = an eventNumber received twice. Ceiling rows: a client in another "
+            f"process replays one real notification body over {PER_HOST} keep-alive connections "
+            "(Herald's per-host limit); 'raw' writes pre-built bytes on asyncio streams, 'httpx' "
+            "is the HTTP client Herald's REST hook sender uses. 'vs receiver' divides by the "
+            "raw client -> bench receiver row (the receiver's ceiling), 'vs httpx' by the httpx "
+            "client -> bench receiver row; sender CPU = the Herald (or client) process, 100% = "
+            "one core; machine = busy cores"
+        ),
+    )
+    out.add_column("sender -> receiver")
+    for name in ("subs", "received", "lost", "dup", "body B", "writes s", "first->last s"):
+        out.add_column(name, justify="right")
+    for name in ("notif/s", "total s", "vs receiver", "vs httpx", "target", "sender CPU"):
+        out.add_column(name, justify="right")
+    for name in ("bench CPU", "machine"):
+        out.add_column(name, justify="right")
+    ceilings = {r.label.split(" client ")[0]: r for r in runs if r.label.endswith("bench receiver")}
+    receiver, client = ceilings.get("raw"), ceilings.get("httpx")
+    for run in runs:
+        lost = run.expected - run.received
+        out.add_row(
+            run.label,
+            str(run.subscriptions) if run.subscriptions else "-",
+            f"{run.received:,}",
+            f"[red]{lost}[/]" if lost else "0",
+            str(run.duplicates),
+            rate(run.body_bytes),
+            "-" if math.isnan(run.write_seconds) else f"{run.write_seconds:.2f}",
+            f"{run.last - run.first:.2f}" if run.received > 1 else "-",
+            rate(run.per_second),
+            "-" if math.isnan(run.started) else f"{run.total_seconds:.2f}",
+            *(
+                "baseline"
+                if run is base
+                else ratio(run.per_second, base.per_second)
+                if base is not None
+                else "-"
+                for base in (receiver, client)
+            ),
+            ""
+            if run.baseline
+            else f">= {THROUGHPUT_TARGET:,} " + met(run.per_second, THROUGHPUT_TARGET, below=False),
+            *run.cpu,
+        )
+    return out
+
+
+# -- main -----------------------------------------------------------------------------------------
+
+
+def synthetic_body() -> bytes:
+    """A notification Bundle shaped like Herald's, for the ceiling when no Herald row ran."""
+    resource = observation_about("p", 0, random.Random(1))
+    status = {
+        "resourceType": "SubscriptionStatus",
+        "status": "active",
+        "type": "event-notification",
+        "eventsSinceSubscriptionStart": "1",
+        "notificationEvent": [{"eventNumber": "1", "focus": {"reference": "Observation/o"}}],
+        "subscription": {"reference": "http://127.0.0.1/fhir/Subscription/s"},
+        "topic": RESOURCE_CHANGE,
+    }
+    entries = [{"fullUrl": "urn:uuid:1", "resource": status}, {"resource": resource}]
+    return orjson.dumps({"resourceType": "Bundle", "type": "history", "entry": entries})
+
+
+@contextlib.asynccontextmanager
+async def herald(shape: str, dbs: Databases, broker: Broker) -> AsyncIterator[Any]:
+    """`herald serve` in the shape asked for, on a fresh database (and Kafka namespace)."""
+    env: dict[str, str] = {}
+    if shape == "kafka":
+        bootstrap = broker.bootstrap()
+        if bootstrap is None:
+            raise InfraUnavailable("no Kafka broker")
+        env = {
+            "HERALD_KAFKA_BOOTSTRAP": bootstrap,
+            "HERALD_KAFKA_NAMESPACE": f"bench{uuid.uuid4().hex[:8]}.",
+        }
+    url = dbs.fresh(SHAPES[shape])
+    with herald_server(url, dbs.dir, **env) as server:
+        yield server
+
+
+async def main(args: argparse.Namespace) -> None:
+    dbs, broker = Databases(), Broker()
+    latency: list[LatencyRun] = []
+    bursts: list[BurstRun] = []
+    try:
+        with progress() as bar:
+            async with Receiver() as receiver:
+                for shape in args.shapes:
+                    try:
+                        if "latency" in args.parts:
+                            async with herald(shape, dbs, broker) as server:
+                                run = await latency_run(shape, server, receiver, args, bar)
+                                latency.append(run)
+                        if "burst" in args.parts:
+                            async with herald(shape, dbs, broker) as server:
+                                bursts.append(await burst_run(shape, server, receiver, args, bar))
+                    except InfraUnavailable as error:
+                        note(f"[yellow]skipping {shape}: {error}[/]")
+                    except RuntimeError as error:  # the other shape may still work
+                        note(f"[red]{shape} stopped: {error}[/]")
+                broker.close()  # the ceiling rows should not share the cores with them
+                dbs.close()
+                if "burst" in args.parts:
+                    samples = [r.tally.sample for r in latency] + [r.sample for r in bursts]
+                    body = next((b for b in samples if b), b"") or synthetic_body()
+                    bursts = await ceiling_runs(receiver, body, args, bar) + bursts
+    finally:
+        broker.close()
+        dbs.close()
+    if latency:
+        console.print(latency_table(latency, args))
+    if bursts:
+        console.print(burst_table(bursts, args))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.delivery",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--quick", action="store_true", help="5 s of writes, 1,000 resources")
+    parser.add_argument("--shapes", default="embedded,kafka", help="embedded,kafka")
+    parser.add_argument("--rate", type=float, default=100, help="writes/s for the latency part")
+    parser.add_argument("--seconds", type=float, help="how long to write (20; --quick 5)")
+    parser.add_argument("--in-flight", type=int, default=64, help="most latency writes at once")
+    parser.add_argument("--subscriptions", type=int, default=50, help="for the burst")
+    parser.add_argument("--resources", type=int, help="burst size (4,000; --quick 1,000)")
+    parser.add_argument("--bundle-size", type=int, default=200, help="entries per Bundle")
+    parser.add_argument("--bundle-workers", type=int, default=2, help="Bundles in flight")
+    parser.add_argument(
+        "--drain", type=float, default=30, help="give up after this long without a notification (s)"
+    )
+    parser.add_argument("--parts", default="latency,burst", help="latency,burst")
+    args = parser.parse_args(argv)
+    args.seconds = args.seconds or (5.0 if args.quick else 20.0)
+    args.resources = args.resources or (1_000 if args.quick else 4_000)
+    for name, known in (("shapes", tuple(SHAPES)), ("parts", ("latency", "burst"))):
+        chosen = [s.strip() for s in getattr(args, name).split(",") if s.strip()]
+        if unknown := [s for s in chosen if s not in known]:
+            parser.error(f"unknown {name} {unknown}; choose from {', '.join(known)}")
+        setattr(args, name, chosen)
+    return args
+
+
+if __name__ == "__main__":
+    logging.getLogger("aiokafka.cluster").setLevel(logging.CRITICAL)
+    asyncio.run(main(parse_args()))

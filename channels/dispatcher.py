@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from channels.lease import Lease, LeaseLost, held_lease
 from channels.metrics import (
     DELIVERY_LAG,
     DELIVERY_WORKERS,
@@ -49,6 +50,7 @@ from events.subscriptions.notification import (
 )
 from events.subscriptions.registry import SubscriptionRegistry
 from fhirstore import fhirjson
+from fhirstore.db.writer import fhir_instant
 from fhirstore.store import Store
 
 log = logging.getLogger(__name__)
@@ -69,12 +71,13 @@ class DeliveryPolicy:
     give_up_after: timedelta = timedelta(hours=24)
     lease: timedelta = timedelta(seconds=30)
     sweep_interval: float = 1.0
+    max_workers: int = 200
     retention: timedelta = timedelta(days=7)
     prune_interval: float = 3600.0
 
 
-class LeaseLost(Exception):
-    """Another process took the subscription over (this one was too slow to renew)."""
+class Stopped(Exception):
+    """The subscription was turned off, deleted or ended while a delivery was being retried."""
 
 
 def new_owner() -> str:
@@ -103,7 +106,11 @@ class Dispatcher:
         self._policy = policy
         self.owner = owner or new_owner()
         self._workers: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
+        # Subscriptions delivered at once by this process (each holds a database connection
+        # now and then and, while sending, an HTTP connection).
+        self._slots = asyncio.Semaphore(policy.max_workers)
         self._last_prune = float("-inf")
+        self._stopping = False
 
     def subscribe(self) -> None:
         self._bus.subscribe(NOTIFICATIONS_TOPIC, DISPATCHER_GROUP, self.handle)
@@ -118,6 +125,8 @@ class Dispatcher:
 
     def wake(self, subscription_id: str) -> None:
         """Make sure a worker looks at this subscription soon."""
+        if self._stopping:
+            return
         running = self._workers.get(subscription_id)
         if running is not None:
             running[1].set()
@@ -143,6 +152,7 @@ class Dispatcher:
             await self.stop()
 
     async def stop(self) -> None:
+        self._stopping = True
         tasks = [task for task, _ in self._workers.values()]
         for task in tasks:
             task.cancel()
@@ -151,6 +161,7 @@ class Dispatcher:
                 await task
 
     async def sweep(self) -> None:
+        await self._registry.catch_up()  # changes to subscriptions made through other processes
         now = self._clock.now()
         for progress in await self._ledger.owing(self.owner, now=now):
             self.wake(progress.subscription_id)
@@ -183,6 +194,8 @@ class Dispatcher:
             raise
         except LeaseLost:
             log.info("subscription %s: another dispatcher took over", subscription_id)
+        except Stopped:
+            log.info("subscription %s: stopped retrying, it is off or gone", subscription_id)
         except Exception:
             log.exception(
                 "subscription %s: delivery worker failed; the sweep restarts it", subscription_id
@@ -192,77 +205,91 @@ class Dispatcher:
             DELIVERY_WORKERS.dec()
 
     async def _work_once(self, subscription_id: str) -> None:
-        if not await self._claim(subscription_id):
-            return  # another process delivers it
-        try:
-            while await self._step(subscription_id):
-                await self._renew(subscription_id)
-        finally:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._ledger.release(subscription_id, self.owner))
+        async with (
+            self._slots,
+            held_lease(
+                self._ledger, subscription_id, self.owner, self._clock, self._policy.lease
+            ) as lease,
+        ):
+            if lease is None:
+                return  # another process delivers it
+            while await self._step(subscription_id, lease):
+                lease.check()
 
-    async def _claim(self, subscription_id: str) -> bool:
-        return await self._ledger.claim(
-            subscription_id, self.owner, now=self._clock.now(), lease=self._policy.lease
-        )
-
-    async def _renew(self, subscription_id: str) -> None:
-        if not await self._claim(subscription_id):
-            raise LeaseLost(subscription_id)
-
-    async def _step(self, subscription_id: str) -> bool:
-        """Do the next owed thing; False when nothing is owed."""
+    async def _current(
+        self, subscription_id: str
+    ) -> tuple[SubscriptionSpec, SubscriptionProgress] | None:
+        """The subscription and its progress, or None when it is off, deleted or ended."""
         spec = self._registry.index.get(subscription_id)
         if spec is None:
-            await self._registry.refresh()
+            await self._registry.catch_up()
             spec = self._registry.index.get(subscription_id)
         progress = await self._ledger.progress(subscription_id)
-        if spec is None or progress is None or progress.status == "off":
+        if progress is None or progress.status == "off":
+            return None
+        if spec is None:
+            await self._ledger.forget(subscription_id)  # its Subscription is gone
+            return None
+        return spec, progress
+
+    async def _step(self, subscription_id: str, lease: Lease) -> bool:
+        """Do the next owed thing; False when nothing is owed."""
+        current = await self._current(subscription_id)
+        if current is None:
             return False
+        spec, progress = current
         now = self._clock.now()
         if _ended(spec, now, progress):
             await self._lifecycle.transition(subscription_id, "off")
             return False
         if progress.last_sent_at is None:
-            await self._handshake(spec, progress)
+            await self._handshake(spec, progress, lease)
             return True
         pending = await self._ledger.pending(
             subscription_id, 1 if spec.classic else spec.channel.max_count
         )
         if pending:
-            await self._deliver(spec, progress, pending)
+            await self._deliver(spec, progress, pending, lease)
             return True
         if _heartbeat_due(spec, progress, now):
-            await self._send_status(spec, progress, "heartbeat")
+            await self._send_status(spec, progress, "heartbeat", lease)
             return True
         return False
 
-    async def _handshake(self, spec: SubscriptionSpec, progress: SubscriptionProgress) -> None:
+    async def _handshake(
+        self, spec: SubscriptionSpec, progress: SubscriptionProgress, lease: Lease
+    ) -> None:
         if spec.classic:  # R4 has no handshake: a valid classic subscription is active at once
             await self._ledger.sent(spec.id, now=self._clock.now())
             await self._lifecycle.transition(spec.id, "active")
             return
-        await self._send_status(spec, progress, "handshake")
+        await self._send_status(spec, progress, "handshake", lease)
 
     async def _send_status(
-        self, spec: SubscriptionSpec, progress: SubscriptionProgress, kind: NotificationType
+        self,
+        spec: SubscriptionSpec,
+        progress: SubscriptionProgress,
+        kind: NotificationType,
+        lease: Lease,
     ) -> None:
         status = "requested" if kind == "handshake" else progress.status
         body = self._bundle(spec, kind, status, progress.events_since_start, [])
-        key = f"{spec.id}:{kind}:{progress.events_since_start}"
-        # A handshake is retried until it gets through; a heartbeat is not (the next one, or
-        # the next event, tries again).
+        sent_at = self._clock.now()
+        key = f"{spec.id}:{kind}:{fhir_instant(sent_at)}"
+        # A handshake is retried until it gets through. A heartbeat is not: a failed one counts
+        # as traffic too, so the next goes out a period later (or the next event tries sooner).
         retry = kind == "handshake"
         delivery = self._delivery(spec, body, key)
-        error = await self._send(spec, progress, delivery, kind=kind, retry=retry)
-        if error is None:
-            await self._ledger.sent(spec.id, now=self._clock.now())
+        error = await self._send(spec, progress, delivery, lease, kind=kind, retry=retry)
+        if error is None or kind == "heartbeat":
+            await self._ledger.sent(spec.id, now=sent_at)
 
     async def _deliver(
         self,
         spec: SubscriptionSpec,
         progress: SubscriptionProgress,
         pending: Sequence[RecordedEvent],
+        lease: Lease,
     ) -> None:
         first, last = pending[0].event_number, pending[-1].event_number
         with_resource = spec.channel.content == "full-resource" or (
@@ -281,34 +308,29 @@ class Dispatcher:
             spec,
             progress,
             delivery,
+            lease,
             kind="event-notification",
             give_up_from=pending[0].occurred_at,
         )
         now = self._clock.now()
         if error is None:
-            if not await self._ledger.delivered(spec.id, last, now=now, owner=self.owner):
-                raise LeaseLost(spec.id)
-            EVENTS_DELIVERED.labels(spec.channel.type).inc(len(pending))
-            for event in pending:
-                DELIVERY_LAG.observe((now - event.occurred_at).total_seconds())
+            # False when a replay rewound delivery meanwhile: the next step sends from there.
+            if await self._ledger.delivered(spec.id, first, last, now=now, owner=self.owner):
+                EVENTS_DELIVERED.labels(spec.channel.type).inc(len(pending))
+                for event in pending:
+                    DELIVERY_LAG.observe((now - event.occurred_at).total_seconds())
             return
         reason = f"not delivered within {self._policy.give_up_after}: {error}"
         await self._ledger.give_up(spec.id, first, last, reason, now=now, owner=self.owner)
         EVENTS_DEAD_LETTERED.inc(len(pending))
-        log.warning(
-            "subscription %s: gave up events %d-%d after %s: %s",
-            spec.id,
-            first,
-            last,
-            self._policy.give_up_after,
-            reason,
-        )
+        log.warning("subscription %s: gave up events %d-%d: %s", spec.id, first, last, reason)
 
     async def _send(
         self,
         spec: SubscriptionSpec,
         progress: SubscriptionProgress,
         delivery: Delivery,
+        lease: Lease,
         *,
         kind: str,
         retry: bool = True,
@@ -316,7 +338,8 @@ class Dispatcher:
     ) -> str | None:
         """Send, retrying (when `retry`) until the endpoint takes it or the events, which
         occurred at `give_up_from`, pass the give-up age. None when delivered, else the last
-        error. The status follows: `error` on a failure, `active` on a success."""
+        error. The status follows: `error` on a failure, `active` on a success. Retries stop
+        (`Stopped`) when the subscription is turned off, deleted or ends meanwhile."""
         transport = self._transports[spec.channel.type]
         status, attempt = progress.status, 0
         while True:
@@ -340,7 +363,10 @@ class Dispatcher:
             if not retry or expired:
                 return error
             await asyncio.sleep(self._backoff(attempt - 1))
-            await self._renew(spec.id)
+            lease.check()
+            current = await self._current(spec.id)
+            if current is None or _ended(current[0], self._clock.now(), current[1]):
+                raise Stopped(spec.id)
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self._policy.max_backoff, self._policy.initial_backoff * 2**attempt)

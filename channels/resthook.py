@@ -129,12 +129,13 @@ class RestHookSender:
             slot.release()
 
     async def _post(self, delivery: Delivery, deadline: float, started: float) -> Outcome:
-        endpoint, within = delivery.endpoint, _seconds(delivery.timeout)
+        # Messages name the endpoint without credentials or query (they reach $status and logs).
+        endpoint, within = _shown(delivery.endpoint), _seconds(delivery.timeout)
         try:
             async with asyncio.timeout_at(deadline):
                 async with self._client.stream(
                     "POST",
-                    endpoint,
+                    delivery.endpoint,
                     content=delivery.body,
                     headers=self._headers(delivery),
                     timeout=delivery.timeout,
@@ -221,3 +222,14 @@ def _host(endpoint: str) -> str:
 
 def _seconds(value: float) -> str:
     return f"{value:g} s"
+
+
+def _shown(endpoint: str) -> str:
+    """The endpoint as error messages show it: no user:password, query or fragment."""
+    try:
+        parts = urlsplit(endpoint)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "the endpoint"
+    return f"{parts.scheme}://{host}{port}{parts.path}"

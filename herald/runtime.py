@@ -47,6 +47,7 @@ def delivery_policy(settings: Settings) -> DeliveryPolicy:
         give_up_after=timedelta(hours=settings.delivery_give_up_hours),
         lease=timedelta(seconds=settings.delivery_lease_seconds),
         sweep_interval=settings.dispatcher_sweep_seconds,
+        max_workers=settings.delivery_max_connections,
         retention=timedelta(hours=settings.subscription_event_retention_hours),
     )
 
@@ -85,7 +86,6 @@ class Runtime:
         self.registry = SubscriptionRegistry(
             self.store,
             channel_types=CHANNEL_TYPES,
-            refresh_interval=settings.registry_refresh_seconds,
         )
         self.store.add_rule(SUBSCRIPTION, subscription_rule(self.registry))
         self.store.add_rule(SUBSCRIPTION_TOPIC, topic_rule)
@@ -146,7 +146,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        await self.bus.stop()  # no more jobs: then no new delivery workers
         await self.dispatcher.stop()
-        await self.bus.stop()
         await self.sender.aclose()
         await self.engine.dispose()

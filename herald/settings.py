@@ -52,9 +52,6 @@ class Settings(BaseSettings):
     dispatcher_sweep_seconds: float = Field(
         1.0, description="How often a dispatcher looks for owed work, heartbeats and `end`"
     )
-    registry_refresh_seconds: float = Field(
-        1.0, description="How often a matcher re-reads recently changed Subscriptions"
-    )
     subscription_event_retention_hours: float = Field(
         168, description="How long delivered events stay available to $events"
     )

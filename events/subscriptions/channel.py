@@ -177,6 +177,8 @@ def _headers(channel: Json) -> tuple[tuple[str, str], ...]:
         match = _HEADER.fullmatch(text.strip())
         if match is None:
             raise invalid(path, f"expects 'Name: value' (got {text!r})")
+        if not match.group(2).isascii() or not match.group(2).isprintable():
+            raise invalid(path, "header values must be printable ASCII (HTTP cannot carry more)")
         headers.append((match.group(1), match.group(2).strip()))
     return tuple(headers)
 

@@ -89,6 +89,9 @@ def _event(row: Any) -> RecordedEvent:
     )
 
 
+_CHUNK = 1000  # ids per IN (...) list: far below any driver's bound-parameter limit
+
+
 class Ledger:
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -118,10 +121,26 @@ class Ledger:
                 )
 
     async def forget(self, subscription_id: str) -> None:
-        """The Subscription was deleted: drop its progress and retained events."""
+        """The Subscription was deleted: nothing is owed any more and its retained events go.
+        The row stays (as `off`) with its count, so that a Subscription created again with the
+        same id goes on numbering and never reuses an idempotency key."""
+        state = subscription_state.c
         async with self._store.bookkeeping_transaction() as conn:
-            for table in (subscription_state, subscription_events):
-                await conn.execute(delete(table).where(table.c.subscription_id == subscription_id))
+            await conn.execute(
+                update(subscription_state)
+                .where(state.subscription_id == subscription_id)
+                .values(
+                    status="off",
+                    delivered_through=state.events_since_start,
+                    lease_owner=None,
+                    lease_until=None,
+                )
+            )
+            await conn.execute(
+                delete(subscription_events).where(
+                    subscription_events.c.subscription_id == subscription_id
+                )
+            )
 
     async def progress(self, subscription_id: str) -> SubscriptionProgress | None:
         async with self._engine.connect() as conn:
@@ -135,15 +154,17 @@ class Ledger:
         return _progress(row) if row is not None else None
 
     async def progress_of(self, subscription_ids: Sequence[str]) -> dict[str, SubscriptionProgress]:
+        found: dict[str, SubscriptionProgress] = {}
         async with self._engine.connect() as conn:
-            rows = (
-                await conn.execute(
+            for start in range(0, len(subscription_ids), _CHUNK):
+                chunk = list(subscription_ids[start : start + _CHUNK])
+                rows = await conn.execute(
                     select(subscription_state).where(
-                        subscription_state.c.subscription_id.in_(list(subscription_ids))
+                        subscription_state.c.subscription_id.in_(chunk)
                     )
                 )
-            ).all()
-        return {row.subscription_id: _progress(row) for row in rows}
+                found.update((row.subscription_id, _progress(row)) for row in rows)
+        return found
 
     async def set_status(
         self,
@@ -152,27 +173,31 @@ class Ledger:
         *,
         now: datetime,
         error: str | None = None,
-    ) -> None:
+    ) -> bool:
+        """Record a status; a delivery outcome (`active` / `error`) never overrides `off`.
+        False when nothing changed."""
+        state = subscription_state.c
         values: dict[str, Any] = {"status": status, "last_error": error}
         if status == "error":
-            values["error_since"] = func.coalesce(subscription_state.c.error_since, now)
+            values["error_since"] = func.coalesce(state.error_since, now)
         else:
             values["error_since"] = None
+        where = state.subscription_id == subscription_id
+        if status in ("active", "error"):
+            where = and_(where, state.status != "off")
         async with self._store.bookkeeping_transaction() as conn:
-            await conn.execute(
-                update(subscription_state)
-                .where(subscription_state.c.subscription_id == subscription_id)
-                .values(**values)
-            )
+            result = await conn.execute(update(subscription_state).where(where).values(**values))
+        return result.rowcount == 1
 
     # -- numbering ----------------------------------------------------------------------------
 
     async def record(self, events: Sequence[NewEvent]) -> list[RecordedEvent]:
         """Number each event for its subscription, in order; a known (subscription, change)
-        keeps the number it has. One transaction for all."""
+        keeps the number it has. One transaction for all, taking the subscriptions' rows in id
+        order so that two matchers numbering for the same subscriptions cannot deadlock."""
         recorded: list[RecordedEvent] = []
         async with self._store.bookkeeping_transaction() as conn:
-            for new in events:
+            for new in sorted(events, key=lambda e: e.subscription_id):
                 recorded.append(await _record_one(conn, new))
         return recorded
 
@@ -224,24 +249,22 @@ class Ledger:
         return [_event(row) for row in rows]
 
     async def delivered(
-        self, subscription_id: str, through: int, *, now: datetime, owner: str
+        self, subscription_id: str, first: int, last: int, *, now: datetime, owner: str
     ) -> bool:
-        """Record delivery up to `through` (and traffic now); False if the lease was lost."""
+        """Record that events first..last were accepted (and traffic now). False when delivery
+        is no longer where the caller found it: a replay rewound it, or the lease was lost."""
+        state = subscription_state.c
         async with self._store.bookkeeping_transaction() as conn:
             result = await conn.execute(
                 update(subscription_state)
                 .where(
                     and_(
-                        subscription_state.c.subscription_id == subscription_id,
-                        subscription_state.c.lease_owner == owner,
+                        state.subscription_id == subscription_id,
+                        state.lease_owner == owner,
+                        state.delivered_through == first - 1,
                     )
                 )
-                .values(
-                    delivered_through=func.max(subscription_state.c.delivered_through, through)
-                    if conn.dialect.name == "sqlite"
-                    else func.greatest(subscription_state.c.delivered_through, through),
-                    last_sent_at=now,
-                )
+                .values(delivered_through=last, last_sent_at=now)
             )
         return result.rowcount == 1
 
@@ -294,17 +317,17 @@ class Ledger:
     async def owing(
         self, owner: str, *, now: datetime, limit: int = 1000
     ) -> list[SubscriptionProgress]:
-        """Subscriptions that owe a handshake or undelivered events and that no other live
-        process is delivering (a crashed process's lease has expired)."""
+        """Subscriptions that owe a handshake or undelivered events and that no process is
+        delivering (nobody holds the lease, or a crashed process's lease has expired)."""
         state = subscription_state.c
-        free = or_(state.lease_owner.is_(None), state.lease_owner == owner, state.lease_until < now)
+        free = or_(state.lease_owner.is_(None), state.lease_until < now)
         owes = or_(state.events_since_start > state.delivered_through, state.last_sent_at.is_(None))
         async with self._engine.connect() as conn:
             rows = (
                 await conn.execute(
                     select(subscription_state)
                     .where(and_(free, owes, state.status != "off"))
-                    .order_by(state.subscription_id)
+                    .order_by(state.lease_until.is_not(None), state.lease_until)
                     .limit(limit)
                 )
             ).all()
@@ -401,18 +424,35 @@ class Ledger:
         )
 
     async def prune(self, older_than: datetime) -> int:
-        """Drop delivered events that occurred before `older_than` (undelivered ones stay)."""
+        """Drop delivered events that occurred before `older_than`. Undelivered events stay,
+        and so do dead-lettered ones until they are replayed."""
         events = subscription_events.c
         state = subscription_state.c
+        letters = dead_letters.c
         delivered = (
             select(state.delivered_through)
             .where(state.subscription_id == events.subscription_id)
             .scalar_subquery()
         )
+        awaiting_replay = (
+            select(letters.id)
+            .where(
+                and_(
+                    letters.subscription_id == events.subscription_id,
+                    letters.replayed_at.is_(None),
+                    events.event_number.between(letters.first_event, letters.last_event),
+                )
+            )
+            .exists()
+        )
         async with self._store.bookkeeping_transaction() as conn:
             result = await conn.execute(
                 delete(subscription_events).where(
-                    and_(events.occurred_at < older_than, events.event_number <= delivered)
+                    and_(
+                        events.occurred_at < older_than,
+                        events.event_number <= delivered,
+                        ~awaiting_replay,
+                    )
                 )
             )
         return result.rowcount

@@ -29,9 +29,11 @@ class Lifecycle:
     async def transition(
         self, subscription_id: str, status: str, *, error: str | None = None
     ) -> None:
-        await self._ledger.set_status(
+        changed = await self._ledger.set_status(
             subscription_id, status, now=self._store.clock.now(), error=error
         )
+        if not changed:
+            return  # turned off (by a client, or gone) meanwhile: that stands
         await self._mirror(subscription_id, status, error)
         log.info("subscription %s is now %s", subscription_id, status, extra={"error": error or ""})
 
@@ -45,6 +47,8 @@ class Lifecycle:
             body = orjson.loads(current.body)
             if body.get("status") == status and body.get("error") == error:
                 return
+            if body.get("status") == "off" and status != "off":
+                return  # a client turned it off: a delivery outcome does not turn it back on
             body["status"] = status
             if error is None:
                 body.pop("error", None)

@@ -10,11 +10,11 @@ their lifecycle: a client's new or changed Subscription (status `requested`) owe
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import SQLAlchemyError
 
 from events.bus import Bus, Message
 from events.model import CHANGES_TOPIC, ChangeEvent
@@ -69,7 +69,24 @@ class Matcher:
         except ValueError as error:  # not ours to fix; never block the stream on it
             log.error("matcher: skipping a malformed change event %s: %s", message.key, error)
             return
-        await self._registry.refresh_if_due(time.monotonic())
+        try:
+            await self._handle(event)
+        except (SQLAlchemyError, OSError):
+            raise  # the database: transient, the bus retries the change
+        # (A failed publish of jobs may be skipped: the events are numbered in the ledger and
+        # the dispatchers' sweep finds them.)
+        except Exception:
+            # A change this code cannot handle would be retried forever and hold up every
+            # change behind it: log it loudly (with what to report) and go on.
+            log.exception(
+                "matcher: skipping change %s (%s %s) after an unexpected error; please report it",
+                event.event_id,
+                event.interaction,
+                event.key,
+            )
+
+    async def _handle(self, event: ChangeEvent) -> None:
+        await self._registry.catch_up(event.sequence)
         jobs: list[Message] = []
         if event.resource_type == SUBSCRIPTION:
             change = self._registry.apply_event(event)

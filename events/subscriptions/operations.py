@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any, get_args
 
@@ -44,7 +45,7 @@ def subscription_router(
         await store.read("Subscription", subscription_id)  # 404 / 410 as for a read
         spec = registry.index.get(subscription_id)
         if spec is None:
-            await registry.refresh()
+            await registry.catch_up()
             spec = registry.index.get(subscription_id)
         if spec is None:
             raise NotFound(f"Subscription/{subscription_id} is not known to the matcher yet")
@@ -118,7 +119,7 @@ async def _parameters(request: Request, max_body_bytes: int) -> dict[str, list[s
     found: dict[str, list[str]] = {}
     for name, value in request.query_params.multi_items():
         found.setdefault(name, []).append(value)
-    if request.method == "POST" and int(request.headers.get("content-length") or 0) > 0:
+    if request.method == "POST" and request.headers.get("content-length", "0") != "0":
         body = await read_json_body(request, max_body_bytes)
         if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
             raise BadRequest("POST a Parameters resource, or use GET with query parameters")
@@ -140,7 +141,7 @@ def _number(params: dict[str, list[str]], name: str) -> int | None:
     values = params.get(name)
     if not values:
         return None
-    if not values[-1].isdigit() or len(values[-1]) > 18:
+    if not re.fullmatch(r"[0-9]{1,18}", values[-1]):
         raise BadRequest(f"{name} must be a whole number (an eventNumber), not {values[-1]!r}")
     return int(values[-1])
 

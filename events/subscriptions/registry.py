@@ -1,28 +1,31 @@
 """The registry keeps this process's `SubscriptionIndex` in step with the stored Subscription and
 SubscriptionTopic resources.
 
-It learns of changes three ways: a full load at start; the change events this process's matcher
-consumes (exact and immediate on the embedded bus, where one matcher sees every change in commit
-order); and a periodic look at what changed recently in the database, which brings changes that
-another matcher process consumed (Kafka partitions) within `refresh_interval`.
+It loads everything at start and remembers the outbox position it has read through. Before the
+matcher matches a change, `catch_up(sequence)` applies every Subscription and SubscriptionTopic
+change committed before it, read from the outbox in commit order, so a change is matched against
+exactly the subscriptions that existed when it was committed, whichever Kafka partition (and
+matcher process) carried the Subscription's own change. On the embedded bus, where one matcher
+sees every change in order, that costs no query at all.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, replace
-from datetime import timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, select
+from sqlalchemy import and_, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.model import ChangeEvent
 from events.subscriptions.matcher import SubscriptionIndex
 from events.subscriptions.model import SubscriptionSpec, Topic
 from events.subscriptions.subscription import parse_subscription
 from events.subscriptions.topics import parse_topic
-from fhirstore.db.schema import resources
+from fhirstore.db.schema import outbox, resources
 from fhirstore.errors import FhirError
 from fhirstore.store import Store
 
@@ -57,19 +60,15 @@ class SubscriptionRegistry:
         store: Store,
         *,
         channel_types: frozenset[str],
-        refresh_interval: float = 1.0,
-        clock_skew: timedelta = timedelta(seconds=30),
     ) -> None:
         self.index = SubscriptionIndex()
         self._store = store
         self._clock = store.clock
         self._channel_types = channel_types
-        self._refresh_interval = refresh_interval
-        self._clock_skew = clock_skew
         self._versions: dict[tuple[str, str], int] = {}
         self._topic_urls: dict[str, str] = {}  # SubscriptionTopic id -> url
-        self._since = self._clock.now()
-        self._last_refresh = float("-inf")
+        self._position = 0  # every change up to this outbox sequence is applied
+        self._lock = asyncio.Lock()
 
     def find_topic(self, url: str) -> Topic | None:
         return self.index.topic(url)
@@ -81,9 +80,10 @@ class SubscriptionRegistry:
         )
 
     async def load(self) -> None:
-        """Read every live topic and subscription (at start)."""
-        started = self._clock.now()
+        """Read every live topic and subscription (at start, or when the outbox was pruned
+        past what this registry had read)."""
         async with self._store.engine.connect() as conn:
+            _, newest = await _outbox_bounds(conn)  # first: later changes are caught up
             for resource_type in _WATCHED:
                 rows = await conn.execute(
                     select(resources.c.res_id, resources.c.version_id, resources.c.body).where(
@@ -92,7 +92,7 @@ class SubscriptionRegistry:
                 )
                 for row in rows:
                     self._apply(resource_type, row.res_id, row.version_id, row.body)
-        self._since = started - self._clock_skew
+        self._position = max(self._position, newest)
         log.info("subscription registry loaded", extra={"subscriptions": len(self.index)})
 
     def apply_event(self, event: ChangeEvent) -> SubscriptionChange | None:
@@ -110,33 +110,42 @@ class SubscriptionRegistry:
         body = orjson.dumps(event.resource) if event.resource is not None else None
         return self._apply(event.resource_type, event.id, version, body)
 
-    async def refresh_if_due(self, monotonic_now: float) -> list[SubscriptionChange]:
-        if monotonic_now - self._last_refresh < self._refresh_interval:
-            return []
-        self._last_refresh = monotonic_now
-        return await self.refresh()
+    async def catch_up(self, sequence: int | None = None) -> None:
+        """Apply the Subscription and SubscriptionTopic changes committed before the change
+        at `sequence` (None: everything committed so far)."""
+        if sequence is not None and sequence <= self._position + 1:
+            # Nothing can lie between what was read and this change (the in-order case).
+            self._position = max(self._position, sequence)
+            return
+        async with self._lock:
+            if sequence is not None and sequence <= self._position + 1:
+                self._position = max(self._position, sequence)
+                return
+            await self._read_outbox()
 
-    async def refresh(self) -> list[SubscriptionChange]:
-        """Apply what changed in the database since the last look (with a margin for clock
-        skew between writers and for transactions that committed late)."""
-        started = self._clock.now()
-        changes: list[SubscriptionChange] = []
+    async def _read_outbox(self) -> None:
         async with self._store.engine.connect() as conn:
-            for resource_type in _WATCHED:
+            oldest, newest = await _outbox_bounds(conn)
+            if oldest > self._position + 1 and self._position > 0:
+                pruned = True  # changes after our position may be gone: read everything
+            else:
+                pruned = False
                 rows = await conn.execute(
-                    select(resources.c.res_id, resources.c.version_id, resources.c.body).where(
+                    select(outbox.c.res_type, outbox.c.res_id, outbox.c.version_id, outbox.c.body)
+                    .where(
                         and_(
-                            resources.c.res_type == resource_type,
-                            resources.c.last_updated >= self._since,
+                            outbox.c.seq > self._position,
+                            outbox.c.seq <= newest,
+                            outbox.c.res_type.in_(_WATCHED),
                         )
                     )
+                    .order_by(outbox.c.seq)
                 )
                 for row in rows:
-                    change = self._apply(resource_type, row.res_id, row.version_id, row.body)
-                    if change is not None:
-                        changes.append(change)
-        self._since = started - self._clock_skew
-        return changes
+                    self._apply(row.res_type, row.res_id, row.version_id, row.body)
+        if pruned:
+            await self.load()
+        self._position = max(self._position, newest)
 
     def _apply(
         self, resource_type: str, resource_id: str, version: int, body: str | bytes | None
@@ -184,3 +193,13 @@ class SubscriptionRegistry:
         if before is None and after is None:
             return None
         return SubscriptionChange(resource_id, before, after)
+
+
+async def _outbox_bounds(conn: AsyncConnection) -> tuple[int, int]:
+    """The oldest and newest outbox sequence numbers visible now ((0, 0) when empty).
+
+    Outbox rows become visible in sequence order (on PostgreSQL the insert is serialised by an
+    advisory lock held to commit), so nothing committed later can have a smaller number.
+    """
+    row = (await conn.execute(select(func.min(outbox.c.seq), func.max(outbox.c.seq)))).one()
+    return int(row[0] or 0), int(row[1] or 0)

@@ -18,7 +18,7 @@ def subscription_rule(registry: SubscriptionRegistry) -> ResourceRule:
     async def check(resource: dict[str, Any]) -> dict[str, Any]:
         criteria = resource.get("criteria")
         if isinstance(criteria, str) and registry.find_topic(criteria) is None:
-            await registry.refresh()  # a topic stored through another process moments ago
+            await registry.catch_up()  # a topic stored through another process moments ago
         registry.parse(resource)
         checked = dict(resource)
         checked["status"] = "off" if resource.get("status") == "off" else "requested"

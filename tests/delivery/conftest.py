@@ -33,7 +33,6 @@ QUICK_DELIVERY = {
     "delivery_initial_backoff_seconds": 0.05,
     "delivery_max_backoff_seconds": 0.3,
     "dispatcher_sweep_seconds": 0.1,
-    "registry_refresh_seconds": 0.2,
     "delivery_lease_seconds": 5.0,
 }
 

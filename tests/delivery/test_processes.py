@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.delivery.conftest import event_numbers, notification_type, subscription
 from tests.support.process import HeraldProcess
@@ -22,7 +23,6 @@ QUICK_ENV = {
     "HERALD_DELIVERY_INITIAL_BACKOFF_SECONDS": "0.05",
     "HERALD_DELIVERY_MAX_BACKOFF_SECONDS": "0.5",
     "HERALD_DISPATCHER_SWEEP_SECONDS": "0.2",
-    "HERALD_REGISTRY_REFRESH_SECONDS": "0.2",
     "HERALD_DELIVERY_LEASE_SECONDS": "2",
     "HERALD_RELAY_POLL_SECONDS": "0.1",
 }
@@ -73,9 +73,12 @@ def _assert_once_in_order_with_stable_keys(receiver: Receiver, path: str, count:
     assert all(len(k) == 1 for k in keys.values()), keys
 
 
-async def _subscribe(client: httpx.AsyncClient, base: str, endpoint: str, pid: str) -> str:
+async def _subscribe(
+    client: httpx.AsyncClient, base: str, endpoint: str, pid: str, kind: str = "Patient"
+) -> str:
+    criteria = f"Patient?_id={pid}" if kind == "Patient" else f"{kind}?subject=Patient/{pid}"
     made = await client.post(
-        f"{base}/Subscription", json=subscription(endpoint, filters=(f"Patient?_id={pid}",))
+        f"{base}/Subscription", json=subscription(endpoint, filters=(criteria,))
     )
     assert made.status_code == 201, made.text
     sid = str(made.json()["id"])
@@ -127,15 +130,77 @@ async def test_sigkill_during_delivery_loses_nothing(
     _assert_once_in_order_with_stable_keys(receiver, "/hook", count)
 
 
-async def test_two_processes_share_the_work_and_take_over(
-    fresh_database: Callable[[str], str], kafka_bootstrap: str, tmp_path: Path
-) -> None:
-    env = {
+async def _scaled_out_env(
+    fresh_database: Callable[[str], str], kafka_bootstrap: str
+) -> dict[str, str]:
+    """PostgreSQL and Kafka for two processes, with 3 partitions per topic (as a deployment
+    would create them), so that matching and delivery really are split."""
+    namespace = f"t{uuid.uuid4().hex[:8]}."
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [
+                NewTopic(namespace + topic, num_partitions=3, replication_factor=1)
+                for topic in ("fhir.changes", "herald.notifications")
+            ]
+        )
+    finally:
+        await admin.close()
+    return {
         **QUICK_ENV,
         "HERALD_DATABASE_URL": fresh_database(f"pair_{uuid.uuid4().hex[:8]}"),
         "HERALD_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "HERALD_KAFKA_NAMESPACE": f"t{uuid.uuid4().hex[:8]}.",
+        "HERALD_KAFKA_NAMESPACE": namespace,
     }
+
+
+def _observation(pid: str, n: int) -> dict:
+    return {
+        "resourceType": "Observation",
+        "id": f"o{n}-{pid}",
+        "status": "final",
+        "code": {"text": "pulse"},
+        "subject": {"reference": f"Patient/{pid}"},
+    }
+
+
+async def _write_observations(client: httpx.AsyncClient, base: str, pid: str, count: int) -> None:
+    """`count` Observations for `pid`, each its own key: they land on every partition."""
+    for n in range(count):
+        put = await client.put(f"{base}/Observation/o{n}-{pid}", json=_observation(pid, n))
+        assert put.status_code == 201, put.text
+
+
+async def test_a_subscription_hears_the_very_next_change_through_another_process(
+    fresh_database: Callable[[str], str], kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    env = await _scaled_out_env(fresh_database, kafka_bootstrap)
+    env["HERALD_DISPATCHER_SWEEP_SECONDS"] = "60"  # no help from the periodic look-around
+    first = HeraldProcess(env, tmp_path / "first.log")
+    second = HeraldProcess(env, tmp_path / "second.log")
+    await asyncio.gather(asyncio.to_thread(first.start), asyncio.to_thread(second.start))
+    warm, pid, count = f"w-{uuid.uuid4().hex[:8]}", f"p-{uuid.uuid4().hex[:8]}", 12
+    try:
+        async with http_receiver() as receiver, httpx.AsyncClient(headers=FHIR_JSON) as client:
+            # Both matchers are consuming every partition once a first subscription heard all.
+            await _subscribe(client, first.base, f"{receiver.url}/warm", warm, "Observation")
+            await _write_observations(client, second.base, warm, count)
+            await _wait_accepted(receiver, "/hook/warm", count, within=60)
+
+            sub = subscription(receiver.url, filters=(f"Observation?subject=Patient/{pid}",))
+            assert (await client.post(f"{first.base}/Subscription", json=sub)).status_code == 201
+            await _write_observations(client, second.base, pid, count)  # at once, elsewhere
+            await _wait_accepted(receiver, "/hook", count, within=60)
+    finally:
+        await asyncio.gather(asyncio.to_thread(first.stop), asyncio.to_thread(second.stop))
+    _assert_once_in_order_with_stable_keys(receiver, "/hook", count)
+
+
+async def test_two_processes_share_the_work_and_take_over(
+    fresh_database: Callable[[str], str], kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    env = await _scaled_out_env(fresh_database, kafka_bootstrap)
     first = HeraldProcess(env, tmp_path / "first.log")
     second = HeraldProcess(env, tmp_path / "second.log")
     await asyncio.gather(asyncio.to_thread(first.start), asyncio.to_thread(second.start))
