@@ -62,6 +62,7 @@ from bench.harness import (
 from bench.relay_lag import Broker
 from channels.resthook import RestHookSender
 from events.subscriptions.model import FILTER_CRITERIA, HERALD_CANONICAL, PAYLOAD_CONTENT
+from tests.support.receiver import http_receiver
 
 RESOURCE_CHANGE = HERALD_CANONICAL + "/SubscriptionTopic/resource-change"
 BENCH_SYSTEM = "urn:herald-bench:write"  # identifier system carrying the write number
@@ -601,8 +602,8 @@ async def ceiling(
 ) -> BurstRun:
     """POSTs of `body` from `client` in a child process; `seen()` counts arrivals.
 
-    `--resources` of them from httpx, ten times as many from the much faster raw client (so
-    that its run is long enough to time)."""
+    `--resources` of them from httpx, RAW_FACTOR times as many from the much faster raw client
+    (so that its run is long enough to time)."""
     count = args.resources * (1 if client == "httpx" else RAW_FACTOR)
     run = BurstRun(f"{client} client -> {name}", True, 0, count)
     bar.update(task, description=f"ceiling: {run.label}", completed=0, total=count)
@@ -620,6 +621,8 @@ async def ceiling(
         if proc.is_alive():
             proc.kill()
             await asyncio.to_thread(proc.join, 5)
+    if proc.exitcode:
+        note(f"[red]{run.label}: the client process failed (exit code {proc.exitcode})[/]")
     return run
 
 
@@ -627,8 +630,6 @@ async def ceiling_runs(
     receiver: Receiver, body: bytes, args: argparse.Namespace, bar: Progress
 ) -> list[BurstRun]:
     """The receivers' ceilings: raw and httpx clients, this bench's receiver and uvicorn's."""
-    from tests.support.receiver import http_receiver
-
     task = bar.add_task("ceiling", total=args.resources)
     runs = []
     for client in ("raw", "httpx"):

@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+from sqlalchemy import insert
 from typer.testing import CliRunner
 
 from events.subscriptions.builtin_topics import BUILTIN_TOPICS
+from fhirstore.db.engine import create_engine
+from fhirstore.db.migrate import upgrade
+from fhirstore.db.schema import dead_letters, subscription_state
 from herald.cli import app
 from herald.runtime import Runtime
 from herald.settings import Settings
@@ -119,3 +124,41 @@ def test_serve_runs_the_embedded_default(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert "embedded default" in (tmp_path / "serve.log").read_text()
+
+
+async def _one_dead_letter(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        await upgrade(engine)
+        async with engine.begin() as conn:
+            await conn.execute(
+                insert(subscription_state).values(
+                    subscription_id="sub-1",
+                    status="error",
+                    events_since_start=3,
+                    delivered_through=3,
+                )
+            )
+            await conn.execute(
+                insert(dead_letters).values(
+                    subscription_id="sub-1",
+                    first_event=2,
+                    last_event=3,
+                    reason="not delivered within 1 day: HTTP 500 from http://x/hook",
+                    recorded_at=datetime.now(UTC),
+                )
+            )
+    finally:
+        await engine.dispose()
+
+
+def test_dead_letters_are_listed_and_replayed_once(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/herald.db"
+    asyncio.run(_one_dead_letter(url))
+    listed = runner.invoke(app, ["dead-letters", "--database-url", url])
+    assert listed.exit_code == 0
+    assert "sub-1" in listed.output and "2-3" in listed.output and "HTTP 500" in listed.output
+    assert runner.invoke(app, ["replay", "1", "--database-url", url]).exit_code == 0
+    again = runner.invoke(app, ["replay", "1", "--database-url", url])
+    assert again.exit_code == 1
+    assert "no dead letter 1 waiting" in again.output
