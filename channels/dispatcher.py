@@ -72,6 +72,7 @@ class DeliveryPolicy:
     lease: timedelta = timedelta(seconds=30)
     sweep_interval: float = 1.0
     max_workers: int = 200
+    linger: float = 2.0  # seconds an idle worker keeps its subscription's lease
     retention: timedelta = timedelta(days=7)
     prune_interval: float = 3600.0
 
@@ -187,7 +188,7 @@ class Dispatcher:
         try:
             while True:
                 wake.clear()
-                await self._work_once(subscription_id)
+                await self._work_once(subscription_id, wake)
                 if not wake.is_set():
                     return
         except asyncio.CancelledError:
@@ -204,7 +205,7 @@ class Dispatcher:
             self._workers.pop(subscription_id, None)
             DELIVERY_WORKERS.dec()
 
-    async def _work_once(self, subscription_id: str) -> None:
+    async def _work_once(self, subscription_id: str, wake: asyncio.Event) -> None:
         async with (
             self._slots,
             held_lease(
@@ -213,7 +214,14 @@ class Dispatcher:
         ):
             if lease is None:
                 return  # another process delivers it
-            while await self._step(subscription_id, lease):
+            while True:
+                wake.clear()
+                while await self._step(subscription_id, lease):
+                    lease.check()
+                # Under steady traffic the next event is moments away: keep the lease a while
+                # rather than paying a release and a claim per event (unless others wait).
+                if self._slots.locked() or not await _woken(wake, self._policy.linger):
+                    return
                 lease.check()
 
     async def _current(
@@ -416,3 +424,12 @@ def _heartbeat_due(spec: SubscriptionSpec, progress: SubscriptionProgress, now: 
 
 def _ended(spec: SubscriptionSpec, now: datetime, progress: SubscriptionProgress) -> bool:
     return spec.end is not None and spec.end <= now and progress.status != "off"
+
+
+async def _woken(wake: asyncio.Event, within: float) -> bool:
+    try:
+        async with asyncio.timeout(within):
+            await wake.wait()
+    except TimeoutError:
+        return False
+    return True

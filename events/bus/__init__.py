@@ -1,5 +1,5 @@
 """The bus: a small publish/subscribe interface with an in-process and a Kafka implementation."""
 
-from events.bus.base import Bus, Handler, Message
+from events.bus.base import BatchHandler, Bus, Handler, Message
 
-__all__ = ["Bus", "Handler", "Message"]
+__all__ = ["BatchHandler", "Bus", "Handler", "Message"]

@@ -27,11 +27,18 @@ class Message:
 
 
 Handler = Callable[[Message], Awaitable[None]]
+# Takes consecutive messages of one topic (in key order) at once, e.g. to write what they
+# cause in one transaction; the whole batch is retried if it raises.
+BatchHandler = Callable[[Sequence[Message]], Awaitable[None]]
 
 
 class Bus(Protocol):
     def subscribe(self, topic: str, group: str, handler: Handler) -> None:
         """Register a handler for `topic` in consumer group `group` (before `start`)."""
+        ...
+
+    def subscribe_batch(self, topic: str, group: str, handler: BatchHandler) -> None:
+        """Like `subscribe`, for a handler that takes several messages at a time."""
         ...
 
     async def start(self) -> None: ...
@@ -51,19 +58,42 @@ async def handle_with_retry(
     max_backoff: float = 5.0,
 ) -> None:
     """Run `handler` until it succeeds. Consumers are idempotent, so retrying is always safe."""
+
+    async def batch_of_one(messages: Sequence[Message]) -> None:
+        await handler(messages[0])
+
+    await handle_batch_with_retry(
+        batch_of_one, [message], initial_backoff=initial_backoff, max_backoff=max_backoff
+    )
+
+
+async def handle_batch_with_retry(
+    handler: BatchHandler,
+    messages: Sequence[Message],
+    *,
+    initial_backoff: float = 0.05,
+    max_backoff: float = 5.0,
+) -> None:
+    """Run `handler` on the batch until it succeeds (consumers are idempotent)."""
     backoff = initial_backoff
     attempt = 0
     while True:
         attempt += 1
         try:
-            await handler(message)
+            await handler(messages)
             return
         except asyncio.CancelledError:
             raise
         except Exception:
+            first = messages[0]
             log.exception(
                 "handler failed; retrying",
-                extra={"topic": message.topic, "key": message.key, "attempt": attempt},
+                extra={
+                    "topic": first.topic,
+                    "key": first.key,
+                    "messages": len(messages),
+                    "attempt": attempt,
+                },
             )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, max_backoff)

@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from aiokafka import ConsumerRecord
 from faststream.kafka import KafkaBroker
@@ -20,7 +21,13 @@ from faststream.kafka.annotations import KafkaMessage
 from faststream.message import StreamMessage
 from faststream.middlewares.acknowledgement.config import AckPolicy
 
-from events.bus.base import Handler, Message, handle_with_retry
+from events.bus.base import (
+    BatchHandler,
+    Handler,
+    Message,
+    handle_batch_with_retry,
+    handle_with_retry,
+)
 
 
 class KafkaBus:
@@ -45,16 +52,38 @@ class KafkaBus:
             headers = {k: _text(v) for k, v in (raw.headers or ())}
             await handle_with_retry(handler, Message(topic, key, raw.value or b"", headers))
 
-        subscriber = self.broker.subscriber(
+        self._subscriber(topic, group, batch=False)(on_message)
+
+    def subscribe_batch(self, topic: str, group: str, handler: BatchHandler) -> None:
+        async def on_batch(msg: KafkaMessage) -> None:
+            records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
+            messages = [
+                Message(
+                    topic,
+                    _text(r.key),
+                    r.value or b"",
+                    {k: _text(v) for k, v in (r.headers or ())},
+                )
+                for r in records
+            ]
+            await handle_batch_with_retry(handler, messages)
+
+        self._subscriber(topic, group, batch=True)(on_batch)
+
+    def _subscriber(self, topic: str, group: str, *, batch: bool) -> Any:
+        options: dict[str, Any] = {}
+        if batch:  # what is there within a few ms, up to 500: many changes, one transaction
+            options = {"batch": True, "max_records": 500, "batch_timeout_ms": 5}
+        return self.broker.subscriber(
             self.namespace + topic,
             group_id=self.namespace + group,
             auto_offset_reset="earliest",
             # The handler retries internally; should it still raise, seek back, never skip.
             ack_policy=AckPolicy.NACK_ON_ERROR,
             max_poll_interval_ms=600_000,
-            parser=_parse_leniently,
+            parser=_parse_batch_leniently if batch else _parse_leniently,
+            **options,
         )
-        subscriber(on_message)
 
     async def start(self) -> None:
         await self.broker.start()
@@ -92,3 +121,15 @@ async def _parse_leniently(
     record that fails to parse is redelivered forever; hand it header values it can decode."""
     headers = [(name, _text(value).encode()) for name, value in record.headers or ()]
     return await parse(dataclasses.replace(record, headers=headers))
+
+
+async def _parse_batch_leniently(
+    records: tuple[ConsumerRecord, ...],
+    parse: Callable[[tuple[ConsumerRecord, ...]], Awaitable[StreamMessage]],
+) -> StreamMessage:
+    """`_parse_leniently` for a batch subscriber."""
+    lenient = tuple(
+        dataclasses.replace(r, headers=[(n, _text(v).encode()) for n, v in r.headers or ()])
+        for r in records
+    )
+    return await parse(lenient)

@@ -10,15 +10,28 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
 
-from events.bus.base import Handler, Message, handle_with_retry
+from events.bus.base import (
+    BatchHandler,
+    Handler,
+    Message,
+    handle_batch_with_retry,
+    handle_with_retry,
+)
 
 
 class MemoryBus:
     def __init__(self) -> None:
-        self._groups: dict[str, dict[str, Handler]] = defaultdict(dict)
+        self._groups: dict[str, dict[str, BatchHandler]] = defaultdict(dict)
         self._running = False
 
     def subscribe(self, topic: str, group: str, handler: Handler) -> None:
+        async def one_by_one(messages: Sequence[Message]) -> None:
+            for message in messages:
+                await handle_with_retry(handler, message)
+
+        self.subscribe_batch(topic, group, one_by_one)
+
+    def subscribe_batch(self, topic: str, group: str, handler: BatchHandler) -> None:
         if group in self._groups[topic]:
             raise ValueError(f"group {group!r} already consumes {topic!r} in this process")
         self._groups[topic][group] = handler
@@ -43,6 +56,5 @@ class MemoryBus:
         await asyncio.gather(*runs)
 
     @staticmethod
-    async def _feed_group(handler: Handler, batch: list[Message]) -> None:
-        for message in batch:
-            await handle_with_retry(handler, message)
+    async def _feed_group(handler: BatchHandler, batch: list[Message]) -> None:
+        await handle_batch_with_retry(handler, batch)

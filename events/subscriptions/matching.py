@@ -10,6 +10,7 @@ their lifecycle: a client's new or changed Subscription (status `requested`) owe
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -61,31 +62,41 @@ class Matcher:
         self._bus = bus
 
     def subscribe(self) -> None:
-        self._bus.subscribe(CHANGES_TOPIC, MATCHER_GROUP, self.handle)
+        self._bus.subscribe_batch(CHANGES_TOPIC, MATCHER_GROUP, self.handle)
 
-    async def handle(self, message: Message) -> None:
-        try:
-            event = ChangeEvent.from_json(message.value)
-        except ValueError as error:  # not ours to fix; never block the stream on it
-            log.error("matcher: skipping a malformed change event %s: %s", message.key, error)
-            return
-        try:
-            await self._handle(event)
-        except (SQLAlchemyError, OSError):
-            raise  # the database: transient, the bus retries the change
-        # (A failed publish of jobs may be skipped: the events are numbered in the ledger and
-        # the dispatchers' sweep finds them.)
-        except Exception:
-            # A change this code cannot handle would be retried forever and hold up every
-            # change behind it: log it loudly (with what to report) and go on.
-            log.exception(
-                "matcher: skipping change %s (%s %s) after an unexpected error; please report it",
-                event.event_id,
-                event.interaction,
-                event.key,
-            )
+    async def handle(self, messages: Sequence[Message]) -> None:
+        """Match consecutive changes; number all their events in one transaction."""
+        jobs: list[Message] = []
+        numbered: list[NewEvent] = []
+        for message in messages:
+            try:
+                event = ChangeEvent.from_json(message.value)
+            except ValueError as error:  # not ours to fix; never block the stream on it
+                log.error("matcher: skipping a malformed change event %s: %s", message.key, error)
+                continue
+            try:
+                jobs.extend(await self._handle(event, numbered))
+            except (SQLAlchemyError, OSError):
+                raise  # the database: transient, the bus retries the batch
+            except Exception:
+                # A change this code cannot handle would be retried forever and hold up every
+                # change behind it: log it loudly (with what to report) and go on.
+                log.exception(
+                    "matcher: skipping change %s (%s %s) after an unexpected error; "
+                    "please report it",
+                    event.event_id,
+                    event.interaction,
+                    event.key,
+                )
+        if numbered:
+            recorded = await self._ledger.record(numbered)
+            jobs.extend(notification_job(r.subscription_id, r.event_number) for r in recorded)
+        if jobs:
+            # Should this fail after the numbering committed, nothing is lost: the events are
+            # in the ledger and the dispatchers' sweep finds them.
+            await self._bus.publish(jobs)
 
-    async def _handle(self, event: ChangeEvent) -> None:
+    async def _handle(self, event: ChangeEvent, numbered: list[NewEvent]) -> list[Message]:
         await self._registry.catch_up(event.sequence)
         jobs: list[Message] = []
         if event.resource_type == SUBSCRIPTION:
@@ -94,32 +105,24 @@ class Matcher:
                 jobs.extend(await self._start_lifecycle(change))
         elif event.resource_type == "SubscriptionTopic":
             self._registry.apply_event(event)
-        jobs.extend(await self._match(event))
-        if jobs:
-            await self._bus.publish(jobs)
 
-    async def _match(self, event: ChangeEvent) -> list[Message]:
         async def load_previous() -> dict[str, Any] | None:
             return await self._previous(event)
 
         matches = await self._registry.index.match(event, load_previous, self._store.clock.now())
-        if not matches:
-            return []
-        recorded = await self._ledger.record(
-            [
-                NewEvent(
-                    m.subscription_id,
-                    event.event_id,
-                    event.resource_type,
-                    event.id,
-                    int(event.version_id),
-                    event.interaction,
-                    event.timestamp,
-                )
-                for m in matches
-            ]
+        numbered.extend(
+            NewEvent(
+                m.subscription_id,
+                event.event_id,
+                event.resource_type,
+                event.id,
+                int(event.version_id),
+                event.interaction,
+                event.timestamp,
+            )
+            for m in matches
         )
-        return [notification_job(r.subscription_id, r.event_number) for r in recorded]
+        return jobs
 
     async def _previous(self, event: ChangeEvent) -> dict[str, Any] | None:
         if event.previous_version_id is None:
