@@ -56,6 +56,8 @@ from fhirstore.store import Store
 log = logging.getLogger(__name__)
 
 DISPATCHER_GROUP = "herald-dispatcher"
+_PAGE = 200  # owed events read at a time
+_RECORD_EVERY = 0.05  # seconds between progress writes while a page is being delivered
 
 
 class Transport(Protocol):
@@ -114,15 +116,16 @@ class Dispatcher:
         self._stopping = False
 
     def subscribe(self) -> None:
-        self._bus.subscribe(NOTIFICATIONS_TOPIC, DISPATCHER_GROUP, self.handle)
+        self._bus.subscribe_batch(NOTIFICATIONS_TOPIC, DISPATCHER_GROUP, self.handle)
 
-    async def handle(self, message: Message) -> None:
-        try:
-            subscription_id = job_subscription_id(message)
-        except ValueError:  # pydantic's ValidationError is one
-            log.error("dispatcher: skipping a malformed notification job %r", message.value)
-            return
-        self.wake(subscription_id)
+    async def handle(self, messages: Sequence[Message]) -> None:
+        for message in messages:
+            try:
+                subscription_id = job_subscription_id(message)
+            except ValueError:  # pydantic's ValidationError is one
+                log.error("dispatcher: skipping a malformed notification job %r", message.value)
+                continue
+            self.wake(subscription_id)
 
     def wake(self, subscription_id: str) -> None:
         """Make sure a worker looks at this subscription soon."""
@@ -253,11 +256,9 @@ class Dispatcher:
         if progress.last_sent_at is None:
             await self._handshake(spec, progress, lease)
             return True
-        pending = await self._ledger.pending(
-            subscription_id, 1 if spec.classic else spec.channel.max_count
-        )
+        pending = await self._ledger.pending(subscription_id, _PAGE)
         if pending:
-            await self._deliver(spec, progress, pending, lease)
+            await self._deliver_page(spec, progress, pending, lease)
             return True
         if _heartbeat_due(spec, progress, now):
             await self._send_status(spec, progress, "heartbeat", lease)
@@ -288,9 +289,53 @@ class Dispatcher:
         # as traffic too, so the next goes out a period later (or the next event tries sooner).
         retry = kind == "handshake"
         delivery = self._delivery(spec, body, key)
-        error = await self._send(spec, progress, delivery, lease, kind=kind, retry=retry)
+        error, _ = await self._send(spec, progress, delivery, lease, kind=kind, retry=retry)
         if error is None or kind == "heartbeat":
             await self._ledger.sent(spec.id, now=sent_at)
+
+    async def _deliver_page(
+        self,
+        spec: SubscriptionSpec,
+        progress: SubscriptionProgress,
+        pending: Sequence[RecordedEvent],
+        lease: Lease,
+    ) -> None:
+        """Deliver a page of owed events, one notification (of up to maxCount events) after
+        the other. Progress is recorded every `_RECORD_EVERY` seconds and at the end of the
+        page: a crash in between sends those notifications again, with the same keys. After
+        a failure the page ends, so that the next step reads the subscription afresh."""
+        size = 1 if spec.classic else spec.channel.max_count
+        accepted: list[RecordedEvent] = []
+        last_record = asyncio.get_running_loop().time()
+        try:
+            for start in range(0, len(pending), size):
+                batch = pending[start : start + size]
+                error, attempts = await self._deliver(spec, progress, batch, lease)
+                if error is not None:
+                    await self._record_delivered(spec, accepted)
+                    accepted = []
+                    await self._give_up(spec, batch, error)
+                    return
+                accepted.extend(batch)
+                if attempts > 1:
+                    return
+                if asyncio.get_running_loop().time() - last_record >= _RECORD_EVERY:
+                    await self._record_delivered(spec, accepted)
+                    accepted, last_record = [], asyncio.get_running_loop().time()
+                lease.check()
+        finally:
+            await self._record_delivered(spec, accepted)
+
+    async def _record_delivered(self, spec: SubscriptionSpec, events: list[RecordedEvent]) -> None:
+        if not events:
+            return
+        now = self._clock.now()
+        first, last = events[0].event_number, events[-1].event_number
+        # False when a replay rewound delivery meanwhile: the next step sends from there.
+        if await self._ledger.delivered(spec.id, first, last, now=now, owner=self.owner):
+            EVENTS_DELIVERED.labels(spec.channel.type).inc(len(events))
+            for event in events:
+                DELIVERY_LAG.observe((now - event.occurred_at).total_seconds())
 
     async def _deliver(
         self,
@@ -298,7 +343,8 @@ class Dispatcher:
         progress: SubscriptionProgress,
         pending: Sequence[RecordedEvent],
         lease: Lease,
-    ) -> None:
+    ) -> tuple[str | None, int]:
+        """Send one notification of `pending` (retrying): (last error or None, attempts)."""
         first, last = pending[0].event_number, pending[-1].event_number
         with_resource = spec.channel.content == "full-resource" or (
             spec.classic and spec.channel.payload is not None
@@ -311,26 +357,23 @@ class Dispatcher:
         else:
             payload = self._bundle(spec, "event-notification", progress.status, last, events)
         key = f"{spec.id}:{first}" if first == last else f"{spec.id}:{first}-{last}"
-        delivery = self._delivery(spec, payload, key)
-        error = await self._send(
+        return await self._send(
             spec,
             progress,
-            delivery,
+            self._delivery(spec, payload, key),
             lease,
             kind="event-notification",
             give_up_from=pending[0].occurred_at,
         )
-        now = self._clock.now()
-        if error is None:
-            # False when a replay rewound delivery meanwhile: the next step sends from there.
-            if await self._ledger.delivered(spec.id, first, last, now=now, owner=self.owner):
-                EVENTS_DELIVERED.labels(spec.channel.type).inc(len(pending))
-                for event in pending:
-                    DELIVERY_LAG.observe((now - event.occurred_at).total_seconds())
-            return
+
+    async def _give_up(
+        self, spec: SubscriptionSpec, events: Sequence[RecordedEvent], error: str
+    ) -> None:
+        first, last = events[0].event_number, events[-1].event_number
         reason = f"not delivered within {self._policy.give_up_after}: {error}"
+        now = self._clock.now()
         await self._ledger.give_up(spec.id, first, last, reason, now=now, owner=self.owner)
-        EVENTS_DEAD_LETTERED.inc(len(pending))
+        EVENTS_DEAD_LETTERED.inc(len(events))
         log.warning("subscription %s: gave up events %d-%d: %s", spec.id, first, last, reason)
 
     async def _send(
@@ -343,11 +386,12 @@ class Dispatcher:
         kind: str,
         retry: bool = True,
         give_up_from: datetime | None = None,
-    ) -> str | None:
+    ) -> tuple[str | None, int]:
         """Send, retrying (when `retry`) until the endpoint takes it or the events, which
-        occurred at `give_up_from`, pass the give-up age. None when delivered, else the last
-        error. The status follows: `error` on a failure, `active` on a success. Retries stop
-        (`Stopped`) when the subscription is turned off, deleted or ends meanwhile."""
+        occurred at `give_up_from`, pass the give-up age: (None when delivered, else the last
+        error; the number of attempts). The status follows: `error` on a failure, `active` on
+        a success. Retries stop (`Stopped`) when the subscription is turned off, deleted or
+        ends meanwhile."""
         transport = self._transports[spec.channel.type]
         status, attempt = progress.status, 0
         while True:
@@ -358,7 +402,7 @@ class Dispatcher:
             if outcome.ok:
                 if status != "active":
                     await self._lifecycle.transition(spec.id, "active")
-                return None
+                return None, attempt + 1
             error = outcome.error or "delivery failed"
             if status != "error":
                 await self._lifecycle.transition(spec.id, "error", error=error)
@@ -369,7 +413,7 @@ class Dispatcher:
                 self._clock.now() - give_up_from >= self._policy.give_up_after
             )
             if not retry or expired:
-                return error
+                return error, attempt
             await asyncio.sleep(self._backoff(attempt - 1))
             lease.check()
             current = await self._current(spec.id)
