@@ -13,7 +13,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-from channels.dispatcher import DeliveryPolicy, Dispatcher
+from channels.delivery import DeliveryPolicy
+from channels.dispatcher import Dispatcher
 from channels.resthook import RestHookSender
 from events.bus import Bus
 from events.bus.kafka import KafkaBus

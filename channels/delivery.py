@@ -1,0 +1,336 @@
+"""One subscription's owed work, done in order: handshake, events, heartbeats.
+
+`SubscriptionDelivery.step` does the next owed thing for a subscription whose lease the caller
+holds (the dispatcher runs it in a loop):
+1. the handshake, if the subscription has not reached its endpoint since it was (re)registered
+   (a classic R4 subscription is simply activated);
+2. the oldest undelivered events, a page at a time, up to `maxCount` per notification, retrying
+   a failing endpoint with exponential backoff and jitter; the same events keep their numbers
+   and idempotency key. The subscription goes to `error` on a failure and back to `active` on
+   the next success. Events older than the give-up age when a retry fails are recorded as a
+   dead letter and delivery moves on;
+3. a heartbeat when `heartbeatPeriod` passed without traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from channels.lease import Lease
+from channels.metrics import (
+    DELIVERY_LAG,
+    EVENTS_DEAD_LETTERED,
+    EVENTS_DELIVERED,
+    NOTIFICATIONS_SENT,
+)
+from channels.resthook import Delivery, Outcome
+from events.subscriptions.focus import notification_event
+from events.subscriptions.ledger import Ledger, RecordedEvent, SubscriptionProgress
+from events.subscriptions.lifecycle import Lifecycle
+from events.subscriptions.model import NotificationType, SubscriptionSpec
+from events.subscriptions.notification import (
+    NotificationEvent,
+    classic_body,
+    notification_bundle,
+)
+from events.subscriptions.registry import SubscriptionRegistry
+from fhirstore import fhirjson
+from fhirstore.db.writer import fhir_instant
+from fhirstore.store import Store
+
+log = logging.getLogger(__name__)
+
+_PAGE = 200  # owed events read at a time
+_RECORD_EVERY = 0.05  # seconds between progress writes while a page is being delivered
+
+
+class Transport(Protocol):
+    async def send(self, delivery: Delivery) -> Outcome: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    base_url: str  # FHIR base used in fullUrl and references
+    default_timeout: float = 10.0
+    initial_backoff: float = 1.0
+    max_backoff: float = 300.0
+    give_up_after: timedelta = timedelta(hours=24)
+    lease: timedelta = timedelta(seconds=30)
+    sweep_interval: float = 1.0
+    max_workers: int = 200
+    linger: float = 2.0  # seconds an idle worker keeps its subscription's lease
+    retention: timedelta = timedelta(days=7)
+    prune_interval: float = 3600.0
+
+
+class Stopped(Exception):
+    """The subscription was turned off, deleted or ended while a delivery was being retried."""
+
+
+class SubscriptionDelivery:
+    def __init__(
+        self,
+        store: Store,
+        ledger: Ledger,
+        registry: SubscriptionRegistry,
+        transports: dict[str, Transport],
+        *,
+        policy: DeliveryPolicy,
+        owner: str,
+    ) -> None:
+        self._store = store
+        self._clock = store.clock
+        self._ledger = ledger
+        self._lifecycle = Lifecycle(store, ledger)
+        self._registry = registry
+        self._transports = transports
+        self._policy = policy
+        self.owner = owner
+
+    async def _current(
+        self, subscription_id: str
+    ) -> tuple[SubscriptionSpec, SubscriptionProgress] | None:
+        """The subscription and its progress, or None when it is off, deleted or ended."""
+        spec = self._registry.index.get(subscription_id)
+        if spec is None:
+            await self._registry.catch_up()
+            spec = self._registry.index.get(subscription_id)
+        progress = await self._ledger.progress(subscription_id)
+        if progress is None or progress.status == "off":
+            return None
+        if spec is None:
+            await self._ledger.forget(subscription_id)  # its Subscription is gone
+            return None
+        return spec, progress
+
+    async def step(self, subscription_id: str, lease: Lease) -> bool:
+        """Do the next owed thing; False when nothing is owed."""
+        current = await self._current(subscription_id)
+        if current is None:
+            return False
+        spec, progress = current
+        now = self._clock.now()
+        if ended(spec, now, progress):
+            await self._lifecycle.transition(subscription_id, "off")
+            return False
+        if progress.last_sent_at is None:
+            await self._handshake(spec, progress, lease)
+            return True
+        pending = await self._ledger.pending(subscription_id, _PAGE)
+        if pending:
+            await self._deliver_page(spec, progress, pending, lease)
+            return True
+        if heartbeat_due(spec, progress, now):
+            await self._send_status(spec, progress, "heartbeat", lease)
+            return True
+        return False
+
+    async def _handshake(
+        self, spec: SubscriptionSpec, progress: SubscriptionProgress, lease: Lease
+    ) -> None:
+        if spec.classic:  # R4 has no handshake: a valid classic subscription is active at once
+            await self._ledger.sent(spec.id, now=self._clock.now())
+            await self._lifecycle.transition(spec.id, "active")
+            return
+        await self._send_status(spec, progress, "handshake", lease)
+
+    async def _send_status(
+        self,
+        spec: SubscriptionSpec,
+        progress: SubscriptionProgress,
+        kind: NotificationType,
+        lease: Lease,
+    ) -> None:
+        status = "requested" if kind == "handshake" else progress.status
+        body = self._bundle(spec, kind, status, progress.events_since_start, [])
+        sent_at = self._clock.now()
+        key = f"{spec.id}:{kind}:{fhir_instant(sent_at)}"
+        # A handshake is retried until it gets through. A heartbeat is not: a failed one counts
+        # as traffic too, so the next goes out a period later (or the next event tries sooner).
+        retry = kind == "handshake"
+        delivery = self._delivery(spec, body, key)
+        error, _ = await self._send(spec, progress, delivery, lease, kind=kind, retry=retry)
+        if error is None or kind == "heartbeat":
+            await self._ledger.sent(spec.id, now=sent_at)
+
+    async def _deliver_page(
+        self,
+        spec: SubscriptionSpec,
+        progress: SubscriptionProgress,
+        pending: Sequence[RecordedEvent],
+        lease: Lease,
+    ) -> None:
+        """Deliver a page of owed events, one notification (of up to maxCount events) after
+        the other. Progress is recorded every `_RECORD_EVERY` seconds and at the end of the
+        page: a crash in between sends those notifications again, with the same keys. After
+        a failure the page ends, so that the next step reads the subscription afresh."""
+        size = 1 if spec.classic else spec.channel.max_count
+        accepted: list[RecordedEvent] = []
+        last_record = asyncio.get_running_loop().time()
+        try:
+            for start in range(0, len(pending), size):
+                batch = pending[start : start + size]
+                error, attempts = await self._deliver(spec, progress, batch, lease)
+                if error is not None:
+                    await self._record_delivered(spec, accepted)
+                    accepted = []
+                    await self._give_up(spec, batch, error)
+                    return
+                accepted.extend(batch)
+                if attempts > 1:
+                    return
+                if asyncio.get_running_loop().time() - last_record >= _RECORD_EVERY:
+                    await self._record_delivered(spec, accepted)
+                    accepted, last_record = [], asyncio.get_running_loop().time()
+                lease.check()
+        finally:
+            await self._record_delivered(spec, accepted)
+
+    async def _record_delivered(self, spec: SubscriptionSpec, events: list[RecordedEvent]) -> None:
+        if not events:
+            return
+        now = self._clock.now()
+        first, last = events[0].event_number, events[-1].event_number
+        # False when a replay rewound delivery meanwhile: the next step sends from there.
+        if await self._ledger.delivered(spec.id, first, last, now=now, owner=self.owner):
+            EVENTS_DELIVERED.labels(spec.channel.type).inc(len(events))
+            for event in events:
+                DELIVERY_LAG.observe((now - event.occurred_at).total_seconds())
+
+    async def _deliver(
+        self,
+        spec: SubscriptionSpec,
+        progress: SubscriptionProgress,
+        pending: Sequence[RecordedEvent],
+        lease: Lease,
+    ) -> tuple[str | None, int]:
+        """Send one notification of `pending` (retrying): (last error or None, attempts)."""
+        first, last = pending[0].event_number, pending[-1].event_number
+        with_resource = spec.channel.content == "full-resource" or (
+            spec.classic and spec.channel.payload is not None
+        )
+        events = [
+            await notification_event(self._store, e, with_resource=with_resource) for e in pending
+        ]
+        if spec.classic:
+            payload = classic_body(spec, events[0])
+        else:
+            payload = self._bundle(spec, "event-notification", progress.status, last, events)
+        key = f"{spec.id}:{first}" if first == last else f"{spec.id}:{first}-{last}"
+        return await self._send(
+            spec,
+            progress,
+            self._delivery(spec, payload, key),
+            lease,
+            kind="event-notification",
+            give_up_from=pending[0].occurred_at,
+        )
+
+    async def _give_up(
+        self, spec: SubscriptionSpec, events: Sequence[RecordedEvent], error: str
+    ) -> None:
+        first, last = events[0].event_number, events[-1].event_number
+        reason = f"not delivered within {self._policy.give_up_after}: {error}"
+        now = self._clock.now()
+        await self._ledger.give_up(spec.id, first, last, reason, now=now, owner=self.owner)
+        EVENTS_DEAD_LETTERED.inc(len(events))
+        log.warning("subscription %s: gave up events %d-%d: %s", spec.id, first, last, reason)
+
+    async def _send(
+        self,
+        spec: SubscriptionSpec,
+        progress: SubscriptionProgress,
+        delivery: Delivery,
+        lease: Lease,
+        *,
+        kind: str,
+        retry: bool = True,
+        give_up_from: datetime | None = None,
+    ) -> tuple[str | None, int]:
+        """Send, retrying (when `retry`) until the endpoint takes it or the events, which
+        occurred at `give_up_from`, pass the give-up age: (None when delivered, else the last
+        error; the number of attempts). The status follows: `error` on a failure, `active` on
+        a success. Retries stop (`Stopped`) when the subscription is turned off, deleted or
+        ends meanwhile."""
+        transport = self._transports[spec.channel.type]
+        status, attempt = progress.status, 0
+        while True:
+            outcome = await transport.send(delivery)
+            NOTIFICATIONS_SENT.labels(
+                spec.channel.type, kind, "ok" if outcome.ok else "failed"
+            ).inc()
+            if outcome.ok:
+                if status != "active":
+                    await self._lifecycle.transition(spec.id, "active")
+                return None, attempt + 1
+            error = outcome.error or "delivery failed"
+            if status != "error":
+                await self._lifecycle.transition(spec.id, "error", error=error)
+                status = "error"
+            attempt += 1
+            log.info("subscription %s: delivery failed (attempt %d): %s", spec.id, attempt, error)
+            expired = give_up_from is not None and (
+                self._clock.now() - give_up_from >= self._policy.give_up_after
+            )
+            if not retry or expired:
+                return error, attempt
+            await asyncio.sleep(self._backoff(attempt - 1))
+            lease.check()
+            current = await self._current(spec.id)
+            if current is None or ended(current[0], self._clock.now(), current[1]):
+                raise Stopped(spec.id)
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self._policy.max_backoff, self._policy.initial_backoff * 2**attempt)
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    def _delivery(self, spec: SubscriptionSpec, body: bytes | None, key: str) -> Delivery:
+        channel = spec.channel
+        return Delivery(
+            endpoint=channel.endpoint,
+            body=body,
+            content_type=channel.payload if body is not None else None,
+            headers=channel.headers,
+            idempotency_key=key,
+            secret=spec.secret,
+            timeout=float(channel.timeout or self._policy.default_timeout),
+        )
+
+    def _bundle(
+        self,
+        spec: SubscriptionSpec,
+        kind: NotificationType,
+        status: str,
+        events_since_start: int,
+        events: Sequence[NotificationEvent],
+    ) -> bytes:
+        bundle = notification_bundle(
+            spec,
+            notification_type=kind,
+            status=status,
+            events_since_start=events_since_start,
+            events=events,
+            base_url=self._policy.base_url,
+            now=self._clock.now(),
+        )
+        return fhirjson.dumps(bundle)
+
+
+def heartbeat_due(spec: SubscriptionSpec, progress: SubscriptionProgress, now: datetime) -> bool:
+    period = spec.channel.heartbeat_period
+    return bool(
+        period
+        and progress.status in ("active", "error")
+        and progress.last_sent_at is not None
+        and now - progress.last_sent_at >= timedelta(seconds=period)
+    )
+
+
+def ended(spec: SubscriptionSpec, now: datetime, progress: SubscriptionProgress) -> bool:
+    return spec.end is not None and spec.end <= now and progress.status != "off"
