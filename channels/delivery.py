@@ -15,14 +15,15 @@ holds (the dispatcher runs it in a loop):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from channels.lease import Lease
+from channels.lease import Lease, LeaseLost
 from channels.metrics import (
     DELIVERY_LAG,
     EVENTS_DEAD_LETTERED,
@@ -42,6 +43,7 @@ from events.subscriptions.notification import (
 from events.subscriptions.registry import SubscriptionRegistry
 from fhirstore import fhirjson
 from fhirstore.db.writer import fhir_instant
+from fhirstore.errors import Gone, NotFound
 from fhirstore.store import Store
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,10 @@ class DeliveryPolicy:
     prune_interval: float = 3600.0
 
 
+class Rewound(Exception):
+    """A replay moved the subscription's delivery back while a page was being delivered."""
+
+
 class Stopped(Exception):
     """The subscription was turned off, deleted or ended while a delivery was being retried."""
 
@@ -83,7 +89,9 @@ class SubscriptionDelivery:
         *,
         policy: DeliveryPolicy,
         owner: str,
+        slots: asyncio.Semaphore,
     ) -> None:
+        self._slots = slots
         self._store = store
         self._clock = store.clock
         self._ledger = ledger
@@ -105,9 +113,18 @@ class SubscriptionDelivery:
         if progress is None or progress.status == "off":
             return None
         if spec is None:
-            await self._ledger.forget(subscription_id)  # its Subscription is gone
+            if await self._gone(subscription_id):
+                await self._ledger.forget(subscription_id)
             return None
         return spec, progress
+
+    async def _gone(self, subscription_id: str) -> bool:
+        """Whether the Subscription was deleted (not merely unusable here, e.g. its topic)."""
+        try:
+            await self._store.read("Subscription", subscription_id)
+        except (NotFound, Gone):
+            return True
+        return False
 
     async def step(self, subscription_id: str, lease: Lease) -> bool:
         """Do the next owed thing; False when nothing is owed."""
@@ -122,9 +139,11 @@ class SubscriptionDelivery:
         if progress.last_sent_at is None:
             await self._handshake(spec, progress, lease)
             return True
-        pending = await self._ledger.pending(subscription_id, _PAGE)
+        size = 1 if spec.classic else spec.channel.max_count
+        pending = await self._ledger.pending(subscription_id, max(size, _PAGE // size * size))
         if pending:
-            await self._deliver_page(spec, progress, pending, lease)
+            with contextlib.suppress(Rewound):  # a replay moved delivery: the next step sees it
+                await self._deliver_page(spec, progress, pending, lease)
             return True
         if heartbeat_due(spec, progress, now):
             await self._send_status(spec, progress, "heartbeat", lease)
@@ -167,41 +186,42 @@ class SubscriptionDelivery:
         lease: Lease,
     ) -> None:
         """Deliver a page of owed events, one notification (of up to maxCount events) after
-        the other. Progress is recorded every `_RECORD_EVERY` seconds and at the end of the
-        page: a crash in between sends those notifications again, with the same keys. After
-        a failure the page ends, so that the next step reads the subscription afresh."""
+        the other. Progress is recorded every `_RECORD_EVERY` seconds, before a retry and at
+        the end of the page: a crash in between sends those notifications again, with the same
+        keys. After a failure the page ends, so that the next step reads the subscription
+        afresh."""
         size = 1 if spec.classic else spec.channel.max_count
-        accepted: list[RecordedEvent] = []
-        last_record = asyncio.get_running_loop().time()
+        page = _Page(self, spec, progress.delivered_through)
         try:
             for start in range(0, len(pending), size):
                 batch = pending[start : start + size]
-                error, attempts = await self._deliver(spec, progress, batch, lease)
+                error, attempts = await self._deliver(spec, progress, batch, lease, page.record)
                 if error is not None:
-                    await self._record_delivered(spec, accepted)
-                    accepted = []
-                    await self._give_up(spec, batch, error)
+                    await page.record()
+                    await self._give_up(spec, batch, error, page.through)
                     return
-                accepted.extend(batch)
+                page.accept(batch)
                 if attempts > 1:
-                    return
-                if asyncio.get_running_loop().time() - last_record >= _RECORD_EVERY:
-                    await self._record_delivered(spec, accepted)
-                    accepted, last_record = [], asyncio.get_running_loop().time()
+                    return  # it had failed: look at the subscription afresh
+                await page.record_if_due()
                 lease.check()
         finally:
-            await self._record_delivered(spec, accepted)
+            await page.record()
 
-    async def _record_delivered(self, spec: SubscriptionSpec, events: list[RecordedEvent]) -> None:
-        if not events:
-            return
+    async def record_delivered(
+        self, spec: SubscriptionSpec, through: int, events: Sequence[RecordedEvent]
+    ) -> None:
+        """Record `events` (right after `through`) as accepted; LeaseLost if another process
+        delivers the subscription now, and `Rewound` if a replay moved delivery meanwhile."""
         now = self._clock.now()
-        first, last = events[0].event_number, events[-1].event_number
-        # False when a replay rewound delivery meanwhile: the next step sends from there.
-        if await self._ledger.delivered(spec.id, first, last, now=now, owner=self.owner):
-            EVENTS_DELIVERED.labels(spec.channel.type).inc(len(events))
-            for event in events:
-                DELIVERY_LAG.observe((now - event.occurred_at).total_seconds())
+        last = events[-1].event_number
+        if not await self._ledger.delivered(spec.id, through, last, now=now, owner=self.owner):
+            if not await self._ledger.claim(spec.id, self.owner, now=now, lease=self._policy.lease):
+                raise LeaseLost(spec.id)
+            raise Rewound(spec.id)
+        EVENTS_DELIVERED.labels(spec.channel.type).inc(len(events))
+        for event in events:
+            DELIVERY_LAG.observe((now - event.occurred_at).total_seconds())
 
     async def _deliver(
         self,
@@ -209,6 +229,7 @@ class SubscriptionDelivery:
         progress: SubscriptionProgress,
         pending: Sequence[RecordedEvent],
         lease: Lease,
+        before_retry: Callable[[], Awaitable[object]],
     ) -> tuple[str | None, int]:
         """Send one notification of `pending` (retrying): (last error or None, attempts)."""
         first, last = pending[0].event_number, pending[-1].event_number
@@ -230,15 +251,19 @@ class SubscriptionDelivery:
             lease,
             kind="event-notification",
             give_up_from=pending[0].occurred_at,
+            before_retry=before_retry,
         )
 
     async def _give_up(
-        self, spec: SubscriptionSpec, events: Sequence[RecordedEvent], error: str
+        self, spec: SubscriptionSpec, events: Sequence[RecordedEvent], error: str, through: int
     ) -> None:
         first, last = events[0].event_number, events[-1].event_number
         reason = f"not delivered within {self._policy.give_up_after}: {error}"
         now = self._clock.now()
-        await self._ledger.give_up(spec.id, first, last, reason, now=now, owner=self.owner)
+        if not await self._ledger.give_up(
+            spec.id, through, first, last, reason, now=now, owner=self.owner
+        ):
+            return  # delivery moved meanwhile (a replay, or another process): look again
         EVENTS_DEAD_LETTERED.inc(len(events))
         log.warning("subscription %s: gave up events %d-%d: %s", spec.id, first, last, reason)
 
@@ -252,6 +277,7 @@ class SubscriptionDelivery:
         kind: str,
         retry: bool = True,
         give_up_from: datetime | None = None,
+        before_retry: Callable[[], Awaitable[object]] | None = None,
     ) -> tuple[str | None, int]:
         """Send, retrying (when `retry`) until the endpoint takes it or the events, which
         occurred at `give_up_from`, pass the give-up age: (None when delivered, else the last
@@ -280,11 +306,23 @@ class SubscriptionDelivery:
             )
             if not retry or expired:
                 return error, attempt
-            await asyncio.sleep(self._backoff(attempt - 1))
+            if attempt == 1 and before_retry is not None:
+                await before_retry()
+            async with self._idle():  # others may deliver while this one waits
+                await asyncio.sleep(self._backoff(attempt - 1))
             lease.check()
             current = await self._current(spec.id)
             if current is None or ended(current[0], self._clock.now(), current[1]):
                 raise Stopped(spec.id)
+
+    @contextlib.asynccontextmanager
+    async def _idle(self) -> AsyncIterator[None]:
+        """Give this worker's delivery slot to others for a while (it keeps its lease)."""
+        self._slots.release()
+        try:
+            yield
+        finally:
+            await self._slots.acquire()
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self._policy.max_backoff, self._policy.initial_backoff * 2**attempt)
@@ -334,3 +372,28 @@ def heartbeat_due(spec: SubscriptionSpec, progress: SubscriptionProgress, now: d
 
 def ended(spec: SubscriptionSpec, now: datetime, progress: SubscriptionProgress) -> bool:
     return spec.end is not None and spec.end <= now and progress.status != "off"
+
+
+class _Page:
+    """Events accepted while a page is delivered, recorded in the ledger now and then."""
+
+    def __init__(self, delivery: SubscriptionDelivery, spec: SubscriptionSpec, through: int):
+        self._delivery = delivery
+        self._spec = spec
+        self.through = through  # delivered_through as the ledger has it
+        self._accepted: list[RecordedEvent] = []
+        self._recorded_at = asyncio.get_running_loop().time()
+
+    def accept(self, events: Sequence[RecordedEvent]) -> None:
+        self._accepted.extend(events)
+
+    async def record(self) -> None:
+        if self._accepted:
+            accepted, self._accepted = self._accepted, []
+            await self._delivery.record_delivered(self._spec, self.through, accepted)
+            self.through = accepted[-1].event_number
+        self._recorded_at = asyncio.get_running_loop().time()
+
+    async def record_if_due(self) -> None:
+        if asyncio.get_running_loop().time() - self._recorded_at >= _RECORD_EVERY:
+            await self.record()

@@ -59,13 +59,14 @@ class Dispatcher:
         self._bus = bus
         self._policy = policy
         self.owner = owner or new_owner()
-        self._delivery = SubscriptionDelivery(
-            store, ledger, registry, transports, policy=policy, owner=self.owner
-        )
         self._workers: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
         # Subscriptions delivered at once by this process (each holds a database connection
-        # now and then and, while sending, an HTTP connection).
+        # now and then and, while sending, an HTTP connection). A worker waiting to retry or
+        # lingering gives its slot back.
         self._slots = asyncio.Semaphore(policy.max_workers)
+        self._delivery = SubscriptionDelivery(
+            store, ledger, registry, transports, policy=policy, owner=self.owner, slots=self._slots
+        )
         self._last_prune = float("-inf")
         self._stopping = False
 
@@ -175,9 +176,14 @@ class Dispatcher:
                 wake.clear()
                 while await self._delivery.step(subscription_id, lease):
                     lease.check()
-                # Under steady traffic the next event is moments away: keep the lease a while
-                # rather than paying a release and a claim per event (unless others wait).
-                if self._slots.locked() or not await _woken(wake, self._policy.linger):
+                # Under steady traffic the next event is moments away: keep the lease (not the
+                # slot) a while rather than paying a release and a claim per event.
+                self._slots.release()  # lingering needs no slot
+                try:
+                    woken = await _woken(wake, self._policy.linger)
+                finally:
+                    await self._slots.acquire()
+                if not woken:
                     return
                 lease.check()
 

@@ -102,13 +102,17 @@ class Runtime:
             policy=delivery_policy(settings),
         )
         if settings.subscriptions:
-            Matcher(self.store, self.ledger, self.registry, self.bus).subscribe()
+            # The matcher's own view of the subscriptions, in step with the changes it matches.
+            self.matching_registry = SubscriptionRegistry(self.store, channel_types=CHANNEL_TYPES)
+            Matcher(self.store, self.ledger, self.matching_registry, self.bus).subscribe()
             self.dispatcher.subscribe()
 
     async def start(self) -> None:
         await upgrade(self.engine)
         await seed_builtin_topics(self.store)
         await self.registry.load()
+        if self.settings.subscriptions:
+            await self.matching_registry.load()
         await self.bus.start()
         if self._run_relay:
             self.store.add_commit_listener(self.relay.wake)

@@ -249,10 +249,11 @@ class Ledger:
         return [_event(row) for row in rows]
 
     async def delivered(
-        self, subscription_id: str, first: int, last: int, *, now: datetime, owner: str
+        self, subscription_id: str, through: int, last: int, *, now: datetime, owner: str
     ) -> bool:
-        """Record that events first..last were accepted (and traffic now). False when delivery
-        is no longer where the caller found it: a replay rewound it, or the lease was lost."""
+        """Record that the events after `through` up to `last` were accepted (and traffic
+        now). False when delivery is no longer at `through`: a replay moved it, or the lease
+        was lost."""
         state = subscription_state.c
         async with self._store.bookkeeping_transaction() as conn:
             result = await conn.execute(
@@ -261,7 +262,7 @@ class Ledger:
                     and_(
                         state.subscription_id == subscription_id,
                         state.lease_owner == owner,
-                        state.delivered_through == first - 1,
+                        state.delivered_through == through,
                     )
                 )
                 .values(delivered_through=last, last_sent_at=now)
@@ -338,6 +339,7 @@ class Ledger:
     async def give_up(
         self,
         subscription_id: str,
+        through: int,
         first: int,
         last: int,
         reason: str,
@@ -345,7 +347,8 @@ class Ledger:
         now: datetime,
         owner: str,
     ) -> bool:
-        """Record events first..last as a dead letter and move delivery past them."""
+        """Record events first..last as a dead letter and move delivery (at `through`, just
+        before them) past them; False when delivery was not at `through` any more."""
         async with self._store.bookkeeping_transaction() as conn:
             result = await conn.execute(
                 update(subscription_state)
@@ -353,7 +356,7 @@ class Ledger:
                     and_(
                         subscription_state.c.subscription_id == subscription_id,
                         subscription_state.c.lease_owner == owner,
-                        subscription_state.c.delivered_through == first - 1,
+                        subscription_state.c.delivered_through == through,
                     )
                 )
                 .values(delivered_through=last)

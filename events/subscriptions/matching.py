@@ -74,6 +74,11 @@ class Matcher:
             except ValueError as error:  # not ours to fix; never block the stream on it
                 log.error("matcher: skipping a malformed change event %s: %s", message.key, error)
                 continue
+            if event.resource_type == SUBSCRIPTION and numbered:
+                # Number what came before a Subscription's own change first (a deletion must
+                # not overtake events matched ahead of it).
+                jobs.extend(await self._number(numbered))
+                numbered = []
             try:
                 jobs.extend(await self._handle(event, numbered))
             except (SQLAlchemyError, OSError):
@@ -88,13 +93,20 @@ class Matcher:
                     event.interaction,
                     event.key,
                 )
-        if numbered:
-            recorded = await self._ledger.record(numbered)
-            jobs.extend(notification_job(r.subscription_id, r.event_number) for r in recorded)
+        jobs.extend(await self._number(numbered))
         if jobs:
-            # Should this fail after the numbering committed, nothing is lost: the events are
-            # in the ledger and the dispatchers' sweep finds them.
-            await self._bus.publish(jobs)
+            try:
+                await self._bus.publish(jobs)
+            except Exception as error:
+                # Nothing is lost: the events are numbered in the ledger and the dispatchers'
+                # sweep finds them; retrying the batch would only repeat its side effects.
+                log.warning("matcher: could not publish %d notification jobs: %s", len(jobs), error)
+
+    async def _number(self, numbered: list[NewEvent]) -> list[Message]:
+        if not numbered:
+            return []
+        recorded = await self._ledger.record(numbered)
+        return [notification_job(r.subscription_id, r.event_number) for r in recorded]
 
     async def _handle(self, event: ChangeEvent, numbered: list[NewEvent]) -> list[Message]:
         await self._registry.catch_up(event.sequence)

@@ -112,7 +112,9 @@ class SubscriptionRegistry:
 
     async def catch_up(self, sequence: int | None = None) -> None:
         """Apply the Subscription and SubscriptionTopic changes committed before the change
-        at `sequence` (None: everything committed so far)."""
+        at `sequence` (None: everything committed so far). The matcher keeps a registry of
+        its own: others catching up to the newest change would have it match older changes
+        against later subscriptions."""
         if sequence is not None and sequence <= self._position + 1:
             # Nothing can lie between what was read and this change (the in-order case).
             self._position = max(self._position, sequence)
@@ -121,11 +123,13 @@ class SubscriptionRegistry:
             if sequence is not None and sequence <= self._position + 1:
                 self._position = max(self._position, sequence)
                 return
-            await self._read_outbox()
+            await self._read_outbox(sequence)
 
-    async def _read_outbox(self) -> None:
+    async def _read_outbox(self, sequence: int | None) -> None:
         async with self._store.engine.connect() as conn:
             oldest, newest = await _outbox_bounds(conn)
+            if sequence is not None:
+                newest = min(newest, sequence - 1)
             if oldest > self._position + 1 and self._position > 0:
                 pruned = True  # changes after our position may be gone: read everything
             else:
@@ -145,7 +149,7 @@ class SubscriptionRegistry:
                     self._apply(row.res_type, row.res_id, row.version_id, row.body)
         if pruned:
             await self.load()
-        self._position = max(self._position, newest)
+        self._position = max(self._position, newest if sequence is None else sequence)
 
     def _apply(
         self, resource_type: str, resource_id: str, version: int, body: str | bytes | None
