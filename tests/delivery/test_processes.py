@@ -133,7 +133,7 @@ async def test_sigkill_during_delivery_loses_nothing(
 async def _scaled_out_env(
     fresh_database: Callable[[str], str], kafka_bootstrap: str
 ) -> dict[str, str]:
-    """PostgreSQL and Kafka for two processes, with 3 partitions per topic (as a deployment
+    """PostgreSQL and Kafka for two processes, with 6 partitions per topic (as a deployment
     would create them), so that matching and delivery really are split."""
     namespace = f"t{uuid.uuid4().hex[:8]}."
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
@@ -141,7 +141,7 @@ async def _scaled_out_env(
     try:
         await admin.create_topics(
             [
-                NewTopic(namespace + topic, num_partitions=3, replication_factor=1)
+                NewTopic(namespace + topic, num_partitions=6, replication_factor=1)
                 for topic in ("fhir.changes", "herald.notifications")
             ]
         )
@@ -204,7 +204,8 @@ async def test_two_processes_share_the_work_and_take_over(
     first = HeraldProcess(env, tmp_path / "first.log")
     second = HeraldProcess(env, tmp_path / "second.log")
     await asyncio.gather(asyncio.to_thread(first.start), asyncio.to_thread(second.start))
-    patients = [f"p{i}-{uuid.uuid4().hex[:6]}" for i in range(6)]
+    # 12 subscriptions over 6 partitions, 3 per process: all on one side has odds of 1 in 2,048.
+    patients = [f"p{i}-{uuid.uuid4().hex[:6]}" for i in range(12)]
     try:
         async with http_receiver() as receiver, httpx.AsyncClient(headers=FHIR_JSON) as client:
             for i, pid in enumerate(patients):
@@ -234,7 +235,7 @@ async def test_two_processes_share_the_work_and_take_over(
         if r.json and notification_type(r.json) == "event-notification"
         for n in event_numbers(r.json)
     ]
-    assert len(events_before_kill) == len(set(events_before_kill)) == 30  # each exactly once
+    assert len(events_before_kill) == len(set(events_before_kill)) == 60  # each exactly once
     assert all(share > 0 for share in shares), f"one process did it all: {shares}"
     for pid in patients:
         _assert_once_in_order_with_stable_keys(receiver, f"/hook/{pid}", 10)
