@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -157,7 +158,21 @@ class SubscriptionDelivery:
             await self._ledger.sent(spec.id, now=self._clock.now())
             await self._lifecycle.transition(spec.id, "active")
             return
-        await self._send_status(spec, progress, "handshake", lease)
+        # Events matched meanwhile wait for the handshake, but not beyond the give-up age.
+        expired: list[RecordedEvent] = []
+
+        async def events_expired() -> bool:
+            limit = self._clock.now() - self._policy.give_up_after
+            waiting = await self._ledger.pending(spec.id, _PAGE)
+            expired[:] = itertools.takewhile(lambda e: e.occurred_at <= limit, waiting)
+            return bool(expired)
+
+        error = await self._send_status(
+            spec, progress, "handshake", lease, stop_when=events_expired
+        )
+        if error is not None and expired:
+            problem = f"no handshake got through: {error}"
+            await self._give_up(spec, expired, problem, progress.delivered_through)
 
     async def _send_status(
         self,
@@ -165,7 +180,9 @@ class SubscriptionDelivery:
         progress: SubscriptionProgress,
         kind: NotificationType,
         lease: Lease,
-    ) -> None:
+        *,
+        stop_when: Callable[[], Awaitable[bool]] | None = None,
+    ) -> str | None:
         status = "requested" if kind == "handshake" else progress.status
         body = self._bundle(spec, kind, status, progress.events_since_start, [])
         sent_at = self._clock.now()
@@ -174,9 +191,12 @@ class SubscriptionDelivery:
         # as traffic too, so the next goes out a period later (or the next event tries sooner).
         retry = kind == "handshake"
         delivery = self._delivery(spec, body, key)
-        error, _ = await self._send(spec, progress, delivery, lease, kind=kind, retry=retry)
+        error, _ = await self._send(
+            spec, progress, delivery, lease, kind=kind, retry=retry, stop_when=stop_when
+        )
         if error is None or kind == "heartbeat":
             await self._ledger.sent(spec.id, now=sent_at)
+        return error
 
     async def _deliver_page(
         self,
@@ -278,12 +298,13 @@ class SubscriptionDelivery:
         retry: bool = True,
         give_up_from: datetime | None = None,
         before_retry: Callable[[], Awaitable[object]] | None = None,
+        stop_when: Callable[[], Awaitable[bool]] | None = None,
     ) -> tuple[str | None, int]:
         """Send, retrying (when `retry`) until the endpoint takes it or the events, which
         occurred at `give_up_from`, pass the give-up age: (None when delivered, else the last
         error; the number of attempts). The status follows: `error` on a failure, `active` on
         a success. Retries stop (`Stopped`) when the subscription is turned off, deleted or
-        ends meanwhile."""
+        ends meanwhile, and (returning the error) when `stop_when` says so."""
         transport = self._transports[spec.channel.type]
         status, attempt = progress.status, 0
         while True:
@@ -304,7 +325,7 @@ class SubscriptionDelivery:
             expired = give_up_from is not None and (
                 self._clock.now() - give_up_from >= self._policy.give_up_after
             )
-            if not retry or expired:
+            if not retry or expired or (stop_when is not None and await stop_when()):
                 return error, attempt
             if attempt == 1 and before_retry is not None:
                 await before_retry()

@@ -189,3 +189,32 @@ async def test_events_past_the_give_up_age_become_dead_letters_and_can_be_replay
     ]
     assert accepted[0] == 2 and 1 in accepted  # 2 went on without 1; 1 came with the replay
     assert accepted.count(3) == 1
+
+
+async def test_events_waiting_on_a_failing_handshake_are_given_up_in_time(
+    start_herald: HeraldFactory,
+) -> None:
+    pid = f"p-{uuid.uuid4().hex[:10]}"
+    async with (
+        http_receiver() as receiver,
+        start_herald(delivery_give_up_hours=1 / 3600) as (runtime, client),
+    ):
+        receiver.respond_with(500)  # not even the handshake gets through
+        sid = (
+            await client.post(
+                "/Subscription", json=subscription(receiver.url, filters=(f"Patient?_id={pid}",))
+            )
+        ).json()["id"]
+        await wait_for_status(client, sid, "error")
+        await client.put(f"/Patient/{pid}", json=_patient(pid, 0))
+
+        async def given_up() -> bool:
+            return bool(await runtime.ledger.dead_letters(sid))
+
+        await eventually(given_up, within=20, what=lambda: "event 1 was never given up")
+        [letter] = await runtime.ledger.dead_letters(sid)
+        assert (letter.first_event, letter.last_event) == (1, 1)
+        assert "handshake" in letter.reason and "HTTP 500" in letter.reason
+
+        receiver.reset()  # the endpoint comes back: the handshake gets through at last
+        await wait_for_status(client, sid, "active")
