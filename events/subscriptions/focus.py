@@ -3,6 +3,8 @@ notification carries the resource (full-resource content, classic payloads)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from events.subscriptions.ledger import RecordedEvent
@@ -11,17 +13,23 @@ from fhirstore.errors import Gone, NotFound
 from fhirstore.store import Store
 
 
+async def version_resource(
+    store: Store, resource_type: str, resource_id: str, version_id: int
+) -> dict[str, Any] | None:
+    """One version of a resource as a dict; None when it is a deletion or does not exist."""
+    try:
+        version = await store.vread(resource_type, resource_id, version_id)
+    except (NotFound, Gone):
+        return None
+    return orjson.loads(version.body) if version.body is not None else None
+
+
 async def notification_event(
     store: Store, event: RecordedEvent, *, with_resource: bool
 ) -> NotificationEvent:
     resource = None
     if with_resource and event.interaction != "delete":
-        try:
-            version = await store.vread(event.res_type, event.res_id, event.version_id)
-        except (NotFound, Gone):
-            version = None
-        if version is not None and version.body is not None:
-            resource = orjson.loads(version.body)
+        resource = await version_resource(store, event.res_type, event.res_id, event.version_id)
     return NotificationEvent(
         event_number=event.event_number,
         timestamp=event.occurred_at,

@@ -182,12 +182,8 @@ class Ledger:
             values["error_since"] = func.coalesce(state.error_since, now)
         else:
             values["error_since"] = None
-        where = state.subscription_id == subscription_id
-        if status in ("active", "error"):
-            where = and_(where, state.status != "off")
-        async with self._store.bookkeeping_transaction() as conn:
-            result = await conn.execute(update(subscription_state).where(where).values(**values))
-        return result.rowcount == 1
+        unless_off = [state.status != "off"] if status in ("active", "error") else []
+        return await self._update(subscription_id, *unless_off, **values)
 
     # -- numbering ----------------------------------------------------------------------------
 
@@ -255,28 +251,17 @@ class Ledger:
         now). False when delivery is no longer at `through`: a replay moved it, or the lease
         was lost."""
         state = subscription_state.c
-        async with self._store.bookkeeping_transaction() as conn:
-            result = await conn.execute(
-                update(subscription_state)
-                .where(
-                    and_(
-                        state.subscription_id == subscription_id,
-                        state.lease_owner == owner,
-                        state.delivered_through == through,
-                    )
-                )
-                .values(delivered_through=last, last_sent_at=now)
-            )
-        return result.rowcount == 1
+        return await self._update(
+            subscription_id,
+            state.lease_owner == owner,
+            state.delivered_through == through,
+            delivered_through=last,
+            last_sent_at=now,
+        )
 
     async def sent(self, subscription_id: str, *, now: datetime) -> None:
         """Traffic without events (handshake, heartbeat): resets the heartbeat clock."""
-        async with self._store.bookkeeping_transaction() as conn:
-            await conn.execute(
-                update(subscription_state)
-                .where(subscription_state.c.subscription_id == subscription_id)
-                .values(last_sent_at=now)
-            )
+        await self._update(subscription_id, last_sent_at=now)
 
     # -- leases -------------------------------------------------------------------------------
 
@@ -285,35 +270,23 @@ class Ledger:
     ) -> bool:
         """Take or renew the delivery lease; False while another live process holds it."""
         state = subscription_state.c
-        async with self._store.bookkeeping_transaction() as conn:
-            result = await conn.execute(
-                update(subscription_state)
-                .where(
-                    and_(
-                        state.subscription_id == subscription_id,
-                        or_(
-                            state.lease_owner.is_(None),
-                            state.lease_owner == owner,
-                            state.lease_until < now,
-                        ),
-                    )
-                )
-                .values(lease_owner=owner, lease_until=now + lease)
-            )
-        return result.rowcount == 1
+        free = or_(state.lease_owner.is_(None), state.lease_owner == owner, state.lease_until < now)
+        return await self._update(subscription_id, free, lease_owner=owner, lease_until=now + lease)
 
     async def release(self, subscription_id: str, owner: str) -> None:
+        await self._update(
+            subscription_id,
+            subscription_state.c.lease_owner == owner,
+            lease_owner=None,
+            lease_until=None,
+        )
+
+    async def _update(self, subscription_id: str, *conditions: Any, **values: Any) -> bool:
+        """Change one subscription's row where `conditions` hold; False when they did not."""
+        where = and_(subscription_state.c.subscription_id == subscription_id, *conditions)
         async with self._store.bookkeeping_transaction() as conn:
-            await conn.execute(
-                update(subscription_state)
-                .where(
-                    and_(
-                        subscription_state.c.subscription_id == subscription_id,
-                        subscription_state.c.lease_owner == owner,
-                    )
-                )
-                .values(lease_owner=None, lease_until=None)
-            )
+            result = await conn.execute(update(subscription_state).where(where).values(**values))
+        return result.rowcount == 1
 
     async def owing(
         self, owner: str, *, now: datetime, limit: int = 1000

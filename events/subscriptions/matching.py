@@ -13,15 +13,14 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from events.bus import Bus, Message
 from events.model import CHANGES_TOPIC, ChangeEvent
+from events.subscriptions.focus import version_resource
 from events.subscriptions.ledger import Ledger, NewEvent
 from events.subscriptions.registry import SUBSCRIPTION, SubscriptionChange, SubscriptionRegistry
-from fhirstore.errors import Gone, NotFound
 from fhirstore.store import Store
 
 log = logging.getLogger(__name__)
@@ -139,13 +138,8 @@ class Matcher:
     async def _previous(self, event: ChangeEvent) -> dict[str, Any] | None:
         if event.previous_version_id is None:
             return None
-        try:
-            version = await self._store.vread(
-                event.resource_type, event.id, int(event.previous_version_id)
-            )
-        except (NotFound, Gone):
-            return None
-        return orjson.loads(version.body) if version.body is not None else None
+        previous = int(event.previous_version_id)
+        return await version_resource(self._store, event.resource_type, event.id, previous)
 
     async def _start_lifecycle(self, change: SubscriptionChange) -> list[Message]:
         subscription_id = change.subscription_id

@@ -14,7 +14,7 @@ from events.subscriptions.focus import notification_event
 from events.subscriptions.ledger import Ledger
 from events.subscriptions.model import ContentLevel, SubscriptionSpec
 from events.subscriptions.notification import (
-    notification_bundle,
+    events_bundle,
     status_bundle,
     subscription_status,
 )
@@ -100,9 +100,8 @@ def subscription_router(
         progress = await ledger.progress(subscription_id)
         full = content == "full-resource"
         loaded = [await notification_event(store, e, with_resource=full) for e in recorded]
-        bundle = notification_bundle(
+        bundle = events_bundle(
             spec,
-            notification_type="query-event",
             status=progress.status if progress else spec.status,
             events_since_start=progress.events_since_start if progress else 0,
             events=loaded,

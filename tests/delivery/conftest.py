@@ -126,6 +126,15 @@ def notification_type(bundle: dict[str, Any]) -> str:
     return str(status_of(bundle)["type"])
 
 
+async def subscribe(client: httpx.AsyncClient, resource: dict[str, Any]) -> str:
+    """POST a Subscription, wait until the handshake made it active; its id."""
+    made = await client.post("/Subscription", json=resource)
+    assert made.status_code == 201, made.text
+    subscription_id = str(made.json()["id"])
+    await wait_for_status(client, subscription_id, "active")
+    return subscription_id
+
+
 async def subscription_status(client: httpx.AsyncClient, subscription_id: str) -> str:
     return str((await client.get(f"/Subscription/{subscription_id}")).json()["status"])
 

@@ -10,6 +10,7 @@ from tests.delivery.conftest import (
     HeraldFactory,
     event_numbers,
     notification_type,
+    subscribe,
     subscription,
     subscription_status,
     wait_for_status,
@@ -27,12 +28,7 @@ async def test_receiver_failing_then_recovering_gets_everything_in_order(
 ) -> None:
     pid = f"p-{uuid.uuid4().hex[:10]}"
     async with http_receiver() as receiver, start_herald() as (_, client):
-        sid = (
-            await client.post(
-                "/Subscription", json=subscription(receiver.url, filters=(f"Patient?_id={pid}",))
-            )
-        ).json()["id"]
-        await wait_for_status(client, sid, "active")
+        sid = await subscribe(client, subscription(receiver.url, filters=(f"Patient?_id={pid}",)))
         receiver.respond_with(500)
         for n in range(5):
             await client.put(f"/Patient/{pid}", json=_patient(pid, n))
@@ -94,13 +90,9 @@ async def test_receiver_that_never_answers_does_not_hold_up_others(
 async def test_events_fetches_what_a_down_receiver_missed(start_herald: HeraldFactory) -> None:
     pid = f"p-{uuid.uuid4().hex[:10]}"
     async with http_receiver() as receiver, start_herald() as (_, client):
-        sid = (
-            await client.post(
-                "/Subscription",
-                json=subscription(receiver.url, filters=(f"Patient?_id={pid}",), content="empty"),
-            )
-        ).json()["id"]
-        await wait_for_status(client, sid, "active")
+        sid = await subscribe(
+            client, subscription(receiver.url, filters=(f"Patient?_id={pid}",), content="empty")
+        )
         receiver.respond_with(503)
         for n in range(4):
             await client.put(f"/Patient/{pid}", json=_patient(pid, n))
@@ -152,12 +144,7 @@ async def test_events_past_the_give_up_age_become_dead_letters_and_can_be_replay
         http_receiver() as receiver,
         start_herald(delivery_give_up_hours=1 / 3600) as (runtime, client),
     ):
-        sid = (
-            await client.post(
-                "/Subscription", json=subscription(receiver.url, filters=(f"Patient?_id={pid}",))
-            )
-        ).json()["id"]
-        await wait_for_status(client, sid, "active")
+        sid = await subscribe(client, subscription(receiver.url, filters=(f"Patient?_id={pid}",)))
         receiver.respond_with(500)
         await client.put(f"/Patient/{pid}", json=_patient(pid, 0))
 

@@ -18,6 +18,7 @@ from tests.delivery.conftest import (
     HeraldFactory,
     event_numbers,
     notification_type,
+    subscribe,
     subscription,
     wait_for_status,
 )
@@ -132,8 +133,7 @@ async def test_create_update_and_delete_are_notified(start_herald: HeraldFactory
     pid = f"p-{uuid.uuid4().hex[:8]}"
     async with http_receiver() as receiver, start_herald() as (_, client):
         sub = subscription(receiver.url, filters=(f"Patient?_id={pid}",), content="full-resource")
-        sid = (await client.post("/Subscription", json=sub)).json()["id"]
-        await wait_for_status(client, sid, "active")
+        await subscribe(client, sub)
         body = {"resourceType": "Patient", "id": pid}
         await client.put(f"/Patient/{pid}", json=body)
         await client.put(f"/Patient/{pid}", json={**body, "active": True})
@@ -189,8 +189,7 @@ async def test_classic_r4_subscription_posts_the_resource(start_herald: HeraldFa
 async def test_heartbeats_arrive_without_traffic(start_herald: HeraldFactory) -> None:
     async with http_receiver() as receiver, start_herald() as (_, client):
         sub = subscription(receiver.url, filters=("Patient?_id=nobody",), heartbeat=1)
-        sid = (await client.post("/Subscription", json=sub)).json()["id"]
-        await wait_for_status(client, sid, "active")
+        await subscribe(client, sub)
         await receiver.wait_for(3, timeout=10)
 
     kinds = [notification_type(r.json) for r in receiver.requests]
@@ -202,6 +201,5 @@ async def test_subscription_turns_off_when_its_end_passes(start_herald: HeraldFa
     async with http_receiver() as receiver, start_herald() as (runtime, client):
         end = (runtime.clock.now() + timedelta(seconds=1.5)).isoformat()
         sub = subscription(receiver.url, filters=("Patient?_id=nobody",), end=end)
-        sid = (await client.post("/Subscription", json=sub)).json()["id"]
-        await wait_for_status(client, sid, "active")
+        sid = await subscribe(client, sub)
         await wait_for_status(client, sid, "off", within=10)

@@ -14,6 +14,7 @@ from tests.delivery.conftest import (
     event_numbers,
     notification_type,
     status_of,
+    subscribe,
     subscription,
     wait_for_status,
 )
@@ -93,8 +94,7 @@ async def test_filters_with_not_and_several_anded(start_herald: HeraldFactory) -
                 "Observation?code=http://loinc.org|8867-4",
             ),
         )
-        sid = (await client.post("/Subscription", json=sub)).json()["id"]
-        await wait_for_status(client, sid, "active")
+        await subscribe(client, sub)
 
         def obs(status: str, code: str, subject: str = pid) -> dict:
             return {
@@ -129,8 +129,7 @@ async def test_encounter_start_fires_once_when_it_goes_in_progress(
     pid = _patient_id()
     async with http_receiver() as receiver, start_herald() as (_, client):
         sub = subscription(receiver.url, topic=ENCOUNTER_START, filters=(f"patient=Patient/{pid}",))
-        sid = (await client.post("/Subscription", json=sub)).json()["id"]
-        await wait_for_status(client, sid, "active")
+        await subscribe(client, sub)
         encounter = {
             "resourceType": "Encounter",
             "id": f"e-{pid}",
