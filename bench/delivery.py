@@ -14,7 +14,7 @@ Bundle (orjson) as it arrives.
    `--resources` matching Observations written as fast as possible in transaction Bundles;
    notifications/s at the receiver. Baselines, same run: a real notification body POSTed over
    and over, from another process, with the concurrency Herald's REST hook sender allows per
-   host: by a raw asyncio client to this receiver (the receiver's ceiling), by an httpx client
+   host: by a raw asyncio client to this receiver (the receiver's ceiling), by an aiohttp client
    (the HTTP client Herald sends with) to this receiver, and by the raw client to the uvicorn
    receiver of the test suite (`tests/support/receiver.py`), to show why this bench has its own.
 
@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import orjson
 from rich.progress import Progress
@@ -544,19 +545,21 @@ def record(run: BurstRun, tally: Tally) -> None:
 
 def _blast(client: str, url: str, count: int, concurrency: int, body: bytes) -> None:
     """In a child process: POST `body` `count` times over `concurrency` keep-alive connections."""
-    blast = _blast_httpx if client == "httpx" else _blast_raw
+    blast = _blast_aiohttp if client == "aiohttp" else _blast_raw
     asyncio.run(blast(url, count, concurrency, body))
 
 
-async def _blast_httpx(url: str, count: int, concurrency: int, body: bytes) -> None:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+async def _blast_aiohttp(url: str, count: int, concurrency: int, body: bytes) -> None:
+    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
     headers = {"Content-Type": "application/fhir+json", "Idempotency-Key": "bench"}
-    async with httpx.AsyncClient(limits=limits, headers=headers, timeout=30) as client:
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
         numbers = iter(range(count))
 
         async def worker() -> None:
             for _ in numbers:  # shared: each POST is made once
-                (await client.post(url, content=body)).raise_for_status()
+                async with session.post(url, data=body) as response:
+                    response.raise_for_status()
+                    await response.read()
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
 
@@ -602,9 +605,8 @@ async def ceiling(
 ) -> BurstRun:
     """POSTs of `body` from `client` in a child process; `seen()` counts arrivals.
 
-    `--resources` of them from httpx, RAW_FACTOR times as many from the much faster raw client
-    (so that its run is long enough to time)."""
-    count = args.resources * (1 if client == "httpx" else RAW_FACTOR)
+    RAW_FACTOR times `--resources` of them, so that the run is long enough to time."""
+    count = args.resources * RAW_FACTOR
     run = BurstRun(f"{client} client -> {name}", True, 0, count)
     bar.update(task, description=f"ceiling: {run.label}", completed=0, total=count)
     proc = multiprocessing.get_context("spawn").Process(
@@ -629,10 +631,10 @@ async def ceiling(
 async def ceiling_runs(
     receiver: Receiver, body: bytes, args: argparse.Namespace, bar: Progress
 ) -> list[BurstRun]:
-    """The receivers' ceilings: raw and httpx clients, this bench's receiver and uvicorn's."""
+    """The receivers' ceilings: raw and aiohttp clients, this bench's receiver and uvicorn's."""
     task = bar.add_task("ceiling", total=args.resources)
     runs = []
-    for client in ("raw", "httpx"):
+    for client in ("raw", "aiohttp"):
         receiver.tally = tally = Tally()
         seen = lambda: receiver.tally.requests  # noqa: E731
         run = await ceiling(client, "bench receiver", receiver.url, seen, body, args, task, bar)
@@ -730,22 +732,22 @@ def burst_table(runs: list[BurstRun], args: argparse.Namespace) -> Table:
             f"last notification; 'lost' = not received once none had arrived for {args.drain:g} "
             "s; 'dup' = an eventNumber received twice. Ceiling rows: a client in another "
             f"process replays one real notification body over {PER_HOST} keep-alive connections "
-            "(Herald's per-host limit); 'raw' writes pre-built bytes on asyncio streams, 'httpx' "
-            "is the HTTP client Herald's REST hook sender uses. 'vs receiver' divides by the "
-            "raw client -> bench receiver row (the receiver's ceiling), 'vs httpx' by the httpx "
-            "client -> bench receiver row; sender CPU = the Herald (or client) process, 100% = "
-            "one core; machine = busy cores"
+            "(Herald's per-host limit); 'raw' writes pre-built bytes on asyncio streams, "
+            "'aiohttp' is the HTTP client Herald's REST hook sender uses. 'vs receiver' divides "
+            "by the raw client -> bench receiver row (the receiver's ceiling), 'vs aiohttp' by "
+            "the aiohttp client -> bench receiver row; sender CPU = the Herald (or client) "
+            "process, 100% = one core; machine = busy cores"
         ),
     )
     out.add_column("sender -> receiver")
     for name in ("subs", "received", "lost", "dup", "body B", "writes s", "first->last s"):
         out.add_column(name, justify="right")
-    for name in ("notif/s", "total s", "vs receiver", "vs httpx", "target", "sender CPU"):
+    for name in ("notif/s", "total s", "vs receiver", "vs aiohttp", "target", "sender CPU"):
         out.add_column(name, justify="right")
     for name in ("bench CPU", "machine"):
         out.add_column(name, justify="right")
     ceilings = {r.label.split(" client ")[0]: r for r in runs if r.label.endswith("bench receiver")}
-    receiver, client = ceilings.get("raw"), ceilings.get("httpx")
+    receiver, client = ceilings.get("raw"), ceilings.get("aiohttp")
     for run in runs:
         lost = run.expected - run.received
         out.add_row(

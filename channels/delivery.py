@@ -32,7 +32,7 @@ from channels.metrics import (
     NOTIFICATIONS_SENT,
 )
 from channels.resthook import Delivery, Outcome
-from events.subscriptions.focus import notification_event
+from events.subscriptions.focus import notification_events
 from events.subscriptions.ledger import Ledger, RecordedEvent, SubscriptionProgress
 from events.subscriptions.lifecycle import Lifecycle
 from events.subscriptions.model import NotificationType, SubscriptionSpec
@@ -141,7 +141,8 @@ class SubscriptionDelivery:
             await self._handshake(spec, progress, lease)
             return True
         size = 1 if spec.classic else spec.channel.max_count
-        pending = await self._ledger.pending(subscription_id, max(size, _PAGE // size * size))
+        limit = max(size, _PAGE // size * size)
+        pending = await self._ledger.pending(subscription_id, progress.delivered_through, limit)
         if pending:
             with contextlib.suppress(Rewound):  # a replay moved delivery: the next step sees it
                 await self._deliver_page(spec, progress, pending, lease)
@@ -163,7 +164,7 @@ class SubscriptionDelivery:
 
         async def events_expired() -> bool:
             limit = self._clock.now() - self._policy.give_up_after
-            waiting = await self._ledger.pending(spec.id, _PAGE)
+            waiting = await self._ledger.pending(spec.id, progress.delivered_through, _PAGE)
             expired[:] = itertools.takewhile(lambda e: e.occurred_at <= limit, waiting)
             return bool(expired)
 
@@ -211,11 +212,18 @@ class SubscriptionDelivery:
         keys. After a failure the page ends, so that the next step reads the subscription
         afresh."""
         size = 1 if spec.classic else spec.channel.max_count
+        with_resource = spec.channel.content == "full-resource" or (
+            spec.classic and spec.channel.payload is not None
+        )
+        loaded = await notification_events(self._store, pending, with_resource=with_resource)
         page = _Page(self, spec, progress.delivered_through)
         try:
             for start in range(0, len(pending), size):
                 batch = pending[start : start + size]
-                error, attempts = await self._deliver(spec, progress, batch, lease, page.record)
+                events = loaded[start : start + size]
+                error, attempts = await self._deliver(
+                    spec, progress, batch, events, lease, page.record
+                )
                 if error is not None:
                     await page.record()
                     await self._give_up(spec, batch, error, page.through)
@@ -248,17 +256,13 @@ class SubscriptionDelivery:
         spec: SubscriptionSpec,
         progress: SubscriptionProgress,
         pending: Sequence[RecordedEvent],
+        events: Sequence[NotificationEvent],
         lease: Lease,
         before_retry: Callable[[], Awaitable[object]],
     ) -> tuple[str | None, int]:
-        """Send one notification of `pending` (retrying): (last error or None, attempts)."""
+        """Send one notification of `pending` (as `events`, retrying): (last error or None,
+        attempts)."""
         first, last = pending[0].event_number, pending[-1].event_number
-        with_resource = spec.channel.content == "full-resource" or (
-            spec.classic and spec.channel.payload is not None
-        )
-        events = [
-            await notification_event(self._store, e, with_resource=with_resource) for e in pending
-        ]
         if spec.classic:
             payload = classic_body(spec, events[0])
         else:

@@ -1,6 +1,6 @@
 """REST hook delivery: POST one notification to a subscriber's endpoint and say how it went.
 
-One `RestHookSender` per process shares an `httpx.AsyncClient` with keep-alive connections,
+One `RestHookSender` per process shares an `aiohttp.ClientSession` with keep-alive connections,
 so steady traffic to an endpoint reuses its connections instead of opening one per
 notification. At most `max_per_host` deliveries to one host are in flight at a time, so a slow
 receiver cannot take the whole pool from the others. `send` never raises for anything the
@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import httpx
+import aiohttp
 
 from fhirstore.clock import Clock, SystemClock
 
@@ -49,6 +49,9 @@ _RESERVED = frozenset(
     {"content-type", "content-length", "host", "transfer-encoding", "idempotency-key"}
     | {SIGNATURE_HEADER.lower()}
 )
+# aiohttp would add these: a Content-Type on an empty POST, and Accept-Encoding (answers are
+# only quoted in error messages, never decompressed).
+_NOT_ADDED = ("Content-Type", "Accept-Encoding")
 _READ_LIMIT = 64 * 1024  # answer bytes read; a larger answer costs its connection
 _SNIPPET = 200  # characters of an error answer quoted in the message
 
@@ -93,21 +96,33 @@ class RestHookSender:
         max_per_host: int = 20,
         clock: Clock | None = None,
     ) -> None:
-        self._client = httpx.AsyncClient(
-            headers={"User-Agent": user_agent},
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=max_connections,
-                keepalive_expiry=30.0,
-            ),
-            follow_redirects=False,
-        )
+        # The session is made on first use: aiohttp binds it to the running event loop.
+        self._session: aiohttp.ClientSession | None = None
+        self._user_agent = user_agent
+        self._max_connections = max_connections
         self._max_per_host = max_per_host
         self._hosts: dict[str, asyncio.Semaphore] = {}
         self._clock = clock or SystemClock()
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections,
+                limit_per_host=self._max_per_host,
+                keepalive_timeout=30.0,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                headers={"User-Agent": self._user_agent},
+                # Each request's time limit comes from its subscription (`Delivery.timeout`).
+                timeout=aiohttp.ClientTimeout(total=None),
+                auto_decompress=False,
+            )
+        return self._session
 
     async def send(self, delivery: Delivery) -> Outcome:
         started = time.monotonic()
@@ -133,23 +148,24 @@ class RestHookSender:
         endpoint, within = _shown(delivery.endpoint), _seconds(delivery.timeout)
         try:
             async with asyncio.timeout_at(deadline):
-                async with self._client.stream(
-                    "POST",
+                async with self._client().post(
                     delivery.endpoint,
-                    content=delivery.body,
+                    data=delivery.body,
                     headers=self._headers(delivery),
-                    timeout=delivery.timeout,
+                    allow_redirects=False,
+                    skip_auto_headers=_NOT_ADDED,
+                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=delivery.timeout),
                 ) as response:
                     answer = await _read_some(response)
-        except httpx.ConnectTimeout:
+        except aiohttp.ConnectionTimeoutError:
             return _failed(started, None, f"could not connect to {endpoint} within {within}")
-        except (httpx.TimeoutException, TimeoutError):
+        except TimeoutError:
             return _failed(started, None, f"no answer from {endpoint} within {within}")
-        except httpx.ConnectError as exc:
+        except aiohttp.ClientConnectorError as exc:
             return _failed(started, None, _connect_error(endpoint, exc))
-        except httpx.RemoteProtocolError as exc:
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
             return _failed(started, None, f"{endpoint} broke off the exchange: {exc}")
-        except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as exc:
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
             return _failed(started, None, f"could not send to {endpoint}: {exc}")
         return _judge(response, answer, endpoint, started)
 
@@ -165,8 +181,10 @@ class RestHookSender:
         return headers
 
 
-def _judge(response: httpx.Response, answer: bytes, endpoint: str, started: float) -> Outcome:
-    code = response.status_code
+def _judge(
+    response: aiohttp.ClientResponse, answer: bytes, endpoint: str, started: float
+) -> Outcome:
+    code = response.status
     if 200 <= code < 300:
         return Outcome(ok=True, status_code=code, error=None, elapsed=time.monotonic() - started)
     if 300 <= code < 400:
@@ -184,11 +202,11 @@ def _judge(response: httpx.Response, answer: bytes, endpoint: str, started: floa
     return _failed(started, code, error)
 
 
-async def _read_some(response: httpx.Response) -> bytes:
+async def _read_some(response: aiohttp.ClientResponse) -> bytes:
     """Up to `_READ_LIMIT` bytes of the answer; reading it all lets the connection be reused."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_bytes():
+    async for chunk in response.content.iter_any():
         chunks.append(chunk)
         size += len(chunk)
         if size >= _READ_LIMIT:
@@ -196,7 +214,7 @@ async def _read_some(response: httpx.Response) -> bytes:
     return b"".join(chunks)
 
 
-def _connect_error(endpoint: str, exc: httpx.ConnectError) -> str:
+def _connect_error(endpoint: str, exc: aiohttp.ClientConnectorError) -> str:
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ConnectionRefusedError) or "refused" in str(cause).lower():

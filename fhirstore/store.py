@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 from urllib.parse import urlencode
 
 import orjson
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -32,6 +32,8 @@ from fhirstore.errors import BadRequest, Conflict, Gone, NotFound, PreconditionF
 from fhirstore.search.query import SearchRequest, parse_search
 from fhirstore.search.sql import SearchResult, run_search
 from fhirstore.validation import require_id, require_type, validate_resource
+
+_VERSIONS_PER_QUERY = 300  # (type, id, version) triples per IN list: 900 bound parameters
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +237,27 @@ class Store:
         if version.deleted:
             raise Gone(f"{resource_type}/{resource_id} version {version_id} is a deletion")
         return version
+
+    async def versions(
+        self, keys: Sequence[tuple[str, str, int]]
+    ) -> dict[tuple[str, str, int], StoredVersion]:
+        """Many versions at once, by (type, id, versionId); those that do not exist are left
+        out, deletions are included (`deleted`)."""
+        found: dict[tuple[str, str, int], StoredVersion] = {}
+        wanted = sorted(set(keys))
+        v = resource_versions.c
+        async with self.engine.connect() as conn:
+            for start in range(0, len(wanted), _VERSIONS_PER_QUERY):
+                chunk = wanted[start : start + _VERSIONS_PER_QUERY]
+                rows = await conn.execute(
+                    select(resource_versions).where(
+                        tuple_(v.res_type, v.res_id, v.version_id).in_(chunk)
+                    )
+                )
+                for row in rows:
+                    version = _version(row)
+                    found[version.resource_type, version.id, version.version_id] = version
+        return found
 
     async def history(
         self,

@@ -3,6 +3,7 @@ notification carries the resource (full-resource content, classic payloads)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -10,7 +11,7 @@ import orjson
 from events.subscriptions.ledger import RecordedEvent
 from events.subscriptions.notification import NotificationEvent
 from fhirstore.errors import Gone, NotFound
-from fhirstore.store import Store
+from fhirstore.store import Store, StoredVersion
 
 
 async def version_resource(
@@ -24,18 +25,35 @@ async def version_resource(
     return orjson.loads(version.body) if version.body is not None else None
 
 
-async def notification_event(
-    store: Store, event: RecordedEvent, *, with_resource: bool
-) -> NotificationEvent:
-    resource = None
-    if with_resource and event.interaction != "delete":
-        resource = await version_resource(store, event.res_type, event.res_id, event.version_id)
-    return NotificationEvent(
-        event_number=event.event_number,
-        timestamp=event.occurred_at,
-        focus_type=event.res_type,
-        focus_id=event.res_id,
-        focus_version=event.version_id,
-        interaction=event.interaction,
-        resource=resource,
-    )
+async def notification_events(
+    store: Store, events: Sequence[RecordedEvent], *, with_resource: bool
+) -> list[NotificationEvent]:
+    """`events` as notification events; with `with_resource`, each carries its focus version
+    (read in one go), except deletions."""
+    bodies: dict[tuple[str, str, int], StoredVersion] = {}
+    if with_resource:
+        keys = [_key(e) for e in events if e.interaction != "delete"]
+        bodies = await store.versions(keys) if keys else {}
+    return [
+        NotificationEvent(
+            event_number=e.event_number,
+            timestamp=e.occurred_at,
+            focus_type=e.res_type,
+            focus_id=e.res_id,
+            focus_version=e.version_id,
+            interaction=e.interaction,
+            resource=_resource(bodies.get(_key(e))) if e.interaction != "delete" else None,
+        )
+        for e in events
+    ]
+
+
+def _key(event: RecordedEvent) -> tuple[str, str, int]:
+    return event.res_type, event.res_id, event.version_id
+
+
+def _resource(version: StoredVersion | None) -> dict[str, Any] | None:
+    if version is None or version.body is None:
+        return None
+    resource: dict[str, Any] = orjson.loads(version.body)
+    return resource

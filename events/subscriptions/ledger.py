@@ -190,35 +190,41 @@ class Ledger:
     async def record(self, events: Sequence[NewEvent]) -> list[RecordedEvent]:
         """Number each event for its subscription, in order; a known (subscription, change)
         keeps the number it has. One transaction for all, taking the subscriptions' rows in id
-        order so that two matchers numbering for the same subscriptions cannot deadlock."""
-        recorded: list[RecordedEvent] = []
-        async with self._store.bookkeeping_transaction() as conn:
-            for new in sorted(events, key=lambda e: e.subscription_id):
-                recorded.append(await _record_one(conn, new))
-        return recorded
+        order so that two matchers numbering for the same subscriptions cannot deadlock.
 
-    async def pending(self, subscription_id: str, limit: int) -> list[RecordedEvent]:
-        """The oldest events not yet delivered, in eventNumber order."""
+        A few statements per batch, not per event: one lookup of the changes already numbered,
+        one counter update per subscription, one insert of all new events."""
+        by_subscription: dict[str, list[NewEvent]] = {}
+        for new in events:
+            by_subscription.setdefault(new.subscription_id, []).append(new)
+        recorded: dict[tuple[str, str], RecordedEvent] = {}
+        async with self._store.bookkeeping_transaction() as conn:
+            recorded.update(await _known(conn, by_subscription))
+            rows: list[dict[str, Any]] = []
+            for subscription_id in sorted(by_subscription):
+                fresh = _unrecorded(by_subscription[subscription_id], recorded)
+                if not fresh:
+                    continue
+                last = await _count(conn, subscription_id, len(fresh))
+                for number, new in enumerate(fresh, start=last - len(fresh) + 1):
+                    row = {**_fields(new), "event_number": number}
+                    rows.append(row)
+                    recorded[new.subscription_id, new.event_id] = RecordedEvent(**row)
+            if rows:
+                await conn.execute(insert(subscription_events), rows)
+        return [recorded[e.subscription_id, e.event_id] for e in events]
+
+    async def pending(self, subscription_id: str, after: int, limit: int) -> list[RecordedEvent]:
+        """The oldest events after eventNumber `after` (where delivery got to), in order."""
+        events = subscription_events.c
         async with self._engine.connect() as conn:
-            through = (
-                await conn.execute(
-                    select(subscription_state.c.delivered_through).where(
-                        subscription_state.c.subscription_id == subscription_id
-                    )
-                )
-            ).scalar()
-            if through is None:
-                return []
             rows = (
                 await conn.execute(
                     select(subscription_events)
                     .where(
-                        and_(
-                            subscription_events.c.subscription_id == subscription_id,
-                            subscription_events.c.event_number > through,
-                        )
+                        and_(events.subscription_id == subscription_id, events.event_number > after)
                     )
-                    .order_by(subscription_events.c.event_number)
+                    .order_by(events.event_number)
                     .limit(limit)
                 )
             ).all()
@@ -443,39 +449,78 @@ async def _lock_state(conn: AsyncConnection, subscription_id: str) -> Any:
     return (await conn.execute(query)).first()
 
 
-async def _record_one(conn: AsyncConnection, new: NewEvent) -> RecordedEvent:
+async def _known(
+    conn: AsyncConnection, by_subscription: dict[str, list[NewEvent]]
+) -> dict[tuple[str, str], RecordedEvent]:
+    """The events among these that their subscriptions have numbered already (usually one
+    query: these subscriptions' rows for these changes)."""
     events = subscription_events.c
-    known = (
-        await conn.execute(
-            select(subscription_events).where(
-                and_(events.subscription_id == new.subscription_id, events.event_id == new.event_id)
+    wanted = {
+        (new.subscription_id, new.event_id) for news in by_subscription.values() for new in news
+    }
+    subscription_ids = sorted(by_subscription)
+    event_ids = sorted({event_id for _, event_id in wanted})
+    known: dict[tuple[str, str], RecordedEvent] = {}
+    for subs in _chunks(subscription_ids):
+        for ids in _chunks(event_ids):
+            rows = await conn.execute(
+                select(subscription_events).where(
+                    and_(events.subscription_id.in_(subs), events.event_id.in_(ids))
+                )
             )
-        )
-    ).first()
-    if known is not None:
-        return _event(known)
+            known.update(
+                ((row.subscription_id, row.event_id), _event(row))
+                for row in rows
+                if (row.subscription_id, row.event_id) in wanted
+            )
+    return known
+
+
+def _chunks(values: list[str]) -> list[list[str]]:
+    return [values[start : start + _CHUNK] for start in range(0, len(values), _CHUNK)]
+
+
+def _unrecorded(
+    news: list[NewEvent], recorded: dict[tuple[str, str], RecordedEvent]
+) -> list[NewEvent]:
+    """`news` without those numbered already, each change once, in order."""
+    seen: set[str] = set()
+    fresh = []
+    for new in news:
+        if (new.subscription_id, new.event_id) not in recorded and new.event_id not in seen:
+            seen.add(new.event_id)
+            fresh.append(new)
+    return fresh
+
+
+async def _count(conn: AsyncConnection, subscription_id: str, added: int) -> int:
+    """Add `added` events to the subscription's count; the new count."""
     state = subscription_state.c
     number = (
         await conn.execute(
             update(subscription_state)
-            .where(state.subscription_id == new.subscription_id)
-            .values(events_since_start=state.events_since_start + 1)
+            .where(state.subscription_id == subscription_id)
+            .values(events_since_start=state.events_since_start + added)
             .returning(state.events_since_start)
         )
     ).scalar()
-    if number is None:  # matched before its registration landed: start counting now
-        await conn.execute(
-            insert(subscription_state).values(
-                subscription_id=new.subscription_id,
-                status="requested",
-                events_since_start=1,
-                delivered_through=0,
-            )
+    if number is not None:
+        return int(number)
+    # Matched before its registration landed: start counting now.
+    await conn.execute(
+        insert(subscription_state).values(
+            subscription_id=subscription_id,
+            status="requested",
+            events_since_start=added,
+            delivered_through=0,
         )
-        number = 1
-    row = {
+    )
+    return added
+
+
+def _fields(new: NewEvent) -> dict[str, Any]:
+    return {
         "subscription_id": new.subscription_id,
-        "event_number": number,
         "event_id": new.event_id,
         "res_type": new.res_type,
         "res_id": new.res_id,
@@ -483,5 +528,3 @@ async def _record_one(conn: AsyncConnection, new: NewEvent) -> RecordedEvent:
         "interaction": new.interaction,
         "occurred_at": new.occurred_at,
     }
-    await conn.execute(insert(subscription_events).values(**row))
-    return RecordedEvent(**row)

@@ -105,7 +105,10 @@ class Matcher:
         if not numbered:
             return []
         recorded = await self._ledger.record(numbered)
-        return [notification_job(r.subscription_id, r.event_number) for r in recorded]
+        # A job wakes the subscription's delivery, which sends everything owed: one per
+        # subscription (naming its latest event) is enough.
+        latest = {r.subscription_id: r.event_number for r in recorded}
+        return [notification_job(sid, number) for sid, number in latest.items()]
 
     async def _handle(self, event: ChangeEvent, numbered: list[NewEvent]) -> list[Message]:
         await self._registry.catch_up(event.sequence)

@@ -10,7 +10,7 @@ from typing import Any, get_args
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from events.subscriptions.focus import notification_event
+from events.subscriptions.focus import notification_events
 from events.subscriptions.ledger import Ledger
 from events.subscriptions.model import ContentLevel, SubscriptionSpec
 from events.subscriptions.notification import (
@@ -99,7 +99,7 @@ def subscription_router(
         recorded = await ledger.events(subscription_id, since, until, _MAX_EVENTS)
         progress = await ledger.progress(subscription_id)
         full = content == "full-resource"
-        loaded = [await notification_event(store, e, with_resource=full) for e in recorded]
+        loaded = await notification_events(store, recorded, with_resource=full)
         bundle = events_bundle(
             spec,
             status=progress.status if progress else spec.status,

@@ -1,0 +1,128 @@
+"""The subscription ledger on both databases: numbering in batches, and reading what is owed."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from events.subscriptions.focus import notification_events
+from events.subscriptions.ledger import Ledger, NewEvent
+from herald.runtime import Runtime
+from tests.support.herald import running_herald
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+_names = itertools.count()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def runtime(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[Runtime]:
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path}/herald.db"
+    else:
+        fresh: Callable[[str], str] = request.getfixturevalue("fresh_database")
+        url = fresh(f"ledger_{next(_names)}")
+    async with running_herald(url, subscriptions=False) as (running, _client):
+        yield running
+
+
+def change(subscription_id: str, n: int, *, version: int = 1) -> NewEvent:
+    return NewEvent(
+        subscription_id,
+        f"event-{n}",
+        "Observation",
+        f"obs-{n}",
+        version,
+        "create",
+        T0 + timedelta(seconds=n),
+    )
+
+
+async def test_a_batch_numbers_each_subscription_in_order(runtime: Runtime) -> None:
+    ledger = Ledger(runtime.store)
+    await ledger.register("a", "active")
+    await ledger.register("b", "active")
+
+    batch = [change("a", 1), change("b", 2), change("a", 3), change("a", 4), change("b", 5)]
+    recorded = await ledger.record(batch)
+
+    assert [(r.subscription_id, r.event_id, r.event_number) for r in recorded] == [
+        ("a", "event-1", 1),
+        ("b", "event-2", 1),
+        ("a", "event-3", 2),
+        ("a", "event-4", 3),
+        ("b", "event-5", 2),
+    ]
+    progress = await ledger.progress_of(["a", "b"])
+    assert progress["a"].events_since_start == 3 and progress["b"].events_since_start == 2
+
+
+async def test_a_redelivered_change_keeps_its_number_and_is_not_counted_again(
+    runtime: Runtime,
+) -> None:
+    ledger = Ledger(runtime.store)
+    await ledger.register("a", "active")
+    await ledger.record([change("a", 1), change("a", 2)])
+
+    # The same changes again (a replayed batch), one twice, and one new change.
+    again = await ledger.record([change("a", 2), change("a", 3), change("a", 2), change("a", 1)])
+
+    assert [(r.event_id, r.event_number) for r in again] == [
+        ("event-2", 2),
+        ("event-3", 3),
+        ("event-2", 2),
+        ("event-1", 1),
+    ]
+    progress = await ledger.progress("a")
+    assert progress is not None and progress.events_since_start == 3
+    owed = await ledger.pending("a", 0, 10)
+    assert [e.event_number for e in owed] == [1, 2, 3]
+
+
+async def test_a_subscription_matched_before_it_was_registered_starts_at_one(
+    runtime: Runtime,
+) -> None:
+    ledger = Ledger(runtime.store)
+    recorded = await ledger.record([change("late", 1), change("late", 2)])
+
+    assert [r.event_number for r in recorded] == [1, 2]
+    progress = await ledger.progress("late")
+    assert progress is not None and progress.status == "requested"
+
+
+async def test_pending_starts_after_the_given_number_and_stops_at_the_limit(
+    runtime: Runtime,
+) -> None:
+    ledger = Ledger(runtime.store)
+    await ledger.register("a", "active")
+    await ledger.record([change("a", n) for n in range(1, 8)])
+
+    owed = await ledger.pending("a", 3, 2)
+
+    assert [e.event_number for e in owed] == [4, 5]
+    assert await ledger.pending("a", 7, 10) == []
+
+
+async def test_notification_events_read_each_focus_version_in_one_go(runtime: Runtime) -> None:
+    store = runtime.store
+    first = await store.create({"resourceType": "Patient", "gender": "female"})
+    pid = first.version.id
+    await store.update("Patient", pid, {"resourceType": "Patient", "id": pid, "gender": "male"})
+    await store.delete("Patient", pid)
+    ledger = Ledger(store)
+    events = [
+        NewEvent("a", "e1", "Patient", pid, 1, "create", T0),
+        NewEvent("a", "e2", "Patient", pid, 2, "update", T0),
+        NewEvent("a", "e3", "Patient", pid, 3, "delete", T0),
+        NewEvent("a", "e4", "Patient", "never-written", 1, "create", T0),
+    ]
+    recorded = await ledger.record(events)
+
+    loaded = await notification_events(store, recorded, with_resource=True)
+    bare = await notification_events(store, recorded, with_resource=False)
+
+    assert [e.resource and e.resource["gender"] for e in loaded] == ["female", "male", None, None]
+    assert [e.focus_version for e in loaded] == [1, 2, 3, 1]
+    assert all(e.resource is None for e in bare)
