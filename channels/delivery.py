@@ -22,7 +22,6 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from channels.lease import Lease, LeaseLost
 from channels.metrics import (
@@ -31,7 +30,7 @@ from channels.metrics import (
     EVENTS_DELIVERED,
     NOTIFICATIONS_SENT,
 )
-from channels.resthook import Delivery, Outcome
+from channels.transport import Delivery, Transport
 from events.subscriptions.focus import notification_events
 from events.subscriptions.ledger import Ledger, RecordedEvent, SubscriptionProgress
 from events.subscriptions.lifecycle import Lifecycle
@@ -51,10 +50,6 @@ log = logging.getLogger(__name__)
 
 _PAGE = 200  # owed events read at a time
 _RECORD_EVERY = 0.05  # seconds between progress writes while a page is being delivered
-
-
-class Transport(Protocol):
-    async def send(self, delivery: Delivery) -> Outcome: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +186,7 @@ class SubscriptionDelivery:
         # A handshake is retried until it gets through. A heartbeat is not: a failed one counts
         # as traffic too, so the next goes out a period later (or the next event tries sooner).
         retry = kind == "handshake"
-        delivery = self._delivery(spec, body, key)
+        delivery = self._delivery(spec, kind, body, key)
         error, _ = await self._send(
             spec, progress, delivery, lease, kind=kind, retry=retry, stop_when=stop_when
         )
@@ -271,7 +266,7 @@ class SubscriptionDelivery:
         return await self._send(
             spec,
             progress,
-            self._delivery(spec, payload, key),
+            self._delivery(spec, "event-notification", payload, key),
             lease,
             kind="event-notification",
             give_up_from=pending[0].occurred_at,
@@ -353,9 +348,13 @@ class SubscriptionDelivery:
         ceiling = min(self._policy.max_backoff, self._policy.initial_backoff * 2**attempt)
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
-    def _delivery(self, spec: SubscriptionSpec, body: bytes | None, key: str) -> Delivery:
+    def _delivery(
+        self, spec: SubscriptionSpec, kind: NotificationType, body: bytes | None, key: str
+    ) -> Delivery:
         channel = spec.channel
         return Delivery(
+            subscription_id=spec.id,
+            kind=kind,
             endpoint=channel.endpoint,
             body=body,
             content_type=channel.payload if body is not None else None,

@@ -35,11 +35,11 @@ import asyncio
 import hashlib
 import hmac
 import time
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiohttp
 
+from channels.transport import Delivery, Outcome
 from fhirstore.clock import Clock, SystemClock
 
 SIGNATURE_HEADER = "X-Herald-Signature"
@@ -54,29 +54,6 @@ _RESERVED = frozenset(
 _NOT_ADDED = ("Content-Type", "Accept-Encoding")
 _READ_LIMIT = 64 * 1024  # answer bytes read; a larger answer costs its connection
 _SNIPPET = 200  # characters of an error answer quoted in the message
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One POST to make: where, what, and how long to wait for the answer."""
-
-    endpoint: str
-    body: bytes | None
-    content_type: str | None
-    headers: tuple[tuple[str, str], ...]  # Subscription.channel.header, split into name/value
-    idempotency_key: str
-    secret: str | None
-    timeout: float  # seconds for the whole delivery, from asking for a connection to the answer
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How a delivery went: `ok` for a 2xx answer, else `error` says what to fix."""
-
-    ok: bool
-    status_code: int | None  # None when no HTTP answer came
-    error: str | None  # None when ok
-    elapsed: float  # seconds
 
 
 def signature(secret: str, timestamp: int, body: bytes) -> str:

@@ -36,7 +36,8 @@ class NotificationJob(BaseModel):
 
     subscription_id: str = Field(alias="subscriptionId")
     event_number: int | None = Field(
-        alias="eventNumber", description="The event numbered; null for a handshake"
+        alias="eventNumber",
+        description="The latest event numbered for it by a batch; null for a handshake",
     )
 
 

@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from channels.resthook import Delivery, Outcome, RestHookSender, signature
+from channels.resthook import RestHookSender, signature
+from channels.transport import Delivery, Outcome
 from fhirstore.clock import FrozenClock
 from tests.support.process import free_port
 from tests.support.receiver import http_receiver
@@ -27,6 +28,8 @@ async def sender() -> AsyncIterator[RestHookSender]:
 
 def delivery(endpoint: str, **changes: object) -> Delivery:
     fields: dict[str, object] = {
+        "subscription_id": "sub-1",
+        "kind": "event-notification",
         "endpoint": endpoint,
         "body": BODY,
         "content_type": "application/fhir+json",
