@@ -96,6 +96,7 @@ class SubscriptionDelivery:
         self._transports = transports
         self._policy = policy
         self.owner = owner
+        self._nudges: dict[str, asyncio.Event] = {}  # subscriptions waiting to retry
 
     async def _current(
         self, subscription_id: str
@@ -133,6 +134,10 @@ class SubscriptionDelivery:
             await self._lifecycle.transition(subscription_id, "off")
             return False
         if progress.last_sent_at is None:
+            if spec.channel.type == "websocket":
+                # Its handshake goes out when a client binds a socket (channels/websocket).
+                await self._give_up_waiting(spec, progress, "no WebSocket was ever bound")
+                return False
             await self._handshake(spec, progress, lease)
             return True
         size = 1 if spec.classic else spec.channel.max_count
@@ -158,9 +163,7 @@ class SubscriptionDelivery:
         expired: list[RecordedEvent] = []
 
         async def events_expired() -> bool:
-            limit = self._clock.now() - self._policy.give_up_after
-            waiting = await self._ledger.pending(spec.id, progress.delivered_through, _PAGE)
-            expired[:] = itertools.takewhile(lambda e: e.occurred_at <= limit, waiting)
+            expired[:] = await self._expired(spec, progress)
             return bool(expired)
 
         error = await self._send_status(
@@ -168,6 +171,21 @@ class SubscriptionDelivery:
         )
         if error is not None and expired:
             problem = f"no handshake got through: {error}"
+            await self._give_up(spec, expired, problem, progress.delivered_through)
+
+    async def _expired(
+        self, spec: SubscriptionSpec, progress: SubscriptionProgress
+    ) -> list[RecordedEvent]:
+        """The oldest owed events, those past the give-up age."""
+        limit = self._clock.now() - self._policy.give_up_after
+        waiting = await self._ledger.pending(spec.id, progress.delivered_through, _PAGE)
+        return list(itertools.takewhile(lambda e: e.occurred_at <= limit, waiting))
+
+    async def _give_up_waiting(
+        self, spec: SubscriptionSpec, progress: SubscriptionProgress, problem: str
+    ) -> None:
+        expired = await self._expired(spec, progress)
+        if expired:
             await self._give_up(spec, expired, problem, progress.delivered_through)
 
     async def _send_status(
@@ -329,11 +347,27 @@ class SubscriptionDelivery:
             if attempt == 1 and before_retry is not None:
                 await before_retry()
             async with self._idle():  # others may deliver while this one waits
-                await asyncio.sleep(self._backoff(attempt - 1))
+                await self._wait_or_nudge(spec.id, self._backoff(attempt - 1))
             lease.check()
             current = await self._current(spec.id)
             if current is None or ended(current[0], self._clock.now(), current[1]):
                 raise Stopped(spec.id)
+
+    def nudge(self, subscription_id: str) -> None:
+        """Cut short a retry wait of this subscription (e.g. a WebSocket was just bound)."""
+        waiting = self._nudges.get(subscription_id)
+        if waiting is not None:
+            waiting.set()
+
+    async def _wait_or_nudge(self, subscription_id: str, seconds: float) -> None:
+        nudged = self._nudges.setdefault(subscription_id, asyncio.Event())
+        try:
+            async with asyncio.timeout(seconds):
+                await nudged.wait()
+        except TimeoutError:
+            pass
+        finally:
+            del self._nudges[subscription_id]
 
     @contextlib.asynccontextmanager
     async def _idle(self) -> AsyncIterator[None]:

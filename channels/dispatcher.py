@@ -28,7 +28,7 @@ from channels.lease import LeaseLost, held_lease
 from channels.metrics import DELIVERY_WORKERS
 from events.bus import Bus, Message
 from events.subscriptions.ledger import Ledger
-from events.subscriptions.matching import NOTIFICATIONS_TOPIC, job_subscription_id
+from events.subscriptions.matching import NOTIFICATIONS_TOPIC, read_job
 from events.subscriptions.registry import SubscriptionRegistry
 from fhirstore.store import Store
 
@@ -76,11 +76,13 @@ class Dispatcher:
     async def handle(self, messages: Sequence[Message]) -> None:
         for message in messages:
             try:
-                subscription_id = job_subscription_id(message)
+                job = read_job(message)
             except ValueError:  # pydantic's ValidationError is one
                 log.error("dispatcher: skipping a malformed notification job %r", message.value)
                 continue
-            self.wake(subscription_id)
+            if job.retry_now:
+                self._delivery.nudge(job.subscription_id)
+            self.wake(job.subscription_id)
 
     def wake(self, subscription_id: str) -> None:
         """Make sure a worker looks at this subscription soon."""

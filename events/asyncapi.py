@@ -4,13 +4,28 @@ from __future__ import annotations
 
 import json
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, Literal
 
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
+from pydantic import BaseModel, ConfigDict, Field
 
 from events.model import CHANGES_TOPIC, EVENT_ID_HEADER, ChangeEvent
 from events.subscriptions.matching import NOTIFICATIONS_TOPIC, NotificationJob
+from events.subscriptions.model import WEBSOCKET_TOPIC
+
+
+class NotificationBundle(BaseModel):
+    """A Subscription notification: a FHIR `history` Bundle whose first entry is the R4B
+    SubscriptionStatus (handshake, heartbeat or event-notification), followed by an entry per
+    event at id-only or full-resource content."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="allow")
+
+    resource_type: Literal["Bundle"] = Field(alias="resourceType")
+    type: Literal["history"]
+    timestamp: str
+    entry: list[dict[str, Any]]
 
 
 def _version() -> str:
@@ -37,9 +52,32 @@ def asyncapi_document(bootstrap: str = "kafka:9092") -> dict[str, Any]:
         title=NOTIFICATIONS_TOPIC,
         schema=NotificationJob,
         description=(
-            "Internal: the matcher's wake-ups for the dispatchers, one per numbered event "
-            "(or handshake). Key: the Subscription id, so one subscription's jobs reach one "
-            "dispatcher in order. The notifications themselves are read from the database."
+            "Internal: the matcher's wake-ups for the dispatchers, one per subscription per "
+            "batch of changes (or handshake, or a WebSocket bind: retryNow). Key: the "
+            "Subscription id, so one subscription's jobs reach one dispatcher in order. The "
+            "notifications themselves are read from the database."
+        ),
+    )
+    broker.publisher(
+        "{queue topic}",
+        title="{queue topic}",
+        schema=NotificationBundle,
+        description=(
+            "The Kafka queue channel: a topic a Subscription names (`kafka:<topic>`, allowed by "
+            "HERALD_QUEUE_TOPICS). One record per notification, in eventNumber order per "
+            "subscription. Key: the Subscription id. Value: the notification Bundle (Backport "
+            "IG; empty for a classic subscription without payload). Headers: Idempotency-Key "
+            "(the same on a retry: drop repeats by it), Content-Type, Herald-Subscription, "
+            "Herald-Notification-Type (handshake, heartbeat, event-notification)."
+        ),
+    )
+    broker.publisher(
+        WEBSOCKET_TOPIC,
+        title=WEBSOCKET_TOPIC,
+        schema=NotificationBundle,
+        description=(
+            "Internal: notifications on their way to the replica that holds the subscription's "
+            "WebSocket. Key: the Subscription id. Every replica reads it, without a group."
         ),
     )
     spec = AsyncAPI(

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
+from channels.websocket.api import websocket_router
 from events.subscriptions.capability import subscription_capabilities
 from events.subscriptions.operations import subscription_router
 from fhirstore.api.errors import install_error_handlers
@@ -70,6 +71,19 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             prefix=settings.fhir_base_path,
             public_base=settings.public_base_url,
             max_body_bytes=settings.max_body_bytes,
+        )
+    )
+    app.include_router(
+        websocket_router(
+            runtime.store,
+            runtime.ledger,
+            runtime.registry,
+            runtime.binding_tokens,
+            runtime.hub,
+            prefix=settings.fhir_base_path,
+            public_base=settings.public_base_url,
+            max_body_bytes=settings.max_body_bytes,
+            nudge=runtime.nudge,
         )
     )
     app.include_router(

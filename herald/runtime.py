@@ -14,14 +14,20 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from channels.delivery import DeliveryPolicy
-from channels.dispatcher import Dispatcher
+from channels.dispatcher import Dispatcher, new_owner
 from channels.resthook import RestHookSender
+from channels.transport import Transport
+from channels.websocket.hub import SocketHub
+from channels.websocket.tokens import BindingTokens
+from channels.websocket.transport import WebSocketTransport
 from events.bus import Bus
 from events.bus.kafka import KafkaBus
 from events.bus.memory import MemoryBus
+from events.model import CHANGES_TOPIC
 from events.relay import OutboxRelay
 from events.subscriptions.ledger import Ledger
-from events.subscriptions.matching import Matcher
+from events.subscriptions.matching import Matcher, notification_job
+from events.subscriptions.model import WEBSOCKET_TOPIC
 from events.subscriptions.registry import SUBSCRIPTION, SUBSCRIPTION_TOPIC, SubscriptionRegistry
 from events.subscriptions.rules import subscription_rule, topic_rule
 from events.subscriptions.seeding import seed_builtin_topics
@@ -30,12 +36,13 @@ from fhirstore.db.engine import create_engine
 from fhirstore.db.migrate import upgrade
 from fhirstore.store import Store
 from herald import __version__
+from herald.channel_support import channel_support, optional_transports, queue_topics
 from herald.settings import Settings
 
 log = logging.getLogger(__name__)
 
-
-CHANNEL_TYPES = frozenset({"rest-hook"})
+# Topics Herald itself uses: a kafka channel may never write to them.
+_INTERNAL_TOPICS = frozenset({CHANGES_TOPIC, WEBSOCKET_TOPIC})
 
 
 def delivery_policy(settings: Settings) -> DeliveryPolicy:
@@ -84,28 +91,43 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = False
         self.ledger = Ledger(self.store)
-        self.registry = SubscriptionRegistry(
-            self.store,
-            channel_types=CHANNEL_TYPES,
-        )
+        channels = channel_support(settings, queue_topics(settings, _INTERNAL_TOPICS))
+        self.registry = SubscriptionRegistry(self.store, channels=channels)
         self.store.add_rule(SUBSCRIPTION, subscription_rule(self.registry))
         self.store.add_rule(SUBSCRIPTION_TOPIC, topic_rule)
-        self.sender = RestHookSender(
-            max_connections=settings.delivery_max_connections, user_agent=f"Herald/{__version__}"
+        policy = delivery_policy(settings)
+        owner = new_owner()
+        self.hub = SocketHub(self.store, self.bus, owner=owner, lease=policy.lease)
+        self.binding_tokens = BindingTokens(
+            self.store, lifetime=timedelta(seconds=settings.websocket_token_seconds)
         )
+        self.transports: dict[str, Transport] = {
+            "rest-hook": RestHookSender(
+                max_connections=settings.delivery_max_connections,
+                user_agent=f"Herald/{__version__}",
+            ),
+            "websocket": WebSocketTransport(self.hub),
+            **optional_transports(settings),
+        }
         self.dispatcher = Dispatcher(
             self.store,
             self.ledger,
             self.registry,
-            {"rest-hook": self.sender},
+            self.transports,
             self.bus,
-            policy=delivery_policy(settings),
+            policy=policy,
+            owner=owner,
         )
         if settings.subscriptions:
             # The matcher's own view of the subscriptions, in step with the changes it matches.
-            self.matching_registry = SubscriptionRegistry(self.store, channel_types=CHANNEL_TYPES)
+            self.matching_registry = SubscriptionRegistry(self.store, channels=channels)
             Matcher(self.store, self.ledger, self.matching_registry, self.bus).subscribe()
             self.dispatcher.subscribe()
+            self.hub.listen()
+
+    async def nudge(self, subscription_id: str) -> None:
+        """Have the subscription's dispatcher (whichever process) send what it owes now."""
+        await self.bus.publish([notification_job(subscription_id, None, retry_now=True)])
 
     async def start(self) -> None:
         await upgrade(self.engine)
@@ -119,6 +141,7 @@ class Runtime:
             self._spawn("outbox-relay", self.relay.run)
         if self.settings.subscriptions:
             self._spawn("dispatcher", self.dispatcher.run)
+            self._spawn("websocket-bindings", self.hub.run)
         self.ready = True
         log.info(
             "herald started",
@@ -153,5 +176,6 @@ class Runtime:
         self._tasks.clear()
         await self.bus.stop()  # no more jobs: then no new delivery workers
         await self.dispatcher.stop()
-        await self.sender.aclose()
+        for transport in self.transports.values():
+            await transport.aclose()
         await self.engine.dispose()

@@ -55,6 +55,23 @@ class Settings(BaseSettings):
     subscription_event_retention_hours: float = Field(
         168, description="How long delivered events stay available to $events"
     )
+    websocket_token_seconds: float = Field(
+        120, description="How long a $get-ws-binding-token token may be used to bind"
+    )
+    smtp_host: str | None = Field(None, description="SMTP server for the email channel")
+    smtp_port: int = Field(25, description="SMTP port (587 with STARTTLS, 465 with TLS)")
+    smtp_from: str = Field("herald@localhost", description="From address of notification emails")
+    smtp_starttls: bool = Field(False, description="Upgrade the SMTP connection with STARTTLS")
+    smtp_tls: bool = Field(False, description="Connect to the SMTP server over TLS (port 465)")
+    smtp_username: str | None = Field(None, description="SMTP login name, if it needs one")
+    smtp_password: str | None = Field(None, description="SMTP login password")
+    email_full_resource: bool = Field(
+        False, description="Allow full-resource content on the email channel (clinical data)"
+    )
+    queue_topics: str = Field(
+        "",
+        description="Kafka topics the kafka channel may write: names or prefixes ending in *",
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_format: Literal["console", "json"] = Field("console", description="console or json")
 

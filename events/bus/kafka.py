@@ -56,19 +56,24 @@ class KafkaBus:
 
     def subscribe_batch(self, topic: str, group: str, handler: BatchHandler) -> None:
         async def on_batch(msg: KafkaMessage) -> None:
-            records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
-            messages = [
-                Message(
-                    topic,
-                    _text(r.key),
-                    r.value or b"",
-                    {k: _text(v) for k, v in (r.headers or ())},
-                )
-                for r in records
-            ]
-            await handle_batch_with_retry(handler, messages)
+            await handle_batch_with_retry(handler, _messages(topic, msg))
 
         self._subscriber(topic, group, batch=True)(on_batch)
+
+    def subscribe_broadcast(self, topic: str, handler: BatchHandler) -> None:
+        async def on_batch(msg: KafkaMessage) -> None:
+            await handler(_messages(topic, msg))
+
+        self.broker.subscriber(
+            self.namespace + topic,
+            group_id=None,  # no group: every process reads every partition, from now on
+            auto_offset_reset="latest",
+            ack_policy=AckPolicy.MANUAL,  # nothing to commit without a group
+            parser=_parse_batch_leniently,
+            batch=True,
+            max_records=500,
+            batch_timeout_ms=5,
+        )(on_batch)
 
     def _subscriber(self, topic: str, group: str, *, batch: bool) -> Any:
         options: dict[str, Any] = {}
@@ -106,6 +111,14 @@ class KafkaBus:
             for m in messages
         ]
         await asyncio.gather(*futures)
+
+
+def _messages(topic: str, msg: KafkaMessage) -> list[Message]:
+    records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
+    return [
+        Message(topic, _text(r.key), r.value or b"", {k: _text(v) for k, v in (r.headers or ())})
+        for r in records
+    ]
 
 
 def _text(value: bytes | None) -> str:

@@ -22,6 +22,7 @@ from events.bus.base import (
 class MemoryBus:
     def __init__(self) -> None:
         self._groups: dict[str, dict[str, BatchHandler]] = defaultdict(dict)
+        self._broadcasts: dict[str, list[BatchHandler]] = defaultdict(list)
         self._running = False
 
     def subscribe(self, topic: str, group: str, handler: Handler) -> None:
@@ -35,6 +36,9 @@ class MemoryBus:
         if group in self._groups[topic]:
             raise ValueError(f"group {group!r} already consumes {topic!r} in this process")
         self._groups[topic][group] = handler
+
+    def subscribe_broadcast(self, topic: str, handler: BatchHandler) -> None:
+        self._broadcasts[topic].append(handler)
 
     async def start(self) -> None:
         self._running = True
@@ -53,6 +57,11 @@ class MemoryBus:
             for topic, batch in by_topic.items()
             for handler in self._groups.get(topic, {}).values()
         ]
+        runs.extend(
+            handler(batch)
+            for topic, batch in by_topic.items()
+            for handler in self._broadcasts.get(topic, ())
+        )
         await asyncio.gather(*runs)
 
     @staticmethod

@@ -1,14 +1,24 @@
 """Parse `Subscription.channel` (R4B, with the Backport IG extensions) into a `Channel`.
 
+Channel types: `rest-hook`, `websocket` (the endpoint is ignored: the client connects to
+Herald), `email` (`mailto:` endpoint) and Herald's Kafka queue: `type` `message` with the
+`backport-channel-type` extension on `_type` set to `HERALD_CHANNEL_TYPES|kafka` and the endpoint
+`kafka:<topic>`. Plain `message` (FHIR messaging) and `sms` are refused. Whether this server
+can serve a channel (an SMTP server configured, a queue topic the administrator allows) is
+`ChannelSupport.check`'s to say.
+
 Payload content: for a topic-based subscription the `backport-payload-content` extension on
 `_payload` decides; when it is absent the content is `id-only` if a payload MIME type is given
-and `empty` otherwise. A classic R4 subscription sends the resource itself when it has a
+and `empty` otherwise (for email always `empty`, so that no clinical content is mailed by
+accident). A classic R4 subscription sends the resource itself when it has a
 payload (`full-resource`) and nothing otherwise (`empty`). Payloads are JSON only.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -24,6 +34,7 @@ from events.subscriptions.elements import (
 from events.subscriptions.model import (
     CHANNEL_TYPE,
     HEARTBEAT_PERIOD,
+    HERALD_CHANNEL_TYPES,
     MAX_COUNT,
     PAYLOAD_CONTENT,
     TIMEOUT,
@@ -33,8 +44,9 @@ from events.subscriptions.model import (
 )
 
 PATH = "Subscription.channel"
-CHANNEL_TYPES = frozenset({"rest-hook", "websocket", "email", "message"})
+CHANNEL_TYPES = frozenset({"rest-hook", "websocket", "email", "message"})  # R4B codes
 R4_CHANNEL_TYPES = CHANNEL_TYPES | {"sms"}
+KAFKA = "kafka"  # in HERALD_CHANNEL_TYPES
 CHANNEL_TYPE_SYSTEMS = frozenset(
     {
         "http://terminology.hl7.org/CodeSystem/subscription-channel-type",
@@ -52,18 +64,38 @@ _LIMITS = {
     TIMEOUT: ("valueUnsignedInt", 1, MAX_TIMEOUT_SECONDS),
     MAX_COUNT: ("valuePositiveInt", 1, MAX_EVENTS_PER_NOTIFICATION),
 }
+_MAILTO = re.compile(r"mailto:[^@\s,?]+@[^@\s,?]+(,[^@\s,?]+@[^@\s,?]+)*")
 _HEADER = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*:\s*([^\r\n]*)")
 
 
-def parse_channel(
-    resource: dict[str, Any], *, classic: bool, channel_types: frozenset[str]
-) -> Channel:
+ChannelCheck = Callable[[Channel], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSupport:
+    """The channel types this server delivers, and `check`: what is wrong with one channel on
+    this server's configuration (e.g. no SMTP server, a queue topic not allowed), or None."""
+
+    types: frozenset[str] = frozenset({"rest-hook"})
+    check: ChannelCheck | None = None
+
+
+REST_HOOK_ONLY = ChannelSupport()
+
+
+def parse_channel(resource: dict[str, Any], *, classic: bool, support: ChannelSupport) -> Channel:
     channel = child(resource, "channel", "Subscription")
     if channel is None:
         raise invalid(PATH, "is required")
-    kind = _channel_type(channel, channel_types)
-    payload, content = _payload(channel, classic)
-    return Channel(
+    kind = _channel_type(channel, support.types)
+    if classic and kind == "websocket":
+        raise invalid(
+            f"{PATH}.type",
+            "the R4 websocket protocol (bind/ping) is not supported: use a topic-based "
+            "Subscription (Backport IG) for the websocket channel",
+        )
+    payload, content = _payload(channel, classic, email=kind == "email")
+    parsed = Channel(
         type=kind,
         endpoint=_endpoint(channel, kind),
         payload=payload,
@@ -73,6 +105,10 @@ def parse_channel(
         timeout=_limit(channel, TIMEOUT),
         max_count=_limit(channel, MAX_COUNT) or 1,
     )
+    problem = support.check(parsed) if support.check is not None else None
+    if problem is not None:
+        raise invalid(PATH, problem)
+    return parsed
 
 
 def _channel_type(channel: Json, supported: frozenset[str]) -> ChannelType:
@@ -83,9 +119,17 @@ def _channel_type(channel: Json, supported: frozenset[str]) -> ChannelType:
     kind = _extended_type(channel, path) or declared
     if kind is None:
         raise invalid(path, "is required")
+    if kind == KAFKA and declared not in (None, "message"):
+        raise invalid(path, f"a kafka channel is of type message (got {declared!r})")
+    if kind == "message":
+        raise invalid(
+            path,
+            "FHIR messaging is not supported; for a Kafka queue set the backport-channel-type"
+            f" extension on _type to {HERALD_CHANNEL_TYPES}|{KAFKA}",
+        )
     if kind not in supported:
         offered = ", ".join(sorted(supported))
-        raise invalid(path, f"channel type {kind} is not supported yet; use one of: {offered}")
+        raise invalid(path, f"channel type {kind} is not supported; use one of: {offered}")
     return cast(ChannelType, kind)
 
 
@@ -99,11 +143,13 @@ def _extended_type(channel: Json, path: str) -> str | None:
     if not isinstance(coding, dict):
         raise invalid(ext_path, "valueCoding must be a Coding")
     system, code = coding.get("system"), coding.get("code")
+    if system == HERALD_CHANNEL_TYPES and code == KAFKA:
+        return KAFKA
     if code not in CHANNEL_TYPES or (system is not None and system not in CHANNEL_TYPE_SYSTEMS):
         raise invalid(
             ext_path,
             f"unknown channel type {system or ''}|{code or ''}; Herald knows"
-            f" {', '.join(sorted(CHANNEL_TYPES))}",
+            f" {', '.join(sorted(CHANNEL_TYPES))} and {HERALD_CHANNEL_TYPES}|{KAFKA}",
         )
     return cast(str, code)
 
@@ -117,8 +163,10 @@ def _endpoint(channel: Json, kind: str) -> str:
         raise invalid(path, f"is required for a {kind} channel")
     if kind == "rest-hook":
         return _http_url(endpoint.strip(), path)
-    if kind == "email" and not re.fullmatch(r"mailto:[^@\s]+@[^@\s]+", endpoint.strip()):
+    if kind == "email" and not _MAILTO.fullmatch(endpoint.strip()):
         raise invalid(path, f"an email channel needs mailto:address (got {endpoint!r})")
+    if kind == KAFKA and not endpoint.strip().startswith("kafka:"):
+        raise invalid(path, f"a kafka channel needs kafka:<topic> (got {endpoint!r})")
     return endpoint.strip()
 
 
@@ -134,7 +182,7 @@ def _http_url(endpoint: str, path: str) -> str:
     return endpoint
 
 
-def _payload(channel: Json, classic: bool) -> tuple[str | None, ContentLevel]:
+def _payload(channel: Json, classic: bool, *, email: bool) -> tuple[str | None, ContentLevel]:
     path = f"{PATH}.payload"
     mime = string(channel, "payload", PATH)
     if mime is not None:
@@ -143,7 +191,7 @@ def _payload(channel: Json, classic: bool) -> tuple[str | None, ContentLevel]:
         return mime, "full-resource" if mime is not None else "empty"
     content = _content(channel, path)
     if content is None:
-        return mime, "id-only" if mime is not None else "empty"
+        return mime, "id-only" if mime is not None and not email else "empty"
     if mime is None and content != "empty":
         mime = "application/fhir+json"
     return mime, content

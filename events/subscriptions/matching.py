@@ -39,17 +39,26 @@ class NotificationJob(BaseModel):
         alias="eventNumber",
         description="The latest event numbered for it by a batch; null for a handshake",
     )
+    retry_now: bool = Field(
+        False,
+        alias="retryNow",
+        description="Retry a failing delivery now rather than after its wait (a client came back)",
+    )
 
 
-def notification_job(subscription_id: str, event_number: int | None) -> Message:
-    job = NotificationJob(subscription_id=subscription_id, event_number=event_number)
+def notification_job(
+    subscription_id: str, event_number: int | None, *, retry_now: bool = False
+) -> Message:
+    job = NotificationJob(
+        subscription_id=subscription_id, event_number=event_number, retry_now=retry_now
+    )
     return Message(
         NOTIFICATIONS_TOPIC, subscription_id, job.model_dump_json(by_alias=True).encode()
     )
 
 
-def job_subscription_id(message: Message) -> str:
-    return NotificationJob.model_validate_json(message.value).subscription_id
+def read_job(message: Message) -> NotificationJob:
+    return NotificationJob.model_validate_json(message.value)
 
 
 class Matcher:

@@ -25,13 +25,19 @@ TOPIC_CANONICAL = BACKPORT + "capabilitystatement-subscriptiontopic-canonical"
 # Where Herald's own canonical URLs (built-in topics, extensions) live.
 HERALD_CANONICAL = "http://herald-fhir.org/fhir"
 SIGNING_SECRET = HERALD_CANONICAL + "/StructureDefinition/subscription-signing-secret"
+HERALD_CHANNEL_TYPES = HERALD_CANONICAL + "/CodeSystem/channel-type"
+
+# Internal Kafka topic: notifications on their way to the replica holding a WebSocket.
+WEBSOCKET_TOPIC = "herald.websocket"
 
 # A resource trigger on this type matches every resource type.
 ANY_RESOURCE = "Resource"
 
 Interaction = Literal["create", "update", "delete"]
 ContentLevel = Literal["empty", "id-only", "full-resource"]
-ChannelType = Literal["rest-hook", "websocket", "email", "message"]
+# Herald's channel types: the R4B codes it delivers, and its Kafka queue ("message" with the
+# backport-channel-type extension set to HERALD_CHANNEL_TYPES|kafka).
+ChannelType = Literal["rest-hook", "websocket", "email", "kafka"]
 SubscriptionState = Literal["requested", "active", "error", "off"]
 NotificationType = Literal[
     "handshake", "heartbeat", "event-notification", "query-status", "query-event"

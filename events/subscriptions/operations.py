@@ -27,6 +27,20 @@ _MAX_EVENTS = 1000
 _STATUSES = ("requested", "active", "error", "off")
 
 
+async def stored_spec(
+    store: Store, registry: SubscriptionRegistry, subscription_id: str
+) -> SubscriptionSpec:
+    """The stored Subscription as the matcher sees it: 404 / 410 as for a read."""
+    await store.read("Subscription", subscription_id)
+    spec = registry.index.get(subscription_id)
+    if spec is None:
+        await registry.catch_up()
+        spec = registry.index.get(subscription_id)
+    if spec is None:
+        raise NotFound(f"Subscription/{subscription_id} is not known to the matcher yet")
+    return spec
+
+
 def subscription_router(
     store: Store,
     ledger: Ledger,
@@ -42,17 +56,10 @@ def subscription_router(
         return public_base or str(request.base_url).rstrip("/") + prefix
 
     async def spec_of(subscription_id: str) -> SubscriptionSpec:
-        await store.read("Subscription", subscription_id)  # 404 / 410 as for a read
-        spec = registry.index.get(subscription_id)
-        if spec is None:
-            await registry.catch_up()
-            spec = registry.index.get(subscription_id)
-        if spec is None:
-            raise NotFound(f"Subscription/{subscription_id} is not known to the matcher yet")
-        return spec
+        return await stored_spec(store, registry, subscription_id)
 
     async def statuses(request: Request, ids: list[str]) -> Response:
-        params = await _parameters(request, max_body_bytes)
+        params = await operation_parameters(request, max_body_bytes)
         ids = ids or [i for v in params.get("id", []) for i in v.split(",") if i]
         wanted = {s for v in params.get("status", []) for s in v.split(",") if s}
         if unknown := wanted - set(_STATUSES):
@@ -90,7 +97,7 @@ def subscription_router(
 
     @router.api_route("/Subscription/{subscription_id}/$events", methods=["GET", "POST"])
     async def events(request: Request, subscription_id: str) -> Response:
-        params = await _parameters(request, max_body_bytes)
+        params = await operation_parameters(request, max_body_bytes)
         spec = await spec_of(subscription_id)
         since = _number(params, "eventsSinceNumber")
         until = _number(params, "eventsUntilNumber")
@@ -113,7 +120,7 @@ def subscription_router(
     return router
 
 
-async def _parameters(request: Request, max_body_bytes: int) -> dict[str, list[str]]:
+async def operation_parameters(request: Request, max_body_bytes: int) -> dict[str, list[str]]:
     """Query parameters, plus the `parameter`s of a POSTed Parameters resource."""
     found: dict[str, list[str]] = {}
     for name, value in request.query_params.multi_items():

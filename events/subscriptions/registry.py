@@ -21,6 +21,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.model import ChangeEvent
+from events.subscriptions.channel import ChannelSupport
 from events.subscriptions.matcher import SubscriptionIndex
 from events.subscriptions.model import SubscriptionSpec, Topic
 from events.subscriptions.subscription import parse_subscription
@@ -59,12 +60,12 @@ class SubscriptionRegistry:
         self,
         store: Store,
         *,
-        channel_types: frozenset[str],
+        channels: ChannelSupport,
     ) -> None:
         self.index = SubscriptionIndex()
         self._store = store
         self._clock = store.clock
-        self._channel_types = channel_types
+        self._channels = channels
         self._versions: dict[tuple[str, str], int] = {}
         self._topic_urls: dict[str, str] = {}  # SubscriptionTopic id -> url
         self._position = 0  # every change up to this outbox sequence is applied
@@ -76,7 +77,7 @@ class SubscriptionRegistry:
     def parse(self, resource: dict[str, Any]) -> SubscriptionSpec:
         """Parse a Subscription against the known topics (raises FhirError if it is invalid)."""
         return parse_subscription(
-            resource, self.find_topic, channel_types=self._channel_types, now=self._clock.now()
+            resource, self.find_topic, channels=self._channels, now=self._clock.now()
         )
 
     async def load(self) -> None:

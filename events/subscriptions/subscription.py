@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any, cast
 
-from events.subscriptions.channel import parse_channel
+from events.subscriptions.channel import REST_HOOK_ONLY, ChannelSupport, parse_channel
 from events.subscriptions.criteria import criterion, split_query
 from events.subscriptions.elements import (
     child,
@@ -64,7 +64,7 @@ def parse_subscription(
     resource: dict[str, Any],
     find_topic: FindTopic,
     *,
-    channel_types: frozenset[str] = frozenset({"rest-hook"}),
+    channels: ChannelSupport = REST_HOOK_ONLY,
     now: datetime | None = None,
 ) -> SubscriptionSpec:
     """The SubscriptionSpec of a Subscription; raises Unprocessable naming the element."""
@@ -82,9 +82,7 @@ def parse_subscription(
         id=string(resource, "id", PATH) or "",
         topic_url=topic_url,
         filters=filters,
-        channel=parse_channel(
-            resource, classic=classic_type is not None, channel_types=channel_types
-        ),
+        channel=parse_channel(resource, classic=classic_type is not None, support=channels),
         status=_status(resource),
         end=_end(resource),
         classic=classic_type is not None,

@@ -159,3 +159,26 @@ dead_letters = Table(
     Index("ix_dead_letters_subscription", "subscription_id"),
     sqlite_autoincrement=True,
 )
+
+# WebSocket binding tokens from `$get-ws-binding-token` (the SHA-256 of the token, never the
+# token itself), usable until they expire.
+websocket_tokens = Table(
+    "websocket_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("subscription_ids", Text, nullable=False),  # space-separated
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_websocket_tokens_expires", "expires_at"),
+)
+
+# Which process holds a WebSocket bound to a subscription, renewed while the socket is open:
+# a dispatcher in any process can tell whether (and where) a subscription's client listens.
+websocket_bindings = Table(
+    "websocket_bindings",
+    metadata,
+    Column("subscription_id", String(64), primary_key=True),
+    Column("connection_id", String(64), primary_key=True),
+    Column("owner", String(64), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_websocket_bindings_expires", "expires_at"),
+)

@@ -12,6 +12,7 @@ import pytest
 from channels.resthook import RestHookSender, signature
 from channels.transport import Delivery, Outcome
 from fhirstore.clock import FrozenClock
+from tests.support.deliveries import a_delivery
 from tests.support.process import free_port
 from tests.support.receiver import http_receiver
 
@@ -27,19 +28,8 @@ async def sender() -> AsyncIterator[RestHookSender]:
 
 
 def delivery(endpoint: str, **changes: object) -> Delivery:
-    fields: dict[str, object] = {
-        "subscription_id": "sub-1",
-        "kind": "event-notification",
-        "endpoint": endpoint,
-        "body": BODY,
-        "content_type": "application/fhir+json",
-        "headers": (),
-        "idempotency_key": "sub-1:7",
-        "secret": None,
-        "timeout": 5.0,
-    }
-    fields.update(changes)
-    return Delivery(**fields)  # type: ignore[arg-type]
+    body = changes.pop("body", BODY)
+    return a_delivery(endpoint, body, **changes)  # type: ignore[arg-type]
 
 
 async def test_posts_body_with_headers_key_and_signature(sender: RestHookSender) -> None:

@@ -13,15 +13,18 @@ from events.subscriptions.builtin_topics import (
     RESOURCE_CHANGE,
     TASK_READY,
 )
+from events.subscriptions.channel import ChannelSupport
 from events.subscriptions.model import (
     ANY_RESOURCE,
     CHANNEL_TYPE,
     FILTER_CRITERIA,
     HEARTBEAT_PERIOD,
+    HERALD_CHANNEL_TYPES,
     MAX_COUNT,
     PAYLOAD_CONTENT,
     SIGNING_SECRET,
     TIMEOUT,
+    Channel,
     SubscriptionSpec,
     Topic,
     classic_topic_url,
@@ -253,19 +256,32 @@ def test_invalid_classic_criteria_are_refused(criteria: str, words: str) -> None
 # -- channel --------------------------------------------------------------------------------------
 
 
+ALL_CHANNELS = ChannelSupport(frozenset({"rest-hook", "websocket", "email", "kafka"}))
+KAFKA_TYPE = {"url": CHANNEL_TYPE, "valueCoding": {"system": HERALD_CHANNEL_TYPES, "code": "kafka"}}
+
+
 def test_other_channel_types_are_not_supported_unless_enabled() -> None:
     resource = subscription(channel={"type": "websocket"})
     error = refused(resource)
     assert error.expression == ["Subscription.channel.type"]
-    assert "not supported yet" in error.diagnostics
-    spec = parse(resource, channel_types=frozenset({"rest-hook", "websocket"}))
+    assert "not supported" in error.diagnostics
+    spec = parse(resource, channels=ALL_CHANNELS)
     assert (spec.channel.type, spec.channel.endpoint) == ("websocket", "")
 
 
-@pytest.mark.parametrize("kind", ["email", "message", "sms"])
-def test_more_channel_types_parse_but_are_not_supported(kind: str) -> None:
-    error = refused(subscription(channel=channel(type=kind)))
-    assert "not supported yet" in error.diagnostics
+@pytest.mark.parametrize("kind", ["message", "sms"])
+def test_fhir_messaging_and_sms_are_refused(kind: str) -> None:
+    error = refused(subscription(channel=channel(type=kind)), channels=ALL_CHANNELS)
+    assert error.expression == ["Subscription.channel.type"]
+    if kind == "message":
+        assert HERALD_CHANNEL_TYPES in error.diagnostics  # says how to ask for a Kafka queue
+
+
+def test_classic_websocket_subscriptions_are_refused() -> None:
+    classic = subscription("Observation?code=1", channel={"type": "websocket"})
+    error = refused(classic, channels=ALL_CHANNELS)
+    assert error.expression == ["Subscription.channel.type"]
+    assert "topic-based" in error.diagnostics
 
 
 def test_an_unknown_channel_type_is_refused() -> None:
@@ -276,12 +292,48 @@ def test_an_unknown_channel_type_is_refused() -> None:
 def test_backport_channel_type_extension() -> None:
     ext = {"url": CHANNEL_TYPE, "valueCoding": {"system": CHANNEL_TYPES, "code": "websocket"}}
     resource = subscription(channel={"_type": {"extension": [ext]}})
-    spec = parse(resource, channel_types=frozenset({"websocket"}))
+    spec = parse(resource, channels=ALL_CHANNELS)
     assert spec.channel.type == "websocket"
     ext["valueCoding"] = {"system": "http://example.org/channels", "code": "zulip"}
-    error = refused(resource, channel_types=frozenset({"websocket"}))
+    error = refused(resource, channels=ALL_CHANNELS)
     assert error.expression == ["Subscription.channel.type.extension[0]"]
     assert "zulip" in error.diagnostics
+
+
+def test_a_kafka_queue_is_a_message_channel_with_herald_channel_type() -> None:
+    queue = {"type": "message", "_type": {"extension": [KAFKA_TYPE]}, "endpoint": "kafka:alerts"}
+    spec = parse(subscription(channel=queue), channels=ALL_CHANNELS)
+    assert (spec.channel.type, spec.channel.endpoint) == ("kafka", "kafka:alerts")
+    error = refused(subscription(channel={**queue, "endpoint": "alerts"}), channels=ALL_CHANNELS)
+    assert error.expression == ["Subscription.channel.endpoint"]
+    error = refused(subscription(channel={**queue, "type": "rest-hook"}), channels=ALL_CHANNELS)
+    assert error.expression == ["Subscription.channel.type"]
+
+
+def test_email_needs_mailto_and_defaults_to_empty_content() -> None:
+    mail = {"type": "email", "endpoint": "mailto:care@example.org", "payload": "application/json"}
+    spec = parse(subscription(channel=mail), channels=ALL_CHANNELS)
+    assert spec.channel.content == "empty"
+    both = {**mail, "endpoint": "mailto:a@example.org,b@example.org"}
+    assert parse(subscription(channel=both), channels=ALL_CHANNELS).channel.endpoint.endswith(
+        "b@example.org"
+    )
+    error = refused(
+        subscription(channel={**mail, "endpoint": "care@example.org"}), channels=ALL_CHANNELS
+    )
+    assert error.expression == ["Subscription.channel.endpoint"]
+
+
+def test_the_servers_channel_check_refuses_with_its_reason() -> None:
+    def no_mail(parsed: Channel) -> str | None:
+        return "no SMTP server here" if parsed.type == "email" else None
+
+    support = ChannelSupport(ALL_CHANNELS.types, no_mail)
+    mail = {"type": "email", "endpoint": "mailto:care@example.org"}
+    error = refused(subscription(channel=mail), channels=support)
+    assert error.expression == ["Subscription.channel"]
+    assert "no SMTP server here" in error.diagnostics
+    assert parse(subscription(), channels=support).channel.type == "rest-hook"
 
 
 @pytest.mark.parametrize(

@@ -15,25 +15,37 @@ from fhirstore.db.schema import outbox, resources
 from herald.app import create_app
 from herald.runtime import Runtime
 from herald.settings import Settings
+from tests.support.serving import serving
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 
 @asynccontextmanager
 async def running_herald(
-    database_url: str, *, bus: Bus | None = None, **settings: Any
+    database_url: str, *, bus: Bus | None = None, served: bool = False, **settings: Any
 ) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
+    """A started Herald and a client of its FHIR API: over ASGI in this process, or (`served`)
+    over real HTTP from uvicorn on 127.0.0.1 (for WebSocket clients: `client.base_url`)."""
     config = Settings(database_url=database_url, relay_poll_seconds=0.05, **settings)
     runtime = Runtime(config, bus=bus)
     app = create_app(config, runtime=runtime)
     await runtime.start()
     try:
-        # Like a real server: an unhandled error is a 500 response, not an exception here.
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://herald.test/fhir", headers=FHIR_JSON
-        ) as client:
-            yield runtime, client
+        if served:
+            async with (
+                serving(app) as port,
+                httpx.AsyncClient(
+                    base_url=f"http://127.0.0.1:{port}/fhir", headers=FHIR_JSON, timeout=30
+                ) as client,
+            ):
+                yield runtime, client
+        else:
+            # Like a real server: an unhandled error is a 500 response, not an exception here.
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://herald.test/fhir", headers=FHIR_JSON
+            ) as client:
+                yield runtime, client
     finally:
         await runtime.stop()
 

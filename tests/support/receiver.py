@@ -16,20 +16,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import uvicorn
+from tests.support.serving import serving
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-_SHUTDOWN_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,14 +46,18 @@ class Request:
 class Receiver:
     """The ASGI app and the record of what reached it."""
 
-    def __init__(self, port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}/hook"
+    def __init__(self) -> None:
+        self.port = 0  # set once it listens
         self.requests: list[Request] = []
         self._status = 200
         self._delay = 0.0
         self._hanging = False
         self._release = asyncio.Event()
         self._arrived = asyncio.Condition()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
 
     def respond_with(self, status: int) -> None:
         """Answer later requests with `status`."""
@@ -152,48 +153,13 @@ async def _answer(send: Send, status: int, url: str) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield  # Ctrl+C belongs to the test runner, not to this server
-
-
 @contextlib.asynccontextmanager
 async def http_receiver() -> AsyncIterator[Receiver]:
     """A receiver listening on a free port of 127.0.0.1 while the context is open."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    receiver = Receiver(sock.getsockname()[1])
-    config = uvicorn.Config(
-        receiver, lifespan="off", log_level="warning", access_log=False, timeout_graceful_shutdown=1
-    )
-    server = _Server(config)
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        await _started(server, serving)
-        yield receiver
-    finally:
-        receiver.reset()
-        server.should_exit = True
-        await _stopped(server, serving)
-        sock.close()
-
-
-async def _started(server: uvicorn.Server, serving: asyncio.Task[None]) -> None:
-    async with asyncio.timeout(_SHUTDOWN_S):
-        while not server.started:
-            if serving.done():
-                serving.result()  # raises what stopped it
-                raise RuntimeError("the test receiver stopped before it started")
-            await asyncio.sleep(0.01)
-
-
-async def _stopped(server: uvicorn.Server, serving: asyncio.Task[None]) -> None:
-    try:
-        await asyncio.wait_for(asyncio.shield(serving), _SHUTDOWN_S)
-    except TimeoutError:
-        server.force_exit = True
-        serving.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
+    receiver = Receiver()
+    async with serving(receiver) as port:
+        receiver.port = port
+        try:
+            yield receiver
+        finally:
+            receiver.reset()

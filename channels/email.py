@@ -1,0 +1,357 @@
+"""Email delivery: send one notification as a mail through the configured SMTP server.
+
+The endpoint is a `mailto:` URI (RFC 6068): `mailto:ops@example.org`, or several addresses
+separated by commas (`mailto:a@example.org,b@example.org`); anything after `?` is ignored.
+Herald sends through one SMTP server (`HERALD_SMTP_HOST`, `HERALD_SMTP_PORT`), from
+`HERALD_SMTP_FROM`, with implicit TLS (`HERALD_SMTP_TLS`) or STARTTLS (`HERALD_SMTP_STARTTLS`)
+when asked, and logs in when `HERALD_SMTP_USERNAME` is set. Each mail opens its own connection.
+
+What a recipient gets:
+
+- Subject `Herald: 3 events for Subscription/abc`, `Herald: subscription handshake for
+  Subscription/abc` or `Herald: heartbeat for Subscription/abc`;
+- a short text that says what happened: the subscription, the notification type and, for
+  event notifications, each event's number and the resource it is about (its reference only,
+  never its content). A subscription with `empty` content names no resources: the text gives the
+  `$events` call that tells what changed;
+- the notification itself (the Bundle, or a classic R4 subscription's resource) attached as
+  `application/fhir+json`, byte for byte as the server made it (the IG's
+  `text/plain;attach=application/fhir+json` style);
+- `Message-ID` and `Herald-Idempotency-Key` headers that stay the same on every retry of the same
+  notification, so a mail client or a program reading the mailbox can drop duplicates.
+
+`send` never raises for anything the network or the SMTP server does: it returns an `Outcome`
+whose `error` says what went wrong in words a person can act on (the SMTP reply code, when there
+was one, is its `status_code`). Retries and the subscription's status stay in the delivery core.
+Only cancellation propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import ssl
+import time
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime
+from typing import Any
+from urllib.parse import unquote
+
+import aiosmtplib
+import orjson
+
+from channels.transport import Delivery, Outcome
+from fhirstore.clock import Clock, SystemClock
+
+IDEMPOTENCY_HEADER = "Herald-Idempotency-Key"
+_ADDRESS = re.compile(r"[^@\s<>,;:\"()\[\]]+@[^@\s<>,;:\"()\[\]]+")
+_CONNECT_HINT = "check HERALD_SMTP_HOST and HERALD_SMTP_PORT"
+_TLS_HINT = "check HERALD_SMTP_TLS and HERALD_SMTP_STARTTLS"
+_LOGIN_HINT = "check HERALD_SMTP_USERNAME and HERALD_SMTP_PASSWORD"
+_SUBJECTS = {"handshake": "subscription handshake", "heartbeat": "heartbeat"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SmtpConfig:
+    """The SMTP server Herald sends through. `tls`: implicit TLS (port 465 as a rule)."""
+
+    host: str
+    port: int = 25
+    sender: str  # the From address
+    starttls: bool = False
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.starttls and self.tls:
+            raise ValueError(
+                "SMTP: choose STARTTLS or implicit TLS, not both "
+                "(HERALD_SMTP_STARTTLS for a plain connection upgraded with STARTTLS, usually "
+                "port 587; HERALD_SMTP_TLS for a connection that starts with TLS, usually port 465)"
+            )
+
+
+class EmailSender:
+    """Sends each notification as one mail over its own SMTP connection."""
+
+    def __init__(self, config: SmtpConfig, *, clock: Clock | None = None) -> None:
+        self._config = config
+        self._clock = clock or SystemClock()
+        self._where = f"{config.host}:{config.port}"
+
+    async def aclose(self) -> None:
+        return None  # no connection outlives a `send`
+
+    async def send(self, delivery: Delivery) -> Outcome:
+        started = time.monotonic()
+        recipients = mailto_recipients(delivery.endpoint)
+        if not recipients:
+            error = (
+                f"the endpoint {delivery.endpoint!r} names no email address; "
+                "expected mailto:name@example.org"
+            )
+            return _failed(started, None, error)
+        message = self.message(delivery, recipients)
+        deadline = asyncio.get_running_loop().time() + delivery.timeout
+        config = self._config
+        client = aiosmtplib.SMTP(
+            hostname=config.host,
+            port=config.port,
+            use_tls=config.tls,
+            start_tls=config.starttls,
+            timeout=None,  # the whole exchange is bounded by `deadline`
+        )
+        step = "connect"
+        try:
+            async with asyncio.timeout_at(deadline):
+                await client.connect()
+                if config.username is not None:
+                    step = "login"
+                    await client.login(config.username, config.password or "")
+                step = "send"
+                refused, _ = await client.send_message(
+                    message, sender=config.sender, recipients=recipients
+                )
+        except (aiosmtplib.SMTPException, OSError, TimeoutError, ValueError) as exc:
+            client.close()
+            return _failed(started, *self._explain(exc, step, delivery.timeout))
+        await _quit(client, deadline)
+        if refused:
+            return _failed(started, *self._refused(refused, delivered=True))
+        return Outcome(ok=True, status_code=250, error=None, elapsed=time.monotonic() - started)
+
+    def message(self, delivery: Delivery, recipients: list[str]) -> EmailMessage:
+        """The mail for `delivery`: headers, the text part and the notification attached."""
+        status = _status_of(delivery.body)
+        events = _events(status) if status is not None else []
+        message = EmailMessage(policy=SMTP)
+        message["From"] = self._config.sender
+        message["To"] = ", ".join(recipients)
+        message["Subject"] = _subject(delivery, status, events)
+        message["Date"] = format_datetime(self._clock.now())
+        message["Message-ID"] = message_id(delivery.idempotency_key)
+        message[IDEMPOTENCY_HEADER] = delivery.idempotency_key
+        name = _attachment_name(delivery, events) if delivery.body is not None else None
+        message.set_content(_text(delivery, status, events, name))
+        if delivery.body is not None:
+            message.add_attachment(
+                delivery.body, maintype="application", subtype="fhir+json", filename=name
+            )
+        return message
+
+    def _explain(self, exc: Exception, step: str, timeout: float) -> tuple[int | None, str]:
+        where = f"the SMTP server {self._where}"
+        if isinstance(exc, TimeoutError):
+            error = f"no answer from {where} within {timeout:g} s"
+            if step == "connect":
+                error += f"; {_CONNECT_HINT}, and HERALD_SMTP_TLS if it expects TLS from the start"
+            return None, error
+        if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
+            return exc.code, f"{where} turned the connection away: {_reply(exc)}"
+        if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+            return None, f"{where} closed the connection ({step}): {_line(exc.message)}"
+        if isinstance(exc, aiosmtplib.SMTPConnectError | OSError) and step == "connect":
+            if (tls_error := _found(exc, ssl.SSLError)) is not None:
+                return None, f"TLS with {where} failed: {tls_error}; {_TLS_HINT}"
+            return None, f"could not connect to {where}: {_cause(exc)}; {_CONNECT_HINT}"
+        if isinstance(exc, OSError):
+            return None, f"lost the connection to {where} ({step}): {_cause(exc)}"
+        if step == "login" and isinstance(exc, aiosmtplib.SMTPException):
+            code = exc.code if isinstance(exc, aiosmtplib.SMTPResponseException) else None
+            detail = _reply(exc) if code is not None else _line(exc.message)
+            return code, f"login to {where} failed: {detail}; {_LOGIN_HINT}"
+        if isinstance(exc, aiosmtplib.SMTPSenderRefused):
+            error = (
+                f"{where} refused the sender {exc.sender}: {_reply(exc)}; check HERALD_SMTP_FROM"
+            )
+            return exc.code, error
+        if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+            return self._refused({r.recipient: r for r in exc.recipients}, delivered=False)
+        if isinstance(exc, aiosmtplib.SMTPRecipientRefused):
+            return self._refused({exc.recipient: exc}, delivered=False)
+        if isinstance(exc, aiosmtplib.SMTPDataError):
+            return exc.code, f"{where} refused the message: {_reply(exc)}"
+        if isinstance(exc, aiosmtplib.SMTPResponseException):
+            return exc.code, f"{where} answered {_reply(exc)} ({step})"
+        if isinstance(exc, aiosmtplib.SMTPException):
+            hint = f"; {_TLS_HINT}" if step == "connect" else ""
+            return None, f"{where} ({step}): {_line(exc.message)}{hint}"
+        return None, f"could not send the mail: {exc}"  # ValueError: an address SMTP cannot carry
+
+    def _refused(self, refused: dict[str, Any], *, delivered: bool) -> tuple[int | None, str]:
+        """`refused` maps each address to its reply (anything with `code` and `message`)."""
+        replies = "; ".join(f"{a} ({_reply(r)})" for a, r in refused.items())
+        plural = "s" if len(refused) > 1 else ""
+        error = f"the SMTP server {self._where} refused the recipient{plural} {replies}"
+        if delivered:
+            error += "; the other recipients got the mail"
+        return next(iter(refused.values())).code, error
+
+
+def mailto_recipients(endpoint: str) -> list[str]:
+    """The addresses of a `mailto:` URI; empty when it names none or any is not an address."""
+    scheme, colon, rest = endpoint.strip().partition(":")
+    if not colon or scheme.lower() != "mailto":
+        return []
+    addresses = [unquote(a).strip() for a in rest.partition("?")[0].split(",")]
+    addresses = [a for a in addresses if a]
+    if not all(_ADDRESS.fullmatch(a) for a in addresses):
+        return []
+    return addresses
+
+
+def message_id(idempotency_key: str) -> str:
+    """The `Message-ID` of a notification's mail: the same for every retry of it."""
+    return f"<{hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]}@herald>"
+
+
+def _status_of(body: bytes | None) -> dict[str, Any] | None:
+    """The SubscriptionStatus heading a notification Bundle; None for any other body."""
+    if not body:
+        return None
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(document, dict) or document.get("resourceType") != "Bundle":
+        return None
+    entries = document.get("entry")
+    if not isinstance(entries, list) or not entries or not isinstance(entries[0], dict):
+        return None
+    resource = entries[0].get("resource")
+    if isinstance(resource, dict) and resource.get("resourceType") == "SubscriptionStatus":
+        return resource
+    return None
+
+
+def _events(status: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """(eventNumber, focus reference or None) of each `notificationEvent`."""
+    found: list[tuple[str, str | None]] = []
+    events = status.get("notificationEvent")
+    for event in events if isinstance(events, list) else []:
+        if not isinstance(event, dict):
+            continue
+        focus = event.get("focus")
+        reference = focus.get("reference") if isinstance(focus, dict) else None
+        found.append((str(event.get("eventNumber", "?")), _text_or_none(reference)))
+    return found
+
+
+def _subject(
+    delivery: Delivery, status: dict[str, Any] | None, events: list[tuple[str, str | None]]
+) -> str:
+    subscription = f"Subscription/{delivery.subscription_id}"
+    if delivery.kind == "event-notification":
+        if status is None:
+            return f"Herald: a change for {subscription}"
+        count = len(events)
+        return f"Herald: {count} event{'' if count == 1 else 's'} for {subscription}"
+    return f"Herald: {_SUBJECTS.get(delivery.kind, delivery.kind)} for {subscription}"
+
+
+def _text(
+    delivery: Delivery,
+    status: dict[str, Any] | None,
+    events: list[tuple[str, str | None]],
+    attachment: str | None,
+) -> str:
+    subscription = f"Subscription/{delivery.subscription_id}"
+    if status is not None:
+        subscription_ref = status.get("subscription")
+        if isinstance(subscription_ref, dict):
+            subscription = _text_or_none(subscription_ref.get("reference")) or subscription
+    paragraphs = [_opening(delivery, status, events, subscription)]
+    if any(focus for _, focus in events):
+        lines = [f"Event {number}: {focus or '(no focus)'}" for number, focus in events]
+        paragraphs.append("\n".join(lines))
+    elif events:
+        numbers = [int(n) for n, _ in events if n.isdigit()]
+        query = (
+            f"?eventsSinceNumber={min(numbers)}&eventsUntilNumber={max(numbers)}" if numbers else ""
+        )
+        paragraphs.append(
+            f"Event{'s' if len(events) > 1 else ''} {', '.join(n for n, _ in events)}. "
+            "This subscription's notifications do not say what changed (content 'empty'); "
+            f"ask the server: GET {subscription}/$events{query}"
+        )
+    if status is not None and _text_or_none(status.get("topic")):
+        paragraphs.append(f"Topic: {status['topic']}")
+    if attachment is not None:
+        paragraphs.append(f"The notification is attached as {attachment} (application/fhir+json).")
+    paragraphs.append(f"-- \nSent by Herald for {subscription}.")
+    return "\n\n".join(paragraphs) + "\n"
+
+
+def _opening(
+    delivery: Delivery,
+    status: dict[str, Any] | None,
+    events: list[tuple[str, str | None]],
+    subscription: str,
+) -> str:
+    if delivery.kind == "handshake":
+        return f"{subscription} will send its notifications to this address (handshake)."
+    if delivery.kind == "heartbeat":
+        return f"{subscription} is active; there is nothing new to report (heartbeat)."
+    if delivery.kind != "event-notification":
+        return f"A {delivery.kind} notification of {subscription}."
+    if status is None:
+        return f"{subscription} reports a change (a notification that does not number events)."
+    count = len(events)
+    return f"{subscription} has {count} new event{'' if count == 1 else 's'}."
+
+
+def _attachment_name(delivery: Delivery, events: list[tuple[str, str | None]]) -> str:
+    if events and events[0][0].isdigit():
+        return f"notification-{events[0][0]}.json"
+    return f"notification-{delivery.kind}.json"
+
+
+async def _quit(client: aiosmtplib.SMTP, deadline: float) -> None:
+    """Say goodbye politely; the mail was taken already, so nothing here can fail the delivery."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            await client.quit()
+    except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        pass
+    finally:
+        client.close()
+
+
+def _reply(exc: Any) -> str:
+    """An SMTP reply as one line: `550 5.1.1 no such user`."""
+    return f"{exc.code} {_line(str(exc.message))}"
+
+
+def _line(text: str) -> str:
+    """`text` on one line, without a closing period (the error message goes on after it)."""
+    return " ".join(text.split()).rstrip(".")
+
+
+def _found(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first exception of type `kind` in the chain of `exc` (itself, its cause, ...)."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, kind):
+        cause = cause.__cause__ or cause.__context__
+    return cause
+
+
+def _cause(exc: BaseException) -> str:
+    if _found(exc, ConnectionRefusedError) is not None:
+        return "connection refused"
+    if isinstance(exc, aiosmtplib.SMTPConnectError) and exc.__cause__ is not None:
+        return str(exc.__cause__) or type(exc.__cause__).__name__
+    return str(exc) or type(exc).__name__
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _failed(started: float, status_code: int | None, error: str) -> Outcome:
+    return Outcome(
+        ok=False, status_code=status_code, error=error, elapsed=time.monotonic() - started
+    )

@@ -1,0 +1,1 @@
+"""The WebSocket channel: binding tokens, the sockets this process holds, and their transport."""

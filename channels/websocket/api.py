@@ -1,0 +1,164 @@
+"""The WebSocket channel's HTTP side: `Subscription/$get-ws-binding-token` (type and instance
+level) and the socket endpoint clients connect to (its URL is the token's `websocket-url`).
+
+On the socket a client sends `bind-with-token <token>`; for each subscription the token names,
+Herald answers with a handshake Bundle, marks the subscription `active` and from then on sends
+its event notifications and heartbeats as JSON Bundles (text frames). One socket may bind
+several subscriptions and bind again with fresh tokens. A bad token or command gets an
+OperationOutcome (a text frame) and the socket stays open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import Response
+
+from channels.websocket.hub import Connection, SocketHub
+from channels.websocket.tokens import BindingTokens
+from events.subscriptions.ledger import Ledger
+from events.subscriptions.lifecycle import Lifecycle
+from events.subscriptions.model import SubscriptionSpec
+from events.subscriptions.notification import notification_bundle
+from events.subscriptions.operations import operation_parameters, stored_spec
+from events.subscriptions.registry import SubscriptionRegistry
+from fhirstore import fhirjson
+from fhirstore.api.http import FhirResponse
+from fhirstore.db.writer import fhir_instant
+from fhirstore.errors import BadRequest, NotFound, Unprocessable, operation_outcome
+from fhirstore.store import Store
+
+SOCKET_PATH = "/websocket"
+MAX_MESSAGE_CHARS = 4096  # a command is a few hundred characters at most
+_MAX_IDS = 100
+
+
+def websocket_router(
+    store: Store,
+    ledger: Ledger,
+    registry: SubscriptionRegistry,
+    tokens: BindingTokens,
+    hub: SocketHub,
+    *,
+    prefix: str,
+    public_base: str | None,
+    max_body_bytes: int,
+    nudge: Callable[[str], Awaitable[None]],
+) -> APIRouter:
+    """`nudge(id)` asks the subscription's delivery to send what it owes now (not after its
+    retry wait): called once a socket is bound."""
+    router = APIRouter(prefix=prefix)
+    lifecycle = Lifecycle(store, ledger)
+
+    def fhir_base(request: Request | WebSocket) -> str:
+        return public_base or str(request.base_url).rstrip("/") + prefix
+
+    async def websocket_spec(subscription_id: str) -> SubscriptionSpec:
+        spec = await stored_spec(store, registry, subscription_id)
+        if spec.channel.type != "websocket":
+            raise Unprocessable(
+                f"Subscription/{subscription_id} uses the {spec.channel.type} channel, not"
+                " websocket"
+            )
+        return spec
+
+    async def binding_token(request: Request, ids: list[str]) -> Response:
+        params = await operation_parameters(request, max_body_bytes)
+        ids = ids or [i for v in params.get("id", []) for i in v.split(",") if i]
+        if not ids:
+            raise BadRequest("name the Subscriptions to bind with one or more id parameters")
+        if len(ids) > _MAX_IDS:
+            raise BadRequest(f"at most {_MAX_IDS} Subscriptions per token")
+        for subscription_id in ids:
+            await websocket_spec(subscription_id)
+        issued = await tokens.issue(list(dict.fromkeys(ids)))
+        socket_url = "ws" + fhir_base(request).removeprefix("http") + SOCKET_PATH
+        parameters = [
+            {"name": "token", "valueString": issued.token},
+            {"name": "expiration", "valueDateTime": fhir_instant(issued.expires_at)},
+            *({"name": "subscription", "valueString": i} for i in issued.subscription_ids),
+            {"name": "websocket-url", "valueUrl": socket_url},
+        ]
+        return FhirResponse({"resourceType": "Parameters", "parameter": parameters})
+
+    @router.api_route("/Subscription/$get-ws-binding-token", methods=["GET", "POST"])
+    async def type_token(request: Request) -> Response:
+        return await binding_token(request, [])
+
+    @router.api_route(
+        "/Subscription/{subscription_id}/$get-ws-binding-token", methods=["GET", "POST"]
+    )
+    async def instance_token(request: Request, subscription_id: str) -> Response:
+        return await binding_token(request, [subscription_id])
+
+    async def bind(socket: WebSocket, connection: Connection, subscription_id: str) -> None:
+        try:
+            spec = await websocket_spec(subscription_id)
+        except (NotFound, Unprocessable) as error:
+            await connection.send(_error(str(error)), within=hub.send_timeout)
+            return
+        progress = await ledger.progress(subscription_id)
+        if progress is None or progress.status == "off":
+            await connection.send(
+                _error(f"Subscription/{subscription_id} is off"), within=hub.send_timeout
+            )
+            return
+        now = store.clock.now()
+        handshake = notification_bundle(
+            spec,
+            notification_type="handshake",
+            status="active",
+            events_since_start=progress.events_since_start,
+            events=[],
+            base_url=fhir_base(socket),
+            now=now,
+        )
+        async with connection.lock:  # the handshake goes out before any notification
+            await socket.send_text(fhirjson.dumps(handshake).decode())
+            await hub.bind(connection, subscription_id)
+        await ledger.sent(subscription_id, now=now)
+        if progress.status != "active":
+            await lifecycle.transition(subscription_id, "active")
+        await nudge(subscription_id)
+
+    @router.websocket(SOCKET_PATH)
+    async def socket_endpoint(socket: WebSocket) -> None:
+        await socket.accept()
+        connection = Connection(socket)
+        try:
+            while True:
+                text = await socket.receive_text()
+                if len(text) > MAX_MESSAGE_CHARS:
+                    await connection.send(
+                        _error(f"messages are at most {MAX_MESSAGE_CHARS} characters"),
+                        within=hub.send_timeout,
+                    )
+                    continue
+                command, _, argument = text.strip().partition(" ")
+                if command != "bind-with-token":
+                    await connection.send(
+                        _error(f"unknown command {command[:40]!r}; send bind-with-token <token>"),
+                        within=hub.send_timeout,
+                    )
+                    continue
+                ids = await tokens.redeem(argument)
+                if ids is None:
+                    await connection.send(
+                        _error("unknown or expired token; get a new one from"
+                               " Subscription/$get-ws-binding-token"),
+                        within=hub.send_timeout,
+                    )  # fmt: skip
+                    continue
+                for subscription_id in ids:
+                    await bind(socket, connection, subscription_id)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            await hub.disconnect(connection)
+
+    return router
+
+
+def _error(diagnostics: str) -> str:
+    return fhirjson.dumps(operation_outcome(diagnostics)).decode()
