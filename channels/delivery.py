@@ -96,7 +96,7 @@ class SubscriptionDelivery:
         self._transports = transports
         self._policy = policy
         self.owner = owner
-        self._nudges: dict[str, asyncio.Event] = {}  # subscriptions waiting to retry
+        self._nudges: dict[str, asyncio.Event] = {}  # retry waits to cut short
 
     async def _current(
         self, subscription_id: str
@@ -134,12 +134,15 @@ class SubscriptionDelivery:
             await self._lifecycle.transition(subscription_id, "off")
             return False
         if progress.last_sent_at is None:
-            if spec.channel.type == "websocket":
-                # Its handshake goes out when a client binds a socket (channels/websocket).
-                await self._give_up_waiting(spec, progress, "no WebSocket was ever bound")
-                return False
-            await self._handshake(spec, progress, lease)
-            return True
+            if spec.channel.type != "websocket":
+                await self._handshake(spec, progress, lease)
+                return True
+            # A client's bind sends the handshake (channels/websocket); a socket still bound
+            # when the Subscription was changed gets it from here.
+            if await self._greet_bound_sockets(spec, progress):
+                return True
+            await self._give_up_waiting(spec, progress, "no WebSocket was bound")
+            return False
         size = 1 if spec.classic else spec.channel.max_count
         limit = max(size, _PAGE // size * size)
         pending = await self._ledger.pending(subscription_id, progress.delivered_through, limit)
@@ -172,6 +175,24 @@ class SubscriptionDelivery:
         if error is not None and expired:
             problem = f"no handshake got through: {error}"
             await self._give_up(spec, expired, problem, progress.delivered_through)
+
+    async def _greet_bound_sockets(
+        self, spec: SubscriptionSpec, progress: SubscriptionProgress
+    ) -> bool:
+        """A handshake to the WebSockets bound to the subscription, once; False if none took it."""
+        sent_at = self._clock.now()
+        body = self._bundle(spec, "handshake", "active", progress.events_since_start, [])
+        key = f"{spec.id}:handshake:{fhir_instant(sent_at)}"
+        outcome = await self._transports["websocket"].send(
+            self._delivery(spec, "handshake", body, key)
+        )
+        if not outcome.ok:
+            return False
+        NOTIFICATIONS_SENT.labels("websocket", "handshake", "ok").inc()
+        await self._ledger.sent(spec.id, now=sent_at)
+        if progress.status != "active":
+            await self._lifecycle.transition(spec.id, "active")
+        return True
 
     async def _expired(
         self, spec: SubscriptionSpec, progress: SubscriptionProgress
@@ -330,6 +351,7 @@ class SubscriptionDelivery:
                 spec.channel.type, kind, "ok" if outcome.ok else "failed"
             ).inc()
             if outcome.ok:
+                self._nudges.pop(spec.id, None)  # nothing to cut short any more
                 if status != "active":
                     await self._lifecycle.transition(spec.id, "active")
                 return None, attempt + 1
@@ -354,10 +376,9 @@ class SubscriptionDelivery:
                 raise Stopped(spec.id)
 
     def nudge(self, subscription_id: str) -> None:
-        """Cut short a retry wait of this subscription (e.g. a WebSocket was just bound)."""
-        waiting = self._nudges.get(subscription_id)
-        if waiting is not None:
-            waiting.set()
+        """Cut short this subscription's current or next retry wait (e.g. a WebSocket was
+        just bound); kept until a wait or a successful send uses it."""
+        self._nudges.setdefault(subscription_id, asyncio.Event()).set()
 
     async def _wait_or_nudge(self, subscription_id: str, seconds: float) -> None:
         nudged = self._nudges.setdefault(subscription_id, asyncio.Event())
@@ -367,7 +388,7 @@ class SubscriptionDelivery:
         except TimeoutError:
             pass
         finally:
-            del self._nudges[subscription_id]
+            self._nudges.pop(subscription_id, None)
 
     @contextlib.asynccontextmanager
     async def _idle(self) -> AsyncIterator[None]:

@@ -123,7 +123,7 @@ class Runtime:
             self.matching_registry = SubscriptionRegistry(self.store, channels=channels)
             Matcher(self.store, self.ledger, self.matching_registry, self.bus).subscribe()
             self.dispatcher.subscribe()
-            self.hub.listen()
+        self.hub.listen()  # any API process may hold WebSockets
 
     async def nudge(self, subscription_id: str) -> None:
         """Have the subscription's dispatcher (whichever process) send what it owes now."""
@@ -141,7 +141,8 @@ class Runtime:
             self._spawn("outbox-relay", self.relay.run)
         if self.settings.subscriptions:
             self._spawn("dispatcher", self.dispatcher.run)
-            self._spawn("websocket-bindings", self.hub.run)
+        await self.hub.start()
+        self._spawn("websocket-bindings", self.hub.run)
         self.ready = True
         log.info(
             "herald started",

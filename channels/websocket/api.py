@@ -26,7 +26,7 @@ from events.subscriptions.registry import SubscriptionRegistry
 from fhirstore import fhirjson
 from fhirstore.api.http import FhirResponse
 from fhirstore.db.writer import fhir_instant
-from fhirstore.errors import BadRequest, NotFound, Unprocessable, operation_outcome
+from fhirstore.errors import BadRequest, FhirError, Unprocessable, operation_outcome
 from fhirstore.store import Store
 
 SOCKET_PATH = "/websocket"
@@ -95,7 +95,7 @@ def websocket_router(
     async def bind(socket: WebSocket, connection: Connection, subscription_id: str) -> None:
         try:
             spec = await websocket_spec(subscription_id)
-        except (NotFound, Unprocessable) as error:
+        except FhirError as error:  # deleted since the token was issued, no longer websocket
             await connection.send(_error(str(error)), within=hub.send_timeout)
             return
         progress = await ledger.progress(subscription_id)
@@ -128,7 +128,16 @@ def websocket_router(
         connection = Connection(socket)
         try:
             while True:
-                text = await socket.receive_text()
+                message = await socket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                text = message.get("text")
+                if text is None:
+                    await connection.send(
+                        _error("send commands as text frames: bind-with-token <token>"),
+                        within=hub.send_timeout,
+                    )
+                    continue
                 if len(text) > MAX_MESSAGE_CHARS:
                     await connection.send(
                         _error(f"messages are at most {MAX_MESSAGE_CHARS} characters"),

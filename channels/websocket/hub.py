@@ -22,6 +22,7 @@ from sqlalchemy import and_, delete, insert, select, update
 
 from events.bus import Bus, Message
 from events.subscriptions.model import WEBSOCKET_TOPIC
+from fhirstore.db.engine import is_sqlite
 from fhirstore.db.schema import websocket_bindings
 from fhirstore.store import Store
 
@@ -74,6 +75,13 @@ class SocketHub:
     def listen(self) -> None:
         """Take notifications other replicas forward for sockets held here (before bus start)."""
         self._bus.subscribe_broadcast(WEBSOCKET_TOPIC, self._on_forwarded)
+
+    async def start(self) -> None:
+        """On SQLite (one process per file) every binding row is a previous run's: drop them,
+        so that nothing is forwarded to sockets that are gone."""
+        if is_sqlite(self._store.engine):
+            async with self._store.bookkeeping_transaction() as conn:
+                await conn.execute(delete(websocket_bindings))
 
     def bound(self, subscription_id: str) -> list[Connection]:
         return list(self._bound.get(subscription_id, ()))

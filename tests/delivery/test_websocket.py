@@ -135,6 +135,9 @@ async def test_bad_tokens_and_commands_get_an_error_and_the_socket_stays_usable(
         sid = await create(client, websocket_subscription(_patient()))
         stale = await token_for(client, sid)
         await asyncio.sleep(1.2)  # the token expires
+        doomed = await create(client, websocket_subscription(_patient()))
+        for_deleted = await token_for(client, doomed)
+        assert (await client.delete(f"/Subscription/{doomed}")).is_success
         async with connect(stale["websocket-url"][0]) as socket:
             await socket.send("bind-with-token not-a-token")
             unknown = await receive(socket)
@@ -142,9 +145,12 @@ async def test_bad_tokens_and_commands_get_an_error_and_the_socket_stays_usable(
             expired = await receive(socket)
             await socket.send("subscribe-me-please")
             nonsense = await receive(socket)
+            await socket.send(b"\x00\x01binary")
+            binary = await receive(socket)
+            [deleted] = await bind(socket, for_deleted)
             [handshake] = await bind(socket, await token_for(client, sid))  # a fresh token
 
-    for outcome in (unknown, expired, nonsense):
+    for outcome in (unknown, expired, nonsense, binary, deleted):
         assert outcome["resourceType"] == "OperationOutcome"
     assert "expired" in expired["issue"][0]["diagnostics"]
     assert "bind-with-token" in nonsense["issue"][0]["diagnostics"]
@@ -208,3 +214,22 @@ async def test_binding_tokens_are_only_for_websocket_subscriptions(
     assert "websocket" in not_websocket.json()["issue"][0]["diagnostics"]
     assert unknown.status_code == 404
     assert no_ids.status_code == 400
+
+
+async def test_a_changed_subscription_keeps_its_bound_socket(start_herald: HeraldFactory) -> None:
+    patient = _patient()
+    async with start_herald(served=True) as (_, client):
+        sid = await create(client, websocket_subscription(patient))
+        token = await token_for(client, sid)
+        async with connect(token["websocket-url"][0]) as socket:
+            await bind(socket, token)
+            await wait_for_status(client, sid, "active")
+            changed = {**websocket_subscription(patient), "id": sid, "reason": "changed"}
+            assert (await client.put(f"/Subscription/{sid}", json=changed)).is_success
+            again = await receive(socket)  # a new handshake over the same socket
+            await wait_for_status(client, sid, "active")
+            await client.post("/Observation", json=observation(patient, 1))
+            [notification] = await receive_notifications(socket, 1)
+
+    assert notification_type(again) == "handshake"
+    assert event_numbers(notification) == [1]
