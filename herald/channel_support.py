@@ -10,21 +10,28 @@ from __future__ import annotations
 from channels.email import EmailSender, SmtpConfig
 from channels.queue import KafkaQueueSender, QueueTopics
 from channels.transport import Transport
+from events.model import CHANGES_TOPIC
 from events.subscriptions.channel import ChannelSupport
 from events.subscriptions.matching import NOTIFICATIONS_TOPIC
-from events.subscriptions.model import Channel
+from events.subscriptions.model import WEBSOCKET_TOPIC, Channel
 from herald.settings import Settings
 
 CHANNEL_TYPES = frozenset({"rest-hook", "websocket", "email", "kafka"})
 
 
-def queue_topics(settings: Settings, internal_topics: frozenset[str]) -> QueueTopics:
+# Topics Herald itself uses: a kafka channel may never write to them.
+HERALD_TOPICS = frozenset({CHANGES_TOPIC, NOTIFICATIONS_TOPIC, WEBSOCKET_TOPIC})
+
+
+def queue_topics(settings: Settings) -> QueueTopics:
     """The administrator's allow-list; Herald's own topics (with the namespace) never pass."""
-    names = {settings.kafka_namespace + t for t in internal_topics | {NOTIFICATIONS_TOPIC}}
+    names = {settings.kafka_namespace + topic for topic in HERALD_TOPICS}
     return QueueTopics.parse(settings.queue_topics, internal=names)
 
 
-def channel_support(settings: Settings, topics: QueueTopics) -> ChannelSupport:
+def channel_support(settings: Settings) -> ChannelSupport:
+    topics = queue_topics(settings)
+
     def check(channel: Channel) -> str | None:
         if channel.type == "email":
             if not settings.smtp_host:

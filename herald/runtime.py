@@ -23,11 +23,9 @@ from channels.websocket.transport import WebSocketTransport
 from events.bus import Bus
 from events.bus.kafka import KafkaBus
 from events.bus.memory import MemoryBus
-from events.model import CHANGES_TOPIC
 from events.relay import OutboxRelay
 from events.subscriptions.ledger import Ledger
 from events.subscriptions.matching import Matcher, notification_job
-from events.subscriptions.model import WEBSOCKET_TOPIC
 from events.subscriptions.registry import SUBSCRIPTION, SUBSCRIPTION_TOPIC, SubscriptionRegistry
 from events.subscriptions.rules import subscription_rule, topic_rule
 from events.subscriptions.seeding import seed_builtin_topics
@@ -36,13 +34,10 @@ from fhirstore.db.engine import create_engine
 from fhirstore.db.migrate import upgrade
 from fhirstore.store import Store
 from herald import __version__
-from herald.channel_support import channel_support, optional_transports, queue_topics
+from herald.channel_support import channel_support, optional_transports
 from herald.settings import Settings
 
 log = logging.getLogger(__name__)
-
-# Topics Herald itself uses: a kafka channel may never write to them.
-_INTERNAL_TOPICS = frozenset({CHANGES_TOPIC, WEBSOCKET_TOPIC})
 
 
 def delivery_policy(settings: Settings) -> DeliveryPolicy:
@@ -91,7 +86,7 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = False
         self.ledger = Ledger(self.store)
-        channels = channel_support(settings, queue_topics(settings, _INTERNAL_TOPICS))
+        channels = channel_support(settings)
         self.registry = SubscriptionRegistry(self.store, channels=channels)
         self.store.add_rule(SUBSCRIPTION, subscription_rule(self.registry))
         self.store.add_rule(SUBSCRIPTION_TOPIC, topic_rule)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, delete, insert, select
+from sqlalchemy import delete, insert, select
 
 from fhirstore.db.schema import websocket_tokens
 from fhirstore.store import Store, as_utc
@@ -56,7 +56,7 @@ class BindingTokens:
             row = (
                 await conn.execute(
                     select(t.subscription_ids, t.expires_at).where(
-                        and_(t.token_hash == _digest(token.strip()))
+                        t.token_hash == _digest(token.strip())
                     )
                 )
             ).first()

@@ -22,7 +22,7 @@ async def version_resource(
         version = await store.vread(resource_type, resource_id, version_id)
     except (NotFound, Gone):
         return None
-    return orjson.loads(version.body) if version.body is not None else None
+    return _resource(version)
 
 
 async def notification_events(
