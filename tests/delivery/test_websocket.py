@@ -163,7 +163,11 @@ async def test_heartbeats_reach_the_socket(start_herald: HeraldFactory) -> None:
         token = await token_for(client, sid)
         async with connect(token["websocket-url"][0]) as socket:
             await bind(socket, token)
+            # On Kafka a bind can beat the matcher's registration of the new Subscription,
+            # which then greets the bound socket with one more handshake.
             heartbeat = await receive(socket, within=10)
+            if notification_type(heartbeat) == "handshake":
+                heartbeat = await receive(socket, within=10)
 
     assert notification_type(heartbeat) == "heartbeat"
     assert status_of(heartbeat)["status"] == "active"
