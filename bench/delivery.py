@@ -34,10 +34,10 @@ import os
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import httpx
@@ -250,12 +250,30 @@ def subscription(endpoint: str, patient_id: str) -> dict[str, Any]:
 
 async def subscribe(client: httpx.AsyncClient, endpoint: str, patients: list[str]) -> None:
     """Register one Subscription per patient and wait until every one is `active`."""
+    ids = await create_subscriptions(client, [subscription(endpoint, p) for p in patients])
+    await wait_active(client, ids)
+
+
+async def create_subscriptions(
+    client: httpx.AsyncClient, resources: list[dict[str, Any]]
+) -> list[str]:
+    """POST each Subscription; their ids."""
     ids = []
-    for patient_id in patients:
-        made = await client.post("/Subscription", json=subscription(endpoint, patient_id))
+    for resource in resources:
+        made = await client.post("/Subscription", json=resource)
         if made.status_code != 201:
             raise RuntimeError(f"Subscription refused: {made.status_code} {made.text[:300]}")
         ids.append(made.json()["id"])
+    return ids
+
+
+async def wait_active(
+    client: httpx.AsyncClient,
+    ids: list[str],
+    between: Callable[[], Awaitable[object]] | None = None,
+) -> None:
+    """Wait until every one of the Subscriptions is `active` (READY_TIMEOUT_S at most);
+    `between()`, if given, is awaited between two looks (to act on what happened meanwhile)."""
     deadline = time.perf_counter() + READY_TIMEOUT_S
     waiting = set(ids)
     while waiting:
@@ -266,6 +284,8 @@ async def subscribe(client: httpx.AsyncClient, endpoint: str, patients: list[str
                 waiting.discard(sid)
         if waiting:
             await asyncio.sleep(0.1)
+            if between is not None:
+                await between()
 
 
 def observation_about(patient_id: str, number: int, rng: random.Random) -> dict[str, Any]:
@@ -360,78 +380,101 @@ class LatencyRun:
         return len(got) / (max(got) - self.started) if got else math.nan
 
 
+class Sink(Protocol):
+    """Where notifications arrive (this REST hook receiver, a WebSocket, a Kafka consumer):
+    each one goes to `tally.on_request` as it arrives."""
+
+    tally: Tally
+
+
 async def latency_run(
     shape: str, server: Any, receiver: Receiver, args: argparse.Namespace, bar: Progress
 ) -> LatencyRun:
     run = LatencyRun(shape, args.rate)
     patient_id = f"lat-{uuid.uuid4().hex[:10]}"
+    async with httpx.AsyncClient(base_url=server.base, headers=FHIR_JSON, timeout=60) as client:
+        await subscribe(client, f"{receiver.url}/latency", [patient_id])
+        await timed_writes(run, shape, client, patient_id, receiver, server.proc.pid, args, bar)
+    return run
+
+
+async def timed_writes(
+    run: LatencyRun,
+    label: str,
+    client: httpx.AsyncClient,
+    patient_id: str,
+    sink: Sink,
+    pid: int,
+    args: argparse.Namespace,
+    bar: Progress,
+) -> None:
+    """The latency measurement, once a subscription on `patient_id` delivers to `sink`:
+    warm-up writes (and their notifications), then `args.rate` writes/s for `args.seconds`
+    (open loop), then wait for the notifications. `pid`: the Herald process (CPU)."""
     total = int(args.rate * args.seconds)
     rng = random.Random(3)
     bodies = {
         n: orjson.dumps(observation_about(patient_id, n, rng)) for n in range(-WARMUP_WRITES, total)
     }
     failed: set[int] = set()
-    async with httpx.AsyncClient(base_url=server.base, headers=FHIR_JSON, timeout=60) as client:
-        await subscribe(client, f"{receiver.url}/latency", [patient_id])
 
-        async def write(n: int) -> None:
-            run.sent[n] = began = time.perf_counter()
-            try:
-                response = await client.post("/Observation", content=bodies[n])
-                if response.status_code != 201:
-                    raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
-            except Exception as exc:  # counted and shown, never fatal for the run
-                run.errors += 1
-                run.first_error = run.first_error or f"{type(exc).__name__}: {exc}"[:300]
-                failed.add(n)
-            else:
-                if n >= 0:
-                    run.write_seconds.append(time.perf_counter() - began)
+    async def write(n: int) -> None:
+        run.sent[n] = began = time.perf_counter()
+        try:
+            response = await client.post("/Observation", content=bodies[n])
+            if response.status_code != 201:
+                raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
+        except Exception as exc:  # counted and shown, never fatal for the run
+            run.errors += 1
+            run.first_error = run.first_error or f"{type(exc).__name__}: {exc}"[:300]
+            failed.add(n)
+        else:
+            if n >= 0:
+                run.write_seconds.append(time.perf_counter() - began)
 
-        receiver.tally = run.tally
-        for n in range(-WARMUP_WRITES, 0):
-            await write(n)
-        warm = list(range(-WARMUP_WRITES, 0))
-        await wait_until(lambda: (all(n in run.tally.arrivals for n in warm), 0), READY_TIMEOUT_S)
-        if not all(n in run.tally.arrivals for n in warm):
-            raise RuntimeError(f"{shape}: warm-up notifications missing after {READY_TIMEOUT_S}s")
-        receiver.tally = run.tally = Tally()
+    sink.tally = run.tally
+    for n in range(-WARMUP_WRITES, 0):
+        await write(n)
+    warm = list(range(-WARMUP_WRITES, 0))
+    await wait_until(lambda: (all(n in run.tally.arrivals for n in warm), 0), READY_TIMEOUT_S)
+    if not all(n in run.tally.arrivals for n in warm):
+        raise RuntimeError(f"{label}: warm-up notifications missing after {READY_TIMEOUT_S}s")
+    sink.tally = run.tally = Tally()
 
-        task = bar.add_task(f"{shape}: {args.rate:g} writes/s for {args.seconds:g} s", total=total)
-        cpu = Cpu(server.proc.pid)
-        slots, pending = asyncio.Semaphore(args.in_flight), set()
-        run.started = started = time.perf_counter()
-        for n in range(total):  # write n starts at started + n / rate (open loop)
-            delay = started + n / args.rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await slots.acquire()
-            job = asyncio.create_task(write(n))
-            job.add_done_callback(lambda _job: (slots.release(), bar.advance(task)))
-            pending.add(job)
-            job.add_done_callback(pending.discard)
-        await asyncio.gather(*pending)
-        run.elapsed = time.perf_counter() - started
-        for n in failed:
-            run.sent.pop(n, None)
-        bar.update(task, description=f"{shape}: waiting for notifications", completed=0)
-        bar.update(task, total=len(run.written))
-        expected = run.written
+    task = bar.add_task(f"{label}: {args.rate:g} writes/s for {args.seconds:g} s", total=total)
+    cpu = Cpu(pid)
+    slots, pending = asyncio.Semaphore(args.in_flight), set()
+    run.started = started = time.perf_counter()
+    for n in range(total):  # write n starts at started + n / rate (open loop)
+        delay = started + n / args.rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await slots.acquire()
+        job = asyncio.create_task(write(n))
+        job.add_done_callback(lambda _job: (slots.release(), bar.advance(task)))
+        pending.add(job)
+        job.add_done_callback(pending.discard)
+    await asyncio.gather(*pending)
+    run.elapsed = time.perf_counter() - started
+    for n in failed:
+        run.sent.pop(n, None)
+    bar.update(task, description=f"{label}: waiting for notifications", completed=0)
+    bar.update(task, total=len(run.written))
+    expected = run.written
 
-        def arrived() -> tuple[bool, int]:
-            got = sum(1 for n in expected if n in run.tally.arrivals)
-            return got == len(expected), got
+    def arrived() -> tuple[bool, int]:
+        got = sum(1 for n in expected if n in run.tally.arrivals)
+        return got == len(expected), got
 
-        await wait_until(arrived, args.drain, bar, task)
-        run.cpu = cpu.read()
-        bar.remove_task(task)
+    await wait_until(arrived, args.drain, bar, task)
+    run.cpu = cpu.read()
+    bar.remove_task(task)
     lat = Latencies.of(run.latencies)
-    note(f"done: {shape} latency: p50 {ms(lat.p50)} ms, p99 {ms(lat.p99)} ms, lost {run.lost}")
+    note(f"done: {label} latency: p50 {ms(lat.p50)} ms, p99 {ms(lat.p99)} ms, lost {run.lost}")
     if run.tally.malformed:
-        note(f"[red]{shape}: {run.tally.malformed} requests were not notification Bundles[/]")
+        note(f"[red]{label}: {run.tally.malformed} requests were not notification Bundles[/]")
     if run.errors:
-        note(f"[red]{shape}: {run.errors} writes failed, first: {run.first_error}[/]")
-    return run
+        note(f"[red]{label}: {run.errors} writes failed, first: {run.first_error}[/]")
 
 
 # -- 2. burst -------------------------------------------------------------------------------------
@@ -487,47 +530,65 @@ async def burst_run(
 ) -> BurstRun:
     patients = [f"burst-{uuid.uuid4().hex[:8]}-{k}" for k in range(args.subscriptions)]
     run = BurstRun(f"Herald, {shape}", False, args.subscriptions, args.resources)
-    warmup = burst_bundles(patients, len(patients), len(patients))
-    bundles = burst_bundles(patients, args.resources, args.bundle_size)
     async with httpx.AsyncClient(base_url=server.base, headers=FHIR_JSON, timeout=120) as client:
         task = bar.add_task(f"{shape}: {args.subscriptions} subscriptions", total=None)
         await subscribe(client, f"{receiver.url}/burst", patients)
-        receiver.tally = tally = Tally()
-        if (await client.post("", content=warmup[0])).status_code != 200:
-            raise RuntimeError(f"{shape}: the warm-up Bundle was refused")
-        await wait_until(lambda: (len(tally.events) >= len(patients), 0), READY_TIMEOUT_S)
-        if len(tally.events) < len(patients):
-            raise RuntimeError(f"{shape}: warm-up notifications missing after {READY_TIMEOUT_S}s")
-        receiver.tally = tally = Tally()
-
-        bar.update(task, description=f"{shape}: burst notifications", total=args.resources)
-        queue = iter(bundles)
-
-        async def writer() -> None:
-            for body in queue:  # shared: each Bundle goes to one writer
-                try:
-                    response = await client.post("", content=body)
-                    if response.status_code != 200:
-                        raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
-                except Exception as exc:  # counted and shown, never fatal for the run
-                    run.errors += 1
-                    note(f"[red]{shape}: a Bundle failed: {type(exc).__name__}: {exc}[/]")
-
-        cpu = Cpu(server.proc.pid)
-        run.started = time.perf_counter()
-        writing = asyncio.gather(*(writer() for _ in range(args.bundle_workers)))
-        await wait_until(lambda: (writing.done(), len(tally.events)), READY_TIMEOUT_S, bar, task)
-        await asyncio.wait_for(writing, READY_TIMEOUT_S)
-        run.write_seconds = time.perf_counter() - run.started
-        done = lambda: (len(tally.events) >= args.resources, len(tally.events))  # noqa: E731
-        await wait_until(done, args.drain, bar, task)
-        run.cpu = cpu.read()
         bar.remove_task(task)
-    record(run, tally)
-    note(f"done: {shape} burst: {rate(run.per_second)} notifications/s, {run.received:,} received")
-    if tally.malformed:
-        note(f"[red]{shape}: {tally.malformed} requests were not notification Bundles[/]")
+        await burst_writes(run, shape, client, patients, receiver, server.proc.pid, args, bar)
     return run
+
+
+async def burst_writes(
+    run: BurstRun,
+    label: str,
+    client: httpx.AsyncClient,
+    patients: list[str],
+    sink: Sink,
+    pid: int,
+    args: argparse.Namespace,
+    bar: Progress,
+) -> None:
+    """The burst, once each patient's subscription delivers to `sink`: a warm-up Bundle (one
+    Observation per patient) and its notifications, then `args.resources` Observations in
+    transaction Bundles as fast as they are taken, then wait for the notifications."""
+    warmup = burst_bundles(patients, len(patients), len(patients))
+    bundles = burst_bundles(patients, args.resources, args.bundle_size)
+    task = bar.add_task(f"{label}: warm-up", total=None)
+    sink.tally = tally = Tally()
+    if (await client.post("", content=warmup[0])).status_code != 200:
+        raise RuntimeError(f"{label}: the warm-up Bundle was refused")
+    await wait_until(lambda: (len(tally.events) >= len(patients), 0), READY_TIMEOUT_S)
+    if len(tally.events) < len(patients):
+        raise RuntimeError(f"{label}: warm-up notifications missing after {READY_TIMEOUT_S}s")
+    sink.tally = tally = Tally()
+
+    bar.update(task, description=f"{label}: burst notifications", total=args.resources)
+    queue = iter(bundles)
+
+    async def writer() -> None:
+        for body in queue:  # shared: each Bundle goes to one writer
+            try:
+                response = await client.post("", content=body)
+                if response.status_code != 200:
+                    raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
+            except Exception as exc:  # counted and shown, never fatal for the run
+                run.errors += 1
+                note(f"[red]{label}: a Bundle failed: {type(exc).__name__}: {exc}[/]")
+
+    cpu = Cpu(pid)
+    run.started = time.perf_counter()
+    writing = asyncio.gather(*(writer() for _ in range(args.bundle_workers)))
+    await wait_until(lambda: (writing.done(), len(tally.events)), READY_TIMEOUT_S, bar, task)
+    await asyncio.wait_for(writing, READY_TIMEOUT_S)
+    run.write_seconds = time.perf_counter() - run.started
+    done = lambda: (len(tally.events) >= args.resources, len(tally.events))  # noqa: E731
+    await wait_until(done, args.drain, bar, task)
+    run.cpu = cpu.read()
+    bar.remove_task(task)
+    record(run, tally)
+    note(f"done: {label} burst: {rate(run.per_second)} notifications/s, {run.received:,} received")
+    if tally.malformed:
+        note(f"[red]{label}: {tally.malformed} requests were not notification Bundles[/]")
 
 
 def record(run: BurstRun, tally: Tally) -> None:
@@ -608,15 +669,36 @@ async def ceiling(
     RAW_FACTOR times `--resources` of them, so that the run is long enough to time."""
     count = args.resources * RAW_FACTOR
     run = BurstRun(f"{client} client -> {name}", True, 0, count)
+    target_args = (client, url, count, PER_HOST, body)
+    return await child_ceiling(run, _blast, target_args, seen, args.drain, task, bar)
+
+
+async def child_ceiling(
+    run: BurstRun,
+    target: Callable[..., None],
+    target_args: tuple[Any, ...],
+    seen: Callable[[], int],
+    stall: float,
+    task: Any,
+    bar: Progress,
+    started: Callable[[], Awaitable[object]] | None = None,
+) -> BurstRun:
+    """Run `target(*target_args)` (a module-level function: it is spawned) in a child process
+    that sends `run.expected` messages, until `seen()` counts them all, the child is gone, or
+    nothing arrived for `stall` seconds. `started()`, if given, is awaited once the child
+    runs (to connect to it). CPU of the child goes to `run.cpu`."""
+    count = run.expected
     bar.update(task, description=f"ceiling: {run.label}", completed=0, total=count)
     proc = multiprocessing.get_context("spawn").Process(
-        target=_blast, args=(client, url, count, PER_HOST, body), daemon=True
+        target=target, args=target_args, daemon=True
     )
     proc.start()
     try:
         cpu = Cpu(proc.pid)
+        if started is not None:
+            await started()
         finished = lambda: (seen() >= count or not proc.is_alive(), seen())  # noqa: E731
-        await wait_until(finished, args.drain, bar, task)
+        await wait_until(finished, stall, bar, task)
         run.cpu = cpu.read()
     finally:
         await asyncio.to_thread(proc.join, 30)
@@ -624,7 +706,7 @@ async def ceiling(
             proc.kill()
             await asyncio.to_thread(proc.join, 5)
     if proc.exitcode:
-        note(f"[red]{run.label}: the client process failed (exit code {proc.exitcode})[/]")
+        note(f"[red]{run.label}: the child process failed (exit code {proc.exitcode})[/]")
     return run
 
 
@@ -797,8 +879,9 @@ def synthetic_body() -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def herald(shape: str, dbs: Databases, broker: Broker) -> AsyncIterator[Any]:
-    """`herald serve` in the shape asked for, on a fresh database (and Kafka namespace)."""
+async def herald(shape: str, dbs: Databases, broker: Broker, **extra: str) -> AsyncIterator[Any]:
+    """`herald serve` in the shape asked for, on a fresh database (and Kafka namespace);
+    `extra`: more environment for it."""
     env: dict[str, str] = {}
     if shape == "kafka":
         bootstrap = broker.bootstrap()
@@ -809,7 +892,7 @@ async def herald(shape: str, dbs: Databases, broker: Broker) -> AsyncIterator[An
             "HERALD_KAFKA_NAMESPACE": f"bench{uuid.uuid4().hex[:8]}.",
         }
     url = dbs.fresh(SHAPES[shape])
-    with herald_server(url, dbs.dir, **env) as server:
+    with herald_server(url, dbs.dir, **env, **extra) as server:
         yield server
 
 

@@ -17,20 +17,19 @@ from typing import Any
 
 import orjson
 from sqlalchemy import delete, func, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.bus import Bus, Message
 from events.metrics import OUTBOX_LAG, RELAY_IS_LEADER, RELAY_PUBLISH_FAILURES, RELAY_PUBLISHED
 from events.model import CHANGES_TOPIC, EVENT_ID_HEADER
+from fhirstore.db.locks import RELAY_LOCK_KEY
 from fhirstore.db.schema import outbox, relay_cursor
+from fhirstore.db.upsert import upsert
 from fhirstore.db.writer import OUTBOX_CHANNEL
 from fhirstore.store import Store, as_utc
 
 log = logging.getLogger(__name__)
 
-RELAY_LOCK_KEY = 0x48455242  # one relay per database
 CURSOR_NAME = CHANGES_TOPIC
 
 
@@ -222,10 +221,4 @@ async def _read_cursor(conn: AsyncConnection) -> int:
 
 
 async def _write_cursor(conn: AsyncConnection, position: int) -> None:
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    statement = insert(relay_cursor).values(name=CURSOR_NAME, position=position)
-    await conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=[relay_cursor.c.name], set_={"position": position}
-        )
-    )
+    await upsert(conn, relay_cursor, [{"name": CURSOR_NAME, "position": position}], key=["name"])

@@ -27,8 +27,14 @@ from fhirstore.clock import Clock
 from fhirstore.db.engine import is_sqlite, writer
 from fhirstore.db.group_commit import GroupCommit
 from fhirstore.db.schema import resource_versions, resources
-from fhirstore.db.writer import PendingWrite, WrittenVersion, lock_condition, write_versions
-from fhirstore.errors import BadRequest, Conflict, Gone, NotFound, PreconditionFailed
+from fhirstore.db.writer import (
+    PendingWrite,
+    WrittenVersion,
+    lock_condition,
+    write_independent,
+    write_versions,
+)
+from fhirstore.errors import BadRequest, Conflict, FhirError, Gone, NotFound, PreconditionFailed
 from fhirstore.search.query import SearchRequest, parse_search
 from fhirstore.search.sql import SearchResult, run_search
 from fhirstore.validation import require_id, require_type, validate_resource
@@ -314,6 +320,41 @@ class Store:
     ) -> list[WrittenVersion | None]:
         """Several writes inside a `write_transaction` (transaction Bundles, loaders)."""
         return await write_versions(conn, writes, self.clock.now())
+
+    async def write_each(
+        self, conn: AsyncConnection, writes: Sequence[PendingWrite]
+    ) -> list[WrittenVersion | FhirError | None]:
+        """Several independent writes inside a `write_transaction`: each that passes its own
+        checks (e.g. If-Match) is applied, the others come back as their error. For Herald's
+        own writes, which are valid by construction (no validation here)."""
+        return await write_independent(conn, writes, self.clock.now())
+
+    @staticmethod
+    async def current_in(
+        conn: AsyncConnection, resource_type: str, ids: Sequence[str]
+    ) -> dict[str, StoredVersion]:
+        """The current version of each of `ids` that ever existed (deletions included), read
+        inside the caller's transaction."""
+        found: dict[str, StoredVersion] = {}
+        r = resources.c
+        wanted = sorted(set(ids))
+        for start in range(0, len(wanted), _VERSIONS_PER_QUERY * 3):
+            chunk = wanted[start : start + _VERSIONS_PER_QUERY * 3]
+            rows = await conn.execute(
+                select(r.res_id, r.version_id, r.last_updated, r.body).where(
+                    and_(r.res_type == resource_type, r.res_id.in_(chunk))
+                )
+            )
+            for row in rows:
+                found[row.res_id] = StoredVersion(
+                    resource_type,
+                    row.res_id,
+                    row.version_id,
+                    as_utc(row.last_updated),
+                    "",
+                    row.body,
+                )
+        return found
 
 
 def raise_id_mismatch(resource_type: str, url_id: str, body_id: Any) -> NoReturn:

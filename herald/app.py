@@ -18,6 +18,7 @@ from herald import __version__
 from herald.metrics import MetricsMiddleware, metrics_endpoint
 from herald.runtime import Runtime
 from herald.settings import Settings
+from scheduler.api import schedule_router
 
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             nudge=runtime.nudge,
         )
     )
+    app.include_router(schedule_router(runtime.store, prefix=settings.fhir_base_path))
     app.include_router(
         fhir_router(
             runtime.store,

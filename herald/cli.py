@@ -58,6 +58,7 @@ def serve(
     subscriptions: Annotated[
         bool, typer.Option(help="Also run the subscription matcher and dispatcher")
     ] = True,
+    scheduler: Annotated[bool, typer.Option(help="Also run the CarePlan scheduler")] = True,
 ) -> None:
     """Run the FHIR API (and, unless --no-relay / --no-subscriptions, the outbox relay, the
     subscription matcher and the dispatcher) in this process."""
@@ -65,7 +66,12 @@ def serve(
     from herald.runtime import Runtime
 
     settings = _settings(
-        database_url, kafka_bootstrap, host=host, port=port, subscriptions=subscriptions
+        database_url,
+        kafka_bootstrap,
+        host=host,
+        port=port,
+        subscriptions=subscriptions,
+        scheduler=scheduler,
     )
     if settings.embedded_bus:
         log.warning(
@@ -90,12 +96,19 @@ def serve(
 @app.command("relay")
 def relay_only(database_url: DatabaseOpt = None, kafka_bootstrap: KafkaOpt = None) -> None:
     """Run only the outbox relay (for a scaled-out deployment)."""
+
+    _run_until_stopped(
+        _settings(database_url, kafka_bootstrap, subscriptions=False, scheduler=False),
+        run_relay=True,
+    )
+
+
+def _run_until_stopped(settings: Settings, *, run_relay: bool) -> None:
+    """Run the workers `settings` turn on (no API) until the process is stopped."""
     from herald.runtime import Runtime
 
-    settings = _settings(database_url, kafka_bootstrap, subscriptions=False)
-
     async def main() -> None:
-        runtime = Runtime(settings)
+        runtime = Runtime(settings, run_relay=run_relay)
         await runtime.start()
         try:
             await asyncio.Event().wait()
@@ -253,6 +266,72 @@ def asyncapi(
         output.write_text(document + "\n")
     else:
         typer.echo(document)
+
+
+scheduler_app = typer.Typer(help="The CarePlan scheduler.", no_args_is_help=True)
+app.add_typer(scheduler_app, name="scheduler")
+
+
+@scheduler_app.command("run")
+def scheduler_run(database_url: DatabaseOpt = None, kafka_bootstrap: KafkaOpt = None) -> None:
+    """Run only the CarePlan scheduler (a scaled-out scheduler process)."""
+    _run_until_stopped(
+        _settings(database_url, kafka_bootstrap, subscriptions=False, scheduler=True),
+        run_relay=False,
+    )
+
+
+@scheduler_app.command("reconcile")
+def scheduler_reconcile(database_url: DatabaseOpt = None) -> None:
+    """Reconcile every CarePlan now: materialise what is missing, repair what is wrong, and
+    report what was fixed and which activities cannot be scheduled."""
+    from events.bus.memory import MemoryBus
+    from fhirstore.clock import SystemClock
+    from fhirstore.db.engine import create_engine
+    from fhirstore.db.migrate import upgrade
+    from fhirstore.store import Store
+    from herald.runtime import schedule_policy
+    from scheduler.reconcile import Repairs
+    from scheduler.service import Scheduler
+
+    settings = _settings(database_url)
+
+    async def main() -> tuple[Repairs, list[tuple[str, str | None, str]]]:
+        engine = create_engine(settings.database_url)
+        try:
+            await upgrade(engine)
+            store = Store(engine, SystemClock())
+            scheduler = Scheduler(store, MemoryBus(), schedule_policy(settings))
+            with Progress(
+                TextColumn("reconciling CarePlans"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("Tasks written: {task.fields[writes]}"),
+                TimeElapsedColumn(),
+                console=console,
+            ) as progress:
+                task = progress.add_task("sweep", total=None, writes=0)
+
+                def show(done: int, total: int, repairs: Repairs) -> None:
+                    progress.update(task, completed=done, total=total, writes=repairs.writes)
+
+                repairs = await scheduler.sweep(show)
+            return repairs, await scheduler.skipped()
+        finally:
+            await engine.dispose()
+
+    repairs, skipped = asyncio.run(main())
+    table = Table("what", "count")
+    for kind, count in repairs.counts().items():
+        table.add_row(kind.replace("_", " "), str(count))
+    console.print(table)
+    if skipped:
+        why = Table("CarePlan", "activity", "not scheduled because")
+        for careplan_id, activity, reason in skipped[:100]:
+            why.add_row(careplan_id, activity or "(all)", reason)
+        console.print(why)
+        if len(skipped) > 100:
+            console.print(f"... and {len(skipped) - 100} more (see CarePlan/{{id}}/$schedule)")
 
 
 if __name__ == "__main__":

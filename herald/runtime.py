@@ -1,7 +1,7 @@
 """The running parts of one Herald process, built from settings and started in order.
 
 `Runtime` owns the engine, the store, the bus and the background workers: the outbox relay,
-the subscription matcher and the dispatcher (later the scheduler). `herald serve` runs the API
+the subscription matcher, the dispatcher and the CarePlan scheduler. `herald serve` runs the API
 with all of them; `herald relay` runs only the relay, so each part can be scaled on its own.
 """
 
@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from channels.delivery import DeliveryPolicy
 from channels.dispatcher import Dispatcher, new_owner
@@ -36,6 +37,9 @@ from fhirstore.store import Store
 from herald import __version__
 from herald.channel_support import channel_support, optional_transports
 from herald.settings import Settings
+from scheduler.policy import PlanTag, SchedulePolicy
+from scheduler.service import Scheduler
+from scheduler.timing import WhenClock
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,23 @@ def delivery_policy(settings: Settings) -> DeliveryPolicy:
         max_workers=settings.delivery_max_connections,
         retention=timedelta(hours=settings.subscription_event_retention_hours),
     )
+
+
+def schedule_policy(settings: Settings) -> SchedulePolicy:
+    """The scheduler's policy; a bad setting stops the start with a message saying which."""
+    try:
+        return SchedulePolicy(
+            horizon=timedelta(days=settings.scheduler_horizon_days),
+            lead=timedelta(minutes=settings.scheduler_lead_minutes),
+            grace=timedelta(hours=settings.scheduler_grace_hours),
+            default_zone=ZoneInfo(settings.scheduler_default_timezone),
+            when=WhenClock.parse(settings.scheduler_when_times),
+            tag=PlanTag.parse(settings.scheduler_careplan_tag)
+            if settings.scheduler_careplan_tag
+            else None,
+        )
+    except (ValueError, ZoneInfoNotFoundError) as error:
+        raise ValueError(f"scheduler settings (HERALD_SCHEDULER_*): {error}") from error
 
 
 def make_bus(settings: Settings) -> Bus:
@@ -119,6 +140,15 @@ class Runtime:
             Matcher(self.store, self.ledger, self.matching_registry, self.bus).subscribe()
             self.dispatcher.subscribe()
         self.hub.listen()  # any API process may hold WebSockets
+        self.scheduler = Scheduler(
+            self.store,
+            self.bus,
+            schedule_policy(settings),
+            sweep_interval=settings.scheduler_sweep_seconds,
+            due_interval=settings.scheduler_due_seconds,
+        )
+        if settings.scheduler:
+            self.scheduler.subscribe()
 
     async def nudge(self, subscription_id: str) -> None:
         """Have the subscription's dispatcher (whichever process) send what it owes now."""
@@ -138,6 +168,8 @@ class Runtime:
             self._spawn("dispatcher", self.dispatcher.run)
         await self.hub.start()
         self._spawn("websocket-bindings", self.hub.run)
+        if self.settings.scheduler:
+            await self.scheduler.start()
         self.ready = True
         log.info(
             "herald started",
@@ -170,6 +202,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        await self.scheduler.stop()
         await self.bus.stop()  # no more jobs: then no new delivery workers
         await self.dispatcher.stop()
         for transport in self.transports.values():

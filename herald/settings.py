@@ -72,6 +72,33 @@ class Settings(BaseSettings):
         "",
         description="Kafka topics the kafka channel may write: names or prefixes ending in *",
     )
+    scheduler: bool = Field(
+        True, description="Run the CarePlan scheduler (materialisation, wake-ups, sweeps) here"
+    )
+    scheduler_horizon_days: float = Field(
+        14, description="Tasks exist for CarePlan occurrences up to this many days ahead"
+    )
+    scheduler_lead_minutes: float = Field(
+        0, description="A Task becomes ready this many minutes before its scheduled time"
+    )
+    scheduler_grace_hours: float = Field(
+        24, description="A ready Task nobody started is marked missed this long after its time"
+    )
+    scheduler_default_timezone: str = Field(
+        "UTC", description="IANA zone of patients without the timezone extension"
+    )
+    scheduler_when_times: str = Field(
+        "",
+        description="Clock times of Timing.repeat.when codes, e.g. MORN=08:00,EVE=18:00 "
+        "(overrides the built-in table)",
+    )
+    scheduler_careplan_tag: str | None = Field(
+        None, description="Schedule only CarePlans with this meta.tag (system|code or code)"
+    )
+    scheduler_sweep_seconds: float = Field(
+        300, description="How often the leader reconciles every CarePlan and rolls the horizon"
+    )
+    scheduler_due_seconds: float = Field(1.0, description="How often due Tasks are woken")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_format: Literal["console", "json"] = Field("console", description="console or json")
 

@@ -10,6 +10,7 @@ OperationOutcome (a text frame) and the socket stays open.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
@@ -17,7 +18,7 @@ from fastapi.responses import Response
 
 from channels.websocket.hub import Connection, SocketHub
 from channels.websocket.tokens import BindingTokens
-from events.subscriptions.ledger import Ledger
+from events.subscriptions.ledger import Ledger, SubscriptionProgress
 from events.subscriptions.lifecycle import Lifecycle
 from events.subscriptions.model import SubscriptionSpec
 from events.subscriptions.notification import notification_bundle
@@ -30,6 +31,9 @@ from fhirstore.errors import BadRequest, FhirError, Unprocessable, operation_out
 from fhirstore.store import Store
 
 SOCKET_PATH = "/websocket"
+# A Subscription just created may not be registered for delivery yet (on Kafka the matcher does
+# that a moment later): a bind waits this long for it.
+REGISTRATION_WAIT_S = 5.0
 MAX_MESSAGE_CHARS = 4096  # a command is a few hundred characters at most
 _MAX_IDS = 100
 
@@ -52,7 +56,13 @@ def websocket_router(
     lifecycle = Lifecycle(store, ledger)
 
     def fhir_base(request: Request | WebSocket) -> str:
-        return public_base or str(request.base_url).rstrip("/") + prefix
+        """The FHIR base of links in Bundles: http(s), also when asked over ws(s)."""
+        if public_base:
+            return public_base
+        base = str(request.base_url).rstrip("/")
+        if base.startswith("ws"):  # ws:// -> http://, wss:// -> https://
+            base = "http" + base[2:]
+        return base + prefix
 
     async def websocket_spec(subscription_id: str) -> SubscriptionSpec:
         spec = await stored_spec(store, registry, subscription_id)
@@ -98,11 +108,15 @@ def websocket_router(
         except FhirError as error:  # deleted since the token was issued, no longer websocket
             await connection.send(_error(str(error)), within=hub.send_timeout)
             return
-        progress = await ledger.progress(subscription_id)
+        progress = await _registered(ledger, subscription_id)
         if progress is None or progress.status == "off":
-            await connection.send(
-                _error(f"Subscription/{subscription_id} is off"), within=hub.send_timeout
+            problem = (
+                f"Subscription/{subscription_id} is off"
+                if progress
+                else f"Subscription/{subscription_id} is not registered for delivery yet; "
+                f"bind again in a moment"
             )
+            await connection.send(_error(problem), within=hub.send_timeout)
             return
         now = store.clock.now()
         handshake = notification_bundle(
@@ -171,3 +185,13 @@ def websocket_router(
 
 def _error(diagnostics: str) -> str:
     return fhirjson.dumps(operation_outcome(diagnostics)).decode()
+
+
+async def _registered(ledger: Ledger, subscription_id: str) -> SubscriptionProgress | None:
+    """The subscription's delivery progress, waiting a little for its registration."""
+    deadline = asyncio.get_running_loop().time() + REGISTRATION_WAIT_S
+    progress = await ledger.progress(subscription_id)
+    while progress is None and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+        progress = await ledger.progress(subscription_id)
+    return progress

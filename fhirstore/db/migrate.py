@@ -10,8 +10,9 @@ from alembic.config import Config
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from fhirstore.db.locks import MIGRATION_LOCK_KEY
+
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
-_MIGRATION_LOCK_KEY = 0x48455243
 
 
 def alembic_config(connection: Any | None = None) -> Config:
@@ -24,5 +25,5 @@ def alembic_config(connection: Any | None = None) -> Config:
 async def upgrade(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
         await conn.run_sync(lambda sync: command.upgrade(alembic_config(sync), "head"))

@@ -182,3 +182,41 @@ websocket_bindings = Table(
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Index("ix_websocket_bindings_expires", "expires_at"),
 )
+
+# -- scheduler bookkeeping (scheduler/ reads and writes these) -------------------------------
+
+# One row per CarePlan the scheduler has looked at: what it made of it, and for whom.
+schedule_plans = Table(
+    "schedule_plans",
+    metadata,
+    Column("careplan_id", String(64), primary_key=True),
+    # The CarePlan version last reconciled (None once the CarePlan is deleted).
+    Column("version_id", Integer, nullable=True),
+    # "Patient/{id}" the Tasks are for: a change of the Patient's time zone reschedules.
+    Column("patient", String(128), nullable=True),
+    # Whether the CarePlan is scheduled at all (active, plan or order, tagged if required).
+    Column("scheduled", Boolean, nullable=False),
+    # JSON: why the CarePlan or some of its activities are not materialised ([] when all are).
+    Column("report", Text, nullable=False),
+    Column("reconciled_at", DateTime(timezone=True), nullable=False),
+    Index("ix_schedule_plans_patient", "patient"),
+)
+
+# One row per Task the scheduler made for an occurrence, and what it does to it next.
+schedule_tasks = Table(
+    "schedule_tasks",
+    metadata,
+    Column("task_id", String(64), primary_key=True),
+    Column("careplan_id", String(64), nullable=False),
+    Column("activity", String(64), nullable=False),
+    Column("start", DateTime(timezone=True), nullable=False),  # the occurrence, UTC
+    # The Task version Herald wrote or last saw: a different current version means someone
+    # else changed the Task since.
+    Column("task_version", Integer, nullable=False),
+    # requested | ready | missed | unscheduled | released (moved on by someone: hands off)
+    Column("state", String(16), nullable=False),
+    # When the Task next needs Herald (ready at start - lead, missed at start + grace).
+    Column("due_at", DateTime(timezone=True), nullable=True),
+    Index("ix_schedule_tasks_plan", "careplan_id", "start"),
+    Index("ix_schedule_tasks_due", "due_at"),
+)

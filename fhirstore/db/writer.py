@@ -17,13 +17,13 @@ from sqlalchemy import and_, bindparam, delete, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fhirstore import fhirjson
+from fhirstore.db.locks import OUTBOX_LOCK_KEY
 from fhirstore.db.schema import outbox, resource_versions, resources, search_index
 from fhirstore.errors import BadRequest, FhirError, PreconditionFailed
 from fhirstore.search.extract import index_entries
 
 # Any constant shared by all Herald processes; taken (transaction-scoped) right before the outbox
 # insert so that on PostgreSQL outbox sequence order equals commit order.
-OUTBOX_LOCK_KEY = 0x48455241  # "HERA"
 # PostgreSQL channel notified (at commit) whenever outbox rows are added: relays in other
 # processes wake at once instead of waiting for their next poll.
 OUTBOX_CHANNEL = "herald_outbox"

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from events.bus import Bus
+from fhirstore.clock import Clock
 from fhirstore.db.schema import outbox, resources
 from herald.app import create_app
 from herald.runtime import Runtime
@@ -22,12 +23,17 @@ FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 @asynccontextmanager
 async def running_herald(
-    database_url: str, *, bus: Bus | None = None, served: bool = False, **settings: Any
+    database_url: str,
+    *,
+    bus: Bus | None = None,
+    served: bool = False,
+    clock: Clock | None = None,
+    **settings: Any,
 ) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
     """A started Herald and a client of its FHIR API: over ASGI in this process, or (`served`)
     over real HTTP from uvicorn on 127.0.0.1 (for WebSocket clients: `client.base_url`)."""
     config = Settings(database_url=database_url, relay_poll_seconds=0.05, **settings)
-    runtime = Runtime(config, bus=bus)
+    runtime = Runtime(config, bus=bus, clock=clock)
     app = create_app(config, runtime=runtime)
     await runtime.start()
     try:

@@ -1,0 +1,53 @@
+"""`CarePlan/{id}/$schedule`: what the scheduler made of a CarePlan, as a Parameters resource.
+
+It answers from the scheduler's last reconciliation of the CarePlan: whether it is scheduled,
+how many Tasks its schedule wanted in the horizon then, and each activity (or the whole CarePlan)
+left out with the reason, e.g. a `scheduledString` that cannot be materialised.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from fhirstore.api.http import FhirResponse
+from fhirstore.db.writer import fhir_instant
+from fhirstore.errors import NotFound
+from fhirstore.store import Store
+from fhirstore.validation import require_id
+from scheduler.bookkeeping import plan_rows
+
+
+def schedule_router(store: Store, *, prefix: str) -> APIRouter:
+    router = APIRouter(prefix=prefix)
+
+    @router.api_route("/CarePlan/{careplan_id}/$schedule", methods=["GET", "POST"])
+    async def schedule(careplan_id: str) -> Response:
+        require_id(careplan_id)
+        async with store.engine.connect() as conn:
+            row = (await plan_rows(conn, [careplan_id])).get(careplan_id)
+        if row is None:
+            await store.read("CarePlan", careplan_id)  # 404 / 410 when it is not there
+            raise NotFound(
+                f"the scheduler has not reconciled CarePlan/{careplan_id} yet; ask again in a "
+                f"moment (or run `herald scheduler reconcile`)"
+            )
+        report = orjson.loads(row.report)
+        parameters: list[dict[str, Any]] = [
+            {"name": "scheduled", "valueBoolean": row.scheduled},
+            {"name": "tasks", "valueInteger": report["tasks"]},
+            {"name": "reconciled", "valueInstant": fhir_instant(row.reconciled_at)},
+        ]
+        if row.version_id is not None:
+            parameters.append({"name": "careplanVersion", "valueId": str(row.version_id)})
+        for skipped in report["skipped"]:
+            part = [{"name": "reason", "valueString": skipped["reason"]}]
+            if skipped["activity"] is not None:
+                part.insert(0, {"name": "activity", "valueString": skipped["activity"]})
+            parameters.append({"name": "skipped", "part": part})
+        return FhirResponse({"resourceType": "Parameters", "parameter": parameters})
+
+    return router

@@ -1,0 +1,193 @@
+"""The scheduler's own rows: what it made of each CarePlan (`schedule_plans`) and the Tasks it
+owes something (`schedule_tasks`), read and written inside the caller's transaction."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import TypeVar
+
+import orjson
+from sqlalchemy import and_, delete, func, select, text, union
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from fhirstore.db.schema import resources, schedule_plans, schedule_tasks
+from fhirstore.db.upsert import upsert
+from fhirstore.store import as_utc
+from scheduler.task import TaskState
+
+_CHUNK = 500
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRow:
+    task_id: str
+    careplan_id: str
+    activity: str
+    start: datetime
+    task_version: int
+    state: TaskState
+    due_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRow:
+    careplan_id: str
+    version_id: int | None
+    patient: str | None
+    scheduled: bool
+    report: str  # JSON
+    reconciled_at: datetime
+
+
+def _task_row(row: object) -> TaskRow:
+    return TaskRow(
+        row.task_id,  # type: ignore[attr-defined]
+        row.careplan_id,  # type: ignore[attr-defined]
+        row.activity,  # type: ignore[attr-defined]
+        as_utc(row.start),  # type: ignore[attr-defined]
+        row.task_version,  # type: ignore[attr-defined]
+        row.state,  # type: ignore[attr-defined]
+        as_utc(row.due_at) if row.due_at is not None else None,  # type: ignore[attr-defined]
+    )
+
+
+async def lock_plans(conn: AsyncConnection, careplan_ids: Sequence[str]) -> None:
+    """One reconciler per CarePlan at a time, across processes (PostgreSQL, until commit).
+
+    Locks are taken in one order, so two reconcilers of overlapping batches cannot deadlock.
+    SQLite's single writer needs nothing more.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    keys = sorted({zlib.crc32(f"CarePlan/{i}".encode()) - 2**31 for i in careplan_ids})
+    await conn.execute(
+        text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k"),
+        {"keys": keys},
+    )
+
+
+async def plan_rows(conn: AsyncConnection, careplan_ids: Sequence[str]) -> dict[str, PlanRow]:
+    found: dict[str, PlanRow] = {}
+    for chunk in _chunks(careplan_ids):
+        for row in await conn.execute(
+            select(schedule_plans).where(schedule_plans.c.careplan_id.in_(chunk))
+        ):
+            found[row.careplan_id] = PlanRow(
+                row.careplan_id,
+                row.version_id,
+                row.patient,
+                row.scheduled,
+                row.report,
+                as_utc(row.reconciled_at),
+            )
+    return found
+
+
+async def task_rows(
+    conn: AsyncConnection, careplan_ids: Sequence[str], *, since: datetime
+) -> list[TaskRow]:
+    """The plans' Task rows for occurrences from `since` on (locked on PostgreSQL)."""
+    found: list[TaskRow] = []
+    t = schedule_tasks.c
+    for chunk in _chunks(careplan_ids):
+        query = select(schedule_tasks).where(and_(t.careplan_id.in_(chunk), t.start >= since))
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        found.extend(_task_row(row) for row in await conn.execute(query))
+    return found
+
+
+async def tasks_by_id(conn: AsyncConnection, task_ids: Sequence[str]) -> dict[str, TaskRow]:
+    found: dict[str, TaskRow] = {}
+    for chunk in _chunks(task_ids):
+        for row in await conn.execute(
+            select(schedule_tasks).where(schedule_tasks.c.task_id.in_(chunk))
+        ):
+            found[row.task_id] = _task_row(row)
+    return found
+
+
+async def claim_due(conn: AsyncConnection, now: datetime, limit: int) -> list[TaskRow]:
+    """Rows due by `now`, earliest first; on PostgreSQL locked, skipping rows another
+    process holds, so several schedulers share the wake-ups without doing one twice."""
+    t = schedule_tasks.c
+    query = (
+        select(schedule_tasks)
+        .where(and_(t.due_at.is_not(None), t.due_at <= now))
+        .order_by(t.due_at)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return [_task_row(row) for row in await conn.execute(query)]
+
+
+async def save_tasks(conn: AsyncConnection, rows: Sequence[TaskRow]) -> None:
+    for chunk in _chunks(rows):
+        await upsert(conn, schedule_tasks, [asdict(r) for r in chunk], key=["task_id"])
+
+
+async def save_plans(conn: AsyncConnection, rows: Sequence[PlanRow]) -> None:
+    for chunk in _chunks(rows):
+        await upsert(conn, schedule_plans, [asdict(r) for r in chunk], key=["careplan_id"])
+
+
+async def forget_tasks(conn: AsyncConnection, before: datetime) -> int:
+    """Drop rows of occurrences before `before` that need nothing more (the Tasks stay)."""
+    t = schedule_tasks.c
+    result = await conn.execute(
+        delete(schedule_tasks).where(and_(t.start < before, t.due_at.is_(None)))
+    )
+    return result.rowcount or 0
+
+
+async def plans_of_patients(conn: AsyncConnection, patients: Sequence[str]) -> list[str]:
+    found: list[str] = []
+    for chunk in _chunks(patients):
+        rows = await conn.execute(
+            select(schedule_plans.c.careplan_id).where(schedule_plans.c.patient.in_(chunk))
+        )
+        found.extend(rows.scalars())
+    return found
+
+
+async def careplan_ids(conn: AsyncConnection, *, after: str, limit: int) -> list[str]:
+    """The next `limit` CarePlan ids after `after`: every CarePlan stored (live or deleted)
+    and every one the scheduler has a row for, in id order."""
+    r, p = resources.c, schedule_plans.c
+    ids = union(
+        select(r.res_id.label("id")).where(and_(r.res_type == "CarePlan", r.res_id > after)),
+        select(p.careplan_id.label("id")).where(p.careplan_id > after),
+    ).subquery()
+    rows = await conn.execute(select(ids.c.id).order_by(ids.c.id).limit(limit))
+    return list(rows.scalars())
+
+
+async def count_careplans(conn: AsyncConnection) -> int:
+    r, p = resources.c, schedule_plans.c
+    ids = union(
+        select(r.res_id.label("id")).where(r.res_type == "CarePlan"),
+        select(p.careplan_id.label("id")),
+    ).subquery()
+    return int((await conn.execute(select(func.count()).select_from(ids))).scalar_one())
+
+
+def _chunks(items: Sequence[_T]) -> list[Sequence[_T]]:
+    return [items[i : i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+
+
+async def skipped_activities(conn: AsyncConnection) -> list[tuple[str, str | None, str]]:
+    """(CarePlan id, activity, reason) of what scheduled CarePlans could not materialise."""
+    found: list[tuple[str, str | None, str]] = []
+    p = schedule_plans.c
+    rows = await conn.execute(
+        select(p.careplan_id, p.report).where(p.scheduled.is_(True)).order_by(p.careplan_id)
+    )
+    for careplan_id, report in rows:
+        for skipped in orjson.loads(report)["skipped"]:
+            found.append((careplan_id, skipped["activity"], skipped["reason"]))
+    return found

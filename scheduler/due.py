@@ -1,0 +1,87 @@
+"""Due wake-ups: a requested Task becomes ready at its start (less the lead time), and a ready
+one nobody moved on becomes missed once the grace period is over.
+
+Rows come from `schedule_tasks` by `due_at`, a batch per transaction; on PostgreSQL they are
+claimed with FOR UPDATE SKIP LOCKED, so any number of schedulers share them and none wakes a
+Task twice. A Task someone moved on meanwhile is released, never written; one deleted by hand
+is left for the sweep to restore.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+import orjson
+
+from fhirstore.db.writer import PendingWrite, WrittenVersion
+from fhirstore.store import Store
+from scheduler.bookkeeping import TaskRow, claim_due, save_tasks
+from scheduler.metrics import TASKS_WRITTEN, WAKE_LAG
+from scheduler.policy import SchedulePolicy
+from scheduler.task import moved_state, next_due, state_of, with_state
+
+BATCH = 500
+
+
+class DueTasks:
+    def __init__(self, store: Store, policy: SchedulePolicy, *, batch: int = BATCH) -> None:
+        self._store = store
+        self._policy = policy
+        self._batch = batch
+
+    async def wake(self) -> int:
+        """Move every Task due by now; return how many were written."""
+        total = 0
+        while True:
+            written, claimed = await self._once()
+            total += written
+            if claimed < self._batch:
+                return total
+
+    async def _once(self) -> tuple[int, int]:
+        now = self._store.clock.now()
+        async with self._store.write_transaction() as conn:
+            rows = await claim_due(conn, now, self._batch)
+            if not rows:
+                return 0, 0
+            current = await Store.current_in(conn, "Task", [r.task_id for r in rows])
+            writes: list[tuple[PendingWrite, TaskRow, TaskRow]] = []  # write, old row, new row
+            settled: list[TaskRow] = []
+            for row in rows:
+                version = current.get(row.task_id)
+                if version is None or version.body is None:  # deleted: the sweep restores it
+                    settled.append(replace(row, due_at=None))
+                    continue
+                body = orjson.loads(version.body)
+                state = state_of(body)
+                target = moved_state(state, row.start, now, self._policy)
+                if target is None:
+                    due = next_due(state, row.start, self._policy)
+                    later = due if due is not None and due > now else None
+                    settled.append(
+                        replace(row, state=state, task_version=version.version_id, due_at=later)
+                    )
+                    continue
+                moved = with_state(body, target)
+                after = replace(row, state=target, due_at=next_due(target, row.start, self._policy))
+                writes.append(
+                    (PendingWrite("Task", row.task_id, moved, version.version_id), row, after)
+                )
+            outcomes = await self._store.write_each(conn, [w for w, _, _ in writes])
+            written = 0
+            for (_, before, after), outcome in zip(writes, outcomes, strict=True):
+                if not isinstance(outcome, WrittenVersion):
+                    continue  # changed under us: due again at once, looked at afresh
+                written += 1
+                settled.append(replace(after, task_version=outcome.version_id))
+                TASKS_WRITTEN.labels(
+                    "woken" if after.state == "ready" else after.state, "due"
+                ).inc()
+                WAKE_LAG.observe(_lag(before, now))
+            await save_tasks(conn, settled)
+        return written, len(rows)
+
+
+def _lag(row: TaskRow, now: datetime) -> float:
+    return max(0.0, (now - row.due_at).total_seconds()) if row.due_at else 0.0

@@ -1,0 +1,221 @@
+"""From a CarePlan to the Tasks its schedule wants now (pure: no I/O, no clock of its own).
+
+Which CarePlans are scheduled: `status = active` with `intent` plan or order (a proposal or an
+option is not yet agreed care, so it gets no Tasks), carrying the configured meta tag when the
+policy names one. Which activities: those with a `detail` whose status is not cancelled, stopped,
+completed, entered-in-error or on-hold, and which is not `doNotPerform`. Everything left out is
+reported with a reason a person can act on.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from fhirstore.db.writer import fhir_instant
+from scheduler.policy import OCCURRENCE_SYSTEM, TIMEZONE_EXTENSION, PlanTag, SchedulePolicy
+from scheduler.task import PlannedTask, local_datetime, occurrence_key, task_id
+from scheduler.timing import Unschedulable, occurrences
+from scheduler.timing.primitives import date_time
+from scheduler.timing.wallclock import midnight, to_utc
+
+SCHEDULED_INTENTS = frozenset({"plan", "order"})
+ENDED_ACTIVITY = frozenset({"cancelled", "stopped", "completed", "entered-in-error", "on-hold"})
+_PATIENT_REF = re.compile(r"^Patient/[A-Za-z0-9\-.]{1,64}$")
+_ACTIVITY_KEY = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """Something not materialised: an activity (by key), or the whole CarePlan (None)."""
+
+    activity: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    careplan_id: str
+    patient: str | None  # "Patient/{id}" of the subject, when it is one
+    scheduled: bool
+    tasks: Mapping[str, PlannedTask]  # by Task id
+    skipped: tuple[Skipped, ...]
+
+
+def patient_of(careplan: Mapping[str, Any] | None) -> str | None:
+    reference = ((careplan or {}).get("subject") or {}).get("reference")
+    return reference if isinstance(reference, str) and _PATIENT_REF.match(reference) else None
+
+
+def patient_zone(patient: Mapping[str, Any] | None, default: ZoneInfo) -> ZoneInfo:
+    """The zone of the Patient's timezone extension, else `default` (also for a bad code)."""
+    for extension in (patient or {}).get("extension") or ():
+        if isinstance(extension, dict) and extension.get("url") == TIMEZONE_EXTENSION:
+            code = extension.get("valueCode")
+            try:
+                return ZoneInfo(code) if isinstance(code, str) else default
+            except (ZoneInfoNotFoundError, ValueError):
+                return default
+    return default
+
+
+def plan_careplan(
+    careplan_id: str,
+    careplan: Mapping[str, Any] | None,
+    *,
+    zone: ZoneInfo,
+    first_seen: datetime,
+    now: datetime,
+    policy: SchedulePolicy,
+) -> Plan:
+    """The Tasks `careplan` (None: deleted) wants for occurrences in [now - grace, now +
+    horizon): those not yet missed, up to the horizon. `first_seen` anchors a schedule that
+    starts nowhere else (no bounds, no period.start, no created)."""
+    patient = patient_of(careplan)
+    why_not = _not_scheduled(careplan, policy.tag)
+    if why_not is not None:
+        return Plan(careplan_id, patient, False, {}, (Skipped(None, why_not),))
+    assert careplan is not None
+    anchor = _anchor(careplan, zone) or first_seen
+    tasks: dict[str, PlannedTask] = {}
+    skipped: list[Skipped] = []
+    for index, activity in enumerate(careplan.get("activity") or ()):
+        key = _activity_key(activity, index)
+        detail = activity.get("detail") if isinstance(activity, dict) else None
+        reason = _activity_not_scheduled(activity, detail)
+        if reason is not None:
+            skipped.append(Skipped(key, reason))
+            continue
+        assert isinstance(detail, dict)
+        try:
+            found = occurrences(
+                detail,
+                zone=zone,
+                anchor=anchor,
+                window_start=now - policy.grace,
+                window_end=now + policy.horizon,
+                when=policy.when,
+            )
+        except Unschedulable as error:
+            skipped.append(Skipped(key, error.reason))
+            continue
+        if not found:
+            skipped.append(Skipped(key, _nothing_due(now, policy)))
+        for occurrence in found:
+            planned = _planned(careplan_id, careplan, key, activity, detail, occurrence, zone)
+            tasks[planned.id] = planned
+    if not careplan.get("activity"):
+        skipped.append(Skipped(None, "the CarePlan has no activity to schedule"))
+    return Plan(careplan_id, patient, True, tasks, tuple(skipped))
+
+
+def _nothing_due(now: datetime, policy: SchedulePolicy) -> str:
+    first = fhir_instant(now - policy.grace)
+    last = fhir_instant(now + policy.horizon)
+    return (
+        f"no occurrence from {first} to {last} (not yet missed, up to the horizon): the "
+        f"schedule ended, or starts later"
+    )
+
+
+def _not_scheduled(careplan: Mapping[str, Any] | None, tag: PlanTag | None) -> str | None:
+    if careplan is None:
+        return "the CarePlan was deleted"
+    status, intent = careplan.get("status"), careplan.get("intent")
+    if status != "active":
+        return f"status is {status!r}: only active CarePlans are scheduled"
+    if intent not in SCHEDULED_INTENTS:
+        return f"intent is {intent!r}: only plans and orders are scheduled, not proposals"
+    if tag is not None and not _has_tag(careplan, tag):
+        wanted = f"{tag.system}|{tag.code}" if tag.system else tag.code
+        return f"not tagged {wanted}: this server schedules only CarePlans with that meta.tag"
+    if not isinstance((careplan.get("subject") or {}).get("reference"), str):
+        return "the CarePlan's subject is not a reference Herald can write Tasks for"
+    return None
+
+
+def _has_tag(careplan: Mapping[str, Any], tag: PlanTag) -> bool:
+    return any(
+        isinstance(coding, dict)
+        and coding.get("code") == tag.code
+        and (tag.system is None or coding.get("system") == tag.system)
+        for coding in (careplan.get("meta") or {}).get("tag") or ()
+    )
+
+
+def _anchor(careplan: Mapping[str, Any], zone: ZoneInfo) -> datetime | None:
+    for text in ((careplan.get("period") or {}).get("start"), careplan.get("created")):
+        if isinstance(text, str):
+            try:
+                moment = date_time(text, "CarePlan.period.start")
+            except Unschedulable:
+                continue
+            return moment.instant or to_utc(midnight(moment.first), zone)
+    return None
+
+
+def _activity_key(activity: Any, index: int) -> str:
+    element_id = activity.get("id") if isinstance(activity, dict) else None
+    if isinstance(element_id, str) and _ACTIVITY_KEY.match(element_id):
+        return element_id
+    return str(index)
+
+
+def _activity_not_scheduled(activity: Any, detail: Any) -> str | None:
+    if not isinstance(detail, dict):
+        target = activity.get("reference") if isinstance(activity, dict) else None
+        reference = target.get("reference") if isinstance(target, dict) else None
+        where = f" (it refers to {reference})" if isinstance(reference, str) else ""
+        return (
+            f"the activity has no detail{where}: Herald materialises the schedule in "
+            f"activity.detail (scheduledTiming, scheduledPeriod)"
+        )
+    status = detail.get("status")
+    if status in ENDED_ACTIVITY:
+        return f"detail.status is {status!r}: nothing to schedule"
+    if detail.get("doNotPerform") is True:
+        return "detail.doNotPerform is true: the activity is not to be done"
+    return None
+
+
+def _planned(
+    careplan_id: str,
+    careplan: Mapping[str, Any],
+    key: str,
+    activity: Mapping[str, Any],
+    detail: Mapping[str, Any],
+    occurrence: Any,
+    zone: ZoneInfo,
+) -> PlannedTask:
+    identifier = occurrence_key(careplan_id, key, occurrence.start)
+    period = {"start": local_datetime(occurrence.start, zone)}
+    if occurrence.end is not None:
+        period["end"] = local_datetime(occurrence.end, zone)
+    content: dict[str, Any] = {
+        "identifier": [{"system": OCCURRENCE_SYSTEM, "value": identifier}],
+        "basedOn": [{"reference": f"CarePlan/{careplan_id}"}],
+        "for": careplan["subject"],
+        "description": _description(detail),
+        "executionPeriod": period,
+    }
+    if isinstance(detail.get("code"), dict):
+        content["code"] = detail["code"]
+    if isinstance(activity.get("reference"), dict):
+        content["focus"] = activity["reference"]
+    return PlannedTask(task_id(identifier), careplan_id, key, occurrence.start, content)
+
+
+def _description(detail: Mapping[str, Any]) -> str:
+    if isinstance(detail.get("description"), str) and detail["description"].strip():
+        return str(detail["description"])
+    code = detail.get("code") if isinstance(detail.get("code"), dict) else {}
+    if isinstance(code.get("text"), str):
+        return str(code["text"])
+    for coding in code.get("coding") or ():
+        if isinstance(coding, dict) and isinstance(coding.get("display"), str):
+            return str(coding["display"])
+    return "CarePlan activity"

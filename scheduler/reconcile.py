@@ -1,0 +1,356 @@
+"""Reconciliation: make a batch of CarePlans' Tasks what their schedules want now.
+
+The same step serves a CarePlan change from the stream, the horizon rolling forward and the
+periodic sweep, so a missed change event, a crash mid-way, a clock jump or a Task edited or
+deleted by hand all end the same way. Per CarePlan, for occurrences in [now - grace, horizon):
+
+- a wanted Task that does not exist (or was deleted) is written, in the state its time says;
+- an owned Task whose content differs from the schedule is restored; one whose time has come
+  moves forward (requested -> ready -> missed);
+- a Task no longer wanted whose occurrence is still ahead and which nobody moved on is cancelled
+  (businessStatus `unscheduled`); it comes back if the schedule wants it again;
+- another Task carrying the same occurrence identifier is cancelled as a `duplicate`;
+- what a person moved on (in-progress, completed, ...) is never touched, and past Tasks stay.
+
+Each batch is one transaction: Tasks, their rows and the CarePlan's row commit together, so a
+crash leaves either all of a batch or none of it. On PostgreSQL a transaction-scoped advisory lock
+per CarePlan keeps two schedulers from reconciling the same CarePlan at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from fhirstore.db.schema import resource_versions, search_index
+from fhirstore.db.writer import PendingWrite, WrittenVersion
+from fhirstore.errors import FhirError
+from fhirstore.store import Store, StoredVersion, as_utc
+from scheduler.bookkeeping import (
+    PlanRow,
+    TaskRow,
+    lock_plans,
+    plan_rows,
+    save_plans,
+    save_tasks,
+    task_rows,
+)
+from scheduler.plan import Plan, Skipped, patient_of, patient_zone, plan_careplan
+from scheduler.policy import OCCURRENCE_SYSTEM, SchedulePolicy
+from scheduler.task import (
+    PlannedTask,
+    TaskState,
+    content_differs,
+    moved_state,
+    new_task,
+    next_due,
+    state_of,
+    timed_state,
+    with_content,
+    with_state,
+)
+
+log = logging.getLogger(__name__)
+
+BATCH = 50  # CarePlans per transaction
+
+
+@dataclass(slots=True)
+class Repairs:
+    """What a reconciliation wrote, by kind (Tasks unless said otherwise)."""
+
+    plans: int = 0  # CarePlans reconciled
+    changed_plans: int = 0  # CarePlans changed (or new) since they were last reconciled
+    created: int = 0  # new occurrences inside the horizon
+    restored: int = 0  # owned Tasks missing, deleted or edited, put back as scheduled
+    updated: int = 0  # owned Tasks rewritten for a changed CarePlan
+    woken: int = 0  # requested -> ready
+    missed: int = 0  # ready -> missed
+    unscheduled: int = 0  # cancelled: no longer in the schedule
+    revived: int = 0  # unscheduled -> back in the schedule
+    duplicates: int = 0  # cancelled: another Task stands for the same occurrence
+
+    def __iadd__(self, other: Repairs) -> Repairs:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        return self
+
+    def counts(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @property
+    def writes(self) -> int:
+        return sum(v for k, v in self.counts().items() if k not in ("plans", "changed_plans"))
+
+
+class Reconciler:
+    def __init__(self, store: Store, policy: SchedulePolicy) -> None:
+        self._store = store
+        self._policy = policy
+
+    async def reconcile(self, careplan_ids: Sequence[str]) -> Repairs:
+        """Reconcile these CarePlans (live, deleted or unknown ids alike)."""
+        ids = sorted(set(careplan_ids))
+        total = Repairs()
+        for start in range(0, len(ids), BATCH):
+            total += await self._batch(ids[start : start + BATCH])
+        return total
+
+    async def _batch(self, ids: Sequence[str]) -> Repairs:
+        now = self._store.clock.now()
+        repairs = Repairs(plans=len(ids))
+        async with self._store.write_transaction() as conn:
+            await lock_plans(conn, ids)
+            previous = await plan_rows(conn, ids)
+            plans = await self._plans(conn, ids, now)
+            changed = {i: i not in previous or previous[i].version_id != plans[i][1] for i in plans}
+            repairs.changed_plans = sum(changed.values())
+            rows = {
+                r.task_id: r for r in await task_rows(conn, ids, since=now - self._policy.grace)
+            }
+            wanted = {t.id: t for plan, _ in plans.values() for t in plan.tasks.values()}
+            current = await Store.current_in(conn, "Task", [*wanted, *rows])
+            step = _Step(self._policy, now, repairs)
+            for planned in wanted.values():
+                step.want(
+                    planned,
+                    rows.get(planned.id),
+                    current.get(planned.id),
+                    changed[planned.careplan_id],
+                )
+            for row in rows.values():
+                if row.task_id not in wanted:
+                    step.unwant(row, current.get(row.task_id))
+            for version in await _duplicates(conn, wanted):
+                if version.id not in rows:
+                    step.duplicate(version)
+            outcomes = await self._store.write_each(conn, [w for w, _ in step.writes])
+            await save_tasks(conn, [*step.kept, *_written_rows(step.writes, outcomes)])
+            await save_plans(conn, [_plan_row(p, v, now) for p, v in plans.values()])
+        return repairs
+
+    async def _plans(
+        self, conn: AsyncConnection, ids: Sequence[str], now: datetime
+    ) -> dict[str, tuple[Plan, int | None]]:
+        """Each CarePlan's plan, and the CarePlan version it was made from (None: deleted)."""
+        careplans = await Store.current_in(conn, "CarePlan", ids)
+        bodies = {i: _body(careplans.get(i)) for i in ids}
+        refs = {i: patient_of(b) for i, b in bodies.items()}
+        patients = await Store.current_in(
+            conn, "Patient", sorted({r.split("/", 1)[1] for r in refs.values() if r})
+        )
+        first_seen = await _first_seen(conn, ids)
+        plans: dict[str, tuple[Plan, int | None]] = {}
+        for i in ids:
+            ref = refs[i]
+            patient = _body(patients.get(ref.split("/", 1)[1])) if ref else None
+            zone = patient_zone(patient, self._policy.default_zone)
+            try:
+                plan = plan_careplan(
+                    i,
+                    bodies[i],
+                    zone=zone,
+                    first_seen=first_seen.get(i, now),
+                    now=now,
+                    policy=self._policy,
+                )
+            except Exception as error:  # a bug must not stall the stream: report, go on
+                log.exception("scheduler: could not plan CarePlan/%s", i)
+                plan = Plan(i, ref, False, {}, (Skipped(None, f"internal error: {error}"),))
+            version = careplans[i].version_id if i in careplans and bodies[i] else None
+            plans[i] = (plan, version)
+        return plans
+
+
+class _Step:
+    """The decisions of one batch: writes (with what the row becomes) and rows kept as is."""
+
+    def __init__(self, policy: SchedulePolicy, now: datetime, repairs: Repairs) -> None:
+        self.policy, self.now, self.repairs = policy, now, repairs
+        # Each write, and the row it leaves behind (None: not a Task of Herald's own).
+        self.writes: list[tuple[PendingWrite, TaskRow | None]] = []
+        self.kept: list[TaskRow] = []
+
+    def want(
+        self,
+        planned: PlannedTask,
+        row: TaskRow | None,
+        current: StoredVersion | None,
+        plan_changed: bool,
+    ) -> None:
+        if current is None or current.deleted:
+            state = timed_state(planned.start, self.now, self.policy)
+            body = new_task(planned, state, self.now)
+            self._count("created" if row is None and current is None else "restored")
+            self._write(planned.id, body, current, _row(planned, state, 0, self.policy))
+            return
+        untouched = row is not None and row.task_version == current.version_id
+        if untouched and not plan_changed:
+            assert row is not None
+            target = moved_state(row.state, planned.start, self.now, self.policy)
+            if target is None and row.state != "unscheduled":
+                self.kept.append(row)
+                return
+        body = orjson.loads(current.body or "{}")
+        state = state_of(body)
+        if state in ("released", "missed"):
+            self.kept.append(_row(planned, state, current.version_id, self.policy))
+            return
+        target = (
+            timed_state(planned.start, self.now, self.policy)
+            if state == "unscheduled"
+            else moved_state(state, planned.start, self.now, self.policy) or state
+        )
+        repaired = with_state(with_content(body, planned), target)
+        if repaired == with_state(body, state):
+            self.kept.append(_row(planned, state, current.version_id, self.policy))
+            return
+        if state == "unscheduled":
+            self._count("revived")
+        elif content_differs(body, planned):
+            self._count("updated" if plan_changed else "restored")
+        else:
+            self._count("woken" if target == "ready" else "missed")
+        self._write(planned.id, repaired, current, _row(planned, target, 0, self.policy))
+
+    def unwant(self, row: TaskRow, current: StoredVersion | None) -> None:
+        """A Task the schedule no longer wants: cancel it if it is ahead and still owned."""
+        if current is None or current.deleted or row.start < self.now:
+            self.kept.append(row)
+            return
+        body = orjson.loads(current.body or "{}")
+        state = state_of(body)
+        if state not in ("requested", "ready"):
+            self.kept.append(_replace_row(row, state, current.version_id))
+            return
+        self._count("unscheduled")
+        self._write(
+            row.task_id,
+            with_state(body, "unscheduled"),
+            current,
+            _replace_row(row, "unscheduled", 0),
+        )
+
+    def duplicate(self, current: StoredVersion) -> None:
+        body = orjson.loads(current.body or "{}")
+        if state_of(body) in ("requested", "ready"):
+            self._count("duplicates")
+            cancelled = with_state(body, "duplicate")
+            self.writes.append(
+                (PendingWrite("Task", current.id, cancelled, if_match=current.version_id), None)
+            )
+
+    def _write(
+        self, task_id: str, body: dict[str, Any], current: StoredVersion | None, row: TaskRow
+    ) -> None:
+        if_match = current.version_id if current is not None else None
+        self.writes.append((PendingWrite("Task", task_id, body, if_match=if_match), row))
+
+    def _count(self, kind: str) -> None:
+        setattr(self.repairs, kind, getattr(self.repairs, kind) + 1)
+
+
+def _row(planned: PlannedTask, state: TaskState, version: int, policy: SchedulePolicy) -> TaskRow:
+    return TaskRow(
+        planned.id,
+        planned.careplan_id,
+        planned.activity,
+        planned.start,
+        version,
+        state,
+        next_due(state, planned.start, policy) if state in ("requested", "ready") else None,
+    )
+
+
+def _replace_row(row: TaskRow, state: TaskState, version: int) -> TaskRow:
+    return TaskRow(row.task_id, row.careplan_id, row.activity, row.start, version, state, None)
+
+
+def _written_rows(
+    writes: Sequence[tuple[PendingWrite, TaskRow | None]],
+    outcomes: Sequence[WrittenVersion | FhirError | None],
+) -> list[TaskRow]:
+    """The rows of the writes that went through, with the version written. A write refused
+    (someone changed the Task in between) keeps its old row: the next sweep looks again."""
+    rows: list[TaskRow] = []
+    for (write, row), outcome in zip(writes, outcomes, strict=True):
+        if row is None:
+            continue
+        if isinstance(outcome, WrittenVersion):
+            rows.append(
+                TaskRow(
+                    row.task_id,
+                    row.careplan_id,
+                    row.activity,
+                    row.start,
+                    outcome.version_id,
+                    row.state,
+                    row.due_at,
+                )
+            )
+        else:
+            log.info("scheduler: Task/%s changed under us (%s); next sweep", write.id, outcome)
+    return rows
+
+
+def _plan_row(plan: Plan, version: int | None, now: datetime) -> PlanRow:
+    report = {
+        "tasks": len(plan.tasks),
+        "skipped": [{"activity": s.activity, "reason": s.reason} for s in plan.skipped],
+    }
+    return PlanRow(
+        plan.careplan_id, version, plan.patient, plan.scheduled, orjson.dumps(report).decode(), now
+    )
+
+
+def _body(version: StoredVersion | None) -> dict[str, Any] | None:
+    if version is None or version.body is None:
+        return None
+    body = orjson.loads(version.body)
+    return body if isinstance(body, dict) else None
+
+
+async def _first_seen(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, datetime]:
+    """When each CarePlan was first stored (its version 1): a fixed start for schedules that
+    name none."""
+    v = resource_versions.c
+    rows = await conn.execute(
+        select(v.res_id, v.last_updated).where(
+            and_(v.res_type == "CarePlan", v.version_id == 1, v.res_id.in_(list(ids)))
+        )
+    )
+    return {row.res_id: as_utc(row.last_updated) for row in rows}
+
+
+async def _duplicates(
+    conn: AsyncConnection, wanted: Mapping[str, PlannedTask]
+) -> list[StoredVersion]:
+    """Other Tasks carrying the identifier of a wanted occurrence."""
+    by_value = {t.content["identifier"][0]["value"]: t.id for t in wanted.values()}
+    values = list(by_value)
+    others: list[str] = []
+    s = search_index.c
+    for start in range(0, len(values), 500):
+        chunk = values[start : start + 500]
+        rows = await conn.execute(
+            select(s.res_id, s.code).where(
+                and_(
+                    s.res_type == "Task",
+                    s.param == "identifier",
+                    s.code.in_(chunk),
+                    s.system == OCCURRENCE_SYSTEM,
+                )
+            )
+        )
+        others.extend(row.res_id for row in rows if by_value.get(row.code) != row.res_id)
+    if not others:
+        return []
+    found = await Store.current_in(conn, "Task", others)
+    return [v for v in found.values() if not v.deleted]

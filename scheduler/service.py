@@ -1,0 +1,186 @@
+"""The scheduler as it runs: CarePlan changes from the stream, due wake-ups, sweeps.
+
+- Every CarePlan change on `fhir.changes` (consumer group `herald-scheduler`) reconciles that
+  CarePlan at once; a Patient change reconciles the Patient's CarePlans (the time zone may have
+  changed). Other changes are skipped by their key, unread.
+- Due wake-ups every `due_interval` seconds (a loop), in every scheduler process.
+- An APScheduler 3.x job: the sweep every `sweep_interval` seconds (and at start), run only by
+  the leader (a PostgreSQL advisory lock; SQLite: the one process). The sweep rolls the horizon
+  forward and is the polling reconciliation that repairs whatever the stream missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from events.bus import Bus, Message
+from events.model import CHANGES_TOPIC
+from fhirstore.db.leader import Leadership
+from fhirstore.db.locks import SCHEDULER_LOCK_KEY
+from fhirstore.store import Store
+from scheduler.bookkeeping import (
+    careplan_ids,
+    count_careplans,
+    forget_tasks,
+    plans_of_patients,
+    skipped_activities,
+)
+from scheduler.due import DueTasks
+from scheduler.metrics import SCHEDULER_LEADER, SWEEP_REPAIRS, SWEEP_SECONDS, TASKS_WRITTEN
+from scheduler.policy import SchedulePolicy
+from scheduler.reconcile import Reconciler, Repairs
+
+log = logging.getLogger(__name__)
+
+SCHEDULER_GROUP = "herald-scheduler"
+SWEEP_PAGE = 500  # CarePlan ids read per page of a sweep
+# Rows of occurrences this long past their grace period are dropped (the Tasks stay).
+ROW_RETENTION = timedelta(days=1)
+
+Progress = Callable[[int, int, Repairs], None]  # (CarePlans done, CarePlans in all, so far)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        store: Store,
+        bus: Bus,
+        policy: SchedulePolicy,
+        *,
+        sweep_interval: float = 300.0,
+        due_interval: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._bus = bus
+        self._policy = policy
+        self._sweep_interval = sweep_interval
+        self._due_interval = due_interval
+        self.reconciler = Reconciler(store, policy)
+        self.due = DueTasks(store, policy)
+        self.leadership = Leadership(
+            store.engine, SCHEDULER_LOCK_KEY, "scheduler", on_change=self._leading
+        )
+        self._jobs: AsyncIOScheduler | None = None
+        self._leader_task: asyncio.Task[None] | None = None
+        self._due_task: asyncio.Task[None] | None = None
+
+    def subscribe(self) -> None:
+        self._bus.subscribe_batch(CHANGES_TOPIC, SCHEDULER_GROUP, self.handle)
+
+    async def handle(self, messages: Sequence[Message]) -> None:
+        """Reconcile the CarePlans these changes concern."""
+        careplans: set[str] = set()
+        patients: set[str] = set()
+        for message in messages:
+            resource_type, _, resource_id = message.key.partition("/")
+            if resource_type == "CarePlan":
+                careplans.add(resource_id)
+            elif resource_type == "Patient":
+                patients.add(f"Patient/{resource_id}")
+        if patients:
+            async with self._store.engine.connect() as conn:
+                careplans.update(await plans_of_patients(conn, sorted(patients)))
+        if careplans:
+            _count(await self.reconciler.reconcile(sorted(careplans)), "change")
+
+    async def start(self) -> None:
+        self._leading(self.leadership.leading)
+        self._leader_task = asyncio.create_task(self.leadership.run(), name="scheduler-leader")
+        self._due_task = asyncio.create_task(self._wake_due(), name="scheduler-due")
+        jobs = AsyncIOScheduler(timezone=UTC)
+        jobs.add_job(
+            self._sweep_if_leading,
+            IntervalTrigger(seconds=self._sweep_interval),
+            id="sweep",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=datetime.now(UTC),  # at start: catch up on what happened meanwhile
+        )
+        jobs.start()
+        self._jobs = jobs
+
+    async def stop(self) -> None:
+        if self._jobs is not None:
+            self._jobs.shutdown(wait=False)
+            self._jobs = None
+        for task in (self._leader_task, self._due_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._leader_task = self._due_task = None
+
+    async def sweep(self, progress: Progress | None = None) -> Repairs:
+        """Reconcile every CarePlan (live, deleted, or only known to the scheduler)."""
+        began = time.monotonic()
+        async with self._store.engine.connect() as conn:
+            total = await count_careplans(conn)
+        repairs = Repairs()
+        after = ""
+        done = 0
+        while True:
+            async with self._store.engine.connect() as conn:
+                page = await careplan_ids(conn, after=after, limit=SWEEP_PAGE)
+            if not page:
+                break
+            repairs += await self.reconciler.reconcile(page)
+            done += len(page)
+            after = page[-1]
+            if progress is not None:
+                progress(done, max(total, done), repairs)
+        async with self._store.write_transaction() as conn:
+            forgotten = await forget_tasks(
+                conn, self._store.clock.now() - self._policy.grace - ROW_RETENTION
+            )
+        SWEEP_SECONDS.observe(time.monotonic() - began)
+        _count(repairs, "sweep")
+        for kind, n in repairs.counts().items():
+            if n and kind not in ("plans", "created"):
+                SWEEP_REPAIRS.labels(kind).inc(n)
+        log.info(
+            "scheduler sweep: %d CarePlans in %.1fs",
+            done,
+            time.monotonic() - began,
+            extra={**repairs.counts(), "forgotten_rows": forgotten},
+        )
+        return repairs
+
+    async def skipped(self) -> list[tuple[str, str | None, str]]:
+        """What scheduled CarePlans could not materialise, as of their last reconciliation."""
+        async with self._store.engine.connect() as conn:
+            return await skipped_activities(conn)
+
+    async def _wake_due(self) -> None:
+        """Wake what is due, then wait a tick, for ever: a tick is short (a second), and an
+        APScheduler job that ran over its interval would only be skipped."""
+        while True:
+            try:
+                await self.due.wake()
+            except Exception:
+                log.exception("scheduler: due wake-ups failed; trying again at the next tick")
+            await asyncio.sleep(self._due_interval)
+
+    async def _sweep_if_leading(self) -> None:
+        if not self.leadership.leading:
+            return
+        try:
+            await self.sweep()
+        except Exception:
+            log.exception("scheduler: sweep failed; trying again at the next interval")
+
+    def _leading(self, leading: bool) -> None:
+        SCHEDULER_LEADER.set(1 if leading else 0)
+        if leading and self._jobs is not None:  # a new leader sweeps at once
+            self._jobs.modify_job("sweep", next_run_time=datetime.now(UTC))
+
+
+def _count(repairs: Repairs, cause: str) -> None:
+    for kind, n in repairs.counts().items():
+        if n and kind not in ("plans", "changed_plans"):
+            TASKS_WRITTEN.labels(kind, cause).inc(n)

@@ -1,0 +1,141 @@
+"""Scheduler tests run Herald with a frozen clock that the test moves: in the embedded shape
+(SQLite, in-process bus) and, where it matters, scaled out (PostgreSQL, a real Kafka broker)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from events.bus.kafka import KafkaBus
+from fhirstore.clock import FrozenClock
+from herald.runtime import Runtime
+from scheduler.policy import OCCURRENCE_SYSTEM
+from tests.support.herald import running_herald
+from tests.support.waiting import eventually
+
+Running = tuple[Runtime, httpx.AsyncClient]
+HeraldFactory = Callable[..., AbstractAsyncContextManager[Running]]
+TIMEZONE = "http://hl7.org/fhir/StructureDefinition/timezone"
+# Sweeps only when a test asks (`runtime.scheduler.sweep()`); wake-ups every 0.1 s.
+TEST_SCHEDULER = {"scheduler_sweep_seconds": 3600.0, "scheduler_due_seconds": 0.1}
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(datetime(2026, 3, 20, 6, 0, tzinfo=UTC))
+
+
+def _factory(url: str, bootstrap: str | None, clock: FrozenClock) -> HeraldFactory:
+    namespace = f"t{uuid.uuid4().hex[:8]}."
+
+    @asynccontextmanager
+    async def start(**settings: Any) -> AsyncIterator[Running]:
+        bus = KafkaBus(bootstrap, namespace=namespace) if bootstrap else None
+        async with running_herald(
+            url, bus=bus, clock=clock, **{**TEST_SCHEDULER, **settings}
+        ) as running:
+            yield running
+
+    return start
+
+
+@pytest.fixture
+def embedded_herald(tmp_path, clock: FrozenClock) -> HeraldFactory:
+    return _factory(f"sqlite+aiosqlite:///{tmp_path}/herald.db", None, clock)
+
+
+@pytest.fixture(params=["embedded", "kafka"])
+def start_herald(request: pytest.FixtureRequest, tmp_path, clock: FrozenClock) -> HeraldFactory:
+    """`async with start_herald(**settings) as (runtime, client)` in each shape."""
+    if request.param == "embedded":
+        return _factory(f"sqlite+aiosqlite:///{tmp_path}/herald.db", None, clock)
+    url = request.getfixturevalue("fresh_database")(f"sched_{uuid.uuid4().hex[:8]}")
+    return _factory(url, request.getfixturevalue("kafka_bootstrap"), clock)
+
+
+def patient(zone: str | None = "Europe/Berlin") -> dict[str, Any]:
+    body: dict[str, Any] = {"resourceType": "Patient", "name": [{"family": "Chalmers"}]}
+    if zone:
+        body["extension"] = [{"url": TIMEZONE, "valueCode": zone}]
+    return body
+
+
+def timing_activity(repeat: dict[str, Any], *, text: str = "Blood pressure check") -> dict:
+    return {
+        "detail": {
+            "status": "scheduled",
+            "code": {"text": text},
+            "description": text,
+            "scheduledTiming": {"repeat": repeat},
+        }
+    }
+
+
+def careplan(patient_id: str, *activities: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "resourceType": "CarePlan",
+        "status": "active",
+        "intent": "plan",
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "period": {"start": "2026-03-20"},
+        "activity": list(activities),
+    }
+    body.update(fields)
+    return body
+
+
+DAILY_0900 = {"frequency": 1, "period": 1, "periodUnit": "d", "timeOfDay": ["09:00:00"]}
+
+
+async def create(client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
+    response = await client.post(f"/{body['resourceType']}", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def tasks_of(client: httpx.AsyncClient, careplan_id: str) -> list[dict[str, Any]]:
+    """Every Task based on the CarePlan, by scheduled start."""
+    response = await client.get(
+        "/Task", params={"based-on": f"CarePlan/{careplan_id}", "_count": "1000"}
+    )
+    assert response.status_code == 200, response.text
+    found = [e["resource"] for e in response.json().get("entry", [])]
+    return sorted(found, key=lambda t: (t["executionPeriod"]["start"], t["id"]))
+
+
+def starts(tasks: list[dict[str, Any]], status: str | None = None) -> list[str]:
+    return [t["executionPeriod"]["start"] for t in tasks if status in (None, t["status"])]
+
+
+def occurrence_ids(tasks: list[dict[str, Any]]) -> list[str]:
+    return [
+        i["value"]
+        for t in tasks
+        for i in t.get("identifier", [])
+        if i["system"] == OCCURRENCE_SYSTEM
+    ]
+
+
+async def wait_for_tasks(
+    client: httpx.AsyncClient, careplan_id: str, count: int, *, status: str | None = None
+) -> list[dict[str, Any]]:
+    """The CarePlan's Tasks once `count` of them (in `status`) exist."""
+    found: list[dict[str, Any]] = []
+
+    async def enough() -> bool:
+        nonlocal found
+        found = await tasks_of(client, careplan_id)
+        return len(starts(found, status)) == count
+
+    await eventually(
+        enough,
+        within=30,
+        what=lambda: f"expected {count} {status or ''} Tasks, have {starts(found, status)}",
+    )
+    return found
