@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import TypeVar
 
@@ -128,12 +128,17 @@ async def claim_due(conn: AsyncConnection, now: datetime, limit: int) -> list[Ta
 
 async def save_tasks(conn: AsyncConnection, rows: Sequence[TaskRow]) -> None:
     for chunk in _chunks(rows):
-        await upsert(conn, schedule_tasks, [asdict(r) for r in chunk], key=["task_id"])
+        await upsert(conn, schedule_tasks, [_columns(r) for r in chunk], key=["task_id"])
 
 
 async def save_plans(conn: AsyncConnection, rows: Sequence[PlanRow]) -> None:
     for chunk in _chunks(rows):
-        await upsert(conn, schedule_plans, [asdict(r) for r in chunk], key=["careplan_id"])
+        await upsert(conn, schedule_plans, [_columns(r) for r in chunk], key=["careplan_id"])
+
+
+def _columns(row: TaskRow | PlanRow) -> dict[str, object]:
+    # Not dataclasses.asdict: that deep-copies every value, and rows come by the thousand.
+    return {f.name: getattr(row, f.name) for f in fields(row)}
 
 
 async def forget_tasks(conn: AsyncConnection, before: datetime) -> int:

@@ -192,21 +192,25 @@ def _planned(
     zone: ZoneInfo,
 ) -> PlannedTask:
     identifier = occurrence_key(careplan_id, key, occurrence.start)
-    period = {"start": local_datetime(occurrence.start, zone)}
-    if occurrence.end is not None:
-        period["end"] = local_datetime(occurrence.end, zone)
-    content: dict[str, Any] = {
-        "identifier": [{"system": OCCURRENCE_SYSTEM, "value": identifier}],
-        "basedOn": [{"reference": f"CarePlan/{careplan_id}"}],
-        "for": careplan["subject"],
-        "description": _description(detail),
-        "executionPeriod": period,
-    }
-    if isinstance(detail.get("code"), dict):
-        content["code"] = detail["code"]
-    if isinstance(activity.get("reference"), dict):
-        content["focus"] = activity["reference"]
-    return PlannedTask(task_id(identifier), careplan_id, key, occurrence.start, content)
+
+    def content() -> dict[str, Any]:
+        period = {"start": local_datetime(occurrence.start, zone)}
+        if occurrence.end is not None:
+            period["end"] = local_datetime(occurrence.end, zone)
+        built: dict[str, Any] = {
+            "identifier": [{"system": OCCURRENCE_SYSTEM, "value": identifier}],
+            "basedOn": [{"reference": f"CarePlan/{careplan_id}"}],
+            "for": careplan["subject"],
+            "description": _description(detail),
+            "executionPeriod": period,
+        }
+        if isinstance(detail.get("code"), dict):
+            built["code"] = detail["code"]
+        if isinstance(activity.get("reference"), dict):
+            built["focus"] = activity["reference"]
+        return built
+
+    return PlannedTask(task_id(identifier), careplan_id, key, occurrence.start, identifier, content)
 
 
 def _description(detail: Mapping[str, Any]) -> str:

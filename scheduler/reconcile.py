@@ -132,8 +132,16 @@ class Reconciler:
                 if version.id not in rows:
                     step.duplicate(version)
             outcomes = await self._store.write_each(conn, [w for w, _ in step.writes])
-            await save_tasks(conn, [*step.kept, *_written_rows(step.writes, outcomes)])
-            await save_plans(conn, [_plan_row(p, v, now) for p, v in plans.values()])
+            kept = [r for r in step.kept if rows.get(r.task_id) != r]  # only what changed
+            await save_tasks(conn, [*kept, *_written_rows(step.writes, outcomes)])
+            await save_plans(
+                conn,
+                [
+                    row
+                    for p, v in plans.values()
+                    if _changed(previous.get(p.careplan_id), row := _plan_row(p, v, now))
+                ],
+            )
         return repairs
 
     async def _plans(
@@ -310,6 +318,21 @@ def _plan_row(plan: Plan, version: int | None, now: datetime) -> PlanRow:
     )
 
 
+def _changed(before: PlanRow | None, after: PlanRow) -> bool:
+    """Whether a CarePlan's row says something new (not only a later `reconciled_at`)."""
+    return before is None or (
+        before.version_id,
+        before.patient,
+        before.scheduled,
+        before.report,
+    ) != (
+        after.version_id,
+        after.patient,
+        after.scheduled,
+        after.report,
+    )
+
+
 def _body(version: StoredVersion | None) -> dict[str, Any] | None:
     if version is None or version.body is None:
         return None
@@ -333,7 +356,7 @@ async def _duplicates(
     conn: AsyncConnection, wanted: Mapping[str, PlannedTask]
 ) -> list[StoredVersion]:
     """Other Tasks carrying the identifier of a wanted occurrence."""
-    by_value = {t.content["identifier"][0]["value"]: t.id for t in wanted.values()}
+    by_value = {t.identifier: t.id for t in wanted.values()}
     values = list(by_value)
     others: list[str] = []
     s = search_index.c

@@ -20,7 +20,8 @@ Task on: it is `released` and Herald never writes it again.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Any, Literal
 
@@ -54,13 +55,25 @@ def local_datetime(moment: datetime, zone: tzinfo) -> str:
 
 @dataclass(frozen=True, slots=True)
 class PlannedTask:
-    """A Task the schedule wants, without its status (which depends on the time)."""
+    """A Task the schedule wants, without its status (which depends on the time).
+
+    `content` (the MANAGED elements) is built on first use: a sweep that finds a Task as Herald
+    left it never needs it, and it costs more than everything else about a planned Task.
+    """
 
     id: str
     careplan_id: str
     activity: str
     start: datetime
-    content: dict[str, Any]  # the MANAGED elements
+    identifier: str  # the occurrence identifier's value
+    build: Callable[[], dict[str, Any]] = field(repr=False, compare=False)
+    _built: list[dict[str, Any]] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def content(self) -> dict[str, Any]:
+        if not self._built:
+            self._built.append(self.build())
+        return self._built[0]
 
 
 def state_of(task: dict[str, Any]) -> TaskState:
