@@ -76,13 +76,15 @@ class Settings(BaseSettings):
         True, description="Run the CarePlan scheduler (materialisation, wake-ups, sweeps) here"
     )
     scheduler_horizon_days: float = Field(
-        14, description="Tasks exist for CarePlan occurrences up to this many days ahead"
+        14, gt=0, description="Tasks exist for CarePlan occurrences up to this many days ahead"
     )
     scheduler_lead_minutes: float = Field(
-        0, description="A Task becomes ready this many minutes before its scheduled time"
+        0, ge=0, description="A Task becomes ready this many minutes before its scheduled time"
     )
     scheduler_grace_hours: float = Field(
-        24, description="A ready Task nobody started is marked missed this long after its time"
+        24,
+        gt=0,
+        description="A ready Task nobody started is marked missed this long after its time",
     )
     scheduler_default_timezone: str = Field(
         "UTC", description="IANA zone of patients without the timezone extension"
@@ -96,9 +98,11 @@ class Settings(BaseSettings):
         None, description="Schedule only CarePlans with this meta.tag (system|code or code)"
     )
     scheduler_sweep_seconds: float = Field(
-        300, description="How often the leader reconciles every CarePlan and rolls the horizon"
+        300,
+        gt=0,
+        description="How often the leader reconciles every CarePlan and rolls the horizon",
     )
-    scheduler_due_seconds: float = Field(1.0, description="How often due Tasks are woken")
+    scheduler_due_seconds: float = Field(1.0, gt=0, description="How often due Tasks are woken")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_format: Literal["console", "json"] = Field("console", description="console or json")
 

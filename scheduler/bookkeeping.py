@@ -3,7 +3,6 @@ owes something (`schedule_tasks`), read and written inside the caller's transact
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -13,6 +12,7 @@ import orjson
 from sqlalchemy import and_, delete, func, select, text, union
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from fhirstore.db.locks import CAREPLAN_LOCK_CLASS, int4_key
 from fhirstore.db.schema import resources, schedule_plans, schedule_tasks
 from fhirstore.db.upsert import upsert
 from fhirstore.store import as_utc
@@ -38,6 +38,7 @@ class PlanRow:
     careplan_id: str
     version_id: int | None
     patient: str | None
+    zone: str
     scheduled: bool
     report: str  # JSON
     reconciled_at: datetime
@@ -63,10 +64,10 @@ async def lock_plans(conn: AsyncConnection, careplan_ids: Sequence[str]) -> None
     """
     if conn.dialect.name != "postgresql":
         return
-    keys = sorted({zlib.crc32(f"CarePlan/{i}".encode()) - 2**31 for i in careplan_ids})
+    keys = sorted({int4_key(f"CarePlan/{i}") for i in careplan_ids})
     await conn.execute(
-        text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k"),
-        {"keys": keys},
+        text("SELECT pg_advisory_xact_lock(:c, k) FROM unnest(CAST(:keys AS int[])) AS k"),
+        {"c": CAREPLAN_LOCK_CLASS, "keys": keys},
     )
 
 
@@ -80,6 +81,7 @@ async def plan_rows(conn: AsyncConnection, careplan_ids: Sequence[str]) -> dict[
                 row.careplan_id,
                 row.version_id,
                 row.patient,
+                row.zone,
                 row.scheduled,
                 row.report,
                 as_utc(row.reconciled_at),

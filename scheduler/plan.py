@@ -25,7 +25,10 @@ from scheduler.timing.wallclock import midnight, to_utc
 
 SCHEDULED_INTENTS = frozenset({"plan", "order"})
 ENDED_ACTIVITY = frozenset({"cancelled", "stopped", "completed", "entered-in-error", "on-hold"})
-_PATIENT_REF = re.compile(r"^Patient/[A-Za-z0-9\-.]{1,64}$")
+# Patient/{id}, also absolute or with a version: https://.../Patient/{id}/_history/2
+_PATIENT_REF = re.compile(r"(?:^|/)(Patient/[A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]+)?$")
+# More occurrences than this for one activity in the horizon are not materialised (reported).
+MAX_TASKS_PER_ACTIVITY = 1_000
 _ACTIVITY_KEY = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 
@@ -41,6 +44,7 @@ class Skipped:
 class Plan:
     careplan_id: str
     patient: str | None  # "Patient/{id}" of the subject, when it is one
+    zone: str  # the IANA zone its times are in
     scheduled: bool
     tasks: Mapping[str, PlannedTask]  # by Task id
     skipped: tuple[Skipped, ...]
@@ -48,7 +52,8 @@ class Plan:
 
 def patient_of(careplan: Mapping[str, Any] | None) -> str | None:
     reference = ((careplan or {}).get("subject") or {}).get("reference")
-    return reference if isinstance(reference, str) and _PATIENT_REF.match(reference) else None
+    found = _PATIENT_REF.search(reference) if isinstance(reference, str) else None
+    return found.group(1) if found else None
 
 
 def patient_zone(patient: Mapping[str, Any] | None, default: ZoneInfo) -> ZoneInfo:
@@ -78,13 +83,24 @@ def plan_careplan(
     patient = patient_of(careplan)
     why_not = _not_scheduled(careplan, policy.tag)
     if why_not is not None:
-        return Plan(careplan_id, patient, False, {}, (Skipped(None, why_not),))
+        return Plan(careplan_id, patient, zone.key, False, {}, (Skipped(None, why_not),))
     assert careplan is not None
     anchor = _anchor(careplan, zone) or first_seen
     tasks: dict[str, PlannedTask] = {}
     skipped: list[Skipped] = []
+    keys: set[str] = set()
     for index, activity in enumerate(careplan.get("activity") or ()):
         key = _activity_key(activity, index)
+        if key in keys:
+            skipped.append(
+                Skipped(
+                    key,
+                    f"activity id {key!r} repeats an earlier activity's id:"
+                    " give each activity an id of its own",
+                )
+            )
+            continue
+        keys.add(key)
         detail = activity.get("detail") if isinstance(activity, dict) else None
         reason = _activity_not_scheduled(activity, detail)
         if reason is not None:
@@ -99,18 +115,28 @@ def plan_careplan(
                 window_start=now - policy.grace,
                 window_end=now + policy.horizon,
                 when=policy.when,
+                limit=MAX_TASKS_PER_ACTIVITY + 1,
             )
         except Unschedulable as error:
             skipped.append(Skipped(key, error.reason))
             continue
         if not found:
             skipped.append(Skipped(key, _nothing_due(now, policy)))
+        if len(found) > MAX_TASKS_PER_ACTIVITY:
+            found = found[:MAX_TASKS_PER_ACTIVITY]
+            skipped.append(
+                Skipped(
+                    key,
+                    f"more than {MAX_TASKS_PER_ACTIVITY} occurrences in the"
+                    " horizon: only the first ones are materialised",
+                )
+            )
         for occurrence in found:
             planned = _planned(careplan_id, careplan, key, activity, detail, occurrence, zone)
             tasks[planned.id] = planned
     if not careplan.get("activity"):
         skipped.append(Skipped(None, "the CarePlan has no activity to schedule"))
-    return Plan(careplan_id, patient, True, tasks, tuple(skipped))
+    return Plan(careplan_id, patient, zone.key, True, tasks, tuple(skipped))
 
 
 def _nothing_due(now: datetime, policy: SchedulePolicy) -> str:
@@ -162,7 +188,7 @@ def _activity_key(activity: Any, index: int) -> str:
     element_id = activity.get("id") if isinstance(activity, dict) else None
     if isinstance(element_id, str) and _ACTIVITY_KEY.match(element_id):
         return element_id
-    return str(index)
+    return f"#{index}"  # an element id cannot contain '#': no clash with one
 
 
 def _activity_not_scheduled(activity: Any, detail: Any) -> str | None:

@@ -42,7 +42,7 @@ from scheduler.bookkeeping import (
     save_tasks,
     task_rows,
 )
-from scheduler.plan import Plan, Skipped, patient_of, patient_zone, plan_careplan
+from scheduler.plan import Plan, patient_of, patient_zone, plan_careplan
 from scheduler.policy import OCCURRENCE_SYSTEM, SchedulePolicy
 from scheduler.task import (
     PlannedTask,
@@ -60,6 +60,8 @@ from scheduler.task import (
 log = logging.getLogger(__name__)
 
 BATCH = 50  # CarePlans per transaction
+# Failures caused by what is stored rather than by the database (which the caller retries).
+_DATA_ERRORS = (FhirError, KeyError, TypeError, ValueError, AttributeError, AssertionError)
 
 
 @dataclass(slots=True)
@@ -100,8 +102,23 @@ class Reconciler:
         ids = sorted(set(careplan_ids))
         total = Repairs()
         for start in range(0, len(ids), BATCH):
-            total += await self._batch(ids[start : start + BATCH])
+            total += await self._batch_or_each(ids[start : start + BATCH])
         return total
+
+    async def _batch_or_each(self, ids: Sequence[str]) -> Repairs:
+        """A batch that fails on its data (not on the database) is done one CarePlan at a
+        time, and a CarePlan that still fails is logged and left for later: one bad CarePlan
+        must not stall the change stream or stop a sweep."""
+        try:
+            return await self._batch(ids)
+        except _DATA_ERRORS:
+            if len(ids) == 1:
+                log.exception("scheduler: CarePlan/%s could not be reconciled; skipped", ids[0])
+                return Repairs()
+        repairs = Repairs()
+        for one in ids:
+            repairs += await self._batch_or_each([one])
+        return repairs
 
     async def _batch(self, ids: Sequence[str]) -> Repairs:
         now = self._store.clock.now()
@@ -110,7 +127,8 @@ class Reconciler:
             await lock_plans(conn, ids)
             previous = await plan_rows(conn, ids)
             plans = await self._plans(conn, ids, now)
-            changed = {i: i not in previous or previous[i].version_id != plans[i][1] for i in plans}
+            ids = list(plans)  # without those that could not be planned: left as they are
+            changed = {i: _plan_changed(previous.get(i), *plans[i]) for i in plans}
             repairs.changed_plans = sum(changed.values())
             rows = {
                 r.task_id: r for r in await task_rows(conn, ids, since=now - self._policy.grace)
@@ -129,7 +147,7 @@ class Reconciler:
                 if row.task_id not in wanted:
                     step.unwant(row, current.get(row.task_id))
             for version in await _duplicates(conn, wanted):
-                if version.id not in rows:
+                if version.id not in rows and version.id not in wanted:
                     step.duplicate(version)
             outcomes = await self._store.write_each(conn, [w for w, _ in step.writes])
             kept = [r for r in step.kept if rows.get(r.task_id) != r]  # only what changed
@@ -169,9 +187,9 @@ class Reconciler:
                     now=now,
                     policy=self._policy,
                 )
-            except Exception as error:  # a bug must not stall the stream: report, go on
-                log.exception("scheduler: could not plan CarePlan/%s", i)
-                plan = Plan(i, ref, False, {}, (Skipped(None, f"internal error: {error}"),))
+            except Exception:  # a bug must not stall the stream, nor cancel what exists
+                log.exception("scheduler: could not plan CarePlan/%s; its Tasks stay", i)
+                continue
             version = careplans[i].version_id if i in careplans and bodies[i] else None
             plans[i] = (plan, version)
         return plans
@@ -204,7 +222,7 @@ class _Step:
             assert row is not None
             target = moved_state(row.state, planned.start, self.now, self.policy)
             if target is None and row.state != "unscheduled":
-                self.kept.append(row)
+                self.kept.append(_row(planned, row.state, row.task_version, self.policy))
                 return
         body = orjson.loads(current.body or "{}")
         state = state_of(body)
@@ -216,13 +234,15 @@ class _Step:
             if state == "unscheduled"
             else moved_state(state, planned.start, self.now, self.policy) or state
         )
-        repaired = with_state(with_content(body, planned), target)
+        # A Task whose time has come keeps what it said then; only its state moves on.
+        ahead = planned.start >= self.now
+        repaired = with_state(with_content(body, planned) if ahead else body, target)
         if repaired == with_state(body, state):
             self.kept.append(_row(planned, state, current.version_id, self.policy))
             return
         if state == "unscheduled":
             self._count("revived")
-        elif content_differs(body, planned):
+        elif ahead and content_differs(body, planned):
             self._count("updated" if plan_changed else "restored")
         else:
             self._count("woken" if target == "ready" else "missed")
@@ -230,7 +250,12 @@ class _Step:
 
     def unwant(self, row: TaskRow, current: StoredVersion | None) -> None:
         """A Task the schedule no longer wants: cancel it if it is ahead and still owned."""
-        if current is None or current.deleted or row.start < self.now:
+        if (
+            current is None
+            or current.deleted
+            or row.start < self.now  # the past is history
+            or row.start >= self.now + self.policy.horizon  # beyond the horizon: not judged
+        ):
             self.kept.append(row)
             return
         body = orjson.loads(current.body or "{}")
@@ -314,23 +339,29 @@ def _plan_row(plan: Plan, version: int | None, now: datetime) -> PlanRow:
         "skipped": [{"activity": s.activity, "reason": s.reason} for s in plan.skipped],
     }
     return PlanRow(
-        plan.careplan_id, version, plan.patient, plan.scheduled, orjson.dumps(report).decode(), now
+        plan.careplan_id,
+        version,
+        plan.patient,
+        plan.zone,
+        plan.scheduled,
+        orjson.dumps(report).decode(),
+        now,
     )
+
+
+def _plan_changed(before: PlanRow | None, plan: Plan, version: int | None) -> bool:
+    """Whether the CarePlan (or its patient's time zone) changed since it was last reconciled:
+    then every Task it wants is compared with the schedule, not only moved on in time."""
+    return before is None or (before.version_id, before.zone) != (version, plan.zone)
 
 
 def _changed(before: PlanRow | None, after: PlanRow) -> bool:
     """Whether a CarePlan's row says something new (not only a later `reconciled_at`)."""
-    return before is None or (
-        before.version_id,
-        before.patient,
-        before.scheduled,
-        before.report,
-    ) != (
-        after.version_id,
-        after.patient,
-        after.scheduled,
-        after.report,
-    )
+
+    def said(row: PlanRow) -> tuple[object, ...]:
+        return (row.version_id, row.patient, row.zone, row.scheduled, row.report)
+
+    return before is None or said(before) != said(after)
 
 
 def _body(version: StoredVersion | None) -> dict[str, Any] | None:

@@ -194,6 +194,7 @@ schedule_plans = Table(
     Column("version_id", Integer, nullable=True),
     # "Patient/{id}" the Tasks are for: a change of the Patient's time zone reschedules.
     Column("patient", String(128), nullable=True),
+    Column("zone", String(64), nullable=False),  # the IANA zone its Tasks' times are in
     # Whether the CarePlan is scheduled at all (active, plan or order, tagged if required).
     Column("scheduled", Boolean, nullable=False),
     # JSON: why the CarePlan or some of its activities are not materialised ([] when all are).

@@ -7,7 +7,6 @@ through `write_versions`, so the change event is always committed with the versi
 from __future__ import annotations
 
 import uuid
-import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,7 +16,7 @@ from sqlalchemy import and_, bindparam, delete, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fhirstore import fhirjson
-from fhirstore.db.locks import OUTBOX_LOCK_KEY
+from fhirstore.db.locks import CONDITIONAL_CREATE_LOCK_CLASS, OUTBOX_LOCK_KEY, int4_key
 from fhirstore.db.schema import outbox, resource_versions, resources, search_index
 from fhirstore.errors import BadRequest, FhirError, PreconditionFailed
 from fhirstore.search.extract import index_entries
@@ -71,8 +70,10 @@ async def lock_condition(conn: AsyncConnection, resource_type: str, condition: s
     write lock and BEGIN IMMEDIATE already serialise writers.
     """
     if conn.dialect.name == "postgresql":
-        key = zlib.crc32(f"{resource_type}?{condition}".encode()) - 2**31
-        await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+        await conn.execute(
+            text("SELECT pg_advisory_xact_lock(:c, :k)"),
+            {"c": CONDITIONAL_CREATE_LOCK_CLASS, "k": int4_key(f"{resource_type}?{condition}")},
+        )
 
 
 def fhir_instant(moment: datetime) -> str:

@@ -26,6 +26,7 @@ from tests.scheduler.conftest import (
     timing_activity,
     wait_for_tasks,
 )
+from tests.support.waiting import eventually
 
 
 async def daily_plan(client: httpx.AsyncClient) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -60,7 +61,7 @@ async def test_an_active_careplan_gets_one_requested_task_per_occurrence_in_the_
         assert first["identifier"] == [
             {
                 "system": OCCURRENCE_SYSTEM,
-                "value": f"CarePlan/{plan['id']}/activity/0/2026-03-20T08:00:00Z",
+                "value": f"CarePlan/{plan['id']}/activity/#0/2026-03-20T08:00:00Z",
             }
         ]
         # the patient's app finds them by patient
@@ -244,3 +245,54 @@ async def test_a_clock_jump_is_caught_up(
         assert starts(tasks, "requested") == BERLIN_0900[3:] + [
             f"2026-04-{d:02d}T09:00:00+02:00" for d in (3, 4, 5)
         ]
+
+
+async def test_a_changed_careplan_leaves_tasks_whose_time_has_come_as_they_were(
+    embedded_herald: HeraldFactory, clock: FrozenClock
+) -> None:
+    async with embedded_herald() as (_runtime, client):
+        plan, _ = await daily_plan(client)
+        clock.set(datetime(2026, 3, 20, 12, 0, tzinfo=UTC))  # 13:00: today's Task is ready
+        await wait_for_tasks(client, plan["id"], 1, status="ready")
+        changed = copy.deepcopy(plan)
+        changed["activity"][0]["detail"]["description"] = "Blood pressure, both arms"
+        assert (await client.put(f"/CarePlan/{plan['id']}", json=changed)).status_code == 200
+
+        async def rewritten() -> bool:
+            tasks = await tasks_of(client, plan["id"])
+            return tasks[1]["description"] == "Blood pressure, both arms"
+
+        await eventually(rewritten, within=30, what=lambda: "future Tasks were not updated")
+        today = (await tasks_of(client, plan["id"]))[0]
+        assert today["status"] == "ready"
+        assert today["description"] == "Blood pressure check"  # history stays
+
+
+async def test_activities_sharing_an_id_are_reported_not_merged(
+    embedded_herald: HeraldFactory,
+) -> None:
+    async with embedded_herald() as (_runtime, client):
+        pid = (await create(client, patient()))["id"]
+        insulin = {**timing_activity(DAILY_0900, text="Insulin"), "id": "dose"}
+        aspirin = {**timing_activity(DAILY_0900, text="Aspirin"), "id": "dose"}
+        plan = await create(client, careplan(pid, insulin, aspirin))
+        tasks = await wait_for_tasks(client, plan["id"], 14)
+        assert {t["description"] for t in tasks} == {"Insulin"}
+        report = (await client.get(f"/CarePlan/{plan['id']}/$schedule")).json()
+        skipped = [p for p in report["parameter"] if p["name"] == "skipped"]
+        assert len(skipped) == 1
+        assert "repeats an earlier activity's id" in skipped[0]["part"][1]["valueString"]
+
+
+async def test_a_patient_moving_time_zone_moves_their_future_tasks(
+    embedded_herald: HeraldFactory,
+) -> None:
+    async with embedded_herald() as (_runtime, client):
+        plan, _ = await daily_plan(client)
+        pid = plan["subject"]["reference"].removeprefix("Patient/")
+        moved = {**patient("America/New_York"), "id": pid}
+        assert (await client.put(f"/Patient/{pid}", json=moved)).status_code == 200
+        tasks = await wait_for_tasks(client, plan["id"], 14, status="cancelled")
+        assert all(
+            s.startswith("2026-") and "T09:00:00-04:00" in s for s in starts(tasks, "requested")
+        )

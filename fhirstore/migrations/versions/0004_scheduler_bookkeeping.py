@@ -20,6 +20,7 @@ def upgrade() -> None:
         sa.Column("careplan_id", sa.String(length=64), nullable=False),
         sa.Column("version_id", sa.Integer(), nullable=True),
         sa.Column("patient", sa.String(length=128), nullable=True),
+        sa.Column("zone", sa.String(length=64), nullable=False),
         sa.Column("scheduled", sa.Boolean(), nullable=False),
         sa.Column("report", sa.Text(), nullable=False),
         sa.Column("reconciled_at", sa.DateTime(timezone=True), nullable=False),
