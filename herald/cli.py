@@ -22,6 +22,7 @@ from herald.settings import Settings
 
 if TYPE_CHECKING:
     from events.subscriptions.ledger import DeadLetter, Ledger
+    from fhirstore.store import Store
 
 app = typer.Typer(help="Herald: FHIR Subscriptions and CarePlan scheduling.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -239,6 +240,14 @@ def replay(
 @asynccontextmanager
 async def _ledger(settings: Settings) -> AsyncIterator[Ledger]:
     from events.subscriptions.ledger import Ledger
+
+    async with _store(settings) as store:
+        yield Ledger(store)
+
+
+@asynccontextmanager
+async def _store(settings: Settings) -> AsyncIterator[Store]:
+    """The store of `settings`' database, its schema brought up to date first."""
     from fhirstore.clock import SystemClock
     from fhirstore.db.engine import create_engine
     from fhirstore.db.migrate import upgrade
@@ -247,7 +256,7 @@ async def _ledger(settings: Settings) -> AsyncIterator[Ledger]:
     engine = create_engine(settings.database_url)
     try:
         await upgrade(engine)
-        yield Ledger(Store(engine, SystemClock()))
+        yield Store(engine, SystemClock())
     finally:
         await engine.dispose()
 
@@ -286,10 +295,6 @@ def scheduler_reconcile(database_url: DatabaseOpt = None) -> None:
     """Reconcile every CarePlan now: materialise what is missing, repair what is wrong, and
     report what was fixed and which activities cannot be scheduled."""
     from events.bus.memory import MemoryBus
-    from fhirstore.clock import SystemClock
-    from fhirstore.db.engine import create_engine
-    from fhirstore.db.migrate import upgrade
-    from fhirstore.store import Store
     from herald.runtime import schedule_policy
     from scheduler.reconcile import Repairs
     from scheduler.service import Scheduler
@@ -297,10 +302,7 @@ def scheduler_reconcile(database_url: DatabaseOpt = None) -> None:
     settings = _settings(database_url)
 
     async def main() -> tuple[Repairs, list[tuple[str, str | None, str]]]:
-        engine = create_engine(settings.database_url)
-        try:
-            await upgrade(engine)
-            store = Store(engine, SystemClock())
+        async with _store(settings) as store:
             scheduler = Scheduler(store, MemoryBus(), schedule_policy(settings))
             with Progress(
                 TextColumn("reconciling CarePlans"),
@@ -317,8 +319,6 @@ def scheduler_reconcile(database_url: DatabaseOpt = None) -> None:
 
                 repairs = await scheduler.sweep(show)
             return repairs, await scheduler.skipped()
-        finally:
-            await engine.dispose()
 
     repairs, skipped = asyncio.run(main())
     table = Table("what", "count")

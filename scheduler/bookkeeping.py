@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import and_, delete, func, select, text, union
+from sqlalchemy import Row, Subquery, and_, delete, func, select, text, union
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fhirstore.db.locks import CAREPLAN_LOCK_CLASS, int4_key
@@ -44,16 +44,9 @@ class PlanRow:
     reconciled_at: datetime
 
 
-def _task_row(row: object) -> TaskRow:
-    return TaskRow(
-        row.task_id,  # type: ignore[attr-defined]
-        row.careplan_id,  # type: ignore[attr-defined]
-        row.activity,  # type: ignore[attr-defined]
-        as_utc(row.start),  # type: ignore[attr-defined]
-        row.task_version,  # type: ignore[attr-defined]
-        row.state,  # type: ignore[attr-defined]
-        as_utc(row.due_at) if row.due_at is not None else None,  # type: ignore[attr-defined]
-    )
+def _task_row(row: Row[Any]) -> TaskRow:
+    due = row.due_at
+    return TaskRow(**{**row._mapping, "start": as_utc(row.start), "due_at": due and as_utc(due)})
 
 
 async def lock_plans(conn: AsyncConnection, careplan_ids: Sequence[str]) -> None:
@@ -100,16 +93,6 @@ async def task_rows(
         if conn.dialect.name == "postgresql":
             query = query.with_for_update()
         found.extend(_task_row(row) for row in await conn.execute(query))
-    return found
-
-
-async def tasks_by_id(conn: AsyncConnection, task_ids: Sequence[str]) -> dict[str, TaskRow]:
-    found: dict[str, TaskRow] = {}
-    for chunk in _chunks(task_ids):
-        for row in await conn.execute(
-            select(schedule_tasks).where(schedule_tasks.c.task_id.in_(chunk))
-        ):
-            found[row.task_id] = _task_row(row)
     return found
 
 
@@ -162,24 +145,24 @@ async def plans_of_patients(conn: AsyncConnection, patients: Sequence[str]) -> l
     return found
 
 
-async def careplan_ids(conn: AsyncConnection, *, after: str, limit: int) -> list[str]:
-    """The next `limit` CarePlan ids after `after`: every CarePlan stored (live or deleted)
-    and every one the scheduler has a row for, in id order."""
+def _careplan_ids(after: str = "") -> Subquery:
+    """Every CarePlan id after `after`: stored (live or deleted) or known to the scheduler."""
     r, p = resources.c, schedule_plans.c
-    ids = union(
+    return union(
         select(r.res_id.label("id")).where(and_(r.res_type == "CarePlan", r.res_id > after)),
         select(p.careplan_id.label("id")).where(p.careplan_id > after),
     ).subquery()
+
+
+async def careplan_ids(conn: AsyncConnection, *, after: str, limit: int) -> list[str]:
+    """The next `limit` CarePlan ids after `after`, in id order."""
+    ids = _careplan_ids(after)
     rows = await conn.execute(select(ids.c.id).order_by(ids.c.id).limit(limit))
     return list(rows.scalars())
 
 
 async def count_careplans(conn: AsyncConnection) -> int:
-    r, p = resources.c, schedule_plans.c
-    ids = union(
-        select(r.res_id.label("id")).where(r.res_type == "CarePlan"),
-        select(p.careplan_id.label("id")),
-    ).subquery()
+    ids = _careplan_ids()
     return int((await conn.execute(select(func.count()).select_from(ids))).scalar_one())
 
 

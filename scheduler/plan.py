@@ -17,6 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fhirstore.db.writer import fhir_instant
+from fhirstore.validation import ID_PATTERN
 from scheduler.policy import OCCURRENCE_SYSTEM, TIMEZONE_EXTENSION, PlanTag, SchedulePolicy
 from scheduler.task import PlannedTask, local_datetime, occurrence_key, task_id
 from scheduler.timing import Unschedulable, occurrences
@@ -29,7 +30,6 @@ ENDED_ACTIVITY = frozenset({"cancelled", "stopped", "completed", "entered-in-err
 _PATIENT_REF = re.compile(r"(?:^|/)(Patient/[A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]+)?$")
 # More occurrences than this for one activity in the horizon are not materialised (reported).
 MAX_TASKS_PER_ACTIVITY = 1_000
-_ACTIVITY_KEY = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +186,7 @@ def _anchor(careplan: Mapping[str, Any], zone: ZoneInfo) -> datetime | None:
 
 def _activity_key(activity: Any, index: int) -> str:
     element_id = activity.get("id") if isinstance(activity, dict) else None
-    if isinstance(element_id, str) and _ACTIVITY_KEY.match(element_id):
+    if isinstance(element_id, str) and ID_PATTERN.match(element_id):
         return element_id
     return f"#{index}"  # an element id cannot contain '#': no clash with one
 

@@ -128,7 +128,8 @@ class Reconciler:
             previous = await plan_rows(conn, ids)
             plans = await self._plans(conn, ids, now)
             ids = list(plans)  # without those that could not be planned: left as they are
-            changed = {i: _plan_changed(previous.get(i), *plans[i]) for i in plans}
+            plan_rows_now = {i: _plan_row(p, v, now) for i, (p, v) in plans.items()}
+            changed = {i: _plan_changed(previous.get(i), r) for i, r in plan_rows_now.items()}
             repairs.changed_plans = sum(changed.values())
             rows = {
                 r.task_id: r for r in await task_rows(conn, ids, since=now - self._policy.grace)
@@ -153,12 +154,7 @@ class Reconciler:
             kept = [r for r in step.kept if rows.get(r.task_id) != r]  # only what changed
             await save_tasks(conn, [*kept, *_written_rows(step.writes, outcomes)])
             await save_plans(
-                conn,
-                [
-                    row
-                    for p, v in plans.values()
-                    if _changed(previous.get(p.careplan_id), row := _plan_row(p, v, now))
-                ],
+                conn, [r for i, r in plan_rows_now.items() if _changed(previous.get(i), r)]
             )
         return repairs
 
@@ -349,10 +345,10 @@ def _plan_row(plan: Plan, version: int | None, now: datetime) -> PlanRow:
     )
 
 
-def _plan_changed(before: PlanRow | None, plan: Plan, version: int | None) -> bool:
+def _plan_changed(before: PlanRow | None, after: PlanRow) -> bool:
     """Whether the CarePlan (or its patient's time zone) changed since it was last reconciled:
     then every Task it wants is compared with the schedule, not only moved on in time."""
-    return before is None or (before.version_id, before.zone) != (version, plan.zone)
+    return before is None or (before.version_id, before.zone) != (after.version_id, after.zone)
 
 
 def _changed(before: PlanRow | None, after: PlanRow) -> bool:
