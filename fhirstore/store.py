@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 from urllib.parse import urlencode
 
 import orjson
-from sqlalchemy import and_, func, select, tuple_
+from sqlalchemy import and_, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -30,6 +30,7 @@ from fhirstore.db.schema import resource_versions, resources
 from fhirstore.db.writer import (
     PendingWrite,
     WrittenVersion,
+    ids_by_type,
     lock_condition,
     write_independent,
     write_versions,
@@ -39,7 +40,8 @@ from fhirstore.search.query import SearchRequest, parse_search
 from fhirstore.search.sql import SearchResult, run_search
 from fhirstore.validation import require_id, require_type, validate_resource
 
-_VERSIONS_PER_QUERY = 300  # (type, id, version) triples per IN list: 900 bound parameters
+_VERSIONS_PER_QUERY = 300  # ids per IN list when their version numbers are bound too
+_IDS_PER_QUERY = 900
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,14 @@ class StoredVersion:
     @property
     def deleted(self) -> bool:
         return self.body is None
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """Where a resource stands now, without its body."""
+
+    version_id: int
+    deleted: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,19 +260,26 @@ class Store:
         """Many versions at once, by (type, id, versionId); those that do not exist are left
         out, deletions are included (`deleted`)."""
         found: dict[tuple[str, str, int], StoredVersion] = {}
-        wanted = sorted(set(keys))
+        wanted = set(keys)
+        numbers_of: dict[tuple[str, str], set[int]] = {}
+        for resource_type, resource_id, number in wanted:
+            numbers_of.setdefault((resource_type, resource_id), set()).add(number)
         v = resource_versions.c
         async with self.engine.connect() as conn:
-            for start in range(0, len(wanted), _VERSIONS_PER_QUERY):
-                chunk = wanted[start : start + _VERSIONS_PER_QUERY]
-                rows = await conn.execute(
-                    select(resource_versions).where(
-                        tuple_(v.res_type, v.res_id, v.version_id).in_(chunk)
+            for resource_type, ids in ids_by_type(sorted(numbers_of)).items():
+                for start in range(0, len(ids), _VERSIONS_PER_QUERY):
+                    chunk = ids[start : start + _VERSIONS_PER_QUERY]
+                    numbers = set().union(*(numbers_of[resource_type, i] for i in chunk))
+                    rows = await conn.execute(
+                        select(resource_versions).where(
+                            v.res_type == resource_type,
+                            v.res_id.in_(chunk),
+                            v.version_id.in_(sorted(numbers)),
+                        )
                     )
-                )
-                for row in rows:
-                    version = _version(row)
-                    found[version.resource_type, version.id, version.version_id] = version
+                    for row in rows:  # ids x numbers may hold versions nobody asked for
+                        if (resource_type, row.res_id, row.version_id) in wanted:
+                            found[resource_type, row.res_id, row.version_id] = _version(row)
         return found
 
     async def history(
@@ -335,26 +352,37 @@ class Store:
     ) -> dict[str, StoredVersion]:
         """The current version of each of `ids` that ever existed (deletions included), read
         inside the caller's transaction."""
-        found: dict[str, StoredVersion] = {}
         r = resources.c
-        wanted = sorted(set(ids))
-        for start in range(0, len(wanted), _VERSIONS_PER_QUERY * 3):
-            chunk = wanted[start : start + _VERSIONS_PER_QUERY * 3]
-            rows = await conn.execute(
-                select(r.res_id, r.version_id, r.last_updated, r.body).where(
-                    and_(r.res_type == resource_type, r.res_id.in_(chunk))
-                )
+        return {
+            row.res_id: StoredVersion(
+                resource_type, row.res_id, row.version_id, as_utc(row.last_updated), "", row.body
             )
-            for row in rows:
-                found[row.res_id] = StoredVersion(
-                    resource_type,
-                    row.res_id,
-                    row.version_id,
-                    as_utc(row.last_updated),
-                    "",
-                    row.body,
-                )
-        return found
+            for row in await _current_rows(
+                conn, resource_type, ids, r.res_id, r.version_id, r.last_updated, r.body
+            )
+        }
+
+    @staticmethod
+    async def heads_in(
+        conn: AsyncConnection, resource_type: str, ids: Sequence[str]
+    ) -> dict[str, Head]:
+        """`current_in` without the bodies: what a caller needs to see whether anything changed."""
+        r = resources.c
+        rows = await _current_rows(conn, resource_type, ids, r.res_id, r.version_id, r.deleted)
+        return {row.res_id: Head(row.version_id, row.deleted) for row in rows}
+
+
+async def _current_rows(
+    conn: AsyncConnection, resource_type: str, ids: Sequence[str], *columns: Any
+) -> list[Any]:
+    r = resources.c
+    wanted = sorted(set(ids))
+    found: list[Any] = []
+    for start in range(0, len(wanted), _IDS_PER_QUERY):
+        chunk = wanted[start : start + _IDS_PER_QUERY]
+        query = select(*columns).where(and_(r.res_type == resource_type, r.res_id.in_(chunk)))
+        found.extend(await conn.execute(query))
+    return found
 
 
 def raise_id_mismatch(resource_type: str, url_id: str, body_id: Any) -> NoReturn:

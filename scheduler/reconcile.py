@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from fhirstore.db.schema import resource_versions, search_index
 from fhirstore.db.writer import PendingWrite, WrittenVersion
 from fhirstore.errors import FhirError
-from fhirstore.store import Store, StoredVersion, as_utc
+from fhirstore.store import Head, Store, StoredVersion, as_utc
 from scheduler.bookkeeping import (
     PlanRow,
     TaskRow,
@@ -135,18 +135,19 @@ class Reconciler:
                 r.task_id: r for r in await task_rows(conn, ids, since=now - self._policy.grace)
             }
             wanted = {t.id: t for plan, _ in plans.values() for t in plan.tasks.values()}
-            current = await Store.current_in(conn, "Task", [*wanted, *rows])
+            heads = await Store.heads_in(conn, "Task", [*wanted, *rows])
             step = _Step(self._policy, now, repairs)
             for planned in wanted.values():
                 step.want(
                     planned,
                     rows.get(planned.id),
-                    current.get(planned.id),
+                    heads.get(planned.id),
                     changed[planned.careplan_id],
                 )
             for row in rows.values():
                 if row.task_id not in wanted:
-                    step.unwant(row, current.get(row.task_id))
+                    step.unwant(row, heads.get(row.task_id))
+            step.read(await Store.current_in(conn, "Task", step.to_read))
             for version in await _duplicates(conn, wanted):
                 if version.id not in rows and version.id not in wanted:
                     step.duplicate(version)
@@ -192,34 +193,64 @@ class Reconciler:
 
 
 class _Step:
-    """The decisions of one batch: writes (with what the row becomes) and rows kept as is."""
+    """The decisions of one batch: writes (with what the row becomes) and rows kept as is.
+
+    Most Tasks are decided from their current version number alone (`want`, `unwant`); those
+    that need their body are decided after it is read (`read`), all in one query.
+    """
 
     def __init__(self, policy: SchedulePolicy, now: datetime, repairs: Repairs) -> None:
         self.policy, self.now, self.repairs = policy, now, repairs
         # Each write, and the row it leaves behind (None: not a Task of Herald's own).
         self.writes: list[tuple[PendingWrite, TaskRow | None]] = []
         self.kept: list[TaskRow] = []
+        self._to_repair: list[tuple[PlannedTask, bool]] = []
+        self._to_cancel: list[TaskRow] = []
+
+    @property
+    def to_read(self) -> list[str]:
+        """The Tasks whose bodies `read` needs."""
+        return [p.id for p, _ in self._to_repair] + [r.task_id for r in self._to_cancel]
 
     def want(
-        self,
-        planned: PlannedTask,
-        row: TaskRow | None,
-        current: StoredVersion | None,
-        plan_changed: bool,
+        self, planned: PlannedTask, row: TaskRow | None, head: Head | None, plan_changed: bool
     ) -> None:
-        if current is None or current.deleted:
+        if head is None or head.deleted:
             state = timed_state(planned.start, self.now, self.policy)
             body = new_task(planned, state, self.now)
-            self._count("created" if row is None and current is None else "restored")
-            self._write(planned.id, body, current, _row(planned, state, 0, self.policy))
+            self._count("created" if row is None and head is None else "restored")
+            version = head.version_id if head is not None else None
+            self._write(planned.id, body, version, _row(planned, state, 0, self.policy))
             return
-        untouched = row is not None and row.task_version == current.version_id
+        untouched = row is not None and row.task_version == head.version_id
         if untouched and not plan_changed:
             assert row is not None
             target = moved_state(row.state, planned.start, self.now, self.policy)
             if target is None and row.state != "unscheduled":
                 self.kept.append(_row(planned, row.state, row.task_version, self.policy))
                 return
+        self._to_repair.append((planned, plan_changed))
+
+    def unwant(self, row: TaskRow, head: Head | None) -> None:
+        """A Task the schedule no longer wants: cancel it if it is ahead and still owned."""
+        if (
+            head is None
+            or head.deleted
+            or row.start < self.now  # the past is history
+            or row.start >= self.now + self.policy.horizon  # beyond the horizon: not judged
+        ):
+            self.kept.append(row)
+            return
+        self._to_cancel.append(row)
+
+    def read(self, current: Mapping[str, StoredVersion]) -> None:
+        """Decide the Tasks `to_read`, from their bodies as they are now."""
+        for planned, plan_changed in self._to_repair:
+            self._repair(planned, current[planned.id], plan_changed)
+        for row in self._to_cancel:
+            self._cancel(row, current[row.task_id])
+
+    def _repair(self, planned: PlannedTask, current: StoredVersion, plan_changed: bool) -> None:
         body = orjson.loads(current.body or "{}")
         state = state_of(body)
         if state in ("released", "missed"):
@@ -242,18 +273,10 @@ class _Step:
             self._count("updated" if plan_changed else "restored")
         else:
             self._count("woken" if target == "ready" else "missed")
-        self._write(planned.id, repaired, current, _row(planned, target, 0, self.policy))
+        row = _row(planned, target, 0, self.policy)
+        self._write(planned.id, repaired, current.version_id, row)
 
-    def unwant(self, row: TaskRow, current: StoredVersion | None) -> None:
-        """A Task the schedule no longer wants: cancel it if it is ahead and still owned."""
-        if (
-            current is None
-            or current.deleted
-            or row.start < self.now  # the past is history
-            or row.start >= self.now + self.policy.horizon  # beyond the horizon: not judged
-        ):
-            self.kept.append(row)
-            return
+    def _cancel(self, row: TaskRow, current: StoredVersion) -> None:
         body = orjson.loads(current.body or "{}")
         state = state_of(body)
         if state not in ("requested", "ready"):
@@ -263,7 +286,7 @@ class _Step:
         self._write(
             row.task_id,
             with_state(body, "unscheduled"),
-            current,
+            current.version_id,
             _replace_row(row, "unscheduled", 0),
         )
 
@@ -276,11 +299,8 @@ class _Step:
                 (PendingWrite("Task", current.id, cancelled, if_match=current.version_id), None)
             )
 
-    def _write(
-        self, task_id: str, body: dict[str, Any], current: StoredVersion | None, row: TaskRow
-    ) -> None:
-        if_match = current.version_id if current is not None else None
-        self.writes.append((PendingWrite("Task", task_id, body, if_match=if_match), row))
+    def _write(self, task_id: str, body: dict[str, Any], version: int | None, row: TaskRow) -> None:
+        self.writes.append((PendingWrite("Task", task_id, body, if_match=version), row))
 
     def _count(self, kind: str) -> None:
         setattr(self.repairs, kind, getattr(self.repairs, kind) + 1)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, bindparam, delete, select, text, tuple_
+from sqlalchemy import and_, bindparam, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fhirstore import fhirjson
@@ -129,15 +129,26 @@ async def _load_current(
     conn: AsyncConnection, keys: list[tuple[str, str]], *, lock: bool
 ) -> dict[tuple[str, str], _Current]:
     found: dict[tuple[str, str], _Current] = {}
-    for chunk in _chunks(keys):
-        query = select(
-            resources.c.res_type, resources.c.res_id, resources.c.version_id, resources.c.deleted
-        ).where(tuple_(resources.c.res_type, resources.c.res_id).in_(chunk))
-        if lock:
-            query = query.with_for_update()
-        for row in await conn.execute(query):
-            found[(row.res_type, row.res_id)] = _Current(row.version_id, row.deleted)
+    r = resources.c
+    for resource_type, ids in ids_by_type(keys).items():
+        for chunk in _chunks(ids):
+            query = select(r.res_id, r.version_id, r.deleted).where(
+                and_(r.res_type == resource_type, r.res_id.in_(chunk))
+            )
+            if lock:
+                query = query.with_for_update()
+            for row in await conn.execute(query):
+                found[(resource_type, row.res_id)] = _Current(row.version_id, row.deleted)
     return found
+
+
+def ids_by_type(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """(type, id) keys as the ids of each type, for `res_type = ? AND res_id IN (...)`: SQLite
+    answers a row-value IN list (`(res_type, res_id) IN (...)`) with a full table scan."""
+    grouped: dict[str, list[str]] = {}
+    for resource_type, resource_id in keys:
+        grouped.setdefault(resource_type, []).append(resource_id)
+    return grouped
 
 
 def _plan(write: PendingWrite, cur: _Current | None, now: datetime) -> WrittenVersion | None:
@@ -211,12 +222,14 @@ async def _apply(
                 for v in existing
             ],
         )
-        for chunk in _chunks([(v.resource_type, v.id) for v in existing]):
-            await conn.execute(
-                delete(search_index).where(
-                    tuple_(search_index.c.res_type, search_index.c.res_id).in_(chunk)
+        s = search_index.c
+        for resource_type, ids in ids_by_type((v.resource_type, v.id) for v in existing).items():
+            for chunk in _chunks(ids):
+                await conn.execute(
+                    delete(search_index).where(
+                        and_(s.res_type == resource_type, s.res_id.in_(chunk))
+                    )
                 )
-            )
     await conn.execute(
         resource_versions.insert(),
         [
