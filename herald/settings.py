@@ -103,8 +103,41 @@ class Settings(BaseSettings):
         description="How often the leader reconciles every CarePlan and rolls the horizon",
     )
     scheduler_due_seconds: float = Field(1.0, gt=0, description="How often due Tasks are woken")
+    auth: Literal["off", "jwt"] = Field(
+        "off", description="off (embedded default: no authentication) or jwt (bearer tokens)"
+    )
+    jwks_url: str | None = Field(None, description="JWKS URL of the token issuer (RS256/ES256)")
+    jwks_file: str | None = Field(None, description="JWKS file of the token issuer (RS256/ES256)")
+    jwt_secret: str | None = Field(
+        None, description="HS256 shared secret (development only; prefer a JWKS)"
+    )
+    jwt_issuer: str | None = Field(None, description="Required `iss` of every token")
+    jwt_audience: str | None = Field(None, description="Required `aud` of every token")
+    jwt_leeway_seconds: float = Field(
+        30, ge=0, description="Clock skew tolerated on a token's exp and nbf"
+    )
+    admin_scope: str = Field(
+        "herald/admin", description="Scope that makes a token an administrator"
+    )
+    endpoint_allowlist: str = Field(
+        "",
+        description="Hosts or CIDRs REST hooks may reach although private or loopback "
+        "(comma-separated); setting it turns the endpoint guard on",
+    )
+    email_allowlist: str = Field(
+        "",
+        description="Email recipients (addresses, or @domain) the email channel may write to; "
+        "empty: any, unless authentication is on",
+    )
+    audit: bool = Field(True, description="Record an audit trail of requests and deliveries")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_format: Literal["console", "json"] = Field("console", description="console or json")
+
+    @property
+    def endpoint_guard(self) -> bool:
+        """REST hook endpoints are checked whenever authentication is on or an allow-list
+        is set."""
+        return self.auth != "off" or bool(self.endpoint_allowlist.strip())
 
     @property
     def embedded_bus(self) -> bool:
