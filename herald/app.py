@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,21 +13,62 @@ from sqlalchemy import text
 from channels.websocket.api import websocket_router
 from events.subscriptions.capability import subscription_capabilities
 from events.subscriptions.operations import subscription_router
+from fhirstore.access.tokens import TokenRules, TokenVerifier
+from fhirstore.api.auth import AuthMiddleware
 from fhirstore.api.errors import install_error_handlers
 from fhirstore.api.routes import fhir_router
+from fhirstore.clock import Clock
 from herald import __version__
 from herald.metrics import MetricsMiddleware, metrics_endpoint
 from herald.runtime import Runtime
 from herald.settings import Settings
 from scheduler.api import schedule_router
 
+log = logging.getLogger(__name__)
+
+
+def token_verifier(settings: Settings, clock: Clock) -> TokenVerifier | None:
+    """The bearer token verifier `HERALD_AUTH=jwt` asks for (None: authentication off)."""
+    if settings.auth == "off":
+        return None
+    rules = TokenRules(
+        secret=settings.jwt_secret,
+        jwks_file=settings.jwks_file,
+        jwks_url=settings.jwks_url,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        leeway_seconds=settings.jwt_leeway_seconds,
+        admin_scope=settings.admin_scope,
+    )
+    return TokenVerifier(rules, clock)
+
+
+def _warn_if_open(settings: Settings) -> None:
+    if settings.auth == "off":
+        hooks = (
+            ""
+            if settings.endpoint_guard
+            else ", and REST hooks may reach loopback and private addresses"
+        )
+        log.warning(
+            "AUTHENTICATION IS OFF: anyone who can reach %s:%s can read and write every "
+            "resource%s. Fine on a laptop; in production set HERALD_AUTH=jwt with "
+            "HERALD_JWKS_URL, HERALD_JWT_ISSUER and HERALD_JWT_AUDIENCE (see README, "
+            "Authentication).",
+            settings.host,
+            settings.port,
+            hooks,
+        )
+
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     settings = settings or Settings()
     runtime = runtime or Runtime(settings)
+    verifier = token_verifier(settings, runtime.clock)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        _warn_if_open(settings)
         await runtime.start()
         try:
             yield
@@ -41,6 +83,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         openapi_url="/openapi.json",
     )
     app.state.runtime = runtime
+    app.add_middleware(AuthMiddleware, verifier=verifier, prefix=settings.fhir_base_path)
     app.add_middleware(MetricsMiddleware)
     install_error_handlers(app)
 

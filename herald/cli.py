@@ -80,12 +80,17 @@ def serve(
             "HERALD_KAFKA_BOOTSTRAP and a PostgreSQL HERALD_DATABASE_URL to scale out.",
             settings.database_url,
         )
-    runtime = Runtime(settings, run_relay=relay)
+    try:
+        runtime = Runtime(settings, run_relay=relay)
+        api = create_app(settings, runtime=runtime)
+    except ValueError as error:  # a setting that cannot work, said in words
+        console.print(f"[red]cannot start: {error}[/red]")
+        raise typer.Exit(2) from None
     console.print(
         f"Herald FHIR base: http://{settings.host}:{settings.port}{settings.fhir_base_path}"
     )
     uvicorn.run(
-        create_app(settings, runtime=runtime),
+        api,
         host=settings.host,
         port=settings.port,
         log_config=None,
