@@ -10,6 +10,13 @@ words a person can act on. Only cancellation propagates.
 A 2xx answer is success. Redirects are not followed: a 3xx is a failure that names the new
 location, since the subscriber should register the final URL.
 
+With an `EndpointGuard` (`channels/endpoints.py`) every delivery is checked again, since DNS can
+change after a Subscription was accepted: the endpoint's scheme and address before sending, and
+each new connection's addresses through the guard's resolver, so the address checked is the
+address connected to. A refused endpoint is a failed `Outcome` whose error gives the reason.
+Plain http and https connections then have a pool each (plain http may reach only allow-listed
+addresses).
+
 Every request carries:
 
 - `User-Agent: <user_agent>` and, with a body, `Content-Type: <channel payload MIME type>`;
@@ -39,6 +46,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from channels.endpoints import EndpointGuard, EndpointRefused
 from channels.transport import Delivery, Outcome
 from fhirstore.clock import Clock, SystemClock
 
@@ -72,37 +80,51 @@ class RestHookSender:
         max_connections: int = 200,
         max_per_host: int = 20,
         clock: Clock | None = None,
+        guard: EndpointGuard | None = None,
     ) -> None:
-        # The session is made on first use: aiohttp binds it to the running event loop.
-        self._session: aiohttp.ClientSession | None = None
+        # Sessions are made on first use: aiohttp binds them to the running event loop. With a
+        # guard, plain http (True) and https (False) have one each; without, one serves both.
+        self._sessions: dict[bool, aiohttp.ClientSession] = {}
         self._user_agent = user_agent
         self._max_connections = max_connections
         self._max_per_host = max_per_host
         self._hosts: dict[str, asyncio.Semaphore] = {}
         self._clock = clock or SystemClock()
+        self._guard = guard
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for session in self._sessions.values():
+            await session.close()
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
+    def _client(self, endpoint: str) -> aiohttp.ClientSession:
+        guard = self._guard
+        plain = guard is not None and urlsplit(endpoint).scheme == "http"
+        session = self._sessions.get(plain)
+        if session is None:
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections,
                 limit_per_host=self._max_per_host,
                 keepalive_timeout=30.0,
+                # Guarded: every new connection resolves through the guard (no cached answers).
+                resolver=guard.resolver(plain=plain) if guard is not None else None,
+                use_dns_cache=guard is None,
             )
-            self._session = aiohttp.ClientSession(
+            session = self._sessions[plain] = aiohttp.ClientSession(
                 connector=connector,
                 headers={"User-Agent": self._user_agent},
                 # Each request's time limit comes from its subscription (`Delivery.timeout`).
                 timeout=aiohttp.ClientTimeout(total=None),
                 auto_decompress=False,
             )
-        return self._session
+        return session
 
     async def send(self, delivery: Delivery) -> Outcome:
         started = time.monotonic()
+        if self._guard is not None:
+            try:
+                self._guard.screen(delivery.endpoint)
+            except EndpointRefused as refused:
+                return _failed(started, None, _refusal(delivery.endpoint, refused))
         deadline = asyncio.get_running_loop().time() + delivery.timeout
         host = _host(delivery.endpoint)
         slot = self._hosts.setdefault(host, asyncio.Semaphore(self._max_per_host))
@@ -125,7 +147,7 @@ class RestHookSender:
         endpoint, within = _shown(delivery.endpoint), _seconds(delivery.timeout)
         try:
             async with asyncio.timeout_at(deadline):
-                async with self._client().post(
+                async with self._client(delivery.endpoint).post(
                     delivery.endpoint,
                     data=delivery.body,
                     headers=self._headers(delivery),
@@ -134,6 +156,8 @@ class RestHookSender:
                     timeout=aiohttp.ClientTimeout(total=None, sock_connect=delivery.timeout),
                 ) as response:
                     answer = await _read_some(response)
+        except EndpointRefused as refused:  # by the guard's resolver, before connecting
+            return _failed(started, None, _refusal(delivery.endpoint, refused))
         except aiohttp.ConnectionTimeoutError:
             return _failed(started, None, f"could not connect to {endpoint} within {within}")
         except TimeoutError:
@@ -198,6 +222,10 @@ def _connect_error(endpoint: str, exc: aiohttp.ClientConnectorError) -> str:
             return f"connection refused by {endpoint}"
         cause = cause.__cause__ or cause.__context__
     return f"could not connect to {endpoint}: {exc}"
+
+
+def _refusal(endpoint: str, refused: EndpointRefused) -> str:
+    return f"not sent to {_shown(endpoint)}: {refused.reason}"
 
 
 def _failed(started: float, status_code: int | None, error: str) -> Outcome:

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from channels.delivery import DeliveryPolicy
 from channels.dispatcher import Dispatcher, new_owner
+from channels.endpoints import EndpointGuard, Recipients, SafeEndpoints
 from channels.resthook import RestHookSender
 from channels.transport import Transport
 from channels.websocket.hub import SocketHub
@@ -109,7 +110,21 @@ class Runtime:
         self.ledger = Ledger(self.store)
         channels = channel_support(settings)
         self.registry = SubscriptionRegistry(self.store, channels=channels)
-        self.store.add_rule(SUBSCRIPTION, subscription_rule(self.registry))
+        guard = (
+            EndpointGuard.parse(settings.endpoint_allowlist) if settings.endpoint_guard else None
+        )
+        self.store.add_rule(
+            SUBSCRIPTION,
+            subscription_rule(
+                self.registry,
+                SafeEndpoints(
+                    guard=guard,
+                    recipients=Recipients.parse(
+                        settings.email_allowlist, required=settings.auth != "off"
+                    ),
+                ).problem,
+            ),
+        )
         self.store.add_rule(SUBSCRIPTION_TOPIC, topic_rule)
         policy = delivery_policy(settings)
         owner = new_owner()
@@ -121,6 +136,7 @@ class Runtime:
             "rest-hook": RestHookSender(
                 max_connections=settings.delivery_max_connections,
                 user_agent=f"Herald/{__version__}",
+                guard=guard,
             ),
             "websocket": WebSocketTransport(self.hub),
             **optional_transports(settings),
