@@ -44,6 +44,13 @@ class InvalidSearch(BadRequest):
     code = "not-supported"
 
 
+class Forbidden(FhirError):
+    """Authenticated, but not allowed to do this."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(FhirError):
     status = 404
     code = "not-found"

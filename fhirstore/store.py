@@ -28,9 +28,11 @@ from fhirstore.db.engine import is_sqlite, writer
 from fhirstore.db.group_commit import GroupCommit
 from fhirstore.db.schema import resource_versions, resources
 from fhirstore.db.writer import (
+    Head,
     PendingWrite,
     WrittenVersion,
     ids_by_type,
+    load_heads,
     lock_condition,
     write_independent,
     write_versions,
@@ -58,14 +60,6 @@ class StoredVersion:
     @property
     def deleted(self) -> bool:
         return self.body is None
-
-
-@dataclass(frozen=True, slots=True)
-class Head:
-    """Where a resource stands now, without its body."""
-
-    version_id: int
-    deleted: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,37 +346,30 @@ class Store:
     ) -> dict[str, StoredVersion]:
         """The current version of each of `ids` that ever existed (deletions included), read
         inside the caller's transaction."""
+        found: dict[str, StoredVersion] = {}
         r = resources.c
-        return {
-            row.res_id: StoredVersion(
-                resource_type, row.res_id, row.version_id, as_utc(row.last_updated), "", row.body
+        wanted = sorted(set(ids))
+        for start in range(0, len(wanted), _IDS_PER_QUERY):
+            chunk = wanted[start : start + _IDS_PER_QUERY]
+            rows = await conn.execute(
+                select(r.res_id, r.version_id, r.last_updated, r.body).where(
+                    and_(r.res_type == resource_type, r.res_id.in_(chunk))
+                )
             )
-            for row in await _current_rows(
-                conn, resource_type, ids, r.res_id, r.version_id, r.last_updated, r.body
-            )
-        }
+            for row in rows:
+                updated = as_utc(row.last_updated)
+                found[row.res_id] = StoredVersion(
+                    resource_type, row.res_id, row.version_id, updated, "", row.body
+                )
+        return found
 
     @staticmethod
     async def heads_in(
         conn: AsyncConnection, resource_type: str, ids: Sequence[str]
     ) -> dict[str, Head]:
         """`current_in` without the bodies: what a caller needs to see whether anything changed."""
-        r = resources.c
-        rows = await _current_rows(conn, resource_type, ids, r.res_id, r.version_id, r.deleted)
-        return {row.res_id: Head(row.version_id, row.deleted) for row in rows}
-
-
-async def _current_rows(
-    conn: AsyncConnection, resource_type: str, ids: Sequence[str], *columns: Any
-) -> list[Any]:
-    r = resources.c
-    wanted = sorted(set(ids))
-    found: list[Any] = []
-    for start in range(0, len(wanted), _IDS_PER_QUERY):
-        chunk = wanted[start : start + _IDS_PER_QUERY]
-        query = select(*columns).where(and_(r.res_type == resource_type, r.res_id.in_(chunk)))
-        found.extend(await conn.execute(query))
-    return found
+        heads = await load_heads(conn, [(resource_type, i) for i in set(ids)], lock=False)
+        return {resource_id: head for (_, resource_id), head in heads.items()}
 
 
 def raise_id_mismatch(resource_type: str, url_id: str, body_id: Any) -> NoReturn:

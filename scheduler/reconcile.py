@@ -30,9 +30,9 @@ from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fhirstore.db.schema import resource_versions, search_index
-from fhirstore.db.writer import PendingWrite, WrittenVersion
+from fhirstore.db.writer import Head, PendingWrite, WrittenVersion
 from fhirstore.errors import FhirError
-from fhirstore.store import Head, Store, StoredVersion, as_utc
+from fhirstore.store import Store, StoredVersion, as_utc
 from scheduler.bookkeeping import (
     PlanRow,
     TaskRow,

@@ -21,14 +21,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from fhirstore.access.principal import ANONYMOUS, Principal
 from fhirstore.access.tokens import TokenVerifier, Unauthorized
 from fhirstore.api.http import error_response
-from fhirstore.errors import FhirError
+from fhirstore.errors import FhirError, Forbidden
 
 log = logging.getLogger(__name__)
-
-
-class Forbidden(FhirError):
-    status = 403
-    code = "forbidden"
 
 
 class AuthMiddleware:

@@ -58,7 +58,9 @@ class WrittenVersion:
 
 
 @dataclass(frozen=True, slots=True)
-class _Current:
+class Head:
+    """Where a resource stands now, without its body."""
+
     version_id: int
     deleted: bool
 
@@ -108,7 +110,7 @@ async def _write(
     if len(set(keys)) != len(keys):
         raise BadRequest("the same resource appears more than once in one transaction")
     postgres = conn.dialect.name == "postgresql"
-    current = await _load_current(
+    current = await load_heads(
         conn, [(w.resource_type, w.id) for w in writes if not w.new], lock=postgres
     )
     outcomes: list[WrittenVersion | FhirError | None] = []
@@ -125,10 +127,12 @@ async def _write(
     return outcomes
 
 
-async def _load_current(
+async def load_heads(
     conn: AsyncConnection, keys: list[tuple[str, str]], *, lock: bool
-) -> dict[tuple[str, str], _Current]:
-    found: dict[tuple[str, str], _Current] = {}
+) -> dict[tuple[str, str], Head]:
+    """The current version of each (type, id) that ever existed, read in the caller's
+    transaction (`lock`: and locked until it ends, PostgreSQL)."""
+    found: dict[tuple[str, str], Head] = {}
     r = resources.c
     for resource_type, ids in ids_by_type(keys).items():
         for chunk in _chunks(ids):
@@ -138,7 +142,7 @@ async def _load_current(
             if lock:
                 query = query.with_for_update()
             for row in await conn.execute(query):
-                found[(resource_type, row.res_id)] = _Current(row.version_id, row.deleted)
+                found[(resource_type, row.res_id)] = Head(row.version_id, row.deleted)
     return found
 
 
@@ -151,7 +155,7 @@ def ids_by_type(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     return grouped
 
 
-def _plan(write: PendingWrite, cur: _Current | None, now: datetime) -> WrittenVersion | None:
+def _plan(write: PendingWrite, cur: Head | None, now: datetime) -> WrittenVersion | None:
     live = cur is not None and not cur.deleted
     if write.if_match is not None and (cur is None or cur.version_id != write.if_match):
         have = f"version {cur.version_id}" if cur else "no version"
@@ -185,7 +189,7 @@ def _plan(write: PendingWrite, cur: _Current | None, now: datetime) -> WrittenVe
 async def _apply(
     conn: AsyncConnection,
     done: list[WrittenVersion],
-    current: dict[tuple[str, str], _Current],
+    current: dict[tuple[str, str], Head],
     now: datetime,
     *,
     postgres: bool,
