@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import aiosmtplib
@@ -46,6 +46,9 @@ import orjson
 
 from channels.transport import Delivery, Outcome
 from fhirstore.clock import Clock, SystemClock
+
+if TYPE_CHECKING:  # endpoints.py reads mailto addresses with this module's parser
+    from channels.endpoints import Recipients
 
 IDEMPOTENCY_HEADER = "Herald-Idempotency-Key"
 _ADDRESS = re.compile(r"[^@\s<>,;:\"()\[\]]+@[^@\s<>,;:\"()\[\]]+")
@@ -79,12 +82,21 @@ class SmtpConfig:
 
 
 class EmailSender:
-    """Sends each notification as one mail over its own SMTP connection."""
+    """Sends each notification as one mail over its own SMTP connection, only to `recipients`
+    (the administrator's allow-list, checked again at each send: a Subscription stored before
+    the list was set or narrowed fails delivery instead of mailing; None: anyone)."""
 
-    def __init__(self, config: SmtpConfig, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        config: SmtpConfig,
+        *,
+        clock: Clock | None = None,
+        recipients: Recipients | None = None,
+    ) -> None:
         self._config = config
         self._clock = clock or SystemClock()
         self._where = f"{config.host}:{config.port}"
+        self._recipients = recipients
 
     async def aclose(self) -> None:
         return None  # no connection outlives a `send`
@@ -98,6 +110,8 @@ class EmailSender:
                 "expected mailto:name@example.org"
             )
             return _failed(started, None, error)
+        if self._recipients is not None and (barred := self._recipients.problem(recipients)):
+            return _failed(started, None, barred)
         message = self.message(delivery, recipients)
         deadline = asyncio.get_running_loop().time() + delivery.timeout
         config = self._config

@@ -4,6 +4,11 @@ Writes validate first, then run `write_versions` in a transaction (resource, his
 outbox together) and, once committed, tell the commit listeners (the outbox relay wakes up).
 On SQLite, writes in this process are serialised by a lock: SQLite has one writer anyway, and
 waiting on an asyncio lock is cheaper than retrying on SQLITE_BUSY.
+
+Access: the methods clients reach take `access` (`fhirstore.access.boundary`) and stay inside
+it: reads and history leave out what it may not read (404, as for what does not exist),
+searches are narrowed in SQL, writes refuse (403) a new body or a current version outside it.
+`access=None` is Herald itself (the subscription machinery, loaders): not narrowed.
 """
 
 from __future__ import annotations
@@ -23,6 +28,10 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from fhirstore.access.boundary import Access, Reach
+from fhirstore.access.narrowing import Narrowing, reach_clause
+from fhirstore.access.ownership import owner_of, stamped
+from fhirstore.access.principal import Principal
 from fhirstore.clock import Clock
 from fhirstore.db.engine import is_sqlite, writer
 from fhirstore.db.group_commit import GroupCommit
@@ -37,11 +46,21 @@ from fhirstore.db.writer import (
     write_independent,
     write_versions,
 )
-from fhirstore.errors import BadRequest, Conflict, FhirError, Gone, NotFound, PreconditionFailed
+from fhirstore.errors import (
+    BadRequest,
+    Conflict,
+    FhirError,
+    Forbidden,
+    Gone,
+    NotFound,
+    PreconditionFailed,
+)
 from fhirstore.search.query import SearchRequest, parse_search
 from fhirstore.search.sql import SearchResult, run_search
 from fhirstore.validation import require_id, require_type, validate_resource
 
+# Appended to "does not exist": a narrowed principal learns nothing about what it may not read.
+_OR_OUTSIDE = " (or is outside what this token may read)"
 _VERSIONS_PER_QUERY = 300  # ids per IN list when their version numbers are bound too
 _IDS_PER_QUERY = 900
 
@@ -104,6 +123,34 @@ class Store:
         rule = self._rules.get(resource["resourceType"])
         return await rule(resource) if rule is not None else resource
 
+    async def client_body(
+        self,
+        resource: dict[str, Any],
+        access: Access | None,
+        reach: Reach | None,
+        resource_id: str | None,
+    ) -> dict[str, Any]:
+        """A validated resource a client sends, ready to write: the type's rule applied, a
+        Subscription's owner recorded (kept from the stored version when there is one), and
+        refused (403) when it would land outside `reach`."""
+        resource = await self.apply_rules(resource)
+        if resource["resourceType"] == "Subscription" and access is not None:
+            owner = await self._owner(resource_id, access.principal)
+            resource = stamped(resource, owner)
+        if reach is not None:
+            reach.require(resource)
+        return resource
+
+    async def _owner(self, resource_id: str | None, principal: Principal) -> Principal | None:
+        """Who owns a Subscription about to be written: its stored owner while it exists,
+        else the principal writing it (nobody while authentication is off)."""
+        if resource_id is not None:
+            with contextlib.suppress(NotFound, Gone):
+                current = await self.read("Subscription", resource_id)
+                assert current.body is not None
+                return owner_of(orjson.loads(current.body))
+        return None if principal.kind == "anonymous" else principal
+
     @asynccontextmanager
     async def write_transaction(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction; listeners hear of it after it commits."""
@@ -137,16 +184,20 @@ class Store:
         *,
         resource_type: str | None = None,
         if_none_exist: list[tuple[str, str]] | None = None,
+        access: Access | None = None,
     ) -> CreateOutcome:
-        resource = await self.apply_rules(validate_resource(resource_type, body))
+        resource = validate_resource(resource_type, body)
         rtype = resource["resourceType"]
+        reach = access.reach(rtype, "c") if access is not None else None
+        resource = await self.client_body(resource, access, reach, None)
         write = PendingWrite(rtype, new_id(), resource, new=True)
         if not if_none_exist:
             written = await self._group.write(write)
         else:  # the search and the write must share one transaction
+            narrowing = Narrowing(reach, access) if reach is not None else None
             async with self.write_transaction() as conn:
                 await lock_condition(conn, rtype, urlencode(sorted(if_none_exist)))
-                existing = await self._conditional_match(conn, rtype, if_none_exist)
+                existing = await self._conditional_match(conn, rtype, if_none_exist, narrowing)
                 if existing is not None:
                     return CreateOutcome(existing, created=False)
                 [written] = await write_versions(conn, [write], self.clock.now())
@@ -161,37 +212,51 @@ class Store:
         *,
         if_match: int | None = None,
         internal: bool = False,
+        access: Access | None = None,
     ) -> WrittenVersion:
         """Write a new version. `internal` writes (Herald's own, e.g. a Subscription's status)
         skip the resource rules, which are for what clients send."""
         require_id(resource_id)
         resource = validate_resource(resource_type, body)
+        reach = access.reach(resource_type, "u") if access is not None else None
         if not internal:
-            resource = await self.apply_rules(resource)
+            resource = await self.client_body(resource, access, reach, resource_id)
         if resource.get("id") not in (None, resource_id):
             raise_id_mismatch(resource_type, resource_id, resource["id"])
         written = await self._group.write(
-            PendingWrite(resource_type, resource_id, resource, if_match)
+            PendingWrite(resource_type, resource_id, resource, if_match, reach=reach)
         )
         assert written is not None
         return written
 
     async def delete(
-        self, resource_type: str, resource_id: str, *, if_match: int | None = None
+        self,
+        resource_type: str,
+        resource_id: str,
+        *,
+        if_match: int | None = None,
+        access: Access | None = None,
     ) -> WrittenVersion | None:
         """Delete; None when there was nothing live to delete (deleting twice is harmless)."""
         require_type(resource_type)
-        written = await self._group.write(PendingWrite(resource_type, resource_id, None, if_match))
+        reach = access.reach(resource_type, "d") if access is not None else None
+        written = await self._group.write(
+            PendingWrite(resource_type, resource_id, None, if_match, reach=reach)
+        )
         if written is None:
             with contextlib.suppress(Gone):  # already deleted: nothing to do
                 await self.read(resource_type, resource_id)  # never existed: 404
         return written
 
     async def _conditional_match(
-        self, conn: AsyncConnection, resource_type: str, criteria: list[tuple[str, str]]
+        self,
+        conn: AsyncConnection,
+        resource_type: str,
+        criteria: list[tuple[str, str]],
+        narrowing: Narrowing | None,
     ) -> StoredVersion | None:
         request = parse_search(resource_type, [*criteria, ("_count", "2")], now=self.clock.now())
-        result = await run_search(conn, request)
+        result = await run_search(conn, request, narrowing)
         if not result.resources:
             return None
         if len(result.resources) > 1:
@@ -204,13 +269,20 @@ class Store:
 
     # -- reads --------------------------------------------------------------------------------
 
-    async def read(self, resource_type: str, resource_id: str) -> StoredVersion:
+    async def read(
+        self, resource_type: str, resource_id: str, *, access: Access | None = None
+    ) -> StoredVersion:
         require_type(resource_type)
+        reach = access.reach(resource_type, "r") if access is not None else None
         async with self.engine.connect() as conn:
-            return await self._read_in(conn, resource_type, resource_id)
+            return await self._read_in(conn, resource_type, resource_id, reach)
 
     async def _read_in(
-        self, conn: AsyncConnection, resource_type: str, resource_id: str
+        self,
+        conn: AsyncConnection,
+        resource_type: str,
+        resource_id: str,
+        reach: Reach | None = None,
     ) -> StoredVersion:
         row = (
             await conn.execute(
@@ -219,16 +291,24 @@ class Store:
                 )
             )
         ).first()
-        if row is None:
-            raise NotFound(f"{resource_type}/{resource_id} does not exist")
+        if row is None or not await _admitted(conn, reach, row):
+            raise NotFound(f"{resource_type}/{resource_id} does not exist{_OR_OUTSIDE}")
         if row.deleted:
             raise Gone(f"{resource_type}/{resource_id} was deleted (version {row.version_id})")
         return StoredVersion(
             resource_type, resource_id, row.version_id, as_utc(row.last_updated), "", row.body
         )
 
-    async def vread(self, resource_type: str, resource_id: str, version_id: int) -> StoredVersion:
+    async def vread(
+        self,
+        resource_type: str,
+        resource_id: str,
+        version_id: int,
+        *,
+        access: Access | None = None,
+    ) -> StoredVersion:
         require_type(resource_type)
+        reach = access.reach(resource_type, "r") if access is not None else None
         async with self.engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -241,8 +321,10 @@ class Store:
                     )
                 )
             ).first()
-        if row is None:
-            raise NotFound(f"{resource_type}/{resource_id} has no version {version_id}")
+            if row is None or not await _admitted(conn, reach, row):
+                raise NotFound(
+                    f"{resource_type}/{resource_id} has no version {version_id}{_OR_OUTSIDE}"
+                )
         version = _version(row)
         if version.deleted:
             raise Gone(f"{resource_type}/{resource_id} version {version_id} is a deletion")
@@ -284,8 +366,15 @@ class Store:
         since: datetime | None = None,
         count: int = 50,
         offset: int = 0,
+        access: Access | None = None,
     ) -> tuple[list[StoredVersion], int]:
-        """Versions newest first, and how many there are in all."""
+        """Versions newest first, and how many there are in all.
+
+        Narrowed by `access`: versions of resources now outside it are not counted or listed,
+        and of the others only versions inside it are listed (a resource that moved into a
+        patient's compartment shows that patient its versions from then on).
+        """
+        reach = _history_reach(access, resource_type, resource_id)
         conds = []
         if resource_type is not None:
             require_type(resource_type)
@@ -294,6 +383,9 @@ class Store:
             conds.append(resource_versions.c.res_id == resource_id)
         if since is not None:
             conds.append(resource_versions.c.last_updated >= since)
+        narrowed = reach_clause(reach, resource_versions) if reach is not None else None
+        if narrowed is not None:
+            conds.append(narrowed)
         where = and_(*conds) if conds else None
         query = select(resource_versions).order_by(
             resource_versions.c.last_updated.desc(), resource_versions.c.version_id.desc()
@@ -304,12 +396,17 @@ class Store:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query.limit(count).offset(offset))).all()
             total = (await conn.execute(counter)).scalar_one()
+            rows = [row for row in rows if await _admitted(conn, reach, row)]
         if (
             resource_id is not None
             and total == 0
-            and (since is None or not await self._ever(resource_type, resource_id))
+            and (
+                since is None
+                or narrowed is not None
+                or not await self._ever(resource_type, resource_id)
+            )
         ):
-            raise NotFound(f"{resource_type}/{resource_id} does not exist")
+            raise NotFound(f"{resource_type}/{resource_id} does not exist{_OR_OUTSIDE}")
         return [_version(r) for r in rows], total
 
     async def _ever(self, resource_type: str | None, resource_id: str) -> bool:
@@ -322,9 +419,12 @@ class Store:
             )
             return row.first() is not None
 
-    async def search(self, request: SearchRequest) -> SearchResult:
+    async def search(self, request: SearchRequest, *, access: Access | None = None) -> SearchResult:
+        narrowing = None
+        if access is not None:
+            narrowing = Narrowing(access.reach(request.resource_type, "s"), access)
         async with self.engine.connect() as conn:
-            return await run_search(conn, request)
+            return await run_search(conn, request, narrowing)
 
     async def write_batch(
         self, conn: AsyncConnection, writes: Sequence[PendingWrite]
@@ -377,6 +477,50 @@ def raise_id_mismatch(resource_type: str, url_id: str, body_id: Any) -> NoReturn
         f"the body's id {body_id!r} does not match the URL's id {url_id!r} for {resource_type}",
         expression=[f"{resource_type}.id"],
     )
+
+
+def _history_reach(
+    access: Access | None, resource_type: str | None, resource_id: str | None
+) -> Reach | None:
+    """What a history request may list: an instance's needs read, a type's search, and the
+    whole server's a scope on every type (`*`) that is not narrowed to a patient."""
+    if access is None:
+        return None
+    if resource_type is None:
+        reach = access.may("*", "s")
+        if reach is None or not reach.everything:
+            raise Forbidden(
+                "this token may not read the history of the whole server: that needs an "
+                "administrator or a system/*.s or user/*.s scope; ask for the history of one "
+                "type instead ([base]/Type/_history)"
+            )
+        access.granted.append(reach)
+        return reach
+    return access.reach(resource_type, "r" if resource_id is not None else "s")
+
+
+async def _admitted(conn: AsyncConnection, reach: Reach | None, row: Any) -> bool:
+    """Whether the version in `row` (of `resources` or `resource_versions`) is inside `reach`;
+    a deletion is judged by the last version before it."""
+    if reach is None or reach.everything:
+        return True
+    body = row.body
+    if body is None:
+        v = resource_versions.c
+        body = (
+            await conn.execute(
+                select(v.body)
+                .where(
+                    v.res_type == row.res_type,
+                    v.res_id == row.res_id,
+                    v.version_id < row.version_id,
+                    v.body.is_not(None),
+                )
+                .order_by(v.version_id.desc())
+                .limit(1)
+            )
+        ).scalar()
+    return body is not None and reach.admits(orjson.loads(body))
 
 
 def _version(row: Any) -> StoredVersion:

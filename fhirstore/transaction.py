@@ -22,6 +22,9 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fhirstore import fhirjson
+from fhirstore.access.boundary import Access, Reach
+from fhirstore.access.narrowing import Narrowing
+from fhirstore.access.scopes import Interaction
 from fhirstore.api.http import parse_if_match
 from fhirstore.db.writer import PendingWrite, WrittenVersion, fhir_instant, lock_condition
 from fhirstore.errors import (
@@ -59,6 +62,9 @@ class _Entry:
     if_none_exist: list[tuple[str, str]] | None  # search criteria, e.g. identifier=urn:mrn|1
     existing: dict[str, Any] | None = None  # what `if_none_exist` matched
     response: dict[str, Any] = field(default_factory=dict)
+    # What the client may reach with this entry's interaction (None: not narrowed).
+    reach: Reach | None = None
+    narrowing: Narrowing | None = None
 
     @property
     def where(self) -> str:
@@ -178,11 +184,19 @@ def _condition(value: Any, where: str) -> list[tuple[str, str]] | None:
     return criteria
 
 
-async def _check(store: Store, entry: _Entry) -> None:
+_INTERACTIONS: dict[str, Interaction] = {"POST": "c", "PUT": "u", "DELETE": "d"}
+
+
+async def _check(store: Store, entry: _Entry, access: Access | None) -> None:
+    if access is not None:
+        interaction = _INTERACTIONS.get(entry.method) or ("r" if entry.resource_id else "s")
+        entry.reach = access.reach(entry.resource_type, interaction)
+        entry.narrowing = Narrowing(entry.reach, access)
     if entry.resource is None:
         return
     validate_resource(entry.resource_type, entry.resource)
-    entry.resource = await store.apply_rules(entry.resource)
+    put_id = entry.resource_id if entry.method == "PUT" else None
+    entry.resource = await store.client_body(entry.resource, access, entry.reach, put_id)
     body_id = entry.resource.get("id")
     if entry.method == "PUT" and body_id not in (None, entry.resource_id):
         raise BadRequest(
@@ -205,7 +219,7 @@ async def _resolve_conditions(
     for entry in conditional:
         criteria = [*(entry.if_none_exist or ()), ("_count", "2")]
         search = parse_search(entry.resource_type, criteria, now=now)
-        found = (await run_search(conn, search)).resources
+        found = (await run_search(conn, search, entry.narrowing)).resources
         if len(found) > 1:
             raise PreconditionFailed(
                 f"{entry.where}.request.ifNoneExist matches more than one {entry.resource_type}; "
@@ -253,6 +267,9 @@ async def _apply(store: Store, conn: AsyncConnection, entries: Sequence[_Entry])
     now = store.clock.now()
     await _resolve_conditions(conn, entries, now)
     _link(entries)
+    for entry in entries:  # a rewritten reference may have moved a resource out of reach
+        if entry.reach is not None and entry.resource is not None and entry.existing is None:
+            entry.reach.require(entry.resource, entry.where)
     writes = [
         (entry, _pending(entry))
         for entry in sorted(entries, key=lambda e: _ORDER[e.method])
@@ -274,12 +291,14 @@ def _pending(entry: _Entry) -> PendingWrite:
         entry.resource,
         entry.if_match,
         new=entry.method == "POST",
+        reach=entry.reach,
     )
 
 
 async def _read_entry(conn: AsyncConnection, entry: _Entry, now: datetime) -> dict[str, Any]:
     if entry.resource_id is None:
-        result = await run_search(conn, parse_search(entry.resource_type, entry.query, now=now))
+        search = parse_search(entry.resource_type, entry.query, now=now)
+        result = await run_search(conn, search, entry.narrowing)
         bundle = {
             "resourceType": "Bundle",
             "type": "searchset",
@@ -289,7 +308,7 @@ async def _read_entry(conn: AsyncConnection, entry: _Entry, now: datetime) -> di
             bundle["total"] = result.total
         return {"resource": bundle, "response": {"status": "200 OK"}}
     request = parse_search(entry.resource_type, [("_id", entry.resource_id)])
-    found = (await run_search(conn, request)).resources
+    found = (await run_search(conn, request, entry.narrowing)).resources
     if not found:
         raise NotFound(f"{entry.where}: {entry.resource_type}/{entry.resource_id} not found")
     resource = fhirjson.loads(found[0])
@@ -331,27 +350,30 @@ def _raw_entries(bundle: Any) -> list[Any]:
     return entries
 
 
-async def process_transaction(store: Store, bundle: Any) -> dict[str, Any]:
+async def process_transaction(
+    store: Store, bundle: Any, access: Access | None = None
+) -> dict[str, Any]:
+    """All entries or none; `access` (None: Herald's own) applies to each entry."""
     entries = [_parse_entry(i, e) for i, e in enumerate(_raw_entries(bundle))]
     for entry in entries:
-        await _check(store, entry)
+        await _check(store, entry, access)
     async with store.write_transaction() as conn:
         await _apply(store, conn, entries)
     return _response_bundle("transaction-response", [e.response for e in entries])
 
 
-async def process_batch(store: Store, bundle: Any) -> dict[str, Any]:
+async def process_batch(store: Store, bundle: Any, access: Access | None = None) -> dict[str, Any]:
     raw = _raw_entries(bundle)
     return _response_bundle(
-        "batch-response", [await _batch_entry(store, i, e) for i, e in enumerate(raw)]
+        "batch-response", [await _batch_entry(store, i, e, access) for i, e in enumerate(raw)]
     )
 
 
-async def _batch_entry(store: Store, index: int, raw: Any) -> dict[str, Any]:
+async def _batch_entry(store: Store, index: int, raw: Any, access: Access | None) -> dict[str, Any]:
     """One batch entry in its own transaction; any failure becomes this entry's response."""
     try:
         entry = _parse_entry(index, raw)
-        await _check(store, entry)
+        await _check(store, entry, access)
         async with store.write_transaction() as conn:
             await _apply(store, conn, [entry])
     except FhirError as error:

@@ -8,6 +8,7 @@ Subscription asking for a channel the server cannot serve is refused at create w
 from __future__ import annotations
 
 from channels.email import EmailSender, SmtpConfig
+from channels.endpoints import Recipients
 from channels.queue import KafkaQueueSender, QueueTopics
 from channels.transport import Transport
 from events.model import CHANGES_TOPIC
@@ -70,7 +71,8 @@ def optional_transports(settings: Settings) -> dict[str, Transport]:
                 tls=settings.smtp_tls,
                 username=settings.smtp_username,
                 password=settings.smtp_password,
-            )
+            ),
+            recipients=Recipients.parse(settings.email_allowlist, required=settings.auth != "off"),
         )
     if settings.kafka_bootstrap:
         transports["kafka"] = KafkaQueueSender(settings.kafka_bootstrap)

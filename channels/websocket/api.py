@@ -25,6 +25,8 @@ from events.subscriptions.notification import notification_bundle
 from events.subscriptions.operations import operation_parameters, stored_spec
 from events.subscriptions.registry import SubscriptionRegistry
 from fhirstore import fhirjson
+from fhirstore.access.boundary import Access
+from fhirstore.api.auth import request_access
 from fhirstore.api.http import FhirResponse
 from fhirstore.db.writer import fhir_instant
 from fhirstore.errors import BadRequest, FhirError, Unprocessable, operation_outcome
@@ -35,6 +37,8 @@ SOCKET_PATH = "/websocket"
 # that a moment later): a bind waits this long for it.
 REGISTRATION_WAIT_S = 5.0
 MAX_MESSAGE_CHARS = 4096  # a command is a few hundred characters at most
+# Frames above this are refused by the server itself (close code 1009) before Herald reads them.
+MAX_FRAME_BYTES = 64 * 1024
 _MAX_IDS = 100
 
 
@@ -64,8 +68,8 @@ def websocket_router(
             base = "http" + base[2:]
         return base + prefix
 
-    async def websocket_spec(subscription_id: str) -> SubscriptionSpec:
-        spec = await stored_spec(store, registry, subscription_id)
+    async def websocket_spec(subscription_id: str, access: Access | None) -> SubscriptionSpec:
+        spec = await stored_spec(store, registry, subscription_id, access)
         if spec.channel.type != "websocket":
             raise Unprocessable(
                 f"Subscription/{subscription_id} uses the {spec.channel.type} channel, not"
@@ -80,8 +84,8 @@ def websocket_router(
             raise BadRequest("name the Subscriptions to bind with one or more id parameters")
         if len(ids) > _MAX_IDS:
             raise BadRequest(f"at most {_MAX_IDS} Subscriptions per token")
-        for subscription_id in ids:
-            await websocket_spec(subscription_id)
+        for subscription_id in ids:  # only the owner (or an administrator) gets a token
+            await websocket_spec(subscription_id, request_access(request))
         issued = await tokens.issue(list(dict.fromkeys(ids)))
         socket_url = "ws" + fhir_base(request).removeprefix("http") + SOCKET_PATH
         parameters = [
@@ -104,7 +108,7 @@ def websocket_router(
 
     async def bind(socket: WebSocket, connection: Connection, subscription_id: str) -> None:
         try:
-            spec = await websocket_spec(subscription_id)
+            spec = await websocket_spec(subscription_id, None)  # the token was the check
         except FhirError as error:  # deleted since the token was issued, no longer websocket
             await connection.send(_error(str(error)), within=hub.send_timeout)
             return

@@ -31,6 +31,7 @@ from events.subscriptions.model import (
     classic_topic_url,
 )
 from events.subscriptions.subscription import classic_topic
+from fhirstore.access.boundary import Access
 from fhirstore.search import definitions as d
 from fhirstore.search.match import matches_entries
 from fhirstore.search.query import Criterion
@@ -54,6 +55,7 @@ class _Entry:
     types: frozenset[str] | None  # None: every type of its topic
     criteria: Mapping[str, tuple[Criterion, ...]]
     keys: tuple[IndexKey, ...]
+    access: Access | None  # the owner's (None: no owner, nothing to narrow)
 
     @classmethod
     def of(cls, spec: SubscriptionSpec) -> _Entry:
@@ -65,7 +67,8 @@ class _Entry:
                     item.criterion,
                 )
         types = focus_types(spec.filters)
-        return cls(spec, types, criteria, subscription_keys(spec.filters, types))
+        access = Access(spec.owner) if spec.owner is not None else None
+        return cls(spec, types, criteria, subscription_keys(spec.filters, types), access)
 
     def live(self, focus_type: str, now: datetime) -> bool:
         """Not off, not ended, and about this type (the keys mostly ensure the latter already)."""
@@ -219,7 +222,9 @@ class SubscriptionIndex:
         return [
             Match(entry.spec.id, url)
             for entry in candidates
-            if entry.live(context.event.resource_type, now) and await _filters_hold(entry, context)
+            if entry.live(context.event.resource_type, now)
+            and await _filters_hold(entry, context)
+            and await _owner_may_read(entry, context)
         ]
 
 
@@ -229,6 +234,20 @@ async def _filters_hold(entry: _Entry, context: ChangeContext) -> bool:
         return True
     groups = await context.focus_groups()
     return groups is not None and matches_entries(groups, criteria)
+
+
+async def _owner_may_read(entry: _Entry, context: ChangeContext) -> bool:
+    """Whether the subscription's owner may read the focus (the version before a delete): a
+    change the owner may not see makes no notification at all."""
+    if entry.access is None:
+        return True
+    event = context.event
+    reach = entry.access.may(event.resource_type, "r")
+    if reach is None:
+        return False
+    if reach.owner is not None:  # a Subscription as the focus: judged by its body
+        return reach.admits(context.current or await context.previous())
+    return reach.admits_entries(event.id, await context.focus_groups())
 
 
 async def _any_fires(triggers: list[ResourceTrigger], context: ChangeContext) -> bool:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from fhirstore.access.principal import Principal
 from fhirstore.search.query import Criterion
 
 BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
@@ -121,6 +122,9 @@ class SubscriptionSpec:
     end: datetime | None = None
     classic: bool = False
     secret: str | None = None
+    # Who created it, with the scopes granted then (None: created while authentication was off,
+    # or by Herald): its notifications carry only what the owner may read.
+    owner: Principal | None = None
 
 
 def classic_topic_url(resource_type: str) -> str:

@@ -19,6 +19,9 @@ from events.subscriptions.notification import (
     subscription_status,
 )
 from events.subscriptions.registry import SubscriptionRegistry
+from fhirstore.access.boundary import Access
+from fhirstore.access.principal import Principal
+from fhirstore.api.auth import request_access, request_principal
 from fhirstore.api.http import FhirResponse, read_json_body
 from fhirstore.errors import BadRequest, NotFound
 from fhirstore.store import Store
@@ -28,10 +31,11 @@ _STATUSES = ("requested", "active", "error", "off")
 
 
 async def stored_spec(
-    store: Store, registry: SubscriptionRegistry, subscription_id: str
+    store: Store, registry: SubscriptionRegistry, subscription_id: str, access: Access | None
 ) -> SubscriptionSpec:
-    """The stored Subscription as the matcher sees it: 404 / 410 as for a read."""
-    await store.read("Subscription", subscription_id)
+    """The stored Subscription as the matcher sees it: 404 / 410 as for a read (by `access`,
+    so only its owner or an administrator finds it)."""
+    await store.read("Subscription", subscription_id, access=access)
     spec = registry.index.get(subscription_id)
     if spec is None:
         await registry.catch_up()
@@ -55,8 +59,8 @@ def subscription_router(
     def base_url(request: Request) -> str:
         return public_base or str(request.base_url).rstrip("/") + prefix
 
-    async def spec_of(subscription_id: str) -> SubscriptionSpec:
-        return await stored_spec(store, registry, subscription_id)
+    async def spec_of(request: Request, subscription_id: str) -> SubscriptionSpec:
+        return await stored_spec(store, registry, subscription_id, request_access(request))
 
     async def statuses(request: Request, ids: list[str]) -> Response:
         params = await operation_parameters(request, max_body_bytes)
@@ -65,8 +69,9 @@ def subscription_router(
         if unknown := wanted - set(_STATUSES):
             raise BadRequest(f"unknown status {sorted(unknown)}; use {', '.join(_STATUSES)}")
         if not ids:
-            ids = [s.id for s in registry.index.specs()]
-        specs = [await spec_of(i) for i in ids]
+            principal = request_principal(request)
+            ids = [s.id for s in registry.index.specs() if owned_by(s, principal)]
+        specs = [await spec_of(request, i) for i in ids]
         found = await ledger.progress_of([s.id for s in specs])
         entries = []
         for spec in specs:
@@ -98,7 +103,7 @@ def subscription_router(
     @router.api_route("/Subscription/{subscription_id}/$events", methods=["GET", "POST"])
     async def events(request: Request, subscription_id: str) -> Response:
         params = await operation_parameters(request, max_body_bytes)
-        spec = await spec_of(subscription_id)
+        spec = await spec_of(request, subscription_id)
         since = _number(params, "eventsSinceNumber")
         until = _number(params, "eventsUntilNumber")
         content = _content(params) or spec.channel.content
@@ -118,6 +123,11 @@ def subscription_router(
         return FhirResponse(bundle)
 
     return router
+
+
+def owned_by(spec: SubscriptionSpec, principal: Principal) -> bool:
+    """Whether `principal` may manage the Subscription: its owner, or an administrator."""
+    return principal.admin or (spec.owner is not None and spec.owner.subject == principal.subject)
 
 
 async def operation_parameters(request: Request, max_body_bytes: int) -> dict[str, list[str]]:

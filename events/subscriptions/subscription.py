@@ -44,6 +44,7 @@ from events.subscriptions.model import (
     classic_topic_url,
 )
 from events.subscriptions.topics import ANY_PARAMETER
+from fhirstore.access.ownership import owner_of
 from fhirstore.search import definitions as d
 from fhirstore.search.definitions import SearchParam
 from fhirstore.search.query import Criterion
@@ -87,6 +88,7 @@ def parse_subscription(
         end=_end(resource),
         classic=classic_type is not None,
         secret=_secret(resource),
+        owner=owner_of(resource),
     )
 
 

@@ -7,21 +7,22 @@ CapabilityStatement (`GET [base]/metadata`) is served without a token, as client
 find out how to authenticate. WebSocket connections are authenticated by their binding token
 (`$get-ws-binding-token`, itself an authenticated request), not here.
 
-Until the per-resource access boundary (scopes narrowed to a patient's compartment, at the data
-layer) is in place, only administrator tokens are served: any other valid token gets 403, so
-turning authentication on never exposes more than it should.
+What a principal may do is not decided here: handlers pass `request_access(request)` to the
+store, which narrows every read, search and write to it (`fhirstore.access.boundary`).
 """
 
 from __future__ import annotations
 
 import logging
 
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from fhirstore.access.boundary import Access
 from fhirstore.access.principal import ANONYMOUS, Principal
 from fhirstore.access.tokens import TokenVerifier, Unauthorized
 from fhirstore.api.http import error_response
-from fhirstore.errors import FhirError, Forbidden
+from fhirstore.errors import FhirError
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +55,7 @@ class AuthMiddleware:
         if self._verifier is None:
             return ANONYMOUS
         header = _header(scope, b"authorization")
-        principal = await self._verifier.principal(header)
-        if not principal.admin:
-            raise Forbidden(
-                "this version of Herald serves only administrator tokens (scope "
-                "herald/admin, see HERALD_ADMIN_SCOPE) while authentication is on: the "
-                "per-resource access boundary for patient and user scopes is not in it yet"
-            )
-        return principal
+        return await self._verifier.principal(header)
 
     async def _refuse(self, error: FhirError, scope: Scope, receive: Receive, send: Send) -> None:
         response = error_response(error)
@@ -72,6 +66,22 @@ class AuthMiddleware:
             extra={"path": scope["path"], "status": error.status, "reason": error.diagnostics},
         )
         await response(scope, receive, send)
+
+
+def request_principal(connection: HTTPConnection) -> Principal:
+    """Who sent the request (the middleware's verdict; anonymous when auth is off)."""
+    principal = connection.scope.get("state", {}).get("principal")
+    return principal if isinstance(principal, Principal) else ANONYMOUS
+
+
+def request_access(connection: HTTPConnection) -> Access:
+    """What the request may reach: pass it to every store call made on its behalf. One per
+    request (kept in its state), so `Access.granted` lists every grant the request used."""
+    state = connection.scope.setdefault("state", {})
+    access = state.get("access")
+    if not isinstance(access, Access):
+        access = state["access"] = Access(request_principal(connection))
+    return access
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

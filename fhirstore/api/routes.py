@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from fhirstore import bundles, fhirjson
+from fhirstore.api.auth import request_access
 from fhirstore.api.capability import capability_statement
 from fhirstore.api.http import (
     FhirResponse,
@@ -22,7 +23,7 @@ from fhirstore.api.http import (
     whole_number,
 )
 from fhirstore.db.writer import WrittenVersion, fhir_instant
-from fhirstore.errors import BadRequest
+from fhirstore.errors import BadRequest, PayloadTooLarge
 from fhirstore.search.query import parse_search
 from fhirstore.store import Store, StoredVersion
 from fhirstore.transaction import process_batch, process_transaction
@@ -39,6 +40,7 @@ def fhir_router(
     max_body_bytes: int,
     default_count: int = 50,
     max_count: int = 1000,
+    max_bundle_entries: int = 1000,
     software_version: str = "0",
     capability_additions: Sequence[Callable[[dict[str, Any]], None]] = (),
 ) -> APIRouter:
@@ -66,10 +68,18 @@ def fhir_router(
     async def bundle(request: Request) -> Response:
         body = await read_json_body(request, max_body_bytes)
         kind = body.get("type") if isinstance(body, dict) else None
+        entries = body.get("entry") if isinstance(body, dict) else None
+        if isinstance(entries, list) and len(entries) > max_bundle_entries:
+            raise PayloadTooLarge(
+                f"the Bundle has {len(entries)} entries; this server takes at most "
+                f"{max_bundle_entries} per Bundle (HERALD_MAX_BUNDLE_ENTRIES): split it into "
+                f"smaller Bundles, or load files with `herald load`"
+            )
+        access = request_access(request)
         if kind == "transaction":
-            return FhirResponse(await process_transaction(store, body))
+            return FhirResponse(await process_transaction(store, body, access))
         if kind == "batch":
-            return FhirResponse(await process_batch(store, body))
+            return FhirResponse(await process_batch(store, body, access))
         raise BadRequest(
             f"POST to the base URL takes a Bundle of type batch or transaction, not {kind!r}"
         )
@@ -91,7 +101,14 @@ def fhir_router(
         count = _bounded_int(params.get("_count"), default_count, max_count, "_count")
         offset = _bounded_int(params.get("_offset"), 0, 10**9, "_offset")
         since = _instant(params.get("_since"))
-        versions, total = await store.history(rtype, rid, since=since, count=count, offset=offset)
+        versions, total = await store.history(
+            rtype,
+            rid,
+            since=since,
+            count=count,
+            offset=offset,
+            access=request_access(request),
+        )
         path = "/".join(p for p in (rtype, rid, "_history") if p)
         return FhirResponse(
             bundles.history(
@@ -126,7 +143,7 @@ def fhir_router(
             max_count=max_count,
             now=store.clock.now(),
         )
-        result = await store.search(search)
+        result = await store.search(search, access=request_access(request))
         return FhirResponse(
             bundles.searchset(
                 base_url(request),
@@ -150,13 +167,14 @@ def fhir_router(
             body,
             resource_type=resource_type,
             if_none_exist=parse_qsl(condition) if condition else None,
+            access=request_access(request),
         )
         status = 201 if outcome.created else 200
         return _version_response(request, outcome.version, status, base_url(request))
 
     @router.get("/{resource_type}/{resource_id}")
     async def read(request: Request, resource_type: str, resource_id: str) -> Response:
-        version = await store.read(resource_type, resource_id)
+        version = await store.read(resource_type, resource_id, access=request_access(request))
         return _version_response(request, version, 200, None)
 
     @router.get("/{resource_type}/{resource_id}/_history/{version_id}")
@@ -164,7 +182,9 @@ def fhir_router(
         request: Request, resource_type: str, resource_id: str, version_id: str
     ) -> Response:
         number = whole_number(version_id, "the version id after _history/")
-        version = await store.vread(resource_type, resource_id, number)
+        version = await store.vread(
+            resource_type, resource_id, number, access=request_access(request)
+        )
         return _version_response(request, version, 200, None)
 
     @router.put("/{resource_type}/{resource_id}")
@@ -176,6 +196,7 @@ def fhir_router(
             resource_id,
             body,
             if_match=parse_if_match(request.headers.get("if-match")),
+            access=request_access(request),
         )
         status = 201 if written.created else 200  # also when it re-creates a deleted one
         return _version_response(request, written, status, base_url(request))
@@ -186,6 +207,7 @@ def fhir_router(
             resource_type,
             resource_id,
             if_match=parse_if_match(request.headers.get("if-match")),
+            access=request_access(request),
         )
         headers = {"ETag": etag(written.version_id)} if written else {}
         return Response(status_code=204, headers=headers)

@@ -16,9 +16,11 @@ from sqlalchemy import and_, bindparam, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fhirstore import fhirjson
+from fhirstore.access.boundary import Reach
+from fhirstore.access.narrowing import reach_clause
 from fhirstore.db.locks import CONDITIONAL_CREATE_LOCK_CLASS, OUTBOX_LOCK_KEY, int4_key
 from fhirstore.db.schema import outbox, resource_versions, resources, search_index
-from fhirstore.errors import BadRequest, FhirError, PreconditionFailed
+from fhirstore.errors import BadRequest, FhirError, Forbidden, PreconditionFailed
 from fhirstore.search.extract import index_entries
 
 # Any constant shared by all Herald processes; taken (transaction-scoped) right before the outbox
@@ -40,6 +42,9 @@ class PendingWrite:
     if_match: int | None = None
     # A server-assigned (random UUID) id: nothing can exist under it, so skip looking.
     new: bool = False
+    # What the writer may touch (None: Herald's own write): the current version, if any, must
+    # be inside it. The new body is checked before it gets here (`Store.client_body`).
+    reach: Reach | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,9 +118,15 @@ async def _write(
     current = await load_heads(
         conn, [(w.resource_type, w.id) for w in writes if not w.new], lock=postgres
     )
+    outside = await _outside_reach(conn, writes, current)
     outcomes: list[WrittenVersion | FhirError | None] = []
     for write in writes:
         try:
+            if (write.resource_type, write.id) in outside:
+                raise Forbidden(
+                    f"{write.resource_type}/{write.id} is outside what this token may change "
+                    f"({_reach_text(write.reach)})"
+                )
             outcomes.append(_plan(write, current.get((write.resource_type, write.id)), now))
         except FhirError as error:
             if all_or_nothing:
@@ -144,6 +155,38 @@ async def load_heads(
             for row in await conn.execute(query):
                 found[(resource_type, row.res_id)] = Head(row.version_id, row.deleted)
     return found
+
+
+async def _outside_reach(
+    conn: AsyncConnection, writes: Sequence[PendingWrite], current: dict[tuple[str, str], Head]
+) -> set[tuple[str, str]]:
+    """The live resources among `writes` whose current version is outside the write's reach
+    (read in the caller's transaction, after `current` was locked)."""
+    by_reach: dict[Reach, list[str]] = {}
+    for write in writes:
+        head = current.get((write.resource_type, write.id))
+        if write.reach is not None and head is not None and not head.deleted:
+            by_reach.setdefault(write.reach, []).append(write.id)
+    outside: set[tuple[str, str]] = set()
+    r = resources.c
+    for reach, ids in by_reach.items():
+        clause = reach_clause(reach, resources)
+        if clause is None:
+            continue
+        inside: set[str] = set()
+        for chunk in _chunks(ids):
+            query = select(r.res_id).where(
+                r.res_type == reach.resource_type, r.res_id.in_(chunk), clause
+            )
+            inside.update((await conn.execute(query)).scalars())
+        outside.update((reach.resource_type, i) for i in ids if i not in inside)
+    return outside
+
+
+def _reach_text(reach: Reach | None) -> str:
+    if reach is not None and reach.patient is not None:
+        return f"the compartment of Patient/{reach.patient}"
+    return "Subscriptions it owns"
 
 
 def ids_by_type(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:

@@ -10,13 +10,17 @@ value last), then `last_updated`, `res_id` - a stable order, so `_offset` paging
 Total: `_total=accurate` counts; `_total=none` gives None. Otherwise (`estimate` or not asked)
 the count is taken when cheap: free when this page reaches the end of the results, else a
 count capped at `COUNT_CAP` matches (None above it, rather than a slow full count).
+
+Access: a `Narrowing` (`fhirstore.access.narrowing`) adds the principal's reach to the page,
+the total and every `_include` / `_revinclude`, so a search can never return, count or bring in
+a resource its principal may not read.
 """
 
 from __future__ import annotations
 
 import string
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, Select, and_, false, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -25,6 +29,9 @@ from fhirstore.db.schema import resources, search_index
 from fhirstore.search.compare import TRUE, All, AnyOf, Cmp, Pred, plan, sort_field
 from fhirstore.search.datatypes import reference_target
 from fhirstore.search.query import Criterion, Include, SearchRequest
+
+if TYPE_CHECKING:
+    from fhirstore.access.narrowing import Narrowing
 
 COUNT_CAP = 10_000  # matches counted at most when no accurate total was asked for
 INCLUDE_LIMIT = 1_000  # resources brought in by one _include / _revinclude at most
@@ -93,12 +100,20 @@ def criterion_clause(resource_type: str, criterion: Criterion) -> ColumnElement[
     return ~exists if criterion_plan.negate else exists
 
 
-def _filters(request: SearchRequest) -> list[ColumnElement[bool]]:
+def _filters(request: SearchRequest, narrowing: Narrowing | None) -> list[ColumnElement[bool]]:
+    reach = narrowing.clause(resources) if narrowing is not None else None
     return [
         resources.c.res_type == request.resource_type,
         resources.c.deleted == false(),
         *(criterion_clause(request.resource_type, c) for c in request.criteria),
+        *([reach] if reach is not None else []),
     ]
+
+
+def _other(narrowing: Narrowing | None, resource_type: str) -> list[ColumnElement[bool]]:
+    """The reach condition on `resources` rows of an included type, if any."""
+    reach = narrowing.other(resource_type, resources) if narrowing is not None else None
+    return [reach] if reach is not None else []
 
 
 def _order(request: SearchRequest) -> list[Any]:
@@ -120,13 +135,17 @@ def _order(request: SearchRequest) -> list[Any]:
 
 
 async def _total(
-    conn: AsyncConnection, request: SearchRequest, found: int, has_more: bool
+    conn: AsyncConnection,
+    request: SearchRequest,
+    narrowing: Narrowing | None,
+    found: int,
+    has_more: bool,
 ) -> int | None:
     if request.total == "none":
         return None
     if request.total != "accurate" and not has_more and (found or request.offset == 0):
         return request.offset + found
-    matching: Select[Any] = select(resources.c.res_id).where(*_filters(request))
+    matching: Select[Any] = select(resources.c.res_id).where(*_filters(request, narrowing))
     if request.total != "accurate":
         matching = matching.limit(COUNT_CAP + 1)
     count = (await conn.execute(select(func.count()).select_from(matching.subquery()))).scalar()
@@ -134,7 +153,9 @@ async def _total(
     return None if request.total != "accurate" and total > COUNT_CAP else total
 
 
-async def _bodies(conn: AsyncConnection, wanted: dict[str, set[str]]) -> list[tuple[str, str, str]]:
+async def _bodies(
+    conn: AsyncConnection, wanted: dict[str, set[str]], narrowing: Narrowing | None
+) -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
     for resource_type, ids in sorted(wanted.items()):
         query = (
@@ -143,6 +164,7 @@ async def _bodies(conn: AsyncConnection, wanted: dict[str, set[str]]) -> list[tu
                 resources.c.res_type == resource_type,
                 resources.c.res_id.in_(sorted(ids)),
                 resources.c.deleted == false(),
+                *_other(narrowing, resource_type),
             )
             .order_by(resources.c.res_id)
         )
@@ -151,7 +173,11 @@ async def _bodies(conn: AsyncConnection, wanted: dict[str, set[str]]) -> list[tu
 
 
 async def _included(
-    conn: AsyncConnection, include: Include, resource_type: str, ids: list[str]
+    conn: AsyncConnection,
+    include: Include,
+    resource_type: str,
+    ids: list[str],
+    narrowing: Narrowing | None,
 ) -> list[tuple[str, str, str]]:
     query = select(search_index.c.code).where(
         search_index.c.res_type == resource_type,
@@ -165,11 +191,15 @@ async def _included(
         target = reference_target(code) if code and "://" not in code else None
         if target is not None:
             wanted.setdefault(target[0], set()).add(target[1])
-    return await _bodies(conn, wanted)
+    return await _bodies(conn, wanted, narrowing)
 
 
 async def _revincluded(
-    conn: AsyncConnection, include: Include, resource_type: str, ids: list[str]
+    conn: AsyncConnection,
+    include: Include,
+    resource_type: str,
+    ids: list[str],
+    narrowing: Narrowing | None,
 ) -> list[tuple[str, str, str]]:
     entry = search_index.alias()
     referencing = select(literal(1)).where(
@@ -184,6 +214,7 @@ async def _revincluded(
             resources.c.res_type == include.source_type,
             resources.c.deleted == false(),
             referencing.exists(),
+            *_other(narrowing, include.source_type),
         )
         .order_by(resources.c.res_id)
         .limit(INCLUDE_LIMIT)
@@ -191,11 +222,14 @@ async def _revincluded(
     return [(t, i, b) for t, i, b in (await conn.execute(query)).all()]
 
 
-async def run_search(conn: AsyncConnection, request: SearchRequest) -> SearchResult:
-    """One page of results for `request` (fetches count + 1 rows to know `has_more`)."""
+async def run_search(
+    conn: AsyncConnection, request: SearchRequest, narrowing: Narrowing | None = None
+) -> SearchResult:
+    """One page of results for `request` (fetches count + 1 rows to know `has_more`), inside
+    `narrowing` when given (None: Herald's own search, unnarrowed)."""
     page = (
         select(resources.c.res_id, resources.c.body)
-        .where(*_filters(request))
+        .where(*_filters(request, narrowing))
         .order_by(*_order(request))
         .limit(request.count + 1)
         .offset(request.offset)
@@ -204,15 +238,15 @@ async def run_search(conn: AsyncConnection, request: SearchRequest) -> SearchRes
     has_more = len(rows) > request.count
     rows = rows[: request.count]
     result = SearchResult(resources=[body for _, body in rows], has_more=has_more)
-    result.total = await _total(conn, request, len(rows), has_more)
+    result.total = await _total(conn, request, narrowing, len(rows), has_more)
     ids = [res_id for res_id, _ in rows]
     if ids and (request.include or request.revinclude):
         seen = {(request.resource_type, res_id) for res_id in ids}
         found: list[tuple[str, str, str]] = []
         for include in request.include:
-            found += await _included(conn, include, request.resource_type, ids)
+            found += await _included(conn, include, request.resource_type, ids, narrowing)
         for include in request.revinclude:
-            found += await _revincluded(conn, include, request.resource_type, ids)
+            found += await _revincluded(conn, include, request.resource_type, ids, narrowing)
         for resource_type, res_id, body in found:
             if (resource_type, res_id) not in seen:
                 seen.add((resource_type, res_id))

@@ -6,83 +6,38 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from fhirstore.clock import FrozenClock
 from herald.runtime import Runtime
 from tests.support.herald import running_herald, stored_counts
-
-ISSUER = "https://login.example.org"
-AUDIENCE = "https://herald.example.org/fhir"
-SECRET = "development-secret-that-is-long-enough-for-hs256"
-ADMIN = "openid herald/admin"
-NOW = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
-
-RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-EC_KEY = ec.generate_private_key(ec.SECP256R1())
-STRANGER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def jwks() -> dict[str, Any]:
-    rsa_jwk = json.loads(RSAAlgorithm.to_jwk(RSA_KEY.public_key()))
-    ec_jwk = json.loads(ECAlgorithm.to_jwk(EC_KEY.public_key()))
-    return {
-        "keys": [
-            {**rsa_jwk, "kid": "rsa-1", "use": "sig", "alg": "RS256"},
-            {**ec_jwk, "kid": "ec-1", "use": "sig", "alg": "ES256"},
-        ]
-    }
-
-
-def token(
-    *,
-    key: Any = RSA_KEY,
-    algorithm: str = "RS256",
-    kid: str | None = "rsa-1",
-    scope: str = ADMIN,
-    lifetime: float = 300,
-    **claims: Any,
-) -> str:
-    issued = NOW.timestamp()
-    payload = {
-        "iss": ISSUER,
-        "aud": AUDIENCE,
-        "sub": "practitioner-7",
-        "client_id": "ward-app",
-        "scope": scope,
-        "iat": int(issued),
-        "exp": int(issued + lifetime),
-        **claims,
-    }
-    headers = {"kid": kid} if kid else None
-    return jwt.encode(payload, key, algorithm=algorithm, headers=headers)
-
-
-def bearer(value: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {value}"}
+from tests.support.tokens import (
+    ADMIN,
+    AUDIENCE,
+    EC_KEY,
+    ISSUER,
+    NOW,
+    RSA_KEY,
+    SECRET,
+    STRANGER_KEY,
+    bearer,
+    jwt_settings,
+    token,
+)
 
 
 @pytest.fixture
 async def herald(tmp_path: Path) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient, FrozenClock]]:
-    keys = tmp_path / "jwks.json"
-    keys.write_text(json.dumps(jwks()))
     clock = FrozenClock(NOW)
     async with running_herald(
         f"sqlite+aiosqlite:///{tmp_path}/herald.db",
         clock=clock,
-        auth="jwt",
-        jwks_file=str(keys),
-        jwt_secret=SECRET,
-        jwt_issuer=ISSUER,
-        jwt_audience=AUDIENCE,
+        **jwt_settings(tmp_path),
         subscriptions=False,
         scheduler=False,
     ) as (runtime, client):
@@ -199,15 +154,15 @@ async def test_a_token_expires_on_herald_clock(
     assert "expired" in answer.json()["issue"][0]["diagnostics"]
 
 
-async def test_a_token_without_the_administrator_scope_is_403_for_now(
+async def test_a_token_without_a_scope_for_the_type_is_403_naming_the_scope(
     client: httpx.AsyncClient,
 ) -> None:
-    answer = await client.get("/Observation", headers=bearer(token(scope="user/*.cruds")))
+    answer = await client.get("/Observation", headers=bearer(token(scope="user/Patient.rs")))
 
     assert answer.status_code == 403
     outcome = answer.json()["issue"][0]
     assert outcome["code"] == "forbidden"
-    assert "herald/admin" in outcome["diagnostics"]
+    assert "Observation.s" in outcome["diagnostics"]
 
 
 async def test_the_capability_statement_needs_no_token(client: httpx.AsyncClient) -> None:

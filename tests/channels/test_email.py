@@ -15,6 +15,7 @@ import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from channels.email import EmailSender, SmtpConfig, message_id
+from channels.endpoints import Recipients
 from channels.transport import Delivery, Outcome
 from fhirstore.clock import FrozenClock
 from tests.support.deliveries import a_delivery
@@ -317,3 +318,21 @@ def test_starttls_and_tls_exclude_each_other() -> None:
     assert "s3cret" not in repr(
         SmtpConfig(host="smtp.example.org", sender="h@example.org", password="s3cret")
     )
+
+
+async def test_the_recipients_allow_list_is_checked_at_every_send(
+    port: int, mailbox: Mailbox
+) -> None:
+    """A Subscription stored before the list was narrowed fails delivery, saying why, and
+    mails nobody; an allowed recipient still gets its mail."""
+    config = SmtpConfig(host="127.0.0.1", port=port, sender="herald@example.org")
+    allowed = Recipients.parse("@example.org", required=True)
+    hook = EmailSender(config, clock=FrozenClock(NOW), recipients=allowed)
+
+    refused = await hook.send(delivery("mailto:someone@elsewhere.net"))
+    assert not refused.ok
+    assert refused.error is not None and "HERALD_EMAIL_ALLOWLIST" in refused.error
+    assert "someone@elsewhere.net" in refused.error
+    assert mailbox.envelopes == []
+    assert (await hook.send(delivery("mailto:ops@example.org"))).ok
+    assert [e.rcpt_tos for e in mailbox.envelopes] == [["ops@example.org"]]

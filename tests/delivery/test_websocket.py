@@ -10,8 +10,11 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
+from channels.websocket.api import MAX_FRAME_BYTES, MAX_MESSAGE_CHARS
 from tests.delivery.conftest import (
     HeraldFactory,
     event_numbers,
@@ -237,3 +240,26 @@ async def test_a_changed_subscription_keeps_its_bound_socket(start_herald: Heral
 
     assert notification_type(again) == "handshake"
     assert event_numbers(notification) == [1]
+
+
+async def test_oversized_messages_are_refused_and_the_server_stays_up(
+    start_herald: HeraldFactory,
+) -> None:
+    async with start_herald(served=True) as (_, client):
+        sid = await create(client, websocket_subscription(_patient()))
+        token = await token_for(client, sid)
+        url = token["websocket-url"][0]
+        async with connect(url) as socket:
+            await socket.send("bind-with-token " + "x" * (MAX_MESSAGE_CHARS + 1))
+            too_long = await receive(socket)
+            [handshake] = await bind(socket, token)  # still usable
+        async with connect(url, max_size=None) as socket:
+            await socket.send("x" * (MAX_FRAME_BYTES + 1))
+            with pytest.raises(ConnectionClosed) as closed:
+                await socket.recv()
+        async with connect(url) as socket:  # the server still takes new sockets
+            [again] = await bind(socket, await token_for(client, sid))
+
+    assert str(MAX_MESSAGE_CHARS) in too_long["issue"][0]["diagnostics"]
+    assert notification_type(handshake) == notification_type(again) == "handshake"
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009  # message too big

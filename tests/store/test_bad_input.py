@@ -316,3 +316,19 @@ async def test_loader_records_an_unexpected_write_error_and_goes_on(
     assert where.endswith(":2")
     assert "RuntimeError" in why
     assert await stored_counts(runtime) == (resources_before + 2, events_before + 2)
+
+
+async def test_a_bundle_with_too_many_entries_is_413_and_writes_nothing(
+    herald: tuple[Runtime, httpx.AsyncClient],
+) -> None:
+    runtime, client = herald
+    before = await stored_counts(runtime)
+    entry = {"resource": PATIENT, "request": {"method": "POST", "url": "Patient"}}
+    read = {"request": {"method": "GET", "url": "Patient/x"}}  # small: under the body limit
+    for kind in ("transaction", "batch"):
+        answer = await client.post("", json=_transaction(entry, *[read] * 1000, kind=kind))
+        issue = _issue(answer, 413)
+        assert "1001 entries" in issue["diagnostics"] and "1000" in issue["diagnostics"]
+    assert await stored_counts(runtime) == before
+    accepted = await client.post("", json=_transaction(*[entry] * 3, kind="batch"))
+    assert accepted.status_code == 200

@@ -11,6 +11,8 @@ from typing import Any
 
 import uvicorn
 
+from channels.websocket.api import MAX_FRAME_BYTES
+
 _SHUTDOWN_S = 5.0
 
 
@@ -26,8 +28,13 @@ async def serving(app: Any) -> AsyncIterator[int]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(
-        app, lifespan="off", log_level="warning", access_log=False, timeout_graceful_shutdown=1
+    config = uvicorn.Config(  # the WebSocket frame limit as `herald serve` sets it
+        app,
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=1,
+        ws_max_size=MAX_FRAME_BYTES,
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
