@@ -142,9 +142,11 @@ class Store:
         return resource
 
     async def _owner(self, resource_id: str | None, principal: Principal) -> Principal | None:
-        """Who owns a Subscription about to be written: its stored owner while it exists,
-        else the principal writing it (nobody while authentication is off)."""
-        if resource_id is not None:
+        """Who owns a Subscription about to be written. An administrator's update keeps the
+        stored owner; anyone else may only write their own (the writer checks the stored
+        version), and is recorded with the scopes they hold now, so another app of the same
+        person cannot widen what an existing Subscription hears."""
+        if resource_id is not None and principal.admin:
             with contextlib.suppress(NotFound, Gone):
                 current = await self.read("Subscription", resource_id)
                 assert current.body is not None
@@ -189,12 +191,14 @@ class Store:
         resource = validate_resource(resource_type, body)
         rtype = resource["resourceType"]
         reach = access.reach(rtype, "c") if access is not None else None
+        resource["id"] = new_id()  # checked with the id it will have, not the client's
         resource = await self.client_body(resource, access, reach, None)
-        write = PendingWrite(rtype, new_id(), resource, new=True)
+        write = PendingWrite(rtype, resource["id"], resource, new=True)
         if not if_none_exist:
             written = await self._group.write(write)
         else:  # the search and the write must share one transaction
-            narrowing = Narrowing(reach, access) if reach is not None else None
+            # What the condition may match, and so hand back, is what the client may read.
+            narrowing = Narrowing(access.reach(rtype, "r"), access) if access is not None else None
             async with self.write_transaction() as conn:
                 await lock_condition(conn, rtype, urlencode(sorted(if_none_exist)))
                 existing = await self._conditional_match(conn, rtype, if_none_exist, narrowing)
@@ -386,6 +390,9 @@ class Store:
         narrowed = reach_clause(reach, resource_versions) if reach is not None else None
         if narrowed is not None:
             conds.append(narrowed)
+        if resource_type is None and access is not None and not access.principal.admin:
+            # Subscriptions are their owners' alone, whatever a `*` scope says.
+            conds.append(resource_versions.c.res_type != "Subscription")
         where = and_(*conds) if conds else None
         query = select(resource_versions).order_by(
             resource_versions.c.last_updated.desc(), resource_versions.c.version_id.desc()

@@ -191,7 +191,9 @@ async def _check(store: Store, entry: _Entry, access: Access | None) -> None:
     if access is not None:
         interaction = _INTERACTIONS.get(entry.method) or ("r" if entry.resource_id else "s")
         entry.reach = access.reach(entry.resource_type, interaction)
-        entry.narrowing = Narrowing(entry.reach, access)
+        # A conditional create hands back what its condition matched: only what it may read.
+        seen = access.reach(entry.resource_type, "r") if entry.if_none_exist else entry.reach
+        entry.narrowing = Narrowing(seen, access)
     if entry.resource is None:
         return
     validate_resource(entry.resource_type, entry.resource)
@@ -269,6 +271,7 @@ async def _apply(store: Store, conn: AsyncConnection, entries: Sequence[_Entry])
     _link(entries)
     for entry in entries:  # a rewritten reference may have moved a resource out of reach
         if entry.reach is not None and entry.resource is not None and entry.existing is None:
+            entry.resource["id"] = entry.resource_id  # the id it will have (new for a POST)
             entry.reach.require(entry.resource, entry.where)
     writes = [
         (entry, _pending(entry))

@@ -31,7 +31,7 @@ from typing import Any
 
 from fhirstore.access.compartment import (
     compartment_params,
-    in_patient_compartment,
+    compartment_patients,
     is_compartment_type,
 )
 from fhirstore.access.ownership import owner_subject
@@ -69,27 +69,29 @@ class Reach:
     def everything(self) -> bool:
         return self.patient is None and self.owner is None
 
-    def admits(self, resource: Mapping[str, Any] | None) -> bool:
-        """Whether `resource` (a body of `resource_type`) is inside this reach."""
+    def admits(self, resource: Mapping[str, Any] | None, *, writing: bool = False) -> bool:
+        """Whether `resource` (a body of `resource_type`) is inside this reach. To write, a
+        resource must be in the patient's compartment and in nobody else's: a patient app
+        may not put data into another patient's record, or change data shared with one."""
         if resource is None:
             return False
         if self.everything:
             return True
         if self.owner is not None:
             return owner_subject(resource) == self.owner
-        assert self.patient is not None
-        return in_patient_compartment(dict(resource), self.patient)
+        patients = compartment_patients(dict(resource))
+        return patients == {self.patient} if writing else self.patient in patients
 
     def require(self, resource: Mapping[str, Any], where: str = "") -> None:
         """Refuse (403) to write `resource` when it would land outside this reach."""
-        if self.admits(resource):
+        if self.admits(resource, writing=True):
             return
         what = f"{where}: " if where else ""
         if self.patient is not None:
             raise Forbidden(
                 f"{what}this token may not write this {self.resource_type}: it would be "
                 f"outside the compartment of Patient/{self.patient}, which is all its patient/ "
-                f"scopes reach; refer to that patient (e.g. as subject or patient)"
+                f"scopes reach, or in another patient's too; refer to that patient only"
             )
         raise Forbidden(f"{what}this token may not write a {self.resource_type} it does not own")
 

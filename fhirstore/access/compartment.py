@@ -36,6 +36,7 @@ from fhirstore.search.extract import index_entries
 
 # Compartment parameters Herald adds to the official definition (see the module docstring).
 _HERALD_ADDITIONS: dict[str, tuple[str, ...]] = {"Task": ("patient",)}
+_PATIENT = "Patient/"
 
 
 @cache
@@ -56,13 +57,21 @@ def is_compartment_type(resource_type: str) -> bool:
 
 def in_patient_compartment(resource: dict[str, Any], patient_id: str) -> bool:
     """Whether `resource` is in the compartment of Patient `patient_id`."""
+    return patient_id in compartment_patients(resource)
+
+
+def compartment_patients(resource: dict[str, Any]) -> set[str]:
+    """The ids of every Patient whose compartment `resource` is in (a resource may be in
+    several: an Observation about one patient performed by another)."""
     resource_type = resource.get("resourceType")
     if not isinstance(resource_type, str):
-        return False
+        return set()
     if resource_type == "Patient":
-        return resource.get("id") == patient_id
+        resource_id = resource.get("id")
+        return {resource_id} if isinstance(resource_id, str) else set()
     params = compartment_params(resource_type)
-    if not params:
-        return False
-    wanted = f"Patient/{patient_id}"
-    return any(entry.param in params and entry.code == wanted for entry in index_entries(resource))
+    return {
+        entry.code.removeprefix(_PATIENT)
+        for entry in (index_entries(resource) if params else ())
+        if entry.param in params and entry.code and entry.code.startswith(_PATIENT)
+    }

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, false, literal, select
+from sqlalchemy import ColumnElement, and_, false, literal, select
 
 from fhirstore.access.boundary import Access, Reach
 from fhirstore.access.compartment import compartment_params
@@ -22,9 +22,10 @@ from fhirstore.access.ownership import OWNER_TAG_SYSTEM
 from fhirstore.db.schema import search_index
 
 
-def reach_clause(reach: Reach, rows: Any) -> ColumnElement[bool] | None:
+def reach_clause(reach: Reach, rows: Any, *, writing: bool = False) -> ColumnElement[bool] | None:
     """The condition on `rows` (a table or alias with `res_type` / `res_id`) for resources of
-    `reach.resource_type` inside `reach`; None when it holds for every one."""
+    `reach.resource_type` inside `reach` (`writing`: and in no other patient's compartment,
+    as `Reach.admits`); None when it holds for every one."""
     if reach.everything:
         return None
     entry = search_index.alias()
@@ -39,10 +40,22 @@ def reach_clause(reach: Reach, rows: Any) -> ColumnElement[bool] | None:
         assert reach.patient is not None
         if reach.resource_type == "Patient":
             return rows.c.res_id == reach.patient
-        conditions += [
-            entry.c.param.in_(compartment_params(reach.resource_type)),
-            entry.c.code == f"Patient/{reach.patient}",
-        ]
+        params = compartment_params(reach.resource_type)
+        mine = f"Patient/{reach.patient}"
+        inside = select(literal(1)).where(
+            *conditions, entry.c.param.in_(params), entry.c.code == mine
+        )
+        if not writing:
+            return inside.exists()
+        other = search_index.alias()
+        shared = select(literal(1)).where(
+            other.c.res_type == reach.resource_type,
+            other.c.res_id == rows.c.res_id,
+            other.c.param.in_(params),
+            other.c.code.startswith("Patient/"),
+            other.c.code != mine,
+        )
+        return and_(inside.exists(), ~shared.exists())
     return select(literal(1)).where(*conditions).exists()
 
 

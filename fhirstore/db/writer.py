@@ -170,7 +170,7 @@ async def _outside_reach(
     outside: set[tuple[str, str]] = set()
     r = resources.c
     for reach, ids in by_reach.items():
-        clause = reach_clause(reach, resources)
+        clause = reach_clause(reach, resources, writing=True)
         if clause is None:
             continue
         inside: set[str] = set()

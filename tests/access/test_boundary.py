@@ -210,6 +210,14 @@ async def test_a_patient_writes_inside_their_compartment(client: httpx.AsyncClie
     [
         ("POST", "/Observation", _observation("x", "Patient/p2")),
         ("POST", "/Patient", {"resourceType": "Patient"}),
+        ("POST", "/Patient", {"resourceType": "Patient", "id": "p1"}),  # the id is not hers
+        # In Alice's compartment (she performed it) but in Bob's record.
+        (
+            "POST",
+            "/Observation",
+            _observation("x", "Patient/p2", performer=[{"reference": "Patient/p1"}]),
+        ),
+        ("DELETE", "/Observation/o3", None),  # Alice's, but Bob is in it as performer
         ("PUT", "/Observation/o2", _observation("o2", "Patient/p2", status="amended")),
         ("PUT", "/Observation/o2", _observation("o2", "Patient/p1")),  # taking it over
         ("PUT", "/Observation/o1", _observation("o1", "Patient/p2")),  # giving it away
@@ -235,6 +243,20 @@ async def test_a_read_only_token_may_not_write(client: httpx.AsyncClient) -> Non
     answer = await client.post("/Observation", json=_observation("x", "Patient/p1"), headers=NURSE)
     assert answer.status_code == 403
     assert "Observation.c" in answer.json()["issue"][0]["diagnostics"]
+
+
+async def test_a_conditional_create_shows_only_what_the_token_may_read(
+    client: httpx.AsyncClient,
+) -> None:
+    writer = bearer(token(sub="lab-feed", scope="user/Observation.c"))
+    answer = await client.post(
+        "/Observation",
+        json=_observation("x", "Patient/p2"),
+        headers={**writer, "If-None-Exist": "_id=o2"},
+    )
+    assert answer.status_code == 403
+    assert "blood pressure" not in answer.text
+    assert "Observation.r" in answer.json()["issue"][0]["diagnostics"]
 
 
 async def test_conditional_create_does_not_match_another_patients_resource(

@@ -183,3 +183,25 @@ async def test_the_owner_record_cannot_be_forged_or_dropped(herald: Herald) -> N
     assert (await client.put(f"/Subscription/{mine}", json=plain, headers=ADMIN)).is_success
     assert (await client.get(f"/Subscription/{mine}", headers=ALICE)).status_code == 200
     assert (await client.get(f"/Subscription/{mine}", headers=BOB)).status_code == 404
+
+
+async def test_an_update_records_the_scopes_of_whoever_made_it(herald: Herald) -> None:
+    """Another app of Alice's, with narrower scopes, cannot widen what her Subscription hears:
+    its update makes its own scopes the ones notifications are checked against."""
+    _, client, receiver = herald
+    mine = await _subscribe(client, ALICE, subscription(receiver.url))
+    narrow = _now_token(sub="alice", scope="patient/Subscription.cruds", patient="p1")
+    plain = {**subscription(receiver.url, content="full-resource"), "id": mine}
+    assert (await client.put(f"/Subscription/{mine}", json=plain, headers=narrow)).is_success
+    stored = (await client.get(f"/Subscription/{mine}", headers=ALICE)).json()
+    owner = next(e for e in stored["extension"] if e["url"] == OWNER_EXTENSION)
+    assert {"url": "scope", "valueString": "patient/Subscription.cruds"} in owner["extension"]
+
+
+async def test_server_history_never_shows_other_peoples_subscriptions(herald: Herald) -> None:
+    _, client, receiver = herald
+    await _subscribe(client, ALICE, subscription(receiver.url))
+    doctor = _now_token(sub="dr-osei", scope="user/*.rs")
+    history = (await client.get("/_history", headers=doctor)).json()
+    types = {e["resource"]["resourceType"] for e in history.get("entry", []) if "resource" in e}
+    assert "Patient" in types and "Subscription" not in types
