@@ -7,7 +7,11 @@ scheduler jobs off, so only the measured work runs):
    with two activities: daily at 08:00 and at 20:00, so 28 Tasks each in the 14-day horizon.
 2. **Materialise**: one sweep (`Scheduler.sweep`, what `herald scheduler reconcile` runs) writes
    every Task through the store (resource, history, search index, change event, bookkeeping).
-3. **Sweep, nothing to fix**: a second sweep right after; it must find nothing to write.
+3. **Sweep, nothing to fix**: a second sweep right after; it must find nothing to write, and
+   finds every CarePlan settled in SQL (scheduler/settled.py), so it plans none.
+4. **Full sweep, nothing to fix**: a third, `full=True` (`herald scheduler reconcile --full`):
+   every CarePlan planned and its Tasks read, as every sweep did before settled CarePlans were
+   skipped.
 
 Baseline (same run, fresh database): the same number of Task resources written through the
 store's batch write (`Store.write_batch`, 1,500 per transaction), without any scheduling, so
@@ -39,6 +43,11 @@ MATERIALISE_TARGET = 5_000  # Tasks/s on SQLite
 SWEEP_TARGET_S = 10.0  # for 10,000 CarePlans with nothing to fix
 TASKS_PER_PLAN = 28  # two a day for the 14-day horizon
 STORE_CHUNK = 1_500
+SWEEPS = (  # (row, full)
+    ("materialise (first sweep)", False),
+    ("sweep, nothing to fix", False),
+    ("full sweep, nothing to fix", True),
+)
 
 
 @dataclass
@@ -102,10 +111,10 @@ async def scheduler_rows(url: str, backend: str, careplans: int) -> list[Row]:
         note(f"{backend}: storing {careplans:,} Patients and CarePlans")
         await _store_all(runtime, writes)
         rows = []
-        for what in ("materialise (first sweep)", "sweep, nothing to fix"):
+        for what, full in SWEEPS:
             note(f"{backend}: {what}")
             began = time.perf_counter()
-            repairs = await runtime.scheduler.sweep(_progress_note(backend, careplans))
+            repairs = await runtime.scheduler.sweep(_progress_note(backend, careplans), full=full)
             seconds = time.perf_counter() - began
             rows.append(Row(backend, what, repairs.writes, seconds, _summary(repairs)))
         return rows
@@ -152,7 +161,10 @@ def _progress_note(backend: str, careplans: int):  # type: ignore[no-untyped-def
     def show(done: int, total: int, repairs: Repairs) -> None:
         if done - shown[0] >= step or done == total:
             shown[0] = done
-            note(f"{backend}: {done:,}/{total:,} CarePlans, {repairs.writes:,} Tasks written")
+            note(
+                f"{backend}: {done:,}/{total:,} CarePlans ({repairs.settled_plans:,} settled),"
+                f" {repairs.writes:,} Tasks written"
+            )
 
     return show
 

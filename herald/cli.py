@@ -63,6 +63,7 @@ def serve(
 ) -> None:
     """Run the FHIR API (and, unless --no-relay / --no-subscriptions, the outbox relay, the
     subscription matcher and the dispatcher) in this process."""
+    from channels.websocket.api import MAX_FRAME_BYTES
     from herald.app import create_app
     from herald.runtime import Runtime
 
@@ -96,6 +97,7 @@ def serve(
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
+        ws_max_size=MAX_FRAME_BYTES,
     )
 
 
@@ -296,9 +298,24 @@ def scheduler_run(database_url: DatabaseOpt = None, kafka_bootstrap: KafkaOpt = 
 
 
 @scheduler_app.command("reconcile")
-def scheduler_reconcile(database_url: DatabaseOpt = None) -> None:
+def scheduler_reconcile(
+    database_url: DatabaseOpt = None,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help=(
+                "Plan every CarePlan afresh, also those found settled (provably nothing to do)."
+                " Run it after upgrading the time-zone rules (tzdata, the system's zoneinfo) or"
+                " installing a fix to planning without a new Herald version: otherwise settled"
+                " CarePlans keep the Tasks planned under the old rules."
+            ),
+        ),
+    ] = False,
+) -> None:
     """Reconcile every CarePlan now: materialise what is missing, repair what is wrong, and
-    report what was fixed and which activities cannot be scheduled."""
+    report what was fixed and which activities cannot be scheduled. CarePlans with provably
+    nothing to do are left alone (counted as settled) unless --full."""
     from events.bus.memory import MemoryBus
     from herald.runtime import schedule_policy
     from scheduler.reconcile import Repairs
@@ -322,7 +339,7 @@ def scheduler_reconcile(database_url: DatabaseOpt = None) -> None:
                 def show(done: int, total: int, repairs: Repairs) -> None:
                     progress.update(task, completed=done, total=total, writes=repairs.writes)
 
-                repairs = await scheduler.sweep(show)
+                repairs = await scheduler.sweep(show, full=full)
             return repairs, await scheduler.skipped()
 
     repairs, skipped = asyncio.run(main())

@@ -31,6 +31,7 @@ class TaskRow:
     task_version: int
     state: TaskState
     due_at: datetime | None
+    wanted: bool  # by the schedule, when its CarePlan was last reconciled
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,10 @@ class PlanRow:
     scheduled: bool
     report: str  # JSON
     reconciled_at: datetime
+    # What lets a sweep leave the CarePlan alone (scheduler/settled.py).
+    patient_version: int | None  # the Patient's version it was planned with
+    policy: str | None  # SchedulePolicy.fingerprint
+    covered_until: datetime | None  # None: reconcile it at the next sweep
 
 
 def _task_row(row: Row[Any]) -> TaskRow:
@@ -70,6 +75,7 @@ async def plan_rows(conn: AsyncConnection, careplan_ids: Sequence[str]) -> dict[
         for row in await conn.execute(
             select(schedule_plans).where(schedule_plans.c.careplan_id.in_(chunk))
         ):
+            covered = row.covered_until
             found[row.careplan_id] = PlanRow(
                 row.careplan_id,
                 row.version_id,
@@ -78,6 +84,9 @@ async def plan_rows(conn: AsyncConnection, careplan_ids: Sequence[str]) -> dict[
                 row.scheduled,
                 row.report,
                 as_utc(row.reconciled_at),
+                row.patient_version,
+                row.policy,
+                covered and as_utc(covered),
             )
     return found
 

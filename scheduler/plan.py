@@ -5,6 +5,10 @@ option is not yet agreed care, so it gets no Tasks), carrying the configured met
 policy names one. Which activities: those with a `detail` whose status is not cancelled, stopped,
 completed, entered-in-error or on-hold, and which is not `doNotPerform`. Everything left out is
 reported with a reason a person can act on.
+
+A plan also says until when its Tasks cover the schedule (`covered_until`): the start of the
+first occurrence it leaves out. Until the horizon reaches that instant, the same CarePlan under
+the same policy wants no Task the plan does not have, so a sweep can leave it alone.
 """
 
 from __future__ import annotations
@@ -12,15 +16,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from fhirstore.db.writer import fhir_instant
 from fhirstore.validation import ID_PATTERN
 from scheduler.policy import OCCURRENCE_SYSTEM, TIMEZONE_EXTENSION, PlanTag, SchedulePolicy
 from scheduler.task import PlannedTask, local_datetime, occurrence_key, task_id
-from scheduler.timing import Unschedulable, occurrences
+from scheduler.timing import Occurrence, Unschedulable, occurrences
 from scheduler.timing.primitives import date_time
 from scheduler.timing.wallclock import midnight, to_utc
 
@@ -30,6 +33,14 @@ ENDED_ACTIVITY = frozenset({"cancelled", "stopped", "completed", "entered-in-err
 _PATIENT_REF = re.compile(r"(?:^|/)(Patient/[A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]+)?$")
 # More occurrences than this for one activity in the horizon are not materialised (reported).
 MAX_TASKS_PER_ACTIVITY = 1_000
+# How far past the horizon a plan looks for its next occurrence (none by then: look again then).
+LOOKAHEAD = timedelta(days=366)
+# Said without the window's dates: a CarePlan the sweep leaves alone keeps its report while the
+# window moves on, and this stays true until an occurrence enters the window (then it is planned).
+NOTHING_DUE = (
+    "no occurrence from now to the horizon, nor a past one still within its grace period: the"
+    " schedule ended, or starts later"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +59,9 @@ class Plan:
     scheduled: bool
     tasks: Mapping[str, PlannedTask]  # by Task id
     skipped: tuple[Skipped, ...]
+    # The first occurrence not in `tasks` starts here (or later): until now + horizon passes
+    # it, the plan wants nothing new.
+    covered_until: datetime
 
 
 def patient_of(careplan: Mapping[str, Any] | None) -> str | None:
@@ -81,14 +95,19 @@ def plan_careplan(
     horizon): those not yet missed, up to the horizon. `first_seen` anchors a schedule that
     starts nowhere else (no bounds, no period.start, no created)."""
     patient = patient_of(careplan)
+    horizon_end = now + policy.horizon
     why_not = _not_scheduled(careplan, policy.tag)
     if why_not is not None:
-        return Plan(careplan_id, patient, zone.key, False, {}, (Skipped(None, why_not),))
+        skipped_plan = (Skipped(None, why_not),)
+        return Plan(
+            careplan_id, patient, zone.key, False, {}, skipped_plan, horizon_end + LOOKAHEAD
+        )
     assert careplan is not None
     anchor = _anchor(careplan, zone) or first_seen
     tasks: dict[str, PlannedTask] = {}
     skipped: list[Skipped] = []
     keys: set[str] = set()
+    covered = [horizon_end + LOOKAHEAD]
     for index, activity in enumerate(careplan.get("activity") or ()):
         key = _activity_key(activity, index)
         if key in keys:
@@ -108,44 +127,74 @@ def plan_careplan(
             continue
         assert isinstance(detail, dict)
         try:
-            found = occurrences(
-                detail,
-                zone=zone,
-                anchor=anchor,
-                window_start=now - policy.grace,
-                window_end=now + policy.horizon,
-                when=policy.when,
-                limit=MAX_TASKS_PER_ACTIVITY + 1,
-            )
+            found, notes, next_start = _window(detail, key, zone, anchor, now, policy)
         except Unschedulable as error:
             skipped.append(Skipped(key, error.reason))
             continue
-        if not found:
-            skipped.append(Skipped(key, _nothing_due(now, policy)))
-        if len(found) > MAX_TASKS_PER_ACTIVITY:
-            found = found[:MAX_TASKS_PER_ACTIVITY]
-            skipped.append(
-                Skipped(
-                    key,
-                    f"more than {MAX_TASKS_PER_ACTIVITY} occurrences in the"
-                    " horizon: only the first ones are materialised",
-                )
-            )
+        skipped.extend(notes)
+        covered.append(next_start)
         for occurrence in found:
             planned = _planned(careplan_id, careplan, key, activity, detail, occurrence, zone)
             tasks[planned.id] = planned
     if not careplan.get("activity"):
         skipped.append(Skipped(None, "the CarePlan has no activity to schedule"))
-    return Plan(careplan_id, patient, zone.key, True, tasks, tuple(skipped))
+    return Plan(careplan_id, patient, zone.key, True, tasks, tuple(skipped), min(covered))
 
 
-def _nothing_due(now: datetime, policy: SchedulePolicy) -> str:
-    first = fhir_instant(now - policy.grace)
-    last = fhir_instant(now + policy.horizon)
-    return (
-        f"no occurrence from {first} to {last} (not yet missed, up to the horizon): the "
-        f"schedule ended, or starts later"
+def _window(
+    detail: Mapping[str, Any],
+    key: str,
+    zone: ZoneInfo,
+    anchor: datetime,
+    now: datetime,
+    policy: SchedulePolicy,
+) -> tuple[list[Occurrence], list[Skipped], datetime]:
+    """The activity's occurrences to materialise at `now`, what to report about them, and
+    where the first one left out starts. Raises Unschedulable."""
+    horizon_end = now + policy.horizon
+    found = occurrences(
+        detail,
+        zone=zone,
+        anchor=anchor,
+        window_start=now - policy.grace,
+        window_end=horizon_end,
+        when=policy.when,
+        limit=MAX_TASKS_PER_ACTIVITY + 1,
     )
+    if len(found) > MAX_TASKS_PER_ACTIVITY:
+        too_many = Skipped(
+            key,
+            f"more than {MAX_TASKS_PER_ACTIVITY} occurrences in the horizon: only the first"
+            " ones are materialised",
+        )
+        return found[:MAX_TASKS_PER_ACTIVITY], [too_many], found[MAX_TASKS_PER_ACTIVITY].start
+    notes = [] if found else [Skipped(key, NOTHING_DUE)]
+    next_start = _next_start(detail, zone=zone, anchor=anchor, after=horizon_end, policy=policy)
+    return found, notes, next_start
+
+
+def _next_start(
+    detail: Mapping[str, Any],
+    *,
+    zone: ZoneInfo,
+    anchor: datetime,
+    after: datetime,
+    policy: SchedulePolicy,
+) -> datetime:
+    """When the activity next falls due from `after` on (or `after` + LOOKAHEAD: not before)."""
+    try:
+        found = occurrences(
+            detail,
+            zone=zone,
+            anchor=anchor,
+            window_start=after,
+            window_end=after + LOOKAHEAD,
+            when=policy.when,
+            limit=1,
+        )
+    except Unschedulable:  # not readable that far ahead: plan it again at the next sweep
+        return after
+    return found[0].start if found else after + LOOKAHEAD
 
 
 def _not_scheduled(careplan: Mapping[str, Any] | None, tag: PlanTag | None) -> str | None:

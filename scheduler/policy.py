@@ -1,14 +1,17 @@
 """What the administrator decides about scheduling, and the names Herald gives its Tasks.
 
 `SchedulePolicy` is built from settings by the service shell; everything in `scheduler/` takes
-it as a value. The URLs below are Herald's own code systems and identifier system, documented in
-the README ("CarePlan scheduling").
+it as a value. Its `fingerprint` tells a sweep whether a CarePlan was planned under the same
+policy (and the same Herald release). The URLs below are Herald's own code systems and
+identifier system, documented in the README ("CarePlan scheduling").
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import timedelta
+from importlib.metadata import PackageNotFoundError, version
 from zoneinfo import ZoneInfo
 
 from scheduler.timing import WhenClock
@@ -20,6 +23,17 @@ OCCURRENCE_SYSTEM = HERALD_CANONICAL + "/NamingSystem/careplan-occurrence"
 BUSINESS_STATUS = HERALD_CANONICAL + "/CodeSystem/task-business-status"
 # The standard extension carrying a Patient's IANA time zone.
 TIMEZONE_EXTENSION = "http://hl7.org/fhir/StructureDefinition/timezone"
+
+
+def _release() -> str:
+    """Herald's installed version: another release may plan the same CarePlan differently."""
+    try:
+        return version("herald")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "source"
+
+
+RELEASE = _release()
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,3 +64,20 @@ class SchedulePolicy:
     default_zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
     when: WhenClock = field(default_factory=WhenClock.default)
     tag: PlanTag | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """Names everything here that shapes a plan, and the release that planned it: a
+        CarePlan planned under another fingerprint is planned again."""
+        when = sorted((name, at.isoformat()) for name, at in self.when.times.items())
+        tag = (self.tag.system, self.tag.code) if self.tag else None
+        shape = (
+            RELEASE,
+            self.horizon.total_seconds(),
+            self.lead.total_seconds(),
+            self.grace.total_seconds(),
+            self.default_zone.key,
+            when,
+            tag,
+        )
+        return hashlib.sha256(repr(shape).encode()).hexdigest()[:32]

@@ -12,6 +12,11 @@ deleted by hand all end the same way. Per CarePlan, for occurrences in [now - gr
 - another Task carrying the same occurrence identifier is cancelled as a `duplicate`;
 - what a person moved on (in-progress, completed, ...) is never touched, and past Tasks stay.
 
+The CarePlan's row also records what a sweep needs to leave the CarePlan alone next time
+(scheduler/settled.py): the Patient version and policy it was planned with, and until when its
+Tasks cover the schedule (never later than a Task row beyond the horizon, which is not judged
+now; NULL when a write was refused, so the next sweep reconciles it again).
+
 Each batch is one transaction: Tasks, their rows and the CarePlan's row commit together, so a
 crash leaves either all of a batch or none of it. On PostgreSQL a transaction-scoped advisory lock
 per CarePlan keeps two schedulers from reconciling the same CarePlan at once.
@@ -20,8 +25,8 @@ per CarePlan keeps two schedulers from reconciling the same CarePlan at once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -62,6 +67,7 @@ log = logging.getLogger(__name__)
 BATCH = 50  # CarePlans per transaction
 # Failures caused by what is stored rather than by the database (which the caller retries).
 _DATA_ERRORS = (FhirError, KeyError, TypeError, ValueError, AttributeError, AssertionError)
+PLAN_COUNTS = frozenset({"plans", "changed_plans", "settled_plans"})  # not Task writes
 
 
 @dataclass(slots=True)
@@ -70,6 +76,7 @@ class Repairs:
 
     plans: int = 0  # CarePlans reconciled
     changed_plans: int = 0  # CarePlans changed (or new) since they were last reconciled
+    settled_plans: int = 0  # CarePlans a sweep left alone: provably nothing to do (not planned)
     created: int = 0  # new occurrences inside the horizon
     restored: int = 0  # owned Tasks missing, deleted or edited, put back as scheduled
     updated: int = 0  # owned Tasks rewritten for a changed CarePlan
@@ -87,9 +94,13 @@ class Repairs:
     def counts(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+    def task_counts(self) -> dict[str, int]:
+        """Only the kinds of Task writes (not the CarePlan counts)."""
+        return {k: v for k, v in self.counts().items() if k not in PLAN_COUNTS}
+
     @property
     def writes(self) -> int:
-        return sum(v for k, v in self.counts().items() if k not in ("plans", "changed_plans"))
+        return sum(self.task_counts().values())
 
 
 class Reconciler:
@@ -128,8 +139,7 @@ class Reconciler:
             previous = await plan_rows(conn, ids)
             plans = await self._plans(conn, ids, now)
             ids = list(plans)  # without those that could not be planned: left as they are
-            plan_rows_now = {i: _plan_row(p, v, now) for i, (p, v) in plans.items()}
-            changed = {i: _plan_changed(previous.get(i), r) for i, r in plan_rows_now.items()}
+            changed = {i: _plan_changed(previous.get(i), r) for i, (_, r) in plans.items()}
             repairs.changed_plans = sum(changed.values())
             rows = {
                 r.task_id: r for r in await task_rows(conn, ids, since=now - self._policy.grace)
@@ -153,16 +163,17 @@ class Reconciler:
                     step.duplicate(version)
             outcomes = await self._store.write_each(conn, [w for w, _ in step.writes])
             kept = [r for r in step.kept if rows.get(r.task_id) != r]  # only what changed
-            await save_tasks(conn, [*kept, *_written_rows(step.writes, outcomes)])
-            await save_plans(
-                conn, [r for i, r in plan_rows_now.items() if _changed(previous.get(i), r)]
-            )
+            written, refused = _written_rows(step.writes, outcomes)
+            await save_tasks(conn, [*kept, *written])
+            horizon_end = now + self._policy.horizon
+            after = _covering(plans, rows.values(), horizon_end, refused)
+            await save_plans(conn, [r for r in after if _changed(previous.get(r.careplan_id), r)])
         return repairs
 
     async def _plans(
         self, conn: AsyncConnection, ids: Sequence[str], now: datetime
-    ) -> dict[str, tuple[Plan, int | None]]:
-        """Each CarePlan's plan, and the CarePlan version it was made from (None: deleted)."""
+    ) -> dict[str, tuple[Plan, PlanRow]]:
+        """Each CarePlan's plan, and its row: what it was made from."""
         careplans = await Store.current_in(conn, "CarePlan", ids)
         bodies = {i: _body(careplans.get(i)) for i in ids}
         refs = {i: patient_of(b) for i, b in bodies.items()}
@@ -170,11 +181,12 @@ class Reconciler:
             conn, "Patient", sorted({r.split("/", 1)[1] for r in refs.values() if r})
         )
         first_seen = await _first_seen(conn, ids)
-        plans: dict[str, tuple[Plan, int | None]] = {}
+        fingerprint = self._policy.fingerprint
+        plans: dict[str, tuple[Plan, PlanRow]] = {}
         for i in ids:
             ref = refs[i]
-            patient = _body(patients.get(ref.split("/", 1)[1])) if ref else None
-            zone = patient_zone(patient, self._policy.default_zone)
+            patient = patients.get(ref.split("/", 1)[1]) if ref else None
+            zone = patient_zone(_body(patient), self._policy.default_zone)
             try:
                 plan = plan_careplan(
                     i,
@@ -188,7 +200,8 @@ class Reconciler:
                 log.exception("scheduler: could not plan CarePlan/%s; its Tasks stay", i)
                 continue
             version = careplans[i].version_id if i in careplans and bodies[i] else None
-            plans[i] = (plan, version)
+            patient_version = patient.version_id if patient is not None else None
+            plans[i] = (plan, _plan_row(plan, version, patient_version, fingerprint, now))
         return plans
 
 
@@ -239,7 +252,7 @@ class _Step:
             or row.start < self.now  # the past is history
             or row.start >= self.now + self.policy.horizon  # beyond the horizon: not judged
         ):
-            self.kept.append(row)
+            self.kept.append(replace(row, wanted=False))
             return
         self._to_cancel.append(row)
 
@@ -315,41 +328,57 @@ def _row(planned: PlannedTask, state: TaskState, version: int, policy: ScheduleP
         version,
         state,
         next_due(state, planned.start, policy) if state in ("requested", "ready") else None,
+        wanted=True,
     )
 
 
 def _replace_row(row: TaskRow, state: TaskState, version: int) -> TaskRow:
-    return TaskRow(row.task_id, row.careplan_id, row.activity, row.start, version, state, None)
+    """The row of a Task the schedule no longer wants, in `state` at `version`."""
+    return replace(row, task_version=version, state=state, due_at=None, wanted=False)
 
 
 def _written_rows(
     writes: Sequence[tuple[PendingWrite, TaskRow | None]],
     outcomes: Sequence[WrittenVersion | FhirError | None],
-) -> list[TaskRow]:
-    """The rows of the writes that went through, with the version written. A write refused
-    (someone changed the Task in between) keeps its old row: the next sweep looks again."""
+) -> tuple[list[TaskRow], set[str]]:
+    """The rows of the writes that went through, with the version written, and the CarePlans
+    of those refused. A write refused (someone changed the Task in between) keeps its old row:
+    the next sweep looks again."""
     rows: list[TaskRow] = []
+    refused: set[str] = set()
     for (write, row), outcome in zip(writes, outcomes, strict=True):
         if row is None:
             continue
         if isinstance(outcome, WrittenVersion):
-            rows.append(
-                TaskRow(
-                    row.task_id,
-                    row.careplan_id,
-                    row.activity,
-                    row.start,
-                    outcome.version_id,
-                    row.state,
-                    row.due_at,
-                )
-            )
+            rows.append(replace(row, task_version=outcome.version_id))
         else:
+            refused.add(row.careplan_id)
             log.info("scheduler: Task/%s changed under us (%s); next sweep", write.id, outcome)
-    return rows
+    return rows, refused
 
 
-def _plan_row(plan: Plan, version: int | None, now: datetime) -> PlanRow:
+def _covering(
+    plans: Mapping[str, tuple[Plan, PlanRow]],
+    tasks: Iterable[TaskRow],
+    horizon_end: datetime,
+    refused: set[str],
+) -> list[PlanRow]:
+    """The plans' rows with `covered_until` no later than their first Task row beyond the
+    horizon (not judged now), and None where a write was refused."""
+    beyond: dict[str, datetime] = {}
+    for task in tasks:
+        if task.start >= horizon_end:
+            beyond[task.careplan_id] = min(task.start, beyond.get(task.careplan_id, task.start))
+    covering: list[PlanRow] = []
+    for i, (plan, row) in plans.items():
+        until = min(plan.covered_until, beyond.get(i, plan.covered_until))
+        covering.append(replace(row, covered_until=None if i in refused else until))
+    return covering
+
+
+def _plan_row(
+    plan: Plan, version: int | None, patient_version: int | None, policy: str, now: datetime
+) -> PlanRow:
     report = {
         "tasks": len(plan.tasks),
         "skipped": [{"activity": s.activity, "reason": s.reason} for s in plan.skipped],
@@ -362,6 +391,9 @@ def _plan_row(plan: Plan, version: int | None, now: datetime) -> PlanRow:
         plan.scheduled,
         orjson.dumps(report).decode(),
         now,
+        patient_version,
+        policy,
+        plan.covered_until,
     )
 
 
@@ -372,12 +404,11 @@ def _plan_changed(before: PlanRow | None, after: PlanRow) -> bool:
 
 
 def _changed(before: PlanRow | None, after: PlanRow) -> bool:
-    """Whether a CarePlan's row says something new (not only a later `reconciled_at`)."""
-
-    def said(row: PlanRow) -> tuple[object, ...]:
-        return (row.version_id, row.patient, row.zone, row.scheduled, row.report)
-
-    return before is None or said(before) != said(after)
+    """Whether a CarePlan's row says something new: not only a later `reconciled_at` (an
+    earlier one is new: the clock went back, and scheduler/settled.py must know it)."""
+    if before is None or after.reconciled_at < before.reconciled_at:
+        return True
+    return replace(before, reconciled_at=after.reconciled_at) != after
 
 
 def _body(version: StoredVersion | None) -> dict[str, Any] | None:

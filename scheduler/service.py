@@ -6,7 +6,9 @@
 - Due wake-ups every `due_interval` seconds (a loop), in every scheduler process.
 - An APScheduler 3.x job: the sweep every `sweep_interval` seconds (and at start), run only by
   the leader (a PostgreSQL advisory lock; SQLite: the one process). The sweep rolls the horizon
-  forward and is the polling reconciliation that repairs whatever the stream missed.
+  forward and is the polling reconciliation that repairs whatever the stream missed. It
+  reconciles only the CarePlans that may have something to do, and leaves those that provably
+  have nothing to do alone (scheduler/settled.py); a full sweep reconciles every one.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from scheduler.due import DueTasks
 from scheduler.metrics import SCHEDULER_LEADER, SWEEP_REPAIRS, SWEEP_SECONDS, TASKS_WRITTEN
 from scheduler.policy import SchedulePolicy
 from scheduler.reconcile import Reconciler, Repairs
+from scheduler.settled import settled
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +119,9 @@ class Scheduler:
                 await asyncio.gather(task, return_exceptions=True)
         self._leader_task = self._due_task = None
 
-    async def sweep(self, progress: Progress | None = None) -> Repairs:
-        """Reconcile every CarePlan (live, deleted, or only known to the scheduler)."""
+    async def sweep(self, progress: Progress | None = None, *, full: bool = False) -> Repairs:
+        """Reconcile every CarePlan (live, deleted, or only known to the scheduler) that may
+        have something to do; with `full`, every one, planned afresh."""
         began = time.monotonic()
         async with self._store.engine.connect() as conn:
             total = await count_careplans(conn)
@@ -127,9 +131,12 @@ class Scheduler:
         while True:
             async with self._store.engine.connect() as conn:
                 page = await careplan_ids(conn, after=after, limit=SWEEP_PAGE)
-            if not page:
-                break
-            repairs += await self.reconciler.reconcile(page)
+                if not page:
+                    break
+                now = self._store.clock.now()
+                skip = set() if full else await settled(conn, page, now=now, policy=self._policy)
+            repairs += await self.reconciler.reconcile([i for i in page if i not in skip])
+            repairs.settled_plans += len(skip)
             done += len(page)
             after = page[-1]
             if progress is not None:
@@ -141,13 +148,14 @@ class Scheduler:
         SWEEP_SECONDS.observe(time.monotonic() - began)
         _count(repairs, "sweep")
         for kind, n in repairs.counts().items():
-            if n and kind not in ("plans", "created"):
+            if n and kind not in ("plans", "settled_plans", "created"):
                 SWEEP_REPAIRS.labels(kind).inc(n)
         log.info(
             "scheduler sweep: %d CarePlans in %.1fs",
             done,
             time.monotonic() - began,
-            extra={**repairs.counts(), "forgotten_rows": forgotten},
+            # Nested: a count named like a LogRecord attribute (`created`) may not be an extra.
+            extra={"repairs": repairs.counts(), "forgotten_rows": forgotten},
         )
         return repairs
 
@@ -181,6 +189,6 @@ class Scheduler:
 
 
 def _count(repairs: Repairs, cause: str) -> None:
-    for kind, n in repairs.counts().items():
-        if n and kind not in ("plans", "changed_plans"):
+    for kind, n in repairs.task_counts().items():
+        if n:
             TASKS_WRITTEN.labels(kind, cause).inc(n)

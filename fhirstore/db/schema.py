@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    true,
 )
 
 metadata = MetaData()
@@ -200,6 +201,13 @@ schedule_plans = Table(
     # JSON: why the CarePlan or some of its activities are not materialised ([] when all are).
     Column("report", Text, nullable=False),
     Column("reconciled_at", DateTime(timezone=True), nullable=False),
+    # What a sweep compares to leave the CarePlan alone (see scheduler/settled.py): the
+    # Patient version it was planned with (None: no Patient), the policy's fingerprint, and
+    # the instant up to which its Tasks cover the schedule (once now + horizon passes it, it
+    # wants more; None: reconcile it at the next sweep).
+    Column("patient_version", Integer, nullable=True),
+    Column("policy", String(64), nullable=True),
+    Column("covered_until", DateTime(timezone=True), nullable=True),
     Index("ix_schedule_plans_patient", "patient"),
 )
 
@@ -218,6 +226,9 @@ schedule_tasks = Table(
     Column("state", String(16), nullable=False),
     # When the Task next needs Herald (ready at start - lead, missed at start + grace).
     Column("due_at", DateTime(timezone=True), nullable=True),
+    # Whether the schedule wanted the occurrence when the CarePlan was last reconciled.
+    # The server default is the migration's (0005), which gave existing rows True.
+    Column("wanted", Boolean, nullable=False, server_default=true()),
     Index("ix_schedule_tasks_plan", "careplan_id", "start"),
     Index("ix_schedule_tasks_due", "due_at"),
 )

@@ -91,6 +91,10 @@ def careplan(patient_id: str, *activities: dict[str, Any], **fields: Any) -> dic
 
 
 DAILY_0900 = {"frequency": 1, "period": 1, "periodUnit": "d", "timeOfDay": ["09:00:00"]}
+# Its first 14 occurrences in Berlin from 2026-03-20 (summer time from the 29th).
+BERLIN_0900 = [f"2026-03-{d:02d}T09:00:00+01:00" for d in range(20, 29)] + [
+    f"2026-{m:02d}-{d:02d}T09:00:00+02:00" for m, d in [(3, 29), (3, 30), (3, 31), (4, 1), (4, 2)]
+]
 
 
 async def create(client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from fhirstore.clock import FrozenClock
 from scheduler.policy import BUSINESS_STATUS, OCCURRENCE_SYSTEM
 from scheduler.reconcile import Repairs
 from tests.scheduler.conftest import (
+    BERLIN_0900,
     DAILY_0900,
     HeraldFactory,
     careplan,
@@ -34,11 +35,6 @@ async def daily_plan(client: httpx.AsyncClient) -> tuple[dict[str, Any], list[di
     pid = (await create(client, patient()))["id"]
     plan = await create(client, careplan(pid, timing_activity(DAILY_0900)))
     return plan, await wait_for_tasks(client, plan["id"], 14)
-
-
-BERLIN_0900 = [f"2026-03-{d:02d}T09:00:00+01:00" for d in range(20, 29)] + [
-    f"2026-{m:02d}-{d:02d}T09:00:00+02:00" for m, d in [(3, 29), (3, 30), (3, 31), (4, 1), (4, 2)]
-]
 
 
 async def test_an_active_careplan_gets_one_requested_task_per_occurrence_in_the_horizon(
