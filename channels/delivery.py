@@ -10,6 +10,9 @@ holds (the dispatcher runs it in a loop):
    the next success. Events older than the give-up age when a retry fails are recorded as a
    dead letter and delivery moves on;
 3. a heartbeat when `heartbeatPeriod` passed without traffic.
+
+Every attempt to send (an `Attempt`: what, to whom, how it went, never the body) is reported to
+`DeliveryPolicy.record_attempt` when set: the audit trail.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from channels.metrics import (
     EVENTS_DELIVERED,
     NOTIFICATIONS_SENT,
 )
-from channels.transport import Delivery, Transport
+from channels.transport import Delivery, Outcome, Transport
 from events.subscriptions.focus import notification_events
 from events.subscriptions.ledger import Ledger, RecordedEvent, SubscriptionProgress
 from events.subscriptions.lifecycle import Lifecycle
@@ -53,6 +56,17 @@ _RECORD_EVERY = 0.05  # seconds between progress writes while a page is being de
 
 
 @dataclass(frozen=True, slots=True)
+class Attempt:
+    """One try at sending a notification: `events` are those it carried (none for a
+    handshake or heartbeat)."""
+
+    spec: SubscriptionSpec
+    kind: NotificationType
+    events: Sequence[RecordedEvent]
+    outcome: Outcome
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryPolicy:
     base_url: str  # FHIR base used in fullUrl and references
     default_timeout: float = 10.0
@@ -65,6 +79,7 @@ class DeliveryPolicy:
     linger: float = 2.0  # seconds an idle worker keeps its subscription's lease
     retention: timedelta = timedelta(days=7)
     prune_interval: float = 3600.0
+    record_attempt: Callable[[Attempt], None] | None = None  # told of every attempt (audit)
 
 
 class Rewound(Exception):
@@ -186,8 +201,9 @@ class SubscriptionDelivery:
         outcome = await self._transports["websocket"].send(
             self._delivery(spec, "handshake", body, key)
         )
-        if not outcome.ok:
+        if not outcome.ok:  # no socket took it: a check, not an attempt to report
             return False
+        self._report(Attempt(spec, "handshake", (), outcome))
         NOTIFICATIONS_SENT.labels("websocket", "handshake", "ok").inc()
         await self._ledger.sent(spec.id, now=sent_at)
         if progress.status != "active":
@@ -308,6 +324,7 @@ class SubscriptionDelivery:
             self._delivery(spec, "event-notification", payload, key),
             lease,
             kind="event-notification",
+            events=pending,
             give_up_from=pending[0].occurred_at,
             before_retry=before_retry,
         )
@@ -332,7 +349,8 @@ class SubscriptionDelivery:
         delivery: Delivery,
         lease: Lease,
         *,
-        kind: str,
+        kind: NotificationType,
+        events: Sequence[RecordedEvent] = (),
         retry: bool = True,
         give_up_from: datetime | None = None,
         before_retry: Callable[[], Awaitable[object]] | None = None,
@@ -342,11 +360,13 @@ class SubscriptionDelivery:
         occurred at `give_up_from`, pass the give-up age: (None when delivered, else the last
         error; the number of attempts). The status follows: `error` on a failure, `active` on
         a success. Retries stop (`Stopped`) when the subscription is turned off, deleted or
-        ends meanwhile, and (returning the error) when `stop_when` says so."""
+        ends meanwhile, and (returning the error) when `stop_when` says so. Each attempt is
+        reported with `events`, those the notification carries."""
         transport = self._transports[spec.channel.type]
         status, attempt = progress.status, 0
         while True:
             outcome = await transport.send(delivery)
+            self._report(Attempt(spec, kind, events, outcome))
             NOTIFICATIONS_SENT.labels(
                 spec.channel.type, kind, "ok" if outcome.ok else "failed"
             ).inc()
@@ -374,6 +394,10 @@ class SubscriptionDelivery:
             current = await self._current(spec.id)
             if current is None or ended(current[0], self._clock.now(), current[1]):
                 raise Stopped(spec.id)
+
+    def _report(self, attempt: Attempt) -> None:
+        if self._policy.record_attempt is not None:
+            self._policy.record_attempt(attempt)
 
     def nudge(self, subscription_id: str) -> None:
         """Cut short this subscription's current or next retry wait (e.g. a WebSocket was

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
@@ -14,6 +15,8 @@ from channels.websocket.api import websocket_router
 from events.subscriptions.capability import subscription_capabilities
 from events.subscriptions.operations import subscription_router
 from fhirstore.access.tokens import TokenRules, TokenVerifier
+from fhirstore.api.audit import AuditMiddleware
+from fhirstore.api.audit_events import audit_capabilities, audit_event_router
 from fhirstore.api.auth import AuthMiddleware
 from fhirstore.api.errors import install_error_handlers
 from fhirstore.api.routes import fhir_router
@@ -84,6 +87,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     app.state.runtime = runtime
     app.add_middleware(AuthMiddleware, verifier=verifier, prefix=settings.fhir_base_path)
+    if settings.audit:  # outside authentication, so that it sees refused tokens too
+        app.add_middleware(AuditMiddleware, trail=runtime.audit, prefix=settings.fhir_base_path)
     app.add_middleware(MetricsMiddleware)
     install_error_handlers(app)
 
@@ -106,17 +111,18 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     async def metrics() -> Response:
         return metrics_endpoint()
 
+    # Every router serves the one FHIR base, with the same links, limits and page sizes.
+    base: dict[str, Any] = {
+        "prefix": settings.fhir_base_path,
+        "public_base": settings.public_base_url,
+        "max_body_bytes": settings.max_body_bytes,
+    }
+    pages: dict[str, Any] = {
+        "default_count": settings.default_page_size,
+        "max_count": settings.max_page_size,
+    }
     # Operation routes first: the generic `/{type}/{id}` routes would take them otherwise.
-    app.include_router(
-        subscription_router(
-            runtime.store,
-            runtime.ledger,
-            runtime.registry,
-            prefix=settings.fhir_base_path,
-            public_base=settings.public_base_url,
-            max_body_bytes=settings.max_body_bytes,
-        )
-    )
+    app.include_router(subscription_router(runtime.store, runtime.ledger, runtime.registry, **base))
     app.include_router(
         websocket_router(
             runtime.store,
@@ -124,23 +130,23 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             runtime.registry,
             runtime.binding_tokens,
             runtime.hub,
-            prefix=settings.fhir_base_path,
-            public_base=settings.public_base_url,
-            max_body_bytes=settings.max_body_bytes,
+            **base,
             nudge=runtime.nudge,
         )
     )
     app.include_router(schedule_router(runtime.store, prefix=settings.fhir_base_path))
+    app.include_router(audit_event_router(runtime.audit, **base, **pages))
     app.include_router(
         fhir_router(
             runtime.store,
-            prefix=settings.fhir_base_path,
-            public_base=settings.public_base_url,
-            max_body_bytes=settings.max_body_bytes,
-            default_count=settings.default_page_size,
-            max_count=settings.max_page_size,
+            **base,
+            **pages,
+            max_bundle_entries=settings.max_bundle_entries,
             software_version=__version__,
-            capability_additions=[subscription_capabilities(runtime.registry.index.topic_urls)],
+            capability_additions=[
+                subscription_capabilities(runtime.registry.index.topic_urls),
+                audit_capabilities,
+            ],
         )
     )
     return app

@@ -1,8 +1,9 @@
 """The running parts of one Herald process, built from settings and started in order.
 
 `Runtime` owns the engine, the store, the bus and the background workers: the outbox relay,
-the subscription matcher, the dispatcher and the CarePlan scheduler. `herald serve` runs the API
-with all of them; `herald relay` runs only the relay, so each part can be scaled on its own.
+the subscription matcher, the dispatcher, the CarePlan scheduler and the audit trail's writer.
+`herald serve` runs the API with all of them; `herald relay` runs only the relay, so each part
+can be scaled on its own.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from channels.delivery import DeliveryPolicy
+from channels.audit import attempt_recorder
+from channels.delivery import Attempt, DeliveryPolicy
 from channels.dispatcher import Dispatcher, new_owner
 from channels.endpoints import EndpointGuard, Recipients, SafeEndpoints
 from channels.resthook import RestHookSender
@@ -31,6 +33,8 @@ from events.subscriptions.matching import Matcher, notification_job
 from events.subscriptions.registry import SUBSCRIPTION, SUBSCRIPTION_TOPIC, SubscriptionRegistry
 from events.subscriptions.rules import subscription_rule, topic_rule
 from events.subscriptions.seeding import seed_builtin_topics
+from fhirstore.access.audit import AuditTrail
+from fhirstore.api.audit_events import AUDIT_EVENT, refuse_writes
 from fhirstore.clock import Clock, SystemClock
 from fhirstore.db.engine import create_engine
 from fhirstore.db.migrate import upgrade
@@ -45,7 +49,9 @@ from scheduler.timing import WhenClock
 log = logging.getLogger(__name__)
 
 
-def delivery_policy(settings: Settings) -> DeliveryPolicy:
+def delivery_policy(
+    settings: Settings, record_attempt: Callable[[Attempt], None] | None = None
+) -> DeliveryPolicy:
     return DeliveryPolicy(
         base_url=settings.public_base_url
         or f"http://{settings.host}:{settings.port}{settings.fhir_base_path}",
@@ -57,6 +63,7 @@ def delivery_policy(settings: Settings) -> DeliveryPolicy:
         sweep_interval=settings.dispatcher_sweep_seconds,
         max_workers=settings.delivery_max_connections,
         retention=timedelta(hours=settings.subscription_event_retention_hours),
+        record_attempt=record_attempt,
     )
 
 
@@ -126,7 +133,12 @@ class Runtime:
             ),
         )
         self.store.add_rule(SUBSCRIPTION_TOPIC, topic_rule)
-        policy = delivery_policy(settings)
+        self.store.add_rule(AUDIT_EVENT, refuse_writes)
+        retention = settings.audit_retention_days
+        self.audit = AuditTrail(
+            self.store, retention=timedelta(days=retention) if retention else None
+        )
+        policy = delivery_policy(settings, attempt_recorder(self.audit) if settings.audit else None)
         owner = new_owner()
         self.hub = SocketHub(self.store, self.bus, owner=owner, lease=policy.lease)
         self.binding_tokens = BindingTokens(
@@ -177,6 +189,7 @@ class Runtime:
         if self.settings.subscriptions:
             await self.matching_registry.load()
         await self.bus.start()
+        self._spawn("audit-trail", self.audit.run)
         if self._run_relay:
             self.store.add_commit_listener(self.relay.wake)
             self._spawn("outbox-relay", self.relay.run)
@@ -223,4 +236,8 @@ class Runtime:
         await self.dispatcher.stop()
         for transport in self.transports.values():
             await transport.aclose()
+        try:
+            await self.audit.flush()  # what was recorded up to the end
+        except Exception:
+            log.exception("audit trail: the last entries could not be written")
         await self.engine.dispose()

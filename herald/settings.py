@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(16 * 1024 * 1024, description="Largest accepted request body")
     default_page_size: int = Field(50, description="Search page size when _count is absent")
     max_page_size: int = Field(1000, description="Largest _count honoured")
+    max_bundle_entries: int = Field(1000, description="Most entries in a transaction or batch")
     relay_poll_seconds: float = Field(0.5, description="Outbox poll interval (between wake-ups)")
     relay_batch_size: int = Field(500, description="Outbox events published per batch")
     outbox_retention_hours: float = Field(
@@ -129,7 +130,14 @@ class Settings(BaseSettings):
         description="Email recipients (addresses, or @domain) the email channel may write to; "
         "empty: any, unless authentication is on",
     )
-    audit: bool = Field(True, description="Record an audit trail of requests and deliveries")
+    audit: bool = Field(
+        True,
+        description="Record every request under the FHIR base and every delivery attempt in the "
+        "audit trail (false: record nothing; what was recorded stays readable)",
+    )
+    audit_retention_days: float | None = Field(
+        None, gt=0, description="Delete audit entries older than this (unset: keep them)"
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_format: Literal["console", "json"] = Field("console", description="console or json")
 

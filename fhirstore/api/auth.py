@@ -36,7 +36,7 @@ class AuthMiddleware:
         self._prefix = prefix.rstrip("/")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self._guards(scope["path"]):
+        if scope["type"] != "http" or not guarded(scope["path"], self._prefix):
             await self._app(scope, receive, send)
             return
         try:
@@ -46,10 +46,6 @@ class AuthMiddleware:
             return
         scope.setdefault("state", {})["principal"] = principal
         await self._app(scope, receive, send)
-
-    def _guards(self, path: str) -> bool:
-        inside = path == self._prefix or path.startswith(self._prefix + "/")
-        return inside and path != f"{self._prefix}/metadata"
 
     async def _principal(self, scope: Scope) -> Principal:
         if self._verifier is None:
@@ -66,6 +62,13 @@ class AuthMiddleware:
             extra={"path": scope["path"], "status": error.status, "reason": error.diagnostics},
         )
         await response(scope, receive, send)
+
+
+def guarded(path: str, prefix: str) -> bool:
+    """Whether a request to `path` needs a token: everything under the FHIR base `prefix`
+    (without a trailing slash) except the CapabilityStatement."""
+    inside = path == prefix or path.startswith(prefix + "/")
+    return inside and path != f"{prefix}/metadata"
 
 
 def request_principal(connection: HTTPConnection) -> Principal:

@@ -232,3 +232,39 @@ schedule_tasks = Table(
     Index("ix_schedule_tasks_plan", "careplan_id", "start"),
     Index("ix_schedule_tasks_due", "due_at"),
 )
+
+# -- audit trail (fhirstore/access/audit.py writes it, append-only) --------------------------
+
+# One row per REST request under the FHIR base (authorised, refused, or failing
+# authentication) and per delivery attempt: who, what, when, how it went and which grant
+# allowed it. Never a resource body.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    # rest | delivery | authentication (a request refused before it had a principal)
+    Column("kind", String(16), nullable=False),
+    # read, vread, search-type, history-*, create, update, delete, transaction, batch, an
+    # operation name ($events), ...; for a delivery the channel type (rest-hook, email, ...)
+    Column("interaction", String(64), nullable=False),
+    # the HTTP status ("403"), or for a delivery `delivered` | `failed`
+    Column("outcome", String(16), nullable=False),
+    Column("reason", Text, nullable=True),  # short, never a body
+    Column("subject", String(256), nullable=True),
+    Column("client", String(256), nullable=True),
+    Column("patient", String(64), nullable=True),  # the token's patient context
+    Column("granted_by", Text, nullable=True),  # space-separated scopes (or `administrator`)
+    # The resource (a delivery: its Subscription); the type alone for type-level interactions.
+    Column("res_type", String(64), nullable=True),
+    Column("res_id", String(64), nullable=True),
+    Column("query", Text, nullable=True),  # search parameter names, without their values
+    # Deliveries: handshake | heartbeat | event-notification, the eventNumbers carried, and
+    # where to (a REST hook's origin only: paths and queries may hold secrets).
+    Column("notification", String(32), nullable=True),
+    Column("first_event", BigInteger, nullable=True),
+    Column("last_event", BigInteger, nullable=True),
+    Column("endpoint", Text, nullable=True),
+    Index("ix_audit_log_recorded", "recorded_at"),
+    sqlite_autoincrement=True,
+)

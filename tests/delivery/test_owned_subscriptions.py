@@ -4,7 +4,6 @@ and through `$events`; nobody but the owner (or an administrator) can see or man
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,23 +17,16 @@ from herald.runtime import Runtime
 from tests.delivery.conftest import QUICK_DELIVERY, subscription
 from tests.support.herald import running_herald
 from tests.support.receiver import Receiver, http_receiver
-from tests.support.tokens import bearer, jwt_settings, token
+from tests.support.tokens import jwt_settings, live_bearer
 from tests.support.waiting import eventually
 
-
-def _now_token(**claims: Any) -> dict[str, str]:
-    """A token valid for the next hour of real time (these tests run on the system clock)."""
-    issued = int(time.time())
-    return bearer(token(iat=issued, exp=issued + 3600, **claims))
-
-
-ADMIN = _now_token(sub="admin-1")
-ALICE = _now_token(
+ADMIN = live_bearer(sub="admin-1")
+ALICE = live_bearer(
     sub="alice",
     scope="launch/patient patient/Observation.rs patient/Subscription.cruds",
     patient="p1",
 )
-BOB = _now_token(sub="bob", scope="patient/*.cruds patient/Subscription.cruds", patient="p2")
+BOB = live_bearer(sub="bob", scope="patient/*.cruds patient/Subscription.cruds", patient="p2")
 
 Herald = tuple[Runtime, httpx.AsyncClient, Receiver]
 
@@ -190,7 +182,7 @@ async def test_an_update_records_the_scopes_of_whoever_made_it(herald: Herald) -
     its update makes its own scopes the ones notifications are checked against."""
     _, client, receiver = herald
     mine = await _subscribe(client, ALICE, subscription(receiver.url))
-    narrow = _now_token(sub="alice", scope="patient/Subscription.cruds", patient="p1")
+    narrow = live_bearer(sub="alice", scope="patient/Subscription.cruds", patient="p1")
     plain = {**subscription(receiver.url, content="full-resource"), "id": mine}
     assert (await client.put(f"/Subscription/{mine}", json=plain, headers=narrow)).is_success
     stored = (await client.get(f"/Subscription/{mine}", headers=ALICE)).json()
@@ -201,7 +193,7 @@ async def test_an_update_records_the_scopes_of_whoever_made_it(herald: Herald) -
 async def test_server_history_never_shows_other_peoples_subscriptions(herald: Herald) -> None:
     _, client, receiver = herald
     await _subscribe(client, ALICE, subscription(receiver.url))
-    doctor = _now_token(sub="dr-osei", scope="user/*.rs")
+    doctor = live_bearer(sub="dr-osei", scope="user/*.rs")
     history = (await client.get("/_history", headers=doctor)).json()
     types = {e["resource"]["resourceType"] for e in history.get("entry", []) if "resource" in e}
     assert "Patient" in types and "Subscription" not in types

@@ -19,7 +19,7 @@ from events.bus.base import Message
 from events.bus.kafka import KafkaBus
 from herald.loader import Loader
 from herald.runtime import Runtime
-from tests.support.herald import crash_writes_of_gender, stored_counts
+from tests.support.herald import crash_writes_of_gender, running_herald, stored_counts
 
 
 def _issue(response: httpx.Response, status: int) -> dict[str, Any]:
@@ -332,3 +332,15 @@ async def test_a_bundle_with_too_many_entries_is_413_and_writes_nothing(
     assert await stored_counts(runtime) == before
     accepted = await client.post("", json=_transaction(*[entry] * 3, kind="batch"))
     assert accepted.status_code == 200
+
+
+async def test_the_bundle_entry_limit_follows_its_setting(tmp_path: Path) -> None:
+    async with running_herald(
+        f"sqlite+aiosqlite:///{tmp_path}/herald.db", max_bundle_entries=2
+    ) as (runtime, client):
+        before = await stored_counts(runtime)
+        entry = {"resource": PATIENT, "request": {"method": "POST", "url": "Patient"}}
+        issue = _issue(await client.post("", json=_transaction(*[entry] * 3)), 413)
+        assert "at most 2 per Bundle" in issue["diagnostics"]
+        assert await stored_counts(runtime) == before
+        assert (await client.post("", json=_transaction(*[entry] * 2))).status_code == 200

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,13 @@ def token(
 
 def bearer(value: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {value}"}
+
+
+def live_bearer(**claims: Any) -> dict[str, str]:
+    """Headers with a token valid for the next hour of real time, for tests whose deliveries
+    run on the system clock."""
+    issued = int(time.time())
+    return bearer(token(iat=issued, exp=issued + 3600, **claims))
 
 
 def jwt_settings(folder: Path) -> dict[str, Any]:
