@@ -41,6 +41,7 @@ from fhirstore.db.writer import (
     PendingWrite,
     WrittenVersion,
     ids_by_type,
+    last_live_body,
     load_heads,
     lock_condition,
     write_independent,
@@ -513,20 +514,7 @@ async def _admitted(conn: AsyncConnection, reach: Reach | None, row: Any) -> boo
         return True
     body = row.body
     if body is None:
-        v = resource_versions.c
-        body = (
-            await conn.execute(
-                select(v.body)
-                .where(
-                    v.res_type == row.res_type,
-                    v.res_id == row.res_id,
-                    v.version_id < row.version_id,
-                    v.body.is_not(None),
-                )
-                .order_by(v.version_id.desc())
-                .limit(1)
-            )
-        ).scalar()
+        body = await last_live_body(conn, row.res_type, row.res_id, row.version_id)
     return body is not None and reach.admits(orjson.loads(body))
 
 

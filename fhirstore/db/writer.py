@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+import orjson
 from sqlalchemy import and_, bindparam, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -168,6 +169,13 @@ async def _outside_reach(
         if write.reach is not None and head is not None and not head.deleted:
             by_reach.setdefault(write.reach, []).append(write.id)
     outside: set[tuple[str, str]] = set()
+    for write in writes:  # a deleted id stays with whoever could write its last version
+        head = current.get((write.resource_type, write.id))
+        if write.reach is None or write.reach.everything or head is None or not head.deleted:
+            continue
+        last = await last_live_body(conn, write.resource_type, write.id, head.version_id)
+        if last is not None and not write.reach.admits(orjson.loads(last), writing=True):
+            outside.add((write.resource_type, write.id))
     r = resources.c
     for reach, ids in by_reach.items():
         clause = reach_clause(reach, resources, writing=True)
@@ -181,6 +189,25 @@ async def _outside_reach(
             inside.update((await conn.execute(query)).scalars())
         outside.update((reach.resource_type, i) for i in ids if i not in inside)
     return outside
+
+
+async def last_live_body(
+    conn: AsyncConnection, resource_type: str, resource_id: str, before_version: int
+) -> str | None:
+    """The body of the newest version before `before_version` that is not a deletion."""
+    v = resource_versions.c
+    query = (
+        select(v.body)
+        .where(
+            v.res_type == resource_type,
+            v.res_id == resource_id,
+            v.version_id < before_version,
+            v.body.is_not(None),
+        )
+        .order_by(v.version_id.desc())
+        .limit(1)
+    )
+    return (await conn.execute(query)).scalar()
 
 
 def _reach_text(reach: Reach | None) -> str:

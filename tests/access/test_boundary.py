@@ -239,6 +239,19 @@ async def test_writes_outside_the_compartment_are_403_and_write_nothing(
     assert await stored_counts(runtime) == before
 
 
+async def test_a_deleted_id_may_be_written_again_only_inside_the_reach(
+    client: httpx.AsyncClient,
+) -> None:
+    assert (await client.delete("/Observation/o2", headers=ADMIN)).status_code == 204
+    reused = await client.put("/Observation/o2", json=_observation("o2", "Patient/p1"),
+                              headers=ALICE)  # fmt: skip
+    assert reused.status_code == 403  # Bob's last version: not Alice's to take over
+    assert (await client.get("/Observation/o2", headers=ADMIN)).status_code == 410
+    assert (await client.delete("/Observation/o1", headers=ALICE)).status_code == 204
+    back = await client.put("/Observation/o1", json=_observation("o1", "Patient/p1"), headers=ALICE)
+    assert back.status_code == 201
+
+
 async def test_a_read_only_token_may_not_write(client: httpx.AsyncClient) -> None:
     answer = await client.post("/Observation", json=_observation("x", "Patient/p1"), headers=NURSE)
     assert answer.status_code == 403

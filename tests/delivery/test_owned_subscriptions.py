@@ -145,6 +145,19 @@ async def test_only_the_owner_or_an_administrator_can_see_or_manage_a_subscripti
     assert (await client.get(base, headers=ALICE)).json()["channel"]["endpoint"] == receiver.url
 
 
+async def test_a_deleted_subscriptions_id_stays_with_its_owner(herald: Herald) -> None:
+    _, client, receiver = herald
+    mine = await _subscribe(client, ALICE, subscription(receiver.url))
+    base = f"/Subscription/{mine}"
+    assert (await client.delete(base, headers=ALICE)).status_code == 204
+    taken = await client.put(base, json={**subscription("http://127.0.0.1:9/bob"), "id": mine},
+                             headers=BOB)  # fmt: skip
+    assert taken.status_code == 403, taken.text
+    assert (await client.get(base, headers=ADMIN)).status_code == 410  # nothing was written
+    again = await client.put(base, json={**subscription(receiver.url), "id": mine}, headers=ALICE)
+    assert again.status_code == 201, again.text
+
+
 async def test_only_the_owner_gets_a_websocket_binding_token(herald: Herald) -> None:
     _, client, receiver = herald
     resource = subscription(receiver.url)
