@@ -317,6 +317,7 @@ def scheduler_reconcile(
     report what was fixed and which activities cannot be scheduled. CarePlans with provably
     nothing to do are left alone (counted as settled) unless --full."""
     from events.bus.memory import MemoryBus
+    from fhirstore.access.audit import AuditTrail
     from herald.runtime import schedule_policy
     from scheduler.reconcile import Repairs
     from scheduler.service import Scheduler
@@ -324,8 +325,9 @@ def scheduler_reconcile(
     settings = _settings(database_url)
 
     async def main() -> tuple[Repairs, list[tuple[str, str | None, str]]]:
-        async with _store(settings) as store:
-            scheduler = Scheduler(store, MemoryBus(), schedule_policy(settings))
+        async with _store(settings) as store, AuditTrail(store).writing() as trail:
+            audit = trail.record if settings.audit else None
+            scheduler = Scheduler(store, MemoryBus(), schedule_policy(settings), audit=audit)
             with Progress(
                 TextColumn("reconciling CarePlans"),
                 BarColumn(),

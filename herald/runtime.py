@@ -174,6 +174,7 @@ class Runtime:
             schedule_policy(settings),
             sweep_interval=settings.scheduler_sweep_seconds,
             due_interval=settings.scheduler_due_seconds,
+            audit=self.audit.record if settings.audit else None,
         )
         if settings.scheduler:
             self.scheduler.subscribe()

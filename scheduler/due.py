@@ -14,9 +14,11 @@ from datetime import datetime
 
 import orjson
 
+from fhirstore.access.acting import ActingAs
 from fhirstore.db.writer import PendingWrite, WrittenVersion
 from fhirstore.store import Store
 from scheduler.bookkeeping import TaskRow, claim_due, save_tasks
+from scheduler.identity import acting_as_scheduler
 from scheduler.metrics import TASKS_WRITTEN, WAKE_LAG
 from scheduler.policy import SchedulePolicy
 from scheduler.task import moved_state, next_due, state_of, with_state
@@ -25,8 +27,16 @@ BATCH = 500
 
 
 class DueTasks:
-    def __init__(self, store: Store, policy: SchedulePolicy, *, batch: int = BATCH) -> None:
+    def __init__(
+        self,
+        store: Store,
+        policy: SchedulePolicy,
+        *,
+        batch: int = BATCH,
+        acting: ActingAs | None = None,
+    ) -> None:
         self._store = store
+        self._acting = acting or acting_as_scheduler(store)
         self._policy = policy
         self._batch = batch
 
@@ -41,7 +51,8 @@ class DueTasks:
 
     async def _once(self) -> tuple[int, int]:
         now = self._store.clock.now()
-        async with self._store.write_transaction() as conn:
+        async with self._acting.transaction() as tx:
+            conn = tx.conn
             rows = await claim_due(conn, now, self._batch)
             if not rows:
                 return 0, 0
@@ -68,7 +79,7 @@ class DueTasks:
                 writes.append(
                     (PendingWrite("Task", row.task_id, moved, version.version_id), row, after)
                 )
-            outcomes = await self._store.write_each(conn, [w for w, _, _ in writes])
+            outcomes = await tx.write_each([w for w, _, _ in writes])
             written = 0
             for (_, before, after), outcome in zip(writes, outcomes, strict=True):
                 if not isinstance(outcome, WrittenVersion):

@@ -34,6 +34,7 @@ import orjson
 from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from fhirstore.access.acting import ActingAs
 from fhirstore.db.schema import resource_versions, search_index
 from fhirstore.db.writer import Head, PendingWrite, WrittenVersion
 from fhirstore.errors import FhirError
@@ -47,6 +48,7 @@ from scheduler.bookkeeping import (
     save_tasks,
     task_rows,
 )
+from scheduler.identity import acting_as_scheduler
 from scheduler.plan import Plan, patient_of, patient_zone, plan_careplan
 from scheduler.policy import OCCURRENCE_SYSTEM, SchedulePolicy
 from scheduler.task import (
@@ -104,8 +106,11 @@ class Repairs:
 
 
 class Reconciler:
-    def __init__(self, store: Store, policy: SchedulePolicy) -> None:
+    def __init__(
+        self, store: Store, policy: SchedulePolicy, *, acting: ActingAs | None = None
+    ) -> None:
         self._store = store
+        self._acting = acting or acting_as_scheduler(store)
         self._policy = policy
 
     async def reconcile(self, careplan_ids: Sequence[str]) -> Repairs:
@@ -134,7 +139,8 @@ class Reconciler:
     async def _batch(self, ids: Sequence[str]) -> Repairs:
         now = self._store.clock.now()
         repairs = Repairs(plans=len(ids))
-        async with self._store.write_transaction() as conn:
+        async with self._acting.transaction() as tx:
+            conn = tx.conn
             await lock_plans(conn, ids)
             previous = await plan_rows(conn, ids)
             plans = await self._plans(conn, ids, now)
@@ -161,7 +167,7 @@ class Reconciler:
             for version in await _duplicates(conn, wanted):
                 if version.id not in rows and version.id not in wanted:
                     step.duplicate(version)
-            outcomes = await self._store.write_each(conn, [w for w, _ in step.writes])
+            outcomes = await tx.write_each([w for w, _ in step.writes])
             kept = [r for r in step.kept if rows.get(r.task_id) != r]  # only what changed
             written, refused = _written_rows(step.writes, outcomes)
             await save_tasks(conn, [*kept, *written])

@@ -24,6 +24,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from events.bus import Bus, Message
 from events.model import CHANGES_TOPIC
+from fhirstore.access.acting import Record
 from fhirstore.db.leader import Leadership
 from fhirstore.db.locks import SCHEDULER_LOCK_KEY
 from fhirstore.store import Store
@@ -35,6 +36,7 @@ from scheduler.bookkeeping import (
     skipped_activities,
 )
 from scheduler.due import DueTasks
+from scheduler.identity import acting_as_scheduler
 from scheduler.metrics import SCHEDULER_LEADER, SWEEP_REPAIRS, SWEEP_SECONDS, TASKS_WRITTEN
 from scheduler.policy import SchedulePolicy
 from scheduler.reconcile import Reconciler, Repairs
@@ -59,14 +61,17 @@ class Scheduler:
         *,
         sweep_interval: float = 300.0,
         due_interval: float = 1.0,
+        audit: Record | None = None,
     ) -> None:
+        """`audit` records each Task write the scheduler makes (`fhirstore/access/acting.py`)."""
         self._store = store
         self._bus = bus
         self._policy = policy
         self._sweep_interval = sweep_interval
         self._due_interval = due_interval
-        self.reconciler = Reconciler(store, policy)
-        self.due = DueTasks(store, policy)
+        acting = acting_as_scheduler(store, audit)
+        self.reconciler = Reconciler(store, policy, acting=acting)
+        self.due = DueTasks(store, policy, acting=acting)
         self.leadership = Leadership(
             store.engine, SCHEDULER_LOCK_KEY, "scheduler", on_change=self._leading
         )

@@ -1,8 +1,9 @@
 """The audit trail: who did what to which resource, when, how it went and what allowed it.
 
-One `AuditEntry` per REST request under the FHIR base (`fhirstore/api/audit.py`) and per
-delivery attempt (`channels/audit.py`). An entry never holds a resource body: only names,
-ids, a status and a short reason.
+One `AuditEntry` per REST request under the FHIR base (`fhirstore/api/audit.py`), per
+delivery attempt (`channels/audit.py`) and per write Herald makes as a system identity
+(`fhirstore/access/acting.py`: the scheduler's Tasks). An entry never holds a resource body:
+only names, ids, a status and a short reason.
 
 `AuditTrail.record` stamps the entry with the store's clock and appends it to a buffer in
 memory, so the request or delivery it describes never waits for the database. `run` writes the
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -32,7 +34,7 @@ from fhirstore.store import Store, as_utc
 
 log = logging.getLogger(__name__)
 
-AuditKind = Literal["rest", "delivery", "authentication"]
+AuditKind = Literal["rest", "delivery", "authentication", "system"]
 DELIVERED, FAILED = "delivered", "failed"
 _PRUNE_EVERY = 3600.0  # seconds
 
@@ -145,6 +147,19 @@ class AuditTrail:
                     await self.prune(self.clock.now() - self._retention)
             except Exception:
                 log.exception("audit trail: could not write; %d entries wait", len(self._buffer))
+
+    @contextlib.asynccontextmanager
+    async def writing(self) -> AsyncIterator[AuditTrail]:
+        """`run` for the length of the block, then `flush` what is left (for a command that
+        writes, such as `herald scheduler reconcile`)."""
+        task = asyncio.create_task(self.run(), name="audit-trail")
+        try:
+            yield self
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await self.flush()
 
     async def prune(self, older_than: datetime) -> int:
         """Delete entries recorded before `older_than`."""

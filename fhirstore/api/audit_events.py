@@ -58,6 +58,11 @@ _TYPES: dict[AuditKind, dict[str, str]] = {
     },
     "delivery": {"system": _DCM, "code": "110106", "display": "Export"},
     "authentication": {"system": _DCM, "code": "110114", "display": "User Authentication"},
+    "system": {
+        "system": "http://herald-fhir.org/fhir/CodeSystem/audit-type",
+        "code": "system-write",
+        "display": "Write by a Herald system identity",
+    },
 }
 _KINDS = {coding["code"]: kind for kind, coding in _TYPES.items()}
 _ACTIONS = {"create": "C", "update": "U", "patch": "U", "delete": "D"}

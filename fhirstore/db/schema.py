@@ -243,7 +243,8 @@ audit_log = Table(
     metadata,
     Column("id", _BigId, primary_key=True, autoincrement=True),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
-    # rest | delivery | authentication (a request refused before it had a principal)
+    # rest | delivery | authentication (a request refused before it had a principal) |
+    # system (a write by Herald's own system identity, e.g. the scheduler)
     Column("kind", String(16), nullable=False),
     # read, vread, search-type, history-*, create, update, delete, transaction, batch, an
     # operation name ($events), ...; for a delivery the channel type (rest-hook, email, ...)
