@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 from urllib.parse import urlencode
 
 import orjson
-from sqlalchemy import and_, func, select
+from sqlalchemy import Select, and_, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -64,6 +64,7 @@ from fhirstore.validation import require_id, require_type, validate_resource
 _OR_OUTSIDE = " (or is outside what this token may read)"
 _VERSIONS_PER_QUERY = 300  # ids per IN list when their version numbers are bound too
 _IDS_PER_QUERY = 900
+_HISTORY_CHUNK = 500  # versions read at a time when each must be judged against a reach
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,7 +327,10 @@ class Store:
                     )
                 )
             ).first()
-            if row is None or not await _admitted(conn, reach, row):
+            # Like history: the version, and the resource as it is now, must be inside.
+            if row is None or not (
+                await _admitted(conn, reach, row) and await _admitted_now(conn, reach, row)
+            ):
                 raise NotFound(
                     f"{resource_type}/{resource_id} has no version {version_id}{_OR_OUTSIDE}"
                 )
@@ -395,16 +399,19 @@ class Store:
             # Subscriptions are their owners' alone, whatever a `*` scope says.
             conds.append(resource_versions.c.res_type != "Subscription")
         where = and_(*conds) if conds else None
+        v = resource_versions.c
         query = select(resource_versions).order_by(
-            resource_versions.c.last_updated.desc(), resource_versions.c.version_id.desc()
+            v.last_updated.desc(), v.version_id.desc(), v.res_type, v.res_id
         )
         counter = select(func.count()).select_from(resource_versions)
         if where is not None:
             query, counter = query.where(where), counter.where(where)
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(query.limit(count).offset(offset))).all()
-            total = (await conn.execute(counter)).scalar_one()
-            rows = [row for row in rows if await _admitted(conn, reach, row)]
+            if reach is None or reach.everything:
+                rows = (await conn.execute(query.limit(count).offset(offset))).all()
+                total = (await conn.execute(counter)).scalar_one()
+            else:
+                rows, total = await _admitted_page(conn, reach, query, count, offset)
         if (
             resource_id is not None
             and total == 0
@@ -505,6 +512,37 @@ def _history_reach(
         access.granted.append(reach)
         return reach
     return access.reach(resource_type, "r" if resource_id is not None else "s")
+
+
+async def _admitted_page(
+    conn: AsyncConnection, reach: Reach, query: Select[Any], count: int, offset: int
+) -> tuple[list[Any], int]:
+    """The page of `query`'s versions that are inside `reach`, and how many there are in all.
+    Each version is judged by its own body, so a resource's versions from before it entered a
+    patient's compartment are neither listed nor counted, and pages are full. Reads them all,
+    a chunk at a time: what a narrowed reach sees is one patient's or owner's history."""
+    page: list[Any] = []
+    total = start = 0
+    while True:
+        rows = (await conn.execute(query.limit(_HISTORY_CHUNK).offset(start))).all()
+        for row in rows:
+            if await _admitted(conn, reach, row):
+                if offset <= total < offset + count:
+                    page.append(row)
+                total += 1
+        if len(rows) < _HISTORY_CHUNK:
+            return page, total
+        start += _HISTORY_CHUNK
+
+
+async def _admitted_now(conn: AsyncConnection, reach: Reach | None, version: Any) -> bool:
+    """Whether the resource `version` (a `resource_versions` row) is of is inside `reach` as
+    it is now."""
+    if reach is None or reach.everything:
+        return True
+    r = resources.c
+    query = select(resources).where(r.res_type == version.res_type, r.res_id == version.res_id)
+    return await _admitted(conn, reach, (await conn.execute(query)).one())
 
 
 async def _admitted(conn: AsyncConnection, reach: Reach | None, row: Any) -> bool:

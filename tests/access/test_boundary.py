@@ -188,6 +188,39 @@ async def test_a_resource_moved_into_the_compartment_shows_only_its_versions_fro
     bundle = (await client.get("/Observation/o2/_history", headers=ALICE)).json()
     versions = [e["resource"]["meta"]["versionId"] for e in bundle["entry"]]
     assert versions == ["3"]  # 1 and 2 were Bob's
+    assert bundle["total"] == 1  # not counted either
+    for n in (4, 5):
+        await client.put(
+            "/Observation/o2",
+            json=_observation("o2", "Patient/p1", issued=f"2026-11-0{n}T00:00:00Z"),
+            headers=ALICE,
+        )
+    pages = [
+        (
+            await client.get(
+                "/Observation/o2/_history",
+                params={"_count": "2", "_offset": str(o)},
+                headers=ALICE,
+            )
+        ).json()
+        for o in (0, 2)
+    ]
+    assert [[e["resource"]["meta"]["versionId"] for e in p.get("entry", [])] for p in pages] == [
+        ["5", "4"],
+        ["3"],
+    ]
+    assert {p["total"] for p in pages} == {3}
+
+
+async def test_a_resource_moved_out_of_the_compartment_is_gone_from_vread_and_history(
+    client: httpx.AsyncClient,
+) -> None:
+    assert (await client.get("/Observation/o1/_history/1", headers=ALICE)).status_code == 200
+    await client.put("/Observation/o1", json=_observation("o1", "Patient/p2"), headers=ADMIN)
+    for path in ("/Observation/o1", "/Observation/o1/_history/1", "/Observation/o1/_history"):
+        assert (await client.get(path, headers=ALICE)).status_code == 404, path
+    listed = (await client.get("/Observation/_history", headers=ALICE)).json()
+    assert "Observation/o1" not in _ids(listed)
 
 
 # -- writes ---------------------------------------------------------------------------------------
