@@ -132,6 +132,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             runtime.hub,
             **base,
             nudge=runtime.nudge,
+            record_attempt=runtime.record_attempt,
         )
     )
     app.include_router(schedule_router(runtime.store, prefix=settings.fhir_base_path))

@@ -138,7 +138,9 @@ class Runtime:
         self.audit = AuditTrail(
             self.store, retention=timedelta(days=retention) if retention else None
         )
-        policy = delivery_policy(settings, attempt_recorder(self.audit) if settings.audit else None)
+        # Told of every delivery attempt, the dispatcher's and a WebSocket bind's handshake.
+        self.record_attempt = attempt_recorder(self.audit) if settings.audit else None
+        policy = delivery_policy(settings, self.record_attempt)
         owner = new_owner()
         self.hub = SocketHub(self.store, self.bus, owner=owner, lease=policy.lease)
         self.binding_tokens = BindingTokens(

@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response
 
+from channels.delivery import Attempt
+from channels.transport import Outcome
 from channels.websocket.hub import Connection, SocketHub
 from channels.websocket.tokens import BindingTokens
 from events.subscriptions.ledger import Ledger, SubscriptionProgress
@@ -53,9 +55,11 @@ def websocket_router(
     public_base: str | None,
     max_body_bytes: int,
     nudge: Callable[[str], Awaitable[None]],
+    record_attempt: Callable[[Attempt], None] | None = None,
 ) -> APIRouter:
     """`nudge(id)` asks the subscription's delivery to send what it owes now (not after its
-    retry wait): called once a socket is bound."""
+    retry wait): called once a socket is bound. `record_attempt` is told of each handshake
+    a bind sends (the audit trail, as for the dispatcher's attempts)."""
     router = APIRouter(prefix=prefix)
     lifecycle = Lifecycle(store, ledger)
 
@@ -106,6 +110,10 @@ def websocket_router(
     async def instance_token(request: Request, subscription_id: str) -> Response:
         return await binding_token(request, [subscription_id])
 
+    def record(spec: SubscriptionSpec, outcome: Outcome) -> None:
+        if record_attempt is not None:
+            record_attempt(Attempt(spec, "handshake", (), outcome))
+
     async def bind(socket: WebSocket, connection: Connection, subscription_id: str) -> None:
         try:
             spec = await websocket_spec(subscription_id, None)  # the token was the check
@@ -133,7 +141,13 @@ def websocket_router(
             now=now,
         )
         async with connection.lock:  # the handshake goes out before any notification
-            await socket.send_text(fhirjson.dumps(handshake).decode())
+            began = asyncio.get_running_loop().time()
+            try:
+                await socket.send_text(fhirjson.dumps(handshake).decode())
+            except Exception as error:
+                record(spec, Outcome(False, None, f"the socket closed: {error!r}", 0.0))
+                raise
+            record(spec, Outcome(True, None, None, asyncio.get_running_loop().time() - began))
             await hub.bind(connection, subscription_id)
         await ledger.sent(subscription_id, now=now)
         if progress.status != "active":

@@ -23,6 +23,7 @@ from tests.delivery.conftest import (
     subscription,
     wait_for_status,
 )
+from tests.support.waiting import eventually
 
 WAIT_S = 20.0
 
@@ -263,3 +264,29 @@ async def test_oversized_messages_are_refused_and_the_server_stays_up(
     assert str(MAX_MESSAGE_CHARS) in too_long["issue"][0]["diagnostics"]
     assert notification_type(handshake) == notification_type(again) == "handshake"
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009  # message too big
+
+
+async def test_the_bind_handshake_and_each_notification_are_in_the_audit_trail(
+    start_herald: HeraldFactory,
+) -> None:
+    patient = _patient()
+    async with start_herald(served=True) as (_, client):
+        sid = await create(client, websocket_subscription(patient))
+        token = await token_for(client, sid)
+        async with connect(token["websocket-url"][0]) as socket:
+            await bind(socket, token)
+            await wait_for_status(client, sid, "active")
+            assert (await client.post("/Observation", json=observation(patient, 1))).is_success
+            await receive_notifications(socket, 1)
+        recorded: list[tuple[str, str]] = []
+
+        async def both_recorded() -> bool:
+            answer = await client.get(f"/AuditEvent?type=110106&entity=Subscription/{sid}")
+            recorded[:] = [
+                (event["subtype"][0]["code"], event["subtype"][1]["code"])
+                for event in (e["resource"] for e in reversed(answer.json().get("entry", [])))
+            ]
+            return len(recorded) >= 2
+
+        await eventually(both_recorded, within=WAIT_S, what=lambda: f"recorded: {recorded}")
+    assert recorded == [("websocket", "handshake"), ("websocket", "event-notification")]
