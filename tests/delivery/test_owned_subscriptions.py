@@ -4,17 +4,20 @@ and through `$events`; nobody but the owner (or an administrator) can see or man
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
 
 from fhirstore.access.ownership import OWNER_EXTENSION
 from fhirstore.clock import SystemClock
 from herald.runtime import Runtime
-from tests.delivery.conftest import QUICK_DELIVERY, subscription
+from tests.delivery.conftest import QUICK_DELIVERY, notification_type, subscription
 from tests.support.herald import running_herald
 from tests.support.receiver import Receiver, http_receiver
 from tests.support.tokens import jwt_settings, live_bearer
@@ -41,6 +44,7 @@ async def herald(tmp_path: Path) -> AsyncIterator[Herald]:
             **jwt_settings(tmp_path),
             endpoint_allowlist="127.0.0.1",
             scheduler=False,
+            served=True,  # a real socket for the WebSocket channel
             **QUICK_DELIVERY,
         ) as (runtime, client),
     ):
@@ -143,6 +147,31 @@ async def test_only_the_owner_or_an_administrator_can_see_or_manage_a_subscripti
     assert (await client.put(base, json={**stolen, "id": mine}, headers=BOB)).status_code == 403
     assert (await client.delete(base, headers=BOB)).status_code == 403
     assert (await client.get(base, headers=ALICE)).json()["channel"]["endpoint"] == receiver.url
+
+
+async def test_a_patients_websocket_hears_only_about_that_patient(herald: Herald) -> None:
+    _, client, _ = herald
+    resource = subscription("", content="full-resource")
+    resource["channel"] = {**resource["channel"], "type": "websocket"}
+    resource["channel"].pop("endpoint")
+    made = await client.post("/Subscription", json=resource, headers=ALICE)
+    assert made.status_code == 201, made.text
+    sid = made.json()["id"]
+    answer = await client.get(f"/Subscription/{sid}/$get-ws-binding-token", headers=ALICE)
+    token = {p["name"]: p.get("valueString", p.get("valueUrl")) for p in answer.json()["parameter"]}
+    async with connect(token["websocket-url"]) as socket:
+        await socket.send(f"bind-with-token {token['token']}")
+        handshake = json.loads(await asyncio.wait_for(socket.recv(), 15))
+        assert notification_type(handshake) == "handshake"
+        await client.post("/Observation", json=_observation("p2", "bob-secret"), headers=ADMIN)
+        mine = await client.post("/Observation", json=_observation("p1", "mine"), headers=ADMIN)
+        expected = f"Observation/{mine.json()['id']}"
+        received: list[dict[str, Any]] = []
+        while expected not in [f for bundle in received for f in _focus(bundle)]:
+            received.append(json.loads(await asyncio.wait_for(socket.recv(), 15)))
+    focus = {f for bundle in received for f in _focus(bundle)}
+    assert focus <= {expected, f"Subscription/{sid}"}  # its own activation is Alice's to see
+    assert "bob-secret" not in json.dumps(received)
 
 
 async def test_a_deleted_subscriptions_id_stays_with_its_owner(herald: Herald) -> None:
