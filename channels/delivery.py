@@ -45,6 +45,7 @@ from events.subscriptions.notification import (
 )
 from events.subscriptions.registry import SubscriptionRegistry
 from fhirstore import fhirjson
+from fhirstore.access.acting import Record
 from fhirstore.db.writer import fhir_instant
 from fhirstore.errors import Gone, NotFound
 from fhirstore.store import Store
@@ -80,6 +81,7 @@ class DeliveryPolicy:
     retention: timedelta = timedelta(days=7)
     prune_interval: float = 3600.0
     record_attempt: Callable[[Attempt], None] | None = None  # told of every attempt (audit)
+    record_write: Record | None = None  # told of every Subscription status write (audit)
 
 
 class Rewound(Exception):
@@ -106,7 +108,7 @@ class SubscriptionDelivery:
         self._store = store
         self._clock = store.clock
         self._ledger = ledger
-        self._lifecycle = Lifecycle(store, ledger)
+        self._lifecycle = Lifecycle(store, ledger, record=policy.record_write)
         self._registry = registry
         self._transports = transports
         self._policy = policy

@@ -133,6 +133,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             **base,
             nudge=runtime.nudge,
             record_attempt=runtime.record_attempt,
+            record_write=runtime.record_write,
         )
     )
     app.include_router(schedule_router(runtime.store, prefix=settings.fhir_base_path))

@@ -33,6 +33,7 @@ from events.subscriptions.matching import Matcher, notification_job
 from events.subscriptions.registry import SUBSCRIPTION, SUBSCRIPTION_TOPIC, SubscriptionRegistry
 from events.subscriptions.rules import subscription_rule, topic_rule
 from events.subscriptions.seeding import seed_builtin_topics
+from fhirstore.access.acting import Record
 from fhirstore.access.audit import AuditTrail
 from fhirstore.api.audit_events import AUDIT_EVENT, refuse_writes
 from fhirstore.clock import Clock, SystemClock
@@ -50,7 +51,9 @@ log = logging.getLogger(__name__)
 
 
 def delivery_policy(
-    settings: Settings, record_attempt: Callable[[Attempt], None] | None = None
+    settings: Settings,
+    record_attempt: Callable[[Attempt], None] | None = None,
+    record_write: Record | None = None,
 ) -> DeliveryPolicy:
     return DeliveryPolicy(
         base_url=settings.public_base_url
@@ -64,6 +67,7 @@ def delivery_policy(
         max_workers=settings.delivery_max_connections,
         retention=timedelta(hours=settings.subscription_event_retention_hours),
         record_attempt=record_attempt,
+        record_write=record_write,
     )
 
 
@@ -140,7 +144,9 @@ class Runtime:
         )
         # Told of every delivery attempt, the dispatcher's and a WebSocket bind's handshake.
         self.record_attempt = attempt_recorder(self.audit) if settings.audit else None
-        policy = delivery_policy(settings, self.record_attempt)
+        # Told of every write Herald makes as one of its system identities.
+        self.record_write = self.audit.record if settings.audit else None
+        policy = delivery_policy(settings, self.record_attempt, self.record_write)
         owner = new_owner()
         self.hub = SocketHub(self.store, self.bus, owner=owner, lease=policy.lease)
         self.binding_tokens = BindingTokens(
@@ -176,7 +182,7 @@ class Runtime:
             schedule_policy(settings),
             sweep_interval=settings.scheduler_sweep_seconds,
             due_interval=settings.scheduler_due_seconds,
-            audit=self.audit.record if settings.audit else None,
+            audit=self.record_write,
         )
         if settings.scheduler:
             self.scheduler.subscribe()

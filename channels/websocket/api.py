@@ -27,6 +27,7 @@ from events.subscriptions.notification import notification_bundle
 from events.subscriptions.operations import operation_parameters, stored_spec
 from events.subscriptions.registry import SubscriptionRegistry
 from fhirstore import fhirjson
+from fhirstore.access.acting import Record
 from fhirstore.access.boundary import Access
 from fhirstore.api.auth import request_access
 from fhirstore.api.http import FhirResponse
@@ -56,12 +57,14 @@ def websocket_router(
     max_body_bytes: int,
     nudge: Callable[[str], Awaitable[None]],
     record_attempt: Callable[[Attempt], None] | None = None,
+    record_write: Record | None = None,
 ) -> APIRouter:
     """`nudge(id)` asks the subscription's delivery to send what it owes now (not after its
     retry wait): called once a socket is bound. `record_attempt` is told of each handshake
-    a bind sends (the audit trail, as for the dispatcher's attempts)."""
+    a bind sends (the audit trail, as for the dispatcher's attempts), `record_write` of each
+    status write a bind makes."""
     router = APIRouter(prefix=prefix)
-    lifecycle = Lifecycle(store, ledger)
+    lifecycle = Lifecycle(store, ledger, record=record_write)
 
     def fhir_base(request: Request | WebSocket) -> str:
         """The FHIR base of links in Bundles: http(s), also when asked over ws(s)."""

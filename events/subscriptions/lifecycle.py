@@ -2,7 +2,8 @@
 
 The ledger is what dispatchers act on; the Subscription's `status` (and `error`) is what
 clients read. Herald writes the resource only on a transition, as an internal write (the
-resource rules that force a client's new Subscription to `requested` do not apply).
+resource rules that force a client's new Subscription to `requested` do not apply) of its
+system identity `herald-subscriptions`, which the audit trail shows.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import orjson
 
 from events.subscriptions.ledger import Ledger
 from events.subscriptions.registry import SUBSCRIPTION
+from fhirstore.access.acting import ActingAs, Record
+from fhirstore.access.principal import Principal
+from fhirstore.access.scopes import Scopes
 from fhirstore.errors import Gone, NotFound, PreconditionFailed
 from fhirstore.store import Store
 
@@ -21,10 +25,18 @@ log = logging.getLogger(__name__)
 _ATTEMPTS = 5
 
 
+# Who writes a Subscription's status: Herald's system identity for it, with only that scope.
+STATUS_WRITER = Principal(
+    "system", "herald-subscriptions", Scopes.parse("system/Subscription.ru"), client="herald"
+)
+
+
 class Lifecycle:
-    def __init__(self, store: Store, ledger: Ledger) -> None:
+    def __init__(self, store: Store, ledger: Ledger, *, record: Record | None = None) -> None:
+        """`record` is told of each status write (the audit trail)."""
         self._store = store
         self._ledger = ledger
+        self._writer = ActingAs(store, STATUS_WRITER, record)
 
     async def transition(
         self, subscription_id: str, status: str, *, error: str | None = None
@@ -55,12 +67,8 @@ class Lifecycle:
             else:
                 body["error"] = error
             try:
-                await self._store.update(
-                    SUBSCRIPTION,
-                    subscription_id,
-                    body,
-                    if_match=current.version_id,
-                    internal=True,
+                await self._writer.update(
+                    SUBSCRIPTION, subscription_id, body, if_match=current.version_id
                 )
                 return
             except PreconditionFailed:

@@ -1,5 +1,6 @@
 """Herald's own writers act as a system identity: a `Principal` of kind `system` with scopes of
-its own, like a client's (the scheduler's are in `scheduler/identity.py`).
+its own, like a client's (the scheduler's are in `scheduler/identity.py`, the Subscription
+status writer's in `events/subscriptions/lifecycle.py`).
 
 `ActingAs.transaction()` is a store write transaction in which each write is checked against the
 identity's reach, in the transaction, as a client's write is; once it commits, each write made
@@ -12,6 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -64,6 +66,19 @@ class ActingAs:
         if self._record is not None:
             for version, grant in acting.written:
                 self._record(self._entry(version, grant))
+
+    async def update(
+        self, resource_type: str, resource_id: str, body: dict[str, Any], *, if_match: int
+    ) -> WrittenVersion:
+        """`Store.update` as an internal write (the client rules do not apply) of this
+        identity, recorded once written."""
+        access = Access(self.principal)
+        written = await self.store.update(
+            resource_type, resource_id, body, if_match=if_match, internal=True, access=access
+        )
+        if self._record is not None:
+            self._record(self._entry(written, access.granted[-1].grant))
+        return written
 
     def _entry(self, version: WrittenVersion, grant: str) -> AuditEntry:
         return AuditEntry(

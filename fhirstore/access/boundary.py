@@ -143,7 +143,8 @@ class Access:
         scope = wide or narrow
         if scope is None:
             return None
-        if resource_type == SUBSCRIPTION:
+        if resource_type == SUBSCRIPTION and principal.kind != "system":
+            # Clients' Subscriptions are their own; Herald's status writer keeps them all.
             return Reach(resource_type, scope.text, owner=principal.subject)
         if scope is wide:
             return Reach(resource_type, scope.text)

@@ -19,7 +19,7 @@ from channels.audit import attempt_entry
 from channels.delivery import Attempt
 from channels.transport import Outcome
 from events.subscriptions.model import Channel, SubscriptionSpec
-from fhirstore.access.audit import AuditFilter
+from fhirstore.access.audit import AuditFilter, AuditKind
 from fhirstore.api.audit import classify
 from fhirstore.db.engine import create_engine
 from fhirstore.db.schema import audit_log
@@ -64,16 +64,16 @@ async def _trail(client: httpx.AsyncClient, query: str = "") -> list[dict[str, A
     return [e["resource"] for e in answer.json().get("entry", [])]
 
 
-async def _deliveries_recorded(runtime: Runtime, count: int) -> None:
-    """Wait until `count` delivery attempts are in the trail (read directly, so that waiting
+async def _recorded(runtime: Runtime, count: int, kind: AuditKind = "delivery") -> None:
+    """Wait until `count` entries of `kind` are in the trail (read directly, so that waiting
     adds no requests to it)."""
 
     async def recorded() -> bool:
         await runtime.audit.flush()
-        found = await runtime.audit.entries(AuditFilter(kinds=("delivery",)), before=None, count=99)
+        found = await runtime.audit.entries(AuditFilter(kinds=(kind,)), before=None, count=99)
         return len(found) >= count
 
-    await eventually(recorded, within=15, what=lambda: f"not {count} deliveries recorded")
+    await eventually(recorded, within=15, what=lambda: f"not {count} {kind} entries recorded")
 
 
 def _summary(event: dict[str, Any]) -> tuple[Any, ...]:
@@ -110,7 +110,8 @@ async def test_the_trail_lists_exactly_the_requests_and_deliveries_that_happened
     made = await client.post("/Subscription", json=resource, headers=ALICE)
     assert made.status_code == 201, made.text
     sid = made.json()["id"]
-    await _deliveries_recorded(runtime, 1)  # the handshake
+    await _recorded(runtime, 1)  # the handshake
+    await _recorded(runtime, 1, "system")  # then Herald marks the Subscription active
     assert (await client.get("/Patient/p1", headers=NURSE)).status_code == 200
     search = await client.get(f"/Patient?name={SECRET}&_count=5", headers=NURSE)
     assert search.status_code == 200 and search.json()["entry"]
@@ -119,7 +120,7 @@ async def test_the_trail_lists_exactly_the_requests_and_deliveries_that_happened
     written = await client.post("/Observation", json=_observation("p1"), headers=ADMIN)
     assert written.status_code == 201
     oid = written.json()["id"]
-    await _deliveries_recorded(runtime, 2)  # the notification
+    await _recorded(runtime, 2)  # the notification
     assert len(await receiver.wait_for(2)) == 2
 
     trail = await _trail(client)
@@ -129,6 +130,15 @@ async def test_the_trail_lists_exactly_the_requests_and_deliveries_that_happened
         ("rest", "update", "U", "0", "admin-1", ("administrator",), "Patient/p1"),
         ("rest", "create", "C", "0", "alice", patient_grant, f"Subscription/{sid}"),
         ("110106", "rest-hook", "R", "0", "alice", patient_grant, f"Subscription/{sid}"),
+        (
+            "system-write",
+            "update",
+            "U",
+            "0",
+            "herald-subscriptions",
+            ("system/Subscription.ru",),
+            f"Subscription/{sid}",
+        ),
         ("rest", "read", "R", "0", "nurse-3", ("user/Patient.rs",), "Patient/p1"),
         ("rest", "search-type", "R", "0", "nurse-3", ("user/Patient.rs",), "Patient"),
         ("rest", "read", "R", "4", "alice", (), "Organization/org1"),
@@ -155,7 +165,7 @@ async def test_the_trail_lists_exactly_the_requests_and_deliveries_that_happened
         {"type": "parameters", "valueString": "name,_count"}
     ]
     clients = {a["who"]["identifier"]["value"] for e in trail for a in e["agent"][1:2]}
-    assert clients == {"ops-console", "ward-app"}
+    assert clients == {"ops-console", "ward-app", "herald"}
     assert trail[0]["entity"][-1]["what"] == {"reference": "Patient/p1"}  # alice's context
     for event in trail:
         AuditEvent.model_validate(event)  # valid R4B
@@ -179,7 +189,7 @@ async def test_the_trail_never_holds_a_resource_body(herald: Herald) -> None:
         },
         headers=ADMIN,
     )
-    await _deliveries_recorded(runtime, 2)
+    await _recorded(runtime, 2)
     assert SECRET in str([r.body for r in receiver.requests])  # full bodies went out
 
     trail = await _trail(client)
@@ -234,12 +244,12 @@ async def test_a_failed_delivery_is_recorded_with_its_reason(herald: Herald) -> 
     await client.put("/Patient/p1", json={"resourceType": "Patient", "id": "p1"}, headers=ADMIN)
     resource = subscription(receiver.url, filters=("Observation?subject=Patient/p1",))
     await client.post("/Subscription", json=resource, headers=ALICE)
-    await _deliveries_recorded(runtime, 1)
+    await _recorded(runtime, 1)
     receiver.respond_with(503)
     await client.post("/Observation", json=_observation("p1"), headers=ADMIN)
-    await _deliveries_recorded(runtime, 3)  # two failed attempts at least
+    await _recorded(runtime, 3)  # two failed attempts at least
     receiver.reset()
-    await _deliveries_recorded(runtime, 4)
+    await _recorded(runtime, 4)
 
     deliveries = [e for e in await _trail(client, "?type=110106") if e["outcome"] != "0"]
 
