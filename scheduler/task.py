@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
+from functools import lru_cache
 from typing import Any, Literal
 
 from scheduler.policy import BUSINESS_STATUS, SchedulePolicy
@@ -48,6 +49,7 @@ def task_id(key: str) -> str:
     return str(uuid.uuid5(_TASK_IDS, key))
 
 
+@lru_cache(maxsize=4096)  # patients share zones and times of day; a batch shares `now`
 def local_datetime(moment: datetime, zone: tzinfo) -> str:
     """A FHIR dateTime in the patient's zone, with its offset (09:00 reads as 09:00)."""
     return moment.astimezone(zone).isoformat(timespec="seconds")

@@ -37,6 +37,7 @@ def writer(engine: AsyncEngine) -> AsyncEngine:
 
 
 _IMMEDIATE = "herald_sqlite_immediate"
+_CACHE_KIB = 64 * 1024  # per connection, at most
 
 
 def _sqlite_begin(conn: Any) -> None:
@@ -55,4 +56,8 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # SQLite's default page cache (2 MiB) is smaller than what one batch of writes dirties
+    # (a 50-CarePlan scheduler batch touches thousands of index pages): it then spills pages
+    # to the WAL mid-transaction and reads them back. The cache grows only as it is used.
+    cursor.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
     cursor.close()

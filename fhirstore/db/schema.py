@@ -6,6 +6,8 @@ relay (events/) reads it in `seq` order and advances a cursor kept in `relay_cur
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -18,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
     true,
 )
 
@@ -25,6 +28,12 @@ metadata = MetaData()
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL wants a BIGINT.
 _BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _where(condition: str) -> dict[str, Any]:
+    """The keyword arguments of a partial index on both databases."""
+    return {"sqlite_where": text(condition), "postgresql_where": text(condition)}
+
 
 resources = Table(
     "resources",
@@ -74,12 +83,32 @@ search_index = Table(
     Column("high", Float, nullable=True),
     # Correlated EXISTS / sort subqueries look entries up by resource and parameter.
     Index("ix_search_resource", "res_type", "res_id", "param"),
+    # Not partial like the two below: SQLite (without ANALYZE statistics) would then prefer
+    # it to ix_search_resource inside a correlated EXISTS, and scan every entry of a common
+    # code (`status=requested`) for each resource.
     Index("ix_search_code", "res_type", "param", "code"),
+    # The text and (SQLite) range indexes are partial: each serves only comparisons on its own
+    # columns, which a NULL never satisfies, and most rows have neither (of a Task's 11 rows,
+    # one has a text and three a range). A range row fills low and high together.
     # text_pattern_ops lets PostgreSQL use the index for `LIKE 'abc%'` whatever the collation.
     Index(
-        "ix_search_text", "res_type", "param", "text", postgresql_ops={"text": "text_pattern_ops"}
+        "ix_search_text",
+        "res_type",
+        "param",
+        "text",
+        postgresql_ops={"text": "text_pattern_ops"},
+        **_where("text IS NOT NULL"),
     ),
-    Index("ix_search_range", "res_type", "param", "low", "high"),
+    # Partial on SQLite only: PostgreSQL's planner cannot tell that a comparison on `high`
+    # alone (gt, ge, le) implies `low IS NOT NULL`, and would not use a partial index for it.
+    Index(
+        "ix_search_range",
+        "res_type",
+        "param",
+        "low",
+        "high",
+        sqlite_where=text("low IS NOT NULL"),
+    ),
 )
 
 outbox = Table(

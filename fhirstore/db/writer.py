@@ -6,6 +6,7 @@ through `write_versions`, so the change event is always committed with the versi
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,8 +22,10 @@ from fhirstore.access.boundary import Reach
 from fhirstore.access.narrowing import reach_clause
 from fhirstore.db.locks import CONDITIONAL_CREATE_LOCK_CLASS, OUTBOX_LOCK_KEY, int4_key
 from fhirstore.db.schema import outbox, resource_versions, resources, search_index
+from fhirstore.db.upsert import bound, insert_rows
 from fhirstore.errors import BadRequest, FhirError, Forbidden, PreconditionFailed
 from fhirstore.search.extract import index_entries
+from fhirstore.search.index_entry import ID_PARAM
 
 # Any constant shared by all Herald processes; taken (transaction-scoped) right before the outbox
 # insert so that on PostgreSQL outbox sequence order equals commit order.
@@ -267,8 +270,26 @@ async def _apply(
     texts = {(v.resource_type, v.id): _dump(v.body) for v in done}
     fresh = [v for v in done if (v.resource_type, v.id) not in current]
     existing = [v for v in done if (v.resource_type, v.id) in current]
+    # Rows go to the driver as tuples (see `insert_rows`), `now` and the flags bound once.
+    stamp = bound(conn, resources.c.last_updated, now)
+    deleted = {flag: bound(conn, resources.c.deleted, flag) for flag in (False, True)}
     if fresh:
-        await conn.execute(resources.insert(), [_current_row(v, texts) for v in fresh])
+        await insert_rows(
+            conn,
+            resources,
+            _RESOURCE_COLUMNS,
+            [
+                (
+                    v.resource_type,
+                    v.id,
+                    v.version_id,
+                    stamp,
+                    deleted[v.body is None],
+                    texts[v.resource_type, v.id],
+                )
+                for v in fresh
+            ],
+        )
     if existing:
         await conn.execute(
             resources.update()
@@ -304,40 +325,40 @@ async def _apply(
                         and_(s.res_type == resource_type, s.res_id.in_(chunk))
                     )
                 )
-    await conn.execute(
-        resource_versions.insert(),
+    await insert_rows(
+        conn,
+        resource_versions,
+        _VERSION_COLUMNS,
         [
-            {
-                "res_type": v.resource_type,
-                "res_id": v.id,
-                "version_id": v.version_id,
-                "last_updated": now,
-                "method": v.interaction,
-                "body": texts[(v.resource_type, v.id)],
-            }
+            (
+                v.resource_type,
+                v.id,
+                v.version_id,
+                stamp,
+                v.interaction,
+                texts[v.resource_type, v.id],
+            )
             for v in done
         ],
     )
-    index_rows = list(_index_rows(done))
-    if index_rows:
-        # Plain strings and floats: hand them to the driver's executemany as they are.
-        # SQLAlchemy's per-row bind processing cost more than the insert itself.
-        await conn.exec_driver_sql(_index_insert_sql(conn.dialect.paramstyle), index_rows)
+    await insert_rows(conn, search_index, _INDEX_COLUMNS, list(_index_rows(done)))
     if postgres:
         await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": OUTBOX_LOCK_KEY})
-    await conn.execute(
-        outbox.insert(),
+    await insert_rows(
+        conn,
+        outbox,
+        _OUTBOX_COLUMNS,
         [
-            {
-                "event_id": str(uuid.uuid4()),
-                "res_type": v.resource_type,
-                "res_id": v.id,
-                "version_id": v.version_id,
-                "previous_version_id": v.previous_version_id,
-                "interaction": v.interaction,
-                "occurred_at": now,
-                "body": texts[(v.resource_type, v.id)],
-            }
+            (
+                _event_id(now),
+                v.resource_type,
+                v.id,
+                v.version_id,
+                v.previous_version_id,
+                v.interaction,
+                stamp,
+                texts[v.resource_type, v.id],
+            )
             for v in done
         ],
     )
@@ -345,30 +366,35 @@ async def _apply(
         await conn.execute(text(f"NOTIFY {OUTBOX_CHANNEL}"))
 
 
-def _current_row(v: WrittenVersion, texts: dict[tuple[str, str], str | None]) -> dict[str, Any]:
-    return {
-        "res_type": v.resource_type,
-        "res_id": v.id,
-        "version_id": v.version_id,
-        "last_updated": v.last_updated,
-        "deleted": v.body is None,
-        "body": texts[(v.resource_type, v.id)],
-    }
-
-
+_RESOURCE_COLUMNS = ("res_type", "res_id", "version_id", "last_updated", "deleted", "body")
+_VERSION_COLUMNS = ("res_type", "res_id", "version_id", "last_updated", "method", "body")
 _INDEX_COLUMNS = ("res_type", "res_id", "param", "system", "code", "text", "low", "high")
+_OUTBOX_COLUMNS = (
+    "event_id",
+    "res_type",
+    "res_id",
+    "version_id",
+    "previous_version_id",
+    "interaction",
+    "occurred_at",
+    "body",
+)
 
 
-def _index_insert_sql(paramstyle: str) -> str:
-    if paramstyle == "numeric_dollar":
-        marks = [f"${n}" for n in range(1, len(_INDEX_COLUMNS) + 1)]
-    elif paramstyle == "qmark":
-        marks = ["?"] * len(_INDEX_COLUMNS)
-    else:
-        raise RuntimeError(f"unsupported DBAPI paramstyle {paramstyle!r}")
-    return (
-        f"INSERT INTO {search_index.name} ({', '.join(_INDEX_COLUMNS)}) VALUES ({', '.join(marks)})"
-    )
+def _event_id(now: datetime) -> str:
+    """A UUID whose first 48 bits are `now` in Unix ms, the rest random (the layout of UUID
+    version 7). Random UUIDs (version 4) put each event in a random page of the outbox's
+    unique index, and a batch of thousands dirtied thousands of pages to write at commit;
+    these grow the index at its end."""
+    millis = int(now.timestamp() * 1000) & _MS_BITS
+    value = millis << 80 | int.from_bytes(os.urandom(10))
+    value = value & ~_VERSION_AND_VARIANT | _V7
+    return str(uuid.UUID(int=value))
+
+
+_MS_BITS = (1 << 48) - 1
+_VERSION_AND_VARIANT = 0xF << 76 | 0x3 << 62
+_V7 = 0x7 << 76 | 0x2 << 62  # version 7, RFC 4122 variant
 
 
 def _index_rows(done: Iterable[WrittenVersion]) -> Iterable[tuple[Any, ...]]:
@@ -376,7 +402,8 @@ def _index_rows(done: Iterable[WrittenVersion]) -> Iterable[tuple[Any, ...]]:
         if v.body is None:
             continue
         for e in index_entries(v.body):
-            yield (v.resource_type, v.id, e.param, e.system, e.code, e.text, e.low, e.high)
+            if e.param != ID_PARAM:
+                yield (v.resource_type, v.id, *e)
 
 
 def _dump(body: dict[str, Any] | None) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from fhirstore.search import definitions as d
@@ -178,6 +179,7 @@ def uri_entries(param: str, kind: str | None, value: Any) -> Iterator[IndexEntry
             yield IndexEntry(param, code=code)
 
 
+@lru_cache(maxsize=8192)  # a resource's references recur in many others (its Patient)
 def reference_target(reference: str) -> tuple[str, str] | None:
     """(`Type`, `id`) of a literal reference `Type/id`, absolute or versioned; None otherwise."""
     match = _LITERAL_REFERENCE.search(reference)

@@ -20,7 +20,7 @@ import logging
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import fhirpathpy
@@ -138,14 +138,18 @@ def _extractors(resource_type: str) -> tuple[_Extractor, ...]:
 
 def _present(resource: dict[str, Any]) -> set[str]:
     """Element names present, with choice elements also under their root (`valueQuantity`)."""
-    names = set()
-    for key in resource:
-        names.add(key)
-        for index, char in enumerate(key):
-            if char.isupper():
-                names.add(key[:index])
-                break
+    names = set(resource)
+    names.update(_choice_root(key) for key in resource)
     return names
+
+
+@lru_cache(maxsize=4096)
+def _choice_root(key: str) -> str:
+    """`value` for `valueQuantity`; the key itself when it has no upper-case letter."""
+    for index, char in enumerate(key):
+        if char.isupper():
+            return key[:index]
+    return key
 
 
 def _typed(value: Any) -> tuple[str | None, Any]:

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
+
+# The parameter whose value `resources` holds already (`res_id`, its primary key): not stored
+# in `search_index` (fhirstore/db/writer.py), searched and sorted on `resources` instead
+# (fhirstore/search/sql.py). Stored, it cost a row per write and, the id being random, one
+# random page of ix_search_code to write at commit.
+ID_PARAM = "_id"
 
 
-@dataclass(frozen=True, slots=True)
-class IndexEntry:
+class IndexEntry(NamedTuple):
     """One search value of a resource; the fields map 1:1 to `search_index` columns.
 
     What each parameter type fills (see the comment above `search_index` in db/schema.py):
     token (system, code, text), string (text normalised, code exact), uri (code),
     reference (code `Type/id` or absolute URL, system target type), number / quantity / date
     (low, high; quantity also system and code of the unit).
+
+    A named tuple, not a dataclass: a write makes one per value, and a tuple is built, hashed
+    (to drop duplicates) and unpacked into a row faster.
     """
 
     param: str

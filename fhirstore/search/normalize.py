@@ -69,10 +69,13 @@ def _add_months(moment: datetime, months: int) -> datetime:
     return moment.replace(year=moment.year + index // 12, month=index % 12 + 1)
 
 
+@lru_cache(maxsize=8192)
 def date_range(value: str) -> tuple[float, float]:
     """The closed range `[low, high]` (UTC epoch seconds) implied by a FHIR date/dateTime/instant.
 
     A value without a time zone is taken as UTC. Raises ValueError for anything else.
+    Cached: indexing meets the same instants over and over (`meta.lastUpdated` of a batch,
+    the occurrence times of schedules).
     """
     match = _DATE.fullmatch(value.strip())
     if match is None:

@@ -142,21 +142,19 @@ def _refers_to(value: Any, resource_type: str) -> bool:
 
 def walk(resource: dict[str, Any], path: Path) -> list[Node]:
     """Evaluate one compiled plain path over the resource JSON."""
+    first = path[0]
+    if len(path) == 1 and isinstance(first, Member) and len(first.alternatives) == 1:
+        # Most parameters (`Task.status`, `Task.for`): straight to the one element.
+        key, kind = first.alternatives[0]
+        return _items(kind, resource.get(key))
     nodes: list[Node] = [(None, resource)]
     for step in path:
         if isinstance(step, Member):
             found: list[Node] = []
             for _, node in nodes:
-                if not isinstance(node, dict):
-                    continue
-                for key, kind in step.alternatives:
-                    value = node.get(key)
-                    if value is None:
-                        continue
-                    if isinstance(value, list):
-                        found.extend((kind, item) for item in value if item is not None)
-                    else:
-                        found.append((kind, value))
+                if isinstance(node, dict):
+                    for key, kind in step.alternatives:
+                        found.extend(_items(kind, node.get(key)))
             nodes = found
         elif isinstance(step, WhereEquals):
             field, literal = step.field, step.literal
@@ -166,3 +164,12 @@ def walk(resource: dict[str, Any], path: Path) -> list[Node]:
         if not nodes:
             break
     return nodes
+
+
+def _items(kind: str | None, value: Any) -> list[Node]:
+    """An element's value as nodes: a list flattened, absent values left out."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [(kind, item) for item in value if item is not None]
+    return [(kind, value)]

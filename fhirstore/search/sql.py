@@ -20,14 +20,28 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from sqlalchemy import ColumnElement, Select, and_, false, func, literal, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Select,
+    String,
+    and_,
+    cast,
+    false,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fhirstore.db.schema import resources, search_index
 from fhirstore.search.compare import TRUE, All, AnyOf, Cmp, Pred, plan, sort_field
 from fhirstore.search.datatypes import reference_target
+from fhirstore.search.index_entry import ID_PARAM
 from fhirstore.search.query import Criterion, Include, SearchRequest
 
 if TYPE_CHECKING:
@@ -85,18 +99,37 @@ def pred_clause(pred: Pred, entry: Any) -> ColumnElement[bool]:
     return or_(*clauses)
 
 
+class _IdEntry:
+    """The one `_id` entry of the resource row at hand, which `search_index` does not store
+    (fhirstore/search/index_entry.py): its code is `res_id`, its other fields empty."""
+
+    c: ClassVar[dict[str, ColumnElement[Any]]] = {
+        "code": resources.c.res_id,
+        "system": cast(null(), String),
+        "text": cast(null(), String),
+        "low": cast(null(), Float),
+        "high": cast(null(), Float),
+    }
+
+
 def criterion_clause(resource_type: str, criterion: Criterion) -> ColumnElement[bool]:
     """EXISTS (or NOT EXISTS) an index entry of the resource row satisfying the criterion."""
     criterion_plan = plan(criterion)
-    entry = search_index.alias()
-    conditions = [
-        entry.c.res_type == resource_type,
-        entry.c.res_id == resources.c.res_id,
-        entry.c.param == criterion_plan.param,
-    ]
+    if criterion_plan.param == ID_PARAM:
+        # The same EXISTS over the row's one `_id` entry (a SELECT without FROM), so NULLs
+        # and `:not` / `:missing` come out as they do for stored entries.
+        entry: Any = _IdEntry
+        conditions = []
+    else:
+        entry = search_index.alias()
+        conditions = [
+            entry.c.res_type == resource_type,
+            entry.c.res_id == resources.c.res_id,
+            entry.c.param == criterion_plan.param,
+        ]
     if criterion_plan.pred != TRUE:
         conditions.append(pred_clause(criterion_plan.pred, entry))
-    exists = select(literal(1)).where(*conditions).exists()
+    exists = select(literal(1)).where(*conditions).correlate(resources).exists()
     return ~exists if criterion_plan.negate else exists
 
 
@@ -119,17 +152,20 @@ def _other(narrowing: Narrowing | None, resource_type: str) -> list[ColumnElemen
 def _order(request: SearchRequest) -> list[Any]:
     order: list[Any] = []
     for param, descending in request.sort:
-        entry = search_index.alias()
-        column = entry.c[sort_field(param, descending)]
-        value = (
-            select(func.max(column) if descending else func.min(column))
-            .where(
-                entry.c.res_type == request.resource_type,
-                entry.c.res_id == resources.c.res_id,
-                entry.c.param == param.code,
+        if param.code == ID_PARAM:  # one entry: its value is the min and the max
+            value: ColumnElement[Any] = _IdEntry.c[sort_field(param, descending)]
+        else:
+            entry = search_index.alias()
+            column = entry.c[sort_field(param, descending)]
+            value = (
+                select(func.max(column) if descending else func.min(column))
+                .where(
+                    entry.c.res_type == request.resource_type,
+                    entry.c.res_id == resources.c.res_id,
+                    entry.c.param == param.code,
+                )
+                .scalar_subquery()
             )
-            .scalar_subquery()
-        )
         order.append((value.desc() if descending else value.asc()).nulls_last())
     return [*order, resources.c.last_updated, resources.c.res_id]
 

@@ -1,0 +1,56 @@
+"""How the search index is stored: `_id` is searched on the resource row (not stored in the
+index), and the text and range indexes leave out the rows they never serve."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+from sqlalchemy import func, select, text
+
+from fhirstore.db.schema import search_index
+from fhirstore.search.query import parse_search
+from fhirstore.store import Store
+from herald.runtime import Runtime
+
+
+async def _ids(store: Store, query: list[tuple[str, str]]) -> list[str]:
+    request = parse_search("Patient", query, now=datetime.now(UTC))
+    result = await store.search(request)
+    return [orjson.loads(body)["id"] for body in result.resources]
+
+
+async def test_id_searches_answer_from_the_resource_row(runtime: Runtime) -> None:
+    store = runtime.store
+    for name in ("b", "a", "c"):
+        body = {"resourceType": "Patient", "id": f"pat-{name}", "gender": "other"}
+        await store.update("Patient", f"pat-{name}", body)
+
+    assert sorted(await _ids(store, [("_id", "pat-a,pat-c")])) == ["pat-a", "pat-c"]
+    assert sorted(await _ids(store, [("_id:not", "pat-a")])) == ["pat-b", "pat-c"]
+    assert await _ids(store, [("_id", "pat-a"), ("gender", "male")]) == []
+    assert await _ids(store, [("_id", "http://x|pat-a")]) == []  # an id has no system
+    assert await _ids(store, [("_id", "|pat-a")]) == ["pat-a"]
+    assert await _ids(store, [("_id:missing", "true")]) == []
+    assert len(await _ids(store, [("_id:missing", "false")])) == 3
+    assert await _ids(store, [("_sort", "_id")]) == ["pat-a", "pat-b", "pat-c"]
+    assert await _ids(store, [("_sort", "-_id")]) == ["pat-c", "pat-b", "pat-a"]
+    async with store.engine.connect() as conn:
+        stored = await conn.execute(
+            select(func.count()).select_from(search_index).where(search_index.c.param == "_id")
+        )
+        assert stored.scalar_one() == 0
+
+
+async def test_the_text_index_is_partial_and_the_range_index_on_sqlite(runtime: Runtime) -> None:
+    async with runtime.store.engine.connect() as conn:
+        postgres = conn.dialect.name == "postgresql"
+        if postgres:
+            query = "SELECT indexdef FROM pg_indexes WHERE indexname = :name"
+        else:
+            query = "SELECT sql FROM sqlite_master WHERE name = :name"
+        text_index = (await conn.execute(text(query), {"name": "ix_search_text"})).scalar_one()
+        range_index = (await conn.execute(text(query), {"name": "ix_search_range"})).scalar_one()
+    assert "text IS NOT NULL" in text_index
+    # PostgreSQL keeps every row: it would not use a partial index for `high > x` alone.
+    assert ("IS NOT NULL" in range_index) != postgres, range_index
