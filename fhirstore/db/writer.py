@@ -167,15 +167,15 @@ async def _outside_reach(
     """The live resources among `writes` whose current version is outside the write's reach
     (read in the caller's transaction, after `current` was locked)."""
     by_reach: dict[Reach, list[str]] = {}
+    outside: set[tuple[str, str]] = set()
     for write in writes:
         head = current.get((write.resource_type, write.id))
-        if write.reach is not None and head is not None and not head.deleted:
-            by_reach.setdefault(write.reach, []).append(write.id)
-    outside: set[tuple[str, str]] = set()
-    for write in writes:  # a deleted id stays with whoever could write its last version
-        head = current.get((write.resource_type, write.id))
-        if write.reach is None or write.reach.everything or head is None or not head.deleted:
+        if write.reach is None or write.reach.everything or head is None:
             continue
+        if not head.deleted:
+            by_reach.setdefault(write.reach, []).append(write.id)
+            continue
+        # A deleted id stays with whoever could write its last version.
         last = await last_live_body(conn, write.resource_type, write.id, head.version_id)
         if last is not None and not write.reach.admits(orjson.loads(last), writing=True):
             outside.add((write.resource_type, write.id))
