@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,23 +95,44 @@ def _runtime(url: str) -> Runtime:
     return Runtime(settings, run_relay=False)
 
 
-async def _store_all(runtime: Runtime, writes: list[PendingWrite]) -> None:
-    for start in range(0, len(writes), STORE_CHUNK):
+async def _store_all(runtime: Runtime, writes: Iterator[PendingWrite]) -> None:
+    """Write `writes` a chunk at a time, each made just before it is written: a list of them
+    all, alive throughout, would make each of the collector's full passes walk it."""
+    while chunk := list(itertools.islice(writes, STORE_CHUNK)):
         async with runtime.store.write_transaction() as conn:
-            await runtime.store.write_batch(conn, writes[start : start + STORE_CHUNK])
+            await runtime.store.write_batch(conn, chunk)
+
+
+def _patients_and_careplans(careplans: int) -> Iterator[PendingWrite]:
+    for _ in range(careplans):
+        pid = new_id()
+        yield PendingWrite("Patient", pid, _patient(pid), new=True)
+        yield PendingWrite("CarePlan", new_id(), _careplan(pid), new=True)
+
+
+def _tasks(tasks: int) -> Iterator[PendingWrite]:
+    body = {
+        "resourceType": "Task",
+        "status": "requested",
+        "intent": "order",
+        "description": "Blood pressure",
+        "code": {"text": "Blood pressure"},
+        "for": {"reference": f"Patient/{new_id()}"},
+        "basedOn": [{"reference": f"CarePlan/{new_id()}"}],
+        "executionPeriod": {"start": "2026-03-20T08:00:00+01:00"},
+        "authoredOn": "2026-03-20T06:00:00+00:00",
+    }
+    for n in range(tasks):
+        identifier = [{"system": "urn:bench", "value": str(n)}]
+        yield PendingWrite("Task", new_id(), {**body, "identifier": identifier}, new=True)
 
 
 async def scheduler_rows(url: str, backend: str, careplans: int) -> list[Row]:
     runtime = _runtime(url)
     await runtime.start()
     try:
-        writes: list[PendingWrite] = []
-        for _ in range(careplans):
-            pid = new_id()
-            writes.append(PendingWrite("Patient", pid, _patient(pid), new=True))
-            writes.append(PendingWrite("CarePlan", new_id(), _careplan(pid), new=True))
         note(f"{backend}: storing {careplans:,} Patients and CarePlans")
-        await _store_all(runtime, writes)
+        await _store_all(runtime, _patients_and_careplans(careplans))
         rows = []
         for what, full in SWEEPS:
             note(f"{backend}: {what}")
@@ -126,29 +149,9 @@ async def baseline_row(url: str, backend: str, tasks: int) -> Row:
     runtime = _runtime(url)
     await runtime.start()
     try:
-        body = {
-            "resourceType": "Task",
-            "status": "requested",
-            "intent": "order",
-            "description": "Blood pressure",
-            "code": {"text": "Blood pressure"},
-            "for": {"reference": f"Patient/{new_id()}"},
-            "basedOn": [{"reference": f"CarePlan/{new_id()}"}],
-            "executionPeriod": {"start": "2026-03-20T08:00:00+01:00"},
-            "authoredOn": "2026-03-20T06:00:00+00:00",
-        }
-        writes = [
-            PendingWrite(
-                "Task",
-                new_id(),
-                {**body, "identifier": [{"system": "urn:bench", "value": str(n)}]},
-                new=True,
-            )
-            for n in range(tasks)
-        ]
         note(f"{backend}: baseline, {tasks:,} Tasks through Store.write_batch")
         began = time.perf_counter()
-        await _store_all(runtime, writes)
+        await _store_all(runtime, _tasks(tasks))
         return Row(backend, "baseline: store batch writes", tasks, time.perf_counter() - began)
     finally:
         await runtime.stop()

@@ -285,7 +285,9 @@ def _planned(
             built["focus"] = activity["reference"]
         return built
 
-    return PlannedTask(task_id(identifier), careplan_id, key, occurrence.start, identifier, content)
+    return PlannedTask(
+        task_id(careplan_id, identifier), careplan_id, key, occurrence.start, identifier, content
+    )
 
 
 def _description(detail: Mapping[str, Any]) -> str:

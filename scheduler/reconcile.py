@@ -150,7 +150,9 @@ class Reconciler:
             rows = {
                 r.task_id: r for r in await task_rows(conn, ids, since=now - self._policy.grace)
             }
-            wanted = {t.id: t for plan, _ in plans.values() for t in plan.tasks.values()}
+            wanted = _standing(
+                (t for plan, _ in plans.values() for t in plan.tasks.values()), rows.values()
+            )
             heads = await Store.heads_in(conn, "Task", [*wanted, *rows])
             step = _Step(self._policy, now, repairs)
             for planned in wanted.values():
@@ -341,6 +343,17 @@ def _row(planned: PlannedTask, state: TaskState, version: int, policy: ScheduleP
 def _replace_row(row: TaskRow, state: TaskState, version: int) -> TaskRow:
     """The row of a Task the schedule no longer wants, in `state` at `version`."""
     return replace(row, task_version=version, state=state, due_at=None, wanted=False)
+
+
+def _standing(planned: Iterable[PlannedTask], rows: Iterable[TaskRow]) -> dict[str, PlannedTask]:
+    """The wanted Tasks by id. An occurrence that has a Task row keeps that Task, whatever id
+    `task_id` gives it now: Tasks made before its formula changed are not made twice."""
+    held = {(r.careplan_id, r.activity, r.start): r.task_id for r in rows}
+    wanted: dict[str, PlannedTask] = {}
+    for task in planned:
+        task_id = held.get((task.careplan_id, task.activity, task.start), task.id)
+        wanted[task_id] = task if task_id == task.id else replace(task, id=task_id)
+    return wanted
 
 
 def _written_rows(

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from sqlalchemy import text
 from typer.testing import CliRunner
 
 from fhirstore.clock import FrozenClock
@@ -179,6 +180,56 @@ async def test_a_duplicate_task_made_by_hand_is_cancelled(unheard_herald: Herald
         assert [t["id"] for t in cancelled] == [duplicate["id"]]
         assert cancelled[0]["businessStatus"]["coding"][0]["code"] == "duplicate"
         await settles(runtime)  # a cancelled duplicate needs nothing more
+
+
+async def test_tasks_made_under_an_earlier_id_keep_standing_for_their_occurrences(
+    unheard_herald: HeraldFactory,
+) -> None:
+    """A database from before Task ids named their CarePlan: its Tasks have other ids. The
+    sweep keeps them (its rows say which Task stands for each occurrence): none is made again,
+    none cancelled as a duplicate."""
+    async with unheard_herald() as (runtime, client):
+        plan, tasks = await daily_plan(runtime, client)
+        old_ids = {t["id"]: str(uuid.uuid5(uuid.NAMESPACE_URL, t["id"])) for t in tasks}
+        await _rename_tasks(runtime, old_ids)
+
+        full = await runtime.scheduler.sweep(full=True)
+        assert (full.plans, full.writes) == (1, 0)
+        after = await tasks_of(client, plan["id"])
+        assert sorted(t["id"] for t in after) == sorted(old_ids.values())
+        assert starts(after, "requested") == BERLIN_0900
+
+
+async def _rename_tasks(runtime: Runtime, new_ids: dict[str, str]) -> None:
+    """Give Tasks other ids in every table, as if they had been made with them."""
+    async with runtime.engine.begin() as conn:
+        for old, new in new_ids.items():
+            key = {"old": old, "new": new}
+            body = (
+                await conn.execute(
+                    text("SELECT body FROM resources WHERE res_type = 'Task' AND res_id = :old"),
+                    key,
+                )
+            ).scalar_one()
+            renamed = orjson.dumps({**orjson.loads(body), "id": new}).decode()
+            for table in ("resources", "resource_versions"):
+                await conn.execute(
+                    text(
+                        f"UPDATE {table} SET res_id = :new, body = :body "
+                        "WHERE res_type = 'Task' AND res_id = :old"
+                    ),
+                    {**key, "body": renamed},
+                )
+            await conn.execute(
+                text(
+                    "UPDATE search_index SET res_id = :new "
+                    "WHERE res_type = 'Task' AND res_id = :old"
+                ),
+                key,
+            )
+            await conn.execute(
+                text("UPDATE schedule_tasks SET task_id = :new WHERE task_id = :old"), key
+            )
 
 
 async def test_a_task_still_requested_after_its_time_is_woken(
