@@ -87,7 +87,7 @@ async def settled(
             p.reconciled_at <= now,
             p.policy == policy.fingerprint,
             p.covered_until >= now + policy.horizon,
-            ~_task_astray(now, policy, dialect=conn.dialect.name),
+            ~_task_astray(careplan_ids, now, policy, dialect=conn.dialect.name),
         )
     )
     return set((await conn.execute(query)).scalars())
@@ -101,9 +101,15 @@ def _same_careplan(careplan: FromClause) -> ColumnElement[bool]:
     return or_(live, and_(p.version_id.is_(None), gone))
 
 
-def _task_astray(now: datetime, policy: SchedulePolicy, *, dialect: str) -> ColumnElement[bool]:
+def _task_astray(
+    careplan_ids: Sequence[str], now: datetime, policy: SchedulePolicy, *, dialect: str
+) -> ColumnElement[bool]:
     """A row of the plan's, for an occurrence not yet missed, that reconciling would act on
-    (points 5-7 of the module docstring)."""
+    (points 5-7 of the module docstring).
+
+    The rows are also limited to the page's CarePlans: PostgreSQL answers the NOT EXISTS
+    with a hash anti join, and without that limit it judged every row of every CarePlan for
+    each page (a sweep over 10,000 CarePlans took 25 s instead of 3 s)."""
     t = schedule_tasks.c
     task = resources.alias("task")
     rows = schedule_tasks.outerjoin(
@@ -118,6 +124,7 @@ def _task_astray(now: datetime, policy: SchedulePolicy, *, dialect: str) -> Colu
         .select_from(rows)
         .where(
             t.careplan_id == schedule_plans.c.careplan_id,
+            t.careplan_id.in_(list(careplan_ids)),
             t.start >= now - policy.grace,
             or_(
                 t.due_at <= now,
