@@ -27,6 +27,14 @@ from events.model import CHANGES_TOPIC
 from fhirstore.access.acting import Record
 from fhirstore.db.leader import Leadership
 from fhirstore.db.locks import SCHEDULER_LOCK_KEY
+from fhirstore.db.schema import (
+    resource_versions,
+    resources,
+    schedule_plans,
+    schedule_tasks,
+    search_index,
+)
+from fhirstore.db.statistics import BulkStatistics
 from fhirstore.store import Store
 from scheduler.bookkeeping import (
     careplan_ids,
@@ -131,6 +139,7 @@ class Scheduler:
         async with self._store.engine.connect() as conn:
             total = await count_careplans(conn)
         repairs = Repairs()
+        statistics = BulkStatistics(self._store.engine, _READ_WHILE_WRITING)
         after = ""
         done = 0
         while True:
@@ -140,7 +149,9 @@ class Scheduler:
                     break
                 now = self._store.clock.now()
                 skip = set() if full else await settled(conn, page, now=now, policy=self._policy)
-            repairs += await self.reconciler.reconcile([i for i in page if i not in skip])
+            reconciled = await self.reconciler.reconcile([i for i in page if i not in skip])
+            await statistics.written(reconciled.writes)
+            repairs += reconciled
             repairs.settled_plans += len(skip)
             done += len(page)
             after = page[-1]
@@ -191,6 +202,10 @@ class Scheduler:
         SCHEDULER_LEADER.set(1 if leading else 0)
         if leading and self._jobs is not None:  # a new leader sweeps at once
             self._jobs.modify_job("sweep", next_run_time=datetime.now(UTC))
+
+
+# What reconciliation reads of what it wrote earlier in the same sweep.
+_READ_WHILE_WRITING = (resources, resource_versions, search_index, schedule_tasks, schedule_plans)
 
 
 def _count(repairs: Repairs, cause: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -25,6 +25,7 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from fhirstore.clock import FrozenClock
+from fhirstore.db import statistics
 from fhirstore.errors import PreconditionFailed
 from herald.cli import app
 from herald.runtime import Runtime, schedule_policy
@@ -377,6 +378,42 @@ async def test_a_write_that_lost_a_race_is_made_by_the_next_sweep(
         assert (repairs.plans, repairs.created, repairs.writes) == (1, 1, 1)
         assert starts(await tasks_of(client, plan["id"])) == BERLIN_0900
         await settles(runtime)
+
+
+async def test_a_bulk_materialisation_on_postgresql_refreshes_the_planner_statistics(
+    fresh_database: Callable[[str], str], clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Autovacuum refreshes statistics once a minute at best; a first materialisation grows
+    the tables faster than that and reads them back (planned as if nearly empty, it scanned
+    every Task for each batch), so the sweep analyzes them itself as they grow."""
+    monkeypatch.setattr(statistics, "FIRST_AFTER", 20)
+    url = fresh_database(f"stats_{uuid.uuid4().hex[:8]}")
+    async with running_herald(url, clock=clock, **TEST_SCHEDULER, scheduler=False) as (
+        runtime,
+        client,
+    ):
+        pid = (await create(client, patient()))["id"]
+        for _ in range(3):
+            await create(client, careplan(pid, timing_activity(DAILY_0900)))
+        before = await _analyzed(runtime)
+        assert (await runtime.scheduler.sweep()).created == 42
+        after = await _analyzed(runtime)
+        assert all(after[t][0] > before[t][0] for t in after), (before, after)
+        assert after["resources"][1] >= 42 + 4  # the Tasks, the CarePlans and the Patient
+
+
+async def _analyzed(runtime: Runtime) -> dict[str, tuple[int, float]]:
+    """Per table the scheduler reads back: how often it was analyzed by hand (autovacuum's
+    own are counted apart), and the row count the planner believes."""
+    async with runtime.store.engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT s.relname, s.analyze_count, c.reltuples FROM pg_stat_user_tables s "
+                "JOIN pg_class c ON c.oid = s.relid WHERE s.relname IN "
+                "('resources', 'search_index', 'schedule_tasks')"
+            )
+        )
+        return {name: (count, tuples) for name, count, tuples in rows}
 
 
 def test_reconcile_from_the_command_line_leaves_settled_careplans_unless_full(
