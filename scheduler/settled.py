@@ -67,6 +67,7 @@ async def settled(
 ) -> set[str]:
     """Those of `careplan_ids` that have nothing to do at `now` (see the module docstring)."""
     p = schedule_plans.c
+    ids = list(careplan_ids)
     careplan, patient = resources.alias("careplan"), resources.alias("patient")
     plans = schedule_plans.outerjoin(
         careplan, and_(careplan.c.res_type == "CarePlan", careplan.c.res_id == p.careplan_id)
@@ -81,13 +82,13 @@ async def settled(
         select(p.careplan_id)
         .select_from(plans)
         .where(
-            p.careplan_id.in_(list(careplan_ids)),
+            p.careplan_id.in_(ids),
             _same_careplan(careplan),
             patient.c.version_id.is_not_distinct_from(p.patient_version),
             p.reconciled_at <= now,
             p.policy == policy.fingerprint,
             p.covered_until >= now + policy.horizon,
-            ~_task_astray(careplan_ids, now, policy, dialect=conn.dialect.name),
+            ~_task_astray(ids, now, policy, dialect=conn.dialect.name),
         )
     )
     return set((await conn.execute(query)).scalars())
@@ -124,7 +125,7 @@ def _task_astray(
         .select_from(rows)
         .where(
             t.careplan_id == schedule_plans.c.careplan_id,
-            t.careplan_id.in_(list(careplan_ids)),
+            t.careplan_id.in_(careplan_ids),
             t.start >= now - policy.grace,
             or_(
                 t.due_at <= now,

@@ -54,8 +54,7 @@ def task_id(careplan_id: str, key: str) -> str:
     dirties one B-tree page where random ids dirtied one page per Task.
     """
     value = (_plan_half(careplan_id) | _digest(key) & _LOW_HALF) & ~_VERSION_AND_VARIANT | _V8
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return str(uuid.UUID(int=value))
 
 
 @lru_cache(maxsize=1024)  # a batch's CarePlans, each asked once per Task
