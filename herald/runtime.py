@@ -42,7 +42,6 @@ from fhirstore.db.migrate import upgrade
 from fhirstore.store import Store
 from herald import __version__
 from herald.channel_support import channel_support, optional_transports
-from herald.gil import hand_over_promptly
 from herald.heap import freeze_startup_heap
 from herald.settings import Settings
 from scheduler.policy import PlanTag, SchedulePolicy
@@ -209,7 +208,6 @@ class Runtime:
         await self.hub.start()
         self._spawn("websocket-bindings", self.hub.run)
         freeze_startup_heap()
-        hand_over_promptly()
         if self.settings.scheduler:
             await self.scheduler.start()
         self.ready = True
