@@ -253,4 +253,7 @@ class Runtime:
             await self.audit.flush()  # what was recorded up to the end
         except Exception:
             log.exception("audit trail: the last entries could not be written")
+        if self.store.checkpointer is not None:
+            # Its timer would otherwise fire after the loop has shut its executor down.
+            await self.store.checkpointer.drain()
         await self.engine.dispose()
