@@ -33,7 +33,7 @@ from fhirstore.access.narrowing import Narrowing, reach_clause
 from fhirstore.access.ownership import owner_of, stamped
 from fhirstore.access.principal import Principal
 from fhirstore.clock import Clock
-from fhirstore.db.engine import is_sqlite, writer
+from fhirstore.db.engine import checkpointer, is_sqlite, writer
 from fhirstore.db.group_commit import GroupCommit
 from fhirstore.db.schema import resource_versions, resources
 from fhirstore.db.writer import (
@@ -109,6 +109,8 @@ class Store:
         self.clock = clock
         self._write_lock = asyncio.Lock() if is_sqlite(engine) else None
         self._writer = writer(engine)
+        # SQLite file: checkpoints the WAL after commits, on a thread (db/checkpoint.py).
+        self.checkpointer = checkpointer(engine)
         self._listeners: list[Callable[[], None]] = []
         self._rules: dict[str, ResourceRule] = {}
         self._group = GroupCommit(self.write_transaction, clock.now)
@@ -179,6 +181,8 @@ class Store:
         """
         async with self._write_lock or nullcontext(), self._writer.begin() as conn:
             yield conn
+        if self.checkpointer is not None:
+            self.checkpointer.nudge()
 
     # -- writes -------------------------------------------------------------------------------
 

@@ -42,6 +42,7 @@ from fhirstore.db.migrate import upgrade
 from fhirstore.store import Store
 from herald import __version__
 from herald.channel_support import channel_support, optional_transports
+from herald.gil import hand_over_promptly
 from herald.heap import freeze_startup_heap
 from herald.settings import Settings
 from scheduler.policy import PlanTag, SchedulePolicy
@@ -208,6 +209,7 @@ class Runtime:
         await self.hub.start()
         self._spawn("websocket-bindings", self.hub.run)
         freeze_startup_heap()
+        hand_over_promptly()
         if self.settings.scheduler:
             await self.scheduler.start()
         self.ready = True
@@ -251,4 +253,7 @@ class Runtime:
             await self.audit.flush()  # what was recorded up to the end
         except Exception:
             log.exception("audit trail: the last entries could not be written")
+        if self.store.checkpointer is not None:
+            # Its timer would otherwise fire after the loop has shut its executor down.
+            await self.store.checkpointer.drain()
         await self.engine.dispose()

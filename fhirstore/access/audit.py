@@ -27,9 +27,10 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, delete, insert, or_, select
+from sqlalchemy import ColumnElement, and_, delete, or_, select
 
 from fhirstore.db.schema import audit_log
+from fhirstore.db.upsert import insert_dicts
 from fhirstore.store import Store, as_utc
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ class AuditTrail:
                 return
             try:
                 async with self._store.bookkeeping_transaction() as conn:
-                    await conn.execute(insert(audit_log), rows)
+                    await insert_dicts(conn, audit_log, rows)
             except BaseException:
                 self._keep(rows)
                 raise

@@ -9,6 +9,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from fhirstore.db.checkpoint import JOURNAL_SIZE_LIMIT, Checkpointer
+
 
 def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
@@ -29,6 +31,14 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
     return engine
+
+
+def checkpointer(engine: AsyncEngine) -> Checkpointer | None:
+    """What checkpoints the WAL of a SQLite database file (None: PostgreSQL, or in memory)."""
+    database = engine.url.database
+    if not is_sqlite(engine) or not database or database == ":memory:":
+        return None
+    return Checkpointer(str(Path(database).expanduser()))
 
 
 def writer(engine: AsyncEngine) -> AsyncEngine:
@@ -55,6 +65,9 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # The store checkpoints on a thread of its own (db/checkpoint.py), not inside commits.
+    cursor.execute("PRAGMA wal_autocheckpoint=0")
+    cursor.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
     cursor.execute("PRAGMA foreign_keys=ON")
     # SQLite's default page cache (2 MiB) is smaller than what one batch of writes dirties
     # (a 50-CarePlan scheduler batch touches thousands of index pages): it then spills pages

@@ -10,10 +10,12 @@ value converted by its column type's own bind processor: what SQLAlchemy would h
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
 from functools import cache
 from typing import Any
 
+import orjson
 from sqlalchemy import Column, Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -27,10 +29,55 @@ async def insert_rows(
         await conn.exec_driver_sql(_insert_sql(conn.dialect, table.name, columns, ()), rows)
 
 
+async def insert_chunks(
+    conn: AsyncConnection,
+    table: Table,
+    columns: tuple[str, ...],
+    chunks: Iterable[list[tuple[Any, ...]]],
+) -> None:
+    """INSERT the rows of each chunk (str, float, int or None values, in `columns` order).
+
+    On SQLite, the next chunk is computed while the database inserts this one. Each chunk goes
+    to SQLite as one JSON array inserted by one statement (`json_each`), during which the
+    sqlite3 module does not hold the interpreter lock; an executemany would take it back for
+    every row, and a busy Python thread hands it over only every switch interval. A chunk
+    holding a NUL character (cut short by SQLite's JSON functions) goes through executemany.
+    """
+    if conn.dialect.name != "sqlite":
+        await insert_rows(conn, table, columns, [row for chunk in chunks for row in chunk])
+        return
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None
+    sql = _json_insert_sql(conn.dialect, table.name, columns)
+    pending: asyncio.Future[Any] | None = None
+    try:
+        for rows in chunks:
+            if not rows:
+                continue
+            payload = orjson.dumps(rows)
+            if pending is not None:
+                await pending
+                pending = None
+            if b"\\u0000" in payload:
+                await insert_rows(conn, table, columns, rows)
+                continue
+            pending = asyncio.ensure_future(driver.execute_fetchall(sql, (payload,)))
+            await asyncio.sleep(0)  # let it reach the driver's thread before computing more
+    finally:
+        if pending is not None:
+            await pending
+
+
+async def insert_dicts(conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """INSERT `rows` (dicts with the same keys), each value bound as its column's type binds it."""
+    await upsert(conn, table, rows, key=())
+
+
 async def upsert(
     conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]], *, key: Sequence[str]
 ) -> None:
-    """Insert `rows`; a row whose `key` columns exist already overwrites the other columns."""
+    """Insert `rows`; a row whose `key` columns exist already overwrites the other columns
+    (no `key`: a plain INSERT)."""
     if not rows:
         return
     columns = tuple(rows[0])
@@ -72,3 +119,12 @@ def _insert_sql(
     others = [f"{quote(c)} = excluded.{quote(c)}" for c in columns if c not in key]
     action = f"DO UPDATE SET {', '.join(others)}" if others else "DO NOTHING"
     return f"{sql} ON CONFLICT ({', '.join(quote(k) for k in key)}) {action}"
+
+
+@cache
+def _json_insert_sql(dialect: Dialect, table: str, columns: tuple[str, ...]) -> str:
+    """SQLite: INSERT the rows of one JSON array of arrays (`?`), values in `columns` order."""
+    quote = dialect.identifier_preparer.quote
+    names = ", ".join(quote(c) for c in columns)
+    values = ", ".join(f"value ->> {n}" for n in range(len(columns)))
+    return f"INSERT INTO {quote(table)} ({names}) SELECT {values} FROM json_each(?)"

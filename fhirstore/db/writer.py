@@ -22,7 +22,7 @@ from fhirstore.access.boundary import Reach
 from fhirstore.access.narrowing import reach_clause
 from fhirstore.db.locks import CONDITIONAL_CREATE_LOCK_CLASS, OUTBOX_LOCK_KEY, int4_key
 from fhirstore.db.schema import outbox, resource_versions, resources, search_index
-from fhirstore.db.upsert import bound, insert_rows
+from fhirstore.db.upsert import bound, insert_chunks, insert_rows
 from fhirstore.errors import BadRequest, FhirError, Forbidden, PreconditionFailed
 from fhirstore.search.extract import index_entries
 from fhirstore.search.index_entry import ID_PARAM
@@ -33,6 +33,7 @@ from fhirstore.search.index_entry import ID_PARAM
 # processes wake at once instead of waiting for their next poll.
 OUTBOX_CHANNEL = "herald_outbox"
 _CHUNK = 500
+_INDEX_CHUNK = 100  # resources
 _T = TypeVar("_T")
 
 
@@ -341,7 +342,9 @@ async def _apply(
             for v in done
         ],
     )
-    await insert_rows(conn, search_index, _INDEX_COLUMNS, list(_index_rows(done)))
+    # In chunks: on SQLite the next chunk's values are extracted while one is inserted.
+    index_chunks = (list(_index_rows(chunk)) for chunk in _chunks(done, _INDEX_CHUNK))
+    await insert_chunks(conn, search_index, _INDEX_COLUMNS, index_chunks)
     if postgres:
         await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": OUTBOX_LOCK_KEY})
     await insert_rows(
@@ -410,6 +413,6 @@ def _dump(body: dict[str, Any] | None) -> str | None:
     return None if body is None else fhirjson.dumps(body).decode()
 
 
-def _chunks(items: list[_T]) -> Iterable[list[_T]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
+def _chunks(items: list[_T], size: int = _CHUNK) -> Iterable[list[_T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -202,8 +202,11 @@ async def test_tasks_made_under_an_earlier_id_keep_standing_for_their_occurrence
 
 
 async def _rename_tasks(runtime: Runtime, new_ids: dict[str, str]) -> None:
-    """Give Tasks other ids in every table, as if they had been made with them."""
-    async with runtime.engine.begin() as conn:
+    """Give Tasks other ids in every table, as if they had been made with them.
+
+    It reads, then writes: on SQLite only a write transaction from the start (the store's)
+    keeps another writer from committing in between and refusing the upgrade."""
+    async with runtime.store.bookkeeping_transaction() as conn:
         for old, new in new_ids.items():
             key = {"old": old, "new": new}
             body = (

@@ -9,6 +9,9 @@ import orjson
 from sqlalchemy import func, select, text
 
 from fhirstore.db.schema import search_index
+from fhirstore.db.writer import PendingWrite
+from fhirstore.search.extract import index_entries
+from fhirstore.search.index_entry import ID_PARAM
 from fhirstore.search.query import parse_search
 from fhirstore.store import Store
 from herald.runtime import Runtime
@@ -54,3 +57,44 @@ async def test_the_text_index_is_partial_and_the_range_index_on_sqlite(runtime: 
     assert "text IS NOT NULL" in text_index
     # PostgreSQL keeps every row: it would not use a partial index for `high > x` alone.
     assert ("IS NOT NULL" in range_index) != postgres, range_index
+
+
+async def test_a_bulk_write_stores_every_search_value_exactly(runtime: Runtime) -> None:
+    """A large write inserts its index rows in chunks (on SQLite as JSON arrays): each value
+    arrives as extracted, the floats bit for bit and (SQLite; PostgreSQL text cannot hold
+    one) a string holding a NUL whole."""
+    nul = "\u0000" if runtime.store.engine.dialect.name == "sqlite" else ""
+    values = [0.1, 1 / 3, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, -1e300]
+    writes = [
+        PendingWrite(
+            "Observation",
+            f"obs-{n}",
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"text": f"nul {nul} inside" if n == 7 else f"reading {n}"},
+                "valueQuantity": {"value": values[n % len(values)] * (1 + n), "unit": "mm"},
+            },
+        )
+        for n in range(250)  # three chunks
+    ]
+    store = runtime.store
+    async with store.write_transaction() as conn:
+        written = await store.write_batch(conn, writes)
+    expected = {
+        (v.id, *entry)
+        for v in written
+        if v is not None and v.body is not None
+        for entry in index_entries(v.body)
+        if entry.param != ID_PARAM
+    }
+    s = search_index.c
+    async with store.engine.connect() as conn:
+        rows = await conn.execute(
+            select(s.res_id, s.param, s.system, s.code, s.text, s.low, s.high).where(
+                s.res_type == "Observation"
+            )
+        )
+        stored = {tuple(row) for row in rows}
+    assert len(expected) > 250 * 4
+    assert stored == expected
