@@ -30,7 +30,7 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, and_, delete, or_, select
 
 from fhirstore.db.schema import audit_log
-from fhirstore.db.upsert import insert_dicts
+from fhirstore.db.upsert import upsert
 from fhirstore.store import Store, as_utc
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class AuditTrail:
                 return
             try:
                 async with self._store.bookkeeping_transaction() as conn:
-                    await insert_dicts(conn, audit_log, rows)
+                    await upsert(conn, audit_log, rows, key=())  # a plain INSERT
             except BaseException:
                 self._keep(rows)
                 raise

@@ -68,11 +68,6 @@ async def insert_chunks(
             await pending
 
 
-async def insert_dicts(conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
-    """INSERT `rows` (dicts with the same keys), each value bound as its column's type binds it."""
-    await upsert(conn, table, rows, key=())
-
-
 async def upsert(
     conn: AsyncConnection, table: Table, rows: Sequence[dict[str, Any]], *, key: Sequence[str]
 ) -> None:
