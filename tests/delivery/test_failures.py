@@ -159,6 +159,12 @@ async def test_events_past_the_give_up_age_become_dead_letters_and_can_be_replay
         receiver.reset()
         await client.put(f"/Patient/{pid}", json=_patient(pid, 1))
         await _delivered_through(receiver, 2)
+
+        async def recorded() -> bool:  # the receiver answers before Herald records it
+            progress = await runtime.ledger.progress(sid)
+            return progress is not None and progress.delivered_through >= 2
+
+        await eventually(recorded, within=10, what=lambda: "delivery of event 2 never recorded")
         # Retention passes: delivered event 2 is pruned, dead-lettered event 1 is kept.
         assert await runtime.ledger.prune(runtime.clock.now() + timedelta(days=1)) == 1
         assert await runtime.ledger.replay(letter.id, now=runtime.clock.now()) is not None
