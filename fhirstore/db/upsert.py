@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
-import orjson
 from sqlalchemy import Column, Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -35,37 +34,47 @@ async def insert_chunks(
     columns: tuple[str, ...],
     chunks: Iterable[list[tuple[Any, ...]]],
 ) -> None:
-    """INSERT the rows of each chunk (str, float, int or None values, in `columns` order).
+    """INSERT the rows of each chunk (values in `columns` order, as the driver takes them).
 
     On SQLite, the next chunk is computed while the database inserts this one. Each chunk goes
-    to SQLite as one JSON array inserted by one statement (`json_each`), during which the
-    sqlite3 module does not hold the interpreter lock; an executemany would take it back for
-    every row, and a busy Python thread hands it over only every switch interval. A chunk
-    holding a NUL character (cut short by SQLite's JSON functions) goes through executemany.
+    to SQLite as one multi-row INSERT ... VALUES statement, during whose execution the sqlite3
+    module does not hold the interpreter lock; an executemany would take it back for every
+    row, and a busy Python thread hands it over only every switch interval.
     """
     if conn.dialect.name != "sqlite":
         await insert_rows(conn, table, columns, [row for chunk in chunks for row in chunk])
         return
     driver = (await conn.get_raw_connection()).driver_connection
     assert driver is not None
-    sql = _json_insert_sql(conn.dialect, table.name, columns)
+    most = _SQLITE_MAX_VARIABLES // len(columns)
     pending: asyncio.Future[Any] | None = None
     try:
         for rows in chunks:
-            if not rows:
-                continue
-            payload = orjson.dumps(rows)
+            statements = [
+                (
+                    _values_sql(conn.dialect, table.name, columns, len(part)),
+                    [value for row in part for value in row],
+                )
+                for part in (rows[start : start + most] for start in range(0, len(rows), most))
+            ]
             if pending is not None:
                 await pending
                 pending = None
-            if b"\\u0000" in payload:
-                await insert_rows(conn, table, columns, rows)
-                continue
-            pending = asyncio.ensure_future(driver.execute_fetchall(sql, (payload,)))
-            await asyncio.sleep(0)  # let it reach the driver's thread before computing more
+            if statements:
+                pending = asyncio.ensure_future(_execute_all(driver, statements))
+                await asyncio.sleep(0)  # let it reach the driver's thread before computing more
     finally:
         if pending is not None:
             await pending
+
+
+# The most parameters one SQLite statement may have (SQLITE_MAX_VARIABLE_NUMBER, 3.32 on).
+_SQLITE_MAX_VARIABLES = 32_766
+
+
+async def _execute_all(driver: Any, statements: list[tuple[str, list[Any]]]) -> None:
+    for sql, parameters in statements:
+        await driver.execute_fetchall(sql, parameters)
 
 
 async def upsert(
@@ -116,10 +125,10 @@ def _insert_sql(
     return f"{sql} ON CONFLICT ({', '.join(quote(k) for k in key)}) {action}"
 
 
-@cache
-def _json_insert_sql(dialect: Dialect, table: str, columns: tuple[str, ...]) -> str:
-    """SQLite: INSERT the rows of one JSON array of arrays (`?`), values in `columns` order."""
+@lru_cache(maxsize=256)
+def _values_sql(dialect: Dialect, table: str, columns: tuple[str, ...], count: int) -> str:
+    """SQLite: the INSERT of `count` rows of `columns` in one statement."""
     quote = dialect.identifier_preparer.quote
     names = ", ".join(quote(c) for c in columns)
-    values = ", ".join(f"value ->> {n}" for n in range(len(columns)))
-    return f"INSERT INTO {quote(table)} ({names}) SELECT {values} FROM json_each(?)"
+    row = f"({', '.join('?' * len(columns))})"
+    return f"INSERT INTO {quote(table)} ({names}) VALUES {', '.join([row] * count)}"

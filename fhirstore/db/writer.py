@@ -7,7 +7,6 @@ through `write_versions`, so the change event is always committed with the versi
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,7 +24,7 @@ from fhirstore.db.schema import outbox, resource_versions, resources, search_ind
 from fhirstore.db.upsert import bound, insert_chunks, insert_rows
 from fhirstore.errors import BadRequest, FhirError, Forbidden, PreconditionFailed
 from fhirstore.search.extract import index_entries
-from fhirstore.search.index_entry import ID_PARAM
+from fhirstore.search.index_entry import ON_RESOURCES
 
 # Any constant shared by all Herald processes; taken (transaction-scoped) right before the outbox
 # insert so that on PostgreSQL outbox sequence order equals commit order.
@@ -125,6 +124,7 @@ async def _write(
     )
     outside = await _outside_reach(conn, writes, current)
     outcomes: list[WrittenVersion | FhirError | None] = []
+    instant = fhir_instant(now)
     for write in writes:
         try:
             if (write.resource_type, write.id) in outside:
@@ -132,7 +132,8 @@ async def _write(
                     f"{write.resource_type}/{write.id} is outside what this token may change "
                     f"({_reach_text(write.reach)})"
                 )
-            outcomes.append(_plan(write, current.get((write.resource_type, write.id)), now))
+            head = current.get((write.resource_type, write.id))
+            outcomes.append(_plan(write, head, now, instant))
         except FhirError as error:
             if all_or_nothing:
                 raise
@@ -229,7 +230,10 @@ def ids_by_type(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
     return grouped
 
 
-def _plan(write: PendingWrite, cur: Head | None, now: datetime) -> WrittenVersion | None:
+def _plan(
+    write: PendingWrite, cur: Head | None, now: datetime, instant: str
+) -> WrittenVersion | None:
+    """The version `write` makes of the resource at `cur`; `instant` is `now` for meta."""
     live = cur is not None and not cur.deleted
     if write.if_match is not None and (cur is None or cur.version_id != write.if_match):
         have = f"version {cur.version_id}" if cur else "no version"
@@ -246,7 +250,7 @@ def _plan(write: PendingWrite, cur: Head | None, now: datetime) -> WrittenVersio
         body["id"] = write.id
         meta = dict(body.get("meta") or {})
         meta["versionId"] = str(version)
-        meta["lastUpdated"] = fhir_instant(now)
+        meta["lastUpdated"] = instant
         body["meta"] = meta
     interaction = "delete" if write.body is None else ("update" if live else "create")
     return WrittenVersion(
@@ -353,7 +357,7 @@ async def _apply(
         _OUTBOX_COLUMNS,
         [
             (
-                _event_id(now),
+                event_id,
                 v.resource_type,
                 v.id,
                 v.version_id,
@@ -362,7 +366,7 @@ async def _apply(
                 stamp,
                 texts[v.resource_type, v.id],
             )
-            for v in done
+            for event_id, v in zip(_event_ids(now, len(done)), done, strict=True)
         ],
     )
     if postgres:
@@ -384,17 +388,22 @@ _OUTBOX_COLUMNS = (
 )
 
 
-def _event_id(now: datetime) -> str:
-    """A UUID whose first 48 bits are `now` in Unix ms, the rest random (the layout of UUID
-    version 7). Random UUIDs (version 4) put each event in a random page of the outbox's
+def _event_ids(now: datetime, count: int) -> list[str]:
+    """`count` UUIDs whose first 48 bits are `now` in Unix ms, the rest random (the layout of
+    UUID version 7). Random UUIDs (version 4) put each event in a random page of the outbox's
     unique index, and a batch of thousands dirtied thousands of pages to write at commit;
     these grow the index at its end."""
-    millis = int(now.timestamp() * 1000) & _MS_BITS
-    value = millis << 80 | int.from_bytes(os.urandom(10))
-    value = value & ~_VERSION_AND_VARIANT | _V7
-    return str(uuid.UUID(int=value))
+    millis = (int(now.timestamp() * 1000) & _MS_BITS) << 80
+    random = os.urandom(_RANDOM_BYTES * count)  # one system call for the batch
+    ids = []
+    for start in range(0, len(random), _RANDOM_BYTES):
+        value = millis | int.from_bytes(random[start : start + _RANDOM_BYTES])
+        digits = f"{value & ~_VERSION_AND_VARIANT | _V7:032x}"
+        ids.append(f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}")
+    return ids
 
 
+_RANDOM_BYTES = 10
 _MS_BITS = (1 << 48) - 1
 _VERSION_AND_VARIANT = 0xF << 76 | 0x3 << 62
 _V7 = 0x7 << 76 | 0x2 << 62  # version 7, RFC 4122 variant
@@ -405,7 +414,7 @@ def _index_rows(done: Iterable[WrittenVersion]) -> Iterable[tuple[Any, ...]]:
         if v.body is None:
             continue
         for e in index_entries(v.body):
-            if e.param != ID_PARAM:
+            if e.param not in ON_RESOURCES:
                 yield (v.resource_type, v.id, *e)
 
 

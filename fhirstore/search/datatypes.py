@@ -1,14 +1,17 @@
-"""FHIR data type values -> `IndexEntry`s, one converter per search parameter type.
+"""FHIR data type values -> `IndexEntry`s, one `ParamType` per search parameter type.
 
-Each converter takes the parameter code, the FHIR type name reported by FHIRPath (None when the
-engine lost it, e.g. after a union; the type is then inferred from the value's shape) and the
-value, and yields the entries that value contributes to the index.
+A value arrives with the FHIR type name the path gives it: known when the model names the
+element's type (`Task.status` is a `code`, `Task.for` a `Reference`), None when the FHIRPath
+engine lost it (e.g. after a union), in which case the type of a complex value is guessed from
+its keys (`shape`). `value_converter` picks the conversion for one FHIR type once, so
+indexing a write does not dispatch per value on what the extractor already knows.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
@@ -27,12 +30,16 @@ from fhirstore.search.normalize import (
     to_float,
 )
 
-Converter = Callable[[str, str | None, Any], Iterator[IndexEntry]]
+# (parameter code, value) -> entries, for values of one FHIR type.
+ValueConverter = Callable[[str, Any], list[IndexEntry]]
+# (parameter code, FHIR type name or None, value) -> entries.
+Converter = Callable[[str, str | None, Any], list[IndexEntry]]
 
 CURRENCY_SYSTEM = "urn:iso:std:iso:4217"
 _QUANTITY_TYPES = frozenset(
     {"Quantity", "Age", "Count", "Distance", "Duration", "SimpleQuantity", "MoneyQuantity"}
 )
+_UNTYPED = frozenset({"Element", "BackboneElement"})
 _CONTACT_SYSTEMS = frozenset({"phone", "fax", "email", "pager", "url", "sms", "other"})
 _ADDRESS_KEYS = ("line", "city", "district", "state", "postalCode", "country")
 _LITERAL_REFERENCE = re.compile(
@@ -69,10 +76,50 @@ def shape(value: dict[str, Any]) -> str:
     return "CodeableConcept" if "text" in value else "Element"
 
 
-def _complex_type(kind: str | None, value: dict[str, Any]) -> str:
-    if kind is None or kind in ("Element", "BackboneElement") or kind.startswith("System."):
-        return shape(value)
-    return "Quantity" if kind in _QUANTITY_TYPES else kind
+def _untyped(kind: str | None) -> bool:
+    """True when a complex value's type has to be guessed from its keys."""
+    return kind is None or kind in _UNTYPED or kind.startswith("System.")
+
+
+def _nothing(param: str, value: Any) -> list[IndexEntry]:
+    return []
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ParamType:
+    """How one search parameter type indexes values.
+
+    `primitive` takes JSON strings, numbers and booleans (with the FHIR type name: a date
+    parameter skips `time`); `complex` maps FHIR data types to the conversion of their JSON
+    objects; `other` takes objects of any type not in it.
+    """
+
+    primitive: Callable[[str, str | None, Any], list[IndexEntry]]
+    complex: dict[str, ValueConverter] = field(default_factory=dict)
+    other: ValueConverter = _nothing
+
+    def for_objects(self, kind: str | None) -> ValueConverter:
+        """The conversion of JSON objects of FHIR type `kind` (None: guessed per object)."""
+        if _untyped(kind):
+            return lambda param, value: self.complex.get(shape(value), self.other)(param, value)
+        return self.complex.get("Quantity" if kind in _QUANTITY_TYPES else kind, self.other)
+
+    def entries(self, param: str, kind: str | None, value: Any) -> list[IndexEntry]:
+        """The entries of one value of FHIR type `kind` (None: unknown)."""
+        return value_converter(self, kind)(param, value)
+
+
+@lru_cache(maxsize=1024)
+def value_converter(param_type: ParamType, kind: str | None) -> ValueConverter:
+    """The conversion of any JSON value of FHIR type `kind` (None: unknown), chosen once."""
+    objects, primitive = param_type.for_objects(kind), param_type.primitive
+
+    def convert(param: str, value: Any) -> list[IndexEntry]:
+        if isinstance(value, dict):
+            return objects(param, value)
+        return primitive(param, kind, value)
+
+    return convert
 
 
 def _text(value: Any) -> str | None:
@@ -82,58 +129,80 @@ def _text(value: Any) -> str | None:
 # -- token ---------------------------------------------------------------------------------
 
 
-def _coding(param: str, coding: dict[str, Any]) -> IndexEntry | None:
+def _token_primitive(param: str, kind: str | None, value: Any) -> list[IndexEntry]:
+    if isinstance(value, str):
+        code = clip(value, MAX_CODE)
+    elif isinstance(value, bool):
+        code = "true" if value else "false"
+    elif isinstance(value, int | float | Decimal):
+        code = clip(str(value), MAX_CODE)
+    else:
+        return []
+    return [] if code is None else [IndexEntry(param, None, code)]
+
+
+def _coding(param: str, coding: Any) -> IndexEntry | None:
+    if not isinstance(coding, dict):
+        return None
     system = clip(coding.get("system"), MAX_SYSTEM)
     code = clip(coding.get("code"), MAX_CODE)
     text = _text(coding.get("display"))
     if system is None and code is None and text is None:
         return None
-    return IndexEntry(param, system=system, code=code, text=text)
+    return IndexEntry(param, system, code, text)
 
 
-def token_entries(param: str, kind: str | None, value: Any) -> Iterator[IndexEntry]:
-    if isinstance(value, bool):
-        yield IndexEntry(param, code="true" if value else "false")
-        return
-    if isinstance(value, str | int | float | Decimal):
-        code = clip(str(value), MAX_CODE)
-        if code is not None:
-            yield IndexEntry(param, code=code)
-        return
-    if not isinstance(value, dict):
-        return
-    kind = _complex_type(kind, value)
-    if kind == "CodeableReference":
-        kind, value = "CodeableConcept", value.get("concept") or {}
-    if kind == "CodeableConcept":
-        displays = set()
-        for coding in value.get("coding") or ():
-            entry = _coding(param, coding)
-            if entry is not None:
-                displays.add(entry.text)
-                yield entry
-        text = _text(value.get("text"))
-        if text is not None and text not in displays:  # for :text; a display already has it
-            yield IndexEntry(param, text=text)
-    elif kind == "Coding":
-        entry = _coding(param, value)
+def _token_coding(param: str, value: dict[str, Any]) -> list[IndexEntry]:
+    entry = _coding(param, value)
+    return [] if entry is None else [entry]
+
+
+def _token_codeable_concept(param: str, value: dict[str, Any]) -> list[IndexEntry]:
+    entries = []
+    displays = set()
+    for coding in value.get("coding") or ():
+        entry = _coding(param, coding)
         if entry is not None:
-            yield entry
-    elif kind in ("Identifier", "ContactPoint"):
-        code = clip(value.get("value"), MAX_CODE)
-        if code is not None:
-            type_text = (value.get("type") or {}).get("text") if kind == "Identifier" else None
-            system = clip(value.get("system"), MAX_SYSTEM)
-            yield IndexEntry(param, system=system, code=code, text=_text(type_text))
+            displays.add(entry.text)
+            entries.append(entry)
+    text = _text(value.get("text"))
+    if text is not None and text not in displays:  # for :text; a display already has it
+        entries.append(IndexEntry(param, None, None, text))
+    return entries
+
+
+def _token_codeable_reference(param: str, value: dict[str, Any]) -> list[IndexEntry]:
+    return _token_codeable_concept(param, value.get("concept") or {})
+
+
+def _token_identifier(param: str, value: dict[str, Any]) -> list[IndexEntry]:
+    code = clip(value.get("value"), MAX_CODE)
+    if code is None:
+        return []
+    type_text = _text((value.get("type") or {}).get("text"))
+    return [IndexEntry(param, clip(value.get("system"), MAX_SYSTEM), code, type_text)]
+
+
+def _token_contact_point(param: str, value: dict[str, Any]) -> list[IndexEntry]:
+    code = clip(value.get("value"), MAX_CODE)
+    if code is None:
+        return []
+    return [IndexEntry(param, clip(value.get("system"), MAX_SYSTEM), code)]
+
+
+TOKEN = ParamType(
+    _token_primitive,
+    {
+        "CodeableConcept": _token_codeable_concept,
+        "CodeableReference": _token_codeable_reference,
+        "Coding": _token_coding,
+        "Identifier": _token_identifier,
+        "ContactPoint": _token_contact_point,
+    },
+)
 
 
 # -- string --------------------------------------------------------------------------------
-
-
-def _string(param: str, value: Any) -> IndexEntry | None:
-    if not isinstance(value, str) or not value.strip():
-        return None
-    return IndexEntry(param, code=clip(value, MAX_CODE), text=_text(value))
 
 
 def _parts(value: dict[str, Any], keys: tuple[str, ...]) -> Iterator[str]:
@@ -145,38 +214,60 @@ def _parts(value: dict[str, Any], keys: tuple[str, ...]) -> Iterator[str]:
             yield part
 
 
-def string_entries(param: str, kind: str | None, value: Any) -> Iterator[IndexEntry]:
-    if isinstance(value, str):
-        strings: list[str] = [value]
-    elif isinstance(value, dict):
-        kind = _complex_type(kind, value)
-        if kind == "HumanName":
-            strings = list(_parts(value, ("text", "family", "given", "prefix", "suffix")))
-            if "text" not in value:
-                strings.append(" ".join(_parts(value, ("given", "family"))))
-        elif kind == "Address":
-            strings = list(_parts(value, ("text", *_ADDRESS_KEYS)))
-        elif kind == "CodeableConcept":
-            strings = list(_parts(value, ("text",)))
-            strings += [c["display"] for c in value.get("coding") or () if "display" in c]
-        else:
-            strings = list(_parts(value, ("text", "display", "value")))
-    else:
-        return
-    for string in strings:
-        entry = _string(param, string)
-        if entry is not None:
-            yield entry
+def _strings(param: str, strings: list[str]) -> list[IndexEntry]:
+    return [
+        IndexEntry(param, None, clip(string, MAX_CODE), _text(string))
+        for string in strings
+        if string.strip()
+    ]
+
+
+def _string_primitive(param: str, kind: str | None, value: Any) -> list[IndexEntry]:
+    return _strings(param, [value]) if isinstance(value, str) else []
+
+
+def _string_human_name(param: str, value: dict[str, Any]) -> list[IndexEntry]:
+    strings = list(_parts(value, ("text", "family", "given", "prefix", "suffix")))
+    if "text" not in value:
+        strings.append(" ".join(_parts(value, ("given", "family"))))
+    return _strings(param, strings)
+
+
+def _string_address(param: str, value: dict[str, Any]) -> list[IndexEntry]:
+    return _strings(param, list(_parts(value, ("text", *_ADDRESS_KEYS))))
+
+
+def _string_codeable_concept(param: str, value: dict[str, Any]) -> list[IndexEntry]:
+    strings = list(_parts(value, ("text",)))
+    codings = value.get("coding") or ()
+    strings += [c["display"] for c in codings if isinstance(c, dict) and "display" in c]
+    return _strings(param, [string for string in strings if isinstance(string, str)])
+
+
+def _string_other(param: str, value: dict[str, Any]) -> list[IndexEntry]:
+    return _strings(param, list(_parts(value, ("text", "display", "value"))))
+
+
+STRING = ParamType(
+    _string_primitive,
+    {
+        "HumanName": _string_human_name,
+        "Address": _string_address,
+        "CodeableConcept": _string_codeable_concept,
+    },
+    _string_other,
+)
 
 
 # -- uri / reference -----------------------------------------------------------------------
 
 
-def uri_entries(param: str, kind: str | None, value: Any) -> Iterator[IndexEntry]:
-    if isinstance(value, str):
-        code = clip(value, MAX_CODE)
-        if code is not None:
-            yield IndexEntry(param, code=code)
+def _uri_primitive(param: str, kind: str | None, value: Any) -> list[IndexEntry]:
+    code = clip(value, MAX_CODE)
+    return [] if code is None else [IndexEntry(param, None, code)]
+
+
+URI = ParamType(_uri_primitive)
 
 
 @lru_cache(maxsize=8192)  # a resource's references recur in many others (its Patient)
@@ -188,76 +279,73 @@ def reference_target(reference: str) -> tuple[str, str] | None:
     return match.group(1), match.group(2)
 
 
-def reference_entries(param: str, kind: str | None, value: Any) -> Iterator[IndexEntry]:
-    if isinstance(value, str):  # canonical / uri
-        yield from uri_entries(param, kind, value)
-        return
-    if not isinstance(value, dict):
-        return
-    reference = value.get("reference")
-    if isinstance(reference, dict):  # CodeableReference
-        yield from reference_entries(param, "Reference", reference)
-        return
-    if not isinstance(reference, str) or not reference or reference.startswith("#"):
-        return
+@lru_cache(maxsize=8192)
+def _reference_columns(reference: str) -> tuple[str | None, str | None] | None:
+    """(system, code) of a literal reference; None when the reference type is not in the text."""
     target = reference_target(reference)
     if target is None:
-        code, system = reference, value.get("type")
-    elif "://" in reference or reference.startswith("urn:"):
-        code, system = reference, target[0]
-    else:
-        code, system = f"{target[0]}/{target[1]}", target[0]
-    yield IndexEntry(param, system=clip(system, MAX_SYSTEM), code=clip(code, MAX_CODE))
+        return None
+    if "://" in reference or reference.startswith("urn:"):
+        return clip(target[0], MAX_SYSTEM), clip(reference, MAX_CODE)
+    return clip(target[0], MAX_SYSTEM), clip(f"{target[0]}/{target[1]}", MAX_CODE)
+
+
+def _reference(param: str, value: dict[str, Any]) -> list[IndexEntry]:
+    reference = value.get("reference")
+    if isinstance(reference, dict):  # CodeableReference
+        return _reference(param, reference)
+    if not isinstance(reference, str) or not reference or reference.startswith("#"):
+        return []
+    columns = _reference_columns(reference)
+    if columns is None:
+        columns = clip(value.get("type"), MAX_SYSTEM), clip(reference, MAX_CODE)
+    return [IndexEntry(param, *columns)]
+
+
+REFERENCE = ParamType(_uri_primitive, other=_reference)  # a string is a canonical / uri
 
 
 # -- date ----------------------------------------------------------------------------------
 
 
-def _bounds(start: Any, end: Any) -> tuple[float, float] | None:
+def _date_primitive(param: str, kind: str | None, value: Any) -> list[IndexEntry]:
+    if not isinstance(value, str) or kind == "time":
+        return []
+    try:
+        low, high = date_range(value)
+    except ValueError:
+        return []
+    return [IndexEntry(param, None, None, None, low, high)]
+
+
+def _date_period(param: str, value: dict[str, Any]) -> list[IndexEntry]:
+    start, end = value.get("start"), value.get("end")
     try:
         low = date_range(start)[0] if isinstance(start, str) else FAR_PAST
         high = date_range(end)[1] if isinstance(end, str) else FAR_FUTURE
     except ValueError:
-        return None
-    return None if low == FAR_PAST and high == FAR_FUTURE else (low, high)
+        return []
+    if low == FAR_PAST and high == FAR_FUTURE:
+        return []
+    return [IndexEntry(param, None, None, None, low, high)]
 
 
-def date_entries(param: str, kind: str | None, value: Any) -> Iterator[IndexEntry]:
-    if isinstance(value, str):
-        if kind == "time":
-            return
-        try:
-            low, high = date_range(value)
-        except ValueError:
-            return
-        yield IndexEntry(param, low=low, high=high)
-        return
-    if not isinstance(value, dict):
-        return
-    kind = _complex_type(kind, value)
-    if kind == "Period":
-        bounds = _bounds(value.get("start"), value.get("end"))
-        if bounds is not None:
-            yield IndexEntry(param, low=bounds[0], high=bounds[1])
-    elif kind == "Timing":
-        for event in value.get("event") or ():
-            yield from date_entries(param, "dateTime", event)
-        period = (value.get("repeat") or {}).get("boundsPeriod")
-        if isinstance(period, dict):
-            yield from date_entries(param, "Period", period)
+def _date_timing(param: str, value: dict[str, Any]) -> list[IndexEntry]:
+    entries = [
+        entry
+        for event in value.get("event") or ()
+        for entry in _date_primitive(param, "dateTime", event)
+    ]
+    period = (value.get("repeat") or {}).get("boundsPeriod")
+    if isinstance(period, dict):
+        entries += _date_period(param, period)
+    return entries
+
+
+DATE = ParamType(_date_primitive, {"Period": _date_period, "Timing": _date_timing})
 
 
 # -- number / quantity ---------------------------------------------------------------------
-
-
-def number_entries(param: str, kind: str | None, value: Any) -> Iterator[IndexEntry]:
-    if isinstance(value, dict):  # a Range (e.g. RiskAssessment.prediction.probability)
-        for entry in quantity_entries(param, kind, value):
-            yield IndexEntry(param, low=entry.low, high=entry.high)
-        return
-    number = to_float(value)
-    if number is not None:
-        yield IndexEntry(param, low=number, high=number)
 
 
 def _unit(quantity: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -265,43 +353,67 @@ def _unit(quantity: dict[str, Any]) -> tuple[str | None, str | None]:
     return clip(quantity.get("system"), MAX_SYSTEM), clip(code, MAX_CODE)
 
 
-def quantity_entries(param: str, kind: str | None, value: Any) -> Iterator[IndexEntry]:
-    if not isinstance(value, dict):
-        yield from number_entries(param, kind, value)
-        return
-    kind = _complex_type(kind, value)
-    if kind == "Quantity":
-        number = to_float(value.get("value"))
-        if number is not None:
-            system, code = _unit(value)
-            yield IndexEntry(param, system=system, code=code, low=number, high=number)
-    elif kind == "Money":
-        number = to_float(value.get("value"))
-        if number is not None:
-            currency = clip(value.get("currency"), MAX_CODE)
-            system = CURRENCY_SYSTEM if currency else None
-            yield IndexEntry(param, system=system, code=currency, low=number, high=number)
-    elif kind == "Range":
-        low, high = value.get("low") or {}, value.get("high") or {}
-        low_value, high_value = to_float(low.get("value")), to_float(high.get("value"))
-        if low_value is None and high_value is None:
-            return
-        system, code = _unit(low if low_value is not None else high)
-        yield IndexEntry(
+def _number_primitive(param: str, kind: str | None, value: Any) -> list[IndexEntry]:
+    number = to_float(value)
+    return [] if number is None else [IndexEntry(param, None, None, None, number, number)]
+
+
+def _quantity(param: str, value: dict[str, Any]) -> list[IndexEntry]:
+    number = to_float(value.get("value"))
+    if number is None:
+        return []
+    return [IndexEntry(param, *_unit(value), None, number, number)]
+
+
+def _money(param: str, value: dict[str, Any]) -> list[IndexEntry]:
+    number = to_float(value.get("value"))
+    if number is None:
+        return []
+    currency = clip(value.get("currency"), MAX_CODE)
+    system = CURRENCY_SYSTEM if currency else None
+    return [IndexEntry(param, system, currency, None, number, number)]
+
+
+def _range(param: str, value: dict[str, Any]) -> list[IndexEntry]:
+    low, high = value.get("low") or {}, value.get("high") or {}
+    low_value, high_value = to_float(low.get("value")), to_float(high.get("value"))
+    if low_value is None and high_value is None:
+        return []
+    system, code = _unit(low if low_value is not None else high)
+    return [
+        IndexEntry(
             param,
-            system=system,
-            code=code,
-            low=FAR_PAST if low_value is None else low_value,
-            high=FAR_FUTURE if high_value is None else high_value,
+            system,
+            code,
+            None,
+            FAR_PAST if low_value is None else low_value,
+            FAR_FUTURE if high_value is None else high_value,
         )
+    ]
 
 
-CONVERTERS: dict[str, Converter] = {
-    d.TOKEN: token_entries,
-    d.STRING: string_entries,
-    d.URI: uri_entries,
-    d.REFERENCE: reference_entries,
-    d.DATE: date_entries,
-    d.NUMBER: number_entries,
-    d.QUANTITY: quantity_entries,
+QUANTITY = ParamType(_number_primitive, {"Quantity": _quantity, "Money": _money, "Range": _range})
+
+
+def _without_unit(convert: ValueConverter) -> ValueConverter:
+    """A number parameter over a Range: the bounds without the unit."""
+
+    def number(param: str, value: dict[str, Any]) -> list[IndexEntry]:
+        return [IndexEntry(param, low=e.low, high=e.high) for e in convert(param, value)]
+
+    return number
+
+
+NUMBER = ParamType(
+    _number_primitive, {kind: _without_unit(f) for kind, f in QUANTITY.complex.items()}
+)
+
+PARAM_TYPES: dict[str, ParamType] = {
+    d.TOKEN: TOKEN,
+    d.STRING: STRING,
+    d.URI: URI,
+    d.REFERENCE: REFERENCE,
+    d.DATE: DATE,
+    d.NUMBER: NUMBER,
+    d.QUANTITY: QUANTITY,
 }

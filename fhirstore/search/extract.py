@@ -2,11 +2,12 @@
 
 Runs on every write, so the work per resource is kept small:
 - each expression is compiled once (per resource type, on first use) and cached;
-- an expression is only evaluated when one of its root elements (`Observation.value...` ->
-  `value`, matching `valueQuantity`) is present in the resource;
 - composite and special parameters are skipped;
 - plain paths (`Patient.name.given`, `Observation.value.ofType(Quantity)`, ... the large
-  majority) are walked directly over the JSON by `paths`; the rest goes through fhirpathpy.
+  majority) are walked directly over the JSON by `paths`, and each value is converted by the
+  converter of the type the model gives it, chosen at compile time (`datatypes.value_converter`);
+- the rest goes through fhirpathpy, only when one of the expression's root elements
+  (`Observation.value...` -> `value`, matching `valueQuantity`) is present in the resource.
 
 Two rewrites make the official expressions evaluable by fhirpathpy: `(x as T)` / `x.as(T)`
 become `x.ofType(T)` (the engine keeps the type name, which the conversion uses), and
@@ -18,8 +19,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from typing import Any
 
@@ -28,9 +29,9 @@ from fhirpathpy.engine.nodes import ResourceNode, TypeInfo
 from fhirpathpy.models import models
 
 from fhirstore.search import definitions as d
-from fhirstore.search.datatypes import CONVERTERS, Converter, reference_target
+from fhirstore.search.datatypes import PARAM_TYPES, ParamType, reference_target, value_converter
 from fhirstore.search.index_entry import IndexEntry
-from fhirstore.search.paths import Node, Path, compile_plain, walk
+from fhirstore.search.paths import Member, Path, Step, compile_plain, walk
 
 __all__ = ["IndexEntry", "index_entries"]
 
@@ -94,31 +95,92 @@ def _roots(expression: str, resource_type: str) -> frozenset[str] | None:
     return frozenset(roots)
 
 
+Entries = Callable[[dict[str, Any]], list[IndexEntry]]
+
+
 @dataclass(slots=True)
 class _Extractor:
-    """One parameter of one resource type, compiled on first use."""
+    """One parameter of one resource type, compiled on first use of the type."""
 
     code: str
     expression: str
-    roots: frozenset[str] | None
-    convert: Converter
+    roots: frozenset[str] | None  # for the engine: skip when none of these is present
+    param_type: ParamType
     plain: tuple[Path, ...] | None
+    entries: Entries = field(init=False)  # the resource's entries for this parameter
     _compiled: Callable[..., list[Any]] | None = None
 
-    def values(self, resource: dict[str, Any]) -> list[Node]:
-        """The (FHIR type or None, JSON value) pairs the expression selects."""
-        if self.plain is not None:
-            if len(self.plain) == 1:
-                return walk(resource, self.plain[0])
-            return [value for path in self.plain for value in walk(resource, path)]
-        return [_typed(value) for value in self.fhirpath(resource)]
+    def __post_init__(self) -> None:
+        self.entries = self.engine_entries if self.plain is None else self._plain_entries()
+
+    def _plain_entries(self) -> Entries:
+        """Walk the paths and convert each value with the converter of its model type."""
+        assert self.plain is not None
+        code, paths = self.code, self.plain
+        converters = {kind: value_converter(self.param_type, kind) for kind in _kinds(paths)}
+        if len(paths) == 1 and len(converters) == 1 and all(_single(step) for step in paths[0]):
+            # Most parameters (`Task.status`, `Resource.meta.lastUpdated`): a chain of keys.
+            keys = [step.alternatives[0][0] for step in paths[0] if isinstance(step, Member)]
+            (convert,) = converters.values()
+
+            def chained(resource: dict[str, Any]) -> list[IndexEntry]:
+                values: list[Any] = [resource]
+                for key in keys:
+                    found: list[Any] = []
+                    for value in values:
+                        item = value.get(key) if isinstance(value, dict) else None
+                        if type(item) is list:
+                            found += item
+                        elif item is not None:
+                            found.append(item)
+                    if not found:
+                        return []
+                    values = found
+                return [e for value in values if value is not None for e in convert(code, value)]
+
+            return chained
+
+        def walked(resource: dict[str, Any]) -> list[IndexEntry]:
+            return [
+                entry
+                for path in paths
+                for kind, value in walk(resource, path)
+                for entry in converters[kind](code, value)
+            ]
+
+        return walked
+
+    def engine_entries(self, resource: dict[str, Any]) -> list[IndexEntry]:
+        """The entries from fhirpathpy's result (also for plain paths: what they must match)."""
+        found = []
+        for value in self.fhirpath(resource):
+            kind, data = _typed(value)
+            if data is not None:
+                found += self.param_type.entries(self.code, kind, data)
+        return found
 
     def fhirpath(self, resource: dict[str, Any]) -> list[Any]:
-        """The raw fhirpathpy result (always the engine, also for plain paths)."""
+        """The raw fhirpathpy result."""
         if self._compiled is None:
             options = _RESOLVE_OPTIONS if "resolve()" in self.expression else _OPTIONS
             self._compiled = fhirpathpy.compile(self.expression, models["r4"], options)
         return self._compiled(resource)
+
+
+def _single(step: Step) -> bool:
+    return isinstance(step, Member) and len(step.alternatives) == 1
+
+
+def _kinds(paths: tuple[Path, ...]) -> set[str | None]:
+    """The model types of the values the paths can yield (those of their last member step)."""
+    kinds: set[str | None] = set()
+    for path in paths:
+        members = [step for step in path if isinstance(step, Member)]
+        if members:
+            kinds.update(kind for _, kind in members[-1].alternatives)
+        else:
+            kinds.add(None)
+    return kinds
 
 
 @cache
@@ -129,10 +191,11 @@ def _extractors(resource_type: str) -> tuple[_Extractor, ...]:
             continue
         expression = evaluable(param.expression, resource_type)
         plain = compile_plain(expression)
-        empty_safe = plain is not None or not _EMPTY_PRODUCERS.search(expression)
+        # A plain path needs no root check: its first step is the same dictionary lookup.
+        empty_safe = plain is None and not _EMPTY_PRODUCERS.search(expression)
         roots = _roots(expression, resource_type) if empty_safe else None
-        convert = CONVERTERS[param.type]
-        extractors.append(_Extractor(param.code, expression, roots, convert, plain))
+        param_type = PARAM_TYPES[param.type]
+        extractors.append(_Extractor(param.code, expression, roots, param_type, plain))
     return tuple(extractors)
 
 
@@ -158,12 +221,6 @@ def _typed(value: Any) -> tuple[str | None, Any]:
     return None, value
 
 
-def _entries(extractor: _Extractor, values: list[Node]) -> Iterator[IndexEntry]:
-    for kind, data in values:
-        if data is not None:
-            yield from extractor.convert(extractor.code, kind, data)
-
-
 def index_entries(resource: dict[str, Any]) -> list[IndexEntry]:
     """Every search index entry of `resource` (deduplicated, in parameter order).
 
@@ -174,13 +231,15 @@ def index_entries(resource: dict[str, Any]) -> list[IndexEntry]:
     resource_type = resource.get("resourceType")
     if not isinstance(resource_type, str):
         return []
-    present = _present(resource)
+    present: set[str] | None = None
     entries: dict[IndexEntry, None] = {}
     for extractor in _extractors(resource_type):
-        if extractor.roots is not None and extractor.roots.isdisjoint(present):
-            continue
+        if extractor.roots is not None:
+            present = _present(resource) if present is None else present
+            if extractor.roots.isdisjoint(present):
+                continue
         try:
-            found = list(_entries(extractor, extractor.values(resource)))
+            found = extractor.entries(resource)
         except Exception:
             log.warning(
                 "search parameter %s.%s could not be evaluated",

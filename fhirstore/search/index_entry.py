@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-# The parameter whose value `resources` holds already (`res_id`, its primary key): not stored
-# in `search_index` (fhirstore/db/writer.py), searched and sorted on `resources` instead
-# (fhirstore/search/sql.py). Stored, it cost a row per write and, the id being random, one
+# The parameters whose values `resources` holds already: `_id` (`res_id`, its primary key) and
+# `_lastUpdated` (`last_updated`, the instant `meta.lastUpdated` is written from). They are not
+# stored in `search_index` (fhirstore/db/writer.py) but searched and sorted on `resources`
+# (fhirstore/search/sql.py). Stored, they cost two rows per write, and `_id`, being random, one
 # random page of ix_search_code to write at commit.
 ID_PARAM = "_id"
+LAST_UPDATED_PARAM = "_lastUpdated"
+ON_RESOURCES = frozenset({ID_PARAM, LAST_UPDATED_PARAM})
 
 
 class IndexEntry(NamedTuple):

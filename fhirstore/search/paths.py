@@ -142,11 +142,6 @@ def _refers_to(value: Any, resource_type: str) -> bool:
 
 def walk(resource: dict[str, Any], path: Path) -> list[Node]:
     """Evaluate one compiled plain path over the resource JSON."""
-    first = path[0]
-    if len(path) == 1 and isinstance(first, Member) and len(first.alternatives) == 1:
-        # Most parameters (`Task.status`, `Task.for`): straight to the one element.
-        key, kind = first.alternatives[0]
-        return _items(kind, resource.get(key))
     nodes: list[Node] = [(None, resource)]
     for step in path:
         if isinstance(step, Member):

@@ -37,11 +37,14 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from fhirstore.db.schema import resources, search_index
 from fhirstore.search.compare import TRUE, All, AnyOf, Cmp, Pred, plan, sort_field
 from fhirstore.search.datatypes import reference_target
-from fhirstore.search.index_entry import ID_PARAM
+from fhirstore.search.index_entry import ID_PARAM, LAST_UPDATED_PARAM
 from fhirstore.search.query import Criterion, Include, SearchRequest
 
 if TYPE_CHECKING:
@@ -99,26 +102,72 @@ def pred_clause(pred: Pred, entry: Any) -> ColumnElement[bool]:
     return or_(*clauses)
 
 
+class _EpochSeconds(FunctionElement[float]):
+    """A timestamp column as UTC epoch seconds, cut to the millisecond."""
+
+    type = Float()
+    inherit_cache = True
+
+
+@compiles(_EpochSeconds, "sqlite")
+def _epoch_seconds_sqlite(element: _EpochSeconds, compiler: SQLCompiler, **kw: Any) -> str:
+    # Stored as text `YYYY-MM-DD HH:MM:SS.ffffff` (UTC). strftime('%s') of the whole value
+    # would round the fraction into the seconds, so the seconds and milliseconds are read
+    # apart and joined into the decimal the index would hold (normalize.date_range).
+    value = compiler.process(element.clauses, **kw)
+    return f"CAST(strftime('%s', substr({value}, 1, 19)) || '.' || substr({value}, 21, 3) AS REAL)"
+
+
+@compiles(_EpochSeconds, "postgresql")
+def _epoch_seconds_postgresql(element: _EpochSeconds, compiler: SQLCompiler, **kw: Any) -> str:
+    value = compiler.process(element.clauses, **kw)
+    return f"CAST(trunc(EXTRACT(EPOCH FROM {value}), 3) AS DOUBLE PRECISION)"
+
+
+_NULL_TEXT = cast(null(), String)
+_NULL_NUMBER = cast(null(), Float)
+_LAST_UPDATED = _EpochSeconds(resources.c.last_updated)
+
+
 class _IdEntry:
     """The one `_id` entry of the resource row at hand, which `search_index` does not store
     (fhirstore/search/index_entry.py): its code is `res_id`, its other fields empty."""
 
     c: ClassVar[dict[str, ColumnElement[Any]]] = {
         "code": resources.c.res_id,
-        "system": cast(null(), String),
-        "text": cast(null(), String),
-        "low": cast(null(), Float),
-        "high": cast(null(), Float),
+        "system": _NULL_TEXT,
+        "text": _NULL_TEXT,
+        "low": _NULL_NUMBER,
+        "high": _NULL_NUMBER,
     }
+
+
+class _LastUpdatedEntry:
+    """The one `_lastUpdated` entry of the resource row at hand, not stored either: the instant
+    `meta.lastUpdated` was written from (to the millisecond, as written) is its low and high."""
+
+    c: ClassVar[dict[str, ColumnElement[Any]]] = {
+        "code": _NULL_TEXT,
+        "system": _NULL_TEXT,
+        "text": _NULL_TEXT,
+        "low": _LAST_UPDATED,
+        "high": _LAST_UPDATED,
+    }
+
+
+_ON_RESOURCES: dict[str, type[_IdEntry] | type[_LastUpdatedEntry]] = {
+    ID_PARAM: _IdEntry,
+    LAST_UPDATED_PARAM: _LastUpdatedEntry,
+}
 
 
 def criterion_clause(resource_type: str, criterion: Criterion) -> ColumnElement[bool]:
     """EXISTS (or NOT EXISTS) an index entry of the resource row satisfying the criterion."""
     criterion_plan = plan(criterion)
-    if criterion_plan.param == ID_PARAM:
-        # The same EXISTS over the row's one `_id` entry (a SELECT without FROM), so NULLs
-        # and `:not` / `:missing` come out as they do for stored entries.
-        entry: Any = _IdEntry
+    if criterion_plan.param in _ON_RESOURCES:
+        # The same EXISTS over the row's one entry (a SELECT without FROM), so NULLs and
+        # `:not` / `:missing` come out as they do for stored entries.
+        entry: Any = _ON_RESOURCES[criterion_plan.param]
         conditions = []
     else:
         entry = search_index.alias()
@@ -152,8 +201,8 @@ def _other(narrowing: Narrowing | None, resource_type: str) -> list[ColumnElemen
 def _order(request: SearchRequest) -> list[Any]:
     order: list[Any] = []
     for param, descending in request.sort:
-        if param.code == ID_PARAM:  # one entry: its value is the min and the max
-            value: ColumnElement[Any] = _IdEntry.c[sort_field(param, descending)]
+        if param.code in _ON_RESOURCES:  # one entry: its value is the min and the max
+            value: ColumnElement[Any] = _ON_RESOURCES[param.code].c[sort_field(param, descending)]
         else:
             entry = search_index.alias()
             column = entry.c[sort_field(param, descending)]

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import insert, select
 
 from fhirstore.db.engine import create_engine
-from fhirstore.db.migrate import upgrade
-from fhirstore.db.schema import metadata
+from fhirstore.db.migrate import alembic_config, upgrade
+from fhirstore.db.schema import metadata, resources, search_index
+from fhirstore.search.normalize import date_range
 
 
 async def test_migrations_match_the_declared_schema(database_url: str) -> None:
@@ -22,3 +28,48 @@ async def test_migrations_match_the_declared_schema(database_url: str) -> None:
     finally:
         await engine.dispose()
     assert diff == []
+
+
+async def test_last_updated_index_rows_move_to_the_resource_row_and_back(
+    database_url: str,
+) -> None:
+    """0008 drops the stored `_lastUpdated` entries (now answered from `resources`); its
+    downgrade rebuilds them with the same values."""
+    stamp = datetime(2026, 3, 29, 0, 59, 59, 999_456, tzinfo=UTC)
+    entry = {"res_type": "Patient", "res_id": "p1", "param": "_lastUpdated"}
+    epoch = date_range("2026-03-29T00:59:59.999Z")[0]
+
+    def migrate(sync: Any, revision: str, *, down: bool = False) -> None:
+        step = command.downgrade if down else command.upgrade
+        step(alembic_config(sync), revision)
+
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(migrate, "0007")
+            await conn.execute(
+                insert(resources).values(
+                    res_type="Patient",
+                    res_id="p1",
+                    version_id=1,
+                    last_updated=stamp,
+                    deleted=False,
+                    body="{}",
+                )
+            )
+            await conn.execute(insert(search_index).values(**entry, low=epoch, high=epoch))
+            await conn.execute(
+                insert(search_index).values(
+                    res_type="Patient", res_id="p1", param="gender", code="other"
+                )
+            )
+            await conn.run_sync(migrate, "head")
+            params = await conn.execute(select(search_index.c.param))
+            assert [p for (p,) in params] == ["gender"]
+            await conn.run_sync(migrate, "0007", down=True)
+            rebuilt = await conn.execute(
+                select(search_index.c.low, search_index.c.high).filter_by(**entry)
+            )
+            assert rebuilt.all() == [(epoch, epoch)]
+    finally:
+        await engine.dispose()

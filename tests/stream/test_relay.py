@@ -51,6 +51,10 @@ async def test_in_process_consumers_receive_every_change_in_order(database_url: 
     sequences = [e.sequence for e in received]
     assert sequences == sorted(sequences)
     assert len({e.event_id for e in received}) == 3
+    # UUID version 7: the first 48 bits are the write's time in ms, so ids grow with time.
+    ids = [uuid.UUID(e.event_id) for e in received]
+    assert [i.version for i in ids] == [7, 7, 7]
+    assert [i.int >> 80 for i in ids] == sorted(i.int >> 80 for i in ids)
 
 
 async def test_integrator_reads_changes_from_kafka(
