@@ -3,16 +3,17 @@ the same), handed straight to the driver.
 
 Writes insert rows by the thousand (a write of 1,500 resources inserts some 20,000), and
 SQLAlchemy's per-row parameter processing cost more than the inserts themselves. So each
-statement is written once per shape and the rows go to the driver's executemany as tuples, each
-value converted by its column type's own bind processor: what SQLAlchemy would have bound
-(SQLite stores a datetime as text and a boolean as 0/1; asyncpg takes both as they are).
+statement is written once per shape and the rows go straight to the driver, each value
+converted by its column type's own bind processor: what SQLAlchemy would have bound (SQLite
+stores a datetime as text and a boolean as 0/1; asyncpg takes both as they are). PostgreSQL
+gets an executemany; SQLite multi-row statements, which it runs without the interpreter lock.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
-from functools import cache, lru_cache
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Column, Table
@@ -23,9 +24,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 async def insert_rows(
     conn: AsyncConnection, table: Table, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
 ) -> None:
-    """INSERT `rows`, values in `columns` order and already as the driver takes them."""
-    if rows:
-        await conn.exec_driver_sql(_insert_sql(conn.dialect, table.name, columns, ()), rows)
+    """INSERT `rows`, values in `columns` order and already as the driver takes them.
+
+    On SQLite as multi-row statements (see `insert_chunks`), elsewhere as an executemany.
+    """
+    if not rows:
+        return
+    if conn.dialect.name == "sqlite":
+        for sql, parameters in _values_statements(conn.dialect, table.name, columns, rows):
+            await conn.exec_driver_sql(sql, tuple(parameters))
+        return
+    await conn.exec_driver_sql(_insert_sql(conn.dialect, table.name, columns, ()), rows)
 
 
 async def insert_chunks(
@@ -46,17 +55,10 @@ async def insert_chunks(
         return
     driver = (await conn.get_raw_connection()).driver_connection
     assert driver is not None
-    most = _SQLITE_MAX_VARIABLES // len(columns)
     pending: asyncio.Future[Any] | None = None
     try:
         for rows in chunks:
-            statements = [
-                (
-                    _values_sql(conn.dialect, table.name, columns, len(part)),
-                    [value for row in part for value in row],
-                )
-                for part in (rows[start : start + most] for start in range(0, len(rows), most))
-            ]
+            statements = _values_statements(conn.dialect, table.name, columns, rows)
             if pending is not None:
                 await pending
                 pending = None
@@ -72,6 +74,25 @@ async def insert_chunks(
 _SQLITE_MAX_VARIABLES = 32_766
 
 
+def _values_statements(
+    dialect: Dialect,
+    table: str,
+    columns: tuple[str, ...],
+    rows: Sequence[tuple[Any, ...]],
+    key: tuple[str, ...] = (),
+) -> list[tuple[str, list[Any]]]:
+    """SQLite: `rows` as few multi-row INSERT statements as the parameter limit allows."""
+    most = _SQLITE_MAX_VARIABLES // len(columns)
+    parts = (rows[start : start + most] for start in range(0, len(rows), most))
+    return [
+        (
+            _insert_sql(dialect, table, columns, key, len(part)),
+            [value for row in part for value in row],
+        )
+        for part in parts
+    ]
+
+
 async def _execute_all(driver: Any, statements: list[tuple[str, list[Any]]]) -> None:
     for sql, parameters in statements:
         await driver.execute_fetchall(sql, parameters)
@@ -85,13 +106,17 @@ async def upsert(
     if not rows:
         return
     columns = tuple(rows[0])
-    sql = _insert_sql(conn.dialect, table.name, columns, tuple(key))
     binders = [(name, _processor(conn, table.c[name])) for name in columns]
     values = [
         tuple(row[name] if bind is None else bind(row[name]) for name, bind in binders)
         for row in rows
     ]
-    await conn.exec_driver_sql(sql, values)
+    if conn.dialect.name == "sqlite":  # multi-row statements, as in insert_rows
+        statements = _values_statements(conn.dialect, table.name, columns, values, tuple(key))
+        for sql, parameters in statements:
+            await conn.exec_driver_sql(sql, tuple(parameters))
+        return
+    await conn.exec_driver_sql(_insert_sql(conn.dialect, table.name, columns, tuple(key)), values)
 
 
 def bound(conn: AsyncConnection, column: Column[Any], value: Any) -> Any:
@@ -104,12 +129,13 @@ def _processor(conn: AsyncConnection, column: Column[Any]) -> Callable[[Any], An
     return column.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
 
 
-@cache
+@lru_cache(maxsize=256)
 def _insert_sql(
-    dialect: Dialect, table: str, columns: tuple[str, ...], key: tuple[str, ...]
+    dialect: Dialect, table: str, columns: tuple[str, ...], key: tuple[str, ...], count: int = 1
 ) -> str:
-    """The INSERT of one row of `columns`; with `key`, the other columns overwrite on conflict."""
-    if dialect.paramstyle == "numeric_dollar":
+    """The INSERT of `count` rows of `columns` (more than one: SQLite's `?` marks only); with
+    `key`, the other columns overwrite on conflict."""
+    if dialect.paramstyle == "numeric_dollar" and count == 1:
         marks = [f"${n}" for n in range(1, len(columns) + 1)]
     elif dialect.paramstyle == "qmark":
         marks = ["?"] * len(columns)
@@ -117,18 +143,10 @@ def _insert_sql(
         raise RuntimeError(f"unsupported DBAPI paramstyle {dialect.paramstyle!r}")
     quote = dialect.identifier_preparer.quote
     names = [quote(c) for c in columns]
-    sql = f"INSERT INTO {quote(table)} ({', '.join(names)}) VALUES ({', '.join(marks)})"
+    values = ", ".join([f"({', '.join(marks)})"] * count)
+    sql = f"INSERT INTO {quote(table)} ({', '.join(names)}) VALUES {values}"
     if not key:
         return sql
     others = [f"{quote(c)} = excluded.{quote(c)}" for c in columns if c not in key]
     action = f"DO UPDATE SET {', '.join(others)}" if others else "DO NOTHING"
     return f"{sql} ON CONFLICT ({', '.join(quote(k) for k in key)}) {action}"
-
-
-@lru_cache(maxsize=256)
-def _values_sql(dialect: Dialect, table: str, columns: tuple[str, ...], count: int) -> str:
-    """SQLite: the INSERT of `count` rows of `columns` in one statement."""
-    quote = dialect.identifier_preparer.quote
-    names = ", ".join(quote(c) for c in columns)
-    row = f"({', '.join('?' * len(columns))})"
-    return f"INSERT INTO {quote(table)} ({names}) VALUES {', '.join([row] * count)}"
