@@ -28,13 +28,23 @@ async def insert_rows(
 
     On SQLite as multi-row statements (see `insert_chunks`), elsewhere as an executemany.
     """
+    await _insert(conn, table.name, columns, rows, ())
+
+
+async def _insert(
+    conn: AsyncConnection,
+    table: str,
+    columns: tuple[str, ...],
+    rows: list[tuple[Any, ...]],
+    key: tuple[str, ...],
+) -> None:
     if not rows:
         return
     if conn.dialect.name == "sqlite":
-        for sql, parameters in _values_statements(conn.dialect, table.name, columns, rows):
-            await conn.exec_driver_sql(sql, tuple(parameters))
+        for sql, parameters in _values_statements(conn.dialect, table, columns, rows, key):
+            await conn.exec_driver_sql(sql, parameters)
         return
-    await conn.exec_driver_sql(_insert_sql(conn.dialect, table.name, columns, ()), rows)
+    await conn.exec_driver_sql(_insert_sql(conn.dialect, table, columns, key), rows)
 
 
 async def insert_chunks(
@@ -80,20 +90,20 @@ def _values_statements(
     columns: tuple[str, ...],
     rows: Sequence[tuple[Any, ...]],
     key: tuple[str, ...] = (),
-) -> list[tuple[str, list[Any]]]:
+) -> list[tuple[str, tuple[Any, ...]]]:
     """SQLite: `rows` as few multi-row INSERT statements as the parameter limit allows."""
     most = _SQLITE_MAX_VARIABLES // len(columns)
     parts = (rows[start : start + most] for start in range(0, len(rows), most))
     return [
         (
             _insert_sql(dialect, table, columns, key, len(part)),
-            [value for row in part for value in row],
+            tuple([value for row in part for value in row]),
         )
         for part in parts
     ]
 
 
-async def _execute_all(driver: Any, statements: list[tuple[str, list[Any]]]) -> None:
+async def _execute_all(driver: Any, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
     for sql, parameters in statements:
         await driver.execute_fetchall(sql, parameters)
 
@@ -111,12 +121,7 @@ async def upsert(
         tuple(row[name] if bind is None else bind(row[name]) for name, bind in binders)
         for row in rows
     ]
-    if conn.dialect.name == "sqlite":  # multi-row statements, as in insert_rows
-        statements = _values_statements(conn.dialect, table.name, columns, values, tuple(key))
-        for sql, parameters in statements:
-            await conn.exec_driver_sql(sql, tuple(parameters))
-        return
-    await conn.exec_driver_sql(_insert_sql(conn.dialect, table.name, columns, tuple(key)), values)
+    await _insert(conn, table.name, columns, values, tuple(key))
 
 
 def bound(conn: AsyncConnection, column: Column[Any], value: Any) -> Any:

@@ -94,7 +94,7 @@ class ParamType:
     objects; `other` takes objects of any type not in it.
     """
 
-    primitive: Callable[[str, str | None, Any], list[IndexEntry]]
+    primitive: Converter
     complex: dict[str, ValueConverter] = field(default_factory=dict)
     other: ValueConverter = _nothing
 

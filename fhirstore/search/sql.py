@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     ColumnElement,
@@ -129,35 +129,23 @@ _NULL_NUMBER = cast(null(), Float)
 _LAST_UPDATED = _EpochSeconds(resources.c.last_updated)
 
 
-class _IdEntry:
-    """The one `_id` entry of the resource row at hand, which `search_index` does not store
-    (fhirstore/search/index_entry.py): its code is `res_id`, its other fields empty."""
+@dataclass(frozen=True)
+class _RowEntry:
+    """The one entry of a parameter the resource row holds itself, which `search_index` does
+    not store (fhirstore/search/index_entry.py): its columns, as expressions on `resources`."""
 
-    c: ClassVar[dict[str, ColumnElement[Any]]] = {
-        "code": resources.c.res_id,
-        "system": _NULL_TEXT,
-        "text": _NULL_TEXT,
-        "low": _NULL_NUMBER,
-        "high": _NULL_NUMBER,
-    }
+    c: dict[str, ColumnElement[Any]]
 
 
-class _LastUpdatedEntry:
-    """The one `_lastUpdated` entry of the resource row at hand, not stored either: the instant
-    `meta.lastUpdated` was written from (to the millisecond, as written) is its low and high."""
-
-    c: ClassVar[dict[str, ColumnElement[Any]]] = {
-        "code": _NULL_TEXT,
-        "system": _NULL_TEXT,
-        "text": _NULL_TEXT,
-        "low": _LAST_UPDATED,
-        "high": _LAST_UPDATED,
-    }
+def _row_entry(**columns: ColumnElement[Any]) -> _RowEntry:
+    empty = {"system": _NULL_TEXT, "code": _NULL_TEXT, "text": _NULL_TEXT}
+    return _RowEntry({**empty, "low": _NULL_NUMBER, "high": _NULL_NUMBER, **columns})
 
 
-_ON_RESOURCES: dict[str, type[_IdEntry] | type[_LastUpdatedEntry]] = {
-    ID_PARAM: _IdEntry,
-    LAST_UPDATED_PARAM: _LastUpdatedEntry,
+_ON_RESOURCES: dict[str, _RowEntry] = {
+    ID_PARAM: _row_entry(code=resources.c.res_id),
+    # The instant `meta.lastUpdated` was written from, to the millisecond as written.
+    LAST_UPDATED_PARAM: _row_entry(low=_LAST_UPDATED, high=_LAST_UPDATED),
 }
 
 
