@@ -5,8 +5,8 @@ Every request must come back (no hang) with a status below 500 (or a 503/507 tha
 OperationOutcome: a budget or the disk, not a bug), every refusal must be an OperationOutcome,
 a refused write must leave nothing behind, and `/healthz` must answer within a second after
 each example. Hypothesis drives it for a bounded number of examples: `HERALD_FUZZ_EXAMPLES`
-(default 40 per test and database). In CI the run is derandomized, so a failure reproduces; locally it
-explores new inputs each run (and Hypothesis shrinks what it finds).
+(default 40 per test and database). In CI the run is derandomized, so a failure reproduces;
+locally it explores new inputs each run (and Hypothesis shrinks what it finds).
 """
 
 from __future__ import annotations
