@@ -12,7 +12,7 @@ a dropped connection, as the answer cannot be completed.
 it is a short plain token, else a new one), sent back as `X-Request-ID`, quoted in a 500's
 OperationOutcome and carried by every log line written while the request is served (the
 `request_id` field). The log line of a 500 says what an operator needs to find the request in
-the audit trail (interaction, resource type and id, subject, status, time) and where it
+the audit trail (interaction, resource type and id, status, time) and where it
 failed (the exception types and the stack), never a message, a body or a search value:
 exception messages may quote any of them.
 """
@@ -33,7 +33,6 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.contextvars import bound_contextvars
 
-from fhirstore.access.principal import Principal
 from fhirstore.api.audit import classify
 from fhirstore.api.http import FhirResponse, error_response
 from fhirstore.api.storage_full import is_storage_full, storage_full
@@ -123,7 +122,6 @@ class ErrorBoundary:
         if path == self._prefix or path.startswith(self._prefix + "/"):
             segments = [s for s in path[len(self._prefix) :].split("/") if s]
             target = classify(scope["method"], segments)
-        principal = scope.get("state", {}).get("principal")
         log.error(
             "the answer was cut short by an unexpected error; the connection is closed"
             if answered
@@ -134,7 +132,6 @@ class ErrorBoundary:
                 "interaction": target.interaction if target else None,
                 "resource_type": target.res_type if target else None,
                 "resource_id": target.res_id if target else None,
-                "subject": principal.subject if isinstance(principal, Principal) else None,
                 **_kinds(error),
                 "stack": "".join(traceback.format_tb(error.__traceback__)),
             },
