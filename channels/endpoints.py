@@ -152,7 +152,7 @@ class EndpointGuard:
             return [literal]
         listed = self.allowlist.allows_name(host)
         if not listed:
-            _check_name(_normal(host))
+            _check_name(host)
         found = await self._resolve(host)
         if not listed:
             self._judge(_normal(host), found, plain=plain, resolved=True)
@@ -318,10 +318,13 @@ def _literal(host: str) -> IPAddress | None:
         return None
 
 
-def _check_name(name: str) -> None:
+def _check_name(host: str) -> None:
+    """Refuse a host name that is a metadata service or an IPv4 address in an odd form (a
+    name is never numeric in its last label: `127.1`, `127.0.0.1.`)."""
+    name = _normal(host)
     if name in METADATA_NAMES:
         raise EndpointRefused(f"{name} is a cloud metadata service: {_ASK}")
-    if odd_ipv4(name):
+    if odd_ipv4(host):
         raise EndpointRefused(f"{name} is neither a host name nor an IP address {ODD_ADDRESS}")
 
 
