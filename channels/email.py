@@ -51,7 +51,10 @@ if TYPE_CHECKING:  # endpoints.py reads mailto addresses with this module's pars
     from channels.endpoints import Recipients
 
 IDEMPOTENCY_HEADER = "Herald-Idempotency-Key"
-_ADDRESS = re.compile(r"[^@\s<>,;:\"()\[\]]+@[^@\s<>,;:\"()\[\]]+")
+# A plain ASCII address: no quoted local part, no domain literal, no `%` or `!` (which some
+# mail servers still read as "relay on to the host after it"), so the address the recipient
+# allow-list judges is the one the mail goes to.
+_ADDRESS = re.compile(r"[A-Za-z0-9.#$&'*+/=^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*", re.ASCII)
 _CONNECT_HINT = "check HERALD_SMTP_HOST and HERALD_SMTP_PORT"
 _TLS_HINT = "check HERALD_SMTP_TLS and HERALD_SMTP_STARTTLS"
 _LOGIN_HINT = "check HERALD_SMTP_USERNAME and HERALD_SMTP_PASSWORD"

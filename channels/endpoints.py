@@ -28,11 +28,11 @@ import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
-from urllib.parse import urlsplit
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from channels.email import mailto_recipients
+from channels.endpoint_url import ODD_ADDRESS, endpoint_origin, odd_ipv4
 from events.subscriptions.model import Channel
 
 IPAddress = IPv4Address | IPv6Address
@@ -44,7 +44,6 @@ _SHARED = ip_network("100.64.0.0/10")  # carrier-grade NAT (RFC 6598)
 _NAT64 = ip_network("64:ff9b::/96")  # IPv4 reached from IPv6-only networks (RFC 6052)
 _RESOLVE_SECONDS = 5.0
 _NAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*\.?", re.IGNORECASE)
-_NUMERIC_LABEL = re.compile(r"0x[0-9a-f]*|[0-9]+", re.IGNORECASE)  # never a top-level domain
 _ASK = (
     "use a public https endpoint, or ask the server's administrator to allow this host "
     "(HERALD_ENDPOINT_ALLOWLIST)"
@@ -153,7 +152,7 @@ class EndpointGuard:
             return [literal]
         listed = self.allowlist.allows_name(host)
         if not listed:
-            _check_name(_normal(host))
+            _check_name(host)
         found = await self._resolve(host)
         if not listed:
             self._judge(_normal(host), found, plain=plain, resolved=True)
@@ -305,17 +304,11 @@ class SafeEndpoints:
 
 
 def _split(url: str) -> tuple[str, str]:
-    """(scheme, host) of an http(s) URL."""
+    """(scheme, host) of an http(s) URL, read as the HTTP client reads it (`endpoint_url`)."""
     try:
-        parts = urlsplit(url.strip())
-        host = parts.hostname
-    except ValueError:
-        host = None
-    if host is None:
-        raise EndpointRefused(f"{url!r} is not a URL with a host")
-    if parts.scheme not in ("http", "https"):
-        raise EndpointRefused(f"the endpoint must be an https:// URL (got {parts.scheme}:)")
-    return parts.scheme, host
+        return endpoint_origin(url)
+    except ValueError as error:
+        raise EndpointRefused(str(error)) from None
 
 
 def _literal(host: str) -> IPAddress | None:
@@ -325,14 +318,14 @@ def _literal(host: str) -> IPAddress | None:
         return None
 
 
-def _check_name(name: str) -> None:
+def _check_name(host: str) -> None:
+    """Refuse a host name that is a metadata service or an IPv4 address in an odd form (a
+    name is never numeric in its last label: `127.1`, `127.0.0.1.`)."""
+    name = _normal(host)
     if name in METADATA_NAMES:
         raise EndpointRefused(f"{name} is a cloud metadata service: {_ASK}")
-    if _NUMERIC_LABEL.fullmatch(name.rpartition(".")[2]):
-        raise EndpointRefused(
-            f"{name} is neither a host name nor an IP address in its usual form; write the "
-            "address in full (e.g. 192.0.2.10) or use the host's name"
-        )
+    if odd_ipv4(host):
+        raise EndpointRefused(f"{name} is neither a host name nor an IP address {ODD_ADDRESS}")
 
 
 def _normal(host: str) -> str:

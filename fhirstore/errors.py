@@ -90,3 +90,10 @@ class Unprocessable(FhirError):
 
     status = 422
     code = "invalid"
+
+
+class InsufficientStorage(FhirError):
+    """The database has no room left for a write (disk or quota full); reads still work."""
+
+    status = 507
+    code = "no-store"

@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     if settings.audit:  # outside authentication, so that it sees refused tokens too
         app.add_middleware(AuditMiddleware, trail=runtime.audit, prefix=settings.fhir_base_path)
     app.add_middleware(MetricsMiddleware)
-    install_error_handlers(app)
+    install_error_handlers(app, prefix=settings.fhir_base_path)  # outermost: after the others
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:

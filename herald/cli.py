@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -66,6 +66,7 @@ def serve(
     from channels.websocket.api import MAX_FRAME_BYTES
     from herald.app import create_app
     from herald.runtime import Runtime
+    from herald.startup import listen
 
     settings = _settings(
         database_url,
@@ -75,30 +76,58 @@ def serve(
         subscriptions=subscriptions,
         scheduler=scheduler,
     )
+    _open_database(settings)
+    with _or_exit():
+        runtime = Runtime(settings, run_relay=relay)
+        api = create_app(settings, runtime=runtime)
+        sock = listen(settings.host, settings.port)
     if settings.embedded_bus:
         log.warning(
             "running the embedded default: in-process bus, database %s. Set "
             "HERALD_KAFKA_BOOTSTRAP and a PostgreSQL HERALD_DATABASE_URL to scale out.",
-            settings.database_url,
+            runtime.engine.url.render_as_string(hide_password=True),
         )
-    try:
-        runtime = Runtime(settings, run_relay=relay)
-        api = create_app(settings, runtime=runtime)
-    except ValueError as error:  # a setting that cannot work, said in words
-        console.print(f"[red]cannot start: {error}[/red]")
-        raise typer.Exit(2) from None
     console.print(
         f"Herald FHIR base: http://{settings.host}:{settings.port}{settings.fhir_base_path}"
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         api,
-        host=settings.host,
+        host=settings.host,  # served on `sock`, bound to these: named in uvicorn's log line
         port=settings.port,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
         ws_max_size=MAX_FRAME_BYTES,
     )
+    server = uvicorn.Server(config)
+    with sock:
+        server.run(sockets=[sock])
+    if not server.started:
+        raise typer.Exit(3)  # the runtime did not start: the log says why
+
+
+@contextmanager
+def _or_exit() -> Iterator[None]:
+    """A start-up problem (a setting that cannot work, the database, the port) as one line on
+    stderr and exit status 2, without a traceback."""
+    from herald.startup import CannotStart
+
+    try:
+        yield
+    except (ValueError, CannotStart) as error:
+        console.print(
+            f"cannot start: {error}", style="red", markup=False, highlight=False, soft_wrap=True
+        )
+        raise typer.Exit(2) from None
+
+
+def _open_database(settings: Settings) -> None:
+    """Open the database, bring its schema up to date and check that it takes writes (see
+    herald.startup); if it cannot be used, say why in one line and exit."""
+    from herald.startup import open_database
+
+    with _or_exit():
+        asyncio.run(open_database(settings.database_url))
 
 
 @app.command("relay")
@@ -115,6 +144,8 @@ def _run_until_stopped(settings: Settings, *, run_relay: bool) -> None:
     """Run the workers `settings` turn on (no API) until the process is stopped."""
     from herald.runtime import Runtime
 
+    _open_database(settings)
+
     async def main() -> None:
         runtime = Runtime(settings, run_relay=run_relay)
         await runtime.start()
@@ -129,17 +160,7 @@ def _run_until_stopped(settings: Settings, *, run_relay: bool) -> None:
 @app.command()
 def migrate(database_url: DatabaseOpt = None) -> None:
     """Bring the database schema up to date (serve does this too at start)."""
-    from fhirstore.db.engine import create_engine
-    from fhirstore.db.migrate import upgrade
-
-    settings = _settings(database_url)
-
-    async def main() -> None:
-        engine = create_engine(settings.database_url)
-        await upgrade(engine)
-        await engine.dispose()
-
-    asyncio.run(main())
+    _open_database(_settings(database_url))
     console.print("schema is up to date")
 
 
@@ -153,6 +174,7 @@ def load(
     from herald.runtime import Runtime
 
     settings = _settings(database_url, subscriptions=False)
+    _open_database(settings)
     files = discover(paths)
     if not files:
         console.print("[red]no .json or .ndjson files found in the given paths[/red]")
@@ -205,9 +227,11 @@ def dead_letters(
     database_url: DatabaseOpt = None,
 ) -> None:
     """List notifications given up after the give-up age, with the reason."""
+    settings = _settings(database_url)
+    _open_database(settings)
 
     async def main() -> list[DeadLetter]:
-        async with _ledger(_settings(database_url)) as ledger:
+        async with _ledger(settings) as ledger:
             return await ledger.dead_letters(subscription)
 
     letters = asyncio.run(main())
@@ -230,9 +254,11 @@ def replay(
     database_url: DatabaseOpt = None,
 ) -> None:
     """Deliver a dead letter's events again (a running dispatcher picks them up)."""
+    settings = _settings(database_url)
+    _open_database(settings)
 
     async def main() -> object:
-        async with _ledger(_settings(database_url)) as ledger:
+        async with _ledger(settings) as ledger:
             return await ledger.replay(dead_letter_id, now=datetime.now(UTC))
 
     if asyncio.run(main()) is None:
@@ -323,6 +349,7 @@ def scheduler_reconcile(
     from scheduler.service import Scheduler
 
     settings = _settings(database_url)
+    _open_database(settings)
 
     async def main() -> tuple[Repairs, list[tuple[str, str | None, str]]]:
         async with _store(settings) as store, AuditTrail(store).writing() as trail:
