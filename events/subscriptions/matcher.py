@@ -16,12 +16,13 @@ do not match when the focus cannot be loaded.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
 from events.model import ChangeEvent
-from events.subscriptions.criteria import ChangeContext, LoadPrevious, trigger_fires
+from events.subscriptions.criteria import ChangeContext, LoadPrevious, OverBudget, trigger_fires
+from events.subscriptions.fhirpath_budget import DEFAULT_RUNNER, FhirPathRunner
 from events.subscriptions.keys import IndexKey, focus_types, is_type_filter, subscription_keys
 from events.subscriptions.model import (
     ANY_RESOURCE,
@@ -45,6 +46,21 @@ class Match:
 
     subscription_id: str
     topic_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class MissedByBudget:
+    """A topic's fhirPathCriteria spent its budget on a change: the subscriptions that would
+    have been notified had it fired (live, filters holding, the owner may read the focus)."""
+
+    topic: Topic
+    trigger_index: int
+    over_budget: OverBudget
+    event: ChangeEvent
+    subscription_ids: tuple[str, ...]
+
+
+OnMissed = Callable[[MissedByBudget], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +133,16 @@ class SubscriptionIndex:
 
     `examined` counts the subscriptions looked at (status, end, types, filters) over all
     changes so far; tests and the bench read it to see what the index saved.
+
+    Client FHIRPath runs on `fhirpath` (under its budget); a topic whose trigger spent the
+    budget on a change matches nothing, and `on_missed` is told which subscriptions missed it.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self, fhirpath: FhirPathRunner = DEFAULT_RUNNER, on_missed: OnMissed | None = None
+    ) -> None:
+        self.fhirpath = fhirpath
+        self.on_missed = on_missed
         self._topics: dict[str, Topic] = {}
         # (resource type or ANY_RESOURCE, interaction) -> topic url -> its triggers
         self._triggers: dict[tuple[str, str], dict[str, list[ResourceTrigger]]] = {}
@@ -195,12 +218,25 @@ class SubscriptionIndex:
         self, event: ChangeEvent, load_previous: LoadPrevious, now: datetime
     ) -> list[Match]:
         """The subscriptions this change concerns, once each, in topic order."""
-        context = ChangeContext(event, load_previous)
+        context = ChangeContext(event, load_previous, self.fhirpath)
         found: list[Match] = []
         for url, triggers in self._topics_for(event).items():
+            context.over_budget.clear()
             if await _any_fires(triggers, context):
                 found.extend(await self._match_topic(url, context, now))
+            elif context.over_budget:
+                await self._missed(url, context, now)
         return found
+
+    async def _missed(self, url: str, context: ChangeContext, now: datetime) -> None:
+        """Tell `on_missed` of the subscriptions a trigger over budget kept from this change."""
+        topic = self._topics.get(url) or self.topic(url)
+        if topic is None or self.on_missed is None:
+            return
+        missed = tuple(m.subscription_id for m in await self._match_topic(url, context, now))
+        for over in context.over_budget:
+            index = topic.triggers.index(over.trigger) if over.trigger in topic.triggers else 0
+            self.on_missed(MissedByBudget(topic, index, over, context.event, missed))
 
     def _topics_for(self, event: ChangeEvent) -> dict[str, list[ResourceTrigger]]:
         """Topics with subscriptions and a trigger on this change's type and interaction."""

@@ -4,6 +4,9 @@ refused with an OperationOutcome, and nothing is stored.
 A client's new or changed Subscription starts over as `requested` (or stays `off`): Herald
 sets it `active` once the handshake reached the endpoint, as the Backport IG describes.
 
+A SubscriptionTopic's fhirPathCriteria are tried on sample resources under the FHIRPath budget
+before it is stored.
+
 Where a channel sends may be checked too (`EndpointCheck`: the server's safe-endpoints policy,
 given by the service shell): a refused endpoint is named in the OperationOutcome. A Subscription
 written `off` is not checked, so a client can always turn off one whose endpoint went bad.
@@ -14,7 +17,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from events.subscriptions.criteria_trial import try_topic_criteria
 from events.subscriptions.elements import invalid
+from events.subscriptions.fhirpath_budget import DEFAULT_RUNNER, FhirPathRunner
 from events.subscriptions.model import Channel
 from events.subscriptions.registry import SubscriptionRegistry
 from events.subscriptions.topics import parse_topic
@@ -44,6 +49,12 @@ def subscription_rule(
     return check
 
 
-async def topic_rule(resource: dict[str, Any]) -> dict[str, Any]:
-    parse_topic(resource)
-    return resource
+def topic_rule(fhirpath: FhirPathRunner = DEFAULT_RUNNER) -> ResourceRule:
+    """A SubscriptionTopic must parse, and its fhirPathCriteria must pass the trial on sample
+    resources under the budget (`criteria_trial.py`)."""
+
+    async def check(resource: dict[str, Any]) -> dict[str, Any]:
+        await try_topic_criteria(parse_topic(resource), fhirpath)
+        return resource
+
+    return check
