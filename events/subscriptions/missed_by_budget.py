@@ -52,7 +52,7 @@ class MissedByBudgetReporter:
                 "topic": missed.topic.url,
                 "trigger": missed.trigger_index,
                 "limit": error.limit,
-                "event": missed.event.event_id,
+                "event_id": missed.event.event_id,
                 "resource": missed.event.key,
                 "subscriptions": len(missed.subscription_ids),
             },
