@@ -301,29 +301,32 @@ def _replace(ctx: dict[str, Any], collection: Any, pattern: Any, substitution: A
     return invocation_registry["replace"]["fn"](ctx, collection, pattern, substitution)
 
 
-def _matches(ctx: dict[str, Any], collection: Any, pattern: Any) -> Any:
-    if not pattern or not collection:
-        return []
-    meter: _Meter = ctx[_METER]
+def _regex(meter: _Meter, function: str, run: Callable[[float], Any]) -> Any:
+    """`run(timeout)` on the regex engine: past the time left it is over budget."""
     try:
-        found = regex.search(
-            pattern,
-            _string_of(collection),
-            flags=regex.DOTALL,
-            timeout=meter.time_left(),
-            concurrent=True,
-        )
+        return run(meter.time_left())
     except TimeoutError:
         raise meter.over_time() from None
     except regex.error as error:
-        raise FhirPathError(f"matches(): invalid regular expression ({error})") from None
-    return found is not None
+        raise FhirPathError(f"{function}(): invalid regular expression ({error})") from None
+
+
+def _matches(ctx: dict[str, Any], collection: Any, pattern: Any) -> Any:
+    if not pattern or not collection:
+        return []
+    text = _string_of(collection)
+
+    def search(timeout: float) -> Any:
+        return regex.search(pattern, text, flags=regex.DOTALL, timeout=timeout, concurrent=True)
+
+    return _regex(ctx[_METER], "matches", search) is not None
 
 
 def _replace_matches(ctx: dict[str, Any], collection: Any, pattern: Any, template: Any) -> Any:
     if not isinstance(pattern, str) or not isinstance(template, str):
         return []
     meter: _Meter = ctx[_METER]
+    text = _string_of(collection)
     python_template = regex.sub(r"\$(\d+)", r"\\\1", template)
 
     def expand(match: Any) -> str:
@@ -331,18 +334,10 @@ def _replace_matches(ctx: dict[str, Any], collection: Any, pattern: Any, templat
         meter.charge(1 + len(piece) // _CHARACTERS_PER_STEP)
         return piece
 
-    try:
-        return regex.sub(
-            pattern,
-            expand,
-            _string_of(collection),
-            timeout=meter.time_left(),
-            concurrent=True,
-        )
-    except TimeoutError:
-        raise meter.over_time() from None
-    except regex.error as error:
-        raise FhirPathError(f"replaceMatches(): invalid regular expression ({error})") from None
+    def substitute(timeout: float) -> Any:
+        return regex.sub(pattern, expand, text, timeout=timeout, concurrent=True)
+
+    return _regex(meter, "replaceMatches", substitute)
 
 
 _PAIRWISE = frozenset(
