@@ -10,10 +10,11 @@ does so on worker threads of its own.
 
 How the budget is kept, without touching fhirpathpy's shared state (search indexing evaluates
 the official search expressions with fhirpathpy, trusted and unmetered, and stays as it is):
-- One step per node evaluated: each evaluation gets its own copy of the parsed tree, whose
-  nodes count a step (and look at the clock) when fhirpathpy's evaluator reads their type,
-  which it does once per node it evaluates. A loop such as `repeat` evaluates its argument
-  again for every item, so it runs out of steps however it grows.
+- One step per node evaluated: the parsed tree of a client expression is made of nodes that
+  charge a step (and look at the clock) to the evaluation under way on their thread when
+  fhirpathpy's evaluator reads their type, which it does once per node it evaluates. A loop
+  such as `repeat` evaluates its argument again for every item, so it runs out of steps
+  however it grows.
 - Every function and operator runs through an invocation table given to this evaluation only
   (`fhirpath_meter.py`), which charges what each returns, so collections and strings cannot
   grow past what the steps allow, and cuts regular expressions off at the time left.
@@ -25,6 +26,7 @@ the official search expressions with fhirpathpy, trusted and unmetered, and stay
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -142,27 +144,36 @@ def compile_client_fhirpath(expression: str) -> BudgetedFhirPath:
 # -- evaluating -----------------------------------------------------------------------------------
 
 
+class _Evaluating(threading.local):
+    """The meter of the evaluation under way on this thread (one at a time per thread)."""
+
+    meter: Meter | None = None
+
+
+_EVALUATING = _Evaluating()
+
+
 class _Node(dict[str, Any]):
-    """A parsed node that charges a step each time the evaluator reads its type."""
+    """A parsed node that charges a step to the evaluation under way each time the evaluator
+    reads its type."""
 
-    __slots__ = ("_meter",)
-
-    def __init__(self, node: dict[str, Any], meter: Meter) -> None:
-        super().__init__(node)
-        self._meter = meter
+    __slots__ = ()
 
     def __getitem__(self, key: str) -> Any:
         if key == "type":
-            self._meter.charge()
+            meter = _EVALUATING.meter
+            if meter is None:
+                raise FhirPathError("a client expression is evaluated only under a budget")
+            meter.charge()
         return dict.__getitem__(self, key)
 
 
-def _metered_tree(node: Any, meter: Meter) -> Any:
+def _metered_tree(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
-    copied = _Node(node, meter)
+    copied = _Node(node)
     if "children" in node:
-        dict.__setitem__(copied, "children", [_metered_tree(c, meter) for c in node["children"]])
+        dict.__setitem__(copied, "children", [_metered_tree(c) for c in node["children"]])
     return copied
 
 
@@ -171,14 +182,13 @@ class BudgetedFhirPath:
 
     def __init__(self, expression: str, tree: dict[str, Any]) -> None:
         self.expression = expression
-        self._tree = tree
+        self._root = _metered_tree(tree)["children"][0]
 
     def evaluate(
         self, resource: dict[str, Any], variables: dict[str, Any], budget: FhirPathBudget
     ) -> list[Any]:
         """The result collection (plain data); FhirPathOverBudget or FhirPathError."""
         meter = Meter(budget)
-        root = _metered_tree(self._tree, meter)["children"][0]
         constants.reset()
         data = arraify(resource)
         context = {
@@ -188,8 +198,9 @@ class BudgetedFhirPath:
             "userInvocationTable": METERED_FUNCTIONS,
             METER: meter,
         }
+        _EVALUATING.meter = meter
         try:
-            result = do_eval(context, data, root)
+            result = do_eval(context, data, self._root)
         except FhirPathError:
             raise
         except RecursionError:
@@ -197,6 +208,8 @@ class BudgetedFhirPath:
         except Exception as error:
             # fhirpathpy's messages quote the values involved: name only the kind of failure.
             raise FhirPathError(f"failed to evaluate ({type(error).__name__})") from None
+        finally:
+            _EVALUATING.meter = None
         return [_plain(item) for item in arraify(result)]
 
 
