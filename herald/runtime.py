@@ -125,9 +125,11 @@ class Runtime:
         self.ready = False
         self.ledger = Ledger(self.store)
         channels = channel_support(settings)
-        self.fhirpath = FhirPathRunner(
-            FhirPathBudget(settings.fhirpath_max_steps, settings.fhirpath_timeout_ms)
-        )
+        budget = FhirPathBudget(settings.fhirpath_max_steps, settings.fhirpath_timeout_ms)
+        # Threads of their own for matching, so that clients trying topics at create (as many
+        # at once as they like) never queue ahead of the stream.
+        self.fhirpath = FhirPathRunner(budget)
+        self.fhirpath_trials = FhirPathRunner(budget)
         self.registry = SubscriptionRegistry(self.store, channels=channels, fhirpath=self.fhirpath)
         guard = (
             EndpointGuard.parse(settings.endpoint_allowlist) if settings.endpoint_guard else None
@@ -144,7 +146,7 @@ class Runtime:
                 ).problem,
             ),
         )
-        self.store.add_rule(SUBSCRIPTION_TOPIC, topic_rule(self.fhirpath))
+        self.store.add_rule(SUBSCRIPTION_TOPIC, topic_rule(self.fhirpath_trials))
         self.store.add_rule(AUDIT_EVENT, refuse_writes)
         retention = settings.audit_retention_days
         self.audit = AuditTrail(
@@ -271,4 +273,5 @@ class Runtime:
             # Its timer would otherwise fire after the loop has shut its executor down.
             await self.store.checkpointer.drain()
         self.fhirpath.close()
+        self.fhirpath_trials.close()
         await self.engine.dispose()
