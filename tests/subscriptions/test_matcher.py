@@ -574,7 +574,9 @@ def hostile_topic() -> Resource:
 
 async def test_a_trigger_over_budget_matches_nothing_and_says_who_missed_the_change() -> None:
     missed: list[MissedByBudget] = []
-    index = SubscriptionIndex(FhirPathRunner(FhirPathBudget(max_steps=3000)), missed.append)
+    index = SubscriptionIndex(
+        FhirPathRunner(FhirPathBudget(max_steps=3000, timeout_ms=600_000)), missed.append
+    )
     for resource in (*BUILTIN_TOPICS, hostile_topic()):
         index.put_topic(parse_topic(resource))
     subscribe(index, "hostile-1", HOSTILE_TOPIC, "Patient?_id=p1")

@@ -254,7 +254,9 @@ async def refused_by_trial(resource: dict[str, Any], budget: FhirPathBudget) -> 
 async def test_an_expression_over_budget_on_a_sample_is_refused_naming_element_and_limit(
     expression: str,
 ) -> None:
-    error = await refused_by_trial(patient_topic(expression), FhirPathBudget(max_steps=5000))
+    error = await refused_by_trial(
+        patient_topic(expression), FhirPathBudget(max_steps=5000, timeout_ms=600_000)
+    )
     assert error.status == 422
     assert error.expression == [f"{TRIGGER}.fhirPathCriteria"]
     assert "exceeded the FHIRPath budget of 5000 evaluation steps" in error.diagnostics
