@@ -55,13 +55,18 @@ _LATER_CHOICES = frozenset(
 )
 
 
+@lru_cache(maxsize=1)
+def _elements() -> dict[str, list[tuple[str, str]]]:
+    """Path -> its elements' (name, type), from the model (one pass, on first use)."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for key, kind in _PATH_TYPES.items():
+        parent, _, name = key.rpartition(".")
+        found.setdefault(parent, []).append((name, kind))
+    return found
+
+
 def _children(path: str) -> list[tuple[str, str]]:
-    prefix = path + "."
-    return [
-        (key[len(prefix) :], kind)
-        for key, kind in _PATH_TYPES.items()
-        if key.startswith(prefix) and "." not in key[len(prefix) :]
-    ]
+    return _elements().get(path, [])
 
 
 def _value(path: str, kind: str, depth: int) -> Any:
