@@ -20,17 +20,18 @@ the official search expressions with fhirpathpy, trusted and unmetered, and stay
   grow past what the steps allow, and cuts regular expressions off at the time left.
 - Compiling refuses what needs no evaluation to refuse: syntax errors (fhirpathpy recovers
   from them silently), unknown functions and variables, `trace` (it would write resource
-  content to the process output), and expressions over 4,096 characters.
+  content to the process output), and expressions over 2,000 characters or 200 tokens (fhirpathpy's
+  parser takes time that grows faster than the expression: a second for 400 tokens).
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from antlr4 import CommonTokenStream, InputStream, Token
 from antlr4.error.ErrorListener import ErrorListener
@@ -55,6 +56,7 @@ from events.subscriptions.fhirpath_meter import (
 __all__ = [
     "DEFAULT_RUNNER",
     "MAX_EXPRESSION_LENGTH",
+    "MAX_TOKENS",
     "BudgetedFhirPath",
     "FhirPathBudget",
     "FhirPathError",
@@ -63,10 +65,12 @@ __all__ = [
     "compile_client_fhirpath",
 ]
 
-MAX_EXPRESSION_LENGTH = 4096
+MAX_EXPRESSION_LENGTH = 2000
+MAX_TOKENS = 200
 VARIABLES = frozenset({"previous", "current", "context", "ucum"})
 REFUSED_FUNCTIONS = {"trace": "it would write resource content to the server's output"}
 _MODEL = models["r4"]
+_T = TypeVar("_T")
 
 
 # -- compiling ------------------------------------------------------------------------------------
@@ -124,21 +128,51 @@ def _name_problems(tree: dict[str, Any]) -> list[str]:
     return problems
 
 
-@lru_cache(maxsize=1024)
 def compile_client_fhirpath(expression: str) -> BudgetedFhirPath:
-    """The expression ready to evaluate under a budget; FhirPathError says what is wrong."""
+    """The expression ready to evaluate under a budget; FhirPathError says what is wrong.
+    Both answers are remembered, so an expression is parsed once."""
+    compiled = _compiled(expression)
+    if isinstance(compiled, str):
+        raise FhirPathError(compiled)
+    return compiled
+
+
+@lru_cache(maxsize=1024)
+def _compiled(expression: str) -> BudgetedFhirPath | str:
+    """The compiled expression, or what is wrong with it."""
+    try:
+        return _compile(expression)
+    except FhirPathError as error:
+        return str(error)
+
+
+def _compile(expression: str) -> BudgetedFhirPath:
     if len(expression) > MAX_EXPRESSION_LENGTH:
         raise FhirPathError(
             f"is {len(expression)} characters long; at most {MAX_EXPRESSION_LENGTH} are allowed"
         )
-    errors = _syntax_errors(expression)
-    if errors:
-        raise FhirPathError("is not valid FHIRPath: " + "; ".join(errors))
-    tree = parse(expression)
-    problems = _name_problems(tree)
-    if problems:
-        raise FhirPathError("; ".join(problems))
-    return BudgetedFhirPath(expression, tree)
+    tokens = _token_count(expression)  # parsing time grows faster than the expression
+    if tokens > MAX_TOKENS:
+        raise FhirPathError(
+            f"has {tokens} tokens (names, operators, literals); at most {MAX_TOKENS} are allowed"
+        )
+    try:
+        errors = _syntax_errors(expression)
+        if errors:
+            raise FhirPathError("is not valid FHIRPath: " + "; ".join(errors))
+        tree = parse(expression)
+        problems = _name_problems(tree)
+        if problems:
+            raise FhirPathError("; ".join(problems))
+        return BudgetedFhirPath(expression, tree)
+    except RecursionError:
+        raise FhirPathError("nests too deeply to compile") from None
+
+
+def _token_count(expression: str) -> int:
+    lexer = FHIRPathLexer(InputStream(expression))
+    lexer.removeErrorListeners()
+    return sum(1 for token in lexer.getAllTokens() if token.channel == Token.DEFAULT_CHANNEL)
 
 
 # -- evaluating -----------------------------------------------------------------------------------
@@ -237,12 +271,17 @@ class FhirPathRunner:
     async def evaluate(
         self, compiled: BudgetedFhirPath, resource: dict[str, Any], variables: dict[str, Any]
     ) -> list[Any]:
+        return await self._run(compiled.evaluate, resource, variables, self.budget)
+
+    async def compile(self, expression: str) -> BudgetedFhirPath:
+        """`compile_client_fhirpath` off the loop (parsing 200 tokens can take most of a
+        second); later compiles of the same expression are answered from its cache."""
+        return await self._run(compile_client_fhirpath, expression)
+
+    async def _run(self, work: Callable[..., _T], *args: Any) -> _T:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="fhirpath")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, compiled.evaluate, resource, variables, self.budget
-        )
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work, *args)
 
     def close(self) -> None:
         if self._executor is not None:

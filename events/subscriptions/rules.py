@@ -14,12 +14,13 @@ written `off` is not checked, so a client can always turn off one whose endpoint
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from events.subscriptions.criteria_trial import try_topic_criteria
 from events.subscriptions.elements import invalid
-from events.subscriptions.fhirpath_budget import DEFAULT_RUNNER, FhirPathRunner
+from events.subscriptions.fhirpath_budget import DEFAULT_RUNNER, FhirPathError, FhirPathRunner
 from events.subscriptions.model import Channel
 from events.subscriptions.registry import SubscriptionRegistry
 from events.subscriptions.topics import parse_topic
@@ -54,6 +55,14 @@ def topic_rule(fhirpath: FhirPathRunner = DEFAULT_RUNNER) -> ResourceRule:
     resources under the budget (`criteria_trial.py`)."""
 
     async def check(resource: dict[str, Any]) -> dict[str, Any]:
+        triggers = resource.get("resourceTrigger")
+        for trigger in triggers if isinstance(triggers, list) else ():
+            expression = trigger.get("fhirPathCriteria") if isinstance(trigger, dict) else None
+            if isinstance(expression, str):
+                # Compiled off the loop first; parse_topic finds it compiled (or names the
+                # element of an expression that does not compile).
+                with contextlib.suppress(FhirPathError):
+                    await fhirpath.compile(expression)
         await try_topic_criteria(parse_topic(resource), fhirpath)
         return resource
 

@@ -14,6 +14,7 @@ from fhirpathpy.engine.invocations import invocation_registry
 
 from events.subscriptions.fhirpath_budget import (
     MAX_EXPRESSION_LENGTH,
+    MAX_TOKENS,
     FhirPathBudget,
     FhirPathError,
     FhirPathOverBudget,
@@ -90,9 +91,9 @@ def test_growth_is_charged_so_it_stops_long_before_memory_runs_out(expression: s
 
 
 def test_growth_that_fits_in_one_step_is_charged_before_it_happens() -> None:
-    long = "a" * 1500
-    expression = f"('{long}').replace('', '{long}').length()"  # 2.25 million characters
-    assert over_budget(expression, STEPS_ONLY).limit == "steps"
+    long = "a" * 900
+    expression = f"('{long}').replace('', '{long}').length()"  # 810,000 characters
+    assert over_budget(expression, FhirPathBudget(500, timeout_ms=600_000)).limit == "steps"
 
 
 def test_integers_beyond_64_bits_are_an_error_not_a_bignum() -> None:
@@ -118,7 +119,10 @@ def test_a_failure_names_its_kind_but_no_value_of_the_resource() -> None:
         ("%current.frobnicate()", "frobnicate() is not a FHIRPath function"),
         ("%resource.id.exists()", "%resource is not a variable here"),
         ("%current.status = = 'x'", "is not valid FHIRPath"),
-        ("1" + " or 1" * MAX_EXPRESSION_LENGTH, f"at most {MAX_EXPRESSION_LENGTH}"),
+        ("'" + "x" * MAX_EXPRESSION_LENGTH + "'", f"at most {MAX_EXPRESSION_LENGTH} are allowed"),
+        ("1" + " or 1" * MAX_TOKENS, f"at most {MAX_TOKENS} are allowed"),
+        ("(" * 150 + "1" + ")" * 150, "at most"),  # too many tokens before it nests too deeply
+        ("-" * 190 + "1", "nests too deeply"),
     ],
 )
 def test_expressions_are_refused_at_compile_time(expression: str, problem: str) -> None:
