@@ -144,6 +144,8 @@ def _compiled(expression: str) -> BudgetedFhirPath | str:
         return _compile(expression)
     except FhirPathError as error:
         return str(error)
+    except Exception as error:  # fhirpathpy's parser on something the strict parse let by
+        return f"could not be compiled ({type(error).__name__})"
 
 
 def _compile(expression: str) -> BudgetedFhirPath:
