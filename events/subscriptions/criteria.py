@@ -3,8 +3,8 @@
 - `parse_query` turns `status:not=ready&code=1234` into ANDed search criteria (the search
   code's own parser, so topics, filters and `GET` searches agree).
 - fhirPathCriteria are a client's FHIRPath: compiled once per expression and evaluated under
-  the budget, off the event loop (`fhirpath_budget.py`). An evaluation over budget is no match,
-  and is noted on the `ChangeContext` for whoever reports it.
+  the budget, off the event loop (`fhirpath_budget.py`). One that fails or spends its budget is
+  no match, and is noted on the `ChangeContext` for whoever reports it.
 - `ChangeContext` is one change as the matcher sees it: the new version, the previous version
   (loaded at most once, and only when something needs it) and their index entries (computed
   once per change).
@@ -88,11 +88,16 @@ def _truthy(result: list[Any]) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class OverBudget:
-    """A trigger's fhirPathCriteria spent its budget on this change (and so did not fire)."""
+class FhirPathFailure:
+    """A trigger's fhirPathCriteria failed, or spent its budget, on this change (and so did
+    not fire). `error` names the kind of failure, never a value of the resource."""
 
     trigger: ResourceTrigger
-    error: FhirPathOverBudget
+    error: FhirPathError
+
+    @property
+    def over_budget(self) -> FhirPathOverBudget | None:
+        return self.error if isinstance(self.error, FhirPathOverBudget) else None
 
 
 # -- one change -----------------------------------------------------------------------------------
@@ -113,7 +118,7 @@ class ChangeContext:
     ) -> None:
         self.event = event
         self.fhirpath = fhirpath
-        self.over_budget: list[OverBudget] = []
+        self.fhirpath_failures: list[FhirPathFailure] = []
         self._load_previous = load_previous
         self._previous: Resource | None = None
         self._previous_loaded = event.interaction == "create"
@@ -220,10 +225,6 @@ async def _fhirpath_holds(
     try:
         compiled = compile_client_fhirpath(expression)
         return _truthy(await context.fhirpath.evaluate(compiled, focus or {}, variables))
-    except FhirPathOverBudget as error:
-        context.over_budget.append(OverBudget(trigger, error))
-        return False
     except FhirPathError as error:  # a topic's expression must never stop the stream
-        # The message names the kind of failure only: no values of the resource.
-        log.warning("fhirPathCriteria %r on %s: %s", expression, context.event.key, error)
+        context.fhirpath_failures.append(FhirPathFailure(trigger, error))
         return False

@@ -16,13 +16,19 @@ do not match when the focus cannot be loaded.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
 from events.model import ChangeEvent
-from events.subscriptions.criteria import ChangeContext, LoadPrevious, OverBudget, trigger_fires
-from events.subscriptions.fhirpath_budget import DEFAULT_RUNNER, FhirPathRunner
+from events.subscriptions.criteria import (
+    ChangeContext,
+    FhirPathFailure,
+    LoadPrevious,
+    trigger_fires,
+)
+from events.subscriptions.fhirpath_budget import DEFAULT_RUNNER, FhirPathOverBudget, FhirPathRunner
 from events.subscriptions.keys import IndexKey, focus_types, is_type_filter, subscription_keys
 from events.subscriptions.model import (
     ANY_RESOURCE,
@@ -36,6 +42,8 @@ from fhirstore.access.boundary import Access
 from fhirstore.search import definitions as d
 from fhirstore.search.match import matches_entries
 from fhirstore.search.query import Criterion
+
+log = logging.getLogger(__name__)
 
 _CLASSIC_PREFIX = classic_topic_url("")
 
@@ -55,7 +63,7 @@ class MissedByBudget:
 
     topic: Topic
     trigger_index: int
-    over_budget: OverBudget
+    error: FhirPathOverBudget
     event: ChangeEvent
     subscription_ids: tuple[str, ...]
 
@@ -221,22 +229,31 @@ class SubscriptionIndex:
         context = ChangeContext(event, load_previous, self.fhirpath)
         found: list[Match] = []
         for url, triggers in self._topics_for(event).items():
-            context.over_budget.clear()
+            context.fhirpath_failures.clear()
             if await _any_fires(triggers, context):
                 found.extend(await self._match_topic(url, context, now))
-            elif context.over_budget:
-                await self._missed(url, context, now)
+            elif context.fhirpath_failures:
+                await self._failed(url, context, now)
         return found
 
-    async def _missed(self, url: str, context: ChangeContext, now: datetime) -> None:
-        """Tell `on_missed` of the subscriptions a trigger over budget kept from this change."""
-        topic = self._topics.get(url) or self.topic(url)
-        if topic is None or self.on_missed is None:
+    async def _failed(self, url: str, context: ChangeContext, now: datetime) -> None:
+        """Log the topic's fhirPathCriteria that failed on this change; tell `on_missed` of
+        the subscriptions one over budget kept from it."""
+        topic = self.topic(url)
+        if topic is None:
             return
-        missed = tuple(m.subscription_id for m in await self._match_topic(url, context, now))
-        for over in context.over_budget:
-            index = topic.triggers.index(over.trigger) if over.trigger in topic.triggers else 0
-            self.on_missed(MissedByBudget(topic, index, over, context.event, missed))
+        missed: tuple[str, ...] | None = None
+        for failure in context.fhirpath_failures:
+            index = topic.triggers.index(failure.trigger)
+            over_budget = failure.over_budget
+            if over_budget is None or self.on_missed is None:
+                _log_failure(topic, index, failure, context.event)
+                continue
+            if missed is None:
+                missed = tuple(
+                    m.subscription_id for m in await self._match_topic(url, context, now)
+                )
+            self.on_missed(MissedByBudget(topic, index, over_budget, context.event, missed))
 
     def _topics_for(self, event: ChangeEvent) -> dict[str, list[ResourceTrigger]]:
         """Topics with subscriptions and a trigger on this change's type and interaction."""
@@ -262,6 +279,19 @@ class SubscriptionIndex:
             and await _filters_hold(entry, context)
             and await _owner_may_read(entry, context)
         ]
+
+
+def _log_failure(topic: Topic, index: int, failure: FhirPathFailure, event: ChangeEvent) -> None:
+    log.warning(
+        "fhirPathCriteria failed: no match",
+        extra={
+            "topic": topic.url,
+            "trigger": index,
+            "error": str(failure.error),
+            "event_id": event.event_id,
+            "resource": event.key,
+        },
+    )
 
 
 async def _filters_hold(entry: _Entry, context: ChangeContext) -> bool:

@@ -30,7 +30,7 @@ def reason(missed: MissedByBudget) -> str:
         named = f"SubscriptionTopic/{topic.resource_id} ({topic.url})"
     return (
         f"{named} resourceTrigger[{missed.trigger_index}].fhirPathCriteria "
-        f"{missed.over_budget.error} on a {missed.event.resource_type} {missed.event.interaction}"
+        f"{missed.error} on a {missed.event.resource_type} {missed.event.interaction}"
         ", which therefore notified no one. The topic's author can simplify the expression; "
         "the server's operator can raise the budget."
     )
@@ -44,7 +44,7 @@ class MissedByBudgetReporter:
         self._busy: set[str] = set()  # subscriptions being marked right now
 
     def __call__(self, missed: MissedByBudget) -> None:
-        error = missed.over_budget.error
+        error = missed.error
         FHIRPATH_OVER_BUDGET.labels("match", error.limit).inc()
         log.warning(
             "fhirPathCriteria over budget: no match",

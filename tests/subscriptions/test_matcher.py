@@ -589,9 +589,27 @@ async def test_a_trigger_over_budget_matches_nothing_and_says_who_missed_the_cha
     (report,) = missed
     assert report.topic.url == HOSTILE_TOPIC and report.trigger_index == 0
     assert report.subscription_ids == ("hostile-1",)  # those whose filters the change met
-    assert report.over_budget.error.limit == "steps"
+    assert report.error.limit == "steps"
 
     missed.clear()
     calm = {**hostile, "name": [{"family": "Calm"}]}
     assert await history.match(index, history.write(calm)) == {"everything"}
     assert missed == []  # within budget it is an ordinary no match
+
+
+async def test_a_failing_expression_is_no_match_and_its_log_names_the_topic_not_the_data(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    index = SubscriptionIndex()
+    failing = hostile_topic()
+    failing["resourceTrigger"][0]["fhirPathCriteria"] = "%current.name.family + 1 = 2"
+    index.put_topic(parse_topic(failing))
+    subscribe(index, "s", HOSTILE_TOPIC, "Patient?_id=p1")
+    history = History()
+    private = {"resourceType": "Patient", "id": "p1", "name": [{"family": "Private-Name"}]}
+
+    assert await history.match(index, history.write(private)) == set()
+    (record,) = [r for r in caplog.records if r.getMessage() == "fhirPathCriteria failed: no match"]
+    assert record.topic == HOSTILE_TOPIC and record.trigger == 0
+    assert record.error == "failed to evaluate (Exception)"
+    assert "Private-Name" not in repr(record.__dict__)
