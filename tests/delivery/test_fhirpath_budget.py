@@ -155,16 +155,16 @@ async def test_a_change_that_runs_an_expression_over_budget_notifies_everyone_el
         await eventually(both_saw_it, within=30, what=lambda: "the calm change was missed")
 
 
-async def _health_answers_within_a_second(base_url: str, during: float) -> int:
-    """Ask /healthz over and over for `during` seconds; each must answer within a second."""
+async def _health_answers_within_a_second(base_url: str, during: float) -> None:
+    """Ask /healthz over and over for `during` seconds: every answer comes within a second."""
     answered = 0
     deadline = time.monotonic() + during
-    async with httpx.AsyncClient(timeout=1.0) as client:
+    async with httpx.AsyncClient(timeout=1.0) as client:  # a slower answer fails the test
         while time.monotonic() < deadline:
             assert (await client.get(f"{base_url}/healthz")).status_code == 200
             answered += 1
             await asyncio.sleep(0.1)
-    return answered
+    assert answered >= during // 1.1  # it kept asking all along
 
 
 async def test_a_real_service_stays_live_while_an_expression_spends_its_time_and_restarts(
@@ -201,7 +201,7 @@ async def test_a_real_service_stays_live_while_an_expression_spends_its_time_and
             health = asyncio.create_task(_health_answers_within_a_second(root, during=4.0))
             written = await client.put(f"/Patient/{pid}", json=patient(pid, "Hostile"))
             assert written.status_code == 201, written.text
-            assert await health > 10
+            await health
 
             await other_receiver.wait_for(2, timeout=30)  # the handshake, then the change
             assert events_at(other_receiver) == [1]
@@ -211,7 +211,7 @@ async def test_a_real_service_stays_live_while_an_expression_spends_its_time_and
             await client.put(f"/Patient/{pid}", json=patient(pid, "Hostile"))  # again, then
             await asyncio.to_thread(server.kill)  # SIGKILL before it is surely matched
         await asyncio.to_thread(server.start)  # waits for /readyz: it comes up again
-        assert await _health_answers_within_a_second(root, during=2.0) > 5
+        await _health_answers_within_a_second(root, during=2.0)
     finally:
         await asyncio.to_thread(server.stop)
     # SIGTERM stopped it within the grace period (uvicorn re-raises the signal once it has shut
