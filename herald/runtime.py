@@ -28,8 +28,11 @@ from events.bus import Bus
 from events.bus.kafka import KafkaBus
 from events.bus.memory import MemoryBus
 from events.relay import OutboxRelay
+from events.subscriptions.fhirpath_budget import FhirPathBudget, FhirPathRunner
 from events.subscriptions.ledger import Ledger
+from events.subscriptions.lifecycle import Lifecycle
 from events.subscriptions.matching import Matcher, notification_job
+from events.subscriptions.missed_by_budget import MissedByBudgetReporter
 from events.subscriptions.registry import SUBSCRIPTION, SUBSCRIPTION_TOPIC, SubscriptionRegistry
 from events.subscriptions.rules import subscription_rule, topic_rule
 from events.subscriptions.seeding import seed_builtin_topics
@@ -122,7 +125,12 @@ class Runtime:
         self.ready = False
         self.ledger = Ledger(self.store)
         channels = channel_support(settings)
-        self.registry = SubscriptionRegistry(self.store, channels=channels)
+        budget = FhirPathBudget(settings.fhirpath_max_steps, settings.fhirpath_timeout_ms)
+        # Threads of their own for matching, so that clients trying topics at create (as many
+        # at once as they like) never queue ahead of the stream.
+        self.fhirpath = FhirPathRunner(budget)
+        self.fhirpath_trials = FhirPathRunner(budget)
+        self.registry = SubscriptionRegistry(self.store, channels=channels, fhirpath=self.fhirpath)
         guard = (
             EndpointGuard.parse(settings.endpoint_allowlist) if settings.endpoint_guard else None
         )
@@ -138,7 +146,7 @@ class Runtime:
                 ).problem,
             ),
         )
-        self.store.add_rule(SUBSCRIPTION_TOPIC, topic_rule)
+        self.store.add_rule(SUBSCRIPTION_TOPIC, topic_rule(self.fhirpath_trials))
         self.store.add_rule(AUDIT_EVENT, refuse_writes)
         retention = settings.audit_retention_days
         self.audit = AuditTrail(
@@ -174,7 +182,13 @@ class Runtime:
         )
         if settings.subscriptions:
             # The matcher's own view of the subscriptions, in step with the changes it matches.
-            self.matching_registry = SubscriptionRegistry(self.store, channels=channels)
+            self.matching_registry = SubscriptionRegistry(
+                self.store, channels=channels, fhirpath=self.fhirpath
+            )
+            self.missed_by_budget = MissedByBudgetReporter(
+                self.ledger, Lifecycle(self.store, self.ledger, record=self.record_write)
+            )
+            self.matching_registry.index.on_missed = self.missed_by_budget
             Matcher(self.store, self.ledger, self.matching_registry, self.bus).subscribe()
             self.dispatcher.subscribe()
         self.hub.listen()  # any API process may hold WebSockets
@@ -246,6 +260,8 @@ class Runtime:
         self._tasks.clear()
         await self.scheduler.stop()
         await self.bus.stop()  # no more jobs: then no new delivery workers
+        if self.settings.subscriptions:
+            await self.missed_by_budget.drain()
         await self.dispatcher.stop()
         for transport in self.transports.values():
             await transport.aclose()
@@ -256,4 +272,6 @@ class Runtime:
         if self.store.checkpointer is not None:
             # Its timer would otherwise fire after the loop has shut its executor down.
             await self.store.checkpointer.drain()
+        self.fhirpath.close()
+        self.fhirpath_trials.close()
         await self.engine.dispose()

@@ -140,6 +140,16 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_format: Literal["console", "json"] = Field("console", description="console or json")
+    # issue 20, budgets for client FHIRPath (SubscriptionTopic fhirPathCriteria)
+    fhirpath_max_steps: int = Field(
+        20_000,
+        gt=0,
+        description="Evaluation steps one evaluation of a client's FHIRPath may take (each node "
+        "evaluated, each item an operation returns, each 1,000 characters it makes)",
+    )
+    fhirpath_timeout_ms: int = Field(
+        250, gt=0, description="Milliseconds one evaluation of a client's FHIRPath may take"
+    )
 
     @property
     def endpoint_guard(self) -> bool:

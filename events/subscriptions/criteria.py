@@ -2,8 +2,9 @@
 
 - `parse_query` turns `status:not=ready&code=1234` into ANDed search criteria (the search
   code's own parser, so topics, filters and `GET` searches agree).
-- `fhirpath_error` / `compiled_fhirpath`: FHIRPath is compiled once per expression; fhirpathpy
-  recovers silently from syntax errors, so expressions are checked with a strict parse first.
+- fhirPathCriteria are a client's FHIRPath: compiled once per expression and evaluated under
+  the budget, off the event loop (`fhirpath_budget.py`). One that fails or spends its budget is
+  no match, and is noted on the `ChangeContext` for whoever reports it.
 - `ChangeContext` is one change as the matcher sees it: the new version, the previous version
   (loaded at most once, and only when something needs it) and their index entries (computed
   once per change).
@@ -14,20 +15,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
 
-import fhirpathpy
-from antlr4 import CommonTokenStream, InputStream, Token
-from antlr4.error.ErrorListener import ErrorListener
-from fhirpathpy.models import models
-from fhirpathpy.parser.generated.FHIRPathLexer import FHIRPathLexer
-from fhirpathpy.parser.generated.FHIRPathParser import FHIRPathParser
-
 from events.model import ChangeEvent
 from events.subscriptions.elements import invalid
+from events.subscriptions.fhirpath_budget import (
+    DEFAULT_RUNNER,
+    FhirPathError,
+    FhirPathOverBudget,
+    FhirPathRunner,
+    compile_client_fhirpath,
+)
 from events.subscriptions.keys import IndexKey, event_keys
 from events.subscriptions.model import QueryCriteria, ResourceTrigger
 from fhirstore.errors import InvalidSearch
@@ -81,46 +82,22 @@ def parse_query(
 # -- FHIRPath -------------------------------------------------------------------------------------
 
 
-class _Collect(ErrorListener):
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-
-    def syntaxError(
-        self, recognizer: Any, symbol: Any, line: int, column: int, msg: str, e: Any
-    ) -> None:
-        self.errors.append(f"at {column}: {msg}")
-
-
-def fhirpath_error(expression: str) -> str | None:
-    """What is wrong with `expression` (syntax, or an unknown function or variable), or None."""
-    listener = _Collect()
-    lexer = FHIRPathLexer(InputStream(expression))
-    lexer.removeErrorListeners()
-    lexer.addErrorListener(listener)
-    tokens = CommonTokenStream(lexer)
-    parser = FHIRPathParser(tokens)
-    parser.removeErrorListeners()
-    parser.addErrorListener(listener)
-    parser.expression()
-    if not listener.errors and tokens.LA(1) != Token.EOF:
-        listener.errors.append(f"at {tokens.LT(1).column}: unexpected {tokens.LT(1).text!r}")
-    if listener.errors:
-        return "; ".join(listener.errors)
-    try:  # unknown functions and variables only show when evaluated
-        compiled_fhirpath(expression)({}, {"previous": [], "current": []})
-    except Exception as error:
-        return str(error)
-    return None
-
-
-@lru_cache(maxsize=1024)
-def compiled_fhirpath(expression: str) -> Callable[..., list[Any]]:
-    return fhirpathpy.compile(expression, models["r4"])
-
-
 def _truthy(result: list[Any]) -> bool:
     """FHIRPath singleton evaluation of a collection as a boolean."""
     return len(result) == 1 and result[0] is not False
+
+
+@dataclass(frozen=True, slots=True)
+class FhirPathFailure:
+    """A trigger's fhirPathCriteria failed, or spent its budget, on this change (and so did
+    not fire). `error` names the kind of failure, never a value of the resource."""
+
+    trigger: ResourceTrigger
+    error: FhirPathError
+
+    @property
+    def over_budget(self) -> FhirPathOverBudget | None:
+        return self.error if isinstance(self.error, FhirPathOverBudget) else None
 
 
 # -- one change -----------------------------------------------------------------------------------
@@ -133,8 +110,15 @@ class ChangeContext:
     at most once, and only when a trigger or a filter needs the previous version.
     """
 
-    def __init__(self, event: ChangeEvent, load_previous: LoadPrevious) -> None:
+    def __init__(
+        self,
+        event: ChangeEvent,
+        load_previous: LoadPrevious,
+        fhirpath: FhirPathRunner = DEFAULT_RUNNER,
+    ) -> None:
         self.event = event
+        self.fhirpath = fhirpath
+        self.fhirpath_failures: list[FhirPathFailure] = []
         self._load_previous = load_previous
         self._previous: Resource | None = None
         self._previous_loaded = event.interaction == "create"
@@ -185,7 +169,7 @@ async def trigger_fires(trigger: ResourceTrigger, context: ChangeContext) -> boo
     """queryCriteria and fhirPathCriteria both hold (an absent one holds)."""
     if trigger.query is not None and not await _query_holds(trigger.query, context):
         return False
-    return trigger.fhirpath is None or await _fhirpath_holds(trigger.fhirpath, context)
+    return trigger.fhirpath is None or await _fhirpath_holds(trigger, trigger.fhirpath, context)
 
 
 async def _query_holds(query: QueryCriteria, context: ChangeContext) -> bool:
@@ -227,7 +211,9 @@ def _result(when: str | None) -> bool | None:
     return None if when is None else when == "test-passes"
 
 
-async def _fhirpath_holds(expression: str, context: ChangeContext) -> bool:
+async def _fhirpath_holds(
+    trigger: ResourceTrigger, expression: str, context: ChangeContext
+) -> bool:
     needs_previous = context.event.interaction == "delete" or "%previous" in expression
     previous = await context.previous() if needs_previous else None
     current = context.current
@@ -237,9 +223,8 @@ async def _fhirpath_holds(expression: str, context: ChangeContext) -> bool:
         "current": current if current is not None else [],
     }
     try:
-        return _truthy(compiled_fhirpath(expression)(focus or {}, variables))
-    except Exception:  # a topic's expression must never stop the stream
-        log.warning(
-            "fhirPathCriteria %r failed on %s", expression, context.event.key, exc_info=True
-        )
+        compiled = compile_client_fhirpath(expression)
+        return _truthy(await context.fhirpath.evaluate(compiled, focus or {}, variables))
+    except FhirPathError as error:  # a topic's expression must never stop the stream
+        context.fhirpath_failures.append(FhirPathFailure(trigger, error))
         return False

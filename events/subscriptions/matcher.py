@@ -16,12 +16,19 @@ do not match when the focus cannot be loaded.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import logging
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
 from events.model import ChangeEvent
-from events.subscriptions.criteria import ChangeContext, LoadPrevious, trigger_fires
+from events.subscriptions.criteria import (
+    ChangeContext,
+    FhirPathFailure,
+    LoadPrevious,
+    trigger_fires,
+)
+from events.subscriptions.fhirpath_budget import DEFAULT_RUNNER, FhirPathOverBudget, FhirPathRunner
 from events.subscriptions.keys import IndexKey, focus_types, is_type_filter, subscription_keys
 from events.subscriptions.model import (
     ANY_RESOURCE,
@@ -36,6 +43,8 @@ from fhirstore.search import definitions as d
 from fhirstore.search.match import matches_entries
 from fhirstore.search.query import Criterion
 
+log = logging.getLogger(__name__)
+
 _CLASSIC_PREFIX = classic_topic_url("")
 
 
@@ -45,6 +54,21 @@ class Match:
 
     subscription_id: str
     topic_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class MissedByBudget:
+    """A topic's fhirPathCriteria spent its budget on a change: the subscriptions that would
+    have been notified had it fired (live, filters holding, the owner may read the focus)."""
+
+    topic: Topic
+    trigger_index: int
+    error: FhirPathOverBudget
+    event: ChangeEvent
+    subscription_ids: tuple[str, ...]
+
+
+OnMissed = Callable[[MissedByBudget], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +141,16 @@ class SubscriptionIndex:
 
     `examined` counts the subscriptions looked at (status, end, types, filters) over all
     changes so far; tests and the bench read it to see what the index saved.
+
+    Client FHIRPath runs on `fhirpath` (under its budget); a topic whose trigger spent the
+    budget on a change matches nothing, and `on_missed` is told which subscriptions missed it.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self, fhirpath: FhirPathRunner = DEFAULT_RUNNER, on_missed: OnMissed | None = None
+    ) -> None:
+        self.fhirpath = fhirpath
+        self.on_missed = on_missed
         self._topics: dict[str, Topic] = {}
         # (resource type or ANY_RESOURCE, interaction) -> topic url -> its triggers
         self._triggers: dict[tuple[str, str], dict[str, list[ResourceTrigger]]] = {}
@@ -195,12 +226,34 @@ class SubscriptionIndex:
         self, event: ChangeEvent, load_previous: LoadPrevious, now: datetime
     ) -> list[Match]:
         """The subscriptions this change concerns, once each, in topic order."""
-        context = ChangeContext(event, load_previous)
+        context = ChangeContext(event, load_previous, self.fhirpath)
         found: list[Match] = []
         for url, triggers in self._topics_for(event).items():
+            context.fhirpath_failures.clear()
             if await _any_fires(triggers, context):
                 found.extend(await self._match_topic(url, context, now))
+            elif context.fhirpath_failures:
+                await self._failed(url, context, now)
         return found
+
+    async def _failed(self, url: str, context: ChangeContext, now: datetime) -> None:
+        """Log the topic's fhirPathCriteria that failed on this change; tell `on_missed` of
+        the subscriptions one over budget kept from it."""
+        topic = self.topic(url)
+        if topic is None:
+            return
+        missed: tuple[str, ...] | None = None
+        for failure in context.fhirpath_failures:
+            index = topic.triggers.index(failure.trigger)
+            over_budget = failure.over_budget
+            if over_budget is None or self.on_missed is None:
+                _log_failure(topic, index, failure, context.event)
+                continue
+            if missed is None:
+                missed = tuple(
+                    m.subscription_id for m in await self._match_topic(url, context, now)
+                )
+            self.on_missed(MissedByBudget(topic, index, over_budget, context.event, missed))
 
     def _topics_for(self, event: ChangeEvent) -> dict[str, list[ResourceTrigger]]:
         """Topics with subscriptions and a trigger on this change's type and interaction."""
@@ -226,6 +279,19 @@ class SubscriptionIndex:
             and await _filters_hold(entry, context)
             and await _owner_may_read(entry, context)
         ]
+
+
+def _log_failure(topic: Topic, index: int, failure: FhirPathFailure, event: ChangeEvent) -> None:
+    log.warning(
+        "fhirPathCriteria failed: no match",
+        extra={
+            "topic": topic.url,
+            "trigger": index,
+            "error": str(failure.error),
+            "event_id": event.event_id,
+            "resource": event.key,
+        },
+    )
 
 
 async def _filters_hold(entry: _Entry, context: ChangeContext) -> bool:

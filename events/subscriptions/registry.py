@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.model import ChangeEvent
 from events.subscriptions.channel import ChannelSupport
+from events.subscriptions.fhirpath_budget import DEFAULT_RUNNER, FhirPathRunner
 from events.subscriptions.matcher import SubscriptionIndex
 from events.subscriptions.model import SubscriptionSpec, Topic
 from events.subscriptions.subscription import parse_subscription
@@ -61,8 +62,9 @@ class SubscriptionRegistry:
         store: Store,
         *,
         channels: ChannelSupport,
+        fhirpath: FhirPathRunner = DEFAULT_RUNNER,
     ) -> None:
-        self.index = SubscriptionIndex()
+        self.index = SubscriptionIndex(fhirpath)
         self._store = store
         self._clock = store.clock
         self._channels = channels

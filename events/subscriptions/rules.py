@@ -4,6 +4,9 @@ refused with an OperationOutcome, and nothing is stored.
 A client's new or changed Subscription starts over as `requested` (or stays `off`): Herald
 sets it `active` once the handshake reached the endpoint, as the Backport IG describes.
 
+A SubscriptionTopic's fhirPathCriteria are tried on sample resources under the FHIRPath budget
+before it is stored.
+
 Where a channel sends may be checked too (`EndpointCheck`: the server's safe-endpoints policy,
 given by the service shell): a refused endpoint is named in the OperationOutcome. A Subscription
 written `off` is not checked, so a client can always turn off one whose endpoint went bad.
@@ -11,10 +14,13 @@ written `off` is not checked, so a client can always turn off one whose endpoint
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from events.subscriptions.criteria_trial import try_topic_criteria
 from events.subscriptions.elements import invalid
+from events.subscriptions.fhirpath_budget import DEFAULT_RUNNER, FhirPathError, FhirPathRunner
 from events.subscriptions.model import Channel
 from events.subscriptions.registry import SubscriptionRegistry
 from events.subscriptions.topics import parse_topic
@@ -44,6 +50,20 @@ def subscription_rule(
     return check
 
 
-async def topic_rule(resource: dict[str, Any]) -> dict[str, Any]:
-    parse_topic(resource)
-    return resource
+def topic_rule(fhirpath: FhirPathRunner = DEFAULT_RUNNER) -> ResourceRule:
+    """A SubscriptionTopic must parse, and its fhirPathCriteria must pass the trial on sample
+    resources under the budget (`criteria_trial.py`)."""
+
+    async def check(resource: dict[str, Any]) -> dict[str, Any]:
+        triggers = resource.get("resourceTrigger")
+        for trigger in triggers if isinstance(triggers, list) else ():
+            expression = trigger.get("fhirPathCriteria") if isinstance(trigger, dict) else None
+            if isinstance(expression, str):
+                # Compiled off the loop first; parse_topic finds it compiled (or names the
+                # element of an expression that does not compile).
+                with contextlib.suppress(FhirPathError):
+                    await fhirpath.compile(expression)
+        await try_topic_criteria(parse_topic(resource), fhirpath)
+        return resource
+
+    return check

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from events.subscriptions.criteria import fhirpath_error, parse_query
+from events.subscriptions.criteria import parse_query
 from events.subscriptions.elements import Json, child, children, invalid, string, strings
+from events.subscriptions.fhirpath_budget import FhirPathError, compile_client_fhirpath
 from events.subscriptions.keys import TYPE_CODE
 from events.subscriptions.model import (
     ANY_RESOURCE,
@@ -139,9 +140,10 @@ def _boolean(node: Json, key: str, path: str) -> bool:
 def _fhirpath(node: Json, path: str) -> str | None:
     expression = string(node, "fhirPathCriteria", path)
     if expression is not None:
-        error = fhirpath_error(expression)
-        if error is not None:
-            raise invalid(f"{path}.fhirPathCriteria", f"is not valid FHIRPath: {error}")
+        try:
+            compile_client_fhirpath(expression)  # compiled only: tried on samples at create
+        except FhirPathError as error:
+            raise invalid(f"{path}.fhirPathCriteria", str(error)) from None
     return expression
 
 

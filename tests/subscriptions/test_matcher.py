@@ -21,7 +21,8 @@ from events.subscriptions.builtin_topics import (
     TASK_READY,
 )
 from events.subscriptions.criteria import ChangeContext, trigger_fires
-from events.subscriptions.matcher import Match, SubscriptionIndex
+from events.subscriptions.fhirpath_budget import FhirPathBudget, FhirPathRunner
+from events.subscriptions.matcher import Match, MissedByBudget, SubscriptionIndex
 from events.subscriptions.model import (
     ANY_RESOURCE,
     FILTER_CRITERIA,
@@ -545,3 +546,70 @@ def test_the_index_agrees_with_evaluating_every_subscription(
             assert await history.match(index, event) == await naive(index, specs, history, event)
 
     asyncio.run(run())
+
+
+# -- fhirPathCriteria over budget -----------------------------------------------------------------
+
+HOSTILE_TOPIC = "http://example.org/SubscriptionTopic/hostile"
+
+
+def hostile_topic() -> Resource:
+    """Passes the trial on samples, but runs away on a Patient named `Hostile`."""
+    return {
+        "resourceType": "SubscriptionTopic",
+        "id": "hostile",
+        "url": HOSTILE_TOPIC,
+        "status": "active",
+        "resourceTrigger": [
+            {
+                "resource": "Patient",
+                "supportedInteraction": ["create", "update"],
+                "fhirPathCriteria": "%current.name.where(family = 'Hostile')"
+                ".select((1).repeat($this + 1)).count() > 0",
+            },
+        ],
+        "canFilterBy": [{"filterParameter": "_id"}],
+    }
+
+
+async def test_a_trigger_over_budget_matches_nothing_and_says_who_missed_the_change() -> None:
+    missed: list[MissedByBudget] = []
+    index = SubscriptionIndex(
+        FhirPathRunner(FhirPathBudget(max_steps=3000, timeout_ms=600_000)), missed.append
+    )
+    for resource in (*BUILTIN_TOPICS, hostile_topic()):
+        index.put_topic(parse_topic(resource))
+    subscribe(index, "hostile-1", HOSTILE_TOPIC, "Patient?_id=p1")
+    subscribe(index, "hostile-other-patient", HOSTILE_TOPIC, "Patient?_id=p2")
+    subscribe(index, "everything", RESOURCE_CHANGE, "Patient?_id=p1")
+    history = History()
+    hostile = {"resourceType": "Patient", "id": "p1", "name": [{"family": "Hostile"}]}
+
+    assert await history.match(index, history.write(hostile)) == {"everything"}
+    (report,) = missed
+    assert report.topic.url == HOSTILE_TOPIC and report.trigger_index == 0
+    assert report.subscription_ids == ("hostile-1",)  # those whose filters the change met
+    assert report.error.limit == "steps"
+
+    missed.clear()
+    calm = {**hostile, "name": [{"family": "Calm"}]}
+    assert await history.match(index, history.write(calm)) == {"everything"}
+    assert missed == []  # within budget it is an ordinary no match
+
+
+async def test_a_failing_expression_is_no_match_and_its_log_names_the_topic_not_the_data(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    index = SubscriptionIndex()
+    failing = hostile_topic()
+    failing["resourceTrigger"][0]["fhirPathCriteria"] = "%current.name.family + 1 = 2"
+    index.put_topic(parse_topic(failing))
+    subscribe(index, "s", HOSTILE_TOPIC, "Patient?_id=p1")
+    history = History()
+    private = {"resourceType": "Patient", "id": "p1", "name": [{"family": "Private-Name"}]}
+
+    assert await history.match(index, history.write(private)) == set()
+    (record,) = [r for r in caplog.records if r.getMessage() == "fhirPathCriteria failed: no match"]
+    assert record.topic == HOSTILE_TOPIC and record.trigger == 0
+    assert record.error == "failed to evaluate (Exception)"
+    assert "Private-Name" not in repr(record.__dict__)

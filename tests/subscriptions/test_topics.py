@@ -15,7 +15,9 @@ from events.subscriptions.builtin_topics import (
     TASK_READY,
     builtin_topic_urls,
 )
+from events.subscriptions.fhirpath_budget import FhirPathBudget, FhirPathRunner
 from events.subscriptions.model import ANY_RESOURCE, HERALD_CANONICAL
+from events.subscriptions.rules import topic_rule
 from events.subscriptions.topics import parse_topic
 from fhirstore.errors import Unprocessable
 
@@ -227,3 +229,54 @@ def test_wrong_shapes_are_refused_not_crashed_on(
         node = node[step]
     node[path[-1]] = value
     assert refused(resource).expression == [element]
+
+
+# -- fhirPathCriteria tried under the budget before a topic is stored -----------------------------
+
+HOSTILE = "(1).repeat($this + 1).count() > 0"
+HOSTILE_ON_NAMES = "%current.name.select((1).repeat($this + 1)).count() > 0"
+
+
+def patient_topic(expression: str) -> dict[str, Any]:
+    resource = topic(resource="Patient", fhirPathCriteria=expression)
+    del resource["resourceTrigger"][0]["queryCriteria"]
+    resource["canFilterBy"] = [{"filterParameter": "_id"}]
+    return resource
+
+
+async def refused_by_trial(resource: dict[str, Any], budget: FhirPathBudget) -> Unprocessable:
+    with pytest.raises(Unprocessable) as caught:
+        await topic_rule(FhirPathRunner(budget))(resource)
+    return caught.value
+
+
+@pytest.mark.parametrize("expression", [HOSTILE, HOSTILE_ON_NAMES])
+async def test_an_expression_over_budget_on_a_sample_is_refused_naming_element_and_limit(
+    expression: str,
+) -> None:
+    error = await refused_by_trial(
+        patient_topic(expression), FhirPathBudget(max_steps=5000, timeout_ms=600_000)
+    )
+    assert error.status == 422
+    assert error.expression == [f"{TRIGGER}.fhirPathCriteria"]
+    assert "exceeded the FHIRPath budget of 5000 evaluation steps" in error.diagnostics
+    assert "HERALD_FHIRPATH_MAX_STEPS" in error.diagnostics
+    assert "Patient" in error.diagnostics  # on which sample
+
+
+async def test_an_expression_that_fails_on_a_sample_is_refused() -> None:
+    error = await refused_by_trial(patient_topic("%current.name.family + 1 = 2"), FhirPathBudget())
+    assert error.expression == [f"{TRIGGER}.fhirPathCriteria"]
+    assert "failed to evaluate" in error.diagnostics
+
+
+async def test_an_ordinary_expression_passes_the_trial_unchanged() -> None:
+    resource = patient_topic("%previous.active.empty() and %current.active = true")
+    assert await topic_rule(FhirPathRunner())(copy.deepcopy(resource)) == resource
+
+
+def test_a_stored_topic_is_only_compiled_when_loaded_never_evaluated() -> None:
+    """A hostile topic stored before budgets existed loads (and then meets the budget at
+    match time) instead of hanging the start."""
+    parsed = parse_topic(patient_topic(HOSTILE))
+    assert parsed.triggers[0].fhirpath == HOSTILE
