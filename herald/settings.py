@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fhirstore.search.limits import SearchLimits
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
@@ -140,6 +142,47 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_format: Literal["console", "json"] = Field("console", description="console or json")
+
+    # Search limits (issue 20: searches): see docs/search-limits.md.
+    search_max_or_values: int = Field(
+        100, ge=1, description="Most comma-separated (OR) values of one search parameter"
+    )
+    search_max_and_criteria: int = Field(
+        50, ge=1, description="Most search parameters (AND criteria) in one search"
+    )
+    search_max_id_values: int = Field(100, ge=1, description="Most _id values in one search")
+    search_max_sort_keys: int = Field(5, ge=1, description="Most _sort keys in one search")
+    search_max_includes: int = Field(
+        10, ge=0, description="Most _include and _revinclude parameters in one search"
+    )
+    search_max_included: int = Field(
+        1000, ge=0, description="Most resources one search page brings in with its includes"
+    )
+    search_max_page_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1,
+        description="Resource bytes in one search page (matches and includes); a page past "
+        "it stops early, with a next link",
+    )
+    search_timeout_seconds: float | None = Field(
+        30.0,
+        gt=0,
+        description="Longest a search's or history request's queries may run (then 503); "
+        "unset: no deadline",
+    )
+
+    @property
+    def search_limits(self) -> SearchLimits:
+        return SearchLimits(
+            max_or_values=self.search_max_or_values,
+            max_and_criteria=self.search_max_and_criteria,
+            max_id_values=self.search_max_id_values,
+            max_sort_keys=self.search_max_sort_keys,
+            max_includes=self.search_max_includes,
+            max_included=self.search_max_included,
+            max_page_bytes=self.search_max_page_bytes,
+            timeout_seconds=self.search_timeout_seconds,
+        )
 
     @property
     def endpoint_guard(self) -> bool:

@@ -11,6 +11,14 @@ Total: `_total=accurate` counts; `_total=none` gives None. Otherwise (`estimate`
 the count is taken when cheap: free when this page reaches the end of the results, else a
 count capped at `COUNT_CAP` matches (None above it, rather than a slow full count).
 
+Cost: the request's `SearchLimits` bound what running it may take. Its queries run under a
+deadline (`fhirstore.db.deadline`: 503 past it). Rows are read a few at a time and a page
+stops early, with a `next` link, once its resource bodies pass `max_page_bytes` (at least one
+resource is always returned, so paging moves on), so a page of large resources never holds
+more than about that many bytes. A page that would bring in more than `max_included`
+resources, or more than the bytes left, with `_include` / `_revinclude` is a 400 that says
+to ask for a smaller `_count`.
+
 Access: a `Narrowing` (`fhirstore.access.narrowing`) adds the principal's reach to the page,
 the total and every `_include` / `_revinclude`, so a search can never return, count or bring in
 a resource its principal may not read.
@@ -19,6 +27,7 @@ a resource its principal may not read.
 from __future__ import annotations
 
 import string
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,22 +45,24 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncResult
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from fhirstore.db.deadline import query_deadline
 from fhirstore.db.schema import resources, search_index
 from fhirstore.search.compare import TRUE, All, AnyOf, Cmp, Pred, plan, sort_field
 from fhirstore.search.datatypes import reference_target
 from fhirstore.search.index_entry import ID_PARAM, LAST_UPDATED_PARAM
+from fhirstore.search.limits import SearchLimits, over_limit
 from fhirstore.search.query import Criterion, Include, SearchRequest
 
 if TYPE_CHECKING:
     from fhirstore.access.narrowing import Narrowing
 
 COUNT_CAP = 10_000  # matches counted at most when no accurate total was asked for
-INCLUDE_LIMIT = 1_000  # resources brought in by one _include / _revinclude at most
+_ROWS_PER_FETCH = 50  # rows read from the database at a time
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
@@ -226,9 +237,61 @@ async def _total(
     return None if request.total != "accurate" and total > COUNT_CAP else total
 
 
+class _Budget:
+    """What is left of one page's `SearchLimits`: resource bytes and included resources."""
+
+    def __init__(self, limits: SearchLimits) -> None:
+        self.limits = limits
+        self.bytes_left = limits.max_page_bytes
+        self.included_left = limits.max_included
+
+    def include(self, wanted: int) -> None:
+        """Take `wanted` included resources, or refuse the page (400)."""
+        if wanted > self.included_left:
+            raise self._too_many(self.limits.max_included - self.included_left + wanted)
+        self.included_left -= wanted
+
+    def _too_many(self, asked: int) -> Exception:
+        return over_limit(
+            "_include",
+            asked,
+            self.limits.max_included,
+            "HERALD_SEARCH_MAX_INCLUDED",
+            "this page brings in more resources with _include / _revinclude than a page may "
+            "hold; ask for a smaller _count",
+        )
+
+    def take_included(self, body: str) -> None:
+        if len(body) > self.bytes_left:
+            raise over_limit(
+                "_include",
+                self.limits.max_page_bytes - self.bytes_left + len(body),
+                self.limits.max_page_bytes,
+                "HERALD_SEARCH_MAX_PAGE_BYTES",
+                "the resources this page brings in with _include / _revinclude are larger "
+                "(in bytes) than a page may hold; ask for a smaller _count",
+            )
+        self.bytes_left -= len(body)
+
+
+async def _rows(conn: AsyncConnection, query: Select[Any]) -> AsyncIterator[Any]:
+    """The rows of `query`, read from the database a few at a time."""
+    result: AsyncResult[Any] = await conn.stream(query)
+    try:
+        async for chunk in result.partitions(_ROWS_PER_FETCH):
+            for row in chunk:
+                yield row
+    finally:
+        await result.close()
+
+
 async def _bodies(
-    conn: AsyncConnection, wanted: dict[str, set[str]], narrowing: Narrowing | None
+    conn: AsyncConnection,
+    wanted: dict[str, set[str]],
+    narrowing: Narrowing | None,
+    budget: _Budget,
 ) -> list[tuple[str, str, str]]:
+    budget.include(sum(len(ids) for ids in wanted.values()))
     rows: list[tuple[str, str, str]] = []
     for resource_type, ids in sorted(wanted.items()):
         query = (
@@ -241,7 +304,9 @@ async def _bodies(
             )
             .order_by(resources.c.res_id)
         )
-        rows.extend((t, i, b) for t, i, b in (await conn.execute(query)).all())
+        async for res_type, res_id, body in _rows(conn, query):
+            budget.take_included(body)
+            rows.append((res_type, res_id, body))
     return rows
 
 
@@ -251,6 +316,7 @@ async def _included(
     resource_type: str,
     ids: list[str],
     narrowing: Narrowing | None,
+    budget: _Budget,
 ) -> list[tuple[str, str, str]]:
     query = select(search_index.c.code).where(
         search_index.c.res_type == resource_type,
@@ -260,11 +326,12 @@ async def _included(
     if include.target_type is not None:
         query = query.where(search_index.c.system == include.target_type)
     wanted: dict[str, set[str]] = {}
-    for (code,) in (await conn.execute(query.limit(INCLUDE_LIMIT))).all():
+    references = query.distinct().limit(budget.included_left + 1)
+    for (code,) in (await conn.execute(references)).all():
         target = reference_target(code) if code and "://" not in code else None
         if target is not None:
             wanted.setdefault(target[0], set()).add(target[1])
-    return await _bodies(conn, wanted, narrowing)
+    return await _bodies(conn, wanted, narrowing, budget)
 
 
 async def _revincluded(
@@ -273,6 +340,7 @@ async def _revincluded(
     resource_type: str,
     ids: list[str],
     narrowing: Narrowing | None,
+    budget: _Budget,
 ) -> list[tuple[str, str, str]]:
     entry = search_index.alias()
     referencing = select(literal(1)).where(
@@ -290,16 +358,43 @@ async def _revincluded(
             *_other(narrowing, include.source_type),
         )
         .order_by(resources.c.res_id)
-        .limit(INCLUDE_LIMIT)
+        .limit(budget.included_left + 1)
     )
-    return [(t, i, b) for t, i, b in (await conn.execute(query)).all()]
+    rows: list[tuple[str, str, str]] = []
+    async for res_type, res_id, body in _rows(conn, query):
+        budget.include(1)
+        budget.take_included(body)
+        rows.append((res_type, res_id, body))
+    return rows
+
+
+async def _page(
+    conn: AsyncConnection, query: Select[Any], count: int, budget: _Budget
+) -> tuple[list[tuple[str, str]], bool]:
+    """Up to `count` (id, body) rows of `query`, fewer once their bodies pass the budget's
+    bytes, and whether more follow (`query` fetches count + 1)."""
+    rows: list[tuple[str, str]] = []
+    async for res_id, body in _rows(conn, query):
+        if len(rows) == count or (rows and len(body) > budget.bytes_left):
+            return rows, True
+        rows.append((res_id, body))
+        budget.bytes_left -= len(body)
+    return rows, False
 
 
 async def run_search(
     conn: AsyncConnection, request: SearchRequest, narrowing: Narrowing | None = None
 ) -> SearchResult:
     """One page of results for `request` (fetches count + 1 rows to know `has_more`), inside
-    `narrowing` when given (None: Herald's own search, unnarrowed)."""
+    `narrowing` when given (None: Herald's own search, unnarrowed), under the request's
+    limits (deadline, bytes, included resources)."""
+    async with query_deadline(conn, request.limits.timeout_seconds):
+        return await _run_search(conn, request, narrowing)
+
+
+async def _run_search(
+    conn: AsyncConnection, request: SearchRequest, narrowing: Narrowing | None
+) -> SearchResult:
     page = (
         select(resources.c.res_id, resources.c.body)
         .where(*_filters(request, narrowing))
@@ -307,9 +402,8 @@ async def run_search(
         .limit(request.count + 1)
         .offset(request.offset)
     )
-    rows = (await conn.execute(page)).all()
-    has_more = len(rows) > request.count
-    rows = rows[: request.count]
+    budget = _Budget(request.limits)
+    rows, has_more = await _page(conn, page, request.count, budget)
     result = SearchResult(resources=[body for _, body in rows], has_more=has_more)
     result.total = await _total(conn, request, narrowing, len(rows), has_more)
     ids = [res_id for res_id, _ in rows]
@@ -317,9 +411,11 @@ async def run_search(
         seen = {(request.resource_type, res_id) for res_id in ids}
         found: list[tuple[str, str, str]] = []
         for include in request.include:
-            found += await _included(conn, include, request.resource_type, ids, narrowing)
+            found += await _included(conn, include, request.resource_type, ids, narrowing, budget)
         for include in request.revinclude:
-            found += await _revincluded(conn, include, request.resource_type, ids, narrowing)
+            found += await _revincluded(
+                conn, include, request.resource_type, ids, narrowing, budget
+            )
         for resource_type, res_id, body in found:
             if (resource_type, res_id) not in seen:
                 seen.add((resource_type, res_id))
