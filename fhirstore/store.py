@@ -25,7 +25,7 @@ from urllib.parse import urlencode
 
 import orjson
 from sqlalchemy import Select, and_, func, select
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from fhirstore.access.boundary import Access, Reach
@@ -175,12 +175,15 @@ class Store:
                 "another request wrote the same resource at the same moment and won; read it "
                 "and retry"
             ) from None
-        except DataError as error:  # e.g. a NUL character, which PostgreSQL cannot store
+        except DBAPIError as error:
+            sqlstate = getattr(error.orig, "sqlstate", None) or ""
+            if not isinstance(error, DataError) and not sqlstate.startswith("22"):
+                raise
+            # A value the database cannot hold, e.g. a NUL character on PostgreSQL.
             raise Unprocessable(
-                f"the database cannot store this resource (SQLSTATE "
-                f"{getattr(error.orig, 'sqlstate', None) or 'unknown'}): it holds a value the "
-                "database refuses, such as a NUL character (\\u0000) in a string; remove it "
-                "and send the resource again"
+                f"the database cannot store this resource (SQLSTATE {sqlstate or 'unknown'}): "
+                "it holds a value the database refuses, such as a NUL character (\\u0000) "
+                "in a string; remove it and send the resource again"
             ) from None
         for listener in self._listeners:
             listener()
