@@ -12,12 +12,8 @@ the count is taken when cheap: free when this page reaches the end of the result
 count capped at `COUNT_CAP` matches (None above it, rather than a slow full count).
 
 Cost: the request's `SearchLimits` bound what running it may take. Its queries run under a
-deadline (`fhirstore.db.deadline`: 503 past it). Rows are read a few at a time and a page
-stops early, with a `next` link, once its resource bodies pass `max_page_bytes` (at least one
-resource is always returned, so paging moves on), so a page of large resources never holds
-more than about that many bytes. A page that would bring in more than `max_included`
-resources, or more than the bytes left, with `_include` / `_revinclude` is a 400 that says
-to ask for a smaller `_count`.
+deadline (`fhirstore.db.deadline`: 503 past it), and a page holds about `max_page_bytes` of
+resources at most (`fhirstore.search.page`: sizes first, then only the bodies it takes).
 
 Access: a `Narrowing` (`fhirstore.access.narrowing`) adds the principal's reach to the page,
 the total and every `_include` / `_revinclude`, so a search can never return, count or bring in
@@ -27,7 +23,6 @@ a resource its principal may not read.
 from __future__ import annotations
 
 import string
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +40,7 @@ from sqlalchemy import (
     or_,
     select,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncResult
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
@@ -55,14 +50,13 @@ from fhirstore.db.schema import resources, search_index
 from fhirstore.search.compare import TRUE, All, AnyOf, Cmp, Pred, plan, sort_field
 from fhirstore.search.datatypes import reference_target
 from fhirstore.search.index_entry import ID_PARAM, LAST_UPDATED_PARAM
-from fhirstore.search.limits import SearchLimits, over_limit
+from fhirstore.search.page import BodySize, Budget
 from fhirstore.search.query import Criterion, Include, SearchRequest
 
 if TYPE_CHECKING:
     from fhirstore.access.narrowing import Narrowing
 
 COUNT_CAP = 10_000  # matches counted at most when no accurate total was asked for
-_ROWS_PER_FETCH = 50  # rows read from the database at a time
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
@@ -237,76 +231,55 @@ async def _total(
     return None if request.total != "accurate" and total > COUNT_CAP else total
 
 
-class _Budget:
-    """What is left of one page's `SearchLimits`: resource bytes and included resources."""
-
-    def __init__(self, limits: SearchLimits) -> None:
-        self.limits = limits
-        self.bytes_left = limits.max_page_bytes
-        self.included_left = limits.max_included
-
-    def include(self, wanted: int) -> None:
-        """Take `wanted` included resources, or refuse the page (400)."""
-        if wanted > self.included_left:
-            raise self._too_many(self.limits.max_included - self.included_left + wanted)
-        self.included_left -= wanted
-
-    def _too_many(self, asked: int) -> Exception:
-        return over_limit(
-            "_include",
-            asked,
-            self.limits.max_included,
-            "HERALD_SEARCH_MAX_INCLUDED",
-            "this page brings in more resources with _include / _revinclude than a page may "
-            "hold; ask for a smaller _count",
-        )
-
-    def take_included(self, body: str) -> None:
-        if len(body) > self.bytes_left:
-            raise over_limit(
-                "_include",
-                self.limits.max_page_bytes - self.bytes_left + len(body),
-                self.limits.max_page_bytes,
-                "HERALD_SEARCH_MAX_PAGE_BYTES",
-                "the resources this page brings in with _include / _revinclude are larger "
-                "(in bytes) than a page may hold; ask for a smaller _count",
-            )
-        self.bytes_left -= len(body)
+_BODY_SIZE = BodySize(resources.c.body)
 
 
-async def _rows(conn: AsyncConnection, query: Select[Any]) -> AsyncIterator[Any]:
-    """The rows of `query`, read from the database a few at a time."""
-    result: AsyncResult[Any] = await conn.stream(query)
-    try:
-        async for chunk in result.partitions(_ROWS_PER_FETCH):
-            for row in chunk:
-                yield row
-    finally:
-        await result.close()
+async def _load(
+    conn: AsyncConnection, where: list[ColumnElement[bool]], ids: list[str]
+) -> list[tuple[str, str]]:
+    """(id, body) of `ids` in that order, where the rows still satisfy `where` (read again,
+    so a row changed since its size was read can never slip outside the search or reach)."""
+    if not ids:
+        return []
+    query = select(resources.c.res_id, resources.c.body).where(*where, resources.c.res_id.in_(ids))
+    bodies: dict[str, str] = {i: b for i, b in (await conn.execute(query)).all()}
+    return [(i, bodies[i]) for i in ids if i in bodies]
+
+
+async def _included_rows(
+    conn: AsyncConnection,
+    resource_type: str,
+    where: list[ColumnElement[bool]],
+    budget: Budget,
+) -> list[tuple[str, str, str]]:
+    """The `resource_type` rows satisfying `where`, inside the page's budget (else a 400)."""
+    sized = (
+        select(resources.c.res_id, _BODY_SIZE)
+        .where(*where)
+        .order_by(resources.c.res_id)
+        .limit(budget.included_left + 1)
+    )
+    rows = (await conn.execute(sized)).all()
+    budget.take_included([size or 0 for _, size in rows])
+    loaded = await _load(conn, where, [res_id for res_id, _ in rows])
+    return [(resource_type, res_id, body) for res_id, body in loaded]
 
 
 async def _bodies(
     conn: AsyncConnection,
     wanted: dict[str, set[str]],
     narrowing: Narrowing | None,
-    budget: _Budget,
+    budget: Budget,
 ) -> list[tuple[str, str, str]]:
-    budget.include(sum(len(ids) for ids in wanted.values()))
     rows: list[tuple[str, str, str]] = []
     for resource_type, ids in sorted(wanted.items()):
-        query = (
-            select(resources.c.res_type, resources.c.res_id, resources.c.body)
-            .where(
-                resources.c.res_type == resource_type,
-                resources.c.res_id.in_(sorted(ids)),
-                resources.c.deleted == false(),
-                *_other(narrowing, resource_type),
-            )
-            .order_by(resources.c.res_id)
-        )
-        async for res_type, res_id, body in _rows(conn, query):
-            budget.take_included(body)
-            rows.append((res_type, res_id, body))
+        where = [
+            resources.c.res_type == resource_type,
+            resources.c.res_id.in_(sorted(ids)),
+            resources.c.deleted == false(),
+            *_other(narrowing, resource_type),
+        ]
+        rows += await _included_rows(conn, resource_type, where, budget)
     return rows
 
 
@@ -316,7 +289,7 @@ async def _included(
     resource_type: str,
     ids: list[str],
     narrowing: Narrowing | None,
-    budget: _Budget,
+    budget: Budget,
 ) -> list[tuple[str, str, str]]:
     query = select(search_index.c.code).where(
         search_index.c.res_type == resource_type,
@@ -340,7 +313,7 @@ async def _revincluded(
     resource_type: str,
     ids: list[str],
     narrowing: Narrowing | None,
-    budget: _Budget,
+    budget: Budget,
 ) -> list[tuple[str, str, str]]:
     entry = search_index.alias()
     referencing = select(literal(1)).where(
@@ -349,37 +322,37 @@ async def _revincluded(
         entry.c.param.in_([p.code for p in include.params()]),
         entry.c.code.in_([f"{resource_type}/{i}" for i in ids]),
     )
-    query = (
-        select(resources.c.res_type, resources.c.res_id, resources.c.body)
-        .where(
-            resources.c.res_type == include.source_type,
-            resources.c.deleted == false(),
-            referencing.exists(),
-            *_other(narrowing, include.source_type),
-        )
-        .order_by(resources.c.res_id)
-        .limit(budget.included_left + 1)
-    )
-    rows: list[tuple[str, str, str]] = []
-    async for res_type, res_id, body in _rows(conn, query):
-        budget.include(1)
-        budget.take_included(body)
-        rows.append((res_type, res_id, body))
-    return rows
+    where = [
+        resources.c.res_type == include.source_type,
+        resources.c.deleted == false(),
+        referencing.exists(),
+        *_other(narrowing, include.source_type),
+    ]
+    return await _included_rows(conn, include.source_type, where, budget)
 
 
 async def _page(
-    conn: AsyncConnection, query: Select[Any], count: int, budget: _Budget
+    conn: AsyncConnection, request: SearchRequest, narrowing: Narrowing | None, budget: Budget
 ) -> tuple[list[tuple[str, str]], bool]:
-    """Up to `count` (id, body) rows of `query`, fewer once their bodies pass the budget's
-    bytes, and whether more follow (`query` fetches count + 1)."""
-    rows: list[tuple[str, str]] = []
-    async for res_id, body in _rows(conn, query):
-        if len(rows) == count or (rows and len(body) > budget.bytes_left):
-            return rows, True
-        rows.append((res_id, body))
-        budget.bytes_left -= len(body)
-    return rows, False
+    """Up to `count` (id, body) matches, fewer once their bodies pass the budget's bytes,
+    and whether more follow (count + 1 sizes are read to know)."""
+    where = _filters(request, narrowing)
+    sized = (
+        select(resources.c.res_id, _BODY_SIZE)
+        .where(*where)
+        .order_by(*_order(request))
+        .limit(request.count + 1)
+        .offset(request.offset)
+    )
+    rows = (await conn.execute(sized)).all()
+    has_more = len(rows) > request.count
+    taken: list[str] = []
+    for res_id, size in rows[: request.count]:
+        if not budget.take_match(size or 0, first=not taken):
+            has_more = True
+            break
+        taken.append(res_id)
+    return await _load(conn, where, taken), has_more
 
 
 async def run_search(
@@ -395,15 +368,8 @@ async def run_search(
 async def _run_search(
     conn: AsyncConnection, request: SearchRequest, narrowing: Narrowing | None
 ) -> SearchResult:
-    page = (
-        select(resources.c.res_id, resources.c.body)
-        .where(*_filters(request, narrowing))
-        .order_by(*_order(request))
-        .limit(request.count + 1)
-        .offset(request.offset)
-    )
-    budget = _Budget(request.limits)
-    rows, has_more = await _page(conn, page, request.count, budget)
+    budget = Budget(request.limits)
+    rows, has_more = await _page(conn, request, narrowing, budget)
     result = SearchResult(resources=[body for _, body in rows], has_more=has_more)
     result.total = await _total(conn, request, narrowing, len(rows), has_more)
     ids = [res_id for res_id, _ in rows]
