@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fhirstore.search.limits import SearchLimits
+from fhirstore.search.limits import DEFAULT_LIMITS, SearchLimits
 
 
 class Settings(BaseSettings):
@@ -145,30 +145,42 @@ class Settings(BaseSettings):
 
     # Search limits (issue 20: searches): see docs/search-limits.md.
     search_max_or_values: int = Field(
-        100, ge=1, description="Most comma-separated (OR) values of one search parameter"
+        DEFAULT_LIMITS.max_or_values,
+        ge=1,
+        description="Most comma-separated (OR) values of one search parameter",
     )
     search_max_and_criteria: int = Field(
-        50, ge=1, description="Most search parameters (AND criteria) in one search"
+        DEFAULT_LIMITS.max_and_criteria,
+        ge=1,
+        description="Most search parameters (AND criteria) in one search",
     )
-    search_max_id_values: int = Field(100, ge=1, description="Most _id values in one search")
-    search_max_sort_keys: int = Field(5, ge=1, description="Most _sort keys in one search")
+    search_max_id_values: int = Field(
+        DEFAULT_LIMITS.max_id_values, ge=1, description="Most _id values in one search"
+    )
+    search_max_sort_keys: int = Field(
+        DEFAULT_LIMITS.max_sort_keys, ge=1, description="Most _sort keys in one search"
+    )
     search_max_includes: int = Field(
-        10, ge=0, description="Most _include and _revinclude parameters in one search"
+        DEFAULT_LIMITS.max_includes,
+        ge=0,
+        description="Most _include and _revinclude parameters in one search",
     )
     search_max_included: int = Field(
-        1000, ge=0, description="Most resources one search page brings in with its includes"
+        DEFAULT_LIMITS.max_included,
+        ge=0,
+        description="Most resources one search page brings in with its includes",
     )
     search_max_page_bytes: int = Field(
-        16 * 1024 * 1024,
+        DEFAULT_LIMITS.max_page_bytes,
         ge=1,
         description="Resource bytes in one search page (matches and includes); a page past "
         "it stops early, with a next link",
     )
-    search_timeout_seconds: float | None = Field(
-        30.0,
-        gt=0,
+    search_timeout_seconds: float = Field(
+        DEFAULT_LIMITS.timeout_seconds or 0,
+        ge=0,
         description="Longest a search's or history request's queries may run (then 503); "
-        "unset: no deadline",
+        "0: no deadline",
     )
 
     @property
@@ -181,7 +193,7 @@ class Settings(BaseSettings):
             max_includes=self.search_max_includes,
             max_included=self.search_max_included,
             max_page_bytes=self.search_max_page_bytes,
-            timeout_seconds=self.search_timeout_seconds,
+            timeout_seconds=self.search_timeout_seconds or None,
         )
 
     @property
