@@ -4,12 +4,14 @@ are retried one by one and all succeed, on both databases."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
 from sqlalchemy import text
 
 from herald.runtime import Runtime
+from tests.support.herald import running_herald
 
 POISON = "poison-pill"
 
@@ -77,12 +79,17 @@ async def test_a_write_the_database_refuses_fails_alone(
     assert (await client.get("http://herald.test/healthz")).status_code == 200
 
 
-async def test_a_nul_character_fails_only_its_own_write(
-    herald: tuple[Runtime, httpx.AsyncClient], database_url: str
-) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("SQLite stores a NUL character; only PostgreSQL refuses it")
-    _, client = herald
+@pytest.fixture
+async def postgres_client(
+    fresh_database: Callable[[str], str],
+) -> AsyncIterator[httpx.AsyncClient]:
+    """PostgreSQL only: SQLite stores a NUL character, PostgreSQL refuses it."""
+    async with running_herald(fresh_database("group_commit_nul")) as (_, client):
+        yield client
+
+
+async def test_a_nul_character_fails_only_its_own_write(postgres_client: httpx.AsyncClient) -> None:
+    client = postgres_client
     bad = [{"resourceType": "Patient", "name": [{"family": "a\u0000b"}]} for _ in range(5)]
     goods, refused = await _concurrent(client, 300, bad)
 
