@@ -257,18 +257,18 @@ def parse_search(
     return request
 
 
-def _check_limits(request: SearchRequest, limits: SearchLimits) -> None:
-    """Refuse, as soon as it is seen, a search past `limits` (so a huge query string is not
-    parsed to the end first)."""
-    if len(request.criteria) > limits.max_and_criteria:
+def check_criteria(criteria: Sequence[Criterion], limits: SearchLimits = DEFAULT_LIMITS) -> None:
+    """Refuse (SearchTooCostly) more criteria (AND) or `_id` values than `limits` allow; call
+    it as each criterion is parsed, so a huge query string is not parsed to the end first."""
+    if len(criteria) > limits.max_and_criteria:
         raise over_limit(
-            request.criteria[-1].param.code,
-            len(request.criteria),
+            criteria[-1].param.code,
+            len(criteria),
             limits.max_and_criteria,
             "HERALD_SEARCH_MAX_AND_CRITERIA",
             "search parameters (AND) are limited; narrow the search with fewer parameters",
         )
-    ids = sum(len(c.values) for c in request.criteria if c.param.code == "_id")
+    ids = sum(len(c.values) for c in criteria if c.param.code == "_id")
     if ids > limits.max_id_values:
         raise over_limit(
             "_id",
@@ -277,6 +277,11 @@ def _check_limits(request: SearchRequest, limits: SearchLimits) -> None:
             "HERALD_SEARCH_MAX_ID_VALUES",
             "ask for the resources in several searches",
         )
+
+
+def _check_limits(request: SearchRequest, limits: SearchLimits) -> None:
+    """Refuse, as soon as it is seen, a search past `limits`."""
+    check_criteria(request.criteria, limits)
     if len(request.sort) > limits.max_sort_keys:
         raise over_limit(
             "_sort",

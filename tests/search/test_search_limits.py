@@ -78,3 +78,13 @@ def test_subscription_criteria_hold_the_same_limits() -> None:
         parse_query("Observation", f"subject={values}", "Subscription.criteria")
     assert "HERALD_SEARCH_MAX_OR_VALUES" in str(raised.value)
     assert "Subscription.criteria" in str(raised.value)
+
+
+def test_subscription_criteria_hold_the_and_and_id_limits() -> None:
+    many = "&".join(f"code=c{i}" for i in range(1100))
+    with pytest.raises(Unprocessable, match="HERALD_SEARCH_MAX_AND_CRITERIA"):
+        parse_query("Observation", many, "SubscriptionTopic.resourceTrigger.queryCriteria")
+    ids = "&".join([f"_id={','.join(f'i{n}' for n in range(60))}"] * 2)
+    with pytest.raises(Unprocessable, match="HERALD_SEARCH_MAX_ID_VALUES"):
+        parse_query("Observation", ids, "Subscription.criteria")
+    assert len(parse_query("Observation", "code=a&status=final", "Subscription.criteria")) == 2
