@@ -152,15 +152,17 @@ def parse_criterion(
     param = _param(resource_type, code, name)
     _check_modifier(param, modifier or None, name)
     parse = _value_parser(param, modifier or None, now or datetime.now(UTC))
-    texts = [value] if modifier == "missing" else v.split_escaped(value, ",")
-    if len(texts) > limits.max_or_values:
+    most = limits.max_or_values
+    try:
+        texts = [value] if modifier == "missing" else v.split_escaped(value, ",", most)
+    except v.TooManyParts as too_many:
         raise over_limit(
             name,
-            len(texts),
-            limits.max_or_values,
+            too_many.count,
+            most,
             "HERALD_SEARCH_MAX_OR_VALUES",
             "values joined by commas (OR) are limited; split them over several searches",
-        )
+        ) from None
     try:
         parsed = tuple(parse(text) for text in texts if text != "")
     except ValueError as error:
@@ -177,9 +179,14 @@ def _int(name: str, value: str) -> int:
     return int(value)
 
 
-def _sort(resource_type: str, value: str) -> list[tuple[SearchParam, bool]]:
+def _sort(resource_type: str, value: str, most: int) -> list[tuple[SearchParam, bool]]:
+    items = value.split(",")
+    if len(items) > most:  # before looking any of them up
+        raise over_limit(
+            "_sort", len(items), most, "HERALD_SEARCH_MAX_SORT_KEYS", "sort by fewer keys"
+        )
     order = []
-    for item in value.split(","):
+    for item in items:
         code = item.strip()
         descending = code.startswith("-")
         param = _param(resource_type, code.lstrip("-"), "_sort")
@@ -242,7 +249,7 @@ def parse_search(
         elif base == "_offset":
             request.offset = _int(name, value)
         elif base == "_sort":
-            request.sort.extend(_sort(resource_type, value))
+            request.sort.extend(_sort(resource_type, value, limits.max_sort_keys))
         elif base == "_total":
             if value not in ("none", "estimate", "accurate"):
                 raise _fail(name, f"expects none, estimate or accurate (got {value!r})")
