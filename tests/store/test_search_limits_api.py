@@ -181,3 +181,18 @@ async def test_a_query_that_never_ends_is_cancelled_at_the_deadline(runtime: Run
         async with query_deadline(conn, 5):  # the deadline is over when its block is
             assert (await conn.execute(text("SELECT 2"))).scalar() == 2
         assert (await conn.execute(text("SELECT 3"))).scalar() == 3
+
+
+async def test_health_answers_while_hostile_searches_arrive(client: httpx.AsyncClient) -> None:
+    hostile = [
+        [("name", _values("n", 1500))],
+        [("_id", _values("id", 1000))],
+        [("name", f"n{i}") for i in range(1100)],
+        [("_sort", ",".join(["name"] * 600))],
+        [("name", "\\\\," * 5_000)],  # escapes all the way: counted, not parsed
+    ] * 4
+    searches = asyncio.gather(*(_post_search(client, "/Patient", form) for form in hostile))
+    health = [asyncio.wait_for(client.get("http://herald.test/healthz"), 5) for _ in range(5)]
+    *answers, refused = await asyncio.gather(*health, searches)
+    assert [a.status_code for a in answers] == [200] * 5
+    assert {r.status_code for r in refused} == {400}
