@@ -38,9 +38,10 @@ def searchset(
     entries += [_search_entry(base, body, "include") for body in included]
     kept = [(k, v) for k, v in query if k not in ("_offset", "_count")]
     links = [{"relation": "self", "url": _page_url(base, resource_type, kept, offset, count)}]
-    if has_more:
+    if has_more:  # a page cut short by its byte budget goes on after its last match
+        following = offset + len(matches)
         links.append(
-            {"relation": "next", "url": _page_url(base, resource_type, kept, offset + count, count)}
+            {"relation": "next", "url": _page_url(base, resource_type, kept, following, count)}
         )
     if offset > 0:
         previous = max(0, offset - count)

@@ -25,7 +25,7 @@ from urllib.parse import urlencode
 
 import orjson
 from sqlalchemy import Select, and_, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from fhirstore.access.boundary import Access, Reach
@@ -33,6 +33,7 @@ from fhirstore.access.narrowing import Narrowing, reach_clause
 from fhirstore.access.ownership import owner_of, stamped
 from fhirstore.access.principal import Principal
 from fhirstore.clock import Clock
+from fhirstore.db.deadline import query_deadline
 from fhirstore.db.engine import checkpointer, is_sqlite, writer
 from fhirstore.db.group_commit import GroupCommit
 from fhirstore.db.schema import resource_versions, resources
@@ -55,7 +56,9 @@ from fhirstore.errors import (
     Gone,
     NotFound,
     PreconditionFailed,
+    Unprocessable,
 )
+from fhirstore.search.limits import DEFAULT_LIMITS, SearchLimits
 from fhirstore.search.query import SearchRequest, parse_search
 from fhirstore.search.sql import SearchResult, run_search
 from fhirstore.validation import require_id, require_type, validate_resource
@@ -104,9 +107,12 @@ def as_utc(moment: datetime) -> datetime:
 
 
 class Store:
-    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+    def __init__(
+        self, engine: AsyncEngine, clock: Clock, search_limits: SearchLimits = DEFAULT_LIMITS
+    ) -> None:
         self.engine = engine
         self.clock = clock
+        self.search_limits = search_limits  # every client's search and history request
         self._write_lock = asyncio.Lock() if is_sqlite(engine) else None
         self._writer = writer(engine)
         # SQLite file: checkpoints the WAL after commits, on a thread (db/checkpoint.py).
@@ -168,6 +174,16 @@ class Store:
             raise Conflict(
                 "another request wrote the same resource at the same moment and won; read it "
                 "and retry"
+            ) from None
+        except DBAPIError as error:
+            sqlstate = getattr(error.orig, "sqlstate", None) or ""
+            if not isinstance(error, DataError) and not sqlstate.startswith("22"):
+                raise
+            # A value the database cannot hold, e.g. a NUL character on PostgreSQL.
+            raise Unprocessable(
+                f"the database cannot store this resource (SQLSTATE {sqlstate or 'unknown'}): "
+                "it holds a value the database refuses, such as a NUL character (\\u0000) "
+                "in a string; remove it and send the resource again"
             ) from None
         for listener in self._listeners:
             listener()
@@ -265,7 +281,12 @@ class Store:
         criteria: list[tuple[str, str]],
         narrowing: Narrowing | None,
     ) -> StoredVersion | None:
-        request = parse_search(resource_type, [*criteria, ("_count", "2")], now=self.clock.now())
+        request = parse_search(
+            resource_type,
+            [*criteria, ("_count", "2")],
+            now=self.clock.now(),
+            limits=self.search_limits,
+        )
         result = await run_search(conn, request, narrowing)
         if not result.resources:
             return None
@@ -410,7 +431,10 @@ class Store:
         counter = select(func.count()).select_from(resource_versions)
         if where is not None:
             query, counter = query.where(where), counter.where(where)
-        async with self.engine.connect() as conn:
+        async with (
+            self.engine.connect() as conn,
+            query_deadline(conn, self.search_limits.timeout_seconds),
+        ):
             if reach is None or reach.everything:
                 rows = (await conn.execute(query.limit(count).offset(offset))).all()
                 total = (await conn.execute(counter)).scalar_one()

@@ -35,6 +35,7 @@ from fhirstore.errors import (
     UnknownResourceType,
     operation_outcome,
 )
+from fhirstore.search.limits import SearchLimits
 from fhirstore.search.query import parse_search
 from fhirstore.search.sql import run_search
 from fhirstore.store import Store, new_id
@@ -209,7 +210,7 @@ async def _check(store: Store, entry: _Entry, access: Access | None) -> None:
 
 
 async def _resolve_conditions(
-    conn: AsyncConnection, entries: Sequence[_Entry], now: datetime
+    conn: AsyncConnection, entries: Sequence[_Entry], now: datetime, limits: SearchLimits
 ) -> None:
     """Match each conditional create against what is stored, inside the write transaction."""
     conditional = [e for e in entries if e.if_none_exist is not None]
@@ -220,7 +221,7 @@ async def _resolve_conditions(
         await lock_condition(conn, resource_type, condition)
     for entry in conditional:
         criteria = [*(entry.if_none_exist or ()), ("_count", "2")]
-        search = parse_search(entry.resource_type, criteria, now=now)
+        search = parse_search(entry.resource_type, criteria, now=now, limits=limits)
         found = (await run_search(conn, search, entry.narrowing)).resources
         if len(found) > 1:
             raise PreconditionFailed(
@@ -267,7 +268,7 @@ _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}
 async def _apply(store: Store, conn: AsyncConnection, entries: Sequence[_Entry]) -> None:
     """Run checked entries inside one open write transaction, filling each entry's response."""
     now = store.clock.now()
-    await _resolve_conditions(conn, entries, now)
+    await _resolve_conditions(conn, entries, now, store.search_limits)
     _link(entries)
     for entry in entries:  # a rewritten reference may have moved a resource out of reach
         if entry.reach is not None and entry.resource is not None and entry.existing is None:
@@ -283,7 +284,7 @@ async def _apply(store: Store, conn: AsyncConnection, entries: Sequence[_Entry])
         entry.response = _written_response(written)
     for entry in entries:
         if entry.method == "GET":
-            entry.response = await _read_entry(conn, entry, now)
+            entry.response = await _read_entry(conn, entry, now, store.search_limits)
 
 
 def _pending(entry: _Entry) -> PendingWrite:
@@ -298,9 +299,11 @@ def _pending(entry: _Entry) -> PendingWrite:
     )
 
 
-async def _read_entry(conn: AsyncConnection, entry: _Entry, now: datetime) -> dict[str, Any]:
+async def _read_entry(
+    conn: AsyncConnection, entry: _Entry, now: datetime, limits: SearchLimits
+) -> dict[str, Any]:
     if entry.resource_id is None:
-        search = parse_search(entry.resource_type, entry.query, now=now)
+        search = parse_search(entry.resource_type, entry.query, now=now, limits=limits)
         result = await run_search(conn, search, entry.narrowing)
         bundle = {
             "resourceType": "Bundle",

@@ -111,7 +111,7 @@ class Runtime:
         self.settings = settings
         self.clock = clock or SystemClock()
         self.engine = create_engine(settings.database_url)
-        self.store = Store(self.engine, self.clock)
+        self.store = Store(self.engine, self.clock, settings.search_limits)
         self.bus = bus or make_bus(settings)
         self.relay = OutboxRelay(
             self.store,

@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fhirstore.search.limits import DEFAULT_LIMITS, SearchLimits
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
@@ -150,6 +152,59 @@ class Settings(BaseSettings):
     fhirpath_timeout_ms: int = Field(
         250, gt=0, description="Milliseconds one evaluation of a client's FHIRPath may take"
     )
+
+    # Search limits (issue 20: searches): see docs/search-limits.md.
+    search_max_or_values: int = Field(
+        DEFAULT_LIMITS.max_or_values,
+        ge=1,
+        description="Most comma-separated (OR) values of one search parameter",
+    )
+    search_max_and_criteria: int = Field(
+        DEFAULT_LIMITS.max_and_criteria,
+        ge=1,
+        description="Most search parameters (AND criteria) in one search",
+    )
+    search_max_id_values: int = Field(
+        DEFAULT_LIMITS.max_id_values, ge=1, description="Most _id values in one search"
+    )
+    search_max_sort_keys: int = Field(
+        DEFAULT_LIMITS.max_sort_keys, ge=1, description="Most _sort keys in one search"
+    )
+    search_max_includes: int = Field(
+        DEFAULT_LIMITS.max_includes,
+        ge=0,
+        description="Most _include and _revinclude parameters in one search",
+    )
+    search_max_included: int = Field(
+        DEFAULT_LIMITS.max_included,
+        ge=0,
+        description="Most resources one search page brings in with its includes",
+    )
+    search_max_page_bytes: int = Field(
+        DEFAULT_LIMITS.max_page_bytes,
+        ge=1,
+        description="Resource bytes in one search page (matches and includes); a page past "
+        "it stops early, with a next link",
+    )
+    search_timeout_seconds: float = Field(
+        DEFAULT_LIMITS.timeout_seconds or 0,
+        ge=0,
+        description="Longest a search's or history request's queries may run (then 503); "
+        "0: no deadline",
+    )
+
+    @property
+    def search_limits(self) -> SearchLimits:
+        return SearchLimits(
+            max_or_values=self.search_max_or_values,
+            max_and_criteria=self.search_max_and_criteria,
+            max_id_values=self.search_max_id_values,
+            max_sort_keys=self.search_max_sort_keys,
+            max_includes=self.search_max_includes,
+            max_included=self.search_max_included,
+            max_page_bytes=self.search_max_page_bytes,
+            timeout_seconds=self.search_timeout_seconds or None,
+        )
 
     @property
     def endpoint_guard(self) -> bool:

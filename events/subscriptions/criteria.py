@@ -34,7 +34,7 @@ from events.subscriptions.model import QueryCriteria, ResourceTrigger
 from fhirstore.errors import InvalidSearch
 from fhirstore.search.extract import index_entries
 from fhirstore.search.match import EntryGroups, group_entries, matches_entries
-from fhirstore.search.query import Criterion, parse_criterion
+from fhirstore.search.query import Criterion, check_criteria, parse_criterion
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,14 @@ def parse_query(
         named, _, query = query.partition("?")
         if named != resource_type:
             raise invalid(path, f"is about {named}, but the trigger is on {resource_type}")
-    return tuple(
-        criterion(resource_type, name, value, path, now) for name, value in split_query(query, path)
-    )
+    parsed: list[Criterion] = []
+    for name, value in split_query(query, path):
+        parsed.append(criterion(resource_type, name, value, path, now))
+        try:  # the limits of a search hold for criteria and filters too
+            check_criteria(parsed)
+        except InvalidSearch as error:
+            raise invalid(path, f"{error.diagnostics} (on {resource_type})") from None
+    return tuple(parsed)
 
 
 # -- FHIRPath -------------------------------------------------------------------------------------

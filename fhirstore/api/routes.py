@@ -142,6 +142,7 @@ def fhir_router(
             default_count=default_count,
             max_count=max_count,
             now=store.clock.now(),
+            limits=store.search_limits,
         )
         result = await store.search(search, access=request_access(request))
         return FhirResponse(

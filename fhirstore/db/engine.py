@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from fhirstore.db.checkpoint import JOURNAL_SIZE_LIMIT, Checkpointer
 
+# Below WARNING these loggers record every statement with its parameters (aiosqlite) and the
+# rows it returned (SQLAlchemy): searched values and resource content. Never logged, whatever
+# the root level; their warnings and errors still are (SQL without parameters).
+_QUIET_LOGGERS = ("sqlalchemy.engine", "sqlalchemy.pool", "aiosqlite")
+
 
 def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
@@ -19,6 +25,8 @@ def is_sqlite(engine: AsyncEngine) -> bool:
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     """An async engine for `url`; a bare SQLite path's folder is created if missing."""
     parsed = make_url(url)
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(name).level))
     kwargs: dict[str, Any] = {}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -26,7 +34,9 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         kwargs["connect_args"] = {"timeout": 30}
     else:
         kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
-    engine = create_async_engine(parsed, **kwargs)
+    # Error messages name the SQL but never its parameters: they hold searched values and
+    # resource content, and errors end up in logs.
+    engine = create_async_engine(parsed, hide_parameters=True, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)

@@ -3,7 +3,9 @@
 `parse_search("Observation", [("code", "http://loinc.org|8867-4"), ("_count", "10")])`.
 A comma inside one value is OR, a repeated parameter is AND. Anything the store cannot answer
 faithfully raises `InvalidSearch` naming the parameter and what is accepted: the client gets a
-400 rather than silently wider or narrower results.
+400 rather than silently wider or narrower results. A search past its `SearchLimits` (OR
+values, AND criteria, `_id` values, `_sort` keys, includes) is refused the same way, with the
+limit named (fhirstore/search/limits.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from fhirstore.errors import InvalidSearch
 from fhirstore.search import definitions as d
 from fhirstore.search import values as v
 from fhirstore.search.definitions import SearchParam
+from fhirstore.search.limits import DEFAULT_LIMITS, SearchLimits, over_limit
 
 TotalMode = Literal["none", "estimate", "accurate"]
 
@@ -77,6 +80,7 @@ class SearchRequest:
     revinclude: list[Include] = field(default_factory=list)
     # None: not asked; the store counts when cheap (see sql.run_search).
     total: TotalMode | None = None
+    limits: SearchLimits = DEFAULT_LIMITS  # what running it may cost (deadline, bytes, includes)
 
 
 def _fail(name: str, message: str) -> InvalidSearch:
@@ -133,16 +137,32 @@ def _value_parser(
 
 
 def parse_criterion(
-    resource_type: str, name: str, value: str, *, now: datetime | None = None
+    resource_type: str,
+    name: str,
+    value: str,
+    *,
+    now: datetime | None = None,
+    limits: SearchLimits = DEFAULT_LIMITS,
 ) -> Criterion:
-    """One `name=value` pair (name may carry a modifier) as a Criterion."""
+    """One `name=value` pair (name may carry a modifier) as a Criterion, of at most
+    `limits.max_or_values` values."""
     code, _, modifier = name.partition(":")
     if "." in code or "." in modifier:
         raise _fail(name, "chained search parameters are not supported")
     param = _param(resource_type, code, name)
     _check_modifier(param, modifier or None, name)
     parse = _value_parser(param, modifier or None, now or datetime.now(UTC))
-    texts = [value] if modifier == "missing" else v.split_escaped(value, ",")
+    most = limits.max_or_values
+    try:
+        texts = [value] if modifier == "missing" else v.split_escaped(value, ",", most)
+    except v.TooManyParts as too_many:
+        raise over_limit(
+            name,
+            too_many.count,
+            most,
+            "HERALD_SEARCH_MAX_OR_VALUES",
+            "values joined by commas (OR) are limited; split them over several searches",
+        ) from None
     try:
         parsed = tuple(parse(text) for text in texts if text != "")
     except ValueError as error:
@@ -159,9 +179,14 @@ def _int(name: str, value: str) -> int:
     return int(value)
 
 
-def _sort(resource_type: str, value: str) -> list[tuple[SearchParam, bool]]:
+def _sort(resource_type: str, value: str, most: int) -> list[tuple[SearchParam, bool]]:
+    items = value.split(",")
+    if len(items) > most:  # before looking any of them up
+        raise over_limit(
+            "_sort", len(items), most, "HERALD_SEARCH_MAX_SORT_KEYS", "sort by fewer keys"
+        )
     order = []
-    for item in value.split(","):
+    for item in items:
         code = item.strip()
         descending = code.startswith("-")
         param = _param(resource_type, code.lstrip("-"), "_sort")
@@ -203,15 +228,18 @@ def parse_search(
     default_count: int = 50,
     max_count: int = 1000,
     now: datetime | None = None,
+    limits: SearchLimits = DEFAULT_LIMITS,
 ) -> SearchRequest:
     """Parse the query parameters of `GET [base]/[resource_type]?...`.
 
-    `_count` above `max_count` is lowered to it. `now` (default: the system clock) anchors the
-    `ap` prefix on dates. Raises InvalidSearch (HTTP 400) for anything unknown or malformed.
+    `_count` above `max_count` is lowered to it (FHIR lets a server return fewer; the Bundle's
+    links carry the count used). `now` (default: the system clock) anchors the `ap` prefix on
+    dates. Raises InvalidSearch (HTTP 400) for anything unknown or malformed, SearchTooCostly
+    (HTTP 400) for a search past `limits`.
     """
     if resource_type not in d.resource_types():
         raise InvalidSearch(f"Unknown resource type '{resource_type}'")
-    request = SearchRequest(resource_type, count=min(default_count, max_count))
+    request = SearchRequest(resource_type, count=min(default_count, max_count), limits=limits)
     for name, value in params:
         base = name.partition(":")[0]
         if base in IGNORED or value == "":
@@ -221,7 +249,7 @@ def parse_search(
         elif base == "_offset":
             request.offset = _int(name, value)
         elif base == "_sort":
-            request.sort.extend(_sort(resource_type, value))
+            request.sort.extend(_sort(resource_type, value, limits.max_sort_keys))
         elif base == "_total":
             if value not in ("none", "estimate", "accurate"):
                 raise _fail(name, f"expects none, estimate or accurate (got {value!r})")
@@ -230,5 +258,51 @@ def parse_search(
             include = _include(resource_type, name, value)
             (request.revinclude if base == "_revinclude" else request.include).append(include)
         else:
-            request.criteria.append(parse_criterion(resource_type, name, value, now=now))
+            criterion = parse_criterion(resource_type, name, value, now=now, limits=limits)
+            request.criteria.append(criterion)
+        _check_limits(request, limits)
     return request
+
+
+def check_criteria(criteria: Sequence[Criterion], limits: SearchLimits = DEFAULT_LIMITS) -> None:
+    """Refuse (SearchTooCostly) more criteria (AND) or `_id` values than `limits` allow; call
+    it as each criterion is parsed, so a huge query string is not parsed to the end first."""
+    if len(criteria) > limits.max_and_criteria:
+        raise over_limit(
+            criteria[-1].param.code,
+            len(criteria),
+            limits.max_and_criteria,
+            "HERALD_SEARCH_MAX_AND_CRITERIA",
+            "search parameters (AND) are limited; narrow the search with fewer parameters",
+        )
+    ids = sum(len(c.values) for c in criteria if c.param.code == "_id")
+    if ids > limits.max_id_values:
+        raise over_limit(
+            "_id",
+            ids,
+            limits.max_id_values,
+            "HERALD_SEARCH_MAX_ID_VALUES",
+            "ask for the resources in several searches",
+        )
+
+
+def _check_limits(request: SearchRequest, limits: SearchLimits) -> None:
+    """Refuse, as soon as it is seen, a search past `limits`."""
+    check_criteria(request.criteria, limits)
+    if len(request.sort) > limits.max_sort_keys:
+        raise over_limit(
+            "_sort",
+            len(request.sort),
+            limits.max_sort_keys,
+            "HERALD_SEARCH_MAX_SORT_KEYS",
+            "sort by fewer keys",
+        )
+    includes = len(request.include) + len(request.revinclude)
+    if includes > limits.max_includes:
+        raise over_limit(
+            "_include",
+            includes,
+            limits.max_includes,
+            "HERALD_SEARCH_MAX_INCLUDES",
+            "_include and _revinclude parameters are limited together; ask for fewer",
+        )

@@ -11,6 +11,10 @@ Total: `_total=accurate` counts; `_total=none` gives None. Otherwise (`estimate`
 the count is taken when cheap: free when this page reaches the end of the results, else a
 count capped at `COUNT_CAP` matches (None above it, rather than a slow full count).
 
+Cost: the request's `SearchLimits` bound what running it may take. Its queries run under a
+deadline (`fhirstore.db.deadline`: 503 past it), and a page holds about `max_page_bytes` of
+resources at most (`fhirstore.search.page`: sizes first, then only the bodies it takes).
+
 Access: a `Narrowing` (`fhirstore.access.narrowing`) adds the principal's reach to the page,
 the total and every `_include` / `_revinclude`, so a search can never return, count or bring in
 a resource its principal may not read.
@@ -41,17 +45,18 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from fhirstore.db.deadline import query_deadline
 from fhirstore.db.schema import resources, search_index
 from fhirstore.search.compare import TRUE, All, AnyOf, Cmp, Pred, plan, sort_field
 from fhirstore.search.datatypes import reference_target
 from fhirstore.search.index_entry import ID_PARAM, LAST_UPDATED_PARAM
+from fhirstore.search.page import BodySize, Budget
 from fhirstore.search.query import Criterion, Include, SearchRequest
 
 if TYPE_CHECKING:
     from fhirstore.access.narrowing import Narrowing
 
 COUNT_CAP = 10_000  # matches counted at most when no accurate total was asked for
-INCLUDE_LIMIT = 1_000  # resources brought in by one _include / _revinclude at most
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
@@ -226,22 +231,55 @@ async def _total(
     return None if request.total != "accurate" and total > COUNT_CAP else total
 
 
+_BODY_SIZE = BodySize(resources.c.body)
+
+
+async def _load(
+    conn: AsyncConnection, where: list[ColumnElement[bool]], ids: list[str]
+) -> list[tuple[str, str]]:
+    """(id, body) of `ids` in that order, where the rows still satisfy `where` (read again,
+    so a row changed since its size was read can never slip outside the search or reach)."""
+    if not ids:
+        return []
+    query = select(resources.c.res_id, resources.c.body).where(*where, resources.c.res_id.in_(ids))
+    bodies: dict[str, str] = {i: b for i, b in (await conn.execute(query)).all()}
+    return [(i, bodies[i]) for i in ids if i in bodies]
+
+
+async def _included_rows(
+    conn: AsyncConnection,
+    resource_type: str,
+    where: list[ColumnElement[bool]],
+    budget: Budget,
+) -> list[tuple[str, str, str]]:
+    """The `resource_type` rows satisfying `where`, inside the page's budget (else a 400)."""
+    sized = (
+        select(resources.c.res_id, _BODY_SIZE)
+        .where(*where)
+        .order_by(resources.c.res_id)
+        .limit(budget.included_left + 1)
+    )
+    rows = (await conn.execute(sized)).all()
+    budget.take_included([size or 0 for _, size in rows])
+    loaded = await _load(conn, where, [res_id for res_id, _ in rows])
+    return [(resource_type, res_id, body) for res_id, body in loaded]
+
+
 async def _bodies(
-    conn: AsyncConnection, wanted: dict[str, set[str]], narrowing: Narrowing | None
+    conn: AsyncConnection,
+    wanted: dict[str, set[str]],
+    narrowing: Narrowing | None,
+    budget: Budget,
 ) -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
     for resource_type, ids in sorted(wanted.items()):
-        query = (
-            select(resources.c.res_type, resources.c.res_id, resources.c.body)
-            .where(
-                resources.c.res_type == resource_type,
-                resources.c.res_id.in_(sorted(ids)),
-                resources.c.deleted == false(),
-                *_other(narrowing, resource_type),
-            )
-            .order_by(resources.c.res_id)
-        )
-        rows.extend((t, i, b) for t, i, b in (await conn.execute(query)).all())
+        where = [
+            resources.c.res_type == resource_type,
+            resources.c.res_id.in_(sorted(ids)),
+            resources.c.deleted == false(),
+            *_other(narrowing, resource_type),
+        ]
+        rows += await _included_rows(conn, resource_type, where, budget)
     return rows
 
 
@@ -251,6 +289,7 @@ async def _included(
     resource_type: str,
     ids: list[str],
     narrowing: Narrowing | None,
+    budget: Budget,
 ) -> list[tuple[str, str, str]]:
     query = select(search_index.c.code).where(
         search_index.c.res_type == resource_type,
@@ -260,11 +299,12 @@ async def _included(
     if include.target_type is not None:
         query = query.where(search_index.c.system == include.target_type)
     wanted: dict[str, set[str]] = {}
-    for (code,) in (await conn.execute(query.limit(INCLUDE_LIMIT))).all():
+    references = query.distinct().limit(budget.included_left + 1)
+    for (code,) in (await conn.execute(references)).all():
         target = reference_target(code) if code and "://" not in code else None
         if target is not None:
             wanted.setdefault(target[0], set()).add(target[1])
-    return await _bodies(conn, wanted, narrowing)
+    return await _bodies(conn, wanted, narrowing, budget)
 
 
 async def _revincluded(
@@ -273,6 +313,7 @@ async def _revincluded(
     resource_type: str,
     ids: list[str],
     narrowing: Narrowing | None,
+    budget: Budget,
 ) -> list[tuple[str, str, str]]:
     entry = search_index.alias()
     referencing = select(literal(1)).where(
@@ -281,35 +322,54 @@ async def _revincluded(
         entry.c.param.in_([p.code for p in include.params()]),
         entry.c.code.in_([f"{resource_type}/{i}" for i in ids]),
     )
-    query = (
-        select(resources.c.res_type, resources.c.res_id, resources.c.body)
-        .where(
-            resources.c.res_type == include.source_type,
-            resources.c.deleted == false(),
-            referencing.exists(),
-            *_other(narrowing, include.source_type),
-        )
-        .order_by(resources.c.res_id)
-        .limit(INCLUDE_LIMIT)
+    where = [
+        resources.c.res_type == include.source_type,
+        resources.c.deleted == false(),
+        referencing.exists(),
+        *_other(narrowing, include.source_type),
+    ]
+    return await _included_rows(conn, include.source_type, where, budget)
+
+
+async def _page(
+    conn: AsyncConnection, request: SearchRequest, narrowing: Narrowing | None, budget: Budget
+) -> tuple[list[tuple[str, str]], bool]:
+    """Up to `count` (id, body) matches, fewer once their bodies pass the budget's bytes,
+    and whether more follow (count + 1 sizes are read to know)."""
+    where = _filters(request, narrowing)
+    sized = (
+        select(resources.c.res_id, _BODY_SIZE)
+        .where(*where)
+        .order_by(*_order(request))
+        .limit(request.count + 1)
+        .offset(request.offset)
     )
-    return [(t, i, b) for t, i, b in (await conn.execute(query)).all()]
+    rows = (await conn.execute(sized)).all()
+    has_more = len(rows) > request.count
+    taken: list[str] = []
+    for res_id, size in rows[: request.count]:
+        if not budget.take_match(size or 0, first=not taken):
+            has_more = True
+            break
+        taken.append(res_id)
+    return await _load(conn, where, taken), has_more
 
 
 async def run_search(
     conn: AsyncConnection, request: SearchRequest, narrowing: Narrowing | None = None
 ) -> SearchResult:
     """One page of results for `request` (fetches count + 1 rows to know `has_more`), inside
-    `narrowing` when given (None: Herald's own search, unnarrowed)."""
-    page = (
-        select(resources.c.res_id, resources.c.body)
-        .where(*_filters(request, narrowing))
-        .order_by(*_order(request))
-        .limit(request.count + 1)
-        .offset(request.offset)
-    )
-    rows = (await conn.execute(page)).all()
-    has_more = len(rows) > request.count
-    rows = rows[: request.count]
+    `narrowing` when given (None: Herald's own search, unnarrowed), under the request's
+    limits (deadline, bytes, included resources)."""
+    async with query_deadline(conn, request.limits.timeout_seconds):
+        return await _run_search(conn, request, narrowing)
+
+
+async def _run_search(
+    conn: AsyncConnection, request: SearchRequest, narrowing: Narrowing | None
+) -> SearchResult:
+    budget = Budget(request.limits)
+    rows, has_more = await _page(conn, request, narrowing, budget)
     result = SearchResult(resources=[body for _, body in rows], has_more=has_more)
     result.total = await _total(conn, request, narrowing, len(rows), has_more)
     ids = [res_id for res_id, _ in rows]
@@ -317,9 +377,11 @@ async def run_search(
         seen = {(request.resource_type, res_id) for res_id in ids}
         found: list[tuple[str, str, str]] = []
         for include in request.include:
-            found += await _included(conn, include, request.resource_type, ids, narrowing)
+            found += await _included(conn, include, request.resource_type, ids, narrowing, budget)
         for include in request.revinclude:
-            found += await _revincluded(conn, include, request.resource_type, ids, narrowing)
+            found += await _revincluded(
+                conn, include, request.resource_type, ids, narrowing, budget
+            )
         for resource_type, res_id, body in found:
             if (resource_type, res_id) not in seen:
                 seen.add((resource_type, res_id))

@@ -1,0 +1,85 @@
+"""What one search page may hold: resource bytes and included resources (`SearchLimits`).
+
+A page is read in two steps (fhirstore/search/sql.py): the matching rows' ids with the size of
+their bodies, then the bodies of the rows the budget takes. So the bodies of resources a page
+will not return are never read into memory, whatever the database driver buffers.
+
+- Matches: taken in order while their bytes fit `max_page_bytes`; the first match is always
+  taken (however large), so paging moves on; a page cut short has a `next` link.
+- Included resources: every one is needed for the page to be right, so more of them (or of
+  their bytes) than the page has left is a 400 that asks for a smaller `_count`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Integer
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+
+from fhirstore.search.limits import SearchLimits, SearchTooCostly, over_limit
+
+
+class BodySize(FunctionElement[int]):
+    """The size of a text column in bytes, without reading it out of the database."""
+
+    type = Integer()
+    inherit_cache = True
+
+
+@compiles(BodySize, "sqlite")
+def _body_size_sqlite(element: BodySize, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"length(CAST({compiler.process(element.clauses, **kw)} AS BLOB))"
+
+
+@compiles(BodySize, "postgresql")
+def _body_size_postgresql(element: BodySize, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"octet_length({compiler.process(element.clauses, **kw)})"
+
+
+class Budget:
+    """What is left of one page's bytes and included resources."""
+
+    def __init__(self, limits: SearchLimits) -> None:
+        self.limits = limits
+        self.bytes_left = limits.max_page_bytes
+        self.included_left = limits.max_included
+
+    def take_match(self, size: int, first: bool) -> bool:
+        """Whether a match of `size` bytes fits the page (the first always does)."""
+        if not first and size > self.bytes_left:
+            return False
+        self.bytes_left -= size
+        return True
+
+    def take_included(self, sizes: list[int]) -> None:
+        """Take included resources of `sizes` bytes, or refuse the page (400)."""
+        if len(sizes) > self.included_left:
+            raise self._refusal(
+                self.limits.max_included - self.included_left + len(sizes),
+                self.limits.max_included,
+                "HERALD_SEARCH_MAX_INCLUDED",
+                "resources",
+            )
+        self.included_left -= len(sizes)
+        if sum(sizes) > self.bytes_left:
+            raise self._refusal(
+                self.limits.max_page_bytes - self.bytes_left + sum(sizes),
+                self.limits.max_page_bytes,
+                "HERALD_SEARCH_MAX_PAGE_BYTES",
+                "bytes of resources",
+            )
+        self.bytes_left -= sum(sizes)
+
+    @staticmethod
+    def _refusal(asked: int, limit: int, setting: str, what: str) -> SearchTooCostly:
+        return over_limit(
+            "_include",
+            asked,
+            limit,
+            setting,
+            f"this page brings in more {what} with _include / _revinclude than a page may "
+            "hold; ask for a smaller _count",
+        )
