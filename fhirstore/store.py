@@ -233,8 +233,11 @@ class Store:
             resource = await self.client_body(resource, access, reach, resource_id)
         if resource.get("id") not in (None, resource_id):
             raise_id_mismatch(resource_type, resource_id, resource["id"])
+        may_create = access is None or access.may(resource_type, "c") is not None
         written = await self._group.write(
-            PendingWrite(resource_type, resource_id, resource, if_match, reach=reach)
+            PendingWrite(
+                resource_type, resource_id, resource, if_match, reach=reach, may_create=may_create
+            )
         )
         assert written is not None
         return written
@@ -255,7 +258,8 @@ class Store:
         )
         if written is None:
             with contextlib.suppress(Gone):  # already deleted: nothing to do
-                await self.read(resource_type, resource_id)  # never existed: 404
+                async with self.engine.connect() as conn:  # never existed, or hidden: 404
+                    await self._read_in(conn, resource_type, resource_id, reach)
         return written
 
     async def _conditional_match(
@@ -294,14 +298,16 @@ class Store:
         resource_id: str,
         reach: Reach | None = None,
     ) -> StoredVersion:
-        row = (
-            await conn.execute(
-                select(resources).where(
-                    and_(resources.c.res_type == resource_type, resources.c.res_id == resource_id)
-                )
-            )
-        ).first()
-        if row is None or not await _admitted(conn, reach, row):
+        """The current version, if `reach` admits it: judged in SQL from the search index, so
+        a resource outside it is answered like a missing one, and as fast, whatever its size
+        (its body is never read)."""
+        r = resources.c
+        query = select(resources).where(and_(r.res_type == resource_type, r.res_id == resource_id))
+        inside = reach_clause(reach, resources) if reach is not None else None
+        if inside is not None:
+            query = query.where(inside)
+        row = (await conn.execute(query)).first()
+        if row is None:
             raise NotFound(f"{resource_type}/{resource_id} does not exist{_OR_OUTSIDE}")
         if row.deleted:
             raise Gone(f"{resource_type}/{resource_id} was deleted (version {row.version_id})")
@@ -320,6 +326,12 @@ class Store:
         require_type(resource_type)
         reach = access.reach(resource_type, "r") if access is not None else None
         async with self.engine.connect() as conn:
+            # The resource as it is now must be inside (from the index, as `read`), and the
+            # version too (from its body, only once the resource is known to be readable).
+            if reach is not None and not await _current_inside(conn, reach, resource_id):
+                raise NotFound(
+                    f"{resource_type}/{resource_id} has no version {version_id}{_OR_OUTSIDE}"
+                )
             row = (
                 await conn.execute(
                     select(resource_versions).where(
@@ -331,10 +343,7 @@ class Store:
                     )
                 )
             ).first()
-            # Like history: the version, and the resource as it is now, must be inside.
-            if row is None or not (
-                await _admitted(conn, reach, row) and await _admitted_now(conn, reach, row)
-            ):
+            if row is None or not await _admitted(conn, reach, row):
                 raise NotFound(
                     f"{resource_type}/{resource_id} has no version {version_id}{_OR_OUTSIDE}"
                 )
@@ -539,14 +548,17 @@ async def _admitted_page(
         start += _HISTORY_CHUNK
 
 
-async def _admitted_now(conn: AsyncConnection, reach: Reach | None, version: Any) -> bool:
-    """Whether the resource `version` (a `resource_versions` row) is of is inside `reach` as
-    it is now."""
-    if reach is None or reach.everything:
+async def _current_inside(conn: AsyncConnection, reach: Reach, resource_id: str) -> bool:
+    """Whether the current version of `reach.resource_type`/`resource_id` is inside `reach`,
+    from the search index (a deletion is inside only a patient's own Patient record)."""
+    clause = reach_clause(reach, resources)
+    if clause is None:
         return True
     r = resources.c
-    query = select(resources).where(r.res_type == version.res_type, r.res_id == version.res_id)
-    return await _admitted(conn, reach, (await conn.execute(query)).one())
+    query = select(r.res_id).where(
+        r.res_type == reach.resource_type, r.res_id == resource_id, clause
+    )
+    return (await conn.execute(query)).first() is not None
 
 
 async def _admitted(conn: AsyncConnection, reach: Reach | None, row: Any) -> bool:
