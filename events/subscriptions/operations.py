@@ -10,7 +10,7 @@ from typing import Any, get_args
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from events.subscriptions.focus import notification_events
+from events.subscriptions.focus import notification_events, withhold_unreadable
 from events.subscriptions.ledger import Ledger
 from events.subscriptions.model import ContentLevel, SubscriptionSpec
 from events.subscriptions.notification import (
@@ -112,6 +112,9 @@ def subscription_router(
         progress = await ledger.progress(subscription_id)
         full = content == "full-resource"
         loaded = await notification_events(store, recorded, with_resource=full)
+        # The Subscription heard what its owner could read when it was written; the caller
+        # sees of that only what its own token may read now.
+        loaded = await withhold_unreadable(store, request_access(request), loaded)
         bundle = events_bundle(
             spec,
             status=progress.status if progress else spec.status,
