@@ -89,6 +89,30 @@ class CreateOutcome:
     created: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    """Resources only administrators write: these `ids`, and any whose canonical `url` starts
+    with `url_prefix` (so a client cannot shadow one under another id). `what` names them in
+    the refusal."""
+
+    ids: frozenset[str]
+    url_prefix: str
+    what: str
+
+    def problem(self, resource_id: str | None, url: str | None) -> str | None:
+        if resource_id in self.ids:
+            return (
+                f"{resource_id} is one of {self.what}, which only an administrator may change "
+                f"or delete; write your own under another id"
+            )
+        if url is not None and url.startswith(self.url_prefix):
+            return (
+                f"the url {url} is under {self.url_prefix}, which is reserved for {self.what}; "
+                f"give it a canonical url of your own"
+            )
+        return None
+
+
 # A check (and possible normalisation) of one resource type that runs before it is written, e.g.
 # a Subscription's topic and channel; raises a FhirError to refuse the write.
 ResourceRule = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -113,6 +137,7 @@ class Store:
         self.checkpointer = checkpointer(engine)
         self._listeners: list[Callable[[], None]] = []
         self._rules: dict[str, ResourceRule] = {}
+        self._reserved: dict[str, Reserved] = {}
         self._group = GroupCommit(self.write_transaction, clock.now)
 
     def add_commit_listener(self, listener: Callable[[], None]) -> None:
@@ -122,6 +147,28 @@ class Store:
     def add_rule(self, resource_type: str, rule: ResourceRule) -> None:
         """`rule` checks every client write of `resource_type` (REST and Bundles)."""
         self._rules[resource_type] = rule
+
+    def reserve(self, resource_type: str, reserved: Reserved) -> None:
+        """Resources of `resource_type` that only administrators may write (Herald's own,
+        e.g. the built-in SubscriptionTopics every patient's Subscriptions rely on)."""
+        self._reserved[resource_type] = reserved
+
+    def require_changeable(
+        self,
+        resource_type: str,
+        resource_id: str | None,
+        resource: dict[str, Any] | None,
+        access: Access | None,
+    ) -> None:
+        """Refuse (403) a client's write of a reserved resource (`reserve`) unless it comes
+        from an administrator: its id, or (for a body) its canonical `url`."""
+        reserved = self._reserved.get(resource_type)
+        if reserved is None or access is None or access.principal.admin:
+            return
+        url = resource.get("url") if resource is not None else None
+        problem = reserved.problem(resource_id, url if isinstance(url, str) else None)
+        if problem is not None:
+            raise Forbidden(f"{resource_type}: {problem}")
 
     async def apply_rules(self, resource: dict[str, Any]) -> dict[str, Any]:
         rule = self._rules.get(resource["resourceType"])
@@ -137,6 +184,7 @@ class Store:
         """A validated resource a client sends, ready to write: the type's rule applied, a
         Subscription's owner recorded (kept from the stored version when there is one), and
         refused (403) when it would land outside `reach`."""
+        self.require_changeable(resource["resourceType"], resource_id, resource, access)
         resource = await self.apply_rules(resource)
         if resource["resourceType"] == "Subscription" and access is not None:
             owner = await self._owner(resource_id, access.principal)
@@ -253,6 +301,7 @@ class Store:
         """Delete; None when there was nothing live to delete (deleting twice is harmless)."""
         require_type(resource_type)
         reach = access.reach(resource_type, "d") if access is not None else None
+        self.require_changeable(resource_type, resource_id, None, access)
         written = await self._group.write(
             PendingWrite(resource_type, resource_id, None, if_match, reach=reach)
         )

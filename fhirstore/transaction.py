@@ -197,6 +197,8 @@ async def _check(store: Store, entry: _Entry, access: Access | None) -> None:
         entry.narrowing = Narrowing(seen, access)
         entry.may_create = access.may(entry.resource_type, "c") is not None
     if entry.resource is None:
+        if entry.method == "DELETE":
+            store.require_changeable(entry.resource_type, entry.resource_id, None, access)
         return
     validate_resource(entry.resource_type, entry.resource)
     put_id = entry.resource_id if entry.method == "PUT" else None

@@ -69,6 +69,8 @@ def subscription_router(
         if unknown := wanted - set(_STATUSES):
             raise BadRequest(f"unknown status {sorted(unknown)}; use {', '.join(_STATUSES)}")
         if not ids:
+            # As a search of Subscriptions would: refused without a scope that searches them.
+            request_access(request).reach("Subscription", "s")
             principal = request_principal(request)
             ids = [s.id for s in registry.index.specs() if owned_by(s, principal)]
         specs = [await spec_of(request, i) for i in ids]
