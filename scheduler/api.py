@@ -17,7 +17,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from fhirstore.api.auth import request_access
+from fhirstore.api.auth import boundary_router, request_access
 from fhirstore.api.http import FhirResponse
 from fhirstore.db.writer import fhir_instant
 from fhirstore.errors import Gone, NotFound
@@ -27,7 +27,7 @@ from scheduler.bookkeeping import plan_rows
 
 
 def schedule_router(store: Store, *, prefix: str) -> APIRouter:
-    router = APIRouter(prefix=prefix)
+    router = boundary_router(prefix)
 
     @router.api_route("/CarePlan/{careplan_id}/$schedule", methods=["GET", "POST"])
     async def schedule(request: Request, careplan_id: str) -> Response:

@@ -21,7 +21,7 @@ from events.subscriptions.notification import (
 from events.subscriptions.registry import SubscriptionRegistry
 from fhirstore.access.boundary import Access
 from fhirstore.access.principal import Principal
-from fhirstore.api.auth import request_access, request_principal
+from fhirstore.api.auth import boundary_router, request_access, request_principal
 from fhirstore.api.http import FhirResponse, read_json_body
 from fhirstore.errors import BadRequest, NotFound
 from fhirstore.store import Store
@@ -54,7 +54,7 @@ def subscription_router(
     public_base: str | None,
     max_body_bytes: int,
 ) -> APIRouter:
-    router = APIRouter(prefix=prefix)
+    router = boundary_router(prefix)
 
     def base_url(request: Request) -> str:
         return public_base or str(request.base_url).rstrip("/") + prefix
