@@ -178,9 +178,8 @@ async def _outside_reach(
     but a patient's own Patient record (`narrowing.reach_clause`)."""
     by_reach: dict[Reach, list[str]] = {}
     for write in writes:
-        if write.reach is None or write.reach.everything:
-            continue
-        if (write.resource_type, write.id) in current:
+        # Missing ids are asked about too, so a hidden one costs the same statements.
+        if write.reach is not None and not write.reach.everything and not write.new:
             by_reach.setdefault(write.reach, []).append(write.id)
     hidden: set[tuple[str, str]] = set()
     outside: set[tuple[str, str]] = set()
@@ -189,6 +188,8 @@ async def _outside_reach(
         writable = await _ids_within(conn, reach, ids, writing=True)
         for resource_id in ids:
             key = (reach.resource_type, resource_id)
+            if key not in current:
+                continue
             if resource_id not in readable:
                 hidden.add(key)
             elif resource_id not in writable and not current[key].deleted:
