@@ -83,3 +83,23 @@ async def test_the_owner_with_her_own_scopes_still_gets_full_resources(herald: H
     wider = live_bearer(sub="alice", scope="user/Subscription.rs user/Observation.rs")
     answer = await client.get(f"/Subscription/{mine}/$events?content=full-resource", headers=wider)
     assert "alice-pressure" in answer.text
+
+
+async def test_status_and_binding_tokens_decide_with_the_calling_tokens_scopes(
+    herald: Herald,
+) -> None:
+    """The owner's `sub` alone opens nothing: a token of hers without a scope on
+    Subscriptions is refused as a read or search of them would be."""
+    _, client, receiver = herald
+    mine = await _subscribe(client, ALICE, subscription(receiver.url))
+    openid = live_bearer(sub="alice", scope="openid")
+    for path in (
+        "/Subscription/$status",
+        f"/Subscription/{mine}/$status",
+        f"/Subscription/{mine}/$get-ws-binding-token",
+        f"/Subscription/$get-ws-binding-token?id={mine}",
+    ):
+        answer = await client.get(path, headers=openid)
+        assert answer.status_code == 403, (path, answer.text)
+        assert "Subscription." in answer.json()["issue"][0]["diagnostics"]
+    assert (await client.get(f"/Subscription/{mine}/$status", headers=ALICE)).status_code == 200
