@@ -18,6 +18,7 @@ from sqlalchemy import update
 from fhirstore.clock import FrozenClock
 from fhirstore.db.schema import resource_versions, resources
 from herald.runtime import Runtime
+from tests.access.test_boundary import _observation
 from tests.support.herald import running_herald, stored_counts
 from tests.support.tokens import NOW, bearer, jwt_settings, token
 
@@ -39,17 +40,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite+aiosqlite:///{tmp_path}/herald.db"
     fresh: Callable[[str], str] = request.getfixturevalue("fresh_database")
     return fresh(f"hidden_{next(_names)}")
-
-
-def _observation(obs_id: str, subject: str, **more: Any) -> dict[str, Any]:
-    return {
-        "resourceType": "Observation",
-        "id": obs_id,
-        "status": "final",
-        "code": {"text": "blood pressure"},
-        "subject": {"reference": subject},
-        **more,
-    }
 
 
 @pytest.fixture
