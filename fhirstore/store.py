@@ -6,8 +6,12 @@ On SQLite, writes in this process are serialised by a lock: SQLite has one write
 waiting on an asyncio lock is cheaper than retrying on SQLITE_BUSY.
 
 Access: the methods clients reach take `access` (`fhirstore.access.boundary`) and stay inside
-it: reads and history leave out what it may not read (404, as for what does not exist),
-searches are narrowed in SQL, writes refuse (403) a new body or a current version outside it.
+it. What it may not read is, on every interaction, what does not exist: reads, history, PUT and
+DELETE answer for it exactly as for a missing id (404), decided in SQL from the search index,
+never from the body (docs/access.md). Searches are narrowed in SQL. Writes refuse (403) a new
+body outside the reach, and a current version it may read but not write. A narrowed reach
+never creates by PUT, and a PUT that creates needs the `c` scope. Reserved resources (the
+built-in SubscriptionTopics, `reserve`) only administrators write.
 `access=None` is Herald itself (the subscription machinery, loaders): not narrowed.
 """
 
