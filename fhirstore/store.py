@@ -36,6 +36,7 @@ from fhirstore.access.boundary import Access, Reach
 from fhirstore.access.narrowing import Narrowing, reach_clause
 from fhirstore.access.ownership import owner_of, stamped
 from fhirstore.access.principal import Principal
+from fhirstore.access.reserved import Reserved
 from fhirstore.clock import Clock
 from fhirstore.db.engine import checkpointer, is_sqlite, writer
 from fhirstore.db.group_commit import GroupCommit
@@ -91,30 +92,6 @@ class StoredVersion:
 class CreateOutcome:
     version: WrittenVersion | StoredVersion
     created: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Reserved:
-    """Resources only administrators write: these `ids`, and any whose canonical `url` starts
-    with `url_prefix` (so a client cannot shadow one under another id). `what` names them in
-    the refusal."""
-
-    ids: frozenset[str]
-    url_prefix: str
-    what: str
-
-    def problem(self, resource_id: str | None, url: str | None) -> str | None:
-        if resource_id in self.ids:
-            return (
-                f"{resource_id} is one of {self.what}, which only an administrator may change "
-                f"or delete; write your own under another id"
-            )
-        if url is not None and url.startswith(self.url_prefix):
-            return (
-                f"the url {url} is under {self.url_prefix}, which is reserved for {self.what}; "
-                f"give it a canonical url of your own"
-            )
-        return None
 
 
 # A check (and possible normalisation) of one resource type that runs before it is written, e.g.

@@ -10,8 +10,9 @@ from typing import Any
 import orjson
 
 from events.subscriptions.builtin_topics import BUILTIN_TOPICS, TOPIC_BASE
+from fhirstore.access.reserved import Reserved
 from fhirstore.errors import Conflict, Gone, NotFound, PreconditionFailed
-from fhirstore.store import Reserved, Store
+from fhirstore.store import Store
 
 BUILTIN_TOPIC_RESERVATION = Reserved(
     ids=frozenset(topic["id"] for topic in BUILTIN_TOPICS),
