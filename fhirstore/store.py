@@ -6,8 +6,12 @@ On SQLite, writes in this process are serialised by a lock: SQLite has one write
 waiting on an asyncio lock is cheaper than retrying on SQLITE_BUSY.
 
 Access: the methods clients reach take `access` (`fhirstore.access.boundary`) and stay inside
-it: reads and history leave out what it may not read (404, as for what does not exist),
-searches are narrowed in SQL, writes refuse (403) a new body or a current version outside it.
+it. What it may not read is, on every interaction, what does not exist: reads, history, PUT and
+DELETE answer for it exactly as for a missing id (404), decided in SQL from the search index,
+never from the body (docs/access.md). Searches are narrowed in SQL. Writes refuse (403) a new
+body outside the reach, and a current version it may read but not write. A narrowed reach
+never creates by PUT, and a PUT that creates needs the `c` scope. Reserved resources (the
+built-in SubscriptionTopics, `reserve`) only administrators write.
 `access=None` is Herald itself (the subscription machinery, loaders): not narrowed.
 """
 
@@ -32,6 +36,7 @@ from fhirstore.access.boundary import Access, Reach
 from fhirstore.access.narrowing import Narrowing, reach_clause
 from fhirstore.access.ownership import owner_of, stamped
 from fhirstore.access.principal import Principal
+from fhirstore.access.reserved import Reserved
 from fhirstore.clock import Clock
 from fhirstore.db.deadline import query_deadline
 from fhirstore.db.engine import checkpointer, is_sqlite, writer
@@ -119,6 +124,7 @@ class Store:
         self.checkpointer = checkpointer(engine)
         self._listeners: list[Callable[[], None]] = []
         self._rules: dict[str, ResourceRule] = {}
+        self._reserved: dict[str, Reserved] = {}
         self._group = GroupCommit(self.write_transaction, clock.now)
 
     def add_commit_listener(self, listener: Callable[[], None]) -> None:
@@ -128,6 +134,28 @@ class Store:
     def add_rule(self, resource_type: str, rule: ResourceRule) -> None:
         """`rule` checks every client write of `resource_type` (REST and Bundles)."""
         self._rules[resource_type] = rule
+
+    def reserve(self, resource_type: str, reserved: Reserved) -> None:
+        """Resources of `resource_type` that only administrators may write (Herald's own,
+        e.g. the built-in SubscriptionTopics every patient's Subscriptions rely on)."""
+        self._reserved[resource_type] = reserved
+
+    def require_changeable(
+        self,
+        resource_type: str,
+        resource_id: str | None,
+        resource: dict[str, Any] | None,
+        access: Access | None,
+    ) -> None:
+        """Refuse (403) a client's write of a reserved resource (`reserve`) unless it comes
+        from an administrator: its id, or (for a body) its canonical `url`."""
+        reserved = self._reserved.get(resource_type)
+        if reserved is None or access is None or access.principal.admin:
+            return
+        url = resource.get("url") if resource is not None else None
+        problem = reserved.problem(resource_id, url if isinstance(url, str) else None)
+        if problem is not None:
+            raise Forbidden(f"{resource_type}: {problem}")
 
     async def apply_rules(self, resource: dict[str, Any]) -> dict[str, Any]:
         rule = self._rules.get(resource["resourceType"])
@@ -143,6 +171,7 @@ class Store:
         """A validated resource a client sends, ready to write: the type's rule applied, a
         Subscription's owner recorded (kept from the stored version when there is one), and
         refused (403) when it would land outside `reach`."""
+        self.require_changeable(resource["resourceType"], resource_id, resource, access)
         resource = await self.apply_rules(resource)
         if resource["resourceType"] == "Subscription" and access is not None:
             owner = await self._owner(resource_id, access.principal)
@@ -249,8 +278,11 @@ class Store:
             resource = await self.client_body(resource, access, reach, resource_id)
         if resource.get("id") not in (None, resource_id):
             raise_id_mismatch(resource_type, resource_id, resource["id"])
+        may_create = access is None or access.may(resource_type, "c") is not None
         written = await self._group.write(
-            PendingWrite(resource_type, resource_id, resource, if_match, reach=reach)
+            PendingWrite(
+                resource_type, resource_id, resource, if_match, reach=reach, may_create=may_create
+            )
         )
         assert written is not None
         return written
@@ -266,12 +298,14 @@ class Store:
         """Delete; None when there was nothing live to delete (deleting twice is harmless)."""
         require_type(resource_type)
         reach = access.reach(resource_type, "d") if access is not None else None
+        self.require_changeable(resource_type, resource_id, None, access)
         written = await self._group.write(
             PendingWrite(resource_type, resource_id, None, if_match, reach=reach)
         )
         if written is None:
             with contextlib.suppress(Gone):  # already deleted: nothing to do
-                await self.read(resource_type, resource_id)  # never existed: 404
+                async with self.engine.connect() as conn:  # never existed, or hidden: 404
+                    await self._read_in(conn, resource_type, resource_id, reach)
         return written
 
     async def _conditional_match(
@@ -315,14 +349,16 @@ class Store:
         resource_id: str,
         reach: Reach | None = None,
     ) -> StoredVersion:
-        row = (
-            await conn.execute(
-                select(resources).where(
-                    and_(resources.c.res_type == resource_type, resources.c.res_id == resource_id)
-                )
-            )
-        ).first()
-        if row is None or not await _admitted(conn, reach, row):
+        """The current version, if `reach` admits it: judged in SQL from the search index, so
+        a resource outside it is answered like a missing one, and as fast, whatever its size
+        (its body is never read)."""
+        r = resources.c
+        query = select(resources).where(and_(r.res_type == resource_type, r.res_id == resource_id))
+        inside = reach_clause(reach, resources) if reach is not None else None
+        if inside is not None:
+            query = query.where(inside)
+        row = (await conn.execute(query)).first()
+        if row is None:
             raise NotFound(f"{resource_type}/{resource_id} does not exist{_OR_OUTSIDE}")
         if row.deleted:
             raise Gone(f"{resource_type}/{resource_id} was deleted (version {row.version_id})")
@@ -341,6 +377,12 @@ class Store:
         require_type(resource_type)
         reach = access.reach(resource_type, "r") if access is not None else None
         async with self.engine.connect() as conn:
+            # The resource as it is now must be inside (from the index, as `read`), and the
+            # version too (from its body, only once the resource is known to be readable).
+            if reach is not None and not await _current_inside(conn, reach, resource_id):
+                raise NotFound(
+                    f"{resource_type}/{resource_id} has no version {version_id}{_OR_OUTSIDE}"
+                )
             row = (
                 await conn.execute(
                     select(resource_versions).where(
@@ -352,10 +394,7 @@ class Store:
                     )
                 )
             ).first()
-            # Like history: the version, and the resource as it is now, must be inside.
-            if row is None or not (
-                await _admitted(conn, reach, row) and await _admitted_now(conn, reach, row)
-            ):
+            if row is None or not await _admitted(conn, reach, row):
                 raise NotFound(
                     f"{resource_type}/{resource_id} has no version {version_id}{_OR_OUTSIDE}"
                 )
@@ -563,14 +602,17 @@ async def _admitted_page(
         start += _HISTORY_CHUNK
 
 
-async def _admitted_now(conn: AsyncConnection, reach: Reach | None, version: Any) -> bool:
-    """Whether the resource `version` (a `resource_versions` row) is of is inside `reach` as
-    it is now."""
-    if reach is None or reach.everything:
+async def _current_inside(conn: AsyncConnection, reach: Reach, resource_id: str) -> bool:
+    """Whether the current version of `reach.resource_type`/`resource_id` is inside `reach`,
+    from the search index (a deletion is inside only a patient's own Patient record)."""
+    clause = reach_clause(reach, resources)
+    if clause is None:
         return True
     r = resources.c
-    query = select(resources).where(r.res_type == version.res_type, r.res_id == version.res_id)
-    return await _admitted(conn, reach, (await conn.execute(query)).one())
+    query = select(r.res_id).where(
+        r.res_type == reach.resource_type, r.res_id == resource_id, clause
+    )
+    return (await conn.execute(query)).first() is not None
 
 
 async def _admitted(conn: AsyncConnection, reach: Reach | None, row: Any) -> bool:

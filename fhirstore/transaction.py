@@ -66,6 +66,7 @@ class _Entry:
     # What the client may reach with this entry's interaction (None: not narrowed).
     reach: Reach | None = None
     narrowing: Narrowing | None = None
+    may_create: bool = True  # a PUT that finds nothing may create (a `c` scope)
 
     @property
     def where(self) -> str:
@@ -195,7 +196,10 @@ async def _check(store: Store, entry: _Entry, access: Access | None) -> None:
         # A conditional create hands back what its condition matched: only what it may read.
         seen = access.reach(entry.resource_type, "r") if entry.if_none_exist else entry.reach
         entry.narrowing = Narrowing(seen, access)
+        entry.may_create = access.may(entry.resource_type, "c") is not None
     if entry.resource is None:
+        if entry.method == "DELETE":
+            store.require_changeable(entry.resource_type, entry.resource_id, None, access)
         return
     validate_resource(entry.resource_type, entry.resource)
     put_id = entry.resource_id if entry.method == "PUT" else None
@@ -296,6 +300,7 @@ def _pending(entry: _Entry) -> PendingWrite:
         entry.if_match,
         new=entry.method == "POST",
         reach=entry.reach,
+        may_create=entry.may_create,
     )
 
 

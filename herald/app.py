@@ -1,4 +1,11 @@
-"""The FastAPI application: FHIR API under /fhir, health, readiness and metrics."""
+"""The FastAPI application: FHIR API under /fhir, health, readiness and metrics.
+
+Outside the FHIR base (where every route declares the access boundary, see
+`fhirstore.api.auth`) the app serves only the pages in `PUBLIC_PATHS`: health and readiness
+(no data), `/metrics` as `HERALD_METRICS_ACCESS` says, and the API documentation
+(`/docs`, `/redoc`, `/openapi.json`) as `HERALD_API_DOCS` says: by default only while
+authentication is off, since it maps every route for whoever asks.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
@@ -21,6 +28,7 @@ from fhirstore.api.auth import AuthMiddleware
 from fhirstore.api.errors import install_error_handlers
 from fhirstore.api.routes import fhir_router
 from fhirstore.clock import Clock
+from fhirstore.errors import Forbidden
 from herald import __version__
 from herald.metrics import MetricsMiddleware, metrics_endpoint
 from herald.runtime import Runtime
@@ -28,6 +36,12 @@ from herald.settings import Settings
 from scheduler.api import schedule_router
 
 log = logging.getLogger(__name__)
+
+# Every path served without the access boundary; `tests/access/test_routes.py` holds the app
+# to it (the FHIR base's are `{base}/metadata`, the CapabilityStatement clients read first).
+PUBLIC_PATHS = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+)
 
 
 def token_verifier(settings: Settings, clock: Clock) -> TokenVerifier | None:
@@ -78,12 +92,14 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         finally:
             await runtime.stop()
 
+    docs = settings.api_docs == "on" or (settings.api_docs == "auto" and verifier is None)
     app = FastAPI(
         title="Herald",
         version=__version__,
         lifespan=lifespan,
-        docs_url="/docs",
-        openapi_url="/openapi.json",
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     app.state.runtime = runtime
     app.add_middleware(AuthMiddleware, verifier=verifier, prefix=settings.fhir_base_path)
@@ -107,9 +123,18 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             return JSONResponse({"status": "database unreachable", "error": str(exc)}, 503)
         return JSONResponse({"status": "ready"})
 
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return metrics_endpoint()
+    if settings.metrics_access != "off":
+
+        @app.get("/metrics", include_in_schema=False)
+        async def metrics(request: Request) -> Response:
+            if settings.metrics_access == "admin" and verifier is not None:
+                principal = await verifier.principal(request.headers.get("authorization"))
+                if not principal.admin:
+                    raise Forbidden(
+                        "/metrics is for administrators here (HERALD_METRICS_ACCESS=admin): "
+                        "send a token with the administrator scope"
+                    )
+            return metrics_endpoint()
 
     # Every router serves the one FHIR base, with the same links, limits and page sizes.
     base: dict[str, Any] = {

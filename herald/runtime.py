@@ -35,7 +35,7 @@ from events.subscriptions.matching import Matcher, notification_job
 from events.subscriptions.missed_by_budget import MissedByBudgetReporter
 from events.subscriptions.registry import SUBSCRIPTION, SUBSCRIPTION_TOPIC, SubscriptionRegistry
 from events.subscriptions.rules import subscription_rule, topic_rule
-from events.subscriptions.seeding import seed_builtin_topics
+from events.subscriptions.seeding import BUILTIN_TOPIC_RESERVATION, seed_builtin_topics
 from fhirstore.access.acting import Record
 from fhirstore.access.audit import AuditTrail
 from fhirstore.api.audit_events import AUDIT_EVENT, refuse_writes
@@ -147,6 +147,7 @@ class Runtime:
             ),
         )
         self.store.add_rule(SUBSCRIPTION_TOPIC, topic_rule(self.fhirpath_trials))
+        self.store.reserve(SUBSCRIPTION_TOPIC, BUILTIN_TOPIC_RESERVATION)
         self.store.add_rule(AUDIT_EVENT, refuse_writes)
         retention = settings.audit_retention_days
         self.audit = AuditTrail(

@@ -206,6 +206,18 @@ class Settings(BaseSettings):
             timeout_seconds=self.search_timeout_seconds or None,
         )
 
+    # Access boundary (issue 20): the pages outside the FHIR API, when authentication is on.
+    api_docs: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Serve /docs, /redoc and /openapi.json: on, off, or auto (only while "
+        "authentication is off)",
+    )
+    metrics_access: Literal["public", "admin", "off"] = Field(
+        "public",
+        description="/metrics: public (no token; counters by route template and status, no "
+        "ids, no content), admin (a bearer token with the administrator scope) or off",
+    )
+
     @property
     def endpoint_guard(self) -> bool:
         """REST hook endpoints are checked whenever authentication is on or an allow-list

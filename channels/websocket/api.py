@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response
 
 from channels.delivery import Attempt
@@ -29,7 +29,7 @@ from events.subscriptions.registry import SubscriptionRegistry
 from fhirstore import fhirjson
 from fhirstore.access.acting import Record
 from fhirstore.access.boundary import Access
-from fhirstore.api.auth import request_access
+from fhirstore.api.auth import bound_by_token, boundary_router, request_access
 from fhirstore.api.http import FhirResponse
 from fhirstore.db.writer import fhir_instant
 from fhirstore.errors import BadRequest, FhirError, Unprocessable, operation_outcome
@@ -63,7 +63,8 @@ def websocket_router(
     retry wait): called once a socket is bound. `record_attempt` is told of each handshake
     a bind sends (the audit trail, as for the dispatcher's attempts), `record_write` of each
     status write a bind makes."""
-    router = APIRouter(prefix=prefix)
+    router = boundary_router(prefix)
+    sockets = APIRouter(prefix=prefix, dependencies=[Depends(bound_by_token)])
     lifecycle = Lifecycle(store, ledger, record=record_write)
 
     def fhir_base(request: Request | WebSocket) -> str:
@@ -157,7 +158,7 @@ def websocket_router(
             await lifecycle.transition(subscription_id, "active")
         await nudge(subscription_id)
 
-    @router.websocket(SOCKET_PATH)
+    @sockets.websocket(SOCKET_PATH)
     async def socket_endpoint(socket: WebSocket) -> None:
         await socket.accept()
         connection = Connection(socket)
@@ -201,7 +202,10 @@ def websocket_router(
         finally:
             await hub.disconnect(connection)
 
-    return router
+    both = APIRouter()  # not `router.include_router`: that would add its dependency
+    both.include_router(router)
+    both.include_router(sockets)
+    return both
 
 
 def _error(diagnostics: str) -> str:

@@ -1,16 +1,19 @@
 """Turn a recorded event into a `NotificationEvent`, reading the focus version when the
-notification carries the resource (full-resource content, classic payloads)."""
+notification carries the resource (full-resource content, classic payloads), and hide from a
+caller of `$events` the focus of each event it may not read (`withhold_unreadable`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import orjson
 
 from events.subscriptions.ledger import RecordedEvent
 from events.subscriptions.notification import NotificationEvent
-from fhirstore.errors import Gone, NotFound
+from fhirstore.access.boundary import Access
+from fhirstore.errors import Forbidden, Gone, NotFound
 from fhirstore.store import Store, StoredVersion
 
 
@@ -46,6 +49,40 @@ async def notification_events(
         )
         for e in events
     ]
+
+
+async def withhold_unreadable(
+    store: Store, access: Access, events: Sequence[NotificationEvent]
+) -> list[NotificationEvent]:
+    """`events` with those whose focus `access` may not read `withheld` (number and time only,
+    no focus, no resource). Each is judged as a read of that version would be (`Store.vread`:
+    the version and the resource as it is now inside the caller's reach), so a narrower token
+    than the one the Subscription was created with, or another patient context, learns only
+    what it may read. A deletion is withheld from a narrowed caller: to it a deleted resource
+    is not there (as for a read)."""
+    verdicts: dict[tuple[str, str, int | None], bool] = {}
+    out = []
+    for event in events:
+        key = (event.focus_type, event.focus_id, event.focus_version)
+        if key not in verdicts:
+            verdicts[key] = await _readable(store, access, event)
+        out.append(event if verdicts[key] else replace(event, resource=None, withheld=True))
+    return out
+
+
+async def _readable(store: Store, access: Access, event: NotificationEvent) -> bool:
+    reach = access.may(event.focus_type, "r")
+    if reach is None:
+        return False
+    if reach.everything:
+        return True
+    if event.interaction == "delete" or event.focus_version is None:
+        return False
+    try:
+        await store.vread(event.focus_type, event.focus_id, event.focus_version, access=access)
+    except (NotFound, Gone, Forbidden):
+        return False
+    return True
 
 
 def _key(event: RecordedEvent) -> tuple[str, str, int]:

@@ -54,6 +54,9 @@ class NotificationEvent:
     focus_version: int | None
     interaction: str  # create | update | delete
     resource: dict[str, Any] | None  # the focus version (full-resource); None for a delete
+    # Whoever asks (`$events`) may not read the focus: the event is shown as at `empty`
+    # content, its number and time only.
+    withheld: bool = False
 
 
 def subscription_status(
@@ -110,7 +113,7 @@ def notification_bundle(
     entries = [_status_entry(head, f"{base}/Subscription/{spec.id}/$status")]
     content = spec.channel.content
     if content != "empty":
-        entries.extend(_focus_entry(e, content, base) for e in events)
+        entries.extend(_focus_entry(e, content, base) for e in events if not e.withheld)
     return {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),
@@ -177,7 +180,7 @@ def _notification_event(
         "eventNumber": str(event.event_number),
         "timestamp": fhir_instant(event.timestamp),
     }
-    if content != "empty":
+    if content != "empty" and not event.withheld:
         found["focus"] = {"reference": _focus_url(event, base)}
     return found
 

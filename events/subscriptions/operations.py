@@ -10,7 +10,7 @@ from typing import Any, get_args
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from events.subscriptions.focus import notification_events
+from events.subscriptions.focus import notification_events, withhold_unreadable
 from events.subscriptions.ledger import Ledger
 from events.subscriptions.model import ContentLevel, SubscriptionSpec
 from events.subscriptions.notification import (
@@ -21,7 +21,7 @@ from events.subscriptions.notification import (
 from events.subscriptions.registry import SubscriptionRegistry
 from fhirstore.access.boundary import Access
 from fhirstore.access.principal import Principal
-from fhirstore.api.auth import request_access, request_principal
+from fhirstore.api.auth import boundary_router, request_access, request_principal
 from fhirstore.api.http import FhirResponse, read_json_body
 from fhirstore.errors import BadRequest, NotFound
 from fhirstore.store import Store
@@ -54,7 +54,7 @@ def subscription_router(
     public_base: str | None,
     max_body_bytes: int,
 ) -> APIRouter:
-    router = APIRouter(prefix=prefix)
+    router = boundary_router(prefix)
 
     def base_url(request: Request) -> str:
         return public_base or str(request.base_url).rstrip("/") + prefix
@@ -69,6 +69,8 @@ def subscription_router(
         if unknown := wanted - set(_STATUSES):
             raise BadRequest(f"unknown status {sorted(unknown)}; use {', '.join(_STATUSES)}")
         if not ids:
+            # As a search of Subscriptions would: refused without a scope that searches them.
+            request_access(request).reach("Subscription", "s")
             principal = request_principal(request)
             ids = [s.id for s in registry.index.specs() if owned_by(s, principal)]
         specs = [await spec_of(request, i) for i in ids]
@@ -112,6 +114,9 @@ def subscription_router(
         progress = await ledger.progress(subscription_id)
         full = content == "full-resource"
         loaded = await notification_events(store, recorded, with_resource=full)
+        # The Subscription heard what its owner could read when it was written; the caller
+        # sees of that only what its own token may read now.
+        loaded = await withhold_unreadable(store, request_access(request), loaded)
         bundle = events_bundle(
             spec,
             status=progress.status if progress else spec.status,

@@ -1,4 +1,6 @@
-"""Store the built-in SubscriptionTopics, so clients read and search them like their own."""
+"""Store the built-in SubscriptionTopics, so clients read and search them like their own, and
+reserve them (their ids and Herald's canonical base) for administrators: every patient's
+Subscriptions rely on them."""
 
 from __future__ import annotations
 
@@ -7,9 +9,16 @@ from typing import Any
 
 import orjson
 
-from events.subscriptions.builtin_topics import BUILTIN_TOPICS
+from events.subscriptions.builtin_topics import BUILTIN_TOPICS, TOPIC_BASE
+from fhirstore.access.reserved import Reserved
 from fhirstore.errors import Conflict, Gone, NotFound, PreconditionFailed
 from fhirstore.store import Store
+
+BUILTIN_TOPIC_RESERVATION = Reserved(
+    ids=frozenset(topic["id"] for topic in BUILTIN_TOPICS),
+    url_prefix=TOPIC_BASE,
+    what="Herald's built-in SubscriptionTopics",
+)
 
 
 async def seed_builtin_topics(store: Store) -> None:

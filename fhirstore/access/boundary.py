@@ -12,6 +12,11 @@ The rules, in order:
 - a Subscription is reached only by its owner (the subject that created it, see
   `ownership.py`) or an administrator, whatever the scopes say; creating one needs a scope
   allowing `Subscription.c`;
+- a SubscriptionTopic is written (created, updated, deleted) only by an administrator or a
+  token holding `system/SubscriptionTopic.c` (`.u`, `.d`) by name: a topic's criteria run
+  against every change in the store, so `user/`, `patient/` and wildcard (`*`) scopes never
+  write one (they read them as any other type). The built-in topics only an administrator
+  changes, whatever the scopes (`Store.reserve`);
 - `system/` and `user/` scopes reach every resource of the types they name. Herald keeps no
   per-user data policy: a `user/` scope is as wide as the authorisation server made it;
 - `patient/` scopes reach the Patient compartment of the token's `patient` claim
@@ -36,11 +41,13 @@ from fhirstore.access.compartment import (
 )
 from fhirstore.access.ownership import owner_subject
 from fhirstore.access.principal import Principal
-from fhirstore.access.scopes import Interaction
+from fhirstore.access.scopes import Interaction, Scope, Scopes
 from fhirstore.errors import Forbidden
 from fhirstore.search.index_entry import IndexEntry
 
 SUBSCRIPTION = "Subscription"
+SUBSCRIPTION_TOPIC = "SubscriptionTopic"
+_WRITES = frozenset("cud")
 ADMINISTRATOR = "administrator"
 
 _WORDS: dict[str, str] = {
@@ -134,6 +141,9 @@ class Access:
         if principal.admin:
             return Reach(resource_type, ADMINISTRATOR)
         scopes = principal.scopes
+        if resource_type == SUBSCRIPTION_TOPIC and interaction in _WRITES:
+            named = _named_system_scope(scopes, resource_type, interaction)
+            return None if named is None else Reach(resource_type, named.text)
         wide = scopes.allowing(resource_type, interaction, contexts=_WIDE)
         narrow = None
         if principal.patient is not None and (
@@ -153,6 +163,12 @@ class Access:
     def _refusal(self, resource_type: str, interaction: Interaction) -> str:
         word = _WORDS[interaction]
         wanted = f"{resource_type}.{interaction}"
+        if resource_type == SUBSCRIPTION_TOPIC and interaction in _WRITES:
+            return (
+                f"this token may not {word} a SubscriptionTopic: that needs an administrator "
+                f"or the scope system/{wanted} by name (user/, patient/ and * scopes never "
+                f"write topics, whose criteria run against every change in the store)"
+            )
         needs = f"a scope allowing {wanted} (e.g. user/{wanted})"
         if self.principal.patient is None and any(
             s.context == "patient" for s in self.principal.scopes.resource
@@ -169,3 +185,18 @@ class Access:
             )
         granted = str(self.principal.scopes) or "none"
         return f"this token may not {word} {resource_type}: it needs {needs} (it has: {granted})"
+
+
+def _named_system_scope(
+    scopes: Scopes, resource_type: str, interaction: Interaction
+) -> Scope | None:
+    """The first `system/` scope naming `resource_type` itself (not `*`) that allows
+    `interaction`."""
+    for scope in scopes.resource:
+        if (
+            scope.context == "system"
+            and scope.resource_type == resource_type
+            and scope.allows(resource_type, interaction)
+        ):
+            return scope
+    return None

@@ -26,3 +26,5 @@ class Principal:
 
 
 ANONYMOUS = Principal("anonymous", "anonymous", Scopes.parse(""), admin=True)
+# What a request authentication never saw is treated as: no scopes, not an administrator.
+NOBODY = Principal("anonymous", "nobody", Scopes.parse(""), admin=False)

@@ -39,7 +39,7 @@ from fhirstore.access.audit import (
     StoredEntry,
 )
 from fhirstore.access.scopes import Interaction
-from fhirstore.api.auth import request_access, request_principal
+from fhirstore.api.auth import boundary_router, request_access, request_principal
 from fhirstore.api.http import FhirResponse, read_form_body, whole_number
 from fhirstore.db.writer import fhir_instant
 from fhirstore.errors import FhirError, Forbidden, InvalidSearch, NotFound
@@ -99,7 +99,7 @@ def audit_event_router(
     max_count: int,
 ) -> APIRouter:
     """The AuditEvent routes: include before the generic `/{type}` routes."""
-    router = APIRouter(prefix=f"{prefix}/{AUDIT_EVENT}")
+    router = boundary_router(f"{prefix}/{AUDIT_EVENT}")
 
     async def search(request: Request, params: list[tuple[str, str]]) -> Response:
         now = trail.clock.now()

@@ -9,20 +9,28 @@ find out how to authenticate. WebSocket connections are authenticated by their b
 
 What a principal may do is not decided here: handlers pass `request_access(request)` to the
 store, which narrows every read, search and write to it (`fhirstore.access.boundary`).
+
+Every route that serves FHIR data is made on a `boundary_router`, whose routes all declare the
+`within_boundary` dependency: it fails closed (403) for a request the middleware did not
+authenticate (a route mounted outside the FHIR base), and it is the marker the route test
+(`tests/access/test_routes.py`) looks for, so a new route cannot skip the boundary unnoticed.
+The WebSocket endpoint declares `bound_by_token` instead: a socket is authorised by the binding
+token that `$get-ws-binding-token` (a route inside the boundary) issued.
 """
 
 from __future__ import annotations
 
 import logging
 
+from fastapi import APIRouter, Depends
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fhirstore.access.boundary import Access
-from fhirstore.access.principal import ANONYMOUS, Principal
+from fhirstore.access.principal import ANONYMOUS, NOBODY, Principal
 from fhirstore.access.tokens import TokenVerifier, Unauthorized
 from fhirstore.api.http import error_response
-from fhirstore.errors import FhirError
+from fhirstore.errors import FhirError, Forbidden
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +80,30 @@ def guarded(path: str, prefix: str) -> bool:
 
 
 def request_principal(connection: HTTPConnection) -> Principal:
-    """Who sent the request (the middleware's verdict; anonymous when auth is off)."""
+    """Who sent the request (the middleware's verdict; anonymous when auth is off). A request
+    the middleware never saw is nobody: no scopes, not an administrator (fail closed)."""
     principal = connection.scope.get("state", {}).get("principal")
-    return principal if isinstance(principal, Principal) else ANONYMOUS
+    return principal if isinstance(principal, Principal) else NOBODY
+
+
+async def within_boundary(connection: HTTPConnection) -> None:
+    """The dependency of every route inside the access boundary: refuse (403) a request that
+    authentication did not see, instead of serving it as somebody."""
+    if not isinstance(connection.scope.get("state", {}).get("principal"), Principal):
+        raise Forbidden(
+            "this route is not behind Herald's authentication (it is outside the FHIR base); "
+            "it serves nobody until it is mounted under the FHIR base"
+        )
+
+
+async def bound_by_token(connection: HTTPConnection) -> None:
+    """The marker of the WebSocket endpoint: each socket is authorised by a binding token
+    issued inside the boundary (`$get-ws-binding-token`), checked when it binds."""
+
+
+def boundary_router(prefix: str) -> APIRouter:
+    """A router under the FHIR base whose every route declares `within_boundary`."""
+    return APIRouter(prefix=prefix, dependencies=[Depends(within_boundary)])
 
 
 def request_access(connection: HTTPConnection) -> Access:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from fhirstore import bundles, fhirjson
-from fhirstore.api.auth import request_access
+from fhirstore.api.auth import boundary_router, request_access
 from fhirstore.api.capability import capability_statement
 from fhirstore.api.http import (
     FhirResponse,
@@ -46,13 +46,14 @@ def fhir_router(
 ) -> APIRouter:
     """The REST API. `capability_additions` add what other packages serve (e.g. subscription
     topics and operations) to the CapabilityStatement."""
-    router = APIRouter(prefix=prefix)
+    public = APIRouter(prefix=prefix)  # the CapabilityStatement only: clients read it first
+    router = boundary_router(prefix)
 
     def base_url(request: Request) -> str:
         """Absolute base for links: configured, or taken from the request."""
         return public_base or str(request.base_url).rstrip("/") + prefix
 
-    @router.get("/metadata")
+    @public.get("/metadata")
     async def metadata(request: Request) -> Response:
         statement = capability_statement(
             base_url(request),
@@ -213,7 +214,10 @@ def fhir_router(
         headers = {"ETag": etag(written.version_id)} if written else {}
         return Response(status_code=204, headers=headers)
 
-    return router
+    both = APIRouter()
+    both.include_router(public)  # before `/{resource_type}`, which would take `metadata`
+    both.include_router(router)
+    return both
 
 
 def _version_response(

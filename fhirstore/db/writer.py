@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-import orjson
 from sqlalchemy import and_, bindparam, delete, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,7 +21,7 @@ from fhirstore.access.narrowing import reach_clause
 from fhirstore.db.locks import CONDITIONAL_CREATE_LOCK_CLASS, OUTBOX_LOCK_KEY, int4_key
 from fhirstore.db.schema import outbox, resource_versions, resources, search_index
 from fhirstore.db.upsert import bound, insert_chunks, insert_rows
-from fhirstore.errors import BadRequest, FhirError, Forbidden, PreconditionFailed
+from fhirstore.errors import BadRequest, FhirError, Forbidden, NotFound, PreconditionFailed
 from fhirstore.search.extract import index_entries
 from fhirstore.search.index_entry import ON_RESOURCES
 
@@ -49,6 +48,8 @@ class PendingWrite:
     # What the writer may touch (None: Herald's own write): the current version, if any, must
     # be inside it. The new body is checked before it gets here (`Store.client_body`).
     reach: Reach | None = None
+    # Whether a PUT may create (the writer holds a scope allowing `c` on the type).
+    may_create: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,17 +123,20 @@ async def _write(
     current = await load_heads(
         conn, [(w.resource_type, w.id) for w in writes if not w.new], lock=postgres
     )
-    outside = await _outside_reach(conn, writes, current)
+    hidden, outside = await _outside_reach(conn, writes, current)
     outcomes: list[WrittenVersion | FhirError | None] = []
     instant = fhir_instant(now)
     for write in writes:
         try:
-            if (write.resource_type, write.id) in outside:
+            key = (write.resource_type, write.id)
+            if key in outside:
                 raise Forbidden(
                     f"{write.resource_type}/{write.id} is outside what this token may change "
                     f"({_reach_text(write.reach)})"
                 )
-            head = current.get((write.resource_type, write.id))
+            # What the writer may not read is, to it, not there (see `_outside_reach`).
+            head = None if key in hidden else current.get(key)
+            _may_create(write, head)
             outcomes.append(_plan(write, head, now, instant))
         except FhirError as error:
             if all_or_nothing:
@@ -165,35 +169,72 @@ async def load_heads(
 
 async def _outside_reach(
     conn: AsyncConnection, writes: Sequence[PendingWrite], current: dict[tuple[str, str], Head]
-) -> set[tuple[str, str]]:
-    """The live resources among `writes` whose current version is outside the write's reach
-    (read in the caller's transaction, after `current` was locked)."""
+) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """(hidden, outside): among the stored resources of `writes`, those the write's narrowed
+    reach may not read, and those it may read but not write (in another patient's
+    compartment too). Decided from the search index, in the caller's transaction after
+    `current` was locked, never from the bodies: a hidden resource costs what a missing one
+    does. A deleted resource has no index entries, so it is hidden from every narrowed reach
+    but a patient's own Patient record (`narrowing.reach_clause`)."""
     by_reach: dict[Reach, list[str]] = {}
-    outside: set[tuple[str, str]] = set()
     for write in writes:
-        head = current.get((write.resource_type, write.id))
-        if write.reach is None or write.reach.everything or head is None:
-            continue
-        if not head.deleted:
+        # Missing ids are asked about too, so a hidden one costs the same statements.
+        if write.reach is not None and not write.reach.everything and not write.new:
             by_reach.setdefault(write.reach, []).append(write.id)
-            continue
-        # A deleted id stays with whoever could write its last version.
-        last = await last_live_body(conn, write.resource_type, write.id, head.version_id)
-        if last is not None and not write.reach.admits(orjson.loads(last), writing=True):
-            outside.add((write.resource_type, write.id))
-    r = resources.c
+    hidden: set[tuple[str, str]] = set()
+    outside: set[tuple[str, str]] = set()
     for reach, ids in by_reach.items():
-        clause = reach_clause(reach, resources, writing=True)
-        if clause is None:
-            continue
-        inside: set[str] = set()
-        for chunk in _chunks(ids):
-            query = select(r.res_id).where(
-                r.res_type == reach.resource_type, r.res_id.in_(chunk), clause
-            )
-            inside.update((await conn.execute(query)).scalars())
-        outside.update((reach.resource_type, i) for i in ids if i not in inside)
-    return outside
+        readable = await _ids_within(conn, reach, ids, writing=False)
+        writable = await _ids_within(conn, reach, ids, writing=True)
+        for resource_id in ids:
+            key = (reach.resource_type, resource_id)
+            if key not in current:
+                continue
+            if resource_id not in readable:
+                hidden.add(key)
+            elif resource_id not in writable and not current[key].deleted:
+                outside.add(key)
+    return hidden, outside
+
+
+async def _ids_within(
+    conn: AsyncConnection, reach: Reach, ids: list[str], *, writing: bool
+) -> set[str]:
+    clause = reach_clause(reach, resources, writing=writing)
+    if clause is None:
+        return set(ids)
+    r = resources.c
+    inside: set[str] = set()
+    for chunk in _chunks(ids):
+        query = select(r.res_id).where(
+            r.res_type == reach.resource_type, r.res_id.in_(chunk), clause
+        )
+        inside.update((await conn.execute(query)).scalars())
+    return inside
+
+
+def _may_create(write: PendingWrite, head: Head | None) -> None:
+    """Refuse a PUT that would create (nothing there, or deleted) without the right to.
+
+    A narrowed reach (one patient's compartment, one owner's Subscriptions) never creates
+    under an id of the client's choosing: the id may belong to a resource it may not read,
+    and answering differently for that id than for a free one would tell it so. It creates
+    with POST (a server-assigned id). It gets 404, as for a read of that id."""
+    if write.body is None or write.new or (head is not None and not head.deleted):
+        return
+    reach = write.reach
+    if reach is not None and not reach.everything:
+        raise NotFound(
+            f"{write.resource_type}/{write.id} does not exist (or is outside what this token "
+            f"may read); a token limited to {_reach_text(reach)} cannot create under an id of "
+            f"its choosing: create with POST, and the server assigns the id"
+        )
+    if not write.may_create:
+        raise Forbidden(
+            f"{write.resource_type}/{write.id} does not exist, and this PUT would create it: "
+            f"that needs a scope allowing {write.resource_type}.c (e.g. "
+            f"user/{write.resource_type}.c); it may only update what exists"
+        )
 
 
 async def last_live_body(

@@ -144,8 +144,9 @@ async def test_only_the_owner_or_an_administrator_can_see_or_manage_a_subscripti
     statuses = (await client.get("/Subscription/$status", headers=BOB)).json()
     assert statuses.get("entry", []) == []
     stolen = subscription("http://127.0.0.1:9/bob")
-    assert (await client.put(base, json={**stolen, "id": mine}, headers=BOB)).status_code == 403
-    assert (await client.delete(base, headers=BOB)).status_code == 403
+    # To Bob it is not there: his writes are answered as for a missing id.
+    assert (await client.put(base, json={**stolen, "id": mine}, headers=BOB)).status_code == 404
+    assert (await client.delete(base, headers=BOB)).status_code == 404
     assert (await client.get(base, headers=ALICE)).json()["channel"]["endpoint"] == receiver.url
 
 
@@ -174,17 +175,22 @@ async def test_a_patients_websocket_hears_only_about_that_patient(herald: Herald
     assert "bob-secret" not in json.dumps(received)
 
 
-async def test_a_deleted_subscriptions_id_stays_with_its_owner(herald: Herald) -> None:
+async def test_only_an_administrator_puts_a_deleted_subscription_back(herald: Herald) -> None:
     _, client, receiver = herald
     mine = await _subscribe(client, ALICE, subscription(receiver.url))
     base = f"/Subscription/{mine}"
     assert (await client.delete(base, headers=ALICE)).status_code == 204
     taken = await client.put(base, json={**subscription("http://127.0.0.1:9/bob"), "id": mine},
                              headers=BOB)  # fmt: skip
-    assert taken.status_code == 403, taken.text
+    assert taken.status_code == 404, taken.text
     assert (await client.get(base, headers=ADMIN)).status_code == 410  # nothing was written
+    # Nor does Alice put it back by PUT: a token that reaches only its own Subscriptions
+    # creates with POST (an id of its choosing might be someone else's).
     again = await client.put(base, json={**subscription(receiver.url), "id": mine}, headers=ALICE)
-    assert again.status_code == 201, again.text
+    assert again.status_code == 404, again.text
+    restored = await client.put(base, json={**subscription(receiver.url), "id": mine},
+                                headers=ADMIN)  # fmt: skip
+    assert restored.status_code == 201, restored.text
 
 
 async def test_only_the_owner_gets_a_websocket_binding_token(herald: Herald) -> None:
