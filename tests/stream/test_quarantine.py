@@ -184,18 +184,22 @@ async def test_an_unreachable_database_is_an_outage_and_is_waited_out(store: Sto
         """The database away for the first 6 failures, then back."""
 
         outages = 6
+        over = asyncio.Event()
 
         async def outage(self, error: Exception) -> bool:
             self.outages -= 1
+            if self.outages == 0:
+                self.over.set()
             return self.outages >= 0
 
     flaky = Flaky(store, **QUICK)
     consumer = Consumer("Patient/p", error=OSError)
     bus = await started(flaky, g=consumer)
     task = asyncio.create_task(bus.publish([change("Patient/p")]))
-    while consumer.tries.get("Patient/p", 0) < 6:
-        await asyncio.sleep(0.01)
-    assert await flaky.records() == []  # 6 failures during the outage: none counted
+    async with asyncio.timeout(10):
+        await flaky.over.wait()
+    assert consumer.tries["Patient/p"] == 6  # more than `attempts`: none of them counted
+    assert await flaky.records() == []
     consumer.poison.clear()  # back
     async with asyncio.timeout(10):
         await task
