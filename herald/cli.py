@@ -269,19 +269,31 @@ def quarantine_list(
             return await Quarantine(store).records(include_resolved=all_, group=consumer)
 
     records = asyncio.run(main())
-    table = Table("id", "status", "consumer", "key", "event", "version", "recorded", "reason")
-    for record in records:
-        table.add_row(
-            str(record.id),
-            record.status,
-            record.consumer_group,
-            record.key,
-            record.event_id or "",
-            record.version_id or "",
-            record.recorded_at.isoformat(timespec="seconds"),
-            f"{record.error_class}: {record.reason}",
+    if not records:
+        console.print("nothing is quarantined")
+    for record in records:  # one block each: reasons are long, and may hold brackets
+        change = ", ".join(
+            f"{name} {value}"
+            for name, value in (
+                ("event", record.event_id),
+                ("version", record.version_id),
+                ("sequence", record.sequence),
+            )
+            if value is not None
         )
-    console.print(table if records else "nothing is quarantined")
+        lines = [
+            f"#{record.id} {record.status}: {record.consumer_group} on {record.topic}, "
+            f"{record.key}" + (f" ({change})" if change else ""),
+            f"  recorded {record.recorded_at.isoformat(timespec='seconds')} after "
+            f"{record.attempts} tries"
+            + (
+                f"; resolved {record.resolved_at.isoformat(timespec='seconds')}"
+                if record.resolved_at
+                else ""
+            ),
+            f"  {record.error_class}: {record.reason}",
+        ]
+        console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
 
 
 @quarantine_app.command("replay")
@@ -307,7 +319,10 @@ def quarantine_replay(
     console.print(
         f"quarantined change {record_id} ({record.consumer_group}, {record.key}) will be "
         f"replayed by a running {record.consumer_group}; `herald quarantine list --all` shows "
-        f"whether it was resolved"
+        f"whether it was resolved",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
     )
 
 

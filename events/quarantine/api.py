@@ -112,7 +112,7 @@ def _require_admin(request: Request) -> None:
 async def _id(request: Request, max_body_bytes: int) -> int:
     """The record id, from `?id=` or a Parameters body's `id` (valueInteger or valueString)."""
     given = request.query_params.get("id")
-    if given is None and request.headers.get("content-type"):
+    if given is None and request.headers.get("content-length", "0") != "0":
         body = await read_json_body(request, max_body_bytes)
         for parameter in (body or {}).get("parameter", []) if isinstance(body, dict) else []:
             if isinstance(parameter, dict) and parameter.get("name") == "id":

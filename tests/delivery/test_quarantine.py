@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,7 +18,9 @@ from events.model import CHANGES_TOPIC, ChangeEvent
 from events.subscriptions.matching import MATCHER_GROUP
 from herald.runtime import Runtime
 from tests.delivery.conftest import HeraldFactory, notification_type, subscribe, subscription
+from tests.support.herald import running_herald
 from tests.support.receiver import Receiver, http_receiver
+from tests.support.tokens import jwt_settings, live_bearer
 from tests.support.waiting import eventually
 
 QUICK_QUARANTINE = {
@@ -144,3 +147,42 @@ async def test_a_change_the_matcher_cannot_match_is_quarantined_and_replayed_onc
 
         await eventually(failed_again, within=15, what=lambda: "the replay never ran")
         assert _notified(receiver, poison) == 1
+
+
+async def test_only_administrators_see_or_replay_the_quarantine(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/herald.db"
+    async with running_herald(url, **jwt_settings(tmp_path)) as (runtime, client):
+        await runtime.quarantine.set_aside(
+            MATCHER_GROUP,
+            Message(CHANGES_TOPIC, "Patient/p1", b'{"resource": {"name": "Secret"}}'),
+            ValueError("bad"),
+            5,
+        )
+        user = live_bearer(scope="openid user/*.cruds")
+        for refused in (
+            await client.get("/$quarantine", headers=user),
+            await client.post("/$quarantine-replay", params={"id": "1"}, headers=user),
+        ):
+            assert refused.status_code == 403
+            assert "administrator scope" in refused.json()["issue"][0]["diagnostics"]
+        assert (await client.get("/$quarantine")).status_code == 401  # no token at all
+
+        admin = live_bearer(scope="openid herald/admin")
+        listed = await client.get("/$quarantine", headers=admin)
+        assert listed.status_code == 200
+        assert "Secret" not in listed.text  # never the message's content
+        assert listed.json()["parameter"][0] == {"name": "count", "valueInteger": 1}
+        unknown = await client.post("/$quarantine-replay", params={"id": "7"}, headers=admin)
+        assert unknown.status_code == 404
+        assert "no quarantined message 7" in unknown.json()["issue"][0]["diagnostics"]
+        missing = await client.post("/$quarantine-replay", headers=admin)
+        assert missing.status_code == 400
+        assert "needs the id" in missing.json()["issue"][0]["diagnostics"]
+        by_body = await client.post(
+            "/$quarantine-replay",
+            headers=admin,
+            json={"resourceType": "Parameters", "parameter": [{"name": "id", "valueInteger": 1}]},
+        )
+        assert by_body.status_code == 200, by_body.text
+        bad = await client.get("/$quarantine", params={"status": "some"}, headers=admin)
+        assert bad.status_code == 400
