@@ -28,6 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import and_, func, insert, or_, select, text, update
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.bus.base import Message, failed_at
 from events.metrics import QUARANTINE_OPEN, QUARANTINED
@@ -106,6 +107,10 @@ class Quarantine:
     ) -> None:
         event_id, version_id, sequence = _change_ids(message)
         async with self._store.bookkeeping_transaction() as conn:
+            if event_id is not None and await self._again(
+                conn, group, message, event_id, error, attempts
+            ):
+                return  # redelivered (a crash before the offset was committed): one record
             await conn.execute(
                 insert(stream_quarantine).values(
                     consumer_group=group,
@@ -124,6 +129,29 @@ class Quarantine:
             )
         QUARANTINED.labels(group).inc()
         QUARANTINE_OPEN.labels(group).inc()
+
+    async def _again(
+        self,
+        conn: AsyncConnection,
+        group: str,
+        message: Message,
+        event_id: str,
+        error: Exception,
+        attempts: int,
+    ) -> bool:
+        """Count a redelivered message's tries on its open record, if it has one."""
+        q = stream_quarantine.c
+        done = await conn.execute(
+            update(stream_quarantine)
+            .where(
+                q.consumer_group == group,
+                q.topic == message.topic,
+                q.event_id == event_id,
+                q.resolved_at.is_(None),
+            )
+            .values(attempts=q.attempts + attempts, error_class=error_class(error))
+        )
+        return done.rowcount > 0
 
     # -- operators' side ------------------------------------------------------------------------
 
@@ -295,7 +323,7 @@ def reason(error: BaseException, attempts: int) -> str:
     cause = error.__cause__
     said = _said(error)
     if cause is not None and not isinstance(error, ValidationError):
-        said = f"{said}: {_said(cause)}"
+        said = f"{said}: {type(cause).__name__}: {_said(cause)}"
     tries = "try" if attempts == 1 else "tries"
     return f"{type(error).__name__} at {failed_at(error)} after {attempts} {tries}: {said}"[
         :_REASON_CHARS

@@ -205,3 +205,14 @@ async def test_an_unreachable_database_is_an_outage_and_is_waited_out(store: Sto
         await task
     assert consumer.processed == ["Patient/p"]
     assert await flaky.records() == []
+
+
+async def test_a_redelivered_poison_change_keeps_one_record(store: Store) -> None:
+    """Kafka redelivers what was not committed (a crash right after the record was written):
+    the change fails again and its tries are added to the same record."""
+    quarantine = Quarantine(store, **QUICK)
+    bus = await started(quarantine, g=Consumer("Patient/poison"))
+    await bus.publish([change("Patient/poison")])
+    await bus.publish([change("Patient/poison")])
+    [record] = await quarantine.records()
+    assert record.attempts == 2 * QUICK["attempts"]
