@@ -115,14 +115,14 @@ class Quarantine:
                 insert(stream_quarantine).values(
                     consumer_group=group,
                     topic=message.topic,
-                    message_key=message.key[:256],
+                    message_key=_storable(message.key, 256),
                     event_id=event_id,
                     version_id=version_id,
                     sequence=sequence,
                     headers=json.dumps(message.headers),
                     value=message.value,
                     error_class=error_class(error),
-                    reason=reason(error, attempts),
+                    reason=_storable(reason(error, attempts), _REASON_CHARS),
                     attempts=attempts,
                     recorded_at=self._store.clock.now(),
                 )
@@ -236,7 +236,7 @@ class Quarantine:
                 .where(stream_quarantine.c.id == record.id)
                 .values(
                     error_class=error_class(error),
-                    reason="replay: " + reason(error, attempts),
+                    reason=_storable("replay: " + reason(error, attempts), _REASON_CHARS),
                     attempts=attempts,
                 )
             )
@@ -291,14 +291,30 @@ def _record(row: Any) -> QuarantinedMessage:
     )
 
 
+def _storable(text_: str, limit: int) -> str:
+    """`text_` as both databases store it: at most `limit` characters, no NUL (a message from
+    another producer may carry anything, and its record must still be written)."""
+    return text_.replace("\x00", "\ufffd")[:limit]
+
+
 def _change_ids(message: Message) -> tuple[str | None, str | None, int | None]:
     """(eventId, versionId, sequence) of a change event, as far as it can be read."""
+    found = _read_ids(message)
+    event_id, version_id, sequence = found
+    return (
+        _storable(event_id, 64) if event_id else None,
+        _storable(version_id, 64) if version_id else None,
+        sequence if sequence is not None and -(2**63) <= sequence < 2**63 else None,
+    )
+
+
+def _read_ids(message: Message) -> tuple[str | None, str | None, int | None]:
     event_id = message.headers.get(EVENT_ID_HEADER) or None
     if message.topic != CHANGES_TOPIC:
         return event_id, None, None
     try:
         body = json.loads(message.value)
-    except ValueError:
+    except (ValueError, RecursionError):
         return event_id, None, None
     if not isinstance(body, dict):
         return event_id, None, None
@@ -307,14 +323,14 @@ def _change_ids(message: Message) -> tuple[str | None, str | None, int | None]:
     sequence = body.get("sequence")
     return (
         (found_id if isinstance(found_id, str) else event_id),
-        str(version)[:64] if isinstance(version, str | int) else None,
+        str(version) if isinstance(version, str | int) else None,
         sequence if isinstance(sequence, int) else None,
     )
 
 
 def error_class(error: BaseException) -> str:
     kind = type(error)
-    return f"{kind.__module__}.{kind.__qualname__}"[:256]
+    return _storable(f"{kind.__module__}.{kind.__qualname__}", 256)
 
 
 def reason(error: BaseException, attempts: int) -> str:
@@ -336,4 +352,7 @@ def _said(error: BaseException) -> str:
             f"{'.'.join(str(p) for p in item['loc']) or '(message)'}: {item['msg']}"
             for item in error.errors(include_input=False, include_url=False)
         )
-    return str(error)
+    try:
+        return str(error)
+    except Exception:  # an error that cannot say what it is still gets its record
+        return "(no message)"

@@ -216,3 +216,25 @@ async def test_a_redelivered_poison_change_keeps_one_record(store: Store) -> Non
     await bus.publish([change("Patient/poison")])
     [record] = await quarantine.records()
     assert record.attempts == 2 * QUICK["attempts"]
+
+
+async def test_whatever_another_producer_wrote_gets_its_record(store: Store) -> None:
+    """A record on the stream from outside Herald may carry NUL characters, an oversized id or
+    sequence, or JSON nested too deep to read: it is still set aside, never stalling the group."""
+    quarantine = Quarantine(store, **QUICK)
+    deep = b"[" * 100_000 + b"]" * 100_000
+    odd = [
+        Message(CHANGES_TOPIC, "Patient/\x00nul", b"\x00", {EVENT_ID_HEADER: "e\x00" * 100}),
+        Message(CHANGES_TOPIC, "Patient/" + "x" * 500, json.dumps({"sequence": 10**30}).encode()),
+        Message(CHANGES_TOPIC, "Patient/deep", deep),
+    ]
+    consumer = Consumer(*(m.key for m in odd), error=Unprocessable)
+    bus = await started(quarantine, g=consumer)
+    async with asyncio.timeout(20):
+        await bus.publish(odd)
+    records = await quarantine.records()
+    assert len(records) == 3
+    assert records[0].key == "Patient/\ufffdnul"
+    assert records[0].event_id == ("e\ufffd" * 32)
+    assert records[1].sequence is None
+    assert len(records[1].key) == 256
