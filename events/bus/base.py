@@ -183,6 +183,8 @@ async def _tries(
             else:
                 counted += 1
                 if counted >= budget:
+                    then = "taking the batch apart" if len(messages) > 1 else "no tries left"
+                    _log_failure(error, group, messages, counted, then)
                     return error, counted
                 _log_failure(error, group, messages, counted, "retrying")
         await asyncio.sleep(backoff)
@@ -197,11 +199,22 @@ async def _set_aside(
     while True:
         try:
             await quarantine.set_aside(group, message, error, attempts)
-            return
         except asyncio.CancelledError:
             raise
         except Exception as failure:
             _log_failure(failure, group, [message], attempts, "could not quarantine; retrying")
+        else:
+            log.error(
+                "consumer %s: %s set aside in the quarantine after %d tries (%s); the consumer "
+                "goes on. `herald quarantine list` shows why, `herald quarantine replay` "
+                "feeds it again once fixed",
+                group,
+                message.key,
+                attempts,
+                type(error).__name__,
+                extra={"topic": message.topic, "key": message.key, "group": group},
+            )
+            return
         await asyncio.sleep(backoff)
         backoff = min(backoff * 2, quarantine.max_backoff)
 

@@ -238,3 +238,24 @@ async def test_whatever_another_producer_wrote_gets_its_record(store: Store) -> 
     assert records[0].event_id == ("e\ufffd" * 32)
     assert records[1].sequence is None
     assert len(records[1].key) == 256
+
+
+async def test_the_logs_name_the_change_never_its_content(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def quoting(messages: Sequence[Message]) -> None:
+        for message in messages:
+            raise ValueError(f"cannot read {json.loads(message.value)['resource']['name']}")
+
+    quarantine = Quarantine(store, **QUICK)
+    bus = MemoryBus()
+    bus.subscribe_batch(CHANGES_TOPIC, "g", quoting)
+    bus.set_aside_with(quarantine)
+    await bus.start()
+    with caplog.at_level("DEBUG", logger="events"):  # Herald's stream, every level
+        await bus.publish([change("Patient/quoted")])
+    [record] = await quarantine.records()
+    assert "'text': 'X'" in record.reason  # the record (for administrators) has the error
+    assert "'text': 'X'" not in caplog.text  # the logs do not
+    assert "consumer g: ValueError at test_quarantine.py:" in caplog.text
+    assert "Patient/quoted set aside in the quarantine after 3 tries" in caplog.text
