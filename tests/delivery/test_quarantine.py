@@ -79,6 +79,19 @@ def _fix(runtime: Runtime) -> None:
     del runtime.matching_registry.index.match  # the class's method again
 
 
+async def _wait_open_gauge(client: httpx.AsyncClient, value: int) -> None:
+    line = f'herald_quarantine_open{{consumer="{MATCHER_GROUP}"}} {value:.1f}'
+    metrics = client.base_url.join("/metrics")  # beside the FHIR base, not under it
+    seen: list[str] = []
+
+    async def shown() -> bool:
+        text = (await client.get(metrics)).text
+        seen[:] = [x for x in text.splitlines() if "quarantine" in x]
+        return line in text
+
+    await eventually(shown, within=15, what=lambda: f"/metrics never showed {line}: {seen}")
+
+
 def _quarantined() -> float:
     sample = REGISTRY.get_sample_value(
         "herald_quarantined_messages_total", {"consumer": MATCHER_GROUP}
@@ -125,6 +138,7 @@ async def test_a_change_the_matcher_cannot_match_is_quarantined_and_replayed_onc
         assert "not a change event" in _part(unreadable, "reason")
         assert _quarantined() == counted + 2
         assert _notified(receiver, poison) == 0
+        await _wait_open_gauge(client, 2)  # what an alert watches
 
         _fix(runtime)
         replay = await client.post("/$quarantine-replay", params={"id": _part(stuck, "id")})
@@ -135,6 +149,7 @@ async def test_a_change_the_matcher_cannot_match_is_quarantined_and_replayed_onc
             return [_part(p, "key") for p in await _listed(client)] == [f"Patient/{garbled}"]
 
         await eventually(resolved, within=15, what=lambda: "the replay was never resolved")
+        await _wait_open_gauge(client, 1)
         again = await client.post("/$quarantine-replay", params={"id": _part(stuck, "id")})
         assert again.status_code == 400
         assert "resolved already" in again.json()["issue"][0]["diagnostics"]
