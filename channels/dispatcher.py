@@ -27,6 +27,7 @@ from channels.delivery import (
 from channels.lease import LeaseLost, held_lease
 from channels.metrics import DELIVERY_WORKERS
 from events.bus import Bus, Message
+from events.bus.base import Unprocessable
 from events.subscriptions.ledger import Ledger
 from events.subscriptions.matching import NOTIFICATIONS_TOPIC, read_job
 from events.subscriptions.registry import SubscriptionRegistry
@@ -77,9 +78,8 @@ class Dispatcher:
         for message in messages:
             try:
                 job = read_job(message)
-            except ValueError:  # pydantic's ValidationError is one
-                log.error("dispatcher: skipping a malformed notification job %r", message.value)
-                continue
+            except ValueError as error:  # pydantic's ValidationError is one
+                raise Unprocessable("not a notification job") from error  # quarantined
             if job.retry_now:
                 self._delivery.nudge(job.subscription_id)
             self.wake(job.subscription_id)

@@ -18,3 +18,19 @@ FHIRPATH_OVER_BUDGET = Counter(
     "limit: steps or time)",
     ["stage", "limit"],
 )
+
+QUARANTINED = Counter(
+    "herald_quarantined_messages",
+    "Messages a consumer group could not process after its retries and set aside",
+    ["consumer"],
+)
+QUARANTINE_OPEN = Gauge(
+    "herald_quarantine_open",
+    "Quarantined messages not yet replayed successfully (alert when above 0)",
+    ["consumer"],
+)
+QUARANTINE_REPLAYS = Counter(
+    "herald_quarantine_replays",
+    "Replays of quarantined messages, by outcome (resolved or failed)",
+    ["consumer", "outcome"],
+)

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from channels.websocket.api import websocket_router
+from events.quarantine.api import quarantine_router
 from events.subscriptions.capability import subscription_capabilities
 from events.subscriptions.operations import subscription_router
 from fhirstore.access.tokens import TokenRules, TokenVerifier
@@ -163,6 +164,13 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     app.include_router(schedule_router(runtime.store, prefix=settings.fhir_base_path))
     app.include_router(audit_event_router(runtime.audit, **base, **pages))
+    app.include_router(
+        quarantine_router(
+            runtime.quarantine,
+            prefix=settings.fhir_base_path,
+            max_body_bytes=settings.max_body_bytes,
+        )
+    )
     app.include_router(
         fhir_router(
             runtime.store,

@@ -1,4 +1,5 @@
-"""The `herald` command: serve, relay, load, migrate, asyncapi, dead-letters, replay."""
+"""The `herald` command: serve, relay, load, migrate, asyncapi, dead-letters, replay,
+quarantine, scheduler."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from herald.logging import configure_logging
 from herald.settings import Settings
 
 if TYPE_CHECKING:
+    from events.quarantine import QuarantinedMessage
     from events.subscriptions.ledger import DeadLetter, Ledger
     from fhirstore.store import Store
 
@@ -268,6 +270,86 @@ def replay(
         )
         raise typer.Exit(1)
     console.print(f"dead letter {dead_letter_id} will be delivered again")
+
+
+quarantine_app = typer.Typer(
+    help="Changes a consumer could not process, set aside (see docs/quarantine.md).",
+    no_args_is_help=True,
+)
+app.add_typer(quarantine_app, name="quarantine")
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    all_: Annotated[bool, typer.Option("--all", help="Also those a replay resolved")] = False,
+    consumer: Annotated[
+        str | None, typer.Option(help="Only this consumer group, e.g. herald-matcher")
+    ] = None,
+    database_url: DatabaseOpt = None,
+) -> None:
+    """List what consumers set aside: which consumer, which change, why."""
+    from events.quarantine import Quarantine
+
+    async def main() -> list[QuarantinedMessage]:
+        async with _store(_settings(database_url)) as store:
+            return await Quarantine(store).records(include_resolved=all_, group=consumer)
+
+    records = asyncio.run(main())
+    if not records:
+        console.print("nothing is quarantined")
+    for record in records:  # one block each: reasons are long, and may hold brackets
+        change = ", ".join(
+            f"{name} {value}"
+            for name, value in (
+                ("event", record.event_id),
+                ("version", record.version_id),
+                ("sequence", record.sequence),
+            )
+            if value is not None
+        )
+        lines = [
+            f"#{record.id} {record.status}: {record.consumer_group} on {record.topic}, "
+            f"{record.key}" + (f" ({change})" if change else ""),
+            f"  recorded {record.recorded_at.isoformat(timespec='seconds')} after "
+            f"{record.attempts} tries"
+            + (
+                f"; resolved {record.resolved_at.isoformat(timespec='seconds')}"
+                if record.resolved_at
+                else ""
+            ),
+            f"  {record.error_class}: {record.reason}",
+        ]
+        console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
+
+
+@quarantine_app.command("replay")
+def quarantine_replay(
+    record_id: Annotated[int, typer.Argument(help="The id `herald quarantine list` shows")],
+    database_url: DatabaseOpt = None,
+) -> None:
+    """Feed a quarantined change to its consumer again (a running process of that consumer
+    replays it within HERALD_QUARANTINE_REPLAY_SECONDS and marks it resolved if it succeeds)."""
+    from events.quarantine import Quarantine
+
+    async def main() -> QuarantinedMessage | None:
+        async with _store(_settings(database_url)) as store:
+            return await Quarantine(store).request_replay(record_id)
+
+    record = asyncio.run(main())
+    if record is None:
+        console.print(
+            f"[red]no quarantined change {record_id} waiting for a replay[/red]; "
+            f"`herald quarantine list` lists them"
+        )
+        raise typer.Exit(1)
+    console.print(
+        f"quarantined change {record_id} ({record.consumer_group}, {record.key}) will be "
+        f"replayed by a running {record.consumer_group}; `herald quarantine list --all` shows "
+        f"whether it was resolved",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @asynccontextmanager

@@ -1,7 +1,8 @@
 """The running parts of one Herald process, built from settings and started in order.
 
 `Runtime` owns the engine, the store, the bus and the background workers: the outbox relay,
-the subscription matcher, the dispatcher, the CarePlan scheduler and the audit trail's writer.
+the subscription matcher, the dispatcher, the CarePlan scheduler, the audit trail's writer and
+the quarantine's replays.
 `herald serve` runs the API with all of them; `herald relay` runs only the relay, so each part
 can be scaled on its own.
 """
@@ -27,6 +28,7 @@ from channels.websocket.transport import WebSocketTransport
 from events.bus import Bus
 from events.bus.kafka import KafkaBus
 from events.bus.memory import MemoryBus
+from events.quarantine import Quarantine, run_replays
 from events.relay import OutboxRelay
 from events.subscriptions.fhirpath_budget import FhirPathBudget, FhirPathRunner
 from events.subscriptions.ledger import Ledger
@@ -120,6 +122,13 @@ class Runtime:
             poll_interval=settings.relay_poll_seconds,
             retention=timedelta(hours=settings.outbox_retention_hours),
         )
+        self.quarantine = Quarantine(
+            self.store,
+            attempts=settings.quarantine_attempts,
+            initial_backoff=settings.quarantine_initial_backoff_seconds,
+            max_backoff=settings.quarantine_max_backoff_seconds,
+        )
+        self.bus.set_aside_with(self.quarantine)  # no consumer retries a change forever
         self._run_relay = run_relay
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = False
@@ -223,6 +232,13 @@ class Runtime:
             self._spawn("dispatcher", self.dispatcher.run)
         await self.hub.start()
         self._spawn("websocket-bindings", self.hub.run)
+        if self.bus.consumers():
+            self._spawn(
+                "quarantine-replays",
+                lambda: run_replays(
+                    self.quarantine, self.bus, self.settings.quarantine_replay_seconds
+                ),
+            )
         freeze_startup_heap()
         hand_over_promptly()
         if self.settings.scheduler:

@@ -216,6 +216,26 @@ class Settings(BaseSettings):
         "public",
         description="/metrics: public (no token; counters by route template and status, no "
         "ids, no content), admin (a bearer token with the administrator scope) or off",
+
+    # -- quarantine of what a consumer cannot process (docs/quarantine.md) --
+    quarantine_attempts: int = Field(
+        5,
+        ge=1,
+        description="Tries a consumer (matcher, scheduler, dispatcher) gives a change before it "
+        "sets it aside in the quarantine and moves on (tries while the database is "
+        "unreachable do not count)",
+    )
+    quarantine_initial_backoff_seconds: float = Field(
+        0.5, gt=0, description="Wait before the second try of a failing change; doubled per try"
+    )
+    quarantine_max_backoff_seconds: float = Field(
+        30.0, gt=0, description="Longest wait between two tries of a failing change"
+    )
+    quarantine_replay_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="How often each process looks for replays asked for (herald quarantine "
+        "replay) of the consumers it runs",
     )
 
     @property

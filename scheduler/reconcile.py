@@ -69,6 +69,12 @@ log = logging.getLogger(__name__)
 BATCH = 50  # CarePlans per transaction
 # Failures caused by what is stored rather than by the database (which the caller retries).
 _DATA_ERRORS = (FhirError, KeyError, TypeError, ValueError, AttributeError, AssertionError)
+
+
+class PlanningFailed(ValueError):
+    """A CarePlan the planner failed on (its cause chained): a data error, like the others."""
+
+
 PLAN_COUNTS = frozenset({"plans", "changed_plans", "settled_plans"})  # not Task writes
 
 
@@ -113,37 +119,42 @@ class Reconciler:
         self._acting = acting or acting_as_scheduler(store)
         self._policy = policy
 
-    async def reconcile(self, careplan_ids: Sequence[str]) -> Repairs:
-        """Reconcile these CarePlans (live, deleted or unknown ids alike)."""
+    async def reconcile(self, careplan_ids: Sequence[str], *, strict: bool = False) -> Repairs:
+        """Reconcile these CarePlans (live, deleted or unknown ids alike). With `strict` (a
+        change from the stream), a CarePlan that cannot be reconciled raises, so that the bus
+        retries its change and quarantines it if it keeps failing; otherwise (a sweep) it is
+        logged and left for later."""
         ids = sorted(set(careplan_ids))
         total = Repairs()
         for start in range(0, len(ids), BATCH):
-            total += await self._batch_or_each(ids[start : start + BATCH])
+            total += await self._batch_or_each(ids[start : start + BATCH], strict)
         return total
 
-    async def _batch_or_each(self, ids: Sequence[str]) -> Repairs:
+    async def _batch_or_each(self, ids: Sequence[str], strict: bool) -> Repairs:
         """A batch that fails on its data (not on the database) is done one CarePlan at a
-        time, and a CarePlan that still fails is logged and left for later: one bad CarePlan
-        must not stall the change stream or stop a sweep."""
+        time, and a CarePlan that still fails is logged and left for later (or, `strict`,
+        raises): one bad CarePlan must not stall the change stream or stop a sweep."""
         try:
-            return await self._batch(ids)
+            return await self._batch(ids, strict)
         except _DATA_ERRORS:
             if len(ids) == 1:
+                if strict:
+                    raise
                 log.exception("scheduler: CarePlan/%s could not be reconciled; skipped", ids[0])
                 return Repairs()
         repairs = Repairs()
         for one in ids:
-            repairs += await self._batch_or_each([one])
+            repairs += await self._batch_or_each([one], strict)
         return repairs
 
-    async def _batch(self, ids: Sequence[str]) -> Repairs:
+    async def _batch(self, ids: Sequence[str], strict: bool) -> Repairs:
         now = self._store.clock.now()
         repairs = Repairs(plans=len(ids))
         async with self._acting.transaction() as tx:
             conn = tx.conn
             await lock_plans(conn, ids)
             previous = await plan_rows(conn, ids)
-            plans = await self._plans(conn, ids, now)
+            plans = await self._plans(conn, ids, now, strict)
             ids = list(plans)  # without those that could not be planned: left as they are
             changed = {i: _plan_changed(previous.get(i), r) for i, (_, r) in plans.items()}
             repairs.changed_plans = sum(changed.values())
@@ -179,7 +190,7 @@ class Reconciler:
         return repairs
 
     async def _plans(
-        self, conn: AsyncConnection, ids: Sequence[str], now: datetime
+        self, conn: AsyncConnection, ids: Sequence[str], now: datetime, strict: bool
     ) -> dict[str, tuple[Plan, PlanRow]]:
         """Each CarePlan's plan, and its row: what it was made from."""
         careplans = await Store.current_in(conn, "CarePlan", ids)
@@ -204,7 +215,9 @@ class Reconciler:
                     now=now,
                     policy=self._policy,
                 )
-            except Exception:  # a bug must not stall the stream, nor cancel what exists
+            except Exception as error:  # a bug must not cancel what exists
+                if strict:  # the stream's change: retried, then quarantined
+                    raise PlanningFailed(f"could not plan CarePlan/{i}") from error
                 log.exception("scheduler: could not plan CarePlan/%s; its Tasks stay", i)
                 continue
             version = careplans[i].version_id if i in careplans and bodies[i] else None

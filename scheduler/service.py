@@ -2,7 +2,8 @@
 
 - Every CarePlan change on `fhir.changes` (consumer group `herald-scheduler`) reconciles that
   CarePlan at once; a Patient change reconciles the Patient's CarePlans (the time zone may have
-  changed). Other changes are skipped by their key, unread.
+  changed). Other changes are skipped by their key, unread. A change whose CarePlan cannot be
+  reconciled fails, is retried and then quarantined by the bus (`events/quarantine`).
 - Due wake-ups every `due_interval` seconds (a loop), in every scheduler process.
 - An APScheduler 3.x job: the sweep every `sweep_interval` seconds (and at start), run only by
   the leader (a PostgreSQL advisory lock; SQLite: the one process). The sweep rolls the horizon
@@ -104,7 +105,9 @@ class Scheduler:
             async with self._store.engine.connect() as conn:
                 careplans.update(await plans_of_patients(conn, sorted(patients)))
         if careplans:
-            _count(await self.reconciler.reconcile(sorted(careplans)), "change")
+            # Strict: a CarePlan that cannot be reconciled fails its change, which the bus
+            # retries and then quarantines (events/quarantine), rather than skipping it unseen.
+            _count(await self.reconciler.reconcile(sorted(careplans), strict=True), "change")
 
     async def start(self) -> None:
         self._leading(self.leadership.leading)

@@ -2,7 +2,8 @@
 
 Producer: idempotent, `acks=all`, so a retried send neither duplicates nor reorders within a key.
 Consumers: one FastStream subscriber per (topic, group), offsets committed only after the handler
-succeeded, so a crash redelivers instead of losing.
+succeeded (or, with a quarantine, after what it could not process was set aside), so a crash
+redelivers instead of losing.
 `namespace` prefixes every topic and group name, so several Herald installations (or test runs)
 can share one Kafka cluster without seeing each other's messages.
 """
@@ -21,13 +22,7 @@ from faststream.kafka.annotations import KafkaMessage
 from faststream.message import StreamMessage
 from faststream.middlewares.acknowledgement.config import AckPolicy
 
-from events.bus.base import (
-    BatchHandler,
-    Handler,
-    Message,
-    handle_batch_with_retry,
-    handle_with_retry,
-)
+from events.bus.base import BatchHandler, Handler, Message, SetAside, consume
 
 
 class KafkaBus:
@@ -44,21 +39,37 @@ class KafkaBus:
             log_level=logging.DEBUG,  # per-message "Received"/"Processed" lines
         )
         self._started = False
+        self._quarantine: SetAside | None = None
+        self._handlers: dict[tuple[str, str], BatchHandler] = {}
 
     def subscribe(self, topic: str, group: str, handler: Handler) -> None:
+        async def batch_of_one(messages: Sequence[Message]) -> None:
+            for message in messages:
+                await handler(message)
+
         async def on_message(msg: KafkaMessage) -> None:
             raw = msg.raw_message
             key = _text(raw.key)
             headers = {k: _text(v) for k, v in (raw.headers or ())}
-            await handle_with_retry(handler, Message(topic, key, raw.value or b"", headers))
+            message = Message(topic, key, raw.value or b"", headers)
+            await consume(batch_of_one, [message], group=group, quarantine=self._quarantine)
 
+        self._handlers[(topic, group)] = batch_of_one
         self._subscriber(topic, group, batch=False)(on_message)
 
     def subscribe_batch(self, topic: str, group: str, handler: BatchHandler) -> None:
         async def on_batch(msg: KafkaMessage) -> None:
-            await handle_batch_with_retry(handler, _messages(topic, msg))
+            messages = _messages(topic, msg)
+            await consume(handler, messages, group=group, quarantine=self._quarantine)
 
+        self._handlers[(topic, group)] = handler
         self._subscriber(topic, group, batch=True)(on_batch)
+
+    def set_aside_with(self, quarantine: SetAside) -> None:
+        self._quarantine = quarantine
+
+    def consumers(self) -> dict[tuple[str, str], BatchHandler]:
+        return dict(self._handlers)
 
     def subscribe_broadcast(self, topic: str, handler: BatchHandler) -> None:
         async def on_batch(msg: KafkaMessage) -> None:
@@ -83,7 +94,7 @@ class KafkaBus:
             self.namespace + topic,
             group_id=self.namespace + group,
             auto_offset_reset="earliest",
-            # The handler retries internally; should it still raise, seek back, never skip.
+            # `consume` retries (and quarantines); should it still raise, seek back, never skip.
             ack_policy=AckPolicy.NACK_ON_ERROR,
             max_poll_interval_ms=600_000,
             parser=_parse_batch_leniently if batch else _parse_leniently,

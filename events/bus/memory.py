@@ -1,7 +1,8 @@
 """In-process bus for the embedded default: every group's handler runs before `publish` returns.
 
 Publishing waits for the handlers so that the outbox relay advances its cursor only after the
-consumers have seen a change: a crash then replays it instead of losing it.
+consumers have seen a change: a crash then replays it instead of losing it. With a quarantine,
+`publish` also returns once a message a group cannot process has been set aside.
 """
 
 from __future__ import annotations
@@ -10,35 +11,44 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
 
-from events.bus.base import (
-    BatchHandler,
-    Handler,
-    Message,
-    handle_batch_with_retry,
-    handle_with_retry,
-)
+from events.bus.base import BatchHandler, Handler, Message, SetAside, consume
 
 
 class MemoryBus:
     def __init__(self) -> None:
-        self._groups: dict[str, dict[str, BatchHandler]] = defaultdict(dict)
+        # topic -> group -> (handler, whether it takes one message at a time)
+        self._groups: dict[str, dict[str, tuple[BatchHandler, bool]]] = defaultdict(dict)
         self._broadcasts: dict[str, list[BatchHandler]] = defaultdict(list)
+        self._quarantine: SetAside | None = None
         self._running = False
 
     def subscribe(self, topic: str, group: str, handler: Handler) -> None:
         async def one_by_one(messages: Sequence[Message]) -> None:
             for message in messages:
-                await handle_with_retry(handler, message)
+                await handler(message)
 
-        self.subscribe_batch(topic, group, one_by_one)
+        self._add(topic, group, one_by_one, single=True)
 
     def subscribe_batch(self, topic: str, group: str, handler: BatchHandler) -> None:
+        self._add(topic, group, handler, single=False)
+
+    def _add(self, topic: str, group: str, handler: BatchHandler, *, single: bool) -> None:
         if group in self._groups[topic]:
             raise ValueError(f"group {group!r} already consumes {topic!r} in this process")
-        self._groups[topic][group] = handler
+        self._groups[topic][group] = (handler, single)
 
     def subscribe_broadcast(self, topic: str, handler: BatchHandler) -> None:
         self._broadcasts[topic].append(handler)
+
+    def set_aside_with(self, quarantine: SetAside) -> None:
+        self._quarantine = quarantine
+
+    def consumers(self) -> dict[tuple[str, str], BatchHandler]:
+        return {
+            (topic, group): handler
+            for topic, groups in self._groups.items()
+            for group, (handler, _) in groups.items()
+        }
 
     async def start(self) -> None:
         self._running = True
@@ -53,9 +63,9 @@ class MemoryBus:
         for message in messages:
             by_topic[message.topic].append(message)
         runs = [
-            self._feed_group(handler, batch)
+            self._feed_group(group, handler, single, batch)
             for topic, batch in by_topic.items()
-            for handler in self._groups.get(topic, {}).values()
+            for group, (handler, single) in self._groups.get(topic, {}).items()
         ]
         runs.extend(
             handler(batch)
@@ -64,6 +74,8 @@ class MemoryBus:
         )
         await asyncio.gather(*runs)
 
-    @staticmethod
-    async def _feed_group(handler: BatchHandler, batch: list[Message]) -> None:
-        await handle_batch_with_retry(handler, batch)
+    async def _feed_group(
+        self, group: str, handler: BatchHandler, single: bool, batch: list[Message]
+    ) -> None:
+        for part in [[m] for m in batch] if single else [batch]:
+            await consume(handler, part, group=group, quarantine=self._quarantine)

@@ -5,6 +5,8 @@ event for each of them in the ledger (a redelivered change keeps its numbers) an
 notification job per subscription on `herald.notifications`, keyed by subscription id, so that a
 subscription's jobs reach one dispatcher in order. Subscription changes it consumes also start
 their lifecycle: a client's new or changed Subscription (status `requested`) owes a handshake.
+A change it cannot match (malformed, or an error in matching) is left to the bus: retried, then
+quarantined (`events/quarantine`), so it neither blocks the stream nor vanishes.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.exc import SQLAlchemyError
 
 from events.bus import Bus, Message
+from events.bus.base import Unprocessable
 from events.model import CHANGES_TOPIC, ChangeEvent
 from events.subscriptions.focus import version_resource
 from events.subscriptions.ledger import Ledger, NewEvent
@@ -80,28 +82,16 @@ class Matcher:
         for message in messages:
             try:
                 event = ChangeEvent.from_json(message.value)
-            except ValueError as error:  # not ours to fix; never block the stream on it
-                log.error("matcher: skipping a malformed change event %s: %s", message.key, error)
-                continue
+            except ValueError as error:  # no retry can mend it: the bus quarantines it
+                raise Unprocessable("not a change event") from error
             if event.resource_type == SUBSCRIPTION and numbered:
                 # Number what came before a Subscription's own change first (a deletion must
                 # not overtake events matched ahead of it).
                 jobs.extend(await self._number(numbered))
                 numbered = []
-            try:
-                jobs.extend(await self._handle(event, numbered))
-            except (SQLAlchemyError, OSError):
-                raise  # the database: transient, the bus retries the batch
-            except Exception:
-                # A change this code cannot handle would be retried forever and hold up every
-                # change behind it: log it loudly (with what to report) and go on.
-                log.exception(
-                    "matcher: skipping change %s (%s %s) after an unexpected error; "
-                    "please report it",
-                    event.event_id,
-                    event.interaction,
-                    event.key,
-                )
+            # A change that fails is retried by the bus (the batch taken apart), and set
+            # aside in the quarantine when it keeps failing: never skipped unseen.
+            jobs.extend(await self._handle(event, numbered))
         jobs.extend(await self._number(numbered))
         if jobs:
             try:

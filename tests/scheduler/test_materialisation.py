@@ -198,7 +198,7 @@ async def test_a_missed_change_event_and_hand_edits_are_repaired_by_the_sweep(
         kept, tasks = await daily_plan(client)
         pid = kept["subject"]["reference"].removeprefix("Patient/")
 
-        async def dropped(_ids: object) -> Repairs:  # the change event never arrives
+        async def dropped(_ids: object, **_options: object) -> Repairs:  # the event never arrives
             return Repairs()
 
         monkeypatch.setattr(runtime.scheduler.reconciler, "reconcile", dropped)

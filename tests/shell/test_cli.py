@@ -12,10 +12,14 @@ import httpx
 from sqlalchemy import insert
 from typer.testing import CliRunner
 
+from events.bus import Message
+from events.quarantine import Quarantine
 from events.subscriptions.builtin_topics import BUILTIN_TOPICS
+from fhirstore.clock import SystemClock
 from fhirstore.db.engine import create_engine
 from fhirstore.db.migrate import upgrade
 from fhirstore.db.schema import dead_letters, subscription_state
+from fhirstore.store import Store
 from herald.cli import app
 from herald.runtime import Runtime
 from herald.settings import Settings
@@ -162,3 +166,36 @@ def test_dead_letters_are_listed_and_replayed_once(tmp_path: Path) -> None:
     again = runner.invoke(app, ["replay", "1", "--database-url", url])
     assert again.exit_code == 1
     assert "no dead letter 1 waiting" in again.output
+
+
+async def _one_quarantined(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        await upgrade(engine)
+        body = {"eventId": "e-1", "sequence": 9, "versionId": "2", "resourceType": "CarePlan"}
+        await Quarantine(Store(engine, SystemClock())).set_aside(
+            "herald-scheduler",
+            Message("fhir.changes", "CarePlan/cp-1", json.dumps(body).encode()),
+            ValueError("no Patient"),
+            5,
+        )
+    finally:
+        await engine.dispose()
+
+
+def test_quarantined_changes_are_listed_and_a_replay_is_asked_for_once(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/herald.db"
+    empty = runner.invoke(app, ["quarantine", "list", "--database-url", url])
+    assert empty.exit_code == 0
+    assert "nothing is quarantined" in empty.output
+    asyncio.run(_one_quarantined(url))
+    listed = runner.invoke(app, ["quarantine", "list", "--database-url", url])
+    assert listed.exit_code == 0
+    for shown in ("herald-scheduler", "CarePlan/cp-1", "e-1", "quarantined", "no Patient"):
+        assert shown in listed.output
+    asked = runner.invoke(app, ["quarantine", "replay", "1", "--database-url", url])
+    assert asked.exit_code == 0
+    assert "will be replayed by a running herald-scheduler" in asked.output
+    unknown = runner.invoke(app, ["quarantine", "replay", "2", "--database-url", url])
+    assert unknown.exit_code == 1
+    assert "no quarantined change 2" in unknown.output
