@@ -216,6 +216,7 @@ class Settings(BaseSettings):
         "public",
         description="/metrics: public (no token; counters by route template and status, no "
         "ids, no content), admin (a bearer token with the administrator scope) or off",
+    )
 
     # -- quarantine of what a consumer cannot process (docs/quarantine.md) --
     quarantine_attempts: int = Field(
