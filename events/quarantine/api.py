@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from events.quarantine.records import Quarantine, QuarantinedMessage
-from fhirstore.api.auth import request_principal
+from fhirstore.api.auth import boundary_router, request_principal
 from fhirstore.api.http import FhirResponse, read_json_body, whole_number
 from fhirstore.db.writer import fhir_instant
 from fhirstore.errors import BadRequest, Forbidden, InvalidSearch, NotFound
@@ -29,7 +29,7 @@ _STATUSES = ("open", "all")
 
 def quarantine_router(quarantine: Quarantine, *, prefix: str, max_body_bytes: int) -> APIRouter:
     """The two operations: include before the generic `/{type}` routes."""
-    router = APIRouter(prefix=prefix)
+    router = boundary_router(prefix)
 
     @router.get("/$quarantine")
     async def listing(request: Request) -> Response:
