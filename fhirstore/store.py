@@ -30,12 +30,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from fhirstore.access.boundary import Access, Reach
 from fhirstore.access.narrowing import Narrowing, reach_clause
-from fhirstore.access.ownership import owner_of, stamped
+from fhirstore.access.ownership import OWNER_TAG_SYSTEM, owner_of, stamped
 from fhirstore.access.principal import Principal
+from fhirstore.access.scopes import Scopes
 from fhirstore.clock import Clock
 from fhirstore.db.engine import checkpointer, is_sqlite, writer
 from fhirstore.db.group_commit import GroupCommit
-from fhirstore.db.schema import resource_versions, resources
+from fhirstore.db.schema import resource_versions, resources, search_index
 from fhirstore.db.writer import (
     Head,
     PendingWrite,
@@ -65,6 +66,8 @@ _OR_OUTSIDE = " (or is outside what this token may read)"
 _VERSIONS_PER_QUERY = 300  # ids per IN list when their version numbers are bound too
 _IDS_PER_QUERY = 900
 _HISTORY_CHUNK = 500  # versions read at a time when each must be judged against a reach
+# Resources that record who created them (fhirstore/access/ownership.py).
+_OWNED_TYPES = frozenset({"Subscription", "SubscriptionTopic"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,28 +137,51 @@ class Store:
         reach: Reach | None,
         resource_id: str | None,
     ) -> dict[str, Any]:
-        """A validated resource a client sends, ready to write: the type's rule applied, a
-        Subscription's owner recorded (kept from the stored version when there is one), and
-        refused (403) when it would land outside `reach`."""
-        resource = await self.apply_rules(resource)
-        if resource["resourceType"] == "Subscription" and access is not None:
-            owner = await self._owner(resource_id, access.principal)
-            resource = stamped(resource, owner)
+        """A validated resource a client sends, ready to write: a Subscription's or
+        SubscriptionTopic's owner recorded (kept from the stored version when there is one),
+        refused (403) when it would land outside `reach`, then the type's rule applied (which
+        so sees the owner, e.g. to count what the owner has: docs/limits.md)."""
+        rtype = resource["resourceType"]
+        if rtype in _OWNED_TYPES and access is not None:
+            owner = await self._owner(rtype, resource_id, access.principal)
+            resource = stamped(resource, _owner_record(rtype, owner))
         if reach is not None:
             reach.require(resource)
-        return resource
+        return await self.apply_rules(resource)
 
-    async def _owner(self, resource_id: str | None, principal: Principal) -> Principal | None:
-        """Who owns a Subscription about to be written. An administrator's update keeps the
-        stored owner; anyone else may only write their own (the writer checks the stored
-        version), and is recorded with the scopes they hold now, so another app of the same
-        person cannot widen what an existing Subscription hears."""
+    async def _owner(
+        self, resource_type: str, resource_id: str | None, principal: Principal
+    ) -> Principal | None:
+        """Who owns a Subscription (or SubscriptionTopic) about to be written. An
+        administrator's update keeps the stored owner; anyone else may only write their own
+        Subscriptions (the writer checks the stored version), and is recorded with the scopes
+        they hold now, so another app of the same person cannot widen what an existing
+        Subscription hears."""
         if resource_id is not None and principal.admin:
             with contextlib.suppress(NotFound, Gone):
-                current = await self.read("Subscription", resource_id)
+                current = await self.read(resource_type, resource_id)
                 assert current.body is not None
                 return owner_of(orjson.loads(current.body))
         return None if principal.kind == "anonymous" else principal
+
+    async def count_owned(
+        self, resource_type: str, owner: str, *, excluding: str | None, most: int
+    ) -> int:
+        """How many live resources of `resource_type` `owner` (a token subject) owns, other
+        than `excluding`: counted no further than `most` + 1."""
+        s = search_index.c
+        owned = select(s.res_id).where(
+            s.res_type == resource_type,
+            s.param == "_tag",
+            s.system == OWNER_TAG_SYSTEM,
+            s.code == owner,
+        )
+        if excluding is not None:
+            owned = owned.where(s.res_id != excluding)
+        first = owned.distinct().limit(most + 1).subquery()
+        async with self.engine.connect() as conn:
+            counted = await conn.execute(select(func.count()).select_from(first))
+            return int(counted.scalar_one())
 
     @asynccontextmanager
     async def write_transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -489,6 +515,15 @@ class Store:
         """`current_in` without the bodies: what a caller needs to see whether anything changed."""
         heads = await load_heads(conn, [(resource_type, i) for i in set(ids)], lock=False)
         return {resource_id: head for (_, resource_id), head in heads.items()}
+
+
+def _owner_record(resource_type: str, owner: Principal | None) -> Principal | None:
+    """What a resource records of its owner: everything for a Subscription (a standing read on
+    the owner's behalf), only the subject and whether an administrator for a SubscriptionTopic,
+    which every reader of topics sees."""
+    if owner is None or resource_type == "Subscription":
+        return owner
+    return Principal(owner.kind, owner.subject, Scopes.parse(""), admin=owner.admin)
 
 
 def raise_id_mismatch(resource_type: str, url_id: str, body_id: Any) -> NoReturn:

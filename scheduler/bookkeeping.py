@@ -10,11 +10,11 @@ from functools import cache
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import Row, Subquery, and_, delete, func, select, text, union
+from sqlalchemy import Row, Subquery, and_, delete, func, or_, select, text, union
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fhirstore.db.locks import CAREPLAN_LOCK_CLASS, int4_key
-from fhirstore.db.schema import resources, schedule_plans, schedule_tasks
+from fhirstore.db.schema import resources, schedule_plans, schedule_tasks, search_index
 from fhirstore.db.upsert import upsert
 from fhirstore.store import as_utc
 from scheduler.task import TaskState
@@ -196,3 +196,90 @@ async def skipped_activities(conn: AsyncConnection) -> list[tuple[str, str | Non
         for skipped in orjson.loads(report)["skipped"]:
             found.append((careplan_id, skipped["activity"], skipped["reason"]))
     return found
+
+
+async def patient_task_count(
+    conn: AsyncConnection,
+    patient: str,
+    *,
+    excluding: Sequence[str],
+    since: datetime,
+    until: datetime,
+    most: int,
+) -> int:
+    """How many Tasks the schedules of `patient`'s CarePlans (other than `excluding`) want for
+    occurrences in [since, until), as of their last reconciliation; counted no further than
+    `most` + 1. Only plans reconciled at the CarePlan's current version count here: the others
+    are `unplanned_careplans`."""
+    t, p, r = schedule_tasks.c, schedule_plans.c, resources.c
+    rows = (
+        select(t.task_id)
+        .join(schedule_plans, p.careplan_id == t.careplan_id)
+        .join(resources, and_(r.res_type == "CarePlan", r.res_id == p.careplan_id))
+        .where(
+            p.patient == patient,
+            p.version_id == r.version_id,
+            p.careplan_id.not_in(list(excluding)),
+            t.wanted.is_(True),
+            t.start >= since,
+            t.start < until,
+        )
+        .limit(most + 1)
+        .subquery()
+    )
+    return int((await conn.execute(select(func.count()).select_from(rows))).scalar_one())
+
+
+async def unplanned_careplans(
+    conn: AsyncConnection, patient: str, *, excluding: Sequence[str]
+) -> list[str]:
+    """The bodies of `patient`'s live CarePlans (other than `excluding`) that the scheduler has
+    not reconciled at their current version yet: written moments ago, or while no scheduler
+    ran."""
+    r, p, s = resources.c, schedule_plans.c, search_index.c
+    query = (
+        select(r.body)
+        .join(
+            search_index,
+            and_(s.res_type == "CarePlan", s.res_id == r.res_id, s.param == "subject"),
+        )
+        .outerjoin(schedule_plans, p.careplan_id == r.res_id)
+        .where(
+            r.res_type == "CarePlan",
+            r.deleted.is_(False),
+            s.code == patient,
+            r.res_id.not_in(list(excluding)),
+            or_(p.version_id.is_(None), p.version_id != r.version_id),
+        )
+    )
+    return [body for body in (await conn.execute(query)).scalars() if body is not None]
+
+
+async def patients_task_counts(
+    conn: AsyncConnection,
+    patients: Sequence[str],
+    *,
+    excluding: Sequence[str],
+    since: datetime,
+    until: datetime,
+) -> dict[str, int]:
+    """For each of `patients`, how many Tasks the schedules of their CarePlans other than
+    `excluding` wanted for occurrences in [since, until) when last reconciled."""
+    t, p = schedule_tasks.c, schedule_plans.c
+    counts = dict.fromkeys(patients, 0)
+    for chunk in _chunks(patients):
+        rows = await conn.execute(
+            select(p.patient, func.count())
+            .select_from(schedule_tasks)
+            .join(schedule_plans, p.careplan_id == t.careplan_id)
+            .where(
+                p.patient.in_(chunk),
+                p.careplan_id.not_in(list(excluding)),
+                t.wanted.is_(True),
+                t.start >= since,
+                t.start < until,
+            )
+            .group_by(p.patient)
+        )
+        counts.update({patient: int(n) for patient, n in rows})
+    return counts

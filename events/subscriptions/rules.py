@@ -4,6 +4,11 @@ refused with an OperationOutcome, and nothing is stored.
 A client's new or changed Subscription starts over as `requested` (or stays `off`): Herald
 sets it `active` once the handshake reached the endpoint, as the Backport IG describes.
 
+One owner (the token subject recorded on the resource, `fhirstore/access/ownership.py`) may
+own at most so many Subscriptions and so many SubscriptionTopics (`OwnerLimit`): one more is
+refused with 422 naming the limit. Administrators, and resources with no owner (written while
+authentication is off, or by Herald itself), are not limited (docs/limits.md).
+
 Where a channel sends may be checked too (`EndpointCheck`: the server's safe-endpoints policy,
 given by the service shell): a refused endpoint is named in the OperationOutcome. A Subscription
 written `off` is not checked, so a client can always turn off one whose endpoint went bad.
@@ -12,22 +17,60 @@ written `off` is not checked, so a client can always turn off one whose endpoint
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from events.subscriptions.elements import invalid
 from events.subscriptions.model import Channel
 from events.subscriptions.registry import SubscriptionRegistry
 from events.subscriptions.topics import parse_topic
-from fhirstore.store import ResourceRule
+from fhirstore.access.ownership import owner_of
+from fhirstore.limits import over_limit
+from fhirstore.store import ResourceRule, Store
 
 # What is wrong with where a channel sends (e.g. a private address), or None.
 EndpointCheck = Callable[[Channel], Awaitable[str | None]]
 
 
+@dataclass(frozen=True, slots=True)
+class OwnerLimit:
+    """At most `most` resources of `resource_type` per owner (setting HERALD_`setting`)."""
+
+    store: Store
+    resource_type: str
+    most: int
+    setting: str
+
+    async def check(self, resource: dict[str, Any]) -> None:
+        """Refuse (422) `resource` when its owner already owns `most` others."""
+        owner = owner_of(resource)
+        if owner is None or owner.admin:
+            return
+        resource_id = resource.get("id")
+        owned = await self.store.count_owned(
+            self.resource_type,
+            owner.subject,
+            excluding=resource_id if isinstance(resource_id, str) else None,
+            most=self.most,
+        )
+        if owned >= self.most:
+            raise over_limit(
+                f"{owner.subject} already owns {self.most} {self.resource_type}s",
+                self.most,
+                self.setting,
+                "delete one it no longer needs, or update one instead of creating another",
+                self.resource_type,
+            )
+
+
 def subscription_rule(
-    registry: SubscriptionRegistry, endpoints: EndpointCheck | None = None
+    registry: SubscriptionRegistry,
+    endpoints: EndpointCheck | None = None,
+    limit: OwnerLimit | None = None,
 ) -> ResourceRule:
     async def check(resource: dict[str, Any]) -> dict[str, Any]:
+        if limit is not None:
+            await limit.check(resource)
         criteria = resource.get("criteria")
         if isinstance(criteria, str) and registry.find_topic(criteria) is None:
             await registry.catch_up()  # a topic stored through another process moments ago
@@ -47,3 +90,13 @@ def subscription_rule(
 async def topic_rule(resource: dict[str, Any]) -> dict[str, Any]:
     parse_topic(resource)
     return resource
+
+
+def owned_topic_rule(limit: OwnerLimit) -> ResourceRule:
+    """`topic_rule`, after the owner's topics are counted."""
+
+    async def check(resource: dict[str, Any]) -> dict[str, Any]:
+        await limit.check(resource)
+        return await topic_rule(resource)
+
+    return check

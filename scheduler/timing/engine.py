@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from scheduler.timing.cadence import build_cadence
 from scheduler.timing.clock import WhenClock
-from scheduler.timing.errors import Unschedulable
+from scheduler.timing.errors import Unschedulable, Unsupported
 from scheduler.timing.expand import END_OF_TIME, expand
 from scheduler.timing.primitives import Span, array, date_time, mapping, show
 from scheduler.timing.repeat import Bounds, Repeat, read_event_companions, read_repeat
@@ -80,12 +80,12 @@ class _Window:
     def of(self, detail: Mapping[str, Any]) -> list[Occurrence]:
         present = [name for name in SCHEDULED if detail.get(name) is not None]
         if not present:
-            raise Unschedulable("the activity has no schedule (scheduledTiming, scheduledPeriod)")
+            raise Unsupported("the activity has no schedule (scheduledTiming, scheduledPeriod)")
         if len(present) > 1:
             raise Unschedulable(f"the activity has more than one scheduled[x]: {present}")
         name = present[0]
         if name == "scheduledString":
-            raise Unschedulable(
+            raise Unsupported(
                 f"the activity is scheduled as free text ({show(detail[name])}); Herald needs a"
                 " scheduledTiming or scheduledPeriod to create Tasks"
             )
@@ -111,9 +111,7 @@ class _Window:
 
     def timing(self, timing: Mapping[str, Any]) -> list[Occurrence]:
         if timing.get("modifierExtension"):
-            raise Unschedulable(
-                "scheduledTiming has a modifierExtension Herald does not understand"
-            )
+            raise Unsupported("scheduledTiming has a modifierExtension Herald does not understand")
         events = array(timing.get("event"), "scheduledTiming.event")
         raw_repeat = timing.get("repeat")
         if events:
@@ -124,7 +122,7 @@ class _Window:
             return self.events(events, repeat)
         if raw_repeat is None:
             what = "only a code" if timing.get("code") is not None else "neither event nor repeat"
-            raise Unschedulable(f"scheduledTiming has {what}; Herald needs event or repeat")
+            raise Unsupported(f"scheduledTiming has {what}; Herald needs event or repeat")
         return self.repeat(read_repeat(raw_repeat, self.clock, "scheduledTiming.repeat"))
 
     def events(self, events: list[Any], repeat: Repeat | None) -> list[Occurrence]:
