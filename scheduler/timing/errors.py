@@ -6,9 +6,9 @@ act on; the materialiser shows it to people instead of guessing a schedule.
 `Unsupported` is the kind a CarePlan may well carry on purpose: a schedule in a form Herald does
 not read (free text, a Timing.code alone, no scheduled[x], a modifierExtension, a repeat with
 bounds only, or a combination Herald would have to guess at, such as dayOfWeek with a monthly
-period). Such an activity is stored and reported as skipped; any other `Unschedulable` (a schedule that is
-impossible, contradictory or too dense) is refused when an active CarePlan is written
-(scheduler/admission.py).
+period). Such an activity is stored and reported as skipped; any other `Unschedulable` (a
+schedule that is impossible, contradictory or too dense) is refused when an active CarePlan is
+written (scheduler/admission.py).
 """
 
 from __future__ import annotations
