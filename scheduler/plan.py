@@ -225,9 +225,11 @@ def _window(
         limit=most + 1,
     )
     if len(found) > most:
+        why = "" if most == MAX_TASKS_PER_ACTIVITY else f": {careplan_tasks_limit(policy.limits)}"
         too_many = Skipped(
             key,
-            f"more than {most} occurrences in the horizon: only the first ones are materialised",
+            f"more than {most} occurrences in the horizon: only the first {most} are"
+            f" materialised{why}",
         )
         return found[:most], [too_many], found[most].start
     notes = [] if found else [Skipped(key, NOTHING_DUE)]
