@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from fhirstore.access.boundary import Access, Reach
 from fhirstore.access.narrowing import Narrowing, reach_clause
-from fhirstore.access.ownership import OWNER_TAG_SYSTEM, owner_of, stamped
+from fhirstore.access.ownership import OWNER_TAG_SYSTEM, owner_of, owner_subject, stamped
 from fhirstore.access.principal import Principal
 from fhirstore.access.scopes import Scopes
 from fhirstore.clock import Clock
@@ -168,20 +168,40 @@ class Store:
         self, resource_type: str, owner: str, *, excluding: str | None, most: int
     ) -> int:
         """How many live resources of `resource_type` `owner` (a token subject) owns, other
-        than `excluding`: counted no further than `most` + 1."""
-        s = search_index.c
-        owned = select(s.res_id).where(
-            s.res_type == resource_type,
-            s.param == "_tag",
-            s.system == OWNER_TAG_SYSTEM,
-            s.code == owner,
-        )
-        if excluding is not None:
-            owned = owned.where(s.res_id != excluding)
-        first = owned.distinct().limit(most + 1).subquery()
+        than `excluding`: counted no further than `most` + 1.
+
+        A Subscription's owner tag is in the search index. The index has no `_tag` for types
+        the FHIRPath model does not know (SubscriptionTopic is R4B-only), so those are found by
+        the subject in the body text and then checked by their owner record.
+        """
         async with self.engine.connect() as conn:
-            counted = await conn.execute(select(func.count()).select_from(first))
-            return int(counted.scalar_one())
+            if resource_type == "Subscription":
+                s = search_index.c
+                owned = select(s.res_id).where(
+                    s.res_type == resource_type,
+                    s.param == "_tag",
+                    s.system == OWNER_TAG_SYSTEM,
+                    s.code == owner,
+                    s.res_id != (excluding or ""),
+                )
+                first = owned.distinct().limit(most + 1).subquery()
+                counted = await conn.execute(select(func.count()).select_from(first))
+                return int(counted.scalar_one())
+            r = resources.c
+            rows = await conn.stream(
+                select(r.body).where(
+                    r.res_type == resource_type,
+                    r.deleted.is_(False),
+                    r.res_id != (excluding or ""),
+                    r.body.contains(orjson.dumps(owner).decode(), autoescape=True),
+                )
+            )
+            found = 0
+            async for body in rows.scalars():
+                found += owner_subject(orjson.loads(body)) == owner
+                if found > most:
+                    break
+            return found
 
     @asynccontextmanager
     async def write_transaction(self) -> AsyncIterator[AsyncConnection]:
