@@ -164,11 +164,11 @@ class Store:
                 return owner_of(orjson.loads(current.body))
         return None if principal.kind == "anonymous" else principal
 
-    async def count_owned(
+    async def owned_ids(
         self, resource_type: str, owner: str, *, excluding: str | None, most: int
-    ) -> int:
-        """How many live resources of `resource_type` `owner` (a token subject) owns, other
-        than `excluding`: counted no further than `most` + 1.
+    ) -> set[str]:
+        """The ids of live resources of `resource_type` that `owner` (a token subject) owns,
+        other than `excluding`: no more than `most` + 1 of them.
 
         A Subscription's owner tag is in the search index. The index has no `_tag` for types
         the FHIRPath model does not know (SubscriptionTopic is R4B-only), so those are found by
@@ -184,24 +184,31 @@ class Store:
                     s.code == owner,
                     s.res_id != (excluding or ""),
                 )
-                first = owned.distinct().limit(most + 1).subquery()
-                counted = await conn.execute(select(func.count()).select_from(first))
-                return int(counted.scalar_one())
+                rows = await conn.execute(owned.distinct().limit(most + 1))
+                return set(rows.scalars())
             r = resources.c
-            rows = await conn.stream(
-                select(r.body).where(
+            stream = await conn.stream(
+                select(r.res_id, r.body).where(
                     r.res_type == resource_type,
                     r.deleted.is_(False),
                     r.res_id != (excluding or ""),
                     r.body.contains(orjson.dumps(owner).decode(), autoescape=True),
                 )
             )
-            found = 0
-            async for body in rows.scalars():
-                found += owner_subject(orjson.loads(body)) == owner
-                if found > most:
-                    break
+            found: set[str] = set()
+            async for resource_id, body in stream:
+                if owner_subject(orjson.loads(body)) == owner:
+                    found.add(resource_id)
+                    if len(found) > most:
+                        break
             return found
+
+    async def stored_ids(self, resource_type: str, ids: Sequence[str]) -> set[str]:
+        """Those of `ids` that were ever stored as `resource_type` (deleted ones included)."""
+        if not ids:
+            return set()
+        async with self.engine.connect() as conn:
+            return set(await self.heads_in(conn, resource_type, ids))
 
     @asynccontextmanager
     async def write_transaction(self) -> AsyncIterator[AsyncConnection]:

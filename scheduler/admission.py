@@ -17,7 +17,8 @@ the limit or the element named. Nothing of it is stored then, and no Task is mad
   a Timing.code alone) is stored and reported by `$schedule` as skipped, as before.
 
 Counting is CPU work, so it runs on a worker thread and the event loop keeps answering.
-Two CarePlans for one patient written at the same instant may each pass the per-patient check;
+CarePlans for one patient written at once are decided one at a time in a process, each counting
+those admitted before it (fhirstore/limits.py `Admissions`); across processes they are not, and
 reconciliation keeps the patient's Tasks within the limit whatever was admitted (plan.limited).
 """
 
@@ -33,9 +34,9 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from fhirstore.errors import FhirError, Gone, NotFound, Unprocessable
-from fhirstore.limits import over_limit
+from fhirstore.limits import Admissions, over_limit
 from fhirstore.store import ResourceRule, Store
-from scheduler.bookkeeping import patient_task_count, unplanned_careplans
+from scheduler.bookkeeping import planned_task_counts, unplanned_careplans
 from scheduler.plan import activities, anchor_of, not_scheduled, patient_of, patient_zone
 from scheduler.policy import SchedulePolicy
 from scheduler.timing import Unschedulable, Unsupported, occurrences
@@ -44,6 +45,7 @@ from scheduler.timing import Unschedulable, Unsupported, occurrences
 def careplan_rule(store: Store, policy: SchedulePolicy) -> ResourceRule:
     """The rule for every client write of a CarePlan (REST and Bundles)."""
     limits = policy.limits
+    admissions = Admissions()  # per patient: CarePlans admitted, perhaps not committed yet
 
     async def check(careplan: dict[str, Any]) -> dict[str, Any]:
         count = len(careplan.get("activity") or ())
@@ -73,7 +75,9 @@ def careplan_rule(store: Store, policy: SchedulePolicy) -> ResourceRule:
                 "CarePlan.activity",
             )
         if patient is not None:
-            await _within_patient_limit(store, policy, careplan, patient, zone, now, tasks)
+            await _within_patient_limit(
+                store, policy, admissions, careplan, patient, zone, now, tasks
+            )
         return careplan
 
     return check
@@ -118,37 +122,51 @@ def scheduled_tasks(
 async def _within_patient_limit(
     store: Store,
     policy: SchedulePolicy,
+    admissions: Admissions,
     careplan: Mapping[str, Any],
     patient: str,
     zone: ZoneInfo,
     now: datetime,
     tasks: int,
 ) -> None:
+    """Refuse the CarePlan when the patient's other CarePlans and its `tasks` would pass
+    `tasks_per_patient`: those reconciled count with their Tasks, those not yet with their
+    bodies, and those this process admitted moments ago (not stored yet) with their count."""
     most = policy.limits.tasks_per_patient
-    excluding = [careplan["id"]] if isinstance(careplan.get("id"), str) else []
-    async with store.engine.connect() as conn:
-        others = await patient_task_count(
-            conn,
-            patient,
-            excluding=excluding,
-            since=now - policy.grace,
-            until=now + policy.horizon,
-            most=most,
-        )
-        unplanned = await unplanned_careplans(conn, patient, excluding=excluding)
-    if unplanned and others + tasks <= most:
-        others += await asyncio.to_thread(
-            _unplanned_tasks, unplanned, zone, now, policy, most - others - tasks
-        )
-    if others + tasks > most:
-        raise over_limit(
-            f"{patient}'s CarePlans would have more than {most} Tasks within the scheduling"
-            f" horizon ({policy.horizon.days} days) together; this one would add {tasks}",
-            most,
-            "LIMIT_PATIENT_TASKS",
-            "end or shorten another of the patient's CarePlans first",
-            "CarePlan.subject",
-        )
+    found = careplan.get("id")
+    careplan_id = found if isinstance(found, str) else None
+    excluding = [careplan_id] if careplan_id else []
+    async with admissions.deciding(patient) as decision:
+        async with store.engine.connect() as conn:
+            # First what of the recent ones is stored, then what the patient has: one
+            # committed in between is in both, and counted once.
+            stored = await Store.heads_in(conn, "CarePlan", list(decision.recent))
+            planned = await planned_task_counts(
+                conn,
+                patient,
+                excluding=excluding,
+                since=now - policy.grace,
+                until=now + policy.horizon,
+            )
+            unplanned = await unplanned_careplans(conn, patient, excluding=excluding)
+        counted = {*planned, *unplanned, *excluding}
+        pending = decision.pending(stored)
+        others = sum(planned.values()) + sum(n for i, n in pending.items() if i not in counted)
+        if unplanned and others + tasks <= most:
+            others += await asyncio.to_thread(
+                _unplanned_tasks, list(unplanned.values()), zone, now, policy, most - others - tasks
+            )
+        if others + tasks > most:
+            raise over_limit(
+                f"{patient}'s CarePlans would have more than {most} Tasks within the"
+                f" scheduling horizon ({policy.horizon.days} days) together; this one would"
+                f" add {tasks}",
+                most,
+                "LIMIT_PATIENT_TASKS",
+                "end or shorten another of the patient's CarePlans first",
+                "CarePlan.subject",
+            )
+        decision.admit(careplan_id, tasks)
 
 
 def _unplanned_tasks(

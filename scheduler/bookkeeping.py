@@ -198,22 +198,21 @@ async def skipped_activities(conn: AsyncConnection) -> list[tuple[str, str | Non
     return found
 
 
-async def patient_task_count(
+async def planned_task_counts(
     conn: AsyncConnection,
     patient: str,
     *,
     excluding: Sequence[str],
     since: datetime,
     until: datetime,
-    most: int,
-) -> int:
-    """How many Tasks the schedules of `patient`'s CarePlans (other than `excluding`) want for
-    occurrences in [since, until), as of their last reconciliation; counted no further than
-    `most` + 1. Only plans reconciled at the CarePlan's current version count here: the others
-    are `unplanned_careplans`."""
+) -> dict[str, int]:
+    """By CarePlan of `patient` (other than `excluding`), how many Tasks its schedule wanted
+    for occurrences in [since, until) when last reconciled. Only CarePlans reconciled at their
+    current version are here: the others are `unplanned_careplans`."""
     t, p, r = schedule_tasks.c, schedule_plans.c, resources.c
-    rows = (
-        select(t.task_id)
+    rows = await conn.execute(
+        select(p.careplan_id, func.count())
+        .select_from(schedule_tasks)
         .join(schedule_plans, p.careplan_id == t.careplan_id)
         .join(resources, and_(r.res_type == "CarePlan", r.res_id == p.careplan_id))
         .where(
@@ -224,21 +223,20 @@ async def patient_task_count(
             t.start >= since,
             t.start < until,
         )
-        .limit(most + 1)
-        .subquery()
+        .group_by(p.careplan_id)
     )
-    return int((await conn.execute(select(func.count()).select_from(rows))).scalar_one())
+    return {careplan_id: int(n) for careplan_id, n in rows}
 
 
 async def unplanned_careplans(
     conn: AsyncConnection, patient: str, *, excluding: Sequence[str]
-) -> list[str]:
-    """The bodies of `patient`'s live CarePlans (other than `excluding`) that the scheduler has
-    not reconciled at their current version yet: written moments ago, or while no scheduler
-    ran."""
+) -> dict[str, str]:
+    """The bodies, by id, of `patient`'s live CarePlans (other than `excluding`) that the
+    scheduler has not reconciled at their current version yet: written moments ago, or while
+    no scheduler ran."""
     r, p, s = resources.c, schedule_plans.c, search_index.c
     query = (
-        select(r.body)
+        select(r.res_id, r.body)
         .join(
             search_index,
             and_(s.res_type == "CarePlan", s.res_id == r.res_id, s.param == "subject"),
@@ -252,7 +250,7 @@ async def unplanned_careplans(
             or_(p.version_id.is_(None), p.version_id != r.version_id),
         )
     )
-    return [body for body in (await conn.execute(query)).scalars() if body is not None]
+    return {i: body for i, body in await conn.execute(query) if body is not None}
 
 
 async def patients_task_counts(

@@ -17,7 +17,7 @@ written `off` is not checked, so a client can always turn off one whose endpoint
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from events.subscriptions.elements import invalid
@@ -25,7 +25,7 @@ from events.subscriptions.model import Channel
 from events.subscriptions.registry import SubscriptionRegistry
 from events.subscriptions.topics import parse_topic
 from fhirstore.access.ownership import owner_of
-from fhirstore.limits import over_limit
+from fhirstore.limits import Admissions, over_limit
 from fhirstore.store import ResourceRule, Store
 
 # What is wrong with where a channel sends (e.g. a private address), or None.
@@ -40,27 +40,34 @@ class OwnerLimit:
     resource_type: str
     most: int
     setting: str
+    admissions: Admissions = field(default_factory=Admissions)
 
     async def check(self, resource: dict[str, Any]) -> None:
-        """Refuse (422) `resource` when its owner already owns `most` others."""
+        """Refuse (422) `resource` when its owner already owns `most` others (those this
+        process admitted moments ago included)."""
         owner = owner_of(resource)
         if owner is None or owner.admin:
             return
-        resource_id = resource.get("id")
-        owned = await self.store.count_owned(
-            self.resource_type,
-            owner.subject,
-            excluding=resource_id if isinstance(resource_id, str) else None,
-            most=self.most,
-        )
-        if owned >= self.most:
-            raise over_limit(
-                f"{owner.subject} already owns {self.most} {self.resource_type}s",
-                self.most,
-                self.setting,
-                "delete one it no longer needs, or update one instead of creating another",
-                self.resource_type,
+        found = resource.get("id")
+        resource_id = found if isinstance(found, str) else None
+        async with self.admissions.deciding(owner.subject) as decision:
+            # First what of the recent ones is stored, then what is owned: one committed in
+            # between is in both, and counted once.
+            stored = await self.store.stored_ids(self.resource_type, list(decision.recent))
+            owned = await self.store.owned_ids(
+                self.resource_type, owner.subject, excluding=resource_id, most=self.most
             )
+            owned.update(decision.pending(stored))
+            owned.discard(resource_id or "")
+            if len(owned) >= self.most:
+                raise over_limit(
+                    f"{owner.subject} already owns {self.most} {self.resource_type}s",
+                    self.most,
+                    self.setting,
+                    "delete one it no longer needs, or update one instead of creating another",
+                    self.resource_type,
+                )
+            decision.admit(resource_id)
 
 
 def subscription_rule(

@@ -118,3 +118,15 @@ async def test_topics_are_limited_per_owner(herald: Herald) -> None:
     # A topic records only who created it, not that token's scopes.
     mine = (await client.get("/SubscriptionTopic", params={"_count": "50"}, headers=CAROL)).json()
     assert "user/SubscriptionTopic.cruds" not in str(mine)
+
+
+async def test_subscriptions_sent_all_at_once_stop_at_the_limit(herald: Herald) -> None:
+    # Each is checked before any is committed: those admitted moments ago count too.
+    _runtime, client = herald
+    answers = await asyncio.gather(
+        *(client.post("/Subscription", json=_off(), headers=ALICE) for _ in range(130))
+    )
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [201] * 100 + [422] * 30, codes
+    found = await client.get("/Subscription", params={"_count": "200"}, headers=ALICE)
+    assert len(found.json()["entry"]) == 100

@@ -216,3 +216,14 @@ async def test_a_careplan_over_a_lowered_limit_keeps_its_earliest_tasks(
             if p["name"] == "reason"
         ]
         assert any("at most 5 Tasks" in r and "HERALD_LIMIT_CAREPLAN_TASKS" in r for r in reasons)
+
+
+async def test_careplans_sent_all_at_once_stop_at_the_patient_limit(start: Start) -> None:
+    async with start(limit_patient_tasks=30) as (_, client):
+        who = (await create(client, patient()))["id"]
+        bodies = [careplan(who, timing_activity(DAILY_0900, text=f"Dose {i}")) for i in range(6)]
+        answers = await asyncio.gather(*(client.post("/CarePlan", json=b) for b in bodies))
+        assert sorted(a.status_code for a in answers) == [201, 201, 422, 422, 422, 422]
+        made = [a.json()["id"] for a in answers if a.status_code == 201]
+        for careplan_id in made:
+            await wait_for_tasks(client, careplan_id, 14)
