@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -208,13 +209,7 @@ async def test_a_careplan_over_a_lowered_limit_keeps_its_earliest_tasks(
         live = [t for t in tasks if t["status"] != "cancelled"]
         assert [t["id"] for t in live] == [t["id"] for t in made[:5]]
         report = (await client.get(f"/CarePlan/{plan['id']}/$schedule")).json()
-        reasons = [
-            p["valueString"]
-            for s in report["parameter"]
-            if s["name"] == "skipped"
-            for p in s["part"]
-            if p["name"] == "reason"
-        ]
+        reasons = _reasons(report)
         assert any("at most 5 Tasks" in r and "HERALD_LIMIT_CAREPLAN_TASKS" in r for r in reasons)
 
 
@@ -227,3 +222,36 @@ async def test_careplans_sent_all_at_once_stop_at_the_patient_limit(start: Start
         made = [a.json()["id"] for a in answers if a.status_code == 201]
         for careplan_id in made:
             await wait_for_tasks(client, careplan_id, 14)
+
+
+def _reasons(report: dict[str, Any]) -> list[str]:
+    return [
+        p["valueString"]
+        for s in report["parameter"]
+        if s["name"] == "skipped"
+        for p in s["part"]
+        if p["name"] == "reason"
+    ]
+
+
+async def test_the_horizon_rolling_never_takes_a_patient_past_the_limit(
+    embedded_herald: Start, clock: FrozenClock
+) -> None:
+    """Both fit when written (the second starts after the horizon); a week later they would
+    not: the sweep keeps the patient within the limit and `$schedule` says why."""
+    async with embedded_herald(limit_patient_tasks=20) as (runtime, client):
+        who = (await create(client, patient()))["id"]
+        first = await create(client, careplan(who, timing_activity(DAILY_0900)))
+        later = careplan(who, timing_activity(DAILY_1800), period={"start": "2026-04-05"})
+        second = await create(client, later)
+        await wait_for_tasks(client, first["id"], 14)
+        clock.advance(timedelta(days=8))
+        await runtime.scheduler.sweep()
+        wanted, reasons = 0, []
+        for plan in (first, second):
+            report = (await client.get(f"/CarePlan/{plan['id']}/$schedule")).json()
+            [tasks] = [p["valueInteger"] for p in report["parameter"] if p["name"] == "tasks"]
+            wanted += tasks
+            reasons += _reasons(report)
+        assert wanted == 20
+        assert any("HERALD_LIMIT_PATIENT_TASKS" in r for r in reasons), reasons
