@@ -1,5 +1,7 @@
 """The scheduler's own rows: what it made of each CarePlan (`schedule_plans`) and the Tasks it
-owes something (`schedule_tasks`), read and written inside the caller's transaction."""
+owes something (`schedule_tasks`), read and written inside the caller's transaction; and from
+them what a patient's CarePlans hold within the window, for the limits (scheduler/admission.py,
+docs/limits.md)."""
 
 from __future__ import annotations
 

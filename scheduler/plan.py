@@ -6,6 +6,10 @@ policy names one. Which activities: those with a `detail` whose status is not ca
 completed, entered-in-error or on-hold, and which is not `doNotPerform`. Everything left out is
 reported with a reason a person can act on.
 
+A plan keeps to the limits (`ScheduleLimits`, docs/limits.md): activities beyond the first so
+many are reported, and a plan with more Tasks than a CarePlan may have keeps its earliest ones
+(`limited`; the reconciler uses the same for the patient's limit), reporting the rest.
+
 A plan also says until when its Tasks cover the schedule (`covered_until`): the start of the
 first occurrence it leaves out. Until the horizon reaches that instant, the same CarePlan under
 the same policy wants no Task the plan does not have, so a sweep can leave it alone.

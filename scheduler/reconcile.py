@@ -12,6 +12,9 @@ deleted by hand all end the same way. Per CarePlan, for occurrences in [now - gr
 - another Task carrying the same occurrence identifier is cancelled as a `duplicate`;
 - what a person moved on (in-progress, completed, ...) is never touched, and past Tasks stay.
 
+A patient's CarePlans together never want more Tasks in the window than the patient's limit:
+CarePlans outside the batch keep what they have, those in it share what is left (docs/limits.md).
+
 The CarePlan's row also records what a sweep needs to leave the CarePlan alone next time
 (scheduler/settled.py): the Patient version and policy it was planned with, and until when its
 Tasks cover the schedule (never later than a Task row beyond the horizon, which is not judged
