@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from fhirstore.clock import FrozenClock
+from fhirstore.clock import FrozenClock, SystemClock
 from herald.runtime import Runtime, schedule_policy
 from scheduler.policy import ScheduleLimits
 from scheduler.service import Scheduler
@@ -32,6 +32,7 @@ from tests.scheduler.conftest import (
     wait_for_tasks,
 )
 from tests.support.herald import running_herald, stored_counts
+from tests.support.tokens import jwt_settings, live_bearer
 
 Running = tuple[Runtime, httpx.AsyncClient]
 Start = Callable[..., AbstractAsyncContextManager[Running]]
@@ -255,3 +256,25 @@ async def test_the_horizon_rolling_never_takes_a_patient_past_the_limit(
             reasons += _reasons(report)
         assert wanted == 20
         assert any("HERALD_LIMIT_PATIENT_TASKS" in r for r in reasons), reasons
+
+
+async def test_a_patient_app_with_its_own_token_is_refused_the_same_way(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    app = live_bearer(sub="app-user", scope="launch/patient patient/CarePlan.cruds", patient="p1")
+    async with running_herald(
+        f"sqlite+aiosqlite:///{tmp_path}/herald.db",
+        clock=SystemClock(),
+        **jwt_settings(tmp_path),
+        **TEST_SCHEDULER,
+    ) as (runtime, client):
+        admin = live_bearer(sub="admin-1")
+        assert (
+            await client.put("/Patient/p1", json={**patient(), "id": "p1"}, headers=admin)
+        ).is_success
+        activities = [timing_activity(EVERY_MINUTE, text=f"Tap {i}") for i in range(60)]
+        before = await stored_counts(runtime)
+        answer = await client.post("/CarePlan", json=careplan("p1", *activities), headers=app)
+        assert answer.status_code == 422, answer.text
+        assert "HERALD_LIMIT_CAREPLAN_TASKS" in answer.json()["issue"][0]["diagnostics"]
+        assert await stored_counts(runtime) == before
+        fine = careplan("p1", timing_activity(DAILY_0900))
+        assert (await client.post("/CarePlan", json=fine, headers=app)).status_code == 201
