@@ -7,7 +7,8 @@ the limit or the element named. Nothing of it is stored then, and no Task is mad
   so), each activity's occurrences in the window the scheduler fills ([now - grace, now +
   horizon)) are counted with the Timing engine, without materialising anything, and never
   further than the limit + 1: an activity every minute for years costs no more to refuse than
-  one just over the limit.
+  one just over the limit. A `count` is walked from the schedule's start, so all counting for
+  one CarePlan shares a budget of steps (`COUNT_STEPS`); a CarePlan that needs more is refused.
 - Tasks per CarePlan within the horizon (`tasks_per_careplan`), then Tasks per patient
   (`tasks_per_patient`): the patient's other CarePlans count with the Tasks their last
   reconciliation wanted in the window (scheduler bookkeeping), and those not reconciled at
@@ -37,9 +38,16 @@ from fhirstore.errors import FhirError, Gone, NotFound, Unprocessable
 from fhirstore.limits import Admissions, over_limit
 from fhirstore.store import ResourceRule, Store
 from scheduler.bookkeeping import planned_task_counts, unplanned_careplans
-from scheduler.plan import activities, anchor_of, not_scheduled, patient_of, patient_zone
+from scheduler.plan import (
+    COUNT_STEPS,
+    activities,
+    anchor_of,
+    not_scheduled,
+    patient_of,
+    patient_zone,
+)
 from scheduler.policy import SchedulePolicy
-from scheduler.timing import Unschedulable, Unsupported, occurrences
+from scheduler.timing import Budget, Unschedulable, Unsupported, occurrences
 
 
 def careplan_rule(store: Store, policy: SchedulePolicy) -> ResourceRule:
@@ -95,6 +103,7 @@ def scheduled_tasks(
     counted no further than `most` + 1. Raises Unprocessable naming the first activity whose
     schedule cannot happen."""
     total = 0
+    budget = Budget(COUNT_STEPS)
     for index, (_, _, detail, _) in enumerate(activities(careplan, policy.limits.activities)):
         if detail is None:
             continue
@@ -107,6 +116,7 @@ def scheduled_tasks(
                 window_end=now + policy.horizon,
                 when=policy.when,
                 limit=most - total + 1,
+                budget=budget,
             )
         except Unsupported:
             continue  # stored, and reported as skipped

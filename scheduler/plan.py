@@ -33,7 +33,7 @@ from scheduler.policy import (
     SchedulePolicy,
 )
 from scheduler.task import PlannedTask, local_datetime, occurrence_key, task_id
-from scheduler.timing import Occurrence, Unschedulable, occurrences
+from scheduler.timing import Budget, Occurrence, Unschedulable, occurrences
 from scheduler.timing.primitives import date_time
 from scheduler.timing.wallclock import midnight, to_utc
 
@@ -43,6 +43,11 @@ ENDED_ACTIVITY = frozenset({"cancelled", "stopped", "completed", "entered-in-err
 _PATIENT_REF = re.compile(r"(?:^|/)(Patient/[A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]+)?$")
 # More occurrences than this for one activity in the horizon are not materialised (reported).
 MAX_TASKS_PER_ACTIVITY = 1_000
+# Steps (occurrences computed) counting one CarePlan's schedules may take when it is written
+# (scheduler/admission.py); planning it walks each count twice (the window and the next start),
+# so it may take PLAN_STEPS. More is refused at write time, reported when planning.
+COUNT_STEPS = 20_000
+PLAN_STEPS = 3 * COUNT_STEPS
 # How far past the horizon a plan looks for its next occurrence (none by then: look again then).
 LOOKAHEAD = timedelta(days=366)
 # Said without the window's dates: a CarePlan the sweep leaves alone keeps its report while the
@@ -118,13 +123,14 @@ def plan_careplan(
     tasks: dict[str, PlannedTask] = {}
     skipped: list[Skipped] = []
     covered = [horizon_end + LOOKAHEAD]
+    budget = Budget(PLAN_STEPS)
     for key, activity, detail, reason in activities(careplan, limits.activities):
         if reason is not None:
             skipped.append(Skipped(key, reason))
             continue
         assert detail is not None
         try:
-            found, notes, next_start = _window(detail, key, zone, anchor, now, policy)
+            found, notes, next_start = _window(detail, key, zone, anchor, now, policy, budget)
         except Unschedulable as error:
             skipped.append(Skipped(key, error.reason))
             continue
@@ -213,6 +219,7 @@ def _window(
     anchor: datetime,
     now: datetime,
     policy: SchedulePolicy,
+    budget: Budget,
 ) -> tuple[list[Occurrence], list[Skipped], datetime]:
     """The activity's occurrences to materialise at `now`, what to report about them, and
     where the first one left out starts. Raises Unschedulable."""
@@ -227,6 +234,7 @@ def _window(
         window_end=horizon_end,
         when=policy.when,
         limit=most + 1,
+        budget=budget,
     )
     if len(found) > most:
         why = "" if most == MAX_TASKS_PER_ACTIVITY else f": {careplan_tasks_limit(policy.limits)}"
@@ -237,7 +245,9 @@ def _window(
         )
         return found[:most], [too_many], found[most].start
     notes = [] if found else [Skipped(key, NOTHING_DUE)]
-    next_start = _next_start(detail, zone=zone, anchor=anchor, after=horizon_end, policy=policy)
+    next_start = _next_start(
+        detail, zone=zone, anchor=anchor, after=horizon_end, policy=policy, budget=budget
+    )
     return found, notes, next_start
 
 
@@ -248,6 +258,7 @@ def _next_start(
     anchor: datetime,
     after: datetime,
     policy: SchedulePolicy,
+    budget: Budget,
 ) -> datetime:
     """When the activity next falls due from `after` on (or `after` + LOOKAHEAD: not before)."""
     try:
@@ -259,6 +270,7 @@ def _next_start(
             window_end=after + LOOKAHEAD,
             when=policy.when,
             limit=1,
+            budget=budget,
         )
     except Unschedulable:  # not readable that far ahead: plan it again at the next sweep
         return after

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from scheduler.timing.cadence import build_cadence
 from scheduler.timing.clock import WhenClock
 from scheduler.timing.errors import Unschedulable, Unsupported
-from scheduler.timing.expand import END_OF_TIME, expand
+from scheduler.timing.expand import END_OF_TIME, Budget, expand
 from scheduler.timing.primitives import Span, array, date_time, mapping, show
 from scheduler.timing.repeat import Bounds, Repeat, read_event_companions, read_repeat
 from scheduler.timing.wallclock import add_span, end_instant, first_instant, midnight, to_utc
@@ -44,6 +44,7 @@ def occurrences(
     window_end: datetime,
     when: WhenClock = DEFAULT_CLOCK,
     limit: int = MAX_OCCURRENCES,
+    budget: Budget | None = None,
 ) -> list[Occurrence]:
     """The schedule's occurrences with window_start <= start < window_end, sorted, distinct.
 
@@ -59,7 +60,7 @@ def occurrences(
         raise ValueError(f"limit must be at least 1, got {limit}")
     try:
         anchor, window_start, window_end = (value.astimezone(UTC) for value in given.values())
-        window = _Window(zone, anchor, window_start, window_end, when, limit)
+        window = _Window(zone, anchor, window_start, window_end, when, limit, budget)
         return window.of(mapping(schedule, "CarePlan.activity.detail"))
     except OverflowError as error:
         raise Unschedulable(
@@ -76,6 +77,7 @@ class _Window:
     end: datetime
     clock: WhenClock
     limit: int
+    budget: Budget | None
 
     def of(self, detail: Mapping[str, Any]) -> list[Occurrence]:
         present = [name for name in SCHEDULED if detail.get(name) is not None]
@@ -152,6 +154,7 @@ class _Window:
             window_start=self.start,
             window_end=self.end,
             limit=self.limit,
+            budget=self.budget,
         )
         return self.finish(instants, rule.duration)
 

@@ -278,3 +278,16 @@ async def test_a_patient_app_with_its_own_token_is_refused_the_same_way(tmp_path
         assert await stored_counts(runtime) == before
         fine = careplan("p1", timing_activity(DAILY_0900))
         assert (await client.post("/CarePlan", json=fine, headers=app)).status_code == 201
+
+
+async def test_counts_that_began_long_ago_are_refused_without_walking_them_all(
+    embedded_herald: Start,
+) -> None:
+    # 100 activities, each every minute 100,000 times from January: Herald would walk each
+    # count from its start to see whether it still runs; it stops at its budget instead.
+    long_ago = {**EVERY_MINUTE, "count": 100000, "boundsPeriod": {"start": "2026-01-01"}}
+    async with embedded_herald() as (runtime, client):
+        who = (await create(client, patient()))["id"]
+        body = careplan(who, *[timing_activity(long_ago, text=f"Tap {i}") for i in range(100)])
+        async with asyncio.timeout(20):
+            await _refused(runtime, client, body, "too long to evaluate", "smaller count")
