@@ -148,9 +148,11 @@ async def _within_patient_limit(
     excluding = [careplan_id] if careplan_id else []
     async with admissions.deciding(patient) as decision:
         async with store.engine.connect() as conn:
-            # First what of the recent ones is stored, then what the patient has: one
-            # committed in between is in both, and counted once.
+            # Read in the order things move (admitted -> stored -> reconciled), each read
+            # separately: one that moves on between two reads is seen twice, never missed,
+            # and counted once (by id).
             stored = await Store.heads_in(conn, "CarePlan", list(decision.recent))
+            unplanned = await unplanned_careplans(conn, patient, excluding=excluding)
             planned = await planned_task_counts(
                 conn,
                 patient,
@@ -158,13 +160,13 @@ async def _within_patient_limit(
                 since=now - policy.grace,
                 until=now + policy.horizon,
             )
-            unplanned = await unplanned_careplans(conn, patient, excluding=excluding)
+        bodies = [body for i, body in unplanned.items() if i not in planned]
         counted = {*planned, *unplanned, *excluding}
         pending = decision.pending(stored)
         others = sum(planned.values()) + sum(n for i, n in pending.items() if i not in counted)
-        if unplanned and others + tasks <= most:
+        if bodies and others + tasks <= most:
             others += await asyncio.to_thread(
-                _unplanned_tasks, list(unplanned.values()), zone, now, policy, most - others - tasks
+                _unplanned_tasks, bodies, zone, now, policy, most - others - tasks
             )
         if others + tasks > most:
             raise over_limit(
