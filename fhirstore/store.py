@@ -34,14 +34,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from fhirstore.access.boundary import Access, Reach
 from fhirstore.access.narrowing import Narrowing, reach_clause
-from fhirstore.access.ownership import owner_of, stamped
+from fhirstore.access.ownership import OWNER_TAG_SYSTEM, owner_of, owner_subject, stamped
 from fhirstore.access.principal import Principal
 from fhirstore.access.reserved import Reserved
+from fhirstore.access.scopes import Scopes
 from fhirstore.clock import Clock
 from fhirstore.db.deadline import query_deadline
 from fhirstore.db.engine import checkpointer, is_sqlite, writer
 from fhirstore.db.group_commit import GroupCommit
-from fhirstore.db.schema import resource_versions, resources
+from fhirstore.db.schema import resource_versions, resources, search_index
 from fhirstore.db.writer import (
     Head,
     PendingWrite,
@@ -73,6 +74,8 @@ _OR_OUTSIDE = " (or is outside what this token may read)"
 _VERSIONS_PER_QUERY = 300  # ids per IN list when their version numbers are bound too
 _IDS_PER_QUERY = 900
 _HISTORY_CHUNK = 500  # versions read at a time when each must be judged against a reach
+# Resources that record who created them (fhirstore/access/ownership.py).
+_OWNED_TYPES = frozenset({"Subscription", "SubscriptionTopic"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,29 +171,79 @@ class Store:
         reach: Reach | None,
         resource_id: str | None,
     ) -> dict[str, Any]:
-        """A validated resource a client sends, ready to write: the type's rule applied, a
-        Subscription's owner recorded (kept from the stored version when there is one), and
-        refused (403) when it would land outside `reach`."""
-        self.require_changeable(resource["resourceType"], resource_id, resource, access)
-        resource = await self.apply_rules(resource)
-        if resource["resourceType"] == "Subscription" and access is not None:
-            owner = await self._owner(resource_id, access.principal)
-            resource = stamped(resource, owner)
+        """A validated resource a client sends, ready to write: a Subscription's or
+        SubscriptionTopic's owner recorded (kept from the stored version when there is one),
+        refused (403) when it would land outside `reach`, then the type's rule applied (which
+        so sees the owner, e.g. to count what the owner has: docs/limits.md)."""
+        rtype = resource["resourceType"]
+        self.require_changeable(rtype, resource_id, resource, access)
+        if rtype in _OWNED_TYPES and access is not None:
+            owner = await self._owner(rtype, resource_id, access.principal)
+            resource = stamped(resource, _owner_record(rtype, owner))
         if reach is not None:
             reach.require(resource)
-        return resource
+        return await self.apply_rules(resource)
 
-    async def _owner(self, resource_id: str | None, principal: Principal) -> Principal | None:
-        """Who owns a Subscription about to be written. An administrator's update keeps the
-        stored owner; anyone else may only write their own (the writer checks the stored
-        version), and is recorded with the scopes they hold now, so another app of the same
-        person cannot widen what an existing Subscription hears."""
+    async def _owner(
+        self, resource_type: str, resource_id: str | None, principal: Principal
+    ) -> Principal | None:
+        """Who owns a Subscription (or SubscriptionTopic) about to be written. An
+        administrator's update keeps the stored owner; anyone else may only write their own
+        Subscriptions (the writer checks the stored version), and is recorded with the scopes
+        they hold now, so another app of the same person cannot widen what an existing
+        Subscription hears."""
         if resource_id is not None and principal.admin:
             with contextlib.suppress(NotFound, Gone):
-                current = await self.read("Subscription", resource_id)
+                current = await self.read(resource_type, resource_id)
                 assert current.body is not None
                 return owner_of(orjson.loads(current.body))
         return None if principal.kind == "anonymous" else principal
+
+    async def owned_ids(
+        self, resource_type: str, owner: str, *, excluding: str | None, most: int
+    ) -> set[str]:
+        """The ids of live resources of `resource_type` that `owner` (a token subject) owns,
+        other than `excluding`: no more than `most` + 1 of them.
+
+        A Subscription's owner tag is in the search index. The index has no `_tag` for types
+        the FHIRPath model does not know (SubscriptionTopic is R4B-only), so those are found by
+        the subject in the body text and then checked by their owner record.
+        """
+        async with self.engine.connect() as conn:
+            if resource_type == "Subscription":
+                s = search_index.c
+                owned = select(s.res_id).where(
+                    s.res_type == resource_type,
+                    s.param == "_tag",
+                    s.system == OWNER_TAG_SYSTEM,
+                    s.code == owner,
+                    s.res_id != (excluding or ""),
+                )
+                rows = await conn.execute(owned.distinct().limit(most + 1))
+                return set(rows.scalars())
+            r = resources.c
+            stream = await conn.stream(
+                select(r.res_id, r.body).where(
+                    r.res_type == resource_type,
+                    r.deleted.is_(False),
+                    r.res_id != (excluding or ""),
+                    r.body.contains(orjson.dumps(owner).decode(), autoescape=True),
+                )
+            )
+            found: set[str] = set()
+            async for resource_id, body in stream:
+                if owner_subject(orjson.loads(body)) == owner:
+                    found.add(resource_id)
+                    if len(found) > most:
+                        break
+            return found
+
+    async def stored_ids(self, resource_type: str, ids: Sequence[str]) -> set[str]:
+        """Those of `ids` that were ever stored as `resource_type` (deleted ones included)."""
+        if not ids:
+            return set()
+        async with self.engine.connect() as conn:
+            return set(await self.heads_in(conn, resource_type, ids))
 
     @asynccontextmanager
     async def write_transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -552,6 +605,15 @@ class Store:
         """`current_in` without the bodies: what a caller needs to see whether anything changed."""
         heads = await load_heads(conn, [(resource_type, i) for i in set(ids)], lock=False)
         return {resource_id: head for (_, resource_id), head in heads.items()}
+
+
+def _owner_record(resource_type: str, owner: Principal | None) -> Principal | None:
+    """What a resource records of its owner: everything for a Subscription (a standing read on
+    the owner's behalf), only the subject and whether an administrator for a SubscriptionTopic,
+    which every reader of topics sees."""
+    if owner is None or resource_type == "Subscription":
+        return owner
+    return Principal(owner.kind, owner.subject, Scopes.parse(""), admin=owner.admin)
 
 
 def raise_id_mismatch(resource_type: str, url_id: str, body_id: Any) -> NoReturn:

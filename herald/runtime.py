@@ -36,7 +36,7 @@ from events.subscriptions.lifecycle import Lifecycle
 from events.subscriptions.matching import Matcher, notification_job
 from events.subscriptions.missed_by_budget import MissedByBudgetReporter
 from events.subscriptions.registry import SUBSCRIPTION, SUBSCRIPTION_TOPIC, SubscriptionRegistry
-from events.subscriptions.rules import subscription_rule, topic_rule
+from events.subscriptions.rules import OwnerLimit, owned_topic_rule, subscription_rule
 from events.subscriptions.seeding import BUILTIN_TOPIC_RESERVATION, seed_builtin_topics
 from fhirstore.access.acting import Record
 from fhirstore.access.audit import AuditTrail
@@ -50,7 +50,8 @@ from herald.channel_support import channel_support, optional_transports
 from herald.gil import hand_over_promptly
 from herald.heap import freeze_startup_heap
 from herald.settings import Settings
-from scheduler.policy import PlanTag, SchedulePolicy
+from scheduler.admission import careplan_rule
+from scheduler.policy import PlanTag, ScheduleLimits, SchedulePolicy
 from scheduler.service import Scheduler
 from scheduler.timing import WhenClock
 
@@ -90,6 +91,11 @@ def schedule_policy(settings: Settings) -> SchedulePolicy:
             tag=PlanTag.parse(settings.scheduler_careplan_tag)
             if settings.scheduler_careplan_tag
             else None,
+            limits=ScheduleLimits(
+                activities=settings.limit_careplan_activities,
+                tasks_per_careplan=settings.limit_careplan_tasks,
+                tasks_per_patient=settings.limit_patient_tasks,
+            ),
         )
     except (ValueError, ZoneInfoNotFoundError) as error:
         raise ValueError(f"scheduler settings (HERALD_SCHEDULER_*): {error}") from error
@@ -153,9 +159,24 @@ class Runtime:
                         settings.email_allowlist, required=settings.auth != "off"
                     ),
                 ).problem,
+                OwnerLimit(
+                    self.store,
+                    SUBSCRIPTION,
+                    settings.limit_subscriptions_per_owner,
+                    "LIMIT_SUBSCRIPTIONS_PER_OWNER",
+                ),
             ),
         )
-        self.store.add_rule(SUBSCRIPTION_TOPIC, topic_rule(self.fhirpath_trials))
+        topics = OwnerLimit(
+            self.store,
+            SUBSCRIPTION_TOPIC,
+            settings.limit_topics_per_owner,
+            "LIMIT_TOPICS_PER_OWNER",
+        )
+        self.store.add_rule(SUBSCRIPTION_TOPIC, owned_topic_rule(topics, self.fhirpath_trials))
+        # Every process refuses CarePlans over the limits, whether or not it schedules.
+        scheduling = schedule_policy(settings)
+        self.store.add_rule("CarePlan", careplan_rule(self.store, scheduling))
         self.store.reserve(SUBSCRIPTION_TOPIC, BUILTIN_TOPIC_RESERVATION)
         self.store.add_rule(AUDIT_EVENT, refuse_writes)
         retention = settings.audit_retention_days
@@ -205,7 +226,7 @@ class Runtime:
         self.scheduler = Scheduler(
             self.store,
             self.bus,
-            schedule_policy(settings),
+            scheduling,
             sweep_interval=settings.scheduler_sweep_seconds,
             due_interval=settings.scheduler_due_seconds,
             audit=self.record_write,

@@ -239,6 +239,33 @@ class Settings(BaseSettings):
         "replay) of the consumers it runs",
     )
 
+    # One client cannot hurt another: limits (docs/limits.md)
+    limit_careplan_activities: int = Field(
+        100, ge=1, description="Most activities in one CarePlan (more: 422)"
+    )
+    limit_careplan_tasks: int = Field(
+        2000,
+        ge=1,
+        description="Most Tasks one active CarePlan may have within the scheduling horizon "
+        "(more: 422 when it is written)",
+    )
+    limit_patient_tasks: int = Field(
+        5000,
+        ge=1,
+        description="Most Tasks one patient's CarePlans may have within the scheduling horizon "
+        "together (more: 422 when a CarePlan is written)",
+    )
+    limit_subscriptions_per_owner: int = Field(
+        100,
+        ge=1,
+        description="Most Subscriptions one token subject may own (administrators: no limit)",
+    )
+    limit_topics_per_owner: int = Field(
+        20,
+        ge=1,
+        description="Most SubscriptionTopics one token subject may own (administrators: no limit)",
+    )
+
     @property
     def endpoint_guard(self) -> bool:
         """REST hook endpoints are checked whenever authentication is on or an allow-list

@@ -1,5 +1,7 @@
 """The scheduler's own rows: what it made of each CarePlan (`schedule_plans`) and the Tasks it
-owes something (`schedule_tasks`), read and written inside the caller's transaction."""
+owes something (`schedule_tasks`), read and written inside the caller's transaction; and from
+them what a patient's CarePlans hold within the window, for the limits (scheduler/admission.py,
+docs/limits.md)."""
 
 from __future__ import annotations
 
@@ -10,11 +12,11 @@ from functools import cache
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import Row, Subquery, and_, delete, func, select, text, union
+from sqlalchemy import Row, Subquery, and_, delete, func, or_, select, text, union
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fhirstore.db.locks import CAREPLAN_LOCK_CLASS, int4_key
-from fhirstore.db.schema import resources, schedule_plans, schedule_tasks
+from fhirstore.db.schema import resources, schedule_plans, schedule_tasks, search_index
 from fhirstore.db.upsert import upsert
 from fhirstore.store import as_utc
 from scheduler.task import TaskState
@@ -196,3 +198,88 @@ async def skipped_activities(conn: AsyncConnection) -> list[tuple[str, str | Non
         for skipped in orjson.loads(report)["skipped"]:
             found.append((careplan_id, skipped["activity"], skipped["reason"]))
     return found
+
+
+async def planned_task_counts(
+    conn: AsyncConnection,
+    patient: str,
+    *,
+    excluding: Sequence[str],
+    since: datetime,
+    until: datetime,
+) -> dict[str, int]:
+    """By CarePlan of `patient` (other than `excluding`), how many Tasks its schedule wanted
+    for occurrences in [since, until) when last reconciled. Only CarePlans reconciled at their
+    current version are here: the others are `unplanned_careplans`."""
+    t, p, r = schedule_tasks.c, schedule_plans.c, resources.c
+    rows = await conn.execute(
+        select(p.careplan_id, func.count())
+        .select_from(schedule_tasks)
+        .join(schedule_plans, p.careplan_id == t.careplan_id)
+        .join(resources, and_(r.res_type == "CarePlan", r.res_id == p.careplan_id))
+        .where(
+            p.patient == patient,
+            p.version_id == r.version_id,
+            p.careplan_id.not_in(list(excluding)),
+            t.wanted.is_(True),
+            t.start >= since,
+            t.start < until,
+        )
+        .group_by(p.careplan_id)
+    )
+    return {careplan_id: int(n) for careplan_id, n in rows}
+
+
+async def unplanned_careplans(
+    conn: AsyncConnection, patient: str, *, excluding: Sequence[str]
+) -> dict[str, str]:
+    """The bodies, by id, of `patient`'s live CarePlans (other than `excluding`) that the
+    scheduler has not reconciled at their current version yet: written moments ago, or while
+    no scheduler ran."""
+    r, p, s = resources.c, schedule_plans.c, search_index.c
+    query = (
+        select(r.res_id, r.body)
+        .join(
+            search_index,
+            and_(s.res_type == "CarePlan", s.res_id == r.res_id, s.param == "subject"),
+        )
+        .outerjoin(schedule_plans, p.careplan_id == r.res_id)
+        .where(
+            r.res_type == "CarePlan",
+            r.deleted.is_(False),
+            s.code == patient,
+            r.res_id.not_in(list(excluding)),
+            or_(p.version_id.is_(None), p.version_id != r.version_id),
+        )
+    )
+    return {i: body for i, body in await conn.execute(query) if body is not None}
+
+
+async def patients_task_counts(
+    conn: AsyncConnection,
+    patients: Sequence[str],
+    *,
+    excluding: Sequence[str],
+    since: datetime,
+    until: datetime,
+) -> dict[str, int]:
+    """For each of `patients`, how many Tasks the schedules of their CarePlans other than
+    `excluding` wanted for occurrences in [since, until) when last reconciled."""
+    t, p = schedule_tasks.c, schedule_plans.c
+    counts = dict.fromkeys(patients, 0)
+    for chunk in _chunks(patients):
+        rows = await conn.execute(
+            select(p.patient, func.count())
+            .select_from(schedule_tasks)
+            .join(schedule_plans, p.careplan_id == t.careplan_id)
+            .where(
+                p.patient.in_(chunk),
+                p.careplan_id.not_in(list(excluding)),
+                t.wanted.is_(True),
+                t.start >= since,
+                t.start < until,
+            )
+            .group_by(p.patient)
+        )
+        counts.update({patient: int(n) for patient, n in rows})
+    return counts

@@ -6,6 +6,10 @@ policy names one. Which activities: those with a `detail` whose status is not ca
 completed, entered-in-error or on-hold, and which is not `doNotPerform`. Everything left out is
 reported with a reason a person can act on.
 
+A plan keeps to the limits (`ScheduleLimits`, docs/limits.md): activities beyond the first so
+many are reported, and a plan with more Tasks than a CarePlan may have keeps its earliest ones
+(`limited`; the reconciler uses the same for the patient's limit), reporting the rest.
+
 A plan also says until when its Tasks cover the schedule (`covered_until`): the start of the
 first occurrence it leaves out. Until the horizon reaches that instant, the same CarePlan under
 the same policy wants no Task the plan does not have, so a sweep can leave it alone.
@@ -14,16 +18,22 @@ the same policy wants no Task the plan does not have, so a sweep can leave it al
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fhirstore.validation import ID_PATTERN
-from scheduler.policy import OCCURRENCE_SYSTEM, TIMEZONE_EXTENSION, PlanTag, SchedulePolicy
+from scheduler.policy import (
+    OCCURRENCE_SYSTEM,
+    TIMEZONE_EXTENSION,
+    PlanTag,
+    ScheduleLimits,
+    SchedulePolicy,
+)
 from scheduler.task import PlannedTask, local_datetime, occurrence_key, task_id
-from scheduler.timing import Occurrence, Unschedulable, occurrences
+from scheduler.timing import Budget, Occurrence, Unschedulable, occurrences
 from scheduler.timing.primitives import date_time
 from scheduler.timing.wallclock import midnight, to_utc
 
@@ -33,6 +43,11 @@ ENDED_ACTIVITY = frozenset({"cancelled", "stopped", "completed", "entered-in-err
 _PATIENT_REF = re.compile(r"(?:^|/)(Patient/[A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]+)?$")
 # More occurrences than this for one activity in the horizon are not materialised (reported).
 MAX_TASKS_PER_ACTIVITY = 1_000
+# Steps (occurrences computed) counting one CarePlan's schedules may take when it is written
+# (scheduler/admission.py); planning it walks each count twice (the window and the next start),
+# so it may take PLAN_STEPS. More is refused at write time, reported when planning.
+COUNT_STEPS = 20_000
+PLAN_STEPS = 3 * COUNT_STEPS
 # How far past the horizon a plan looks for its next occurrence (none by then: look again then).
 LOOKAHEAD = timedelta(days=366)
 # Said without the window's dates: a CarePlan the sweep leaves alone keeps its report while the
@@ -96,38 +111,26 @@ def plan_careplan(
     starts nowhere else (no bounds, no period.start, no created)."""
     patient = patient_of(careplan)
     horizon_end = now + policy.horizon
-    why_not = _not_scheduled(careplan, policy.tag)
+    why_not = not_scheduled(careplan, policy.tag)
     if why_not is not None:
         skipped_plan = (Skipped(None, why_not),)
         return Plan(
             careplan_id, patient, zone.key, False, {}, skipped_plan, horizon_end + LOOKAHEAD
         )
     assert careplan is not None
-    anchor = _anchor(careplan, zone) or first_seen
+    anchor = anchor_of(careplan, zone) or first_seen
+    limits = policy.limits
     tasks: dict[str, PlannedTask] = {}
     skipped: list[Skipped] = []
-    keys: set[str] = set()
     covered = [horizon_end + LOOKAHEAD]
-    for index, activity in enumerate(careplan.get("activity") or ()):
-        key = _activity_key(activity, index)
-        if key in keys:
-            skipped.append(
-                Skipped(
-                    key,
-                    f"activity id {key!r} repeats an earlier activity's id:"
-                    " give each activity an id of its own",
-                )
-            )
-            continue
-        keys.add(key)
-        detail = activity.get("detail") if isinstance(activity, dict) else None
-        reason = _activity_not_scheduled(activity, detail)
+    budget = Budget(PLAN_STEPS)
+    for key, activity, detail, reason in activities(careplan, limits.activities):
         if reason is not None:
             skipped.append(Skipped(key, reason))
             continue
-        assert isinstance(detail, dict)
+        assert detail is not None
         try:
-            found, notes, next_start = _window(detail, key, zone, anchor, now, policy)
+            found, notes, next_start = _window(detail, key, zone, anchor, now, policy, budget)
         except Unschedulable as error:
             skipped.append(Skipped(key, error.reason))
             continue
@@ -138,7 +141,75 @@ def plan_careplan(
             tasks[planned.id] = planned
     if not careplan.get("activity"):
         skipped.append(Skipped(None, "the CarePlan has no activity to schedule"))
-    return Plan(careplan_id, patient, zone.key, True, tasks, tuple(skipped), min(covered))
+    plan = Plan(careplan_id, patient, zone.key, True, tasks, tuple(skipped), min(covered))
+    return limited(plan, limits.tasks_per_careplan, careplan_tasks_limit(limits))
+
+
+def activities(
+    careplan: Mapping[str, Any], most: int
+) -> Iterator[tuple[str, Any, dict[str, Any] | None, str | None]]:
+    """Each activity of a scheduled CarePlan: its key, the activity, and its detail when it is
+    to be scheduled, else (detail None) the reason it is not. Only the first `most` are
+    scheduled (HERALD_LIMIT_CAREPLAN_ACTIVITIES)."""
+    keys: set[str] = set()
+    for index, activity in enumerate(careplan.get("activity") or ()):
+        key = _activity_key(activity, index)
+        if index >= most:
+            yield key, activity, None, activities_limit(most)
+            continue
+        if key in keys:
+            reason = (
+                f"activity id {key!r} repeats an earlier activity's id:"
+                " give each activity an id of its own"
+            )
+            yield key, activity, None, reason
+            continue
+        keys.add(key)
+        detail = activity.get("detail") if isinstance(activity, dict) else None
+        reason = _activity_not_scheduled(activity, detail)
+        yield key, activity, (detail if reason is None else None), reason
+
+
+def activities_limit(most: int) -> str:
+    return (
+        f"beyond the first {most} activities (HERALD_LIMIT_CAREPLAN_ACTIVITIES): a CarePlan"
+        " may have at most that many; split it into several CarePlans"
+    )
+
+
+def careplan_tasks_limit(limits: ScheduleLimits) -> str:
+    return (
+        f"a CarePlan may have at most {limits.tasks_per_careplan} Tasks within the horizon"
+        " (HERALD_LIMIT_CAREPLAN_TASKS)"
+    )
+
+
+def patient_tasks_limit(limits: ScheduleLimits) -> str:
+    return (
+        f"a patient's CarePlans may have at most {limits.tasks_per_patient} Tasks within the"
+        " horizon together (HERALD_LIMIT_PATIENT_TASKS)"
+    )
+
+
+def limited(plan: Plan, most: int, limit: str) -> Plan:
+    """`plan` with only its earliest `most` Tasks (all when it has no more), the others
+    reported as left out under `limit` (a sentence naming it); it covers the schedule only
+    until the first Task left out."""
+    if len(plan.tasks) <= most:
+        return plan
+    ordered = sorted(plan.tasks.values(), key=lambda t: (t.start, t.activity, t.id))
+    kept, first_out = ordered[:most], ordered[most]
+    note = Skipped(
+        None,
+        f"{len(ordered) - most} of the {len(ordered)} occurrences in the horizon are not"
+        f" materialised: {limit}",
+    )
+    return replace(
+        plan,
+        tasks={t.id: t for t in kept},
+        skipped=(*plan.skipped, note),
+        covered_until=min(plan.covered_until, first_out.start),
+    )
 
 
 def _window(
@@ -148,10 +219,13 @@ def _window(
     anchor: datetime,
     now: datetime,
     policy: SchedulePolicy,
+    budget: Budget,
 ) -> tuple[list[Occurrence], list[Skipped], datetime]:
     """The activity's occurrences to materialise at `now`, what to report about them, and
     where the first one left out starts. Raises Unschedulable."""
     horizon_end = now + policy.horizon
+    # One activity never brings more than its CarePlan may have: no need to expand them.
+    most = min(MAX_TASKS_PER_ACTIVITY, policy.limits.tasks_per_careplan)
     found = occurrences(
         detail,
         zone=zone,
@@ -159,17 +233,21 @@ def _window(
         window_start=now - policy.grace,
         window_end=horizon_end,
         when=policy.when,
-        limit=MAX_TASKS_PER_ACTIVITY + 1,
+        limit=most + 1,
+        budget=budget,
     )
-    if len(found) > MAX_TASKS_PER_ACTIVITY:
+    if len(found) > most:
+        why = "" if most == MAX_TASKS_PER_ACTIVITY else f": {careplan_tasks_limit(policy.limits)}"
         too_many = Skipped(
             key,
-            f"more than {MAX_TASKS_PER_ACTIVITY} occurrences in the horizon: only the first"
-            " ones are materialised",
+            f"more than {most} occurrences in the horizon: only the first {most} are"
+            f" materialised{why}",
         )
-        return found[:MAX_TASKS_PER_ACTIVITY], [too_many], found[MAX_TASKS_PER_ACTIVITY].start
+        return found[:most], [too_many], found[most].start
     notes = [] if found else [Skipped(key, NOTHING_DUE)]
-    next_start = _next_start(detail, zone=zone, anchor=anchor, after=horizon_end, policy=policy)
+    next_start = _next_start(
+        detail, zone=zone, anchor=anchor, after=horizon_end, policy=policy, budget=budget
+    )
     return found, notes, next_start
 
 
@@ -180,6 +258,7 @@ def _next_start(
     anchor: datetime,
     after: datetime,
     policy: SchedulePolicy,
+    budget: Budget,
 ) -> datetime:
     """When the activity next falls due from `after` on (or `after` + LOOKAHEAD: not before)."""
     try:
@@ -191,13 +270,14 @@ def _next_start(
             window_end=after + LOOKAHEAD,
             when=policy.when,
             limit=1,
+            budget=budget,
         )
     except Unschedulable:  # not readable that far ahead: plan it again at the next sweep
         return after
     return found[0].start if found else after + LOOKAHEAD
 
 
-def _not_scheduled(careplan: Mapping[str, Any] | None, tag: PlanTag | None) -> str | None:
+def not_scheduled(careplan: Mapping[str, Any] | None, tag: PlanTag | None) -> str | None:
     if careplan is None:
         return "the CarePlan was deleted"
     status, intent = careplan.get("status"), careplan.get("intent")
@@ -222,7 +302,7 @@ def _has_tag(careplan: Mapping[str, Any], tag: PlanTag) -> bool:
     )
 
 
-def _anchor(careplan: Mapping[str, Any], zone: ZoneInfo) -> datetime | None:
+def anchor_of(careplan: Mapping[str, Any], zone: ZoneInfo) -> datetime | None:
     for text in ((careplan.get("period") or {}).get("start"), careplan.get("created")):
         if isinstance(text, str):
             try:

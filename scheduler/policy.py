@@ -53,6 +53,16 @@ class PlanTag:
 
 
 @dataclass(frozen=True, slots=True)
+class ScheduleLimits:
+    """What one CarePlan, and one patient's CarePlans together, may ask of the scheduler
+    (docs/limits.md). Each is named by its setting in the messages that cite it."""
+
+    activities: int = 100  # activities per CarePlan
+    tasks_per_careplan: int = 2_000  # Tasks of one CarePlan within the horizon
+    tasks_per_patient: int = 5_000  # Tasks of one patient's CarePlans within the horizon
+
+
+@dataclass(frozen=True, slots=True)
 class SchedulePolicy:
     # Tasks exist for occurrences up to this far ahead.
     horizon: timedelta = timedelta(days=14)
@@ -64,6 +74,7 @@ class SchedulePolicy:
     default_zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
     when: WhenClock = field(default_factory=WhenClock.default)
     tag: PlanTag | None = None
+    limits: ScheduleLimits = field(default_factory=ScheduleLimits)
 
     @property
     def fingerprint(self) -> str:
@@ -79,5 +90,10 @@ class SchedulePolicy:
             self.default_zone.key,
             when,
             tag,
+            (
+                self.limits.activities,
+                self.limits.tasks_per_careplan,
+                self.limits.tasks_per_patient,
+            ),
         )
         return hashlib.sha256(repr(shape).encode()).hexdigest()[:32]

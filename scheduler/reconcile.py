@@ -12,6 +12,9 @@ deleted by hand all end the same way. Per CarePlan, for occurrences in [now - gr
 - another Task carrying the same occurrence identifier is cancelled as a `duplicate`;
 - what a person moved on (in-progress, completed, ...) is never touched, and past Tasks stay.
 
+A patient's CarePlans together never want more Tasks in the window than the patient's limit:
+CarePlans outside the batch keep what they have, those in it share what is left (docs/limits.md).
+
 The CarePlan's row also records what a sweep needs to leave the CarePlan alone next time
 (scheduler/settled.py): the Patient version and policy it was planned with, and until when its
 Tasks cover the schedule (never later than a Task row beyond the horizon, which is not judged
@@ -43,13 +46,21 @@ from scheduler.bookkeeping import (
     PlanRow,
     TaskRow,
     lock_plans,
+    patients_task_counts,
     plan_rows,
     save_plans,
     save_tasks,
     task_rows,
 )
 from scheduler.identity import acting_as_scheduler
-from scheduler.plan import Plan, patient_of, patient_zone, plan_careplan
+from scheduler.plan import (
+    Plan,
+    limited,
+    patient_of,
+    patient_tasks_limit,
+    patient_zone,
+    plan_careplan,
+)
 from scheduler.policy import OCCURRENCE_SYSTEM, SchedulePolicy
 from scheduler.task import (
     PlannedTask,
@@ -201,7 +212,7 @@ class Reconciler:
         )
         first_seen = await _first_seen(conn, ids)
         fingerprint = self._policy.fingerprint
-        plans: dict[str, tuple[Plan, PlanRow]] = {}
+        planned: dict[str, tuple[Plan, int | None, int | None]] = {}
         for i in ids:
             ref = refs[i]
             patient = patients.get(ref.split("/", 1)[1]) if ref else None
@@ -222,8 +233,42 @@ class Reconciler:
                 continue
             version = careplans[i].version_id if i in careplans and bodies[i] else None
             patient_version = patient.version_id if patient is not None else None
-            plans[i] = (plan, _plan_row(plan, version, patient_version, fingerprint, now))
-        return plans
+            planned[i] = (plan, version, patient_version)
+        await self._within_patient_limits(conn, planned, now)
+        return {
+            i: (plan, _plan_row(plan, version, patient_version, fingerprint, now))
+            for i, (plan, version, patient_version) in planned.items()
+        }
+
+    async def _within_patient_limits(
+        self,
+        conn: AsyncConnection,
+        planned: dict[str, tuple[Plan, int | None, int | None]],
+        now: datetime,
+    ) -> None:
+        """Keep each patient's Tasks in the horizon within `tasks_per_patient`: the patient's
+        other CarePlans keep what they have, and the batch's CarePlans (in id order) get what
+        is left, their earliest occurrences first; the rest is reported as skipped."""
+        limits = self._policy.limits
+        patients = sorted({p.patient for p, _, _ in planned.values() if p.patient and p.tasks})
+        if not patients:
+            return
+        taken = await patients_task_counts(
+            conn,
+            patients,
+            excluding=list(planned),
+            since=now - self._policy.grace,
+            until=now + self._policy.horizon,
+        )
+        reason = patient_tasks_limit(limits)
+        for i in sorted(planned):
+            plan, version, patient_version = planned[i]
+            if plan.patient not in taken:
+                continue
+            allowance = max(0, limits.tasks_per_patient - taken[plan.patient])
+            plan = limited(plan, allowance, reason)
+            taken[plan.patient] += len(plan.tasks)
+            planned[i] = (plan, version, patient_version)
 
 
 class _Step:

@@ -27,6 +27,15 @@ leaves room (each module says more about its part):
 
 from scheduler.timing.clock import WhenClock
 from scheduler.timing.engine import MAX_OCCURRENCES, Occurrence, occurrences
-from scheduler.timing.errors import Unschedulable
+from scheduler.timing.errors import Unschedulable, Unsupported
+from scheduler.timing.expand import Budget
 
-__all__ = ["MAX_OCCURRENCES", "Occurrence", "Unschedulable", "WhenClock", "occurrences"]
+__all__ = [
+    "MAX_OCCURRENCES",
+    "Budget",
+    "Occurrence",
+    "Unschedulable",
+    "Unsupported",
+    "WhenClock",
+    "occurrences",
+]

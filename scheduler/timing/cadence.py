@@ -23,7 +23,7 @@ from decimal import Decimal
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from scheduler.timing.errors import Unschedulable
+from scheduler.timing.errors import Unschedulable, Unsupported
 from scheduler.timing.repeat import Repeat
 from scheduler.timing.wallclock import (
     CALENDAR_MONTHS,
@@ -155,7 +155,7 @@ def build_cadence(rule: Repeat, start: datetime, zone: ZoneInfo, path: str) -> C
     value = rule.period.value if rule.period else Decimal(1)
     if unit in ELAPSED_SECONDS:
         if rule.day_of_week or rule.day_times:
-            raise Unschedulable(
+            raise Unsupported(
                 f"{path}: a period in {unit} cannot be combined with timeOfDay, when or"
                 " dayOfWeek; use a period in d or wk"
             )
@@ -166,7 +166,7 @@ def build_cadence(rule: Repeat, start: datetime, zone: ZoneInfo, path: str) -> C
     local = to_local(start, zone)
     if unit in CALENDAR_MONTHS:
         if rule.day_of_week:
-            raise Unschedulable(
+            raise Unsupported(
                 f"{path}: dayOfWeek with a period in {unit} is ambiguous (which week of the"
                 " month?); use a period in wk"
             )
@@ -180,7 +180,7 @@ def build_cadence(rule: Repeat, start: datetime, zone: ZoneInfo, path: str) -> C
     if rule.day_of_week or rule.day_times:
         return _day_pattern(rule, local, zone, path)
     if unit is None:
-        raise Unschedulable(
+        raise Unsupported(
             f"{path} says neither how often (period and periodUnit) nor when (timeOfDay, when,"
             " dayOfWeek)"
         )
@@ -193,12 +193,12 @@ def _day_pattern(rule: Repeat, local: datetime, zone: ZoneInfo, path: str) -> Da
     weeks = rule.period is not None and rule.period.unit == "wk"
     value = rule.period.value if rule.period else Decimal(1)
     if value != value.to_integral_value():
-        raise Unschedulable(
+        raise Unsupported(
             f"{path}.period must be a whole number of days or weeks with timeOfDay, when or"
             f" dayOfWeek, got {value}"
         )
     if rule.day_of_week and not weeks and value != 1:
-        raise Unschedulable(f"{path}: dayOfWeek with a period of {value} days is ambiguous")
+        raise Unsupported(f"{path}: dayOfWeek with a period of {value} days is ambiguous")
     cycle_days = int(value) * 7 if weeks else int(value)
     offsets: tuple[int, ...] = (0,)
     if rule.day_of_week:
@@ -213,7 +213,7 @@ def _day_pattern(rule: Repeat, local: datetime, zone: ZoneInfo, path: str) -> Da
         frequency = rule.frequency or days_per_period
         per_day, rest = divmod(frequency, days_per_period)
         if rest or not per_day:
-            raise Unschedulable(
+            raise Unsupported(
                 f"{path}.frequency {frequency} per week does not divide over the"
                 f" {days_per_period} days of dayOfWeek; give timeOfDay or a matching frequency"
             )

@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo
 
 from scheduler.timing.cadence import build_cadence
 from scheduler.timing.clock import WhenClock
-from scheduler.timing.errors import Unschedulable
-from scheduler.timing.expand import END_OF_TIME, expand
+from scheduler.timing.errors import Unschedulable, Unsupported
+from scheduler.timing.expand import END_OF_TIME, Budget, expand
 from scheduler.timing.primitives import Span, array, date_time, mapping, show
 from scheduler.timing.repeat import Bounds, Repeat, read_event_companions, read_repeat
 from scheduler.timing.wallclock import add_span, end_instant, first_instant, midnight, to_utc
@@ -44,6 +44,7 @@ def occurrences(
     window_end: datetime,
     when: WhenClock = DEFAULT_CLOCK,
     limit: int = MAX_OCCURRENCES,
+    budget: Budget | None = None,
 ) -> list[Occurrence]:
     """The schedule's occurrences with window_start <= start < window_end, sorted, distinct.
 
@@ -59,7 +60,7 @@ def occurrences(
         raise ValueError(f"limit must be at least 1, got {limit}")
     try:
         anchor, window_start, window_end = (value.astimezone(UTC) for value in given.values())
-        window = _Window(zone, anchor, window_start, window_end, when, limit)
+        window = _Window(zone, anchor, window_start, window_end, when, limit, budget)
         return window.of(mapping(schedule, "CarePlan.activity.detail"))
     except OverflowError as error:
         raise Unschedulable(
@@ -76,16 +77,17 @@ class _Window:
     end: datetime
     clock: WhenClock
     limit: int
+    budget: Budget | None
 
     def of(self, detail: Mapping[str, Any]) -> list[Occurrence]:
         present = [name for name in SCHEDULED if detail.get(name) is not None]
         if not present:
-            raise Unschedulable("the activity has no schedule (scheduledTiming, scheduledPeriod)")
+            raise Unsupported("the activity has no schedule (scheduledTiming, scheduledPeriod)")
         if len(present) > 1:
             raise Unschedulable(f"the activity has more than one scheduled[x]: {present}")
         name = present[0]
         if name == "scheduledString":
-            raise Unschedulable(
+            raise Unsupported(
                 f"the activity is scheduled as free text ({show(detail[name])}); Herald needs a"
                 " scheduledTiming or scheduledPeriod to create Tasks"
             )
@@ -111,9 +113,7 @@ class _Window:
 
     def timing(self, timing: Mapping[str, Any]) -> list[Occurrence]:
         if timing.get("modifierExtension"):
-            raise Unschedulable(
-                "scheduledTiming has a modifierExtension Herald does not understand"
-            )
+            raise Unsupported("scheduledTiming has a modifierExtension Herald does not understand")
         events = array(timing.get("event"), "scheduledTiming.event")
         raw_repeat = timing.get("repeat")
         if events:
@@ -124,7 +124,7 @@ class _Window:
             return self.events(events, repeat)
         if raw_repeat is None:
             what = "only a code" if timing.get("code") is not None else "neither event nor repeat"
-            raise Unschedulable(f"scheduledTiming has {what}; Herald needs event or repeat")
+            raise Unsupported(f"scheduledTiming has {what}; Herald needs event or repeat")
         return self.repeat(read_repeat(raw_repeat, self.clock, "scheduledTiming.repeat"))
 
     def events(self, events: list[Any], repeat: Repeat | None) -> list[Occurrence]:
@@ -154,6 +154,7 @@ class _Window:
             window_start=self.start,
             window_end=self.end,
             limit=self.limit,
+            budget=self.budget,
         )
         return self.finish(instants, rule.duration)
 

@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from scheduler.timing.clock import EVENT_TIMING, NO_OFFSET, WhenClock, event_times
-from scheduler.timing.errors import Unschedulable
+from scheduler.timing.errors import Unschedulable, Unsupported
 from scheduler.timing.primitives import (
     UNITS_OF_TIME,
     DateTime,
@@ -67,7 +67,7 @@ class Repeat:
 def read_repeat(raw: Any, clock: WhenClock, path: str) -> Repeat:
     repeat = mapping(raw, path)
     if repeat.get("modifierExtension"):
-        raise Unschedulable(f"{path} has a modifierExtension Herald does not understand")
+        raise Unsupported(f"{path} has a modifierExtension Herald does not understand")
     frequency = _optional(repeat, "frequency", positive_int, path)
     frequency_max = _optional(repeat, "frequencyMax", positive_int, path)
     if frequency_max is not None and frequency_max < (frequency or 1):
@@ -98,7 +98,7 @@ def read_event_companions(raw: Any, clock: WhenClock, path: str) -> Repeat:
         if value is not None and name not in EVENT_COMPANIONS and not name.startswith("_")
     )
     if extra:
-        raise Unschedulable(
+        raise Unsupported(
             f"scheduledTiming has both event and {path}.{extra[0]}: Herald cannot tell whether"
             " the repeat adds to the events or replaces them; use one or the other"
         )
