@@ -196,7 +196,7 @@ async def _check(store: Store, entry: _Entry, access: Access | None) -> None:
         entry.narrowing = Narrowing(seen, access)
     if entry.resource is None:
         return
-    validate_resource(entry.resource_type, entry.resource)
+    validate_resource(entry.resource_type, entry.resource, path=f"{entry.where}.resource")
     put_id = entry.resource_id if entry.method == "PUT" else None
     entry.resource = await store.client_body(entry.resource, access, entry.reach, put_id)
     body_id = entry.resource.get("id")

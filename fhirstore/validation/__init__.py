@@ -1,4 +1,12 @@
-"""Validation of incoming resources against the FHIR R4B structure (fhir.resources models)."""
+"""Validation of incoming resources against FHIR R4B: the public surface of this package.
+
+`validate_resource` runs two passes. The strict walk (`strict`, guided by the element table that
+`build_table` makes from the official R4B StructureDefinitions and value sets) checks what a lax
+model would coerce or let through: primitive JSON types and lexical forms, codes with a required
+binding, narrative XHTML, arrays against cardinality, unstorable characters. Then fhir.resources
+(R4B pydantic models) checks the structure: unknown elements, required elements, choice types.
+Both name the failing element by its path (`Patient.active`, `Bundle.entry[3].resource.gender`).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +18,7 @@ from pydantic import ValidationError
 
 from fhirstore.errors import BadRequest, UnknownResourceType, Unprocessable
 from fhirstore.search.definitions import resource_types
+from fhirstore.validation import strict as strict_walk
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _MAX_REPORTED = 5
@@ -30,11 +39,18 @@ def require_id(resource_id: str) -> None:
         )
 
 
-def validate_resource(expected_type: str | None, body: Any) -> dict[str, Any]:
+__all__ = ["ID_PATTERN", "require_id", "require_type", "validate_resource"]
+
+
+def validate_resource(
+    expected_type: str | None, body: Any, *, path: str | None = None, strict: bool = True
+) -> dict[str, Any]:
     """Check `body` is a valid R4B resource (of `expected_type` when given); return it unchanged.
 
     The original JSON is kept (not the model's re-serialisation) so that clients read back what
-    they wrote.
+    they wrote. `path` is where the resource sits in the request (e.g. `Bundle.entry[3].resource`,
+    default: its type), which the problems' paths start with. `strict=False` skips the strict
+    walk (fhir.resources alone, as before it existed; for benchmarks).
     """
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object holding one FHIR resource")
@@ -47,29 +63,34 @@ def validate_resource(expected_type: str | None, body: Any) -> dict[str, Any]:
             expression=["resourceType"],
         )
     require_type(declared)
+    where = path or declared
+    if strict:
+        issues = strict_walk.problems(body, where, _MAX_REPORTED + 1)
+        if issues:
+            raise _refusal(declared, issues, len(issues))
     try:
         get_fhir_model_class(declared).model_validate(body)
     except ValidationError as exc:
-        raise _unprocessable(declared, exc) from None
+        errors = exc.errors()
+        issues = [(_element_path(where, e["loc"]), _message(e)) for e in errors[:_MAX_REPORTED]]
+        raise _refusal(declared, issues, len(errors)) from None
     except (TypeError, ValueError) as exc:
         raise Unprocessable(f"{declared} is not valid FHIR R4B: {exc}") from None
     return body
 
 
-def _unprocessable(resource_type: str, exc: ValidationError) -> Unprocessable:
-    errors = exc.errors()
-    paths = [_element_path(resource_type, e["loc"]) for e in errors[:_MAX_REPORTED]]
-    details = "; ".join(
-        f"{path}: {_message(e)}" for path, e in zip(paths, errors[:_MAX_REPORTED], strict=True)
-    )
-    more = f" (and {len(errors) - _MAX_REPORTED} more)" if len(errors) > _MAX_REPORTED else ""
+def _refusal(resource_type: str, issues: list[tuple[str, str]], count: int) -> Unprocessable:
+    shown = issues[:_MAX_REPORTED]
+    details = "; ".join(f"{path}: {message}" for path, message in shown)
+    more = f" (and {count - len(shown)} more)" if count > len(shown) else ""
     return Unprocessable(
-        f"{resource_type} is not valid FHIR R4B: {details}{more}", expression=paths
+        f"{resource_type} is not valid FHIR R4B: {details}{more}",
+        expression=[path for path, _ in shown],
     )
 
 
-def _element_path(resource_type: str, loc: tuple[Any, ...]) -> str:
-    path = resource_type
+def _element_path(where: str, loc: tuple[Any, ...]) -> str:
+    path = where
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
