@@ -18,10 +18,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -30,10 +28,9 @@ from rich.table import Table
 
 from bench.harness import (
     Databases,
-    InfraUnavailable,
     console,
+    each_backend,
     note,
-    parse_backends,
     progress,
     rate,
     ratio,
@@ -44,10 +41,6 @@ from fhirstore import store as store_module
 from fhirstore.errors import FhirError
 from fhirstore.validation import validate_resource
 from fhirstore.validation.strict import problems
-
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # `tests.support...`
-    sys.path.insert(0, str(ROOT))
 
 MODES = {"lax": False, "strict": True}
 
@@ -164,16 +157,7 @@ async def main(args: argparse.Namespace) -> None:
         "official R4B examples": sample_examples(args.examples),
     }
     console.print(validation_table(sets, args.rounds))
-    dbs = Databases()
-    runs: list[Run] = []
-    try:
-        for backend in parse_backends(args.backends):
-            try:
-                runs += await create_runs(backend, args, dbs)
-            except InfraUnavailable as error:
-                note(f"[yellow]skipping {backend}: {error}[/]")
-    finally:
-        dbs.close()
+    runs = await each_backend(args.backends, lambda backend, dbs: create_runs(backend, args, dbs))
     console.print(create_table(runs, args))
 
 

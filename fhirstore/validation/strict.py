@@ -63,7 +63,7 @@ class Walk:
             element = elements.get(key)
             if element is not None:
                 self.element(element, value, f"{path}.{key}", key, body)
-            elif key.startswith("_") and key[1:] in elements:
+            elif key.startswith("_") and _is_primitive(elements.get(key[1:])):
                 self.extensions(elements[key[1:]], value, f"{path}.{key}")
             elif key != "resourceType":
                 self.unknown(value, f"{path}.{key}")
@@ -137,6 +137,10 @@ class Walk:
                 stack.extend(item.values())
             elif isinstance(item, list):
                 stack.extend(item)
+
+
+def _is_primitive(element: Element | None) -> bool:
+    return element is not None and element.primitive
 
 
 def _not_in_value_set(value: str, element: Element) -> str:
