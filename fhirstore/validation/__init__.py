@@ -74,7 +74,7 @@ def validate_resource(
         errors = exc.errors()
         issues = [(_element_path(where, e["loc"]), _message(e)) for e in errors[:_MAX_REPORTED]]
         raise _refusal(declared, issues, len(errors)) from None
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, LookupError) as exc:  # fhir.resources failing on odd input
         raise Unprocessable(f"{declared} is not valid FHIR R4B: {exc}") from None
     return body
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fhirstore.search.definitions import resource_types
 from fhirstore.validation import narrative, primitives
 from fhirstore.validation.table import RESOURCE, Element, table
 
@@ -35,6 +36,7 @@ class Walk:
         self.limit = limit
         self.issues: list[Issue] = []
         self.types = table().types
+        self.resource_types = resource_types()
 
     @property
     def full(self) -> bool:
@@ -46,7 +48,7 @@ class Walk:
 
     def resource(self, body: dict[str, Any], path: str) -> None:
         declared = body.get("resourceType")
-        if not isinstance(declared, str) or declared not in self.types:
+        if not isinstance(declared, str) or declared not in self.resource_types:
             self.add(f"{path}.resourceType", "must name an R4B resource type")
             return
         self.object(declared, body, path)

@@ -156,6 +156,9 @@ async def test_contained_resources_follow_the_same_rules(
     }
     issue = _issue(await client.post("/Observation", json=body))
     assert issue["expression"] == ["Observation.contained[1].text.div"]
+    body["contained"][1] = {"resourceType": "Patient.contact", "id": "p"}  # crashed the models
+    issue = _issue(await client.post("/Observation", json=body))
+    assert issue["expression"] == ["Observation.contained[1].resourceType"]
     body["status"] = "attack"
     issue = _issue(await client.post("/Observation", json=body))
     assert "Observation.status" in issue["expression"]
