@@ -19,6 +19,10 @@ from pydantic import ValidationError
 from fhirstore.errors import BadRequest, UnknownResourceType, Unprocessable
 from fhirstore.search.definitions import resource_types
 from fhirstore.validation import strict as strict_walk
+from fhirstore.validation.table import table
+
+# Loaded now (~0.2 s), with the app, rather than on the event loop during the first write.
+table()
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _MAX_REPORTED = 5
