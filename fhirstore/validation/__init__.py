@@ -21,6 +21,8 @@ from fhirstore.search.definitions import resource_types
 from fhirstore.validation import strict as strict_walk
 from fhirstore.validation.table import table
 
+__all__ = ["ID_PATTERN", "require_id", "require_type", "validate_resource"]
+
 # Loaded now (~0.2 s), with the app, rather than on the event loop during the first write.
 table()
 
@@ -37,13 +39,10 @@ def require_type(resource_type: str) -> None:
 
 
 def require_id(resource_id: str) -> None:
-    if not ID_PATTERN.match(resource_id):
+    if not ID_PATTERN.fullmatch(resource_id):  # `$` alone would let a trailing newline in
         raise BadRequest(
             f"invalid id {resource_id!r}: FHIR ids are 1-64 characters of A-Z, a-z, 0-9, '-', '.'"
         )
-
-
-__all__ = ["ID_PATTERN", "require_id", "require_type", "validate_resource"]
 
 
 def validate_resource(

@@ -266,6 +266,8 @@ async def test_nul_in_the_url_id_is_400_on_every_interaction(client: httpx.Async
         await client.get("/Patient/a%00b/_history"),
         await client.get("/Patient/a%00b/_history/1"),
         await client.delete("/Patient/a%00b"),
+        await client.put("/Patient/a%0A", json={"resourceType": "Patient", "id": "a\n"}),
+        await client.get("/Patient/a%0A"),
     ):
         assert "invalid id" in _issue(response, 400)["diagnostics"]
 
