@@ -31,10 +31,11 @@ from __future__ import annotations
 import gzip
 import json
 import sys
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from fhirstore.search.build_table import read_package as search_package
 
 OUTPUT = Path(__file__).with_name("r4b-elements.json.gz")
 _FHIR_TYPE = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
@@ -48,19 +49,8 @@ _SYSTEM_TYPES = {
 
 
 def read_package(source: Path) -> Iterator[dict[str, Any]]:
-    """StructureDefinitions, ValueSets and CodeSystems of the package."""
-    wanted = ("StructureDefinition-", "ValueSet-", "CodeSystem-")
-    if source.is_dir():
-        for path in sorted(source.glob("*.json")):
-            if path.name.startswith(wanted):
-                yield json.loads(path.read_text(encoding="utf-8"))
-        return
-    with tarfile.open(source, "r:gz") as archive:
-        for member in archive:
-            if member.isfile() and Path(member.name).name.startswith(wanted):
-                handle = archive.extractfile(member)
-                if handle is not None and member.name.endswith(".json"):
-                    yield json.loads(handle.read())
+    """StructureDefinitions, ValueSets and CodeSystems of the package (a directory or a `.tgz`)."""
+    return search_package(source, ("StructureDefinition-", "ValueSet-", "CodeSystem-"))
 
 
 def _type_code(element_type: dict[str, Any]) -> str:
