@@ -13,11 +13,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.progress import (
@@ -296,6 +296,26 @@ def parse_backends(raw: str) -> list[str]:
     return chosen
 
 
+T = TypeVar("T")
+
+
+async def each_backend(
+    backends: str, bench: Callable[[str, Databases], Awaitable[list[T]]]
+) -> list[T]:
+    """`bench` on each chosen backend; one whose server cannot start is skipped with a note."""
+    dbs = Databases()
+    results: list[T] = []
+    try:
+        for backend in parse_backends(backends):
+            try:
+                results += await bench(backend, dbs)
+            except InfraUnavailable as error:
+                note(f"[yellow]skipping {backend}: {error}[/]")
+    finally:
+        dbs.close()
+    return results
+
+
 __all__ = [
     "FHIR_JSON",
     "Databases",
@@ -304,6 +324,7 @@ __all__ = [
     "console",
     "cpu_seconds",
     "cpu_share",
+    "each_backend",
     "herald_server",
     "ms",
     "note",

@@ -31,15 +31,14 @@ from rich.table import Table
 from bench.harness import (
     FHIR_JSON,
     Databases,
-    InfraUnavailable,
     Latencies,
     console,
     cpu_seconds,
     cpu_share,
+    each_backend,
     herald_server,
     ms,
     note,
-    parse_backends,
     progress,
     rate,
     ratio,
@@ -269,17 +268,10 @@ async def bench_backend(
 
 
 async def main(args: argparse.Namespace) -> None:
-    dbs = Databases()
-    runs: list[Run] = []
-    try:
-        with progress() as bar:
-            for backend in parse_backends(args.backends):
-                try:
-                    runs += await bench_backend(backend, args, dbs, bar)
-                except InfraUnavailable as error:
-                    note(f"[yellow]skipping {backend}: {error}[/]")
-    finally:
-        dbs.close()
+    with progress() as bar:
+        runs = await each_backend(
+            args.backends, lambda backend, dbs: bench_backend(backend, args, dbs, bar)
+        )
     console.print(table(runs, args))
 
 

@@ -201,7 +201,7 @@ async def _check(store: Store, entry: _Entry, access: Access | None) -> None:
         if entry.method == "DELETE":
             store.require_changeable(entry.resource_type, entry.resource_id, None, access)
         return
-    validate_resource(entry.resource_type, entry.resource)
+    validate_resource(entry.resource_type, entry.resource, path=f"{entry.where}.resource")
     put_id = entry.resource_id if entry.method == "PUT" else None
     entry.resource = await store.client_body(entry.resource, access, entry.reach, put_id)
     body_id = entry.resource.get("id")

@@ -27,7 +27,7 @@ from fhirstore.errors import BadRequest, PayloadTooLarge
 from fhirstore.search.query import parse_search
 from fhirstore.store import Store, StoredVersion
 from fhirstore.transaction import process_batch, process_transaction
-from fhirstore.validation import require_type
+from fhirstore.validation import require_id, require_type
 
 Version = WrittenVersion | StoredVersion
 
@@ -95,6 +95,7 @@ def fhir_router(
 
     @router.get("/{resource_type}/{resource_id}/_history")
     async def instance_history(request: Request, resource_type: str, resource_id: str) -> Response:
+        require_id(resource_id)  # e.g. a NUL, which no database can compare
         return await _history(request, resource_type, resource_id)
 
     async def _history(request: Request, rtype: str | None, rid: str | None) -> Response:
@@ -176,6 +177,7 @@ def fhir_router(
 
     @router.get("/{resource_type}/{resource_id}")
     async def read(request: Request, resource_type: str, resource_id: str) -> Response:
+        require_id(resource_id)
         version = await store.read(resource_type, resource_id, access=request_access(request))
         return _version_response(request, version, 200, None)
 
@@ -183,6 +185,7 @@ def fhir_router(
     async def vread(
         request: Request, resource_type: str, resource_id: str, version_id: str
     ) -> Response:
+        require_id(resource_id)
         number = whole_number(version_id, "the version id after _history/")
         version = await store.vread(
             resource_type, resource_id, number, access=request_access(request)
@@ -205,6 +208,7 @@ def fhir_router(
 
     @router.delete("/{resource_type}/{resource_id}")
     async def delete(request: Request, resource_type: str, resource_id: str) -> Response:
+        require_id(resource_id)
         written = await store.delete(
             resource_type,
             resource_id,

@@ -39,9 +39,12 @@ COMMON_BASES = frozenset({"Resource", "DomainResource"})
 _LEADING_NAME = re.compile(r"^\(*\s*([A-Za-z]+)\b")
 
 
-def read_package(source: Path) -> Iterator[dict[str, Any]]:
-    """Yield the JSON resources of the package (a directory or an npm `.tgz`)."""
-    wanted = ("SearchParameter-", "StructureDefinition-", "CompartmentDefinition-patient")
+_WANTED = ("SearchParameter-", "StructureDefinition-", "CompartmentDefinition-patient")
+
+
+def read_package(source: Path, wanted: tuple[str, ...] = _WANTED) -> Iterator[dict[str, Any]]:
+    """Yield the JSON resources of the package (a directory or an npm `.tgz`) whose file names
+    start with one of `wanted`."""
     if source.is_dir():
         for path in sorted(source.glob("*.json")):
             if path.name.startswith(wanted):

@@ -1,0 +1,181 @@
+"""What strict validation costs: lax (fhir.resources alone) against strict, in the same process.
+
+Two tables:
+
+- per resource: `validate_resource` with `strict=False` (fhir.resources R4B models, lax mode,
+  what Herald did before issue 20) and `strict=True` (the strict walk, then the same models), in
+  microseconds per resource, for the benchmark's Patients and Observations and, when the
+  `hl7.fhir.r4b.examples` package is cached (see `tests/support/fhir_packages.py`), a sample of
+  the official examples (larger resources with narratives);
+- create throughput: `Store.create` in-process on each backend, on a fresh database per row,
+  lax and strict interleaved (lax by handing the store `validate_resource(..., strict=False)`).
+
+Run: `python -m bench.validation [--count 3000] [--workers 16] [--backends sqlite,postgres]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import time
+from collections.abc import Callable
+from typing import Any
+from unittest import mock
+
+import orjson
+from rich.table import Table
+
+from bench.harness import (
+    Databases,
+    console,
+    each_backend,
+    note,
+    progress,
+    rate,
+    ratio,
+    single_resources,
+)
+from bench.throughput import Run, in_process
+from fhirstore import store as store_module
+from fhirstore.errors import FhirError
+from fhirstore.validation import validate_resource
+from fhirstore.validation.strict import problems
+
+MODES = {"lax": False, "strict": True}
+
+
+def sample_examples(limit: int) -> list[dict[str, Any]]:
+    """Up to `limit` official examples that both modes accept (empty when not cached)."""
+    from tests.infra.common import cache_dir
+    from tests.support.fhir_packages import R4B_EXAMPLES, example_files, read_example
+
+    folder = cache_dir() / "npm" / f"{R4B_EXAMPLES[0]}-{R4B_EXAMPLES[1]}" / "package"
+    examples: list[dict[str, Any]] = []
+    for path in example_files(folder) if folder.is_dir() else []:
+        example = read_example(path)
+        if example is None:
+            continue
+        try:
+            validate_resource(None, example.resource)
+        except FhirError:
+            continue
+        examples.append(example.resource)
+        if len(examples) >= limit:
+            break
+    return examples
+
+
+def per_resource_us(bodies: list[dict[str, Any]], check: Callable[[dict[str, Any]], Any]) -> float:
+    started = time.perf_counter()
+    for body in bodies:
+        check(body)
+    return 1e6 * (time.perf_counter() - started) / len(bodies)
+
+
+def validation_table(sets: dict[str, list[dict[str, Any]]], rounds: int) -> Table:
+    """The best of `rounds` interleaved passes per mode (the machine may be shared)."""
+    out = Table(
+        title="validate_resource: microseconds per resource (best of interleaved rounds)",
+        caption="walk = the strict walk alone (strict = walk + lax)",
+    )
+    for name in ("resources", "count", "lax µs", "strict µs", "walk µs", "strict / lax"):
+        out.add_column(name, justify="left" if name == "resources" else "right")
+    checks: dict[str, Callable[[dict[str, Any]], Any]] = {
+        "lax": functools.partial(validate_resource, None, strict=False),
+        "strict": functools.partial(validate_resource, None, strict=True),
+        "walk": lambda body: problems(body, body["resourceType"], 6),
+    }
+    for label, bodies in sets.items():
+        if not bodies:
+            continue
+        for check in checks.values():
+            per_resource_us(bodies[:50], check)  # warm the caches (models, table, regexes)
+        times: dict[str, list[float]] = {mode: [] for mode in checks}
+        for _ in range(rounds):
+            for mode, check in checks.items():
+                times[mode].append(per_resource_us(bodies, check))
+        best = {mode: min(values) for mode, values in times.items()}
+        out.add_row(
+            label,
+            str(len(bodies)),
+            *(f"{best[mode]:.0f}" for mode in checks),
+            f"{best['strict'] / best['lax']:.2f}",
+        )
+    return out
+
+
+async def create_runs(backend: str, args: argparse.Namespace, dbs: Databases) -> list[Run]:
+    """Lax and strict creates, interleaved for `--create-rounds`; the best run of each mode."""
+    bodies = single_resources(args.count, seed=args.seed)
+    best: dict[str, Run] = {}
+    with progress() as bar:
+        for _ in range(args.create_rounds):
+            for mode, strict in MODES.items():
+                run = Run(backend, "single", f"Store.create ({mode})", True, args.workers)
+                check = functools.partial(validate_resource, strict=strict)
+                with mock.patch.object(store_module, "validate_resource", check):
+                    copies = orjson.loads(orjson.dumps(bodies))  # the store fills in id, meta
+                    await in_process(dbs.fresh(backend), run, copies, bar)
+                if run.errors:
+                    note(f"[red]{backend} {mode}: {run.errors} errors: {run.first_error}[/]")
+                if mode not in best or run.per_second > best[mode].per_second:
+                    best[mode] = run
+    return list(best.values())
+
+
+def create_table(runs: list[Run], args: argparse.Namespace) -> Table:
+    out = Table(
+        title=(
+            f"Store.create in-process: {args.count} creates ({args.workers} workers), "
+            f"best of {args.create_rounds} interleaved runs per mode"
+        ),
+        caption="'vs lax' is resources/s divided by the lax row of the same backend",
+    )
+    for name in ("backend", "validation", "resources", "errors", "seconds", "resources/s"):
+        out.add_column(name, justify="left" if name in ("backend", "validation") else "right")
+    out.add_column("vs lax", justify="right")
+    lax = {r.backend: r.per_second for r in runs if "lax" in r.path}
+    for run in runs:
+        out.add_row(
+            run.backend,
+            run.path,
+            f"{run.resources:,}",
+            str(run.errors),
+            f"{run.seconds:.2f}",
+            rate(run.per_second),
+            "baseline" if "lax" in run.path else ratio(run.per_second, lax[run.backend]),
+        )
+    return out
+
+
+async def main(args: argparse.Namespace) -> None:
+    bench_bodies = single_resources(400, seed=args.seed)
+    sets = {
+        "bench Patients": [b for b in bench_bodies if b["resourceType"] == "Patient"],
+        "bench Observations": [b for b in bench_bodies if b["resourceType"] == "Observation"],
+        "official R4B examples": sample_examples(args.examples),
+    }
+    console.print(validation_table(sets, args.rounds))
+    runs = await each_backend(args.backends, lambda backend, dbs: create_runs(backend, args, dbs))
+    console.print(create_table(runs, args))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.validation",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--count", type=int, default=3000, help="single creates per mode")
+    parser.add_argument("--workers", type=int, default=16, help="concurrent creators")
+    parser.add_argument("--examples", type=int, default=500, help="official examples sampled")
+    parser.add_argument("--rounds", type=int, default=5, help="passes over each set")
+    parser.add_argument("--create-rounds", type=int, default=2, help="create runs per mode")
+    parser.add_argument("--backends", default="sqlite,postgres", help="sqlite,postgres")
+    parser.add_argument("--seed", type=int, default=7)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))
