@@ -21,6 +21,7 @@ from fhirstore.search import definitions as d
 from fhirstore.search import values as v
 from fhirstore.search.definitions import SearchParam
 from fhirstore.search.limits import DEFAULT_LIMITS, SearchLimits, over_limit
+from fhirstore.validation.primitives import unstorable
 
 TotalMode = Literal["none", "estimate", "accurate"]
 
@@ -146,6 +147,9 @@ def parse_criterion(
 ) -> Criterion:
     """One `name=value` pair (name may carry a modifier) as a Criterion, of at most
     `limits.max_or_values` values."""
+    problem = unstorable(name + value)
+    if problem is not None:  # no stored value can match it, and PostgreSQL refuses to bind it
+        raise _fail(name, f"the search {problem}")
     code, _, modifier = name.partition(":")
     if "." in code or "." in modifier:
         raise _fail(name, "chained search parameters are not supported")

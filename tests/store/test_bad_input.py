@@ -344,3 +344,28 @@ async def test_the_bundle_entry_limit_follows_its_setting(tmp_path: Path) -> Non
         assert "at most 2 per Bundle" in issue["diagnostics"]
         assert await stored_counts(runtime) == before
         assert (await client.post("", json=_transaction(*[entry] * 2))).status_code == 200
+
+
+# -- characters no database can store, in search strings ---------------------------------------
+
+
+@pytest.mark.parametrize("value", ["a\x00b", "\x00"])
+async def test_nul_in_a_search_or_a_condition_is_400_on_both_databases(
+    client: httpx.AsyncClient, runtime: Runtime, value: str
+) -> None:
+    for name in ("name", "_id", "identifier"):
+        found = await client.get("/Patient", params={name: value})
+        assert "NUL" in _issue(found, 400)["diagnostics"]
+    before = await stored_counts(runtime)
+    conditional = await client.post(
+        "/Patient", json=PATIENT, headers={"If-None-Exist": f"identifier={value}"}
+    )
+    assert "NUL" in _issue(conditional, 400)["diagnostics"]
+    entry = {
+        "resource": PATIENT,
+        "request": {"method": "POST", "url": "Patient", "ifNoneExist": f"name={value}"},
+    }
+    transaction = await client.post("", json=_transaction(entry))
+    assert transaction.status_code == 400, transaction.text
+    assert await stored_counts(runtime) == before
+    assert (await client.get("/Patient", params={"name": "ok"})).status_code == 200
