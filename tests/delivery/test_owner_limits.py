@@ -23,8 +23,8 @@ from tests.support.tokens import jwt_settings, live_bearer
 ADMIN = live_bearer(sub="admin-1")
 ALICE = live_bearer(sub="alice", scope="launch/patient patient/Subscription.cruds", patient="p1")
 BOB = live_bearer(sub="bob", scope="launch/patient patient/Subscription.cruds", patient="p2")
-CAROL = live_bearer(sub="carol", scope="user/SubscriptionTopic.cruds")
-DAVE = live_bearer(sub="dave", scope="user/SubscriptionTopic.cruds")
+CAROL = live_bearer(sub="carol", scope="system/SubscriptionTopic.cruds")
+DAVE = live_bearer(sub="dave", scope="system/SubscriptionTopic.cruds")
 
 Herald = tuple[Runtime, httpx.AsyncClient]
 
@@ -117,7 +117,7 @@ async def test_topics_are_limited_per_owner(herald: Herald) -> None:
     await _made(client, "/SubscriptionTopic", _topic(), ADMIN)
     # A topic records only who created it, not that token's scopes.
     mine = (await client.get("/SubscriptionTopic", params={"_count": "50"}, headers=CAROL)).json()
-    assert "user/SubscriptionTopic.cruds" not in str(mine)
+    assert "system/SubscriptionTopic.cruds" not in str(mine)
 
 
 async def test_subscriptions_sent_all_at_once_stop_at_the_limit(herald: Herald) -> None:
