@@ -3,7 +3,8 @@
 One `AuditEntry` per REST request under the FHIR base (`fhirstore/api/audit.py`), per
 delivery attempt (`channels/audit.py`) and per write Herald makes as a system identity
 (`fhirstore/access/acting.py`: the scheduler's Tasks). An entry never holds a resource body:
-only names, ids, a status and a short reason.
+only names, ids, a status and a short reason. A REST request's entry carries its request id,
+the one in its `X-Request-ID` answer header and in every log line written while serving it.
 
 `AuditTrail.record` stamps the entry with the store's clock and appends it to a buffer in
 memory, so the request or delivery it describes never waits for the database. `run` writes the
@@ -61,6 +62,7 @@ class AuditEntry:
     first_event: int | None = None
     last_event: int | None = None
     endpoint: str | None = None
+    request_id: str | None = None  # a REST request's `X-Request-ID`
 
 
 _FIELDS = tuple(f.name for f in fields(AuditEntry))
@@ -85,6 +87,7 @@ class AuditFilter:
     entities: tuple[tuple[str | None, str | None], ...] = ()
     interactions: tuple[str, ...] = ()
     kinds: tuple[AuditKind, ...] = ()
+    request_ids: tuple[str, ...] = ()
 
 
 class AuditTrail:
@@ -209,6 +212,8 @@ def _conditions(where: AuditFilter) -> list[ColumnElement[bool]]:
         found.append(c.interaction.in_(where.interactions))
     if where.kinds:
         found.append(c.kind.in_(where.kinds))
+    if where.request_ids:
+        found.append(c.request_id.in_(where.request_ids))
     return found
 
 

@@ -11,7 +11,8 @@ those refused for their token, and records one entry once the response is known:
   answer (or, when it failed, the Bundle sent). Of the URL's parameters only the names are
   kept, never the values, which may identify a patient;
 - the HTTP status and, for an error, its OperationOutcome issue code (`forbidden`, ...);
-- which grants allowed it: `Access.granted` of the request, in the order they were used.
+- which grants allowed it: `Access.granted` of the request, in the order they were used;
+- the request id `ErrorBoundary` gave it (its `X-Request-ID`, in every log line about it).
 
 Recording costs the request an append to a list: the trail writes in the background.
 """
@@ -40,6 +41,7 @@ _ERROR_BODY = 64 * 1024  # larger error answers are not read for their issue cod
 _REASON = 200  # characters of a reason kept
 _NAMES = 32  # search parameter names kept, each up to `_NAME` characters
 _NAME = 64
+REQUEST_ID_STATE = "request_id"  # where in a request's state `ErrorBoundary` keeps its id
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +161,14 @@ def _entry(scope: Scope, target: Target, exchange: _Exchange) -> AuditEntry:
         res_type=target.res_type,
         res_id=res_id,
         query=_parameter_names(scope.get("query_string", b"")),
+        request_id=_request_id(state),
     )
+
+
+def _request_id(state: dict[str, Any]) -> str | None:
+    """The id `ErrorBoundary` gave the request (its `X-Request-ID`)."""
+    found = state.get(REQUEST_ID_STATE)
+    return found if isinstance(found, str) else None
 
 
 def _bundle_interaction(exchange: _Exchange) -> str:

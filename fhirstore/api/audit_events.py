@@ -13,7 +13,11 @@ Search (`GET` or `POST .../_search`), newest first, `_count` at a time with a `n
 - `entity`: `Type/id` or `id`; `entity-type`: `Type`;
 - `subtype`: the interaction (`read`, `search-type`, `$events`, `rest-hook`, ...);
 - `type`: `rest`, `110106` (a delivery: DICOM Export) or `110114` (a refused token: User
-  Authentication).
+  Authentication);
+- `request-id` (Herald's own): the request's `X-Request-ID`, the `request_id` of its log lines.
+
+A REST request's id is shown as IHE BALP shows it: an `entity` of type `XrequestId` whose
+`what.identifier.value` is the id.
 
 Values of one parameter separated by commas are alternatives; `_before` (the paging cursor)
 lists entries stored before that one.
@@ -71,7 +75,11 @@ _RESTFUL_CODES = frozenset(
     {*_ACTIONS, *_READS, "history-instance", "history-type", "history-system"}
     | {"transaction", "batch"}
 )
-_PARAMS = ("_count", "_before", "date", "agent", "entity", "entity-type", "subtype", "type")
+_PARAMS = (
+    *("_count", "_before", "date", "agent", "entity", "entity-type", "subtype", "type"),
+    "request-id",
+)
+_BALP_ENTITY = "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType"
 _BOUNDS = ("eq", "ge", "gt", "le", "lt")
 _ID = re.compile(r"[0-9]{1,18}")
 
@@ -163,6 +171,11 @@ _CAPABILITY: dict[str, Any] = {
         {"name": "entity-type", "type": "token"},
         {"name": "subtype", "type": "token"},
         {"name": "type", "type": "token"},
+        {
+            "name": "request-id",
+            "type": "token",
+            "documentation": "the request's X-Request-ID (the request_id of its log lines)",
+        },
     ],
 }
 
@@ -202,6 +215,7 @@ def _search_request(
         + tuple((t, None) for t in _alternatives(values, "entity-type")),
         interactions=tuple(_code(v) for v in _alternatives(values, "subtype")),
         kinds=tuple(_kind(v) for v in _alternatives(values, "type")),
+        request_ids=_alternatives(values, "request-id"),
     )
     cursor = _number(before) if before is not None else None
     if before is not None and cursor is None:
@@ -409,6 +423,13 @@ def _entities(entry: AuditEntry) -> list[dict[str, Any]]:
                     "code": "1",
                     "display": "Patient",
                 },
+            }
+        )
+    if entry.request_id is not None:
+        found.append(
+            {
+                "what": {"identifier": {"value": entry.request_id}},
+                "type": {"system": _BALP_ENTITY, "code": "XrequestId", "display": "XrequestId"},
             }
         )
     return found

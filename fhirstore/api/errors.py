@@ -10,10 +10,10 @@ a dropped connection, as the answer cannot be completed.
 
 `ErrorBoundary` also names each HTTP request: a request id (the client's `X-Request-ID` when
 it is a short plain token, else a new one), sent back as `X-Request-ID`, quoted in a 500's
-OperationOutcome and carried by every log line written while the request is served (the
-`request_id` field). The log line of a 500 says what an operator needs to find the request in
-the audit trail (interaction, resource type and id, status, time) and where it
-failed (the exception types and the stack), never a message, a body or a search value:
+OperationOutcome, carried by every log line written while the request is served (the
+`request_id` field) and stored in the request's audit entry (`GET [base]/AuditEvent?request-id=`
+finds it). The log line of a 500 also names the interaction, resource type and id, and where
+it failed (the exception types and the stack), never a message, a body or a search value:
 exception messages may quote any of them.
 """
 
@@ -33,7 +33,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.contextvars import bound_contextvars
 
-from fhirstore.api.audit import classify
+from fhirstore.api.audit import REQUEST_ID_STATE, classify
 from fhirstore.api.http import FhirResponse, error_response
 from fhirstore.api.storage_full import is_storage_full, storage_full
 from fhirstore.errors import FhirError, operation_outcome
@@ -98,6 +98,7 @@ class ErrorBoundary:
             await self._app(scope, receive, send)
             return
         request_id = _request_id(scope)
+        scope.setdefault("state", {})[REQUEST_ID_STATE] = request_id  # for the audit trail
         header = (_REQUEST_ID, request_id.encode())
         started = False
 

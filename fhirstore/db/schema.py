@@ -324,6 +324,9 @@ audit_log = Table(
     Column("first_event", BigInteger, nullable=True),
     Column("last_event", BigInteger, nullable=True),
     Column("endpoint", Text, nullable=True),
+    # A REST request's id (`X-Request-ID`, also in every log line written while serving it)
+    Column("request_id", String(64), nullable=True),
     Index("ix_audit_log_recorded", "recorded_at"),
+    Index("ix_audit_log_request", "request_id"),
     sqlite_autoincrement=True,
 )

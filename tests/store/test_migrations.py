@@ -8,11 +8,11 @@ from typing import Any
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import insert, select
+from sqlalchemy import insert, inspect, select, text
 
 from fhirstore.db.engine import create_engine
 from fhirstore.db.migrate import alembic_config, upgrade
-from fhirstore.db.schema import metadata, resources, search_index
+from fhirstore.db.schema import audit_log, metadata, resources, search_index
 from fhirstore.search.normalize import date_range
 
 
@@ -71,5 +71,46 @@ async def test_last_updated_index_rows_move_to_the_resource_row_and_back(
                 select(search_index.c.low, search_index.c.high).filter_by(**entry)
             )
             assert rebuilt.all() == [(epoch, epoch)]
+    finally:
+        await engine.dispose()
+
+
+async def test_audit_entries_gain_a_request_id_and_keep_their_rows_going_back(
+    database_url: str,
+) -> None:
+    """0010 adds the request id (empty for the entries already there); its downgrade drops
+    it and keeps every entry."""
+    old = {"recorded_at": datetime(2026, 12, 6, tzinfo=UTC), "kind": "rest"}
+    old |= {"interaction": "read", "outcome": "200"}
+
+    def migrate(sync: Any, revision: str, *, down: bool = False) -> None:
+        step = command.downgrade if down else command.upgrade
+        step(alembic_config(sync), revision)
+
+    def columns(sync: Any) -> set[str]:
+        return {c["name"] for c in inspect(sync).get_columns("audit_log")}
+
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(migrate, "0009")
+            await conn.execute(text("DELETE FROM audit_log"))
+            await conn.execute(
+                text(
+                    "INSERT INTO audit_log (recorded_at, kind, interaction, outcome) "
+                    "VALUES (:recorded_at, :kind, :interaction, :outcome)"
+                ),
+                old,
+            )
+            await conn.run_sync(migrate, "head")
+            await conn.execute(insert(audit_log).values(**old, request_id="trace-1234abcd"))
+            ids = await conn.execute(select(audit_log.c.request_id).order_by(audit_log.c.id))
+            assert [i for (i,) in ids] == [None, "trace-1234abcd"]
+            await conn.run_sync(migrate, "0009", down=True)
+            assert "request_id" not in await conn.run_sync(columns)
+            count = await conn.execute(text("SELECT count(*) FROM audit_log"))
+            assert count.scalar_one() == 2
+            await conn.run_sync(migrate, "head")
+            assert "request_id" in await conn.run_sync(columns)
     finally:
         await engine.dispose()

@@ -120,6 +120,26 @@ async def test_a_500_is_an_operation_outcome_and_the_connection_serves_the_next_
     for record in caplog.records:
         assert SECRET not in json.dumps(record.__dict__, default=str)
 
+    # The log line's request id finds the request in the audit trail.
+    [event] = await audit_events(port, f"request-id={failed.request_id}")  # type: ignore[attr-defined]
+    assert event["outcome"] == "8" and event["outcomeDesc"].startswith("500")
+    assert event["subtype"][0]["code"] == "create"
+    assert request_id_of(event) == request_id
+
+
+async def audit_events(port: int, query: str) -> list[dict[str, Any]]:
+    """The AuditEvents a search of the trail finds (auth is off: every caller is an admin)."""
+    async with keep_alive(port) as connection:
+        status, _, body = await connection.send("GET", f"/fhir/AuditEvent?{query}")
+    assert status == 200, body
+    return [entry["resource"] for entry in json.loads(body).get("entry", [])]
+
+
+def request_id_of(event: dict[str, Any]) -> str:
+    """The `X-Request-ID` an AuditEvent names, as IHE BALP shows it."""
+    [found] = [e for e in event.get("entity", []) if e["type"].get("code") == "XrequestId"]
+    return str(found["what"]["identifier"]["value"])
+
 
 async def test_a_client_request_id_is_kept_and_a_strange_one_replaced(
     served: tuple[Runtime, int],
@@ -133,3 +153,28 @@ async def test_a_client_request_id_is_kept_and_a_strange_one_replaced(
         _, headers, _ = await connection.send("GET", "/healthz", X_Request_ID="a b\tc<script>")
         assert headers["x-request-id"] != "a b\tc<script>"
         assert headers["x-request-id"].isalnum() and len(headers["x-request-id"]) == 32
+
+
+async def test_each_request_s_audit_event_names_its_request_id(
+    served: tuple[Runtime, int],
+) -> None:
+    _, port = served
+    async with keep_alive(port) as connection:
+        status, given, body = await connection.send(
+            "POST", "/fhir/Patient", FINE, X_Request_ID="trace-5678efgh"
+        )
+        assert status == 201, body
+        created = json.loads(body)["id"]
+        status, made, _ = await connection.send("GET", f"/fhir/Patient/{created}")
+        assert status == 200
+    assert given["x-request-id"] == "trace-5678efgh"
+
+    [create] = await audit_events(port, "request-id=trace-5678efgh")
+    assert create["subtype"][0]["code"] == "create"
+    assert request_id_of(create) == "trace-5678efgh"
+    [read] = await audit_events(port, f"request-id={made['x-request-id']}")
+    assert read["subtype"][0]["code"] == "read"
+    assert request_id_of(read) == made["x-request-id"]
+    both = await audit_events(port, f"request-id=trace-5678efgh,{made['x-request-id']}")
+    assert [request_id_of(e) for e in both] == [made["x-request-id"], "trace-5678efgh"]
+    assert await audit_events(port, "request-id=trace-0000none") == []
