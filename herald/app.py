@@ -79,7 +79,11 @@ def _warn_if_open(settings: Settings) -> None:
         )
 
 
-def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, runtime: Runtime | None = None, own_runtime: bool = True
+) -> FastAPI:
+    """The API of `runtime`. Its lifespan starts and stops the runtime, unless `own_runtime`
+    is False: then the caller does (`herald serve` starts it before it serves)."""
     settings = settings or Settings()
     runtime = runtime or Runtime(settings)
     verifier = token_verifier(settings, runtime.clock)
@@ -87,6 +91,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         _warn_if_open(settings)
+        if not own_runtime:
+            yield
+            return
         await runtime.start()
         try:
             yield

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 import uvicorn
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from events.quarantine import QuarantinedMessage
     from events.subscriptions.ledger import DeadLetter, Ledger
     from fhirstore.store import Store
+    from herald.runtime import Runtime
 
 app = typer.Typer(help="Herald: FHIR Subscriptions and CarePlan scheduling.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -46,7 +48,8 @@ def _settings(
         overrides["database_url"] = database_url
     if kafka_bootstrap:
         overrides["kafka_bootstrap"] = kafka_bootstrap
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    with _or_exit():
+        settings = Settings(**overrides)  # type: ignore[arg-type]
     configure_logging(settings.log_level, settings.log_format)
     return settings
 
@@ -68,7 +71,7 @@ def serve(
     from channels.websocket.api import MAX_FRAME_BYTES
     from herald.app import create_app
     from herald.runtime import Runtime
-    from herald.startup import listen
+    from herald.startup import listen, start_runtime
 
     settings = _settings(
         database_url,
@@ -81,17 +84,8 @@ def serve(
     _open_database(settings)
     with _or_exit():
         runtime = Runtime(settings, run_relay=relay)
-        api = create_app(settings, runtime=runtime)
+        api = create_app(settings, runtime=runtime, own_runtime=False)
         sock = listen(settings.host, settings.port)
-    if settings.embedded_bus:
-        log.warning(
-            "running the embedded default: in-process bus, database %s. Set "
-            "HERALD_KAFKA_BOOTSTRAP and a PostgreSQL HERALD_DATABASE_URL to scale out.",
-            runtime.engine.url.render_as_string(hide_password=True),
-        )
-    console.print(
-        f"Herald FHIR base: http://{settings.host}:{settings.port}{settings.fhir_base_path}"
-    )
     config = uvicorn.Config(
         api,
         host=settings.host,  # served on `sock`, bound to these: named in uvicorn's log line
@@ -102,25 +96,62 @@ def serve(
         ws_max_size=MAX_FRAME_BYTES,
     )
     server = uvicorn.Server(config)
-    with sock:
-        server.run(sockets=[sock])
+
+    async def main() -> None:
+        # The runtime starts before uvicorn serves, so that a part failing to start (Kafka
+        # unreachable, ...) is one `cannot start:` line, never after "serving at".
+        with _or_exit():
+            await start_runtime(runtime)
+        try:
+            _announce(settings, runtime)
+            await server.serve(sockets=[sock])
+        finally:
+            await runtime.stop()
+
+    # uvicorn answers SIGTERM and SIGINT while it serves, and when done raises the signal
+    # again for the handler found before: this one, so that the runtime stops cleanly and
+    # the process exits 0. A signal during start-up stops it as soon as it serves.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, lambda *_: setattr(server, "should_exit", True))
+    with sock, asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(main())
     if not server.started:
-        raise typer.Exit(3)  # the runtime did not start: the log says why
+        raise typer.Exit(3)  # uvicorn did not start: its log says why
+
+
+def _announce(settings: Settings, runtime: Runtime) -> None:
+    if settings.embedded_bus:
+        log.warning(
+            "running the embedded default: in-process bus, database %s. Set "
+            "HERALD_KAFKA_BOOTSTRAP and a PostgreSQL HERALD_DATABASE_URL to scale out.",
+            runtime.engine.url.render_as_string(hide_password=True),
+        )
+    console.print(
+        f"Herald FHIR base: http://{settings.host}:{settings.port}{settings.fhir_base_path}"
+    )
 
 
 @contextmanager
 def _or_exit() -> Iterator[None]:
-    """A start-up problem (a setting that cannot work, the database, the port) as one line on
-    stderr and exit status 2, without a traceback."""
-    from herald.startup import CannotStart
+    """A start-up problem (a setting that cannot work, the database, the port, a part of the
+    runtime such as Kafka) as one line on stderr and exit status 2, without a traceback."""
+    from pydantic import ValidationError
+
+    from herald.startup import CannotStart, settings_problem
 
     try:
         yield
+    except ValidationError as error:  # before ValueError, of which it is one
+        _cannot_start(settings_problem(error))
     except (ValueError, CannotStart) as error:
-        console.print(
-            f"cannot start: {error}", style="red", markup=False, highlight=False, soft_wrap=True
-        )
-        raise typer.Exit(2) from None
+        _cannot_start(str(error))
+
+
+def _cannot_start(problem: str) -> NoReturn:
+    console.print(
+        f"cannot start: {problem}", style="red", markup=False, highlight=False, soft_wrap=True
+    )
+    raise typer.Exit(2) from None
 
 
 def _open_database(settings: Settings) -> None:
@@ -145,12 +176,14 @@ def relay_only(database_url: DatabaseOpt = None, kafka_bootstrap: KafkaOpt = Non
 def _run_until_stopped(settings: Settings, *, run_relay: bool) -> None:
     """Run the workers `settings` turn on (no API) until the process is stopped."""
     from herald.runtime import Runtime
+    from herald.startup import start_runtime
 
     _open_database(settings)
 
     async def main() -> None:
-        runtime = Runtime(settings, run_relay=run_relay)
-        await runtime.start()
+        with _or_exit():
+            runtime = Runtime(settings, run_relay=run_relay)
+            await start_runtime(runtime)
         try:
             await asyncio.Event().wait()
         finally:

@@ -7,23 +7,38 @@ whose message says what is wrong and what to do (a bad URL, a missing or unwrita
 a read-only file or standby server, PostgreSQL unreachable or refusing the login, a port
 already in use), and the command prints it as one line and exits non-zero, without a
 traceback. Passwords are never printed.
+
+So do `settings_problem` (a setting whose value is not of its type, e.g. `HERALD_PORT=abc`)
+and `start_runtime` (a part that fails to start: Kafka unreachable at `HERALD_KAFKA_BOOTSTRAP`,
+or anything else; `herald serve` starts the runtime before it serves, so such a failure comes
+before it says where it serves).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import logging
 import os
 import socket
 import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from aiokafka.errors import KafkaConnectionError, KafkaError
+from pydantic import ValidationError
 from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from fhirstore.db.engine import create_engine
 from fhirstore.db.migrate import upgrade
+
+if TYPE_CHECKING:
+    from herald.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 OPEN_SECONDS = 30.0  # the database must answer within this at start
 _URL_FORMS = (
@@ -94,6 +109,49 @@ def listen(host: str, port: int) -> socket.socket:
         sock.close()
         raise CannotStart(_bind_problem(host, port, error)) from None
     return sock
+
+
+async def start_runtime(runtime: Runtime) -> None:
+    """Start `runtime`; if a part of it fails, stop what started and raise `CannotStart`."""
+    try:
+        await runtime.start()
+    except Exception as error:
+        log.debug("the runtime failed to start", exc_info=True)  # the stack, for DEBUG only
+        with contextlib.suppress(Exception):
+            await runtime.stop()
+        raise CannotStart(_runtime_problem(runtime, error)) from None
+
+
+def settings_problem(error: ValidationError) -> str:
+    """Which settings have values that are not of their type, and what each should be. The
+    values are not repeated: one may be a password."""
+    problems = [
+        f"HERALD_{'_'.join(str(part) for part in problem['loc']).upper()}: {problem['msg']}"
+        for problem in error.errors(include_url=False, include_input=False)
+    ]
+    return (
+        f"{'; '.join(problems)}. Fix it in Herald's environment (or the matching "
+        "command-line option)"
+    )
+
+
+def _runtime_problem(runtime: Runtime, error: Exception) -> str:
+    bootstrap = runtime.settings.kafka_bootstrap
+    if isinstance(error, KafkaConnectionError):
+        return (
+            f"cannot connect to Kafka at {bootstrap}; check that it is running and reachable "
+            "from here, and that HERALD_KAFKA_BOOTSTRAP names its host:port (unset it to run "
+            "with the in-process bus)"
+        )
+    if isinstance(error, KafkaError):
+        return (
+            f"Kafka at {bootstrap} refused Herald ({type(error).__name__}: {_words(error)}); "
+            "check the broker's state and HERALD_KAFKA_BOOTSTRAP"
+        )
+    return (
+        f"a part of Herald failed to start ({type(error).__name__}: {_words(error)}); "
+        "HERALD_LOG_LEVEL=DEBUG logs where"
+    )
 
 
 def _parse(url: str) -> URL:

@@ -11,12 +11,14 @@ can share one Kafka cluster without seeing each other's messages.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import ConsumerRecord
+from aiokafka.client import AIOKafkaClient
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.message import StreamMessage
@@ -38,6 +40,7 @@ class KafkaBus:
             retry_backoff_ms=200,
             log_level=logging.DEBUG,  # per-message "Received"/"Processed" lines
         )
+        self._bootstrap = bootstrap
         self._started = False
         self._quarantine: SetAside | None = None
         self._handlers: dict[tuple[str, str], BatchHandler] = {}
@@ -102,8 +105,25 @@ class KafkaBus:
         )
 
     async def start(self) -> None:
-        await self.broker.start()
+        """Connect and start the consumers; `KafkaConnectionError` when no broker answers."""
+        await self._reachable()
+        try:
+            await self.broker.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.broker.stop()
+            raise
         self._started = True
+
+    async def _reachable(self) -> None:
+        """Ask the bootstrap servers for the cluster's metadata once, with a client closed
+        whatever happens. (FastStream leaves an unclosed producer behind when it cannot
+        connect, which warns at exit.)"""
+        client = AIOKafkaClient(bootstrap_servers=self._bootstrap)
+        try:
+            await client.bootstrap()
+        finally:
+            await client.close()
 
     async def stop(self) -> None:
         if self._started:

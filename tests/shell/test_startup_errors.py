@@ -1,4 +1,5 @@
-"""`herald serve` that cannot start says why in one line and exits non-zero, no traceback.
+"""`herald serve` that cannot start says why in one line and exits non-zero, no traceback;
+one that started stops cleanly on SIGTERM.
 
 Each test runs the real command in a process of its own, as an operator would.
 """
@@ -7,17 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import text
 
 from fhirstore.db.engine import create_engine
-from tests.support.process import free_port
+from tests.support.process import HeraldProcess, free_port
 
 PASSWORD = "s3cret-Pw"
 
@@ -29,9 +33,9 @@ def serve(tmp_path: Path, *args: str, **env: str) -> tuple[int, str]:
         "HERALD_HOST": "127.0.0.1",
         "HERALD_PORT": str(free_port()),
         "HERALD_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/herald.db",
-        **env,
     }
     environment.pop("HERALD_KAFKA_BOOTSTRAP", None)
+    environment.update(env)
     done = subprocess.run(
         [sys.executable, "-m", "herald.cli", "serve", *args],
         env=environment,
@@ -147,3 +151,59 @@ def test_a_read_only_postgres_database_is_one_line(
     asyncio.run(read_only())
     status, output = serve(tmp_path, HERALD_DATABASE_URL=url)
     assert_one_clear_line(status, output, "accepts no writes", "primary")
+
+
+SETTINGS: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
+    "a port that is no number": ({"HERALD_PORT": "abc"}, ("HERALD_PORT", "valid integer")),
+    "a secret where a number goes": (  # the value is not repeated: it may be a password
+        {"HERALD_SMTP_PORT": PASSWORD},
+        ("HERALD_SMTP_PORT", "valid integer"),
+    ),
+    "STARTTLS and TLS both on": (
+        {"HERALD_SMTP_HOST": "mail.example", "HERALD_SMTP_STARTTLS": "true"}
+        | {"HERALD_SMTP_TLS": "true"},
+        ("STARTTLS or implicit TLS, not both", "HERALD_SMTP_STARTTLS", "HERALD_SMTP_TLS"),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", SETTINGS)
+def test_a_setting_that_cannot_work_is_one_line(tmp_path: Path, case: str) -> None:
+    env, words = SETTINGS[case]
+    status, output = serve(tmp_path, **env)
+    assert_one_clear_line(status, output, *words)
+
+
+def test_kafka_unreachable_is_one_line_and_nothing_before_it(tmp_path: Path) -> None:
+    """Nothing listens on the port HERALD_KAFKA_BOOTSTRAP names (loopback only)."""
+    bootstrap = f"127.0.0.1:{free_port()}"
+    status, output = serve(tmp_path, HERALD_KAFKA_BOOTSTRAP=bootstrap)
+    line = assert_one_clear_line(status, output, f"cannot connect to Kafka at {bootstrap}")
+    assert "HERALD_KAFKA_BOOTSTRAP" in line
+    assert "Unclosed" not in output  # what failed to connect was closed
+
+
+def test_sigterm_stops_a_serving_herald_cleanly_within_its_grace_period(tmp_path: Path) -> None:
+    server = HeraldProcess(
+        {"HERALD_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/h.db"}, tmp_path / "serve.log"
+    )
+    server.env.pop("HERALD_KAFKA_BOOTSTRAP", None)
+    server.start()
+    assert server.proc is not None
+    try:
+        created = httpx.post(
+            f"{server.base}/Patient",
+            json={"resourceType": "Patient"},
+            headers={"Content-Type": "application/fhir+json"},
+        )
+        assert created.status_code == 201
+        server.proc.send_signal(signal.SIGTERM)
+        stopping = time.monotonic()
+        status = server.proc.wait(15)  # uvicorn's grace is 10 s
+    finally:
+        server.kill()
+    output = (tmp_path / "serve.log").read_text()
+    assert status == 0, output[-3000:]
+    assert time.monotonic() - stopping < 15
+    assert "Application shutdown complete" in output
+    assert "Traceback" not in output
