@@ -102,17 +102,17 @@ def serve(
         # unreachable, ...) is one `cannot start:` line, never after "serving at".
         with _or_exit():
             await start_runtime(runtime)
+        # uvicorn answers SIGTERM and SIGINT while it serves, and when done raises the signal
+        # again for the handler found before: this one, so that the runtime stops cleanly
+        # and the process exits 0. (Until here, a signal ends the process at once.)
+        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(stop_signal, lambda *_: setattr(server, "should_exit", True))
         try:
             _announce(settings, runtime)
             await server.serve(sockets=[sock])
         finally:
             await runtime.stop()
 
-    # uvicorn answers SIGTERM and SIGINT while it serves, and when done raises the signal
-    # again for the handler found before: this one, so that the runtime stops cleanly and
-    # the process exits 0. A signal during start-up stops it as soon as it serves.
-    for stop_signal in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(stop_signal, lambda *_: setattr(server, "should_exit", True))
     with sock, asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
         runner.run(main())
     if not server.started:
