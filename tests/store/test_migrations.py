@@ -16,6 +16,11 @@ from fhirstore.db.schema import audit_log, metadata, resources, search_index
 from fhirstore.search.normalize import date_range
 
 
+def _migrate(sync: Any, revision: str, *, down: bool = False) -> None:
+    step = command.downgrade if down else command.upgrade
+    step(alembic_config(sync), revision)
+
+
 async def test_migrations_match_the_declared_schema(database_url: str) -> None:
     engine = create_engine(database_url)
     try:
@@ -39,14 +44,10 @@ async def test_last_updated_index_rows_move_to_the_resource_row_and_back(
     entry = {"res_type": "Patient", "res_id": "p1", "param": "_lastUpdated"}
     epoch = date_range("2026-03-29T00:59:59.999Z")[0]
 
-    def migrate(sync: Any, revision: str, *, down: bool = False) -> None:
-        step = command.downgrade if down else command.upgrade
-        step(alembic_config(sync), revision)
-
     engine = create_engine(database_url)
     try:
         async with engine.begin() as conn:
-            await conn.run_sync(migrate, "0007")
+            await conn.run_sync(_migrate, "0007")
             await conn.execute(
                 insert(resources).values(
                     res_type="Patient",
@@ -63,10 +64,10 @@ async def test_last_updated_index_rows_move_to_the_resource_row_and_back(
                     res_type="Patient", res_id="p1", param="gender", code="other"
                 )
             )
-            await conn.run_sync(migrate, "head")
+            await conn.run_sync(_migrate, "head")
             params = await conn.execute(select(search_index.c.param))
             assert [p for (p,) in params] == ["gender"]
-            await conn.run_sync(migrate, "0007", down=True)
+            await conn.run_sync(_migrate, "0007", down=True)
             rebuilt = await conn.execute(
                 select(search_index.c.low, search_index.c.high).filter_by(**entry)
             )
@@ -83,17 +84,13 @@ async def test_audit_entries_gain_a_request_id_and_keep_their_rows_going_back(
     old = {"recorded_at": datetime(2026, 12, 6, tzinfo=UTC), "kind": "rest"}
     old |= {"interaction": "read", "outcome": "200"}
 
-    def migrate(sync: Any, revision: str, *, down: bool = False) -> None:
-        step = command.downgrade if down else command.upgrade
-        step(alembic_config(sync), revision)
-
     def columns(sync: Any) -> set[str]:
         return {c["name"] for c in inspect(sync).get_columns("audit_log")}
 
     engine = create_engine(database_url)
     try:
         async with engine.begin() as conn:
-            await conn.run_sync(migrate, "0009")
+            await conn.run_sync(_migrate, "0009")
             await conn.execute(text("DELETE FROM audit_log"))
             await conn.execute(
                 text(
@@ -102,15 +99,15 @@ async def test_audit_entries_gain_a_request_id_and_keep_their_rows_going_back(
                 ),
                 old,
             )
-            await conn.run_sync(migrate, "head")
+            await conn.run_sync(_migrate, "head")
             await conn.execute(insert(audit_log).values(**old, request_id="trace-1234abcd"))
             ids = await conn.execute(select(audit_log.c.request_id).order_by(audit_log.c.id))
             assert [i for (i,) in ids] == [None, "trace-1234abcd"]
-            await conn.run_sync(migrate, "0009", down=True)
+            await conn.run_sync(_migrate, "0009", down=True)
             assert "request_id" not in await conn.run_sync(columns)
             count = await conn.execute(text("SELECT count(*) FROM audit_log"))
             assert count.scalar_one() == 2
-            await conn.run_sync(migrate, "head")
+            await conn.run_sync(_migrate, "head")
             assert "request_id" in await conn.run_sync(columns)
     finally:
         await engine.dispose()
