@@ -475,7 +475,9 @@ class Store:
         offset: int = 0,
         access: Access | None = None,
     ) -> tuple[list[StoredVersion], int]:
-        """Versions newest first, and how many there are in all.
+        """Versions newest first, and how many there are in all. The page holds the first of
+        `count` versions whose bodies fit `search_limits.max_page_bytes` (the first always; only
+        their bodies are read): the next page starts after the last one returned.
 
         Narrowed by `access`: versions of resources now outside it are not counted or listed,
         and of the others only versions inside it are listed (a resource that moved into a
