@@ -90,10 +90,9 @@ def history(
 ) -> dict[str, Any]:
     kept = [("_since", since.isoformat().replace("+00:00", "Z"))] if since else []
     links = [{"relation": "self", "url": _history_url(base, path, kept, offset, count)}]
-    if offset + count < total:
-        links.append(
-            {"relation": "next", "url": _history_url(base, path, kept, offset + count, count)}
-        )
+    following = offset + len(versions)  # a page cut short by its byte budget goes on from there
+    if versions and following < total:
+        links.append({"relation": "next", "url": _history_url(base, path, kept, following, count)})
     return {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),

@@ -65,6 +65,7 @@ from fhirstore.errors import (
     Unprocessable,
 )
 from fhirstore.search.limits import DEFAULT_LIMITS, SearchLimits
+from fhirstore.search.page import BodySize, Budget
 from fhirstore.search.query import SearchRequest, parse_search
 from fhirstore.search.sql import SearchResult, run_search
 from fhirstore.validation import require_id, require_type, validate_resource
@@ -461,28 +462,8 @@ class Store:
     ) -> dict[tuple[str, str, int], StoredVersion]:
         """Many versions at once, by (type, id, versionId); those that do not exist are left
         out, deletions are included (`deleted`)."""
-        found: dict[tuple[str, str, int], StoredVersion] = {}
-        wanted = set(keys)
-        numbers_of: dict[tuple[str, str], set[int]] = {}
-        for resource_type, resource_id, number in wanted:
-            numbers_of.setdefault((resource_type, resource_id), set()).add(number)
-        v = resource_versions.c
         async with self.engine.connect() as conn:
-            for resource_type, ids in ids_by_type(sorted(numbers_of)).items():
-                for start in range(0, len(ids), _VERSIONS_PER_QUERY):
-                    chunk = ids[start : start + _VERSIONS_PER_QUERY]
-                    numbers = set().union(*(numbers_of[resource_type, i] for i in chunk))
-                    rows = await conn.execute(
-                        select(resource_versions).where(
-                            v.res_type == resource_type,
-                            v.res_id.in_(chunk),
-                            v.version_id.in_(sorted(numbers)),
-                        )
-                    )
-                    for row in rows:  # ids x numbers may hold versions nobody asked for
-                        if (resource_type, row.res_id, row.version_id) in wanted:
-                            found[resource_type, row.res_id, row.version_id] = _version(row)
-        return found
+            return await _versions_in(conn, keys)
 
     async def history(
         self,
@@ -494,7 +475,9 @@ class Store:
         offset: int = 0,
         access: Access | None = None,
     ) -> tuple[list[StoredVersion], int]:
-        """Versions newest first, and how many there are in all.
+        """Versions newest first, and how many there are in all. The page holds the first of
+        `count` versions whose bodies fit `search_limits.max_page_bytes` (the first always; only
+        their bodies are read): the next page starts after the last one returned.
 
         Narrowed by `access`: versions of resources now outside it are not counted or listed,
         and of the others only versions inside it are listed (a resource that moved into a
@@ -517,21 +500,26 @@ class Store:
             conds.append(resource_versions.c.res_type != "Subscription")
         where = and_(*conds) if conds else None
         v = resource_versions.c
-        query = select(resource_versions).order_by(
-            v.last_updated.desc(), v.version_id.desc(), v.res_type, v.res_id
-        )
+        order = (v.last_updated.desc(), v.version_id.desc(), v.res_type, v.res_id)
+        query = select(resource_versions).order_by(*order)
+        sized = select(v.res_type, v.res_id, v.version_id, BodySize(v.body)).order_by(*order)
         counter = select(func.count()).select_from(resource_versions)
         if where is not None:
-            query, counter = query.where(where), counter.where(where)
+            query, sized = query.where(where), sized.where(where)
+            counter = counter.where(where)
+        budget = Budget(self.search_limits)
         async with (
             self.engine.connect() as conn,
             query_deadline(conn, self.search_limits.timeout_seconds),
         ):
             if reach is None or reach.everything:
-                rows = (await conn.execute(query.limit(count).offset(offset))).all()
+                taken = await _sized_page(conn, sized.limit(count).offset(offset), budget)
+                found = await _versions_in(conn, taken)
+                page = [found[key] for key in taken if key in found]
                 total = (await conn.execute(counter)).scalar_one()
             else:
-                rows, total = await _admitted_page(conn, reach, query, count, offset)
+                rows, total = await _admitted_page(conn, reach, query, count, offset, budget)
+                page = [_version(r) for r in rows]
         if (
             resource_id is not None
             and total == 0
@@ -542,7 +530,7 @@ class Store:
             )
         ):
             raise NotFound(f"{resource_type}/{resource_id} does not exist{_OR_OUTSIDE}")
-        return [_version(r) for r in rows], total
+        return page, total
 
     async def _ever(self, resource_type: str | None, resource_id: str) -> bool:
         """Whether any version of the resource was ever stored."""
@@ -643,21 +631,44 @@ def _history_reach(
     return access.reach(resource_type, "r" if resource_id is not None else "s")
 
 
+async def _sized_page(
+    conn: AsyncConnection, sized: Select[Any], budget: Budget
+) -> list[tuple[str, str, int]]:
+    """The keys of the versions in `sized` (type, id, version, body size) that fit `budget`,
+    in order, stopping at the first that does not: the next page starts right after them."""
+    taken: list[tuple[str, str, int]] = []
+    for res_type, res_id, version_id, size in await conn.execute(sized):
+        if not budget.take_match(size or 0, first=not taken):
+            break
+        taken.append((res_type, res_id, version_id))
+    return taken
+
+
 async def _admitted_page(
-    conn: AsyncConnection, reach: Reach, query: Select[Any], count: int, offset: int
+    conn: AsyncConnection,
+    reach: Reach,
+    query: Select[Any],
+    count: int,
+    offset: int,
+    budget: Budget,
 ) -> tuple[list[Any], int]:
     """The page of `query`'s versions that are inside `reach`, and how many there are in all.
     Each version is judged by its own body, so a resource's versions from before it entered a
-    patient's compartment are neither listed nor counted, and pages are full. Reads them all,
-    a chunk at a time: what a narrowed reach sees is one patient's or owner's history."""
+    patient's compartment are neither listed nor counted, and pages are full (up to `budget`'s
+    bytes; a page cut short by them ends there). Reads them all, a chunk at a time: what a
+    narrowed reach sees is one patient's or owner's history."""
     page: list[Any] = []
     total = start = 0
+    full = False
     while True:
         rows = (await conn.execute(query.limit(_HISTORY_CHUNK).offset(start))).all()
         for row in rows:
             if await _admitted(conn, reach, row):
-                if offset <= total < offset + count:
-                    page.append(row)
+                if not full and offset <= total < offset + count:
+                    size = len(row.body.encode()) if row.body is not None else 0
+                    full = not budget.take_match(size, first=not page)
+                    if not full:
+                        page.append(row)
                 total += 1
         if len(rows) < _HISTORY_CHUNK:
             return page, total
@@ -692,3 +703,30 @@ def _version(row: Any) -> StoredVersion:
     return StoredVersion(
         row.res_type, row.res_id, row.version_id, as_utc(row.last_updated), row.method, row.body
     )
+
+
+async def _versions_in(
+    conn: AsyncConnection, keys: Sequence[tuple[str, str, int]]
+) -> dict[tuple[str, str, int], StoredVersion]:
+    """`Store.versions`, read on `conn`."""
+    found: dict[tuple[str, str, int], StoredVersion] = {}
+    wanted = set(keys)
+    numbers_of: dict[tuple[str, str], set[int]] = {}
+    for resource_type, resource_id, number in wanted:
+        numbers_of.setdefault((resource_type, resource_id), set()).add(number)
+    v = resource_versions.c
+    for resource_type, ids in ids_by_type(sorted(numbers_of)).items():
+        for start in range(0, len(ids), _VERSIONS_PER_QUERY):
+            chunk = ids[start : start + _VERSIONS_PER_QUERY]
+            numbers = set().union(*(numbers_of[resource_type, i] for i in chunk))
+            rows = await conn.execute(
+                select(resource_versions).where(
+                    v.res_type == resource_type,
+                    v.res_id.in_(chunk),
+                    v.version_id.in_(sorted(numbers)),
+                )
+            )
+            for row in rows:  # ids x numbers may hold versions nobody asked for
+                if (resource_type, row.res_id, row.version_id) in wanted:
+                    found[resource_type, row.res_id, row.version_id] = _version(row)
+    return found

@@ -36,7 +36,8 @@ from fhirstore.errors import (
     operation_outcome,
 )
 from fhirstore.search.limits import SearchLimits
-from fhirstore.search.query import parse_search
+from fhirstore.search.page import ResponseBudget
+from fhirstore.search.query import SearchRequest, parse_search
 from fhirstore.search.sql import run_search
 from fhirstore.store import Store, new_id
 from fhirstore.validation import ID_PATTERN, require_type, validate_resource
@@ -269,8 +270,11 @@ def _rewrite(node: Any, mapping: dict[str, str]) -> Any:
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}
 
 
-async def _apply(store: Store, conn: AsyncConnection, entries: Sequence[_Entry]) -> None:
-    """Run checked entries inside one open write transaction, filling each entry's response."""
+async def _apply(
+    store: Store, conn: AsyncConnection, entries: Sequence[_Entry], budget: ResponseBudget
+) -> None:
+    """Run checked entries inside one open write transaction, filling each entry's response
+    (GET entries within what is left of the response's `budget`)."""
     now = store.clock.now()
     await _resolve_conditions(conn, entries, now, store.search_limits)
     _link(entries)
@@ -288,7 +292,7 @@ async def _apply(store: Store, conn: AsyncConnection, entries: Sequence[_Entry])
         entry.response = _written_response(written)
     for entry in entries:
         if entry.method == "GET":
-            entry.response = await _read_entry(conn, entry, now, store.search_limits)
+            entry.response = await _read_entry(conn, entry, now, budget)
 
 
 def _pending(entry: _Entry) -> PendingWrite:
@@ -305,25 +309,38 @@ def _pending(entry: _Entry) -> PendingWrite:
 
 
 async def _read_entry(
-    conn: AsyncConnection, entry: _Entry, now: datetime, limits: SearchLimits
+    conn: AsyncConnection, entry: _Entry, now: datetime, budget: ResponseBudget
 ) -> dict[str, Any]:
+    limits = budget.limits_for(f"{entry.where}.request.url")
     if entry.resource_id is None:
         search = parse_search(entry.resource_type, entry.query, now=now, limits=limits)
         result = await run_search(conn, search, entry.narrowing)
-        bundle = {
+        budget.spend([*result.resources, *result.included])
+        bundle: dict[str, Any] = {
             "resourceType": "Bundle",
             "type": "searchset",
             "entry": [{"resource": orjson.Fragment(r)} for r in result.resources],
         }
+        if result.has_more:  # relative, like request.url: a later Bundle's GET entry goes on
+            following = _next_url(entry, search, len(result.resources))
+            bundle["link"] = [{"relation": "next", "url": following}]
         if result.total is not None:
             bundle["total"] = result.total
         return {"resource": bundle, "response": {"status": "200 OK"}}
-    request = parse_search(entry.resource_type, [("_id", entry.resource_id)])
+    request = parse_search(entry.resource_type, [("_id", entry.resource_id)], limits=limits)
     found = (await run_search(conn, request, entry.narrowing)).resources
+    budget.spend(found)
     if not found:
         raise NotFound(f"{entry.where}: {entry.resource_type}/{entry.resource_id} not found")
     resource = fhirjson.loads(found[0])
     return {"resource": resource, "response": _existing_response(resource)["response"]}
+
+
+def _next_url(entry: _Entry, search: SearchRequest, returned: int) -> str:
+    """The search of a GET entry, from just after the `returned` matches of its page."""
+    kept = [(k, v) for k, v in entry.query if k not in ("_offset", "_count")]
+    paging = [("_count", str(search.count)), ("_offset", str(search.offset + returned))]
+    return f"{entry.resource_type}?{urlencode([*kept, *paging])}"
 
 
 def _existing_response(resource: dict[str, Any]) -> dict[str, Any]:
@@ -368,25 +385,32 @@ async def process_transaction(
     entries = [_parse_entry(i, e) for i, e in enumerate(_raw_entries(bundle))]
     for entry in entries:
         await _check(store, entry, access)
+    budget = ResponseBudget(store.search_limits)
     async with store.write_transaction() as conn:
-        await _apply(store, conn, entries)
+        await _apply(store, conn, entries, budget)
     return _response_bundle("transaction-response", [e.response for e in entries])
 
 
 async def process_batch(store: Store, bundle: Any, access: Access | None = None) -> dict[str, Any]:
+    """Each entry on its own; GET entries share one response's byte budget (an entry after it
+    is spent is answered with a 400 asking for it on its own)."""
     raw = _raw_entries(bundle)
+    budget = ResponseBudget(store.search_limits)
     return _response_bundle(
-        "batch-response", [await _batch_entry(store, i, e, access) for i, e in enumerate(raw)]
+        "batch-response",
+        [await _batch_entry(store, i, e, access, budget) for i, e in enumerate(raw)],
     )
 
 
-async def _batch_entry(store: Store, index: int, raw: Any, access: Access | None) -> dict[str, Any]:
+async def _batch_entry(
+    store: Store, index: int, raw: Any, access: Access | None, budget: ResponseBudget
+) -> dict[str, Any]:
     """One batch entry in its own transaction; any failure becomes this entry's response."""
     try:
         entry = _parse_entry(index, raw)
         await _check(store, entry, access)
         async with store.write_transaction() as conn:
-            await _apply(store, conn, [entry])
+            await _apply(store, conn, [entry], budget)
     except FhirError as error:
         return _failed(error.status, error.outcome())
     except Exception:

@@ -8,10 +8,14 @@ will not return are never read into memory, whatever the database driver buffers
   taken (however large), so paging moves on; a page cut short has a `next` link.
 - Included resources: every one is needed for the page to be right, so more of them (or of
   their bytes) than the page has left is a 400 that asks for a smaller `_count`.
+- Batch and transaction responses (`ResponseBudget`): their GET entries together hold one
+  page's bytes; each entry's search gets what is left, and an entry after the budget is spent
+  is a 400 that asks for it on its own.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Integer
@@ -83,3 +87,30 @@ class Budget:
             f"this page brings in more {what} with _include / _revinclude than a page may "
             "hold; ask for a smaller _count",
         )
+
+
+class ResponseBudget:
+    """What is left of one batch or transaction response's resource bytes, over all its GET
+    entries (`max_page_bytes`, the same budget as one search page)."""
+
+    def __init__(self, limits: SearchLimits) -> None:
+        self.limits = limits
+        self.bytes_left = limits.max_page_bytes
+
+    def limits_for(self, where: str) -> SearchLimits:
+        """The limits of the GET entry at `where`: its page holds what the response has left;
+        once that is spent, the entry is refused (400) and asked for on its own."""
+        if self.bytes_left <= 0:
+            raise over_limit(
+                where,
+                self.limits.max_page_bytes - self.bytes_left,
+                self.limits.max_page_bytes,
+                "HERALD_SEARCH_MAX_PAGE_BYTES",
+                "the GET entries before this one already fill the bytes of resources one "
+                "response may hold; send this request on its own (or in a later Bundle)",
+            )
+        return replace(self.limits, max_page_bytes=self.bytes_left)
+
+    def spend(self, bodies: list[str]) -> None:
+        """Count the resources a GET entry returned."""
+        self.bytes_left -= sum(len(body.encode()) for body in bodies)
