@@ -4,7 +4,9 @@ Each test configures logging as `herald serve` does (`herald.logging.configure_l
 DEBUG, in both formats, and reads the formatted output the operator would read: the message,
 every structured field and whatever stands in for a traceback. A distinctive secret goes
 into resources, searches and errors; it must appear nowhere in that output, while the ids
-that lead to the request (resource type and id, subscription id, exception kinds) do.
+that lead to the request (resource type and id, subscription id, exception kinds) do. The
+service's error paths run on SQLite and PostgreSQL (there also a real driver error quoting
+the row).
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ import io
 import json
 import logging
 import sqlite3
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
 import pydantic
 import pytest
 import structlog
+from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from starlette.types import Receive, Scope, Send
 
@@ -147,8 +151,16 @@ async def _until(condition: Any, what: str, within: float = 15.0) -> None:
     raise AssertionError(f"not seen within {within} s: {what}")
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path}/herald.db"
+    fresh: Callable[[str], str] = request.getfixturevalue("fresh_database")
+    return fresh(f"logs_{uuid.uuid4().hex[:8]}")
+
+
 async def test_failing_writes_searches_deliveries_sweeps_and_matches_log_no_content(
-    output: io.StringIO, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    output: io.StringIO, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     echo = Echo()
     settings = {
@@ -158,7 +170,7 @@ async def test_failing_writes_searches_deliveries_sweeps_and_matches_log_no_cont
     }
     async with (
         serving(echo) as port,
-        running_herald(f"sqlite+aiosqlite:///{tmp_path}/herald.db", **settings) as (
+        running_herald(database_url, **settings) as (
             runtime,
             client,
         ),
@@ -172,6 +184,19 @@ async def test_failing_writes_searches_deliveries_sweeps_and_matches_log_no_cont
         _fail_writes_of(monkeypatch, "other")
         failed = await client.post("/Patient", json={**PATIENT, "gender": "other"})
         assert failed.status_code == 500
+
+        if runtime.engine.dialect.name == "postgresql":
+            # A real driver error quoting the row (as a DETAIL line does): a trigger refuses it.
+            async with runtime.engine.begin() as conn:
+                await conn.execute(text(_REFUSE_UNKNOWN_GENDER))
+                await conn.execute(
+                    text(
+                        "CREATE TRIGGER refuse_unknown BEFORE INSERT ON resources "
+                        "FOR EACH ROW EXECUTE FUNCTION refuse_unknown()"
+                    )
+                )
+            broken = await client.post("/Patient", json={**PATIENT, "gender": "unknown"})
+            assert broken.status_code == 500
 
         # Invalid input: the secret in an element strict validation refuses.
         refused = await client.post("/Patient", json={**PATIENT, "gender": SECRET})
@@ -218,6 +243,8 @@ async def test_failing_writes_searches_deliveries_sweeps_and_matches_log_no_cont
     # What leads to each failure is there: kinds, resource and subscription ids.
     assert "unexpected error: answered 500" in logged and "request_id" in logged
     assert "sqlalchemy.exc.OperationalError <- sqlite3.OperationalError" in logged
+    if "postgres" in database_url:
+        assert "asyncpg.exceptions.RaiseError" in logged
     assert "Patient/quarantined" in logged
     assert f"subscription {subscription_id}: delivery failed (attempt 1, reply 500)" in logged
     assert "scheduler: sweep failed" in logged
@@ -225,6 +252,17 @@ async def test_failing_writes_searches_deliveries_sweeps_and_matches_log_no_cont
     if logged.lstrip().startswith("{"):
         for line in logged.splitlines():
             json.loads(line)  # every record is one JSON object
+
+
+_REFUSE_UNKNOWN_GENDER = """
+CREATE FUNCTION refuse_unknown() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF position('"unknown"' in coalesce(NEW.body, '')) > 0 THEN
+    RAISE EXCEPTION 'refused row %', NEW.body USING DETAIL = 'Failing row: ' || NEW.body;
+  END IF;
+  RETURN NEW;
+END $$
+"""
 
 
 def _statement_loggers_at_debug(monkeypatch: pytest.MonkeyPatch) -> None:
