@@ -342,7 +342,12 @@ class SubscriptionDelivery:
         ):
             return  # delivery moved meanwhile (a replay, or another process): look again
         EVENTS_DEAD_LETTERED.inc(len(events))
-        log.warning("subscription %s: gave up events %d-%d: %s", spec.id, first, last, reason)
+        log.warning(
+            "subscription %s: gave up events %d-%d; $status and $events say why",
+            spec.id,
+            first,
+            last,
+        )
 
     async def _send(
         self,
@@ -382,7 +387,14 @@ class SubscriptionDelivery:
                 await self._lifecycle.transition(spec.id, "error", error=error)
                 status = "error"
             attempt += 1
-            log.info("subscription %s: delivery failed (attempt %d): %s", spec.id, attempt, error)
+            # The error text stays out of the log: it quotes the endpoint's answer, which may
+            # echo the notification. `$status` shows it to the subscription's owner.
+            log.info(
+                "subscription %s: delivery failed (attempt %d, reply %s)",
+                spec.id,
+                attempt,
+                outcome.status_code or "none",
+            )
             expired = give_up_from is not None and (
                 self._clock.now() - give_up_from >= self._policy.give_up_after
             )

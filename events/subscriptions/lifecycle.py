@@ -47,7 +47,9 @@ class Lifecycle:
         if not changed:
             return  # turned off (by a client, or gone) meanwhile: that stands
         await self._mirror(subscription_id, status, error)
-        log.info("subscription %s is now %s", subscription_id, status, extra={"error": error or ""})
+        # The reason stays out of the log (an endpoint's answer may echo the notification);
+        # `$status` shows it to the subscription's owner.
+        log.info("subscription %s is now %s", subscription_id, status)
 
     async def _mirror(self, subscription_id: str, status: str, error: str | None) -> None:
         for _ in range(_ATTEMPTS):  # a client may update the resource at the same moment

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
-import traceback
 import uuid
-from collections.abc import Iterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -37,6 +35,7 @@ from fhirstore.api.audit import REQUEST_ID_STATE, classify
 from fhirstore.api.http import FhirResponse, error_response
 from fhirstore.api.storage_full import is_storage_full, storage_full
 from fhirstore.errors import FhirError, operation_outcome
+from fhirstore.logsafe import frames, kinds
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,6 @@ REQUEST_ID = "X-Request-ID"
 _REQUEST_ID = REQUEST_ID.lower().encode()
 _CLIENT_ID = re.compile(rb"[A-Za-z0-9._:-]{8,64}")  # a client's id, kept when this plain
 _HTTP_CODES = {404: "not-found", 405: "not-supported", 413: "too-costly"}
-_CAUSES = 8
 
 
 def install_error_handlers(app: FastAPI, *, prefix: str = "/fhir") -> None:
@@ -78,7 +76,7 @@ def install_error_handlers(app: FastAPI, *, prefix: str = "/fhir") -> None:
             raise exc  # on to ErrorBoundary: a 500
         log.error(
             "database storage full: a write was refused with 507",
-            extra={"method": request.method, "path": request.url.path, **_kinds(exc)},
+            extra={"method": request.method, "path": request.url.path, "error": kinds(exc)},
         )
         return error_response(storage_full())
 
@@ -133,8 +131,8 @@ class ErrorBoundary:
                 "interaction": target.interaction if target else None,
                 "resource_type": target.res_type if target else None,
                 "resource_id": target.res_id if target else None,
-                **_kinds(error),
-                "stack": "".join(traceback.format_tb(error.__traceback__)),
+                "error": kinds(error),
+                "stack": frames(error),
             },
         )
 
@@ -156,22 +154,3 @@ def _internal_error(request_id: str) -> FhirResponse:
         ),
         status_code=500,
     )
-
-
-def _kinds(error: BaseException) -> dict[str, str]:
-    """The exception's type and its causes' (`a.B <- c.D`): no messages, which may quote data."""
-    return {"error": " <- ".join(_name(e) for e in _chain(error))}
-
-
-def _chain(error: BaseException) -> Iterator[BaseException]:
-    current: BaseException | None = error
-    for _ in range(_CAUSES):
-        if current is None:
-            return
-        yield current
-        current = current.__cause__ or current.__context__
-
-
-def _name(error: BaseException) -> str:
-    kind = type(error)
-    return f"{kind.__module__}.{kind.__qualname__}"
