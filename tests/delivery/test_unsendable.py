@@ -1,0 +1,160 @@
+"""No event is a poison pill for its subscription's delivery, in both shapes: a notification that
+cannot be built or sent (an unexpected error, not a failed delivery) is tried a bounded number
+of times, then its event becomes a dead letter with a reason an operator can act on, counted in
+a metric, and the events after it still reach the REST hook receiver. A replay once the cause is
+fixed delivers it; nothing is lost."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+import events.subscriptions.focus as focus
+from channels.transport import Delivery, Outcome
+from fhirstore import fhirjson
+from fhirstore.store import StoredVersion
+from herald.runtime import Runtime
+from tests.delivery.conftest import (
+    HeraldFactory,
+    event_numbers,
+    notification_type,
+    subscribe,
+    subscription,
+    wait_for_status,
+)
+from tests.support.receiver import Receiver, http_receiver
+from tests.support.waiting import eventually
+
+QUICK_TRIES = {
+    "quarantine_attempts": 2,
+    "quarantine_initial_backoff_seconds": 0.05,
+    "quarantine_max_backoff_seconds": 0.2,
+}
+
+# A valid FHIR decimal (the spec's regex allows an exponent) that is stored and read back as
+# written, but that a full-resource notification could not carry: the focus version was parsed
+# with plain orjson, which refuses a number beyond a double.
+POISON = (
+    b'{"resourceType":"Observation","status":"final","code":{"text":"huge"},'
+    b'"subject":{"reference":"Patient/%s"},"valueQuantity":{"value":1e400}}'
+)
+
+
+def _observation(patient_id: str, text: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": text},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "valueQuantity": {"value": 5},
+    }
+
+
+def _unsendable(channel: str = "rest-hook") -> float:
+    found = REGISTRY.get_sample_value("herald_events_unsendable_total", {"channel": channel})
+    return found or 0.0
+
+
+def _delivered(receiver: Receiver) -> list[int]:
+    """Event numbers the receiver accepted, in arrival order."""
+    return [
+        n
+        for r in receiver.requests
+        if r.status == 200 and r.json and notification_type(r.json) == "event-notification"
+        for n in event_numbers(r.json)
+    ]
+
+
+async def _wait_delivered(receiver: Receiver, numbers: set[int]) -> None:
+    async def arrived() -> bool:
+        return numbers <= set(_delivered(receiver))
+
+    await eventually(
+        arrived, within=30, what=lambda: f"wanted {numbers}, got {_delivered(receiver)}"
+    )
+
+
+async def test_resource_a_notification_cannot_carry_is_set_aside_and_later_events_arrive(
+    start_herald: HeraldFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pid = f"p-{uuid.uuid4().hex[:10]}"
+    before = _unsendable()
+    async with http_receiver() as receiver, start_herald(**QUICK_TRIES) as (runtime, client):
+        sid = await subscribe(
+            client,
+            subscription(
+                receiver.url,
+                filters=(f"Observation?subject=Patient/{pid}",),
+                content="full-resource",
+            ),
+        )
+        stored = await client.post("/Observation", content=POISON % pid.encode())
+        assert stored.status_code == 201, stored.text
+        poison_id = stored.json()["id"]
+        for text in ("after-1", "after-2"):
+            made = await client.post("/Observation", json=_observation(pid, text))
+            assert made.status_code == 201, made.text
+
+        await _wait_delivered(receiver, {2, 3})  # the subscription moved on
+        [letter] = await runtime.ledger.dead_letters(sid)
+        assert (letter.first_event, letter.last_event) == (1, 1)
+        assert f"event 1 (Observation/{poison_id} version 1)" in letter.reason
+        assert "could not be built or sent after 2 tries" in letter.reason
+        assert "JSONDecodeError" in letter.reason
+        assert _unsendable() - before == 1
+        await wait_for_status(client, sid, "active")  # the next delivery got through
+
+        # The fix is deployed (the focus read as FHIR JSON, decimals kept); a replay delivers it.
+        monkeypatch.setattr(focus, "_resource", _fixed_resource)
+        assert await runtime.ledger.replay(letter.id, now=runtime.clock.now()) is not None
+        await _wait_delivered(receiver, {1})
+
+    [replayed] = [
+        r for r in receiver.requests if r.status == 200 and r.json and 1 in event_numbers(r.json)
+    ]
+    assert b'"value":1E+400' in replayed.body  # the resource as stored, in full
+    assert sorted(set(_delivered(receiver))) == [1, 2, 3]  # nothing lost
+
+
+def _fixed_resource(version: StoredVersion | None) -> dict[str, Any] | None:
+    if version is None or version.body is None:
+        return None
+    resource: dict[str, Any] = fhirjson.loads(version.body)
+    return resource
+
+
+async def test_a_transport_that_raises_on_one_event_does_not_stop_the_subscription(
+    start_herald: HeraldFactory,
+) -> None:
+    pid = f"p-{uuid.uuid4().hex[:10]}"
+    async with http_receiver() as receiver, start_herald(**QUICK_TRIES) as (runtime, client):
+        sid = await subscribe(
+            client, subscription(receiver.url, filters=(f"Observation?subject=Patient/{pid}",))
+        )
+        _raise_on(runtime, "Observation/bad-")
+        await client.put(f"/Observation/bad-{pid}", json=_observation(pid, "bad"))
+        await wait_for_status(client, sid, "error")
+        error = (await client.get(f"/Subscription/{sid}")).json()["error"]
+        assert "RuntimeError at" in error, error
+        assert "simulated" not in error  # the error's own text stays in the dead letter
+        await client.post("/Observation", json=_observation(pid, "good"))
+        await _wait_delivered(receiver, {2})
+        [letter] = await runtime.ledger.dead_letters(sid)
+        assert "simulated transport bug" in letter.reason
+        await wait_for_status(client, sid, "active")
+
+
+def _raise_on(runtime: Runtime, focus_prefix: str) -> None:
+    """A transport bug that only notifications about this focus meet."""
+    transport = runtime.transports["rest-hook"]
+    send = transport.send
+
+    async def buggy(delivery: Delivery) -> Outcome:
+        if delivery.body is not None and focus_prefix.encode() in delivery.body:
+            raise RuntimeError("simulated transport bug")
+        return await send(delivery)
+
+    transport.send = buggy  # type: ignore[method-assign]
