@@ -14,7 +14,6 @@ from prometheus_client import REGISTRY
 
 import events.subscriptions.focus as focus
 from channels.transport import Delivery, Outcome
-from fhirstore import fhirjson
 from fhirstore.store import StoredVersion
 from herald.runtime import Runtime
 from tests.delivery.conftest import (
@@ -34,10 +33,10 @@ QUICK_TRIES = {
     "quarantine_max_backoff_seconds": 0.2,
 }
 
-# A valid FHIR decimal (the spec's regex allows an exponent) that is stored and read back as
-# written, but that a full-resource notification could not carry: the focus version was parsed
-# with plain orjson, which refuses a number beyond a double.
-POISON = (
+# A valid FHIR decimal (the spec's regex allows an exponent), stored and read back as written.
+# It used to be a real poison: Kafka consumers could not decode the change event carrying it,
+# and a full-resource notification could not read the focus version (plain orjson).
+HUGE = (
     b'{"resourceType":"Observation","status":"final","code":{"text":"huge"},'
     b'"subject":{"reference":"Patient/%s"},"valueQuantity":{"value":1e400}}'
 )
@@ -77,7 +76,7 @@ async def _wait_delivered(receiver: Receiver, numbers: set[int]) -> None:
     )
 
 
-async def test_resource_a_notification_cannot_carry_is_set_aside_and_later_events_arrive(
+async def test_a_focus_that_cannot_be_read_is_set_aside_and_later_events_arrive(
     start_herald: HeraldFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pid = f"p-{uuid.uuid4().hex[:10]}"
@@ -91,7 +90,8 @@ async def test_resource_a_notification_cannot_carry_is_set_aside_and_later_event
                 content="full-resource",
             ),
         )
-        stored = await client.post("/Observation", content=POISON % pid.encode())
+        _break_reading_of(monkeypatch, "unreadable")
+        stored = await client.post("/Observation", json=_observation(pid, "unreadable"))
         assert stored.status_code == 201, stored.text
         poison_id = stored.json()["id"]
         for text in ("after-1", "after-2"):
@@ -103,27 +103,63 @@ async def test_resource_a_notification_cannot_carry_is_set_aside_and_later_event
         assert (letter.first_event, letter.last_event) == (1, 1)
         assert f"event 1 (Observation/{poison_id} version 1)" in letter.reason
         assert "could not be built or sent after 2 tries" in letter.reason
-        assert "JSONDecodeError" in letter.reason
+        assert "ValueError at" in letter.reason
+        assert "simulated unreadable focus" in letter.reason  # the operator sees the error
         assert _unsendable() - before == 1
         await wait_for_status(client, sid, "active")  # the next delivery got through
 
-        # The fix is deployed (the focus read as FHIR JSON, decimals kept); a replay delivers it.
-        monkeypatch.setattr(focus, "_resource", _fixed_resource)
+        monkeypatch.undo()  # the fix is deployed; a replay delivers what was set aside
         assert await runtime.ledger.replay(letter.id, now=runtime.clock.now()) is not None
         await _wait_delivered(receiver, {1})
 
     [replayed] = [
         r for r in receiver.requests if r.status == 200 and r.json and 1 in event_numbers(r.json)
     ]
-    assert b'"value":1E+400' in replayed.body  # the resource as stored, in full
+    assert poison_id.encode() in replayed.body and b'"unreadable"' in replayed.body
     assert sorted(set(_delivered(receiver))) == [1, 2, 3]  # nothing lost
 
 
-def _fixed_resource(version: StoredVersion | None) -> dict[str, Any] | None:
-    if version is None or version.body is None:
-        return None
-    resource: dict[str, Any] = fhirjson.loads(version.body)
-    return resource
+def _break_reading_of(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    """Reading a focus version whose body holds `text` fails (a bug the builder meets)."""
+    read = focus._resource
+
+    def broken(version: StoredVersion | None) -> dict[str, Any] | None:
+        if version is not None and version.body is not None and text in version.body:
+            raise ValueError("simulated unreadable focus")
+        return read(version)
+
+    monkeypatch.setattr(focus, "_resource", broken)
+
+
+async def test_a_decimal_beyond_a_double_reaches_full_resource_subscribers_as_written(
+    start_herald: HeraldFactory,
+) -> None:
+    pid = f"p-{uuid.uuid4().hex[:10]}"
+    async with http_receiver() as receiver, start_herald(**QUICK_TRIES) as (runtime, client):
+        sid = await subscribe(
+            client,
+            subscription(
+                receiver.url,
+                filters=(f"Observation?subject=Patient/{pid}",),
+                content="full-resource",
+            ),
+        )
+        stored = await client.post("/Observation", content=HUGE % pid.encode())
+        assert stored.status_code == 201, stored.text
+        made = await client.post("/Observation", json=_observation(pid, "after"))
+        assert made.status_code == 201, made.text
+        await _wait_delivered(receiver, {1, 2})
+        assert await runtime.ledger.dead_letters(sid) == []
+        fetched = await client.get(
+            f"/Subscription/{sid}/$events", params={"content": "full-resource"}
+        )
+        assert fetched.status_code == 200, fetched.text  # was 500
+        assert b'"value":1E+400' in fetched.content
+
+    [first] = [
+        r for r in receiver.requests if r.status == 200 and r.json and 1 in event_numbers(r.json)
+    ]
+    assert b'"value":1E+400' in first.body  # the resource as stored, in full
 
 
 async def test_a_transport_that_raises_on_one_event_does_not_stop_the_subscription(
