@@ -364,9 +364,12 @@ class SubscriptionDelivery:
             current = dataclasses.replace(current, status="error")  # a success shows `active`
 
         async def wait(seconds: float) -> None:
-            async with self._idle():
+            async with self._idle():  # others may deliver while this one waits
                 await asyncio.sleep(seconds)
             lease.check()
+            now = await self._current(spec.id)
+            if now is None or ended(now[0], self._clock.now(), now[1]):
+                raise Stopped(spec.id)
 
         return await self._policy.unsendable.run(
             deliver, pending, passes=(LeaseLost, Rewound, Stopped), failed=failed, wait=wait

@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import httpx
 import pytest
 from prometheus_client import REGISTRY
 
@@ -52,6 +53,16 @@ def _observation(patient_id: str, text: str) -> dict[str, Any]:
     }
 
 
+async def _full_resource_subscription(
+    client: httpx.AsyncClient, receiver: Receiver, patient_id: str
+) -> str:
+    """An active subscription to this patient's Observations, with their full resources."""
+    filters = (f"Observation?subject=Patient/{patient_id}",)
+    return await subscribe(
+        client, subscription(receiver.url, filters=filters, content="full-resource")
+    )
+
+
 def _unsendable(channel: str = "rest-hook") -> float:
     found = REGISTRY.get_sample_value("herald_events_unsendable_total", {"channel": channel})
     return found or 0.0
@@ -82,14 +93,7 @@ async def test_a_focus_that_cannot_be_read_is_set_aside_and_later_events_arrive(
     pid = f"p-{uuid.uuid4().hex[:10]}"
     before = _unsendable()
     async with http_receiver() as receiver, start_herald(**QUICK_TRIES) as (runtime, client):
-        sid = await subscribe(
-            client,
-            subscription(
-                receiver.url,
-                filters=(f"Observation?subject=Patient/{pid}",),
-                content="full-resource",
-            ),
-        )
+        sid = await _full_resource_subscription(client, receiver, pid)
         _break_reading_of(monkeypatch, "unreadable")
         stored = await client.post("/Observation", json=_observation(pid, "unreadable"))
         assert stored.status_code == 201, stored.text
@@ -136,14 +140,7 @@ async def test_a_decimal_beyond_a_double_reaches_full_resource_subscribers_as_wr
 ) -> None:
     pid = f"p-{uuid.uuid4().hex[:10]}"
     async with http_receiver() as receiver, start_herald(**QUICK_TRIES) as (runtime, client):
-        sid = await subscribe(
-            client,
-            subscription(
-                receiver.url,
-                filters=(f"Observation?subject=Patient/{pid}",),
-                content="full-resource",
-            ),
-        )
+        sid = await _full_resource_subscription(client, receiver, pid)
         stored = await client.post("/Observation", content=HUGE % pid.encode())
         assert stored.status_code == 201, stored.text
         made = await client.post("/Observation", json=_observation(pid, "after"))
