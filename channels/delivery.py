@@ -8,7 +8,10 @@ holds (the dispatcher runs it in a loop):
    a failing endpoint with exponential backoff and jitter; the same events keep their numbers
    and idempotency key. The subscription goes to `error` on a failure and back to `active` on
    the next success. Events older than the give-up age when a retry fails are recorded as a
-   dead letter and delivery moves on;
+   dead letter and delivery moves on. A notification that cannot be built or sent at all (an
+   unexpected error: a stored resource the builder chokes on, a bug in a transport) gets
+   bounded tries (`channels/unprocessable.py`); then its events become a dead letter too, with
+   the reason, and delivery moves on;
 3. a heartbeat when `heartbeatPeriod` passed without traffic.
 
 Every attempt to send (an `Attempt`: what, to whom, how it went, never the body) is reported to
@@ -19,11 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from channels.lease import Lease, LeaseLost
@@ -31,9 +35,12 @@ from channels.metrics import (
     DELIVERY_LAG,
     EVENTS_DEAD_LETTERED,
     EVENTS_DELIVERED,
+    EVENTS_UNSENDABLE,
     NOTIFICATIONS_SENT,
 )
 from channels.transport import Delivery, Outcome, Transport
+from channels.unprocessable import BoundedTries, Unsendable
+from events.bus.base import failed_at
 from events.subscriptions.focus import notification_events
 from events.subscriptions.ledger import Ledger, RecordedEvent, SubscriptionProgress
 from events.subscriptions.lifecycle import Lifecycle
@@ -82,6 +89,9 @@ class DeliveryPolicy:
     prune_interval: float = 3600.0
     record_attempt: Callable[[Attempt], None] | None = None  # told of every attempt (audit)
     record_write: Record | None = None  # told of every Subscription status write (audit)
+    # Tries of a notification that cannot be built or sent (an unexpected error), then a
+    # dead letter (docs/quarantine.md).
+    unsendable: BoundedTries = field(default_factory=BoundedTries)
 
 
 class Rewound(Exception):
@@ -191,7 +201,7 @@ class SubscriptionDelivery:
         )
         if error is not None and expired:
             problem = f"no handshake got through: {error}"
-            await self._give_up(spec, expired, problem, progress.delivered_through)
+            await self._give_up(spec, expired, self._too_old(problem), progress.delivered_through)
 
     async def _greet_bound_sockets(
         self, spec: SubscriptionSpec, progress: SubscriptionProgress
@@ -225,7 +235,7 @@ class SubscriptionDelivery:
     ) -> None:
         expired = await self._expired(spec, progress)
         if expired:
-            await self._give_up(spec, expired, problem, progress.delivered_through)
+            await self._give_up(spec, expired, self._too_old(problem), progress.delivered_through)
 
     async def _send_status(
         self,
@@ -267,18 +277,23 @@ class SubscriptionDelivery:
         with_resource = spec.channel.content == "full-resource" or (
             spec.classic and spec.channel.payload is not None
         )
-        loaded = await notification_events(self._store, pending, with_resource=with_resource)
+        loaded = await self._page_events(pending, with_resource)
         page = _Page(self, spec, progress.delivered_through)
         try:
             for start in range(0, len(pending), size):
                 batch = pending[start : start + size]
-                events = loaded[start : start + size]
-                error, attempts = await self._deliver(
-                    spec, progress, batch, events, lease, page.record
+                events = loaded[start : start + size] if loaded is not None else None
+                sent = await self._deliver_or_set_aside(
+                    spec, progress, batch, events, with_resource, lease, page.record
                 )
+                if isinstance(sent, Unsendable):
+                    await page.record()
+                    await self._set_aside(spec, batch, sent, page.through)
+                    return
+                error, attempts = sent
                 if error is not None:
                     await page.record()
-                    await self._give_up(spec, batch, error, page.through)
+                    await self._give_up(spec, batch, self._too_old(error), page.through)
                     return
                 page.accept(batch)
                 if attempts > 1:
@@ -302,6 +317,63 @@ class SubscriptionDelivery:
         EVENTS_DELIVERED.labels(spec.channel.type).inc(len(events))
         for event in events:
             DELIVERY_LAG.observe((now - event.occurred_at).total_seconds())
+
+    async def _page_events(
+        self, pending: Sequence[RecordedEvent], with_resource: bool
+    ) -> list[NotificationEvent] | None:
+        """The page's events, focus versions read in one go; None when that fails (other than
+        by an outage): then each notification reads its own, so only the one that cannot be
+        built is set aside."""
+        try:
+            return await notification_events(self._store, pending, with_resource=with_resource)
+        except Exception as error:
+            outage = self._policy.unsendable.outage
+            if outage is not None and await outage(error):
+                raise
+            return None
+
+    async def _deliver_or_set_aside(
+        self,
+        spec: SubscriptionSpec,
+        progress: SubscriptionProgress,
+        pending: Sequence[RecordedEvent],
+        events: Sequence[NotificationEvent] | None,
+        with_resource: bool,
+        lease: Lease,
+        before_retry: Callable[[], Awaitable[object]],
+    ) -> tuple[str | None, int] | Unsendable:
+        """`_deliver` under bounded tries: why, when the notification could not be built or
+        sent (an unexpected error) after them. Meanwhile the subscription shows `error`."""
+
+        current = progress
+
+        async def deliver() -> tuple[str | None, int]:
+            loaded = events
+            if loaded is None:
+                loaded = await notification_events(
+                    self._store, pending, with_resource=with_resource
+                )
+            return await self._deliver(spec, current, pending, loaded, lease, before_retry)
+
+        async def failed(why: Unsendable, attempt: int) -> None:
+            nonlocal current
+            log.warning("subscription %s: %s", spec.id, why.summary)
+            if attempt == 1:
+                await before_retry()  # what was accepted before it stays accepted
+            await self._lifecycle.transition(spec.id, "error", error=why.summary)
+            current = dataclasses.replace(current, status="error")  # a success shows `active`
+
+        async def wait(seconds: float) -> None:
+            async with self._idle():  # others may deliver while this one waits
+                await asyncio.sleep(seconds)
+            lease.check()
+            now = await self._current(spec.id)
+            if now is None or ended(now[0], self._clock.now(), now[1]):
+                raise Stopped(spec.id)
+
+        return await self._policy.unsendable.run(
+            deliver, pending, passes=(LeaseLost, Rewound, Stopped), failed=failed, wait=wait
+        )
 
     async def _deliver(
         self,
@@ -331,16 +403,39 @@ class SubscriptionDelivery:
             before_retry=before_retry,
         )
 
-    async def _give_up(
-        self, spec: SubscriptionSpec, events: Sequence[RecordedEvent], error: str, through: int
+    def _too_old(self, error: str) -> str:
+        return f"not delivered within {self._policy.give_up_after}: {error}"
+
+    async def _set_aside(
+        self,
+        spec: SubscriptionSpec,
+        events: Sequence[RecordedEvent],
+        why: Unsendable,
+        through: int,
     ) -> None:
+        """A dead letter of events whose notification could not be built or sent; the status
+        says so until the next delivery gets through."""
+        if await self._give_up(spec, events, why.detail, through):
+            EVENTS_UNSENDABLE.labels(spec.channel.type).inc(len(events))
+            problem = f"{why.summary}; set aside as a dead letter, later events go on"
+            await self._lifecycle.transition(spec.id, "error", error=problem)
+
+    async def _give_up(
+        self,
+        spec: SubscriptionSpec,
+        events: Sequence[RecordedEvent],
+        reason: str,
+        through: int,
+    ) -> bool:
+        """Record `events` as a dead letter with `reason` and move delivery past them; False
+        when delivery had moved meanwhile. The log names the events, not the reason (it may
+        quote what the endpoint answered)."""
         first, last = events[0].event_number, events[-1].event_number
-        reason = f"not delivered within {self._policy.give_up_after}: {error}"
         now = self._clock.now()
         if not await self._ledger.give_up(
             spec.id, through, first, last, reason, now=now, owner=self.owner
         ):
-            return  # delivery moved meanwhile (a replay, or another process): look again
+            return False  # delivery moved meanwhile (a replay, or another process): look again
         EVENTS_DEAD_LETTERED.inc(len(events))
         log.warning(
             "subscription %s: gave up events %d-%d; $status and $events say why",
@@ -348,6 +443,7 @@ class SubscriptionDelivery:
             first,
             last,
         )
+        return True
 
     async def _send(
         self,
@@ -372,7 +468,7 @@ class SubscriptionDelivery:
         transport = self._transports[spec.channel.type]
         status, attempt = progress.status, 0
         while True:
-            outcome = await transport.send(delivery)
+            outcome = await _sent(transport, delivery)
             self._report(Attempt(spec, kind, events, outcome))
             NOTIFICATIONS_SENT.labels(
                 spec.channel.type, kind, "ok" if outcome.ok else "failed"
@@ -514,3 +610,19 @@ class _Page:
     async def record_if_due(self) -> None:
         if asyncio.get_running_loop().time() - self._recorded_at >= _RECORD_EVERY:
             await self.record()
+
+
+async def _sent(transport: Transport, delivery: Delivery) -> Outcome:
+    """The transport's outcome. An event notification's unexpected error is raised (its tries
+    are bounded, then its events are set aside); a handshake's or heartbeat's is a failed
+    outcome naming it, so the subscription shows `error` and retries as for a failed delivery."""
+    try:
+        return await transport.send(delivery)
+    except Exception as error:
+        if delivery.kind == "event-notification":
+            raise
+        problem = (
+            f"the {delivery.kind} could not be sent: {type(error).__name__} at {failed_at(error)}"
+        )
+        log.warning("subscription %s: %s", delivery.subscription_id, problem)
+        return Outcome(ok=False, status_code=None, error=problem, elapsed=0.0)

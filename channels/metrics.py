@@ -21,3 +21,9 @@ DELIVERY_LAG = Histogram(
 DELIVERY_WORKERS = Gauge(
     "herald_delivery_workers", "Subscriptions this process is delivering right now"
 )
+EVENTS_UNSENDABLE = Counter(
+    "herald_events_unsendable",
+    "Subscription events set aside as dead letters because their notification could not be "
+    "built or sent (an unexpected error, after bounded tries)",
+    ["channel"],
+)

@@ -261,7 +261,8 @@ def dead_letters(
     subscription: Annotated[str | None, typer.Option(help="Only this Subscription id")] = None,
     database_url: DatabaseOpt = None,
 ) -> None:
-    """List notifications given up after the give-up age, with the reason."""
+    """List notifications given up (past the give-up age, or that could not be built or sent),
+    with the reason."""
     settings = _settings(database_url)
     _open_database(settings)
 

@@ -22,6 +22,7 @@ from channels.dispatcher import Dispatcher, new_owner
 from channels.endpoints import EndpointGuard, Recipients, SafeEndpoints
 from channels.resthook import RestHookSender
 from channels.transport import Transport
+from channels.unprocessable import BoundedTries, Outage
 from channels.websocket.hub import SocketHub
 from channels.websocket.tokens import BindingTokens
 from channels.websocket.transport import WebSocketTransport
@@ -62,6 +63,7 @@ def delivery_policy(
     settings: Settings,
     record_attempt: Callable[[Attempt], None] | None = None,
     record_write: Record | None = None,
+    outage: Outage | None = None,
 ) -> DeliveryPolicy:
     return DeliveryPolicy(
         base_url=settings.public_base_url
@@ -76,6 +78,13 @@ def delivery_policy(
         retention=timedelta(hours=settings.subscription_event_retention_hours),
         record_attempt=record_attempt,
         record_write=record_write,
+        # A notification that cannot be built or sent gets the quarantine's tries.
+        unsendable=BoundedTries(
+            settings.quarantine_attempts,
+            settings.quarantine_initial_backoff_seconds,
+            settings.quarantine_max_backoff_seconds,
+            outage,
+        ),
     )
 
 
@@ -187,7 +196,9 @@ class Runtime:
         self.record_attempt = attempt_recorder(self.audit) if settings.audit else None
         # Told of every write Herald makes as one of its system identities.
         self.record_write = self.audit.record if settings.audit else None
-        policy = delivery_policy(settings, self.record_attempt, self.record_write)
+        policy = delivery_policy(
+            settings, self.record_attempt, self.record_write, self.quarantine.outage
+        )
         owner = new_owner()
         self.hub = SocketHub(self.store, self.bus, owner=owner, lease=policy.lease)
         self.binding_tokens = BindingTokens(

@@ -84,6 +84,7 @@ class KafkaBus:
             auto_offset_reset="latest",
             ack_policy=AckPolicy.MANUAL,  # nothing to commit without a group
             parser=_parse_batch_leniently,
+            decoder=_undecoded,
             batch=True,
             max_records=500,
             batch_timeout_ms=5,
@@ -101,6 +102,7 @@ class KafkaBus:
             ack_policy=AckPolicy.NACK_ON_ERROR,
             max_poll_interval_ms=600_000,
             parser=_parse_batch_leniently if batch else _parse_leniently,
+            decoder=_undecoded,
             **options,
         )
 
@@ -177,3 +179,11 @@ async def _parse_batch_leniently(
         for r in records
     )
     return await parse(lenient)
+
+
+async def _undecoded(message: StreamMessage, decode: Callable[..., Any]) -> None:
+    """Herald's handlers read the raw records (`KafkaMessage`), never FastStream's decoded body.
+    Its JSON decoding is skipped: it fails on a number beyond a double (`1e400`, a valid FHIR
+    decimal in a resource a change event carries), and a record that fails to decode is
+    redelivered forever, before the handler or the quarantine could see it."""
+    return None

@@ -8,10 +8,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-import orjson
-
 from events.subscriptions.ledger import RecordedEvent
 from events.subscriptions.notification import NotificationEvent
+from fhirstore import fhirjson
 from fhirstore.access.boundary import Access
 from fhirstore.errors import Forbidden, Gone, NotFound
 from fhirstore.store import Store, StoredVersion
@@ -92,5 +91,5 @@ def _key(event: RecordedEvent) -> tuple[str, str, int]:
 def _resource(version: StoredVersion | None) -> dict[str, Any] | None:
     if version is None or version.body is None:
         return None
-    resource: dict[str, Any] = orjson.loads(version.body)
+    resource: dict[str, Any] = fhirjson.loads(version.body)  # decimals as written (1e400, 0.40)
     return resource
