@@ -245,3 +245,37 @@ async def test_server_history_never_shows_other_peoples_subscriptions(herald: He
     history = (await client.get("/_history", headers=doctor)).json()
     types = {e["resource"]["resourceType"] for e in history.get("entry", []) if "resource" in e}
     assert "Patient" in types and "Subscription" not in types
+
+
+async def test_a_binding_token_binds_nothing_once_the_subscription_is_no_longer_its_owners(
+    herald: Herald,
+) -> None:
+    """Alice's token, issued before her Subscription was deleted and an administrator put
+    another one back under the same id: her socket is told exactly what an unknown token is
+    told, gets no handshake, and the administrator's Subscription stays unbound."""
+    _, client, _ = herald
+    resource = subscription("", content="full-resource")
+    resource["channel"] = {**resource["channel"], "type": "websocket"}
+    resource["channel"].pop("endpoint")
+    made = await client.post("/Subscription", json=resource, headers=ALICE)
+    assert made.status_code == 201, made.text
+    sid = made.json()["id"]
+    answer = await client.get(f"/Subscription/{sid}/$get-ws-binding-token", headers=ALICE)
+    token = {p["name"]: p.get("valueString", p.get("valueUrl")) for p in answer.json()["parameter"]}
+    assert (await client.delete(f"/Subscription/{sid}", headers=ALICE)).status_code == 204
+    async with connect(token["websocket-url"]) as socket:
+        await socket.send(f"bind-with-token {token['token']}")  # deleted
+        deleted = json.loads(await asyncio.wait_for(socket.recv(), 15))
+        restored = await client.put(f"/Subscription/{sid}", json={**resource, "id": sid},
+                                    headers=ADMIN)  # fmt: skip
+        assert restored.status_code == 201, restored.text
+        await socket.send(f"bind-with-token {token['token']}")  # the administrator's now
+        taken = json.loads(await asyncio.wait_for(socket.recv(), 15))
+        await socket.send("bind-with-token not-a-token")
+        unknown = json.loads(await asyncio.wait_for(socket.recv(), 15))
+    stored = await client.get(f"/Subscription/{sid}", headers=ADMIN)
+
+    for refusal in (deleted, taken):
+        assert refusal["resourceType"] == "OperationOutcome"
+        assert refusal["issue"][0]["diagnostics"] == unknown["issue"][0]["diagnostics"]
+    assert stored.json()["status"] == "requested"  # no socket of Alice's made it active
