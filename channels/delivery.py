@@ -27,7 +27,7 @@ import itertools
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from channels.lease import Lease, LeaseLost
@@ -152,6 +152,7 @@ class SubscriptionDelivery:
 
     async def step(self, subscription_id: str, lease: Lease) -> bool:
         """Do the next owed thing; False when nothing is owed."""
+        read_at = self._clock.now()  # sockets bound since then were greeted by their bind
         current = await self._current(subscription_id)
         if current is None:
             return False
@@ -166,7 +167,7 @@ class SubscriptionDelivery:
                 return True
             # A client's bind sends the handshake (channels/websocket); a socket still bound
             # when the Subscription was changed gets it from here.
-            if await self._greet_bound_sockets(spec, progress):
+            if await self._greet_bound_sockets(spec, progress, read_at):
                 return True
             await self._give_up_waiting(spec, progress, "no WebSocket was bound")
             return False
@@ -204,15 +205,17 @@ class SubscriptionDelivery:
             await self._give_up(spec, expired, self._too_old(problem), progress.delivered_through)
 
     async def _greet_bound_sockets(
-        self, spec: SubscriptionSpec, progress: SubscriptionProgress
+        self, spec: SubscriptionSpec, progress: SubscriptionProgress, read_at: datetime
     ) -> bool:
-        """A handshake to the WebSockets bound to the subscription, once; False if none took it."""
+        """A handshake to the WebSockets bound to the subscription before `progress` was read
+        (at `read_at`), once; False if none took it. A socket bound since got its handshake
+        from its bind, which records it in the ledger before the socket can be found: a step
+        that read the ledger before that must not greet it again."""
         sent_at = self._clock.now()
         body = self._bundle(spec, "handshake", "active", progress.events_since_start, [])
         key = f"{spec.id}:handshake:{fhir_instant(sent_at)}"
-        outcome = await self._transports["websocket"].send(
-            self._delivery(spec, "handshake", body, key)
-        )
+        delivery = replace(self._delivery(spec, "handshake", body, key), greeted_before=read_at)
+        outcome = await self._transports["websocket"].send(delivery)
         if not outcome.ok:  # no socket took it: a check, not an attempt to report
             return False
         self._report(Attempt(spec, "handshake", (), outcome))

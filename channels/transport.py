@@ -10,6 +10,7 @@ whose `error` says what went wrong in words a person can act on.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from events.subscriptions.model import NotificationType
@@ -28,6 +29,10 @@ class Delivery:
     idempotency_key: str  # the same on every retry of the same notification
     secret: str | None  # signing secret (REST hook)
     timeout: float  # seconds for the whole delivery
+    # A WebSocket handshake from a delivery step: only for sockets whose last handshake for
+    # the subscription went out before this instant (those bound since were greeted by their
+    # bind). None for everything else.
+    greeted_before: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,11 @@ Herald answers with a handshake Bundle, marks the subscription `active` and from
 its event notifications and heartbeats as JSON Bundles (text frames). One socket may bind
 several subscriptions and bind again with fresh tokens. A bad token or command gets an
 OperationOutcome (a text frame) and the socket stays open.
+
+A bind decides access again, as a read would, with the principal the token was issued to: a
+Subscription deleted since, or no longer that principal's (e.g. put back by an administrator
+under the same id), refuses the whole token with the message of an unknown one, so a socket
+learns nothing about Subscriptions out of its reach.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from fastapi.responses import Response
 from channels.delivery import Attempt
 from channels.transport import Outcome
 from channels.websocket.hub import Connection, SocketHub
-from channels.websocket.tokens import BindingTokens
+from channels.websocket.tokens import BindingTokens, Redeemed
 from events.subscriptions.ledger import Ledger, SubscriptionProgress
 from events.subscriptions.lifecycle import Lifecycle
 from events.subscriptions.model import SubscriptionSpec
@@ -92,9 +97,10 @@ def websocket_router(
             raise BadRequest("name the Subscriptions to bind with one or more id parameters")
         if len(ids) > _MAX_IDS:
             raise BadRequest(f"at most {_MAX_IDS} Subscriptions per token")
+        access = request_access(request)
         for subscription_id in ids:  # only the owner (or an administrator) gets a token
-            await websocket_spec(subscription_id, request_access(request))
-        issued = await tokens.issue(list(dict.fromkeys(ids)))
+            await websocket_spec(subscription_id, access)
+        issued = await tokens.issue(list(dict.fromkeys(ids)), access.principal)
         socket_url = "ws" + fhir_base(request).removeprefix("http") + SOCKET_PATH
         parameters = [
             {"name": "token", "valueString": issued.token},
@@ -118,10 +124,21 @@ def websocket_router(
         if record_attempt is not None:
             record_attempt(Attempt(spec, "handshake", (), outcome))
 
+    async def reachable(redeemed: Redeemed) -> bool:
+        """Whether every Subscription the token names is still there and still reached by
+        the principal it was issued to (read as that principal would: hidden is missing)."""
+        access = Access(redeemed.principal)
+        for subscription_id in redeemed.subscription_ids:
+            try:
+                await store.read("Subscription", subscription_id, access=access)
+            except FhirError:  # gone, or not that principal's (any more)
+                return False
+        return True
+
     async def bind(socket: WebSocket, connection: Connection, subscription_id: str) -> None:
         try:
-            spec = await websocket_spec(subscription_id, None)  # the token was the check
-        except FhirError as error:  # deleted since the token was issued, no longer websocket
+            spec = await websocket_spec(subscription_id, None)  # `reachable` was the check
+        except FhirError as error:  # no longer websocket, not registered yet
             await connection.send(_error(str(error)), within=hub.send_timeout)
             return
         progress = await _registered(ledger, subscription_id)
@@ -152,8 +169,11 @@ def websocket_router(
                 record(spec, Outcome(False, None, f"the socket closed: {error!r}", 0.0))
                 raise
             record(spec, Outcome(True, None, None, asyncio.get_running_loop().time() - began))
+            # Recorded before delivery can find the socket: a step that reads the ledger
+            # from now on owes no handshake, one that read it before greets only sockets
+            # bound before (`SocketHub.push`), so this socket gets one handshake.
+            await ledger.sent(subscription_id, now=now)
             await hub.bind(connection, subscription_id)
-        await ledger.sent(subscription_id, now=now)
         if progress.status != "active":
             await lifecycle.transition(subscription_id, "active")
         await nudge(subscription_id)
@@ -187,15 +207,15 @@ def websocket_router(
                         within=hub.send_timeout,
                     )
                     continue
-                ids = await tokens.redeem(argument)
-                if ids is None:
+                redeemed = await tokens.redeem(argument)
+                if redeemed is None or not await reachable(redeemed):
                     await connection.send(
                         _error("unknown or expired token; get a new one from"
                                " Subscription/$get-ws-binding-token"),
                         within=hub.send_timeout,
                     )  # fmt: skip
                     continue
-                for subscription_id in ids:
+                for subscription_id in redeemed.subscription_ids:
                     await bind(socket, connection, subscription_id)
         except WebSocketDisconnect:
             pass

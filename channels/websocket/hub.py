@@ -15,7 +15,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy import and_, delete, insert, select, update
@@ -28,6 +28,8 @@ from fhirstore.store import Store
 
 log = logging.getLogger(__name__)
 
+_GREETED_BEFORE = "greeted-before"  # header of a forwarded handshake from a delivery step
+
 
 class Socket(Protocol):
     async def send_text(self, data: str) -> None: ...
@@ -35,11 +37,15 @@ class Socket(Protocol):
 
 @dataclass(eq=False)
 class Connection:
-    """One client's socket; sends are serialised so that frames never interleave."""
+    """One client's socket; sends are serialised so that frames never interleave.
+    `greeted` says when each bound subscription's handshake went out on it (after the ledger
+    recorded it), so that a delivery step that read the ledger before then does not greet
+    the socket a second time."""
 
     socket: Socket
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     subscriptions: set[str] = field(default_factory=set)
+    greeted: dict[str, datetime] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def send(self, text: str, *, within: float) -> bool:
@@ -87,8 +93,10 @@ class SocketHub:
         return list(self._bound.get(subscription_id, ()))
 
     async def bind(self, connection: Connection, subscription_id: str) -> None:
-        """Bind (call with `connection.lock` held, after its handshake went out)."""
+        """Bind (call with `connection.lock` held, after its handshake went out and the
+        ledger recorded it)."""
         connection.subscriptions.add(subscription_id)
+        connection.greeted[subscription_id] = self._store.clock.now()
         self._bound.setdefault(subscription_id, set()).add(connection)
         b = websocket_bindings.c
         async with self._store.bookkeeping_transaction() as conn:
@@ -114,6 +122,7 @@ class SocketHub:
                 if not sockets:
                     del self._bound[subscription_id]
         connection.subscriptions.clear()
+        connection.greeted.clear()
         async with self._store.bookkeeping_transaction() as conn:
             await conn.execute(
                 delete(websocket_bindings).where(
@@ -121,9 +130,17 @@ class SocketHub:
                 )
             )
 
-    async def push(self, subscription_id: str, text: str) -> int:
-        """Write to every socket bound here to the subscription: how many took it."""
-        sockets = self.bound(subscription_id)
+    async def push(
+        self, subscription_id: str, text: str, *, greeted_before: datetime | None = None
+    ) -> int:
+        """Write to every socket bound here to the subscription: how many took it. With
+        `greeted_before` (a handshake from a delivery step), only to those whose last
+        handshake for it went out before then."""
+        sockets = [
+            s
+            for s in self.bound(subscription_id)
+            if greeted_before is None or _greeted_before(s, subscription_id, greeted_before)
+        ]
         if not sockets:
             return 0
         sent = await asyncio.gather(*(s.send(text, within=self.send_timeout) for s in sockets))
@@ -148,18 +165,23 @@ class SocketHub:
             ).first()
         return row is not None
 
-    async def forward(self, subscription_id: str, text: str) -> None:
+    async def forward(
+        self, subscription_id: str, text: str, *, greeted_before: datetime | None = None
+    ) -> None:
         """Hand a notification to the replicas (the one holding the socket writes it)."""
-        await self._bus.publish(
-            [Message(WEBSOCKET_TOPIC, subscription_id, text.encode(), {"owner": self.owner})]
-        )
+        headers = {"owner": self.owner}
+        if greeted_before is not None:
+            headers[_GREETED_BEFORE] = greeted_before.isoformat()
+        await self._bus.publish([Message(WEBSOCKET_TOPIC, subscription_id, text.encode(), headers)])
 
     async def _on_forwarded(self, messages: Sequence[Message]) -> None:
         for message in messages:
             if message.headers.get("owner") == self.owner:
                 continue  # sent by this process, which had no socket for it
-            with contextlib.suppress(UnicodeDecodeError):
-                await self.push(message.key, message.value.decode())
+            before = message.headers.get(_GREETED_BEFORE)
+            with contextlib.suppress(UnicodeDecodeError, ValueError):
+                greeted_before = datetime.fromisoformat(before) if before else None
+                await self.push(message.key, message.value.decode(), greeted_before=greeted_before)
 
     async def run(self) -> None:
         """Renew this process's bindings and drop expired ones, until cancelled."""
@@ -180,3 +202,8 @@ class SocketHub:
                 raise
             except Exception:
                 log.exception("could not renew WebSocket bindings; trying again")
+
+
+def _greeted_before(connection: Connection, subscription_id: str, instant: datetime) -> bool:
+    greeted = connection.greeted.get(subscription_id)
+    return greeted is None or greeted < instant

@@ -1,7 +1,9 @@
 """Binding tokens from `Subscription/$get-ws-binding-token`.
 
-A token is a random secret naming the subscriptions it may bind, usable (more than once) until
-it expires. Only its SHA-256 is stored, in the shared database, so any replica can redeem it.
+A token is a random secret naming the subscriptions it may bind and who asked for it (the
+principal: subject, client, patient context, scopes), usable (more than once) until it
+expires. A bind decides again with that principal, as a read would (`api.py`). Only the
+token's SHA-256 is stored, in the shared database, so any replica can redeem it.
 """
 
 from __future__ import annotations
@@ -11,9 +13,13 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
+import orjson
 from sqlalchemy import delete, insert, select
 
+from fhirstore.access.principal import Principal
+from fhirstore.access.scopes import Scopes
 from fhirstore.db.schema import websocket_tokens
 from fhirstore.store import Store, as_utc
 
@@ -25,8 +31,50 @@ class BindingToken:
     subscription_ids: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Redeemed:
+    """What a valid token binds, and on whose behalf it was issued."""
+
+    subscription_ids: tuple[str, ...]
+    principal: Principal
+
+
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _grant(subscription_ids: Sequence[str], principal: Principal) -> str:
+    """The stored record of a token: its subscriptions and the principal that asked."""
+    who = {
+        "kind": principal.kind,
+        "subject": principal.subject,
+        "client": principal.client,
+        "patient": principal.patient,
+        "scope": str(principal.scopes),
+        "administrator": principal.admin,
+    }
+    return orjson.dumps({"subscriptions": list(subscription_ids), "principal": who}).decode()
+
+
+def _redeemed(stored: str) -> Redeemed | None:
+    """The record back; None for one this version did not write (a token issued before
+    binding tokens recorded their principal: refused, the client asks for a new one)."""
+    try:
+        record: Any = orjson.loads(stored)
+        who = record["principal"]
+        return Redeemed(
+            tuple(str(i) for i in record["subscriptions"]),
+            Principal(
+                who["kind"],
+                str(who["subject"]),
+                Scopes.parse(who["scope"] or ""),
+                client=who["client"],
+                patient=who["patient"],
+                admin=who["administrator"] is True,
+            ),
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
 
 
 class BindingTokens:
@@ -34,7 +82,8 @@ class BindingTokens:
         self._store = store
         self._lifetime = lifetime
 
-    async def issue(self, subscription_ids: Sequence[str]) -> BindingToken:
+    async def issue(self, subscription_ids: Sequence[str], principal: Principal) -> BindingToken:
+        """A new token binding `subscription_ids` on behalf of `principal`."""
         now = self._store.clock.now()
         token = secrets.token_urlsafe(32)
         expires = now + self._lifetime
@@ -43,14 +92,14 @@ class BindingTokens:
             await conn.execute(
                 insert(websocket_tokens).values(
                     token_hash=_digest(token),
-                    subscription_ids=" ".join(subscription_ids),
+                    subscription_ids=_grant(subscription_ids, principal),
                     expires_at=expires,
                 )
             )
         return BindingToken(token, expires, tuple(subscription_ids))
 
-    async def redeem(self, token: str) -> tuple[str, ...] | None:
-        """The subscriptions `token` binds; None when it is unknown or expired."""
+    async def redeem(self, token: str) -> Redeemed | None:
+        """What `token` binds and for whom; None when it is unknown or expired."""
         t = websocket_tokens.c
         async with self._store.engine.connect() as conn:
             row = (
@@ -62,4 +111,4 @@ class BindingTokens:
             ).first()
         if row is None or as_utc(row.expires_at) <= self._store.clock.now():
             return None
-        return tuple(row.subscription_ids.split())
+        return _redeemed(row.subscription_ids)

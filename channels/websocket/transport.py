@@ -19,11 +19,12 @@ class WebSocketTransport:
         started = time.monotonic()
         text = (delivery.body or b"").decode()
         sid = delivery.subscription_id
-        if await self._hub.push(sid, text):
+        before = delivery.greeted_before
+        if await self._hub.push(sid, text, greeted_before=before):
             return Outcome(True, None, None, time.monotonic() - started)
         if await self._hub.bound_elsewhere(sid):
             try:
-                await self._hub.forward(sid, text)
+                await self._hub.forward(sid, text, greeted_before=before)
             except Exception as error:
                 problem = f"could not forward to the replica holding its WebSocket: {error}"
                 return Outcome(False, None, problem, time.monotonic() - started)

@@ -225,7 +225,8 @@ websocket_tokens = Table(
     "websocket_tokens",
     metadata,
     Column("token_hash", String(64), primary_key=True),
-    Column("subscription_ids", Text, nullable=False),  # space-separated
+    # JSON: the subscriptions and the principal that asked (channels/websocket/tokens.py)
+    Column("subscription_ids", Text, nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Index("ix_websocket_tokens_expires", "expires_at"),
 )

@@ -150,8 +150,11 @@ async def test_only_the_owner_or_an_administrator_can_see_or_manage_a_subscripti
     assert (await client.get(base, headers=ALICE)).json()["channel"]["endpoint"] == receiver.url
 
 
-async def test_a_patients_websocket_hears_only_about_that_patient(herald: Herald) -> None:
-    _, client, _ = herald
+async def _alices_websocket(
+    client: httpx.AsyncClient,
+) -> tuple[dict[str, Any], str, dict[str, str]]:
+    """A websocket Subscription of Alice's (full-resource): the resource, its id and a binding
+    token Alice got for it (`token`, `websocket-url`)."""
     resource = subscription("", content="full-resource")
     resource["channel"] = {**resource["channel"], "type": "websocket"}
     resource["channel"].pop("endpoint")
@@ -160,6 +163,12 @@ async def test_a_patients_websocket_hears_only_about_that_patient(herald: Herald
     sid = made.json()["id"]
     answer = await client.get(f"/Subscription/{sid}/$get-ws-binding-token", headers=ALICE)
     token = {p["name"]: p.get("valueString", p.get("valueUrl")) for p in answer.json()["parameter"]}
+    return resource, sid, token
+
+
+async def test_a_patients_websocket_hears_only_about_that_patient(herald: Herald) -> None:
+    _, client, _ = herald
+    _, sid, token = await _alices_websocket(client)
     async with connect(token["websocket-url"]) as socket:
         await socket.send(f"bind-with-token {token['token']}")
         handshake = json.loads(await asyncio.wait_for(socket.recv(), 15))
@@ -245,3 +254,30 @@ async def test_server_history_never_shows_other_peoples_subscriptions(herald: He
     history = (await client.get("/_history", headers=doctor)).json()
     types = {e["resource"]["resourceType"] for e in history.get("entry", []) if "resource" in e}
     assert "Patient" in types and "Subscription" not in types
+
+
+async def test_a_binding_token_binds_nothing_once_the_subscription_is_no_longer_its_owners(
+    herald: Herald,
+) -> None:
+    """Alice's token, issued before her Subscription was deleted and an administrator put
+    another one back under the same id: her socket is told exactly what an unknown token is
+    told, gets no handshake, and the administrator's Subscription stays unbound."""
+    _, client, _ = herald
+    resource, sid, token = await _alices_websocket(client)
+    assert (await client.delete(f"/Subscription/{sid}", headers=ALICE)).status_code == 204
+    async with connect(token["websocket-url"]) as socket:
+        await socket.send(f"bind-with-token {token['token']}")  # deleted
+        deleted = json.loads(await asyncio.wait_for(socket.recv(), 15))
+        restored = await client.put(f"/Subscription/{sid}", json={**resource, "id": sid},
+                                    headers=ADMIN)  # fmt: skip
+        assert restored.status_code == 201, restored.text
+        await socket.send(f"bind-with-token {token['token']}")  # the administrator's now
+        taken = json.loads(await asyncio.wait_for(socket.recv(), 15))
+        await socket.send("bind-with-token not-a-token")
+        unknown = json.loads(await asyncio.wait_for(socket.recv(), 15))
+    stored = await client.get(f"/Subscription/{sid}", headers=ADMIN)
+
+    for refusal in (deleted, taken):
+        assert refusal["resourceType"] == "OperationOutcome"
+        assert refusal["issue"][0]["diagnostics"] == unknown["issue"][0]["diagnostics"]
+    assert stored.json()["status"] == "requested"  # no socket of Alice's made it active
