@@ -40,7 +40,6 @@ from channels.metrics import (
 )
 from channels.transport import Delivery, Outcome, Transport
 from channels.unprocessable import BoundedTries, Unsendable
-from events.bus.base import failed_at
 from events.subscriptions.focus import notification_events
 from events.subscriptions.ledger import Ledger, RecordedEvent, SubscriptionProgress
 from events.subscriptions.lifecycle import Lifecycle
@@ -55,6 +54,7 @@ from fhirstore import fhirjson
 from fhirstore.access.acting import Record
 from fhirstore.db.writer import fhir_instant
 from fhirstore.errors import Gone, NotFound
+from fhirstore.logsafe import failed_at
 from fhirstore.store import Store
 
 log = logging.getLogger(__name__)

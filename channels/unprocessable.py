@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from events.bus.base import failed_at
 from events.subscriptions.ledger import RecordedEvent
+from fhirstore.logsafe import failed_at
 
 T = TypeVar("T")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import traceback
 from collections.abc import Iterator
 
-__all__ = ["chain", "frames", "kinds"]
+__all__ = ["chain", "failed_at", "frames", "kinds"]
 
 _CAUSES = 8  # an exception and at most 7 of its causes
 _FRAMES = 40  # the innermost frames of each exception, at most
@@ -32,6 +32,16 @@ def frames(error: BaseException) -> str:
         for frame in traceback.extract_tb(current.__traceback__)[-_FRAMES:]:
             lines.append(f"  {frame.filename}:{frame.lineno} in {frame.name}")
     return "\n".join(lines)
+
+
+def failed_at(error: BaseException) -> str:
+    """Where `error` was raised, innermost frame only (`file.py:line in function`): a one-line
+    pointer to the code for a log line or a stored reason."""
+    found = traceback.extract_tb(error.__traceback__)
+    if not found:
+        return "?"
+    last = found[-1]
+    return f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name}"
 
 
 def chain(error: BaseException) -> Iterator[BaseException]:

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from fhirstore.logsafe import failed_at
 
 log = logging.getLogger(__name__)
 
@@ -217,16 +218,6 @@ async def _set_aside(
             return
         await asyncio.sleep(backoff)
         backoff = min(backoff * 2, quarantine.max_backoff)
-
-
-def failed_at(error: BaseException) -> str:
-    """Where `error` was raised (`file:line in function`): a log line's pointer to the code,
-    without the error's text (which may quote the resource)."""
-    frames = traceback.extract_tb(error.__traceback__)
-    if not frames:
-        return "?"
-    last = frames[-1]
-    return f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name}"
 
 
 def _log_failure(

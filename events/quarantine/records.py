@@ -30,10 +30,11 @@ from sqlalchemy import and_, func, insert, or_, select, text, update
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from events.bus.base import Message, failed_at
+from events.bus.base import Message
 from events.metrics import QUARANTINE_OPEN, QUARANTINED
 from events.model import CHANGES_TOPIC, EVENT_ID_HEADER
 from fhirstore.db.schema import stream_quarantine
+from fhirstore.logsafe import failed_at
 from fhirstore.store import Store, as_utc
 
 # Errors an unreachable database (or network) raises; any other error is the message's.

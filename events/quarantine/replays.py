@@ -14,9 +14,9 @@ import contextlib
 import logging
 
 from events.bus import Bus
-from events.bus.base import failed_at
 from events.metrics import QUARANTINE_OPEN, QUARANTINE_REPLAYS
 from events.quarantine.records import Quarantine
+from fhirstore.logsafe import failed_at
 
 log = logging.getLogger(__name__)
 
