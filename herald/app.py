@@ -71,8 +71,8 @@ def _warn_if_open(settings: Settings) -> None:
         log.warning(
             "AUTHENTICATION IS OFF: anyone who can reach %s:%s can read and write every "
             "resource%s. Fine on a laptop; in production set HERALD_AUTH=jwt with "
-            "HERALD_JWKS_URL, HERALD_JWT_ISSUER and HERALD_JWT_AUDIENCE (see README, "
-            "Authentication).",
+            "HERALD_JWKS_URL, HERALD_JWT_ISSUER and HERALD_JWT_AUDIENCE (see "
+            "docs/authentication.md).",
             settings.host,
             settings.port,
             hooks,
