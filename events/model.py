@@ -1,6 +1,7 @@
 """The change event: one per create, update or delete, as published on `fhir.changes`.
 
-The JSON field names are the wire contract with integrators (README, AsyncAPI); do not rename.
+The JSON field names are the wire contract with integrators (docs/stream.md, AsyncAPI); do
+not rename.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 `SchedulePolicy` is built from settings by the service shell; everything in `scheduler/` takes
 it as a value. Its `fingerprint` tells a sweep whether a CarePlan was planned under the same
 policy (and the same Herald release). The URLs below are Herald's own code systems and
-identifier system, documented in the README ("CarePlan scheduling").
+identifier system, documented in docs/scheduling.md.
 """
 
 from __future__ import annotations
