@@ -62,7 +62,7 @@ from bench.harness import (
 )
 from bench.relay_lag import Broker
 from channels.resthook import RestHookSender
-from events.subscriptions.model import FILTER_CRITERIA, HERALD_CANONICAL, PAYLOAD_CONTENT
+from subscriptions.model import FILTER_CRITERIA, HERALD_CANONICAL, PAYLOAD_CONTENT
 from tests.support.receiver import http_receiver
 
 RESOURCE_CHANGE = HERALD_CANONICAL + "/SubscriptionTopic/resource-change"

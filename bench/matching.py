@@ -36,20 +36,20 @@ from rich.table import Table
 
 from bench.harness import console, note, progress, rate, ratio
 from events.model import ChangeEvent
-from events.subscriptions.builtin_topics import (
+from fhirstore.search.match import matches_entries
+from fhirstore.search.query import Criterion
+from subscriptions.builtin_topics import (
     BUILTIN_TOPICS,
     ENCOUNTER_START,
     RESOURCE_CHANGE,
     TASK_READY,
 )
-from events.subscriptions.criteria import ChangeContext, trigger_fires
-from events.subscriptions.keys import focus_types, is_type_filter
-from events.subscriptions.matcher import Match, SubscriptionIndex
-from events.subscriptions.model import ANY_RESOURCE, FILTER_CRITERIA, SubscriptionSpec
-from events.subscriptions.subscription import parse_subscription
-from events.subscriptions.topics import parse_topic
-from fhirstore.search.match import matches_entries
-from fhirstore.search.query import Criterion
+from subscriptions.criteria import ChangeContext, trigger_fires
+from subscriptions.index import Match, SubscriptionIndex
+from subscriptions.keys import focus_types, is_type_filter
+from subscriptions.model import ANY_RESOURCE, FILTER_CRITERIA, SubscriptionSpec
+from subscriptions.subscription import parse_subscription
+from subscriptions.topics import parse_topic
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 HEART_RATE = "http://loinc.org|8867-4"

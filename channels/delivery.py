@@ -40,22 +40,22 @@ from channels.metrics import (
 )
 from channels.transport import Delivery, Outcome, Transport
 from channels.unprocessable import BoundedTries, Unsendable
-from events.subscriptions.focus import notification_events
-from events.subscriptions.ledger import Ledger, RecordedEvent, SubscriptionProgress
-from events.subscriptions.lifecycle import Lifecycle
-from events.subscriptions.model import NotificationType, SubscriptionSpec
-from events.subscriptions.notification import (
-    NotificationEvent,
-    classic_body,
-    notification_bundle,
-)
-from events.subscriptions.registry import SubscriptionRegistry
 from fhirstore import fhirjson
 from fhirstore.access.acting import Record
 from fhirstore.db.writer import fhir_instant
 from fhirstore.errors import Gone, NotFound
 from fhirstore.logsafe import failed_at
 from fhirstore.store import Store
+from subscriptions.focus import notification_events
+from subscriptions.ledger import Ledger, RecordedEvent, SubscriptionProgress
+from subscriptions.lifecycle import Lifecycle
+from subscriptions.model import NotificationType, SubscriptionSpec
+from subscriptions.notification import (
+    NotificationEvent,
+    classic_body,
+    notification_bundle,
+)
+from subscriptions.registry import SubscriptionRegistry
 
 log = logging.getLogger(__name__)
 

@@ -28,10 +28,10 @@ from channels.lease import LeaseLost, held_lease
 from channels.metrics import DELIVERY_WORKERS
 from events.bus import Bus, Message
 from events.bus.base import Unprocessable
-from events.subscriptions.ledger import Ledger
-from events.subscriptions.matching import NOTIFICATIONS_TOPIC, read_job
-from events.subscriptions.registry import SubscriptionRegistry
 from fhirstore.store import Store
+from subscriptions.ledger import Ledger
+from subscriptions.matcher import NOTIFICATIONS_TOPIC, read_job
+from subscriptions.registry import SubscriptionRegistry
 
 log = logging.getLogger(__name__)
 

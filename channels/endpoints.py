@@ -33,7 +33,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from channels.email import mailto_recipients
 from channels.endpoint_url import ODD_ADDRESS, endpoint_origin, odd_ipv4
-from events.subscriptions.model import Channel
+from subscriptions.model import Channel
 
 IPAddress = IPv4Address | IPv6Address
 Resolve = Callable[[str], Awaitable[Sequence[str]]]  # host name -> its addresses, as text

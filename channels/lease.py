@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
-from events.subscriptions.ledger import Ledger
 from fhirstore.clock import Clock
+from subscriptions.ledger import Ledger
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from events.subscriptions.model import NotificationType
+from subscriptions.model import NotificationType
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from events.subscriptions.ledger import RecordedEvent
 from fhirstore.logsafe import failed_at
+from subscriptions.ledger import RecordedEvent
 
 T = TypeVar("T")
 

@@ -11,8 +11,8 @@ from faststream.specification import AsyncAPI
 from pydantic import BaseModel, ConfigDict, Field
 
 from events.model import CHANGES_TOPIC, EVENT_ID_HEADER, ChangeEvent
-from events.subscriptions.matching import NOTIFICATIONS_TOPIC, NotificationJob
-from events.subscriptions.model import WEBSOCKET_TOPIC
+from subscriptions.matcher import NOTIFICATIONS_TOPIC, NotificationJob
+from subscriptions.model import WEBSOCKET_TOPIC
 
 
 class NotificationBundle(BaseModel):

@@ -2,7 +2,7 @@
 the writes this process admitted under a limit that the database may not show yet.
 
 The limits themselves live with what they protect (scheduler/admission.py for CarePlans,
-events/subscriptions/rules.py for Subscriptions and SubscriptionTopics) and are listed in
+subscriptions/rules.py for Subscriptions and SubscriptionTopics) and are listed in
 docs/limits.md. Each refusal is a 422 whose message names the limit, its value and the setting
 that changes it, so a client knows what to do and an operator knows what to raise.
 

@@ -20,8 +20,6 @@ from sqlalchemy import text
 
 from channels.websocket.api import websocket_router
 from events.quarantine.api import quarantine_router
-from events.subscriptions.capability import subscription_capabilities
-from events.subscriptions.operations import subscription_router
 from fhirstore.access.tokens import TokenRules, TokenVerifier
 from fhirstore.api.audit import AuditMiddleware
 from fhirstore.api.audit_events import audit_capabilities, audit_event_router
@@ -35,11 +33,13 @@ from herald.metrics import MetricsMiddleware, metrics_endpoint
 from herald.runtime import Runtime
 from herald.settings import Settings
 from scheduler.api import schedule_router
+from subscriptions.capability import subscription_capabilities
+from subscriptions.operations import subscription_router
 
 log = logging.getLogger(__name__)
 
-# Every path served without the access boundary; `tests/access/test_routes.py` holds the app
-# to it (the FHIR base's are `{base}/metadata`, the CapabilityStatement clients read first).
+# Every path served without the access boundary; `tests/fhirstore/access/test_routes.py` holds the
+# app to it (the FHIR base's are `{base}/metadata`, the CapabilityStatement clients read first).
 PUBLIC_PATHS = frozenset(
     {"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 )

@@ -12,10 +12,10 @@ from channels.endpoints import Recipients
 from channels.queue import KafkaQueueSender, QueueTopics
 from channels.transport import Transport
 from events.model import CHANGES_TOPIC
-from events.subscriptions.channel import ChannelSupport
-from events.subscriptions.matching import NOTIFICATIONS_TOPIC
-from events.subscriptions.model import WEBSOCKET_TOPIC, Channel
 from herald.settings import Settings
+from subscriptions.channel import ChannelSupport
+from subscriptions.matcher import NOTIFICATIONS_TOPIC
+from subscriptions.model import WEBSOCKET_TOPIC, Channel
 
 CHANNEL_TYPES = frozenset({"rest-hook", "websocket", "email", "kafka"})
 

@@ -24,9 +24,9 @@ from herald.settings import Settings
 
 if TYPE_CHECKING:
     from events.quarantine import QuarantinedMessage
-    from events.subscriptions.ledger import DeadLetter, Ledger
     from fhirstore.store import Store
     from herald.runtime import Runtime
+    from subscriptions.ledger import DeadLetter, Ledger
 
 app = typer.Typer(help="Herald: FHIR Subscriptions and CarePlan scheduling.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -388,7 +388,7 @@ def quarantine_replay(
 
 @asynccontextmanager
 async def _ledger(settings: Settings) -> AsyncIterator[Ledger]:
-    from events.subscriptions.ledger import Ledger
+    from subscriptions.ledger import Ledger
 
     async with _store(settings) as store:
         yield Ledger(store)

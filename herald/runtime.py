@@ -31,14 +31,6 @@ from events.bus.kafka import KafkaBus
 from events.bus.memory import MemoryBus
 from events.quarantine import Quarantine, run_replays
 from events.relay import OutboxRelay
-from events.subscriptions.fhirpath_budget import FhirPathBudget, FhirPathRunner
-from events.subscriptions.ledger import Ledger
-from events.subscriptions.lifecycle import Lifecycle
-from events.subscriptions.matching import Matcher, notification_job
-from events.subscriptions.missed_by_budget import MissedByBudgetReporter
-from events.subscriptions.registry import SUBSCRIPTION, SUBSCRIPTION_TOPIC, SubscriptionRegistry
-from events.subscriptions.rules import OwnerLimit, owned_topic_rule, subscription_rule
-from events.subscriptions.seeding import BUILTIN_TOPIC_RESERVATION, seed_builtin_topics
 from fhirstore.access.acting import Record
 from fhirstore.access.audit import AuditTrail
 from fhirstore.api.audit_events import AUDIT_EVENT, refuse_writes
@@ -55,6 +47,14 @@ from scheduler.admission import careplan_rule
 from scheduler.policy import PlanTag, ScheduleLimits, SchedulePolicy
 from scheduler.service import Scheduler
 from scheduler.timing import WhenClock
+from subscriptions.fhirpath_budget import FhirPathBudget, FhirPathRunner
+from subscriptions.ledger import Ledger
+from subscriptions.lifecycle import Lifecycle
+from subscriptions.matcher import Matcher, notification_job
+from subscriptions.missed_by_budget import MissedByBudgetReporter
+from subscriptions.registry import SUBSCRIPTION, SUBSCRIPTION_TOPIC, SubscriptionRegistry
+from subscriptions.rules import OwnerLimit, owned_topic_rule, subscription_rule
+from subscriptions.seeding import BUILTIN_TOPIC_RESERVATION, seed_builtin_topics
 
 log = logging.getLogger(__name__)
 

@@ -25,12 +25,6 @@ from channels.delivery import Attempt
 from channels.transport import Outcome
 from channels.websocket.hub import Connection, SocketHub
 from channels.websocket.tokens import BindingTokens, Redeemed
-from events.subscriptions.ledger import Ledger, SubscriptionProgress
-from events.subscriptions.lifecycle import Lifecycle
-from events.subscriptions.model import SubscriptionSpec
-from events.subscriptions.notification import notification_bundle
-from events.subscriptions.operations import operation_parameters, stored_spec
-from events.subscriptions.registry import SubscriptionRegistry
 from fhirstore import fhirjson
 from fhirstore.access.acting import Record
 from fhirstore.access.boundary import Access
@@ -39,6 +33,12 @@ from fhirstore.api.http import FhirResponse
 from fhirstore.db.writer import fhir_instant
 from fhirstore.errors import BadRequest, FhirError, Unprocessable, operation_outcome
 from fhirstore.store import Store
+from subscriptions.ledger import Ledger, SubscriptionProgress
+from subscriptions.lifecycle import Lifecycle
+from subscriptions.model import SubscriptionSpec
+from subscriptions.notification import notification_bundle
+from subscriptions.operations import operation_parameters, stored_spec
+from subscriptions.registry import SubscriptionRegistry
 
 SOCKET_PATH = "/websocket"
 # A Subscription just created may not be registered for delivery yet (on Kafka the matcher does

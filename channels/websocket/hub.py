@@ -21,10 +21,10 @@ from typing import Protocol
 from sqlalchemy import and_, delete, insert, select, update
 
 from events.bus import Bus, Message
-from events.subscriptions.model import WEBSOCKET_TOPIC
 from fhirstore.db.engine import is_sqlite
 from fhirstore.db.schema import websocket_bindings
 from fhirstore.store import Store
+from subscriptions.model import WEBSOCKET_TOPIC
 
 log = logging.getLogger(__name__)
 

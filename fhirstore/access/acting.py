@@ -1,6 +1,6 @@
 """Herald's own writers act as a system identity: a `Principal` of kind `system` with scopes of
 its own, like a client's (the scheduler's are in `scheduler/identity.py`, the Subscription
-status writer's in `events/subscriptions/lifecycle.py`).
+status writer's in `subscriptions/lifecycle.py`).
 
 `ActingAs.transaction()` is a store write transaction in which each write is checked against the
 identity's reach, in the transaction, as a client's write is; once it commits, each write made

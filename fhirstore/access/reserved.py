@@ -1,6 +1,6 @@
 """Reserved resources: those only administrators write, whatever a token's scopes say.
 
-Herald reserves its built-in SubscriptionTopics (`events/subscriptions/seeding.py`): every
+Herald reserves its built-in SubscriptionTopics (`subscriptions/seeding.py`): every
 patient's Subscriptions rely on them, so no client scope may change or delete one, nor shadow
 one with a topic of its own under the same canonical url. The store checks every client write
 against the reservations of its type (`Store.reserve`, `Store.require_changeable`).

@@ -13,7 +13,8 @@ store, which narrows every read, search and write to it (`fhirstore.access.bound
 Every route that serves FHIR data is made on a `boundary_router`, whose routes all declare the
 `within_boundary` dependency: it fails closed (403) for a request the middleware did not
 authenticate (a route mounted outside the FHIR base), and it is the marker the route test
-(`tests/access/test_routes.py`) looks for, so a new route cannot skip the boundary unnoticed.
+(`tests/fhirstore/access/test_routes.py`) looks for, so a new route cannot skip the boundary
+unnoticed.
 The WebSocket endpoint declares `bound_by_token` instead: a socket is authorised by the binding
 token that `$get-ws-binding-token` (a route inside the boundary) issued.
 """

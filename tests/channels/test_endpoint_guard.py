@@ -20,7 +20,7 @@ from channels.endpoints import (
     classify,
 )
 from channels.resthook import RestHookSender
-from events.subscriptions.model import Channel
+from subscriptions.model import Channel
 from tests.support.deliveries import a_delivery
 from tests.support.receiver import http_receiver
 

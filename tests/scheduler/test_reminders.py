@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from events.subscriptions.builtin_topics import TASK_READY
 from fhirstore.clock import FrozenClock
-from tests.delivery.conftest import status_of, subscription
+from subscriptions.builtin_topics import TASK_READY
+from tests.e2e.delivery.conftest import status_of, subscription
 from tests.scheduler.conftest import (
     HeraldFactory,
     careplan,

@@ -12,7 +12,8 @@ import fhirpathpy.engine
 import pytest
 from fhirpathpy.engine.invocations import invocation_registry
 
-from events.subscriptions.fhirpath_budget import (
+from fhirstore.search.extract import index_entries
+from subscriptions.fhirpath_budget import (
     MAX_EXPRESSION_LENGTH,
     MAX_TOKENS,
     FhirPathBudget,
@@ -21,7 +22,6 @@ from events.subscriptions.fhirpath_budget import (
     FhirPathRunner,
     compile_client_fhirpath,
 )
-from fhirstore.search.extract import index_entries
 
 PATIENT = {
     "resourceType": "Patient",

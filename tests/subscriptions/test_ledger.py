@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from events.subscriptions.focus import notification_events
-from events.subscriptions.ledger import Ledger, NewEvent
 from herald.runtime import Runtime
+from subscriptions.focus import notification_events
+from subscriptions.ledger import Ledger, NewEvent
 from tests.support.herald import running_herald
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

@@ -12,27 +12,27 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import events.subscriptions.criteria as criteria_module
+import subscriptions.criteria as criteria_module
 from events.model import ChangeEvent
-from events.subscriptions.builtin_topics import (
+from fhirstore.errors import Unprocessable
+from fhirstore.search.match import matches
+from subscriptions.builtin_topics import (
     BUILTIN_TOPICS,
     ENCOUNTER_START,
     RESOURCE_CHANGE,
     TASK_READY,
 )
-from events.subscriptions.criteria import ChangeContext, trigger_fires
-from events.subscriptions.fhirpath_budget import FhirPathBudget, FhirPathRunner
-from events.subscriptions.matcher import Match, MissedByBudget, SubscriptionIndex
-from events.subscriptions.model import (
+from subscriptions.criteria import ChangeContext, trigger_fires
+from subscriptions.fhirpath_budget import FhirPathBudget, FhirPathRunner
+from subscriptions.index import Match, MissedByBudget, SubscriptionIndex
+from subscriptions.model import (
     ANY_RESOURCE,
     FILTER_CRITERIA,
     SubscriptionSpec,
     classic_topic_url,
 )
-from events.subscriptions.subscription import parse_subscription
-from events.subscriptions.topics import parse_topic
-from fhirstore.errors import Unprocessable
-from fhirstore.search.match import matches
+from subscriptions.subscription import parse_subscription
+from subscriptions.topics import parse_topic
 
 NOW = datetime(2025, 6, 1, 12, tzinfo=UTC)
 Resource = dict[str, Any]

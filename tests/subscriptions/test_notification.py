@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
-from events.subscriptions.model import Channel, ContentLevel, SubscriptionSpec
-from events.subscriptions.notification import (
+from fhirstore import fhirjson
+from subscriptions.model import Channel, ContentLevel, SubscriptionSpec
+from subscriptions.notification import (
     NotificationEvent,
     classic_body,
     events_bundle,
@@ -24,7 +25,6 @@ from events.subscriptions.notification import (
     status_bundle,
     subscription_status,
 )
-from fhirstore import fhirjson
 
 BASE = "https://herald.example/fhir"
 TOPIC = "http://herald-fhir.org/fhir/SubscriptionTopic/resource-change"

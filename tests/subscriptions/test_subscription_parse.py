@@ -7,14 +7,16 @@ from typing import Any
 
 import pytest
 
-from events.subscriptions.builtin_topics import (
+from fhirstore.errors import Unprocessable
+from fhirstore.search.values import RangeValue, ReferenceValue, TokenValue
+from subscriptions.builtin_topics import (
     BUILTIN_TOPICS,
     ENCOUNTER_START,
     RESOURCE_CHANGE,
     TASK_READY,
 )
-from events.subscriptions.channel import ChannelSupport
-from events.subscriptions.model import (
+from subscriptions.channel import ChannelSupport
+from subscriptions.model import (
     ANY_RESOURCE,
     CHANNEL_TYPE,
     FILTER_CRITERIA,
@@ -29,10 +31,8 @@ from events.subscriptions.model import (
     Topic,
     classic_topic_url,
 )
-from events.subscriptions.subscription import TYPE_PARAM, classic_topic, parse_subscription
-from events.subscriptions.topics import parse_topic
-from fhirstore.errors import Unprocessable
-from fhirstore.search.values import RangeValue, ReferenceValue, TokenValue
+from subscriptions.subscription import TYPE_PARAM, classic_topic, parse_subscription
+from subscriptions.topics import parse_topic
 
 TOPICS = {topic.url: topic for topic in map(parse_topic, BUILTIN_TOPICS)}
 HOOK = "https://receiver.example.org/hook"

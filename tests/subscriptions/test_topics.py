@@ -8,18 +8,18 @@ from typing import Any
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
-from events.subscriptions.builtin_topics import (
+from fhirstore.errors import Unprocessable
+from subscriptions.builtin_topics import (
     BUILTIN_TOPICS,
     ENCOUNTER_START,
     RESOURCE_CHANGE,
     TASK_READY,
     builtin_topic_urls,
 )
-from events.subscriptions.fhirpath_budget import FhirPathBudget, FhirPathRunner
-from events.subscriptions.model import ANY_RESOURCE, HERALD_CANONICAL
-from events.subscriptions.rules import topic_rule
-from events.subscriptions.topics import parse_topic
-from fhirstore.errors import Unprocessable
+from subscriptions.fhirpath_budget import FhirPathBudget, FhirPathRunner
+from subscriptions.model import ANY_RESOURCE, HERALD_CANONICAL
+from subscriptions.rules import topic_rule
+from subscriptions.topics import parse_topic
 
 TRIGGER = "SubscriptionTopic.resourceTrigger[0]"
 

@@ -8,7 +8,7 @@ file lock keeps two processes from fetching at once. When npm is missing or the 
 
 `check_examples` loads every example of such a package into a running Herald (PUT, or POST
 without an id) and reads it back; `bench/r4b_examples.py` prints its report as a table and
-`tests/store/test_r4b_examples.py` holds it to the figure the project promises.
+`tests/fhirstore/test_r4b_examples.py` holds it to the figure the project promises.
 """
 
 from __future__ import annotations

@@ -1,0 +1,137 @@
+"""The SubscriptionTopics Herald offers out of the box, as R4B resources with fixed ids.
+
+- `resource-change`: any create, update or delete of any resource; filter by `_type` and by any
+  search parameter of the focus type (`filterParameter` `*`, see `topics.py`).
+- `task-ready`: a Task is created `ready` or changes to `ready` (a reminder fell due).
+- `encounter-start`: an Encounter is created `in-progress` or changes to `in-progress` (the
+  Backport IG's admission example).
+
+The state-change topics use the IG's pattern: previous `status:not=X`, current `status=X`,
+create counts as "previous passes", delete as "current fails", and both must hold, so a
+resource that stays in X does not notify again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from subscriptions.model import HERALD_CANONICAL
+
+TOPIC_BASE = HERALD_CANONICAL + "/SubscriptionTopic/"
+RESOURCE_CHANGE = TOPIC_BASE + "resource-change"
+TASK_READY = TOPIC_BASE + "task-ready"
+ENCOUNTER_START = TOPIC_BASE + "encounter-start"
+
+_DEFINITION = "http://hl7.org/fhir/StructureDefinition/"
+_DATE = "2025-01-01"
+
+
+def _topic(topic_id: str, title: str, description: str, **content: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "SubscriptionTopic",
+        "id": topic_id,
+        "url": TOPIC_BASE + topic_id,
+        "version": "1.0.0",
+        "title": title,
+        "status": "active",
+        "date": _DATE,
+        "publisher": "Herald",
+        "description": description,
+        **content,
+    }
+
+
+def _filters(resource_type: str, descriptions: dict[str, str]) -> list[dict[str, Any]]:
+    return [
+        {"resource": resource_type, "filterParameter": name, "description": text}
+        for name, text in descriptions.items()
+    ]
+
+
+def _status_change(resource_type: str, status: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "resource": _DEFINITION + resource_type,
+        "supportedInteraction": ["create", "update"],
+        "queryCriteria": {
+            "previous": f"status:not={status}",
+            "resultForCreate": "test-passes",
+            "current": f"status={status}",
+            "resultForDelete": "test-fails",
+            "requireBoth": True,
+        },
+    }
+
+
+RESOURCE_CHANGE_TOPIC: dict[str, Any] = _topic(
+    "resource-change",
+    "Any resource change",
+    "Every create, update and delete of any resource. Narrow it with `_type` and with any"
+    " search parameter of the resource type (`Observation?patient=Patient/123`).",
+    resourceTrigger=[
+        {
+            "description": "Any create, update or delete",
+            "resource": _DEFINITION + "Resource",
+            "supportedInteraction": ["create", "update", "delete"],
+        }
+    ],
+    canFilterBy=[
+        {
+            "resource": _DEFINITION + "Resource",
+            "filterParameter": "_type",
+            "description": "Resource types to hear about, comma separated: `_type=Observation`",
+        },
+        {
+            "resource": _DEFINITION + "Resource",
+            "filterParameter": "*",
+            "description": "Any search parameter of the resource type, written with the type:"
+            " `Observation?code=http://loinc.org|8867-4`",
+        },
+    ],
+)
+
+TASK_READY_TOPIC: dict[str, Any] = _topic(
+    "task-ready",
+    "Task ready",
+    "A Task is created with status `ready` or changes to `ready`.",
+    resourceTrigger=[_status_change("Task", "ready", "A Task becomes ready")],
+    canFilterBy=_filters(
+        "Task",
+        {
+            "patient": "The patient the Task is for",
+            "owner": "Who is responsible for the Task",
+            "code": "The Task type",
+            "focus": "What the Task acts on",
+            "requester": "Who asked for the Task",
+            "based-on": "The request the Task fulfils (e.g. a CarePlan)",
+        },
+    ),
+)
+
+ENCOUNTER_START_TOPIC: dict[str, Any] = _topic(
+    "encounter-start",
+    "Encounter start",
+    "An Encounter is created with status `in-progress` or changes to `in-progress` (an admission).",
+    resourceTrigger=[_status_change("Encounter", "in-progress", "An Encounter starts")],
+    canFilterBy=_filters(
+        "Encounter",
+        {
+            "patient": "The patient present at the Encounter",
+            "subject": "The patient or group present at the Encounter",
+            "class": "Inpatient, outpatient, emergency, ...",
+            "type": "The specific type of Encounter",
+            "location": "Where the Encounter takes place",
+            "service-provider": "The organization responsible for the Encounter",
+        },
+    ),
+)
+
+BUILTIN_TOPICS: tuple[dict[str, Any], ...] = (
+    RESOURCE_CHANGE_TOPIC,
+    TASK_READY_TOPIC,
+    ENCOUNTER_START_TOPIC,
+)
+
+
+def builtin_topic_urls() -> frozenset[str]:
+    return frozenset(topic["url"] for topic in BUILTIN_TOPICS)

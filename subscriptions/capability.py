@@ -1,0 +1,41 @@
+"""What the CapabilityStatement says about subscriptions: the topics served (the Backport IG's
+`subscriptiontopic-canonical` extension), the `$status` and `$events` operations and the
+Backport Subscription profile."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from subscriptions.model import TOPIC_CANONICAL
+
+_BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport"
+OPERATIONS = (
+    ("status", f"{_BACKPORT}/OperationDefinition/backport-subscription-status"),
+    ("events", f"{_BACKPORT}/OperationDefinition/backport-subscription-events"),
+)
+PROFILE = f"{_BACKPORT}/StructureDefinition/backport-subscription"
+
+
+def subscription_capabilities(
+    topic_urls: Callable[[], Iterable[str]],
+) -> Callable[[dict[str, Any]], None]:
+    """An addition for `fhir_router`: marks up the Subscription entry of the statement."""
+
+    def add(statement: dict[str, Any]) -> None:
+        for rest in statement.get("rest", []):
+            for resource in rest.get("resource", []):
+                if resource.get("type") == "Subscription":
+                    _describe(resource, sorted(topic_urls()))
+
+    return add
+
+
+def _describe(resource: dict[str, Any], urls: list[str]) -> None:
+    resource.setdefault("extension", []).extend(
+        {"url": TOPIC_CANONICAL, "valueCanonical": url} for url in urls
+    )
+    resource.setdefault("supportedProfile", []).append(PROFILE)
+    resource.setdefault("operation", []).extend(
+        {"name": name, "definition": definition} for name, definition in OPERATIONS
+    )

@@ -1,0 +1,95 @@
+"""Turn a recorded event into a `NotificationEvent`, reading the focus version when the
+notification carries the resource (full-resource content, classic payloads), and hide from a
+caller of `$events` the focus of each event it may not read (`withhold_unreadable`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from fhirstore import fhirjson
+from fhirstore.access.boundary import Access
+from fhirstore.errors import Forbidden, Gone, NotFound
+from fhirstore.store import Store, StoredVersion
+from subscriptions.ledger import RecordedEvent
+from subscriptions.notification import NotificationEvent
+
+
+async def version_resource(
+    store: Store, resource_type: str, resource_id: str, version_id: int
+) -> dict[str, Any] | None:
+    """One version of a resource as a dict; None when it is a deletion or does not exist."""
+    try:
+        version = await store.vread(resource_type, resource_id, version_id)
+    except (NotFound, Gone):
+        return None
+    return _resource(version)
+
+
+async def notification_events(
+    store: Store, events: Sequence[RecordedEvent], *, with_resource: bool
+) -> list[NotificationEvent]:
+    """`events` as notification events; with `with_resource`, each carries its focus version
+    (read in one go), except deletions."""
+    bodies: dict[tuple[str, str, int], StoredVersion] = {}
+    if with_resource:
+        keys = [_key(e) for e in events if e.interaction != "delete"]
+        bodies = await store.versions(keys) if keys else {}
+    return [
+        NotificationEvent(
+            event_number=e.event_number,
+            timestamp=e.occurred_at,
+            focus_type=e.res_type,
+            focus_id=e.res_id,
+            focus_version=e.version_id,
+            interaction=e.interaction,
+            resource=_resource(bodies.get(_key(e))) if e.interaction != "delete" else None,
+        )
+        for e in events
+    ]
+
+
+async def withhold_unreadable(
+    store: Store, access: Access, events: Sequence[NotificationEvent]
+) -> list[NotificationEvent]:
+    """`events` with those whose focus `access` may not read `withheld` (number and time only,
+    no focus, no resource). Each is judged as a read of that version would be (`Store.vread`:
+    the version and the resource as it is now inside the caller's reach), so a narrower token
+    than the one the Subscription was created with, or another patient context, learns only
+    what it may read. A deletion is withheld from a narrowed caller: to it a deleted resource
+    is not there (as for a read)."""
+    verdicts: dict[tuple[str, str, int | None], bool] = {}
+    out = []
+    for event in events:
+        key = (event.focus_type, event.focus_id, event.focus_version)
+        if key not in verdicts:
+            verdicts[key] = await _readable(store, access, event)
+        out.append(event if verdicts[key] else replace(event, resource=None, withheld=True))
+    return out
+
+
+async def _readable(store: Store, access: Access, event: NotificationEvent) -> bool:
+    reach = access.may(event.focus_type, "r")
+    if reach is None:
+        return False
+    if reach.everything:
+        return True
+    if event.interaction == "delete" or event.focus_version is None:
+        return False
+    try:
+        await store.vread(event.focus_type, event.focus_id, event.focus_version, access=access)
+    except (NotFound, Gone, Forbidden):
+        return False
+    return True
+
+
+def _key(event: RecordedEvent) -> tuple[str, str, int]:
+    return event.res_type, event.res_id, event.version_id
+
+
+def _resource(version: StoredVersion | None) -> dict[str, Any] | None:
+    if version is None or version.body is None:
+        return None
+    resource: dict[str, Any] = fhirjson.loads(version.body)  # decimals as written (1e400, 0.40)
+    return resource

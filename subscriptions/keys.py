@@ -1,0 +1,107 @@
+"""Index keys: what lets the matcher skip subscriptions that cannot match a change.
+
+A key is (resource type, parameter, code). A subscription is filed under the keys of one of its
+equality filters on a token or reference parameter (`patient=Patient/123` ->
+`("Encounter", "patient", "Patient/123")`), or under its focus types (`_type` keys) when it has
+no such filter. A change offers the keys of its focus resource's index entries; only
+subscriptions filed under one of those keys (plus those with no key at all) are evaluated.
+
+A key is a necessary condition, never a sufficient one: the filters are still evaluated in
+full. Codes are compared exactly as `fhirstore.search.compare` does (`code == value`), so a key
+never hides a subscription the search semantics would match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fhirstore.search import definitions as d
+from fhirstore.search import values as v
+from fhirstore.search.match import EntryGroups
+from fhirstore.search.query import Criterion
+from subscriptions.model import ANY_RESOURCE, Filter
+
+IndexKey = tuple[str, str, str]
+TYPE_CODE = "_type"
+_KEYED_TYPES = frozenset({d.TOKEN, d.REFERENCE})
+
+
+def is_type_filter(item: Filter) -> bool:
+    """`_type=Observation,Patient`: restricts the focus types (see `subscription.TYPE_PARAM`)."""
+    return item.criterion.param.code == TYPE_CODE and item.resource_type == ANY_RESOURCE
+
+
+def focus_types(filters: Sequence[Filter]) -> frozenset[str] | None:
+    """The focus types a subscription hears about: those named by `_type` if it has one, else
+    those its typed filters name; None means every type of its topic."""
+    named = [frozenset(_codes(f.criterion) or ()) for f in filters if is_type_filter(f)]
+    if named:
+        return frozenset.intersection(*named)
+    typed = frozenset(f.resource_type for f in filters if f.resource_type != ANY_RESOURCE)
+    return typed or None
+
+
+def subscription_keys(
+    filters: Sequence[Filter], types: frozenset[str] | None
+) -> tuple[IndexKey, ...]:
+    """The keys to file a subscription under; empty means "evaluate it on every change"."""
+    if types is not None and len(types) == 1:
+        (focus,) = types
+        # The fewest keys, references before tokens (`patient=` is rarer than `status=`).
+        options = [
+            (len(keys), f.criterion.param.type != d.REFERENCE, keys)
+            for f in filters
+            if f.resource_type == focus
+            for keys in [_filter_keys(f)]
+            if keys
+        ]
+        if options:
+            return min(options)[2]
+    if types is not None:
+        return tuple((ANY_RESOURCE, TYPE_CODE, name) for name in sorted(types))
+    return ()
+
+
+def event_keys(resource_type: str, groups: EntryGroups | None) -> frozenset[IndexKey]:
+    """The keys a change offers: its focus type and its token / reference codes."""
+    keys = {(ANY_RESOURCE, TYPE_CODE, resource_type)}
+    if groups is not None:
+        params = d.search_params(resource_type)
+        for code, entries in groups.items():
+            param = params.get(code)
+            if param is not None and param.type in _KEYED_TYPES:
+                keys.update((resource_type, code, e.code) for e in entries if e.code is not None)
+    return frozenset(keys)
+
+
+def _filter_keys(item: Filter) -> tuple[IndexKey, ...]:
+    """Keys of an equality filter (every value exact); () when the filter is not one."""
+    criterion = item.criterion
+    if criterion.param.type not in _KEYED_TYPES or not _plain_equality(criterion):
+        return ()
+    codes = _codes(criterion)
+    if codes is None:
+        return ()
+    return tuple((item.resource_type, criterion.param.code, code) for code in sorted(codes))
+
+
+def _plain_equality(criterion: Criterion) -> bool:
+    modifier = criterion.modifier
+    if modifier is None:
+        return True
+    # `subject:Patient=123` compares codes like `subject=Patient/123`.
+    return criterion.param.type == d.REFERENCE and modifier in d.resource_types()
+
+
+def _codes(criterion: Criterion) -> set[str] | None:
+    """Every code one of the criterion's (OR-ed) values requires, or None if some value
+    does not require a single exact code."""
+    codes: set[str] = set()
+    for value in criterion.values:
+        if isinstance(value, v.TokenValue) and value.code is not None:
+            codes.add(value.code)
+        elif isinstance(value, v.ReferenceValue):
+            codes.update(value.codes)
+        else:
+            return None
+    return codes

@@ -1,0 +1,77 @@
+"""Subscription status transitions: recorded in the ledger and mirrored onto the resource.
+
+The ledger is what dispatchers act on; the Subscription's `status` (and `error`) is what
+clients read. Herald writes the resource only on a transition, as an internal write (the
+resource rules that force a client's new Subscription to `requested` do not apply) of its
+system identity `herald-subscriptions`, which the audit trail shows.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+
+from fhirstore.access.acting import ActingAs, Record
+from fhirstore.access.principal import Principal
+from fhirstore.access.scopes import Scopes
+from fhirstore.errors import Gone, NotFound, PreconditionFailed
+from fhirstore.store import Store
+from subscriptions.ledger import Ledger
+from subscriptions.registry import SUBSCRIPTION
+
+log = logging.getLogger(__name__)
+
+_ATTEMPTS = 5
+
+
+# Who writes a Subscription's status: Herald's system identity for it, with only that scope.
+STATUS_WRITER = Principal(
+    "system", "herald-subscriptions", Scopes.parse("system/Subscription.ru"), client="herald"
+)
+
+
+class Lifecycle:
+    def __init__(self, store: Store, ledger: Ledger, *, record: Record | None = None) -> None:
+        """`record` is told of each status write (the audit trail)."""
+        self._store = store
+        self._ledger = ledger
+        self._writer = ActingAs(store, STATUS_WRITER, record)
+
+    async def transition(
+        self, subscription_id: str, status: str, *, error: str | None = None
+    ) -> None:
+        changed = await self._ledger.set_status(
+            subscription_id, status, now=self._store.clock.now(), error=error
+        )
+        if not changed:
+            return  # turned off (by a client, or gone) meanwhile: that stands
+        await self._mirror(subscription_id, status, error)
+        # The reason stays out of the log (an endpoint's answer may echo the notification);
+        # `$status` shows it to the subscription's owner.
+        log.info("subscription %s is now %s", subscription_id, status)
+
+    async def _mirror(self, subscription_id: str, status: str, error: str | None) -> None:
+        for _ in range(_ATTEMPTS):  # a client may update the resource at the same moment
+            try:
+                current = await self._store.read(SUBSCRIPTION, subscription_id)
+            except (NotFound, Gone):
+                return
+            assert current.body is not None
+            body = orjson.loads(current.body)
+            if body.get("status") == status and body.get("error") == error:
+                return
+            if body.get("status") == "off" and status != "off":
+                return  # a client turned it off: a delivery outcome does not turn it back on
+            body["status"] = status
+            if error is None:
+                body.pop("error", None)
+            else:
+                body["error"] = error
+            try:
+                await self._writer.update(
+                    SUBSCRIPTION, subscription_id, body, if_match=current.version_id
+                )
+                return
+            except PreconditionFailed:
+                continue

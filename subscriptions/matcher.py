@@ -1,0 +1,158 @@
+"""The matcher: a consumer group on `fhir.changes` that turns changes into numbered events.
+
+For each change it asks the `SubscriptionIndex` which subscriptions it concerns, numbers the
+event for each of them in the ledger (a redelivered change keeps its numbers) and publishes one
+notification job per subscription on `herald.notifications`, keyed by subscription id, so that a
+subscription's jobs reach one dispatcher in order. Subscription changes it consumes also start
+their lifecycle: a client's new or changed Subscription (status `requested`) owes a handshake.
+A change it cannot match (malformed, or an error in matching) is left to the bus: retried, then
+quarantined (`events/quarantine`), so it neither blocks the stream nor vanishes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from events.bus import Bus, Message
+from events.bus.base import Unprocessable
+from events.model import CHANGES_TOPIC, ChangeEvent
+from fhirstore.store import Store
+from subscriptions.focus import version_resource
+from subscriptions.ledger import Ledger, NewEvent
+from subscriptions.registry import SUBSCRIPTION, SubscriptionChange, SubscriptionRegistry
+
+log = logging.getLogger(__name__)
+
+NOTIFICATIONS_TOPIC = "herald.notifications"
+MATCHER_GROUP = "herald-matcher"
+
+
+class NotificationJob(BaseModel):
+    """A wake-up for the dispatcher of one subscription; what it owes is in the ledger."""
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True)
+
+    subscription_id: str = Field(alias="subscriptionId")
+    event_number: int | None = Field(
+        alias="eventNumber",
+        description="The latest event numbered for it by a batch; null for a handshake",
+    )
+    retry_now: bool = Field(
+        False,
+        alias="retryNow",
+        description="Retry a failing delivery now rather than after its wait (a client came back)",
+    )
+
+
+def notification_job(
+    subscription_id: str, event_number: int | None, *, retry_now: bool = False
+) -> Message:
+    job = NotificationJob(
+        subscription_id=subscription_id, event_number=event_number, retry_now=retry_now
+    )
+    return Message(
+        NOTIFICATIONS_TOPIC, subscription_id, job.model_dump_json(by_alias=True).encode()
+    )
+
+
+def read_job(message: Message) -> NotificationJob:
+    return NotificationJob.model_validate_json(message.value)
+
+
+class Matcher:
+    def __init__(
+        self, store: Store, ledger: Ledger, registry: SubscriptionRegistry, bus: Bus
+    ) -> None:
+        self._store = store
+        self._ledger = ledger
+        self._registry = registry
+        self._bus = bus
+
+    def subscribe(self) -> None:
+        self._bus.subscribe_batch(CHANGES_TOPIC, MATCHER_GROUP, self.handle)
+
+    async def handle(self, messages: Sequence[Message]) -> None:
+        """Match consecutive changes; number all their events in one transaction."""
+        jobs: list[Message] = []
+        numbered: list[NewEvent] = []
+        for message in messages:
+            try:
+                event = ChangeEvent.from_json(message.value)
+            except ValueError as error:  # no retry can mend it: the bus quarantines it
+                raise Unprocessable("not a change event") from error
+            if event.resource_type == SUBSCRIPTION and numbered:
+                # Number what came before a Subscription's own change first (a deletion must
+                # not overtake events matched ahead of it).
+                jobs.extend(await self._number(numbered))
+                numbered = []
+            # A change that fails is retried by the bus (the batch taken apart), and set
+            # aside in the quarantine when it keeps failing: never skipped unseen.
+            jobs.extend(await self._handle(event, numbered))
+        jobs.extend(await self._number(numbered))
+        if jobs:
+            try:
+                await self._bus.publish(jobs)
+            except Exception as error:
+                # Nothing is lost: the events are numbered in the ledger and the dispatchers'
+                # sweep finds them; retrying the batch would only repeat its side effects.
+                log.warning("matcher: could not publish %d notification jobs: %s", len(jobs), error)
+
+    async def _number(self, numbered: list[NewEvent]) -> list[Message]:
+        if not numbered:
+            return []
+        recorded = await self._ledger.record(numbered)
+        # A job wakes the subscription's delivery, which sends everything owed: one per
+        # subscription (naming its latest event) is enough.
+        latest = {r.subscription_id: r.event_number for r in recorded}
+        return [notification_job(sid, number) for sid, number in latest.items()]
+
+    async def _handle(self, event: ChangeEvent, numbered: list[NewEvent]) -> list[Message]:
+        await self._registry.catch_up(event.sequence)
+        jobs: list[Message] = []
+        if event.resource_type == SUBSCRIPTION:
+            change = self._registry.apply_event(event)
+            if change is not None:
+                jobs.extend(await self._start_lifecycle(change))
+        elif event.resource_type == "SubscriptionTopic":
+            self._registry.apply_event(event)
+
+        async def load_previous() -> dict[str, Any] | None:
+            return await self._previous(event)
+
+        matches = await self._registry.index.match(event, load_previous, self._store.clock.now())
+        numbered.extend(
+            NewEvent(
+                m.subscription_id,
+                event.event_id,
+                event.resource_type,
+                event.id,
+                int(event.version_id),
+                event.interaction,
+                event.timestamp,
+            )
+            for m in matches
+        )
+        return jobs
+
+    async def _previous(self, event: ChangeEvent) -> dict[str, Any] | None:
+        if event.previous_version_id is None:
+            return None
+        previous = int(event.previous_version_id)
+        return await version_resource(self._store, event.resource_type, event.id, previous)
+
+    async def _start_lifecycle(self, change: SubscriptionChange) -> list[Message]:
+        subscription_id = change.subscription_id
+        if change.after is None:
+            await self._ledger.forget(subscription_id)
+            return []
+        if change.after.status == "off":
+            await self._ledger.register(subscription_id, "off")
+            return []
+        if change.after.status == "requested":
+            await self._ledger.register(subscription_id, "requested")
+            return [notification_job(subscription_id, None)]
+        return []  # active / error: Herald's own status write

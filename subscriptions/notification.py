@@ -1,0 +1,221 @@
+"""Notification Bundles of topic-based subscriptions, and bodies of classic R4 notifications.
+
+Topic-based subscriptions follow the Subscriptions R5 Backport IG on R4B, which has a native
+SubscriptionStatus resource. Every notification is a `history` Bundle whose first entry is a
+SubscriptionStatus (`type` handshake | heartbeat | event-notification | query-status |
+query-event). The channel's content level decides what follows it:
+
+- `empty`: only the status; its `notificationEvent`s carry `eventNumber` and `timestamp` but no
+  `focus`, so nothing about the changed resources leaves the server.
+- `id-only`: the status names each focus (`notificationEvent.focus`, an absolute reference), and
+  one entry per event carries `fullUrl`, `request` and `response` but no `resource`.
+- `full-resource`: as id-only, plus the focus version in `resource` (a delete carries none).
+
+A `history` Bundle needs `request` and `response` on every entry (bdl-3, bdl-4). The status entry
+gets a GET of `Subscription/[id]/$status` (absolute, as in the IG's examples) answered 200; a
+focus entry gets the interaction that made the change: POST `Type` (201) for a create, PUT
+`Type/id` (200) for an update, DELETE `Type/id` (204) for a delete, with the version's ETag.
+
+R4B types `eventsSinceSubscriptionStart` and `notificationEvent.eventNumber` as strings (the IG's
+operations take event numbers as strings too); Herald writes decimal integers into them.
+
+`$events` answers with the same Bundle typed `query-event`; `$status` answers with a `searchset`
+of `query-status` SubscriptionStatus resources, one per subscription.
+
+Classic R4 subscriptions have no Bundle: rest-hook POSTs the resource itself when
+`channel.payload` is set, and an empty body when it is not.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from fhirstore import fhirjson
+from fhirstore.db.writer import fhir_instant
+from subscriptions.model import ContentLevel, NotificationType, SubscriptionSpec
+
+# The REST interaction that made each kind of change, and the status it was answered with.
+_METHOD = {"create": "POST", "update": "PUT", "delete": "DELETE"}
+_STATUS = {"create": "201", "update": "200", "delete": "204"}
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationEvent:
+    """One numbered event of a subscription, ready to be put into a notification."""
+
+    event_number: int
+    timestamp: datetime
+    focus_type: str
+    focus_id: str
+    focus_version: int | None
+    interaction: str  # create | update | delete
+    resource: dict[str, Any] | None  # the focus version (full-resource); None for a delete
+    # Whoever asks (`$events`) may not read the focus: the event is shown as at `empty`
+    # content, its number and time only.
+    withheld: bool = False
+
+
+def subscription_status(
+    spec: SubscriptionSpec,
+    *,
+    notification_type: NotificationType,
+    status: str,
+    events_since_start: int,
+    events: Sequence[NotificationEvent],
+    base_url: str,
+    errors: Sequence[str] = (),
+) -> dict[str, Any]:
+    """An R4B SubscriptionStatus of `spec`, describing `events` at the channel's content level."""
+    base = base_url.rstrip("/")
+    resource: dict[str, Any] = {
+        "resourceType": "SubscriptionStatus",
+        "id": str(uuid.uuid4()),
+        "status": status,
+        "type": notification_type,
+        "eventsSinceSubscriptionStart": str(events_since_start),
+    }
+    if events:
+        content = spec.channel.content
+        resource["notificationEvent"] = [_notification_event(e, content, base) for e in events]
+    resource["subscription"] = {"reference": f"{base}/Subscription/{spec.id}"}
+    resource["topic"] = spec.topic_url
+    if errors:
+        resource["error"] = [{"text": error} for error in errors]
+    return resource
+
+
+def notification_bundle(
+    spec: SubscriptionSpec,
+    *,
+    notification_type: NotificationType,
+    status: str,
+    events_since_start: int,
+    events: Sequence[NotificationEvent],
+    base_url: str,
+    now: datetime,
+    errors: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The `history` Bundle sent (or returned) for `events`, shaped by the content level."""
+    base = base_url.rstrip("/")
+    head = subscription_status(
+        spec,
+        notification_type=notification_type,
+        status=status,
+        events_since_start=events_since_start,
+        events=events,
+        base_url=base,
+        errors=errors,
+    )
+    entries = [_status_entry(head, f"{base}/Subscription/{spec.id}/$status")]
+    content = spec.channel.content
+    if content != "empty":
+        entries.extend(_focus_entry(e, content, base) for e in events if not e.withheld)
+    return {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "type": "history",
+        "timestamp": fhir_instant(now),
+        "entry": entries,
+    }
+
+
+def events_bundle(
+    spec: SubscriptionSpec,
+    *,
+    status: str,
+    events_since_start: int,
+    events: Sequence[NotificationEvent],
+    base_url: str,
+    now: datetime,
+    errors: Sequence[str] = (),
+) -> dict[str, Any]:
+    """What `Subscription/[id]/$events` returns: a notification Bundle typed `query-event`."""
+    return notification_bundle(
+        spec,
+        notification_type="query-event",
+        status=status,
+        events_since_start=events_since_start,
+        events=events,
+        base_url=base_url,
+        now=now,
+        errors=errors,
+    )
+
+
+def status_bundle(statuses: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What `$status` returns: a `searchset` with one SubscriptionStatus per subscription."""
+    return {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "type": "searchset",
+        "total": len(statuses),
+        "entry": [
+            {"fullUrl": f"urn:uuid:{s['id']}", "resource": s, "search": {"mode": "match"}}
+            for s in statuses
+        ],
+    }
+
+
+def classic_body(spec: SubscriptionSpec, event: NotificationEvent) -> bytes | None:
+    """The body of a classic R4 rest-hook notification, or None for an empty POST.
+
+    With `channel.payload` set, R4 posts the matching resource itself. R4 never notifies about
+    a delete ("there is no notification when a resource is deleted"); should one reach here, or
+    should the version be unreadable, the receiver gets an empty POST, which R4 defines as
+    "something changed, query the server" rather than a body that is not the resource.
+    """
+    if spec.channel.payload is None or event.interaction == "delete" or event.resource is None:
+        return None
+    return fhirjson.dumps(event.resource)
+
+
+def _notification_event(
+    event: NotificationEvent, content: ContentLevel, base: str
+) -> dict[str, Any]:
+    found: dict[str, Any] = {
+        "eventNumber": str(event.event_number),
+        "timestamp": fhir_instant(event.timestamp),
+    }
+    if content != "empty" and not event.withheld:
+        found["focus"] = {"reference": _focus_url(event, base)}
+    return found
+
+
+def _status_entry(status: dict[str, Any], status_url: str) -> dict[str, Any]:
+    return {
+        "fullUrl": f"urn:uuid:{status['id']}",
+        "resource": status,
+        "request": {"method": "GET", "url": status_url},
+        "response": {"status": "200"},
+    }
+
+
+def _focus_entry(event: NotificationEvent, content: ContentLevel, base: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {"fullUrl": _focus_url(event, base)}
+    if content == "full-resource" and event.interaction != "delete" and event.resource:
+        entry["resource"] = event.resource
+    entry["request"] = {"method": _METHOD[event.interaction], "url": _request_url(event)}
+    entry["response"] = _response(event)
+    return entry
+
+
+def _focus_url(event: NotificationEvent, base: str) -> str:
+    return f"{base}/{event.focus_type}/{event.focus_id}"
+
+
+def _request_url(event: NotificationEvent) -> str:
+    if event.interaction == "create":
+        return event.focus_type
+    return f"{event.focus_type}/{event.focus_id}"
+
+
+def _response(event: NotificationEvent) -> dict[str, Any]:
+    response: dict[str, Any] = {"status": _STATUS[event.interaction]}
+    if event.focus_version is not None:
+        response["etag"] = f'W/"{event.focus_version}"'
+    response["lastModified"] = fhir_instant(event.timestamp)
+    return response

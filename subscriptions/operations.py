@@ -1,0 +1,177 @@
+"""The Backport IG operations: `Subscription/$status` (type and instance level) and
+`Subscription/{id}/$events`. Parameters come from the query string or a Parameters body."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from typing import Any, get_args
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from fhirstore.access.boundary import Access
+from fhirstore.access.principal import Principal
+from fhirstore.api.auth import boundary_router, request_access, request_principal
+from fhirstore.api.http import FhirResponse, read_json_body
+from fhirstore.errors import BadRequest, NotFound
+from fhirstore.store import Store
+from subscriptions.focus import notification_events, withhold_unreadable
+from subscriptions.ledger import Ledger
+from subscriptions.model import ContentLevel, SubscriptionSpec
+from subscriptions.notification import (
+    events_bundle,
+    status_bundle,
+    subscription_status,
+)
+from subscriptions.registry import SubscriptionRegistry
+
+_MAX_EVENTS = 1000
+_STATUSES = ("requested", "active", "error", "off")
+
+
+async def stored_spec(
+    store: Store, registry: SubscriptionRegistry, subscription_id: str, access: Access | None
+) -> SubscriptionSpec:
+    """The stored Subscription as the matcher sees it: 404 / 410 as for a read (by `access`,
+    so only its owner or an administrator finds it)."""
+    await store.read("Subscription", subscription_id, access=access)
+    spec = registry.index.get(subscription_id)
+    if spec is None:
+        await registry.catch_up()
+        spec = registry.index.get(subscription_id)
+    if spec is None:
+        raise NotFound(f"Subscription/{subscription_id} is not known to the matcher yet")
+    return spec
+
+
+def subscription_router(
+    store: Store,
+    ledger: Ledger,
+    registry: SubscriptionRegistry,
+    *,
+    prefix: str,
+    public_base: str | None,
+    max_body_bytes: int,
+) -> APIRouter:
+    router = boundary_router(prefix)
+
+    def base_url(request: Request) -> str:
+        return public_base or str(request.base_url).rstrip("/") + prefix
+
+    async def spec_of(request: Request, subscription_id: str) -> SubscriptionSpec:
+        return await stored_spec(store, registry, subscription_id, request_access(request))
+
+    async def statuses(request: Request, ids: list[str]) -> Response:
+        params = await operation_parameters(request, max_body_bytes)
+        ids = ids or [i for v in params.get("id", []) for i in v.split(",") if i]
+        wanted = {s for v in params.get("status", []) for s in v.split(",") if s}
+        if unknown := wanted - set(_STATUSES):
+            raise BadRequest(f"unknown status {sorted(unknown)}; use {', '.join(_STATUSES)}")
+        if not ids:
+            # As a search of Subscriptions would: refused without a scope that searches them.
+            request_access(request).reach("Subscription", "s")
+            principal = request_principal(request)
+            ids = [s.id for s in registry.index.specs() if owned_by(s, principal)]
+        specs = [await spec_of(request, i) for i in ids]
+        found = await ledger.progress_of([s.id for s in specs])
+        entries = []
+        for spec in specs:
+            progress = found.get(spec.id)
+            status = progress.status if progress else spec.status
+            if wanted and status not in wanted:
+                continue
+            entries.append(
+                subscription_status(
+                    spec,
+                    notification_type="query-status",
+                    status=status,
+                    events_since_start=progress.events_since_start if progress else 0,
+                    events=[],
+                    base_url=base_url(request),
+                    errors=[progress.last_error] if progress and progress.last_error else [],
+                )
+            )
+        return FhirResponse(status_bundle(entries))
+
+    @router.api_route("/Subscription/$status", methods=["GET", "POST"])
+    async def type_status(request: Request) -> Response:
+        return await statuses(request, [])
+
+    @router.api_route("/Subscription/{subscription_id}/$status", methods=["GET", "POST"])
+    async def instance_status(request: Request, subscription_id: str) -> Response:
+        return await statuses(request, [subscription_id])
+
+    @router.api_route("/Subscription/{subscription_id}/$events", methods=["GET", "POST"])
+    async def events(request: Request, subscription_id: str) -> Response:
+        params = await operation_parameters(request, max_body_bytes)
+        spec = await spec_of(request, subscription_id)
+        since = _number(params, "eventsSinceNumber")
+        until = _number(params, "eventsUntilNumber")
+        content = _content(params) or spec.channel.content
+        spec = replace(spec, channel=replace(spec.channel, content=content))
+        recorded = await ledger.events(subscription_id, since, until, _MAX_EVENTS)
+        progress = await ledger.progress(subscription_id)
+        full = content == "full-resource"
+        loaded = await notification_events(store, recorded, with_resource=full)
+        # The Subscription heard what its owner could read when it was written; the caller
+        # sees of that only what its own token may read now.
+        loaded = await withhold_unreadable(store, request_access(request), loaded)
+        bundle = events_bundle(
+            spec,
+            status=progress.status if progress else spec.status,
+            events_since_start=progress.events_since_start if progress else 0,
+            events=loaded,
+            base_url=base_url(request),
+            now=store.clock.now(),
+        )
+        return FhirResponse(bundle)
+
+    return router
+
+
+def owned_by(spec: SubscriptionSpec, principal: Principal) -> bool:
+    """Whether `principal` may manage the Subscription: its owner, or an administrator."""
+    return principal.admin or (spec.owner is not None and spec.owner.subject == principal.subject)
+
+
+async def operation_parameters(request: Request, max_body_bytes: int) -> dict[str, list[str]]:
+    """Query parameters, plus the `parameter`s of a POSTed Parameters resource."""
+    found: dict[str, list[str]] = {}
+    for name, value in request.query_params.multi_items():
+        found.setdefault(name, []).append(value)
+    if request.method == "POST" and request.headers.get("content-length", "0") != "0":
+        body = await read_json_body(request, max_body_bytes)
+        if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+            raise BadRequest("POST a Parameters resource, or use GET with query parameters")
+        for parameter in body.get("parameter") or []:
+            value = _primitive(parameter) if isinstance(parameter, dict) else None
+            if value is not None:
+                found.setdefault(str(parameter.get("name")), []).append(value)
+    return found
+
+
+def _primitive(parameter: dict[str, Any]) -> str | None:
+    for key, value in parameter.items():
+        if key.startswith("value") and isinstance(value, str | int):
+            return str(value)
+    return None
+
+
+def _number(params: dict[str, list[str]], name: str) -> int | None:
+    values = params.get(name)
+    if not values:
+        return None
+    if not re.fullmatch(r"[0-9]{1,18}", values[-1]):
+        raise BadRequest(f"{name} must be a whole number (an eventNumber), not {values[-1]!r}")
+    return int(values[-1])
+
+
+def _content(params: dict[str, list[str]]) -> ContentLevel | None:
+    values = params.get("content")
+    if not values:
+        return None
+    levels = get_args(ContentLevel)
+    if values[-1] not in levels:
+        raise BadRequest(f"content must be one of {', '.join(levels)}, not {values[-1]!r}")
+    return values[-1]  # type: ignore[return-value]
