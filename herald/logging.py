@@ -13,6 +13,12 @@ the handler, `Redact`, sees every record at every level, Herald's and every libr
 - request lines (uvicorn's access log, httpx's) lose the query of their URL: search values.
 What remains is what the calls name on purpose: request id, resource type and id,
 subscription id, event number, topic, consumer group.
+
+Start-up stays short: the chatter of Alembic (each migration), APScheduler (each job run),
+aiokafka and FastStream shows from WARNING only, and uvicorn's process and lifespan steps are
+dropped (where it serves, and that it shut down, remain), so INFO carries Herald's own line
+per part started. Console lines carry
+no colour codes (uvicorn's `color_message` copy of a message is dropped).
 """
 
 from __future__ import annotations
@@ -28,6 +34,22 @@ from fhirstore.logsafe import chain, frames, kinds
 
 _STATEMENT_LOGGERS = ("sqlalchemy.engine", "sqlalchemy.pool", "aiosqlite")
 _REQUEST_LOGGERS = ("uvicorn.access", "httpx")  # request lines: URLs with their queries
+# Libraries whose INFO lines are steps of their own (each migration, each job run, each
+# lifespan step): shown from WARNING only.
+_UVICORN_STEPS = (  # uvicorn's INFO lines that say nothing Herald's own lines do not
+    "Started server process",
+    "Waiting for application startup",
+    "Application startup complete",
+    "Waiting for application shutdown",
+    "Finished server process",
+)
+_CHATTY_LOGGERS = (
+    "aiokafka",
+    "faststream",
+    "uvicorn.access",
+    "alembic",
+    "apscheduler",
+)
 _SHORTEST_QUOTE = 3  # exception texts shorter than this are not cut out of a message
 _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
@@ -39,10 +61,14 @@ class Redact(logging.Filter):
     """Rewrites each record so that no exception text or traceback reaches the output."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.name.startswith(_STATEMENT_LOGGERS) and record.levelno < logging.WARNING:
+        if record.levelno < logging.WARNING and (
+            record.name.startswith(_STATEMENT_LOGGERS)
+            or (record.name == "uvicorn.error" and str(record.msg).startswith(_UVICORN_STEPS))
+        ):
             return False
         error = record.exc_info[1] if record.exc_info else None
         record.exc_info, record.exc_text = None, None
+        record.__dict__.pop("color_message", None)  # uvicorn's copy with terminal colours
         if isinstance(record.msg, dict):  # structlog's own event, rendered from the dict
             _redact_event(record.msg, error)
             return True
@@ -97,8 +123,8 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiokafka", "faststream", "uvicorn.access"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    for chatty in _CHATTY_LOGGERS:
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
 
 
 def _formatted(record: logging.LogRecord) -> str:

@@ -1,13 +1,26 @@
-"""Configuration: every setting comes from the environment with the HERALD_ prefix."""
+"""Configuration: every setting comes from the environment with the HERALD_ prefix.
+
+docs/configuration.md is generated from this class (`herald config-doc`); a test holds it there.
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fhirstore.search.limits import DEFAULT_LIMITS, SearchLimits
+
+DATABASE_FILE = "herald.db"  # the embedded SQLite database, in the data directory
+
+
+def default_data_dir() -> Path:
+    """The per-user data folder: `$XDG_DATA_HOME/herald`, else `~/.local/share/herald`."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "herald"
 
 
 class Settings(BaseSettings):
@@ -15,9 +28,16 @@ class Settings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Interface the HTTP API listens on")
     port: int = Field(8080, description="Port the HTTP API listens on")
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Folder of the embedded SQLite database (herald.db): every command finds "
+        "the same one whatever the current directory; HERALD_DATABASE_URL wins when set",
+        json_schema_extra={"shown_default": "$XDG_DATA_HOME/herald or ~/.local/share/herald"},
+    )
     database_url: str = Field(
-        "sqlite+aiosqlite:///./var/herald.db",
+        "",
         description="SQLAlchemy async URL: sqlite+aiosqlite:///path or postgresql+asyncpg://...",
+        json_schema_extra={"shown_default": "herald.db in HERALD_DATA_DIR"},
     )
     kafka_bootstrap: str | None = Field(
         None, description="Kafka bootstrap servers; unset means the in-process bus"
@@ -265,6 +285,14 @@ class Settings(BaseSettings):
         ge=1,
         description="Most SubscriptionTopics one token subject may own (administrators: no limit)",
     )
+
+    @model_validator(mode="after")
+    def _database_in_data_dir(self) -> Settings:
+        """An absolute data folder, and the SQLite file in it unless a URL is given."""
+        self.data_dir = self.data_dir.expanduser().absolute()
+        if not self.database_url:
+            self.database_url = f"sqlite+aiosqlite:///{self.data_dir / DATABASE_FILE}"
+        return self
 
     @property
     def endpoint_guard(self) -> bool:

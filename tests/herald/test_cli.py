@@ -185,6 +185,7 @@ async def _one_quarantined(url: str) -> None:
 
 def test_quarantined_changes_are_listed_and_a_replay_is_asked_for_once(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path}/herald.db"
+    assert runner.invoke(app, ["migrate", "--database-url", url]).exit_code == 0
     empty = runner.invoke(app, ["quarantine", "list", "--database-url", url])
     assert empty.exit_code == 0
     assert "nothing is quarantined" in empty.output
