@@ -29,11 +29,11 @@ def load(
 
     # No workers here: the outbox keeps every change for the relay of `herald serve`.
     settings = load_settings(database_url, subscriptions=False, scheduler=False)
-    open_database(settings)
     files = discover(paths)
-    if not files:
+    if not files:  # before the database: a mistyped path creates none
         console.print("[red]no .json or .ndjson files found in the given paths[/red]")
         raise typer.Exit(2)
+    open_database(settings)
     report = asyncio.run(_load(settings, files)).report
     console.print(
         f"loaded {report.loaded} resources from {len(files)} files; {len(report.failures)} failed"
