@@ -72,7 +72,7 @@ def _warn_if_open(settings: Settings) -> None:
             "AUTHENTICATION IS OFF: anyone who can reach %s:%s can read and write every "
             "resource%s. Fine on a laptop; in production set HERALD_AUTH=jwt with "
             "HERALD_JWKS_URL, HERALD_JWT_ISSUER and HERALD_JWT_AUDIENCE (see "
-            "docs/authentication.md).",
+            "docs/access.md).",
             settings.host,
             settings.port,
             hooks,
