@@ -61,7 +61,7 @@ from bench.harness import (
     rate,
 )
 from bench.relay_lag import Broker
-from channels.resthook import RestHookSender
+from channels.resthook import RestHookTransport
 from subscriptions.model import FILTER_CRITERIA, HERALD_CANONICAL, PAYLOAD_CONTENT
 from tests.support.receiver import http_receiver
 
@@ -71,7 +71,7 @@ SHAPES = {"embedded": "sqlite", "kafka": "postgres"}  # shape -> database backen
 LATENCY_TARGETS = {"embedded": 0.100, "kafka": 0.250}  # p99 write -> REST hook arrival
 THROUGHPUT_TARGET = 2_000  # notifications/s at one receiver
 # Herald's REST hook sender allows this many requests in flight to one host.
-PER_HOST = inspect.signature(RestHookSender).parameters["max_per_host"].default
+PER_HOST = inspect.signature(RestHookTransport).parameters["max_per_host"].default
 READY_TIMEOUT_S = 90.0  # subscription active, first notification (Kafka auto-creates topics)
 MAX_WAIT_S = 900.0  # the longest any one wait may take, however slowly it progresses
 WARMUP_WRITES = 5

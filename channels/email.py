@@ -1,10 +1,11 @@
 """Email delivery: send one notification as a mail through the configured SMTP server.
 
-The endpoint is a `mailto:` URI (RFC 6068): `mailto:ops@example.org`, or several addresses
-separated by commas (`mailto:a@example.org,b@example.org`); anything after `?` is ignored.
-Herald sends through one SMTP server (`HERALD_SMTP_HOST`, `HERALD_SMTP_PORT`), from
-`HERALD_SMTP_FROM`, with implicit TLS (`HERALD_SMTP_TLS`) or STARTTLS (`HERALD_SMTP_STARTTLS`)
-when asked, and logs in when `HERALD_SMTP_USERNAME` is set. Each mail opens its own connection.
+The endpoint is a `mailto:` URI (RFC 6068, read by `channels/mailto.py`):
+`mailto:ops@example.org`, or several addresses separated by commas
+(`mailto:a@example.org,b@example.org`); anything after `?` is ignored. Herald sends through one
+SMTP server (`HERALD_SMTP_HOST`, `HERALD_SMTP_PORT`), from `HERALD_SMTP_FROM`, with implicit TLS
+(`HERALD_SMTP_TLS`) or STARTTLS (`HERALD_SMTP_STARTTLS`) when asked, and logs in when
+`HERALD_SMTP_USERNAME` is set. Each mail opens its own connection.
 
 What a recipient gets:
 
@@ -31,30 +32,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import re
 import ssl
 import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
-from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
+from typing import Any
 
 import aiosmtplib
 import orjson
 
+from channels.endpoints import Recipients
+from channels.mailto import mailto_recipients
 from channels.transport import Delivery, Outcome
 from fhirstore.clock import Clock, SystemClock
 
-if TYPE_CHECKING:  # endpoints.py reads mailto addresses with this module's parser
-    from channels.endpoints import Recipients
-
 IDEMPOTENCY_HEADER = "Herald-Idempotency-Key"
-# A plain ASCII address: no quoted local part, no domain literal, no `%` or `!` (which some
-# mail servers still read as "relay on to the host after it"), so the address the recipient
-# allow-list judges is the one the mail goes to.
-_ADDRESS = re.compile(r"[A-Za-z0-9.#$&'*+/=^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*", re.ASCII)
 _CONNECT_HINT = "check HERALD_SMTP_HOST and HERALD_SMTP_PORT"
 _TLS_HINT = "check HERALD_SMTP_TLS and HERALD_SMTP_STARTTLS"
 _LOGIN_HINT = "check HERALD_SMTP_USERNAME and HERALD_SMTP_PASSWORD"
@@ -84,7 +78,7 @@ class SmtpConfig:
             )
 
 
-class EmailSender:
+class EmailTransport:
     """Sends each notification as one mail over its own SMTP connection, only to `recipients`
     (the administrator's allow-list, checked again at each send: a Subscription stored before
     the list was set or narrowed fails delivery instead of mailing; None: anyone)."""
@@ -211,18 +205,6 @@ class EmailSender:
         if delivered:
             error += "; the other recipients got the mail"
         return next(iter(refused.values())).code, error
-
-
-def mailto_recipients(endpoint: str) -> list[str]:
-    """The addresses of a `mailto:` URI; empty when it names none or any is not an address."""
-    scheme, colon, rest = endpoint.strip().partition(":")
-    if not colon or scheme.lower() != "mailto":
-        return []
-    addresses = [unquote(a).strip() for a in rest.partition("?")[0].split(",")]
-    addresses = [a for a in addresses if a]
-    if not all(_ADDRESS.fullmatch(a) for a in addresses):
-        return []
-    return addresses
 
 
 def message_id(idempotency_key: str) -> str:

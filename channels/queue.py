@@ -167,7 +167,7 @@ class QueueTopics:
         return f"{', '.join(words[:-1])} or {words[-1]}"
 
 
-class KafkaQueueSender:
+class KafkaQueueTransport:
     """Writes each notification as one Kafka message, with one shared producer. Call `aclose()`."""
 
     def __init__(self, bootstrap: str, *, client_id: str = "herald-queue") -> None:

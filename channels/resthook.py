@@ -1,6 +1,6 @@
 """REST hook delivery: POST one notification to a subscriber's endpoint and say how it went.
 
-One `RestHookSender` per process shares an `aiohttp.ClientSession` with keep-alive connections,
+One `RestHookTransport` per process shares an `aiohttp.ClientSession` with keep-alive connections,
 so steady traffic to an endpoint reuses its connections instead of opening one per
 notification. At most `max_per_host` deliveries to one host are in flight at a time, so a slow
 receiver cannot take the whole pool from the others. `send` never raises for anything the
@@ -70,7 +70,7 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
-class RestHookSender:
+class RestHookTransport:
     """Delivers over HTTP(S) with one shared, pooled client. Call `aclose()` when done."""
 
     def __init__(

@@ -1,4 +1,5 @@
-"""What every channel's sender takes and returns: one notification to deliver, how it went.
+"""The `Transport` port: what every channel's transport takes and returns (one notification to
+deliver, how it went).
 
 The delivery core (`channels/delivery.py`) builds a `Delivery` for each notification (ordering,
 numbering, retries and status stay in the core); a transport only moves the bytes: REST hook

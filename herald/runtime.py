@@ -20,7 +20,7 @@ from channels.audit import attempt_recorder
 from channels.delivery import Attempt, DeliveryPolicy
 from channels.dispatcher import Dispatcher, new_owner
 from channels.endpoints import EndpointGuard, Recipients, SafeEndpoints
-from channels.resthook import RestHookSender
+from channels.resthook import RestHookTransport
 from channels.transport import Transport
 from channels.unprocessable import BoundedTries, Outage
 from channels.websocket.hub import SocketHub
@@ -205,7 +205,7 @@ class Runtime:
             self.store, lifetime=timedelta(seconds=settings.websocket_token_seconds)
         )
         self.transports: dict[str, Transport] = {
-            "rest-hook": RestHookSender(
+            "rest-hook": RestHookTransport(
                 max_connections=settings.delivery_max_connections,
                 user_agent=f"Herald/{__version__}",
                 guard=guard,

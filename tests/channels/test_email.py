@@ -14,7 +14,7 @@ import orjson
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from channels.email import EmailSender, SmtpConfig, message_id
+from channels.email import EmailTransport, SmtpConfig, message_id
 from channels.endpoints import Recipients
 from channels.transport import Delivery, Outcome
 from fhirstore.clock import FrozenClock
@@ -82,9 +82,9 @@ def mailbox(port: int) -> Iterator[Mailbox]:
         yield box
 
 
-def sender(port: int, **options: Any) -> EmailSender:
+def sender(port: int, **options: Any) -> EmailTransport:
     config = SmtpConfig(host="127.0.0.1", port=port, sender="herald@example.org", **options)
-    return EmailSender(config, clock=FrozenClock(NOW))
+    return EmailTransport(config, clock=FrozenClock(NOW))
 
 
 def parts(message: EmailMessage) -> tuple[str, EmailMessage]:
@@ -327,7 +327,7 @@ async def test_the_recipients_allow_list_is_checked_at_every_send(
     mails nobody; an allowed recipient still gets its mail."""
     config = SmtpConfig(host="127.0.0.1", port=port, sender="herald@example.org")
     allowed = Recipients.parse("@example.org", required=True)
-    hook = EmailSender(config, clock=FrozenClock(NOW), recipients=allowed)
+    hook = EmailTransport(config, clock=FrozenClock(NOW), recipients=allowed)
 
     refused = await hook.send(delivery("mailto:someone@elsewhere.net"))
     assert not refused.ok

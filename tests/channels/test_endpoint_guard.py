@@ -19,7 +19,7 @@ from channels.endpoints import (
     SafeEndpoints,
     classify,
 )
-from channels.resthook import RestHookSender
+from channels.resthook import RestHookTransport
 from subscriptions.model import Channel
 from tests.support.deliveries import a_delivery
 from tests.support.receiver import http_receiver
@@ -196,11 +196,11 @@ async def test_sender_refuses_a_name_that_now_resolves_inside() -> None:
     checking = EndpointGuard.parse("127.0.0.1", made_up_dns(table))
     async with http_receiver() as receiver:
         url = f"http://hooks.example:{receiver.port}/hook"
-        first = RestHookSender(user_agent="Herald/test", guard=checking)
+        first = RestHookTransport(user_agent="Herald/test", guard=checking)
         delivered = await first.send(a_delivery(url, b"{}"))
         await first.aclose()
         table["hooks.example"] = "10.1.2.3"
-        second = RestHookSender(user_agent="Herald/test", guard=checking)
+        second = RestHookTransport(user_agent="Herald/test", guard=checking)
         refused = await second.send(a_delivery(url, b"{}"))
         await second.aclose()
 
@@ -221,7 +221,7 @@ async def test_the_address_checked_is_the_address_connected_to() -> None:
         return [next(answers)]
 
     checking = EndpointGuard.parse("10.9.9.9", rebinding)
-    sender = RestHookSender(user_agent="Herald/test", guard=checking)
+    sender = RestHookTransport(user_agent="Herald/test", guard=checking)
     async with http_receiver() as receiver:
         url = f"https://rebind.example:{receiver.port}/hook"
         await checking.check(url)  # what a Subscription's create saw
@@ -234,7 +234,7 @@ async def test_the_address_checked_is_the_address_connected_to() -> None:
 
 
 async def test_sender_refuses_a_literal_address_without_connecting() -> None:
-    sender = RestHookSender(user_agent="Herald/test", guard=guard("10.9.9.9"))
+    sender = RestHookTransport(user_agent="Herald/test", guard=guard("10.9.9.9"))
     async with http_receiver() as receiver:
         outcome = await sender.send(a_delivery(receiver.url, b"{}"))
         await sender.aclose()

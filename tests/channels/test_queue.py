@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from infra.kafka import KafkaBroker
 
 import channels.queue as queue_module
-from channels.queue import KafkaQueueSender, QueueTopics, queue_topic
+from channels.queue import KafkaQueueTransport, QueueTopics, queue_topic
 from channels.transport import Delivery
 from tests.support.deliveries import a_delivery
 from tests.support.process import free_port
@@ -144,8 +144,8 @@ def test_parse_strips_and_deduplicates() -> None:
 
 
 @pytest.fixture
-async def sender(kafka_bootstrap: str) -> AsyncIterator[KafkaQueueSender]:
-    queue = KafkaQueueSender(kafka_bootstrap)
+async def sender(kafka_bootstrap: str) -> AsyncIterator[KafkaQueueTransport]:
+    queue = KafkaQueueTransport(kafka_bootstrap)
     yield queue
     await queue.aclose()
 
@@ -180,7 +180,7 @@ def headers(record: ConsumerRecord) -> dict[str, str]:
 
 
 async def test_writes_body_keyed_by_subscription_with_headers(
-    sender: KafkaQueueSender, kafka_bootstrap: str
+    sender: KafkaQueueTransport, kafka_bootstrap: str
 ) -> None:
     topic = new_topic()
     outcome = await sender.send(delivery(f"kafka:{topic}"))
@@ -197,7 +197,7 @@ async def test_writes_body_keyed_by_subscription_with_headers(
 
 
 async def test_notification_without_payload_has_empty_value_and_no_content_type(
-    sender: KafkaQueueSender, kafka_bootstrap: str
+    sender: KafkaQueueTransport, kafka_bootstrap: str
 ) -> None:
     topic = new_topic()
     outcome = await sender.send(
@@ -217,7 +217,7 @@ async def test_notification_without_payload_has_empty_value_and_no_content_type(
 
 
 async def test_one_subscriptions_messages_arrive_in_order_keyed_by_its_id(
-    sender: KafkaQueueSender, kafka_bootstrap: str
+    sender: KafkaQueueTransport, kafka_bootstrap: str
 ) -> None:
     topic = new_topic()
     for n in range(1, 6):
@@ -241,7 +241,7 @@ async def test_one_subscriptions_messages_arrive_in_order_keyed_by_its_id(
 
 
 async def test_concurrent_first_sends_share_one_producer(
-    sender: KafkaQueueSender, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+    sender: KafkaQueueTransport, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     made: list[AIOKafkaProducer] = []
 
@@ -259,7 +259,7 @@ async def test_concurrent_first_sends_share_one_producer(
     assert len(await read(kafka_bootstrap, topic, 8)) == 8
 
 
-async def test_too_large_message_is_refused_with_reason(sender: KafkaQueueSender) -> None:
+async def test_too_large_message_is_refused_with_reason(sender: KafkaQueueTransport) -> None:
     topic = new_topic()
     outcome = await sender.send(delivery(f"kafka:{topic}", body=b"x" * 2_000_000))
     assert not outcome.ok and outcome.error is not None
@@ -268,7 +268,7 @@ async def test_too_large_message_is_refused_with_reason(sender: KafkaQueueSender
 
 
 async def test_endpoint_that_is_not_kafka_fails_without_connecting() -> None:
-    queue = KafkaQueueSender(f"127.0.0.1:{free_port()}")
+    queue = KafkaQueueTransport(f"127.0.0.1:{free_port()}")
     outcome = await queue.send(delivery("https://example.org/hook"))
     assert not outcome.ok and "not a Kafka queue endpoint" in (outcome.error or "")
     await queue.aclose()
@@ -276,7 +276,7 @@ async def test_endpoint_that_is_not_kafka_fails_without_connecting() -> None:
 
 async def test_unreachable_broker_fails_fast_naming_the_bootstrap() -> None:
     bootstrap = f"127.0.0.1:{free_port()}"
-    queue = KafkaQueueSender(bootstrap)
+    queue = KafkaQueueTransport(bootstrap)
     try:
         for _ in range(2):  # a failed start is cleaned up and tried again on the next send
             began = time.monotonic()
@@ -296,7 +296,7 @@ async def test_recovers_when_the_broker_comes_back(kafka_broker: KafkaBroker) ->
     if not kafka_broker.controllable:
         pytest.skip("external broker (HERALD_TEST_KAFKA_BOOTSTRAP) cannot be stopped")
     topic, bootstrap = new_topic(), kafka_broker.bootstrap
-    queue = KafkaQueueSender(bootstrap)
+    queue = KafkaQueueTransport(bootstrap)
     try:
         await asyncio.to_thread(kafka_broker.stop)
         down = await queue.send(delivery(f"kafka:{topic}", timeout=2.0))

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from channels.resthook import RestHookSender, signature
+from channels.resthook import RestHookTransport, signature
 from channels.transport import Delivery, Outcome
 from fhirstore.clock import FrozenClock
 from tests.support.deliveries import a_delivery
@@ -21,8 +21,8 @@ BODY = b'{"resourceType":"Bundle","type":"history"}'
 
 
 @pytest.fixture
-async def sender() -> AsyncIterator[RestHookSender]:
-    hook = RestHookSender(user_agent="Herald/test", max_per_host=4, clock=FrozenClock(NOW))
+async def sender() -> AsyncIterator[RestHookTransport]:
+    hook = RestHookTransport(user_agent="Herald/test", max_per_host=4, clock=FrozenClock(NOW))
     yield hook
     await hook.aclose()
 
@@ -32,7 +32,7 @@ def delivery(endpoint: str, **changes: object) -> Delivery:
     return a_delivery(endpoint, body, **changes)  # type: ignore[arg-type]
 
 
-async def test_posts_body_with_headers_key_and_signature(sender: RestHookSender) -> None:
+async def test_posts_body_with_headers_key_and_signature(sender: RestHookTransport) -> None:
     async with http_receiver() as receiver:
         outcome = await sender.send(
             delivery(
@@ -59,7 +59,7 @@ async def test_posts_body_with_headers_key_and_signature(sender: RestHookSender)
 
 
 async def test_empty_post_has_no_content_type_and_no_signature_without_secret(
-    sender: RestHookSender,
+    sender: RestHookTransport,
 ) -> None:
     async with http_receiver() as receiver:
         outcome = await sender.send(delivery(receiver.url, body=None, content_type=None))
@@ -72,7 +72,7 @@ async def test_empty_post_has_no_content_type_and_no_signature_without_secret(
     assert request.headers["idempotency-key"] == "sub-1:7"
 
 
-async def test_signature_covers_an_empty_body(sender: RestHookSender) -> None:
+async def test_signature_covers_an_empty_body(sender: RestHookTransport) -> None:
     async with http_receiver() as receiver:
         await sender.send(delivery(receiver.url, body=None, content_type=None, secret="k"))
         [request] = await receiver.wait_for(1)
@@ -81,7 +81,7 @@ async def test_signature_covers_an_empty_body(sender: RestHookSender) -> None:
     assert v1 == signature("k", int(t), b"")
 
 
-async def test_channel_headers_cannot_replace_herald_headers(sender: RestHookSender) -> None:
+async def test_channel_headers_cannot_replace_herald_headers(sender: RestHookTransport) -> None:
     async with http_receiver() as receiver:
         await sender.send(
             delivery(
@@ -95,7 +95,7 @@ async def test_channel_headers_cannot_replace_herald_headers(sender: RestHookSen
     assert request.headers["content-type"] == "application/fhir+json"
 
 
-async def test_server_error_is_a_failure_that_says_so(sender: RestHookSender) -> None:
+async def test_server_error_is_a_failure_that_says_so(sender: RestHookTransport) -> None:
     async with http_receiver() as receiver:
         receiver.respond_with(500)
         outcome = await sender.send(delivery(receiver.url))
@@ -106,7 +106,7 @@ async def test_server_error_is_a_failure_that_says_so(sender: RestHookSender) ->
 
 
 async def test_connection_refused_is_a_failure_that_names_the_endpoint(
-    sender: RestHookSender,
+    sender: RestHookTransport,
 ) -> None:
     endpoint = f"http://127.0.0.1:{free_port()}/x"  # nothing listens there
     outcome = await sender.send(delivery(endpoint))
@@ -116,7 +116,7 @@ async def test_connection_refused_is_a_failure_that_names_the_endpoint(
     assert outcome.error == f"connection refused by {endpoint}"
 
 
-async def test_receiver_that_never_answers_times_out(sender: RestHookSender) -> None:
+async def test_receiver_that_never_answers_times_out(sender: RestHookTransport) -> None:
     async with http_receiver() as receiver:
         receiver.hang()
         outcome = await sender.send(delivery(receiver.url, timeout=0.5))
@@ -128,7 +128,7 @@ async def test_receiver_that_never_answers_times_out(sender: RestHookSender) -> 
     assert 0.4 <= outcome.elapsed < 5  # bounded by the delivery's timeout, not the receiver
 
 
-async def test_redirect_is_not_followed(sender: RestHookSender) -> None:
+async def test_redirect_is_not_followed(sender: RestHookTransport) -> None:
     async with http_receiver() as receiver:
         receiver.respond_with(307)
         outcome = await sender.send(delivery(receiver.url))
@@ -142,7 +142,7 @@ async def test_redirect_is_not_followed(sender: RestHookSender) -> None:
     assert len(receiver.requests) == 1
 
 
-async def test_receiver_recovers_after_reset(sender: RestHookSender) -> None:
+async def test_receiver_recovers_after_reset(sender: RestHookTransport) -> None:
     async with http_receiver() as receiver:
         receiver.respond_with(503)
         first = await sender.send(delivery(receiver.url))
@@ -153,7 +153,7 @@ async def test_receiver_recovers_after_reset(sender: RestHookSender) -> None:
     assert [r.status for r in receiver.requests] == [503, 200]
 
 
-async def test_sequential_sends_reuse_one_connection(sender: RestHookSender) -> None:
+async def test_sequential_sends_reuse_one_connection(sender: RestHookTransport) -> None:
     async with http_receiver() as receiver:
         outcomes = [await sender.send(delivery(receiver.url)) for _ in range(25)]
         requests = await receiver.wait_for(25)
@@ -163,7 +163,7 @@ async def test_sequential_sends_reuse_one_connection(sender: RestHookSender) -> 
 
 
 async def test_concurrent_sends_share_a_bounded_set_of_connections() -> None:
-    hook = RestHookSender(user_agent="Herald/test", max_per_host=5)
+    hook = RestHookTransport(user_agent="Herald/test", max_per_host=5)
     try:
         async with http_receiver() as receiver:
             for _ in range(3):
@@ -179,7 +179,7 @@ async def test_concurrent_sends_share_a_bounded_set_of_connections() -> None:
 
 
 async def test_a_hung_host_gets_at_most_its_share_of_connections() -> None:
-    hook = RestHookSender(user_agent="Herald/test", max_per_host=2)
+    hook = RestHookTransport(user_agent="Herald/test", max_per_host=2)
     try:
         async with http_receiver() as receiver:
             receiver.hang()
@@ -199,7 +199,7 @@ async def test_a_hung_host_gets_at_most_its_share_of_connections() -> None:
     assert [o.error for o in outcomes] == [f"no answer from {receiver.url} within 1 s"] * 2
 
 
-async def test_unsupported_scheme_is_a_failure_not_an_exception(sender: RestHookSender) -> None:
+async def test_unsupported_scheme_is_a_failure_not_an_exception(sender: RestHookTransport) -> None:
     outcome = await sender.send(delivery("ftp://127.0.0.1/hook"))
 
     assert not outcome.ok and outcome.status_code is None
@@ -212,7 +212,7 @@ def test_signature_is_hmac_sha256_of_timestamp_dot_body() -> None:
     assert signature("secret", 1700000000, b"{}") == expected
 
 
-async def test_receiver_lets_held_requests_go_when_it_shuts_down(sender: RestHookSender) -> None:
+async def test_receiver_lets_held_requests_go_when_it_shuts_down(sender: RestHookTransport) -> None:
     async with asyncio.timeout(10):
         async with http_receiver() as receiver:
             receiver.hang()

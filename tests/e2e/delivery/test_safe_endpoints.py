@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from channels.endpoints import EndpointGuard, Resolve, SafeEndpoints
-from channels.resthook import RestHookSender
+from channels.resthook import RestHookTransport
 from herald.runtime import Runtime
 from subscriptions.registry import SUBSCRIPTION
 from subscriptions.rules import subscription_rule
@@ -63,7 +63,7 @@ async def use_dns(runtime: Runtime, allowlist: str, table: dict[str, str]) -> No
         SUBSCRIPTION, subscription_rule(runtime.registry, SafeEndpoints(guard=guard).problem)
     )
     previous = runtime.transports["rest-hook"]
-    runtime.transports["rest-hook"] = RestHookSender(user_agent="Herald/test", guard=guard)
+    runtime.transports["rest-hook"] = RestHookTransport(user_agent="Herald/test", guard=guard)
     await previous.aclose()
 
 
