@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
-from channels.delivery import Attempt
+from channels.attempt import Attempt
 from fhirstore.access.audit import DELIVERED, FAILED, AuditEntry, AuditTrail
 from fhirstore.access.boundary import Access
 from fhirstore.access.principal import ANONYMOUS, Principal

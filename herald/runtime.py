@@ -16,10 +16,11 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from channels.attempt import Attempt
 from channels.audit import attempt_recorder
-from channels.delivery import Attempt, DeliveryPolicy
 from channels.dispatcher import Dispatcher, new_owner
 from channels.endpoints import EndpointGuard, Recipients, SafeEndpoints
+from channels.policy import DeliveryPolicy
 from channels.resthook import RestHookTransport
 from channels.transport import Transport
 from channels.unprocessable import BoundedTries, Outage

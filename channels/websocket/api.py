@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response
 
-from channels.delivery import Attempt
+from channels.attempt import Attempt
 from channels.transport import Outcome
 from channels.websocket.hub import Connection, SocketHub
 from channels.websocket.tokens import BindingTokens, Redeemed
