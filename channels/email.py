@@ -45,7 +45,7 @@ import orjson
 
 from channels.endpoints import Recipients
 from channels.mailto import mailto_recipients
-from channels.transport import Delivery, Outcome
+from channels.transport import Delivery, Failure, Outcome
 from fhirstore.clock import Clock, SystemClock
 
 IDEMPOTENCY_HEADER = "Herald-Idempotency-Key"
@@ -106,9 +106,9 @@ class EmailTransport:
                 f"the endpoint {delivery.endpoint!r} names no email address; "
                 "expected mailto:name@example.org"
             )
-            return _failed(started, None, error)
+            return _failed(started, Failure.BLOCKED, error)
         if self._recipients is not None and (barred := self._recipients.problem(recipients)):
-            return _failed(started, None, barred)
+            return _failed(started, Failure.BLOCKED, barred)
         message = self.message(delivery, recipients)
         deadline = asyncio.get_running_loop().time() + delivery.timeout
         config = self._config
@@ -132,7 +132,8 @@ class EmailTransport:
                 )
         except (aiosmtplib.SMTPException, OSError, TimeoutError, ValueError) as exc:
             client.close()
-            return _failed(started, *self._explain(exc, step, delivery.timeout))
+            code, error = self._explain(exc, step, delivery.timeout)
+            return _failed(started, _kind(exc, code), error, code)
         await _quit(client, deadline)
         if refused:
             # The others have it: a retry would mail them again, so it counts as delivered.
@@ -354,7 +355,21 @@ def _text_or_none(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _failed(started: float, status_code: int | None, error: str) -> Outcome:
-    return Outcome(
-        ok=False, status_code=status_code, error=error, elapsed=time.monotonic() - started
-    )
+def _kind(exc: Exception, code: int | None) -> Failure:
+    """The kind of failure `exc` (with the SMTP reply `code`, if any) is."""
+    if isinstance(exc, TimeoutError):
+        return Failure.TIMEOUT
+    if code is not None:  # 4xx: "try again later"; 5xx: "not like this"
+        return Failure.UNAVAILABLE if 400 <= code < 500 else Failure.REJECTED
+    if isinstance(exc, OSError):  # aiosmtplib's connect and disconnect errors are OSErrors
+        return Failure.UNREACHABLE
+    if isinstance(exc, ValueError):  # an address SMTP cannot carry
+        return Failure.BLOCKED
+    return Failure.REJECTED  # an exchange the server does not offer (STARTTLS, AUTH)
+
+
+def _failed(
+    started: float, failure: Failure, error: str, status_code: int | None = None
+) -> Outcome:
+    elapsed = time.monotonic() - started
+    return Outcome(ok=False, status_code=status_code, error=error, elapsed=elapsed, failure=failure)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
@@ -21,6 +19,7 @@ from fhirstore.clock import FrozenClock
 from tests.support.deliveries import a_delivery
 from tests.support.process import free_port
 from tests.support.smtp import Mailbox, smtp_server
+from tests.support.tcp import raw_server
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 BASE = "https://fhir.example.org/fhir"
@@ -175,22 +174,6 @@ async def test_one_refused_recipient_of_several_still_delivers_to_the_others_onc
     assert outcome.ok
     assert [e.rcpt_tos for e in mailbox.envelopes] == [["ops@example.org"]]
     assert "gone@example.org" in caplog.text
-
-
-@asynccontextmanager
-async def raw_server(port: int, greeting: bytes) -> AsyncIterator[None]:
-    """A TCP server that sends `greeting` (perhaps nothing), then only listens."""
-
-    async def talk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(greeting)
-        await reader.read()
-        writer.close()
-
-    server = await asyncio.start_server(talk, "127.0.0.1", port)
-    try:
-        yield
-    finally:
-        server.close()
 
 
 async def test_a_silent_server_fails_within_the_timeout(port: int) -> None:
