@@ -81,7 +81,7 @@ def mailbox(port: int) -> Iterator[Mailbox]:
         yield box
 
 
-def sender(port: int, **options: Any) -> EmailTransport:
+def transport(port: int, **options: Any) -> EmailTransport:
     config = SmtpConfig(host="127.0.0.1", port=port, sender="herald@example.org", **options)
     return EmailTransport(config, clock=FrozenClock(NOW))
 
@@ -94,7 +94,7 @@ def parts(message: EmailMessage) -> tuple[str, EmailMessage]:
 
 
 async def test_a_notification_arrives_with_text_and_bundle(port: int, mailbox: Mailbox) -> None:
-    outcome = await sender(port).send(delivery("mailto:ops@example.org"))
+    outcome = await transport(port).send(delivery("mailto:ops@example.org"))
 
     assert outcome == Outcome(ok=True, status_code=250, error=None, elapsed=outcome.elapsed)
     [envelope] = mailbox.envelopes
@@ -121,7 +121,7 @@ async def test_a_notification_arrives_with_text_and_bundle(port: int, mailbox: M
 async def test_retries_share_a_message_id_and_other_notifications_do_not(
     port: int, mailbox: Mailbox
 ) -> None:
-    hook = sender(port)
+    hook = transport(port)
     for key in ("abc:5", "abc:5", "abc:7"):
         assert (await hook.send(delivery("mailto:ops@example.org", idempotency_key=key))).ok
 
@@ -132,7 +132,7 @@ async def test_retries_share_a_message_id_and_other_notifications_do_not(
 
 async def test_several_recipients_in_one_mailto(port: int, mailbox: Mailbox) -> None:
     endpoint = "mailto:ops@example.org,oncall%40example.org?subject=ignored"
-    outcome = await sender(port).send(delivery(endpoint))
+    outcome = await transport(port).send(delivery(endpoint))
 
     assert outcome.ok
     [envelope] = mailbox.envelopes
@@ -141,7 +141,7 @@ async def test_several_recipients_in_one_mailto(port: int, mailbox: Mailbox) -> 
 
 
 async def test_server_down_then_up(port: int) -> None:
-    hook = sender(port)
+    hook = transport(port)
     down = await hook.send(delivery("mailto:ops@example.org"))
 
     assert not down.ok and down.status_code is None
@@ -156,7 +156,7 @@ async def test_server_down_then_up(port: int) -> None:
 
 async def test_a_refused_recipient_is_named_with_the_reply(port: int, mailbox: Mailbox) -> None:
     mailbox.refuse.add("gone@example.org")
-    outcome = await sender(port).send(delivery("mailto:gone@example.org"))
+    outcome = await transport(port).send(delivery("mailto:gone@example.org"))
 
     assert not outcome.ok and outcome.status_code == 550
     assert outcome.error is not None
@@ -168,7 +168,7 @@ async def test_one_refused_recipient_of_several_still_delivers_to_the_others_onc
     port: int, mailbox: Mailbox, caplog: pytest.LogCaptureFixture
 ) -> None:
     mailbox.refuse.add("gone@example.org")
-    outcome = await sender(port).send(delivery("mailto:ops@example.org,gone@example.org"))
+    outcome = await transport(port).send(delivery("mailto:ops@example.org,gone@example.org"))
 
     # Delivered: a retry would only mail ops@ again.
     assert outcome.ok
@@ -179,7 +179,7 @@ async def test_one_refused_recipient_of_several_still_delivers_to_the_others_onc
 async def test_a_silent_server_fails_within_the_timeout(port: int) -> None:
     async with raw_server(port, b""):
         started = time.monotonic()
-        outcome = await sender(port).send(delivery("mailto:ops@example.org", timeout=0.5))
+        outcome = await transport(port).send(delivery("mailto:ops@example.org", timeout=0.5))
         took = time.monotonic() - started
 
     assert not outcome.ok and outcome.status_code is None
@@ -198,7 +198,7 @@ def guarded(port: int) -> Iterator[Mailbox]:
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 async def test_login(port: int, guarded: Mailbox) -> None:
-    outcome = await sender(port, username="herald", password="right").send(
+    outcome = await transport(port, username="herald", password="right").send(
         delivery("mailto:ops@example.org")
     )
 
@@ -209,7 +209,7 @@ async def test_login(port: int, guarded: Mailbox) -> None:
 async def test_a_wrong_password_says_login_failed_without_the_password(
     port: int, guarded: Mailbox
 ) -> None:
-    outcome = await sender(port, username="herald", password="hunter2").send(
+    outcome = await transport(port, username="herald", password="hunter2").send(
         delivery("mailto:ops@example.org")
     )
 
@@ -224,7 +224,7 @@ async def test_empty_content_names_the_events_and_the_events_call(
     port: int, mailbox: Mailbox
 ) -> None:
     body = notification([5, 6, 7], focus=False)
-    assert (await sender(port).send(delivery("mailto:ops@example.org", body=body))).ok
+    assert (await transport(port).send(delivery("mailto:ops@example.org", body=body))).ok
 
     [message] = mailbox.messages()
     assert message["Subject"] == "Herald: 3 events for Subscription/abc"
@@ -235,7 +235,7 @@ async def test_empty_content_names_the_events_and_the_events_call(
 
 
 async def test_a_notification_without_body_is_a_short_text(port: int, mailbox: Mailbox) -> None:
-    outcome = await sender(port).send(
+    outcome = await transport(port).send(
         delivery("mailto:ops@example.org", body=None, content_type=None)
     )
 
@@ -258,7 +258,7 @@ async def test_handshake_and_heartbeat(
 ) -> None:
     status = {"resourceType": "SubscriptionStatus", "type": kind}
     body = orjson.dumps({"resourceType": "Bundle", "entry": [{"resource": status}]})
-    assert (await sender(port).send(delivery("mailto:ops@example.org", kind=kind, body=body))).ok
+    assert (await transport(port).send(delivery("mailto:ops@example.org", kind=kind, body=body))).ok
 
     [message] = mailbox.messages()
     assert message["Subject"] == subject
@@ -270,7 +270,7 @@ async def test_handshake_and_heartbeat(
 async def test_starttls_the_server_does_not_offer_fails_and_names_the_settings(
     port: int, mailbox: Mailbox
 ) -> None:
-    outcome = await sender(port, starttls=True).send(delivery("mailto:ops@example.org"))
+    outcome = await transport(port, starttls=True).send(delivery("mailto:ops@example.org"))
 
     assert not outcome.ok and outcome.error is not None
     assert "STARTTLS extension not supported" in outcome.error
@@ -280,7 +280,7 @@ async def test_starttls_the_server_does_not_offer_fails_and_names_the_settings(
 
 async def test_tls_to_a_plain_server_fails_and_names_the_settings(port: int) -> None:
     async with raw_server(port, b"220 plain SMTP here\r\n"):
-        outcome = await sender(port, tls=True).send(delivery("mailto:ops@example.org"))
+        outcome = await transport(port, tls=True).send(delivery("mailto:ops@example.org"))
 
     assert not outcome.ok and outcome.error is not None
     assert f"TLS with the SMTP server 127.0.0.1:{port} failed" in outcome.error
@@ -289,7 +289,7 @@ async def test_tls_to_a_plain_server_fails_and_names_the_settings(port: int) -> 
 
 @pytest.mark.parametrize("endpoint", ["mailto:", "mailto:?to=x@example.org", "mailto:nobody"])
 async def test_an_endpoint_without_address_fails_without_raising(endpoint: str) -> None:
-    outcome = await sender(free_port()).send(delivery(endpoint))
+    outcome = await transport(free_port()).send(delivery(endpoint))
 
     assert not outcome.ok and outcome.error is not None
     assert "names no email address" in outcome.error

@@ -1,4 +1,4 @@
-"""Kafka queue channel: the topic policy (pure) and the sender against a real Kafka broker."""
+"""Kafka queue channel: the topic policy (pure) and the transport against a real Kafka broker."""
 
 from __future__ import annotations
 
@@ -140,11 +140,11 @@ def test_parse_strips_and_deduplicates() -> None:
     assert policy.check("kafka:.hidden") == ".hidden"
 
 
-# --- the sender against a real broker ---------------------------------------------------------
+# --- the transport against a real broker -------------------------------------------------------
 
 
 @pytest.fixture
-async def sender(kafka_bootstrap: str) -> AsyncIterator[KafkaQueueTransport]:
+async def transport(kafka_bootstrap: str) -> AsyncIterator[KafkaQueueTransport]:
     queue = KafkaQueueTransport(kafka_bootstrap)
     yield queue
     await queue.aclose()
@@ -180,10 +180,10 @@ def headers(record: ConsumerRecord) -> dict[str, str]:
 
 
 async def test_writes_body_keyed_by_subscription_with_headers(
-    sender: KafkaQueueTransport, kafka_bootstrap: str
+    transport: KafkaQueueTransport, kafka_bootstrap: str
 ) -> None:
     topic = new_topic()
-    outcome = await sender.send(delivery(f"kafka:{topic}"))
+    outcome = await transport.send(delivery(f"kafka:{topic}"))
     assert outcome.ok and outcome.error is None and outcome.status_code is None
 
     [record] = await read(kafka_bootstrap, topic, 1)
@@ -197,10 +197,10 @@ async def test_writes_body_keyed_by_subscription_with_headers(
 
 
 async def test_notification_without_payload_has_empty_value_and_no_content_type(
-    sender: KafkaQueueTransport, kafka_bootstrap: str
+    transport: KafkaQueueTransport, kafka_bootstrap: str
 ) -> None:
     topic = new_topic()
-    outcome = await sender.send(
+    outcome = await transport.send(
         delivery(
             f"kafka:{topic}", body=None, content_type="application/fhir+json", kind="heartbeat"
         )
@@ -217,7 +217,7 @@ async def test_notification_without_payload_has_empty_value_and_no_content_type(
 
 
 async def test_one_subscriptions_messages_arrive_in_order_keyed_by_its_id(
-    sender: KafkaQueueTransport, kafka_bootstrap: str
+    transport: KafkaQueueTransport, kafka_bootstrap: str
 ) -> None:
     topic = new_topic()
     for n in range(1, 6):
@@ -228,7 +228,7 @@ async def test_one_subscriptions_messages_arrive_in_order_keyed_by_its_id(
                 body=f"{sub}#{n}".encode(),
                 idempotency_key=f"{sub}:{n}",
             )
-            assert (await sender.send(one)).ok
+            assert (await transport.send(one)).ok
 
     records = await read(kafka_bootstrap, topic, 10)
     by_key: dict[bytes, list[bytes]] = {}
@@ -241,7 +241,7 @@ async def test_one_subscriptions_messages_arrive_in_order_keyed_by_its_id(
 
 
 async def test_concurrent_first_sends_share_one_producer(
-    sender: KafkaQueueTransport, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+    transport: KafkaQueueTransport, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     made: list[AIOKafkaProducer] = []
 
@@ -252,19 +252,21 @@ async def test_concurrent_first_sends_share_one_producer(
 
     monkeypatch.setattr(queue_module, "AIOKafkaProducer", Counted)
     topic = new_topic()
-    sends = [sender.send(delivery(f"kafka:{topic}", subscription_id=f"sub-{n}")) for n in range(8)]
+    sends = [
+        transport.send(delivery(f"kafka:{topic}", subscription_id=f"sub-{n}")) for n in range(8)
+    ]
     outcomes = await asyncio.gather(*sends)
     assert all(outcome.ok for outcome in outcomes), outcomes
     assert len(made) == 1
     assert len(await read(kafka_bootstrap, topic, 8)) == 8
 
 
-async def test_too_large_message_is_refused_with_reason(sender: KafkaQueueTransport) -> None:
+async def test_too_large_message_is_refused_with_reason(transport: KafkaQueueTransport) -> None:
     topic = new_topic()
-    outcome = await sender.send(delivery(f"kafka:{topic}", body=b"x" * 2_000_000))
+    outcome = await transport.send(delivery(f"kafka:{topic}", body=b"x" * 2_000_000))
     assert not outcome.ok and outcome.error is not None
     assert "too large" in outcome.error and repr(topic) in outcome.error
-    assert (await sender.send(delivery(f"kafka:{topic}"))).ok  # the producer still works
+    assert (await transport.send(delivery(f"kafka:{topic}"))).ok  # the producer still works
 
 
 async def test_endpoint_that_is_not_kafka_fails_without_connecting() -> None:
