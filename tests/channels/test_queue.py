@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from infra.kafka import KafkaBroker
 
 import channels.queue as queue_module
@@ -16,6 +16,7 @@ from channels.queue import KafkaQueueTransport, QueueTopics, queue_topic
 from channels.transport import Delivery
 from tests.support.deliveries import a_delivery
 from tests.support.process import free_port
+from tests.support.topics import read_topic
 
 WAIT_S = 30.0
 BODY = b'{"resourceType":"Bundle","type":"subscription-notification"}'
@@ -154,27 +155,6 @@ def new_topic() -> str:
     return f"notify.test-{uuid.uuid4().hex[:12]}"
 
 
-async def read(bootstrap: str, topic: str, count: int) -> list[ConsumerRecord]:
-    """The first `count` records of `topic`, as a new consumer group sees them."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"test-{uuid.uuid4().hex}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    records: list[ConsumerRecord] = []
-    try:
-        async with asyncio.timeout(WAIT_S):
-            while len(records) < count:
-                for batch in (await consumer.getmany(timeout_ms=500)).values():
-                    records += batch
-    finally:
-        await consumer.stop()
-    return records
-
-
 def headers(record: ConsumerRecord) -> dict[str, str]:
     return {name: value.decode() for name, value in record.headers}
 
@@ -186,7 +166,7 @@ async def test_writes_body_keyed_by_subscription_with_headers(
     outcome = await transport.send(delivery(f"kafka:{topic}"))
     assert outcome.ok and outcome.error is None and outcome.status_code is None
 
-    [record] = await read(kafka_bootstrap, topic, 1)
+    [record] = await read_topic(kafka_bootstrap, topic, 1)
     assert record.key == b"sub-1" and record.value == BODY
     assert headers(record) == {
         "Idempotency-Key": "sub-1:1",
@@ -207,7 +187,7 @@ async def test_notification_without_payload_has_empty_value_and_no_content_type(
     )
     assert outcome.ok
 
-    [record] = await read(kafka_bootstrap, topic, 1)
+    [record] = await read_topic(kafka_bootstrap, topic, 1)
     assert record.value == b""
     assert headers(record) == {
         "Idempotency-Key": "sub-1:1",
@@ -230,7 +210,7 @@ async def test_one_subscriptions_messages_arrive_in_order_keyed_by_its_id(
             )
             assert (await transport.send(one)).ok
 
-    records = await read(kafka_bootstrap, topic, 10)
+    records = await read_topic(kafka_bootstrap, topic, 10)
     by_key: dict[bytes, list[bytes]] = {}
     for record in records:
         assert headers(record)["Herald-Subscription"] == record.key.decode()
@@ -258,7 +238,7 @@ async def test_concurrent_first_sends_share_one_producer(
     outcomes = await asyncio.gather(*sends)
     assert all(outcome.ok for outcome in outcomes), outcomes
     assert len(made) == 1
-    assert len(await read(kafka_bootstrap, topic, 8)) == 8
+    assert len(await read_topic(kafka_bootstrap, topic, 8)) == 8
 
 
 async def test_too_large_message_is_refused_with_reason(transport: KafkaQueueTransport) -> None:
@@ -319,8 +299,9 @@ async def test_recovers_when_the_broker_comes_back(kafka_broker: KafkaBroker) ->
     finally:
         await queue.aclose()
 
-    keys = [headers(record)["Idempotency-Key"] for record in await read(bootstrap, topic, 2)]
+    keys = [headers(record)["Idempotency-Key"] for record in await read_topic(bootstrap, topic, 2)]
     if keys != ["sub-1:2", "sub-1:4"]:
         # sub-1:3 was not acknowledged but may still have been written: then before sub-1:4.
-        keys = [headers(record)["Idempotency-Key"] for record in await read(bootstrap, topic, 3)]
+        records = await read_topic(bootstrap, topic, 3)
+        keys = [headers(record)["Idempotency-Key"] for record in records]
         assert keys == ["sub-1:2", "sub-1:3", "sub-1:4"]

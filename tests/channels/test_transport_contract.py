@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 
@@ -42,6 +41,7 @@ from tests.support.receiver import http_receiver
 from tests.support.serving import serving
 from tests.support.smtp import smtp_server
 from tests.support.tcp import raw_server
+from tests.support.topics import read_topic
 
 BODY = b'{"resourceType":"Bundle","type":"subscription-notification"}'
 WAIT_S = 30.0
@@ -171,7 +171,7 @@ async def kafka(peers: Peers, *, body: bytes = BODY) -> Case:
     topic = f"notify.contract-{uuid.uuid4().hex[:12]}"
 
     async def received() -> list[bytes]:
-        return await first_records(bootstrap, topic)
+        return [record.value or b"" for record in await read_topic(bootstrap, topic, 1)]
 
     transport = peers.closing(KafkaQueueTransport(bootstrap))
     return Case(transport, delivery(f"kafka:{topic}", body=body), received)
@@ -197,27 +197,6 @@ async def kafka_silent_broker(peers: Peers) -> Case:
 async def kafka_no_topic(peers: Peers) -> Case:
     transport = peers.closing(KafkaQueueTransport(f"127.0.0.1:{free_port()}"))
     return Case(transport, delivery("kafka:"), nothing)
-
-
-async def first_records(bootstrap: str, topic: str) -> list[bytes]:
-    """The values on `topic` (at least one, within WAIT_S), as a new consumer group sees them."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"contract-{uuid.uuid4().hex}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    values: list[bytes] = []
-    try:
-        async with asyncio.timeout(WAIT_S):
-            while not values:
-                for batch in (await consumer.getmany(timeout_ms=500)).values():
-                    values += [record.value or b"" for record in batch]
-    finally:
-        await consumer.stop()
-    return values
 
 
 # --- WebSocket --------------------------------------------------------------------------------
