@@ -23,7 +23,8 @@ What a recipient gets:
 
 `send` never raises for anything the network or the SMTP server does: it returns an `Outcome`
 whose `error` says what went wrong in words a person can act on (the SMTP reply code, when there
-was one, is its `status_code`). Retries and the subscription's status stay in the delivery core.
+was one, is its `status_code`; a 4xx reply is a failure that may pass, a 5xx one that needs
+someone to act: `Outcome.failure`). Retries and the subscription's status stay in the delivery core.
 Only cancellation propagates.
 """
 

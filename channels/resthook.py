@@ -5,7 +5,8 @@ so steady traffic to an endpoint reuses its connections instead of opening one p
 notification. At most `max_per_host` deliveries to one host are in flight at a time, so a slow
 receiver cannot take the whole pool from the others. `send` never raises for anything the
 network or the receiver does: it returns an `Outcome` whose `error` says what went wrong in
-words a person can act on. Only cancellation propagates.
+words a person can act on, and whose `failure` says what kind of failure it was (a 5xx, 408 or
+429 may pass; another 4xx or a 3xx needs the subscriber to act). Only cancellation propagates.
 
 A 2xx answer is success. Redirects are not followed: a 3xx is a failure that names the new
 location, since the subscriber should register the final URL.
