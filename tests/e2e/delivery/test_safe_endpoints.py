@@ -57,7 +57,7 @@ def made_up_dns(table: dict[str, str]) -> Resolve:
 
 async def use_dns(runtime: Runtime, allowlist: str, table: dict[str, str]) -> None:
     """Give the running Herald a guard resolving through `table`, at create and at delivery
-    (a new REST hook sender, so no connection opened before carries on)."""
+    (a new REST hook transport, so no connection opened before carries on)."""
     guard = EndpointGuard.parse(allowlist, made_up_dns(table))
     runtime.store.add_rule(
         SUBSCRIPTION, subscription_rule(runtime.registry, SafeEndpoints(guard=guard).problem)
