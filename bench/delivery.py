@@ -13,7 +13,7 @@ Bundle (orjson) as it arrives.
 2. Burst: `--subscriptions` Subscriptions, each on its own patient, all to the one receiver;
    `--resources` matching Observations written as fast as possible in transaction Bundles;
    notifications/s at the receiver. Baselines, same run: a real notification body POSTed over
-   and over, from another process, with the concurrency Herald's REST hook sender allows per
+   and over, from another process, with the concurrency Herald's REST hook transport allows per
    host: by a raw asyncio client to this receiver (the receiver's ceiling), by an aiohttp client
    (the HTTP client Herald sends with) to this receiver, and by the raw client to the uvicorn
    receiver of the test suite (`tests/support/receiver.py`), to show why this bench has its own.
@@ -61,7 +61,7 @@ from bench.harness import (
     rate,
 )
 from bench.relay_lag import Broker
-from channels.resthook import RestHookSender
+from channels.resthook import RestHookTransport
 from subscriptions.model import FILTER_CRITERIA, HERALD_CANONICAL, PAYLOAD_CONTENT
 from tests.support.receiver import http_receiver
 
@@ -70,8 +70,8 @@ BENCH_SYSTEM = "urn:herald-bench:write"  # identifier system carrying the write 
 SHAPES = {"embedded": "sqlite", "kafka": "postgres"}  # shape -> database backend
 LATENCY_TARGETS = {"embedded": 0.100, "kafka": 0.250}  # p99 write -> REST hook arrival
 THROUGHPUT_TARGET = 2_000  # notifications/s at one receiver
-# Herald's REST hook sender allows this many requests in flight to one host.
-PER_HOST = inspect.signature(RestHookSender).parameters["max_per_host"].default
+# Herald's REST hook transport allows this many requests in flight to one host.
+PER_HOST = inspect.signature(RestHookTransport).parameters["max_per_host"].default
 READY_TIMEOUT_S = 90.0  # subscription active, first notification (Kafka auto-creates topics)
 MAX_WAIT_S = 900.0  # the longest any one wait may take, however slowly it progresses
 WARMUP_WRITES = 5
@@ -815,7 +815,7 @@ def burst_table(runs: list[BurstRun], args: argparse.Namespace) -> Table:
             "s; 'dup' = an eventNumber received twice. Ceiling rows: a client in another "
             f"process replays one real notification body over {PER_HOST} keep-alive connections "
             "(Herald's per-host limit); 'raw' writes pre-built bytes on asyncio streams, "
-            "'aiohttp' is the HTTP client Herald's REST hook sender uses. 'vs receiver' divides "
+            "'aiohttp' is the HTTP client Herald's REST hook transport uses. 'vs receiver' divides "
             "by the raw client -> bench receiver row (the receiver's ceiling), 'vs aiohttp' by "
             "the aiohttp client -> bench receiver row; sender CPU = the Herald (or client) "
             "process, 100% = one core; machine = busy cores"

@@ -1,2 +1,4 @@
-"""Notification delivery: today over REST hook (`resthook`), with the dispatcher that orders,
-retries and records it; websocket, email and Kafka queue channels come later."""
+"""Notification delivery: the delivery core (`dispatcher.py`, `delivery.py`: ordering, retries,
+status, dead letters) and one transport per channel behind the `Transport` port
+(`transport.py`): REST hook (`resthook.py`), email (`email.py`), Kafka queue (`queue.py`) and
+WebSocket (`websocket/`)."""

@@ -5,7 +5,7 @@ where it went, how it went, and the owner's grants that let it carry what it did
 Where it went: a REST hook's origin (`https://host:port`) only, as receivers often put a key in
 the URL's path or query; an email's `mailto:` recipients; a Kafka topic. Why a REST hook
 attempt failed: the status when the receiver answered (`HTTP 503`), not its answer, which may
-echo what it was sent; otherwise the sender's message, with every URL in it cut to its origin.
+echo what it was sent; otherwise the transport's message, with every URL in it cut to its origin.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
-from channels.delivery import Attempt
+from channels.attempt import Attempt
 from fhirstore.access.audit import DELIVERED, FAILED, AuditEntry, AuditTrail
 from fhirstore.access.boundary import Access
 from fhirstore.access.principal import ANONYMOUS, Principal

@@ -4,18 +4,19 @@
 holds (the dispatcher runs it in a loop):
 1. the handshake, if the subscription has not reached its endpoint since it was (re)registered
    (a classic R4 subscription is simply activated);
-2. the oldest undelivered events, a page at a time, up to `maxCount` per notification, retrying
-   a failing endpoint with exponential backoff and jitter; the same events keep their numbers
-   and idempotency key. The subscription goes to `error` on a failure and back to `active` on
-   the next success. Events older than the give-up age when a retry fails are recorded as a
-   dead letter and delivery moves on. A notification that cannot be built or sent at all (an
+2. the oldest undelivered events, a page at a time (`page.py`), up to `maxCount` per
+   notification, retrying a failing endpoint with exponential backoff and jitter (`retries.py`,
+   `DeliveryPolicy` in `policy.py`); the same events keep their numbers and idempotency key.
+   The subscription goes to `error` on a failure and back to `active` on the next success.
+   Events older than the give-up age when a retry fails are recorded as a dead letter and
+   delivery moves on. A notification that cannot be built or sent at all (an
    unexpected error: a stored resource the builder chokes on, a bug in a transport) gets
    bounded tries (`channels/unprocessable.py`); then its events become a dead letter too, with
    the reason, and delivery moves on;
 3. a heartbeat when `heartbeatPeriod` passed without traffic.
 
-Every attempt to send (an `Attempt`: what, to whom, how it went, never the body) is reported to
-`DeliveryPolicy.record_attempt` when set: the audit trail.
+Every attempt to send (an `Attempt`, `attempt.py`: what, to whom, how it went, never the body)
+is reported to `DeliveryPolicy.record_attempt` when set: the audit trail.
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import itertools
 import logging
-import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 
+from channels.attempt import Attempt
 from channels.lease import Lease, LeaseLost
 from channels.metrics import (
     DELIVERY_LAG,
@@ -38,13 +40,14 @@ from channels.metrics import (
     EVENTS_UNSENDABLE,
     NOTIFICATIONS_SENT,
 )
-from channels.transport import Delivery, Outcome, Transport
-from channels.unprocessable import BoundedTries, Unsendable
+from channels.page import Page
+from channels.policy import DeliveryPolicy
+from channels.retries import Retries
+from channels.transport import Delivery, Transport
+from channels.unprocessable import Unsendable
 from fhirstore import fhirjson
-from fhirstore.access.acting import Record
 from fhirstore.db.writer import fhir_instant
 from fhirstore.errors import Gone, NotFound
-from fhirstore.logsafe import failed_at
 from fhirstore.store import Store
 from subscriptions.focus import notification_events
 from subscriptions.ledger import Ledger, RecordedEvent, SubscriptionProgress
@@ -60,38 +63,6 @@ from subscriptions.registry import SubscriptionRegistry
 log = logging.getLogger(__name__)
 
 _PAGE = 200  # owed events read at a time
-_RECORD_EVERY = 0.05  # seconds between progress writes while a page is being delivered
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """One try at sending a notification: `events` are those it carried (none for a
-    handshake or heartbeat)."""
-
-    spec: SubscriptionSpec
-    kind: NotificationType
-    events: Sequence[RecordedEvent]
-    outcome: Outcome
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryPolicy:
-    base_url: str  # FHIR base used in fullUrl and references
-    default_timeout: float = 10.0
-    initial_backoff: float = 1.0
-    max_backoff: float = 300.0
-    give_up_after: timedelta = timedelta(hours=24)
-    lease: timedelta = timedelta(seconds=30)
-    sweep_interval: float = 1.0
-    max_workers: int = 200
-    linger: float = 2.0  # seconds an idle worker keeps its subscription's lease
-    retention: timedelta = timedelta(days=7)
-    prune_interval: float = 3600.0
-    record_attempt: Callable[[Attempt], None] | None = None  # told of every attempt (audit)
-    record_write: Record | None = None  # told of every Subscription status write (audit)
-    # Tries of a notification that cannot be built or sent (an unexpected error), then a
-    # dead letter (docs/quarantine.md).
-    unsendable: BoundedTries = field(default_factory=BoundedTries)
 
 
 class Rewound(Exception):
@@ -114,7 +85,6 @@ class SubscriptionDelivery:
         owner: str,
         slots: asyncio.Semaphore,
     ) -> None:
-        self._slots = slots
         self._store = store
         self._clock = store.clock
         self._ledger = ledger
@@ -123,7 +93,14 @@ class SubscriptionDelivery:
         self._transports = transports
         self._policy = policy
         self.owner = owner
-        self._nudges: dict[str, asyncio.Event] = {}  # retry waits to cut short
+        self._retries = Retries(
+            transports,
+            self._lifecycle,
+            self._clock,
+            policy=policy,
+            slots=slots,
+            after_wait=self._still_owed,
+        )
 
     async def _current(
         self, subscription_id: str
@@ -141,6 +118,19 @@ class SubscriptionDelivery:
                 await self._ledger.forget(subscription_id)
             return None
         return spec, progress
+
+    def nudge(self, subscription_id: str) -> None:
+        """Cut short this subscription's current or next retry wait (e.g. a WebSocket was
+        just bound); kept until a wait or a successful send uses it."""
+        self._retries.nudge(subscription_id)
+
+    async def _still_owed(self, subscription_id: str, lease: Lease) -> None:
+        """After a wait: `LeaseLost` if another process took the subscription over, `Stopped`
+        if it was turned off, deleted or ended meanwhile."""
+        lease.check()
+        current = await self._current(subscription_id)
+        if current is None or ended(current[0], self._clock.now(), current[1]):
+            raise Stopped(subscription_id)
 
     async def _gone(self, subscription_id: str) -> bool:
         """Whether the Subscription was deleted (not merely unusable here, e.g. its topic)."""
@@ -218,7 +208,7 @@ class SubscriptionDelivery:
         outcome = await self._transports["websocket"].send(delivery)
         if not outcome.ok:  # no socket took it: a check, not an attempt to report
             return False
-        self._report(Attempt(spec, "handshake", (), outcome))
+        self._retries.report(Attempt(spec, "handshake", (), outcome))
         NOTIFICATIONS_SENT.labels("websocket", "handshake", "ok").inc()
         await self._ledger.sent(spec.id, now=sent_at)
         if progress.status != "active":
@@ -257,7 +247,7 @@ class SubscriptionDelivery:
         # as traffic too, so the next goes out a period later (or the next event tries sooner).
         retry = kind == "handshake"
         delivery = self._delivery(spec, kind, body, key)
-        error, _ = await self._send(
+        error, _ = await self._retries.send(
             spec, progress, delivery, lease, kind=kind, retry=retry, stop_when=stop_when
         )
         if error is None or kind == "heartbeat":
@@ -272,16 +262,16 @@ class SubscriptionDelivery:
         lease: Lease,
     ) -> None:
         """Deliver a page of owed events, one notification (of up to maxCount events) after
-        the other. Progress is recorded every `_RECORD_EVERY` seconds, before a retry and at
-        the end of the page: a crash in between sends those notifications again, with the same
-        keys. After a failure the page ends, so that the next step reads the subscription
-        afresh."""
+        the other. Progress is recorded every `RECORD_EVERY` seconds (`page.py`), before a
+        retry and at the end of the page: a crash in between sends those notifications again,
+        with the same keys. After a failure the page ends, so that the next step reads the
+        subscription afresh."""
         size = 1 if spec.classic else spec.channel.max_count
         with_resource = spec.channel.content == "full-resource" or (
             spec.classic and spec.channel.payload is not None
         )
         loaded = await self._page_events(pending, with_resource)
-        page = _Page(self, spec, progress.delivered_through)
+        page = Page(functools.partial(self.record_delivered, spec), progress.delivered_through)
         try:
             for start in range(0, len(pending), size):
                 batch = pending[start : start + size]
@@ -367,12 +357,9 @@ class SubscriptionDelivery:
             current = dataclasses.replace(current, status="error")  # a success shows `active`
 
         async def wait(seconds: float) -> None:
-            async with self._idle():  # others may deliver while this one waits
+            async with self._retries.idle():  # others may deliver while this one waits
                 await asyncio.sleep(seconds)
-            lease.check()
-            now = await self._current(spec.id)
-            if now is None or ended(now[0], self._clock.now(), now[1]):
-                raise Stopped(spec.id)
+            await self._still_owed(spec.id, lease)
 
         return await self._policy.unsendable.run(
             deliver, pending, passes=(LeaseLost, Rewound, Stopped), failed=failed, wait=wait
@@ -395,7 +382,7 @@ class SubscriptionDelivery:
         else:
             payload = self._bundle(spec, "event-notification", progress.status, last, events)
         key = f"{spec.id}:{first}" if first == last else f"{spec.id}:{first}-{last}"
-        return await self._send(
+        return await self._retries.send(
             spec,
             progress,
             self._delivery(spec, "event-notification", payload, key),
@@ -448,98 +435,6 @@ class SubscriptionDelivery:
         )
         return True
 
-    async def _send(
-        self,
-        spec: SubscriptionSpec,
-        progress: SubscriptionProgress,
-        delivery: Delivery,
-        lease: Lease,
-        *,
-        kind: NotificationType,
-        events: Sequence[RecordedEvent] = (),
-        retry: bool = True,
-        give_up_from: datetime | None = None,
-        before_retry: Callable[[], Awaitable[object]] | None = None,
-        stop_when: Callable[[], Awaitable[bool]] | None = None,
-    ) -> tuple[str | None, int]:
-        """Send, retrying (when `retry`) until the endpoint takes it or the events, which
-        occurred at `give_up_from`, pass the give-up age: (None when delivered, else the last
-        error; the number of attempts). The status follows: `error` on a failure, `active` on
-        a success. Retries stop (`Stopped`) when the subscription is turned off, deleted or
-        ends meanwhile, and (returning the error) when `stop_when` says so. Each attempt is
-        reported with `events`, those the notification carries."""
-        transport = self._transports[spec.channel.type]
-        status, attempt = progress.status, 0
-        while True:
-            outcome = await _sent(transport, delivery)
-            self._report(Attempt(spec, kind, events, outcome))
-            NOTIFICATIONS_SENT.labels(
-                spec.channel.type, kind, "ok" if outcome.ok else "failed"
-            ).inc()
-            if outcome.ok:
-                self._nudges.pop(spec.id, None)  # nothing to cut short any more
-                if status != "active":
-                    await self._lifecycle.transition(spec.id, "active")
-                return None, attempt + 1
-            error = outcome.error or "delivery failed"
-            if status != "error":
-                await self._lifecycle.transition(spec.id, "error", error=error)
-                status = "error"
-            attempt += 1
-            # The error text stays out of the log: it quotes the endpoint's answer, which may
-            # echo the notification. `$status` shows it to the subscription's owner.
-            log.info(
-                "subscription %s: delivery failed (attempt %d, reply %s)",
-                spec.id,
-                attempt,
-                outcome.status_code or "none",
-            )
-            expired = give_up_from is not None and (
-                self._clock.now() - give_up_from >= self._policy.give_up_after
-            )
-            if not retry or expired or (stop_when is not None and await stop_when()):
-                return error, attempt
-            if attempt == 1 and before_retry is not None:
-                await before_retry()
-            async with self._idle():  # others may deliver while this one waits
-                await self._wait_or_nudge(spec.id, self._backoff(attempt - 1))
-            lease.check()
-            current = await self._current(spec.id)
-            if current is None or ended(current[0], self._clock.now(), current[1]):
-                raise Stopped(spec.id)
-
-    def _report(self, attempt: Attempt) -> None:
-        if self._policy.record_attempt is not None:
-            self._policy.record_attempt(attempt)
-
-    def nudge(self, subscription_id: str) -> None:
-        """Cut short this subscription's current or next retry wait (e.g. a WebSocket was
-        just bound); kept until a wait or a successful send uses it."""
-        self._nudges.setdefault(subscription_id, asyncio.Event()).set()
-
-    async def _wait_or_nudge(self, subscription_id: str, seconds: float) -> None:
-        nudged = self._nudges.setdefault(subscription_id, asyncio.Event())
-        try:
-            async with asyncio.timeout(seconds):
-                await nudged.wait()
-        except TimeoutError:
-            pass
-        finally:
-            self._nudges.pop(subscription_id, None)
-
-    @contextlib.asynccontextmanager
-    async def _idle(self) -> AsyncIterator[None]:
-        """Give this worker's delivery slot to others for a while (it keeps its lease)."""
-        self._slots.release()
-        try:
-            yield
-        finally:
-            await self._slots.acquire()
-
-    def _backoff(self, attempt: int) -> float:
-        ceiling = min(self._policy.max_backoff, self._policy.initial_backoff * 2**attempt)
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
-
     def _delivery(
         self, spec: SubscriptionSpec, kind: NotificationType, body: bytes | None, key: str
     ) -> Delivery:
@@ -588,44 +483,3 @@ def heartbeat_due(spec: SubscriptionSpec, progress: SubscriptionProgress, now: d
 
 def ended(spec: SubscriptionSpec, now: datetime, progress: SubscriptionProgress) -> bool:
     return spec.end is not None and spec.end <= now and progress.status != "off"
-
-
-class _Page:
-    """Events accepted while a page is delivered, recorded in the ledger now and then."""
-
-    def __init__(self, delivery: SubscriptionDelivery, spec: SubscriptionSpec, through: int):
-        self._delivery = delivery
-        self._spec = spec
-        self.through = through  # delivered_through as the ledger has it
-        self._accepted: list[RecordedEvent] = []
-        self._recorded_at = asyncio.get_running_loop().time()
-
-    def accept(self, events: Sequence[RecordedEvent]) -> None:
-        self._accepted.extend(events)
-
-    async def record(self) -> None:
-        if self._accepted:
-            accepted, self._accepted = self._accepted, []
-            await self._delivery.record_delivered(self._spec, self.through, accepted)
-            self.through = accepted[-1].event_number
-        self._recorded_at = asyncio.get_running_loop().time()
-
-    async def record_if_due(self) -> None:
-        if asyncio.get_running_loop().time() - self._recorded_at >= _RECORD_EVERY:
-            await self.record()
-
-
-async def _sent(transport: Transport, delivery: Delivery) -> Outcome:
-    """The transport's outcome. An event notification's unexpected error is raised (its tries
-    are bounded, then its events are set aside); a handshake's or heartbeat's is a failed
-    outcome naming it, so the subscription shows `error` and retries as for a failed delivery."""
-    try:
-        return await transport.send(delivery)
-    except Exception as error:
-        if delivery.kind == "event-notification":
-            raise
-        problem = (
-            f"the {delivery.kind} could not be sent: {type(error).__name__} at {failed_at(error)}"
-        )
-        log.warning("subscription %s: %s", delivery.subscription_id, problem)
-        return Outcome(ok=False, status_code=None, error=problem, elapsed=0.0)

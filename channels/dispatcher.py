@@ -16,16 +16,11 @@ import logging
 import uuid
 from collections.abc import Sequence
 
-from channels.delivery import (
-    DeliveryPolicy,
-    Stopped,
-    SubscriptionDelivery,
-    Transport,
-    ended,
-    heartbeat_due,
-)
+from channels.delivery import Stopped, SubscriptionDelivery, ended, heartbeat_due
 from channels.lease import LeaseLost, held_lease
 from channels.metrics import DELIVERY_WORKERS
+from channels.policy import DeliveryPolicy
+from channels.transport import Transport
 from events.bus import Bus, Message
 from events.bus.base import Unprocessable
 from fhirstore.store import Store

@@ -1,10 +1,11 @@
 """Email delivery: send one notification as a mail through the configured SMTP server.
 
-The endpoint is a `mailto:` URI (RFC 6068): `mailto:ops@example.org`, or several addresses
-separated by commas (`mailto:a@example.org,b@example.org`); anything after `?` is ignored.
-Herald sends through one SMTP server (`HERALD_SMTP_HOST`, `HERALD_SMTP_PORT`), from
-`HERALD_SMTP_FROM`, with implicit TLS (`HERALD_SMTP_TLS`) or STARTTLS (`HERALD_SMTP_STARTTLS`)
-when asked, and logs in when `HERALD_SMTP_USERNAME` is set. Each mail opens its own connection.
+The endpoint is a `mailto:` URI (RFC 6068, read by `channels/mailto.py`):
+`mailto:ops@example.org`, or several addresses separated by commas
+(`mailto:a@example.org,b@example.org`); anything after `?` is ignored. Herald sends through one
+SMTP server (`HERALD_SMTP_HOST`, `HERALD_SMTP_PORT`), from `HERALD_SMTP_FROM`, with implicit TLS
+(`HERALD_SMTP_TLS`) or STARTTLS (`HERALD_SMTP_STARTTLS`) when asked, and logs in when
+`HERALD_SMTP_USERNAME` is set. Each mail opens its own connection.
 
 What a recipient gets:
 
@@ -22,7 +23,8 @@ What a recipient gets:
 
 `send` never raises for anything the network or the SMTP server does: it returns an `Outcome`
 whose `error` says what went wrong in words a person can act on (the SMTP reply code, when there
-was one, is its `status_code`). Retries and the subscription's status stay in the delivery core.
+was one, is its `status_code`; a 4xx reply is a failure that may pass, a 5xx one that needs
+someone to act: `Outcome.failure`). Retries and the subscription's status stay in the delivery core.
 Only cancellation propagates.
 """
 
@@ -31,30 +33,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import re
 import ssl
 import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
-from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
+from typing import Any
 
 import aiosmtplib
 import orjson
 
-from channels.transport import Delivery, Outcome
+from channels.endpoints import Recipients
+from channels.mailto import mailto_recipients
+from channels.transport import Delivery, Failure, Outcome
 from fhirstore.clock import Clock, SystemClock
 
-if TYPE_CHECKING:  # endpoints.py reads mailto addresses with this module's parser
-    from channels.endpoints import Recipients
-
 IDEMPOTENCY_HEADER = "Herald-Idempotency-Key"
-# A plain ASCII address: no quoted local part, no domain literal, no `%` or `!` (which some
-# mail servers still read as "relay on to the host after it"), so the address the recipient
-# allow-list judges is the one the mail goes to.
-_ADDRESS = re.compile(r"[A-Za-z0-9.#$&'*+/=^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*", re.ASCII)
 _CONNECT_HINT = "check HERALD_SMTP_HOST and HERALD_SMTP_PORT"
 _TLS_HINT = "check HERALD_SMTP_TLS and HERALD_SMTP_STARTTLS"
 _LOGIN_HINT = "check HERALD_SMTP_USERNAME and HERALD_SMTP_PASSWORD"
@@ -84,7 +79,7 @@ class SmtpConfig:
             )
 
 
-class EmailSender:
+class EmailTransport:
     """Sends each notification as one mail over its own SMTP connection, only to `recipients`
     (the administrator's allow-list, checked again at each send: a Subscription stored before
     the list was set or narrowed fails delivery instead of mailing; None: anyone)."""
@@ -112,9 +107,9 @@ class EmailSender:
                 f"the endpoint {delivery.endpoint!r} names no email address; "
                 "expected mailto:name@example.org"
             )
-            return _failed(started, None, error)
+            return _failed(started, Failure.BLOCKED, error)
         if self._recipients is not None and (barred := self._recipients.problem(recipients)):
-            return _failed(started, None, barred)
+            return _failed(started, Failure.BLOCKED, barred)
         message = self.message(delivery, recipients)
         deadline = asyncio.get_running_loop().time() + delivery.timeout
         config = self._config
@@ -138,7 +133,8 @@ class EmailSender:
                 )
         except (aiosmtplib.SMTPException, OSError, TimeoutError, ValueError) as exc:
             client.close()
-            return _failed(started, *self._explain(exc, step, delivery.timeout))
+            code, error = self._explain(exc, step, delivery.timeout)
+            return _failed(started, _kind(exc, code), error, code)
         await _quit(client, deadline)
         if refused:
             # The others have it: a retry would mail them again, so it counts as delivered.
@@ -211,18 +207,6 @@ class EmailSender:
         if delivered:
             error += "; the other recipients got the mail"
         return next(iter(refused.values())).code, error
-
-
-def mailto_recipients(endpoint: str) -> list[str]:
-    """The addresses of a `mailto:` URI; empty when it names none or any is not an address."""
-    scheme, colon, rest = endpoint.strip().partition(":")
-    if not colon or scheme.lower() != "mailto":
-        return []
-    addresses = [unquote(a).strip() for a in rest.partition("?")[0].split(",")]
-    addresses = [a for a in addresses if a]
-    if not all(_ADDRESS.fullmatch(a) for a in addresses):
-        return []
-    return addresses
 
 
 def message_id(idempotency_key: str) -> str:
@@ -372,7 +356,21 @@ def _text_or_none(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _failed(started: float, status_code: int | None, error: str) -> Outcome:
-    return Outcome(
-        ok=False, status_code=status_code, error=error, elapsed=time.monotonic() - started
-    )
+def _kind(exc: Exception, code: int | None) -> Failure:
+    """The kind of failure `exc` (with the SMTP reply `code`, if any) is."""
+    if isinstance(exc, TimeoutError):
+        return Failure.TIMEOUT
+    if code is not None:  # 4xx: "try again later"; 5xx: "not like this"
+        return Failure.UNAVAILABLE if 400 <= code < 500 else Failure.REJECTED
+    if isinstance(exc, OSError):  # aiosmtplib's connect and disconnect errors are OSErrors
+        return Failure.UNREACHABLE
+    if isinstance(exc, ValueError):  # an address SMTP cannot carry
+        return Failure.BLOCKED
+    return Failure.REJECTED  # an exchange the server does not offer (STARTTLS, AUTH)
+
+
+def _failed(
+    started: float, failure: Failure, error: str, status_code: int | None = None
+) -> Outcome:
+    elapsed = time.monotonic() - started
+    return Outcome(ok=False, status_code=status_code, error=error, elapsed=elapsed, failure=failure)

@@ -31,8 +31,8 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from channels.email import mailto_recipients
 from channels.endpoint_url import ODD_ADDRESS, endpoint_origin, odd_ipv4
+from channels.mailto import mailto_recipients
 from subscriptions.model import Channel
 
 IPAddress = IPv4Address | IPv6Address

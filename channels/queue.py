@@ -48,7 +48,7 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 
-from channels.transport import Delivery, Outcome
+from channels.transport import Delivery, Failure, Outcome
 
 SETTING = "HERALD_QUEUE_TOPICS"
 SCHEME = "kafka:"
@@ -167,7 +167,7 @@ class QueueTopics:
         return f"{', '.join(words[:-1])} or {words[-1]}"
 
 
-class KafkaQueueSender:
+class KafkaQueueTransport:
     """Writes each notification as one Kafka message, with one shared producer. Call `aclose()`."""
 
     def __init__(self, bootstrap: str, *, client_id: str = "herald-queue") -> None:
@@ -190,7 +190,7 @@ class KafkaQueueSender:
         try:
             topic = queue_topic(delivery.endpoint)
         except ValueError as exc:
-            return _failed(started, str(exc))
+            return _failed(started, Failure.BLOCKED, str(exc))
         deadline = asyncio.get_running_loop().time() + delivery.timeout
         kafka, within = f"Kafka at {self._bootstrap}", _seconds(delivery.timeout)
         try:
@@ -198,13 +198,13 @@ class KafkaQueueSender:
                 producer = await self._started()
         except TimeoutError:
             error = f"could not connect to {kafka} within {within} to write to topic {topic!r}"
-            return _failed(started, f"{error}; check {_BOOTSTRAP_HINT}")
+            return _failed(started, Failure.TIMEOUT, f"{error}; check {_BOOTSTRAP_HINT}")
         except KafkaConnectionError:
             error = f"could not connect to {kafka} to write to topic {topic!r}: no broker answered"
-            return _failed(started, f"{error}; check {_BOOTSTRAP_HINT}")
+            return _failed(started, Failure.UNREACHABLE, f"{error}; check {_BOOTSTRAP_HINT}")
         except (KafkaError, OSError, ValueError) as exc:
             error = f"could not connect to {kafka} to write to topic {topic!r}: {exc}"
-            return _failed(started, f"{error}; check {_BOOTSTRAP_HINT}")
+            return _failed(started, Failure.UNREACHABLE, f"{error}; check {_BOOTSTRAP_HINT}")
         try:
             async with asyncio.timeout_at(deadline):
                 await producer.send_and_wait(
@@ -214,11 +214,11 @@ class KafkaQueueSender:
                     headers=_headers(delivery),
                 )
         except TimeoutError:
-            return _failed(started, _unacknowledged(kafka, topic, within))
+            return _failed(started, Failure.TIMEOUT, _unacknowledged(kafka, topic, within))
         except (KafkaError, OSError) as exc:
             if isinstance(exc, _BROKEN) or type(exc) is KafkaError:
                 self._replace(producer)
-            return _failed(started, _refused(kafka, topic, delivery, exc))
+            return _failed(started, _kind(exc), _refused(kafka, topic, delivery, exc))
         return Outcome(ok=True, status_code=None, error=None, elapsed=time.monotonic() - started)
 
     async def _started(self) -> AIOKafkaProducer:
@@ -292,8 +292,20 @@ async def _stop(producer: AIOKafkaProducer) -> None:
         await producer.stop()
 
 
-def _failed(started: float, error: str) -> Outcome:
-    return Outcome(ok=False, status_code=None, error=error, elapsed=time.monotonic() - started)
+def _kind(exc: BaseException) -> Failure:
+    """The kind of failure a broker's refusal (or a lost connection) is."""
+    if isinstance(exc, (TopicAuthorizationFailedError, *_TOO_LARGE)):
+        return Failure.REJECTED
+    if isinstance(exc, KafkaTimeoutError):
+        return Failure.TIMEOUT
+    if isinstance(exc, KafkaConnectionError | OSError):
+        return Failure.UNREACHABLE
+    return Failure.UNAVAILABLE
+
+
+def _failed(started: float, failure: Failure, error: str) -> Outcome:
+    elapsed = time.monotonic() - started
+    return Outcome(ok=False, status_code=None, error=error, elapsed=elapsed, failure=failure)
 
 
 def _legal(topic: str) -> bool:

@@ -1,11 +1,12 @@
 """REST hook delivery: POST one notification to a subscriber's endpoint and say how it went.
 
-One `RestHookSender` per process shares an `aiohttp.ClientSession` with keep-alive connections,
+One `RestHookTransport` per process shares an `aiohttp.ClientSession` with keep-alive connections,
 so steady traffic to an endpoint reuses its connections instead of opening one per
 notification. At most `max_per_host` deliveries to one host are in flight at a time, so a slow
 receiver cannot take the whole pool from the others. `send` never raises for anything the
 network or the receiver does: it returns an `Outcome` whose `error` says what went wrong in
-words a person can act on. Only cancellation propagates.
+words a person can act on, and whose `failure` says what kind of failure it was (a 5xx, 408 or
+429 may pass; another 4xx or a 3xx needs the subscriber to act). Only cancellation propagates.
 
 A 2xx answer is success. Redirects are not followed: a 3xx is a failure that names the new
 location, since the subscriber should register the final URL.
@@ -47,7 +48,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from channels.endpoints import EndpointGuard, EndpointRefused
-from channels.transport import Delivery, Outcome
+from channels.transport import Delivery, Failure, Outcome
 from fhirstore.clock import Clock, SystemClock
 
 SIGNATURE_HEADER = "X-Herald-Signature"
@@ -62,6 +63,7 @@ _RESERVED = frozenset(
 _NOT_ADDED = ("Content-Type", "Accept-Encoding")
 _READ_LIMIT = 64 * 1024  # answer bytes read; a larger answer costs its connection
 _SNIPPET = 200  # characters of an error answer quoted in the message
+_TRY_AGAIN = frozenset({408, 429})  # 4xx answers that mean "not now" (timeout, rate limit)
 
 
 def signature(secret: str, timestamp: int, body: bytes) -> str:
@@ -70,7 +72,7 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
-class RestHookSender:
+class RestHookTransport:
     """Delivers over HTTP(S) with one shared, pooled client. Call `aclose()` when done."""
 
     def __init__(
@@ -124,7 +126,7 @@ class RestHookSender:
             try:
                 self._guard.screen(delivery.endpoint)
             except EndpointRefused as refused:
-                return _failed(started, None, _refusal(delivery.endpoint, refused))
+                return _failed(started, Failure.BLOCKED, _refusal(delivery.endpoint, refused))
         deadline = asyncio.get_running_loop().time() + delivery.timeout
         host = _host(delivery.endpoint)
         slot = self._hosts.setdefault(host, asyncio.Semaphore(self._max_per_host))
@@ -136,7 +138,7 @@ class RestHookSender:
                 f"no free connection to {host} within {_seconds(delivery.timeout)}: "
                 f"{self._max_per_host} deliveries to it were still waiting for answers"
             )
-            return _failed(started, None, busy)
+            return _failed(started, Failure.TIMEOUT, busy)
         try:
             return await self._post(delivery, deadline, started)
         finally:
@@ -157,17 +159,22 @@ class RestHookSender:
                 ) as response:
                     answer = await _read_some(response)
         except EndpointRefused as refused:  # by the guard's resolver, before connecting
-            return _failed(started, None, _refusal(delivery.endpoint, refused))
+            return _failed(started, Failure.BLOCKED, _refusal(delivery.endpoint, refused))
         except aiohttp.ConnectionTimeoutError:
-            return _failed(started, None, f"could not connect to {endpoint} within {within}")
+            error = f"could not connect to {endpoint} within {within}"
+            return _failed(started, Failure.TIMEOUT, error)
         except TimeoutError:
-            return _failed(started, None, f"no answer from {endpoint} within {within}")
+            return _failed(started, Failure.TIMEOUT, f"no answer from {endpoint} within {within}")
         except aiohttp.ClientConnectorError as exc:
-            return _failed(started, None, _connect_error(endpoint, exc))
+            return _failed(started, Failure.UNREACHABLE, _connect_error(endpoint, exc))
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
-            return _failed(started, None, f"{endpoint} broke off the exchange: {exc}")
+            error = f"{endpoint} broke off the exchange: {exc}"
+            return _failed(started, Failure.UNREACHABLE, error)
         except (aiohttp.ClientError, OSError, ValueError) as exc:
-            return _failed(started, None, f"could not send to {endpoint}: {exc}")
+            # A URL the client cannot use (not http, or malformed) can never be sent to.
+            unusable = isinstance(exc, ValueError | aiohttp.NonHttpUrlClientError)
+            kind = Failure.BLOCKED if unusable else Failure.UNREACHABLE
+            return _failed(started, kind, f"could not send to {endpoint}: {exc}")
         return _judge(response, answer, endpoint, started)
 
     def _headers(self, delivery: Delivery) -> list[tuple[str, str]]:
@@ -200,7 +207,7 @@ def _judge(
         snippet = " ".join(answer.decode("utf-8", "replace").split())[:_SNIPPET]
         if snippet:
             error += f": {snippet}"
-    return _failed(started, code, error)
+    return _failed(started, _answered(code), error, code)
 
 
 async def _read_some(response: aiohttp.ClientResponse) -> bytes:
@@ -228,10 +235,16 @@ def _refusal(endpoint: str, refused: EndpointRefused) -> str:
     return f"not sent to {_shown(endpoint)}: {refused.reason}"
 
 
-def _failed(started: float, status_code: int | None, error: str) -> Outcome:
-    return Outcome(
-        ok=False, status_code=status_code, error=error, elapsed=time.monotonic() - started
-    )
+def _answered(code: int) -> Failure:
+    """The kind of failure an HTTP status (not 2xx) is: "not now" or "not this way"."""
+    return Failure.UNAVAILABLE if code >= 500 or code in _TRY_AGAIN else Failure.REJECTED
+
+
+def _failed(
+    started: float, failure: Failure, error: str, status_code: int | None = None
+) -> Outcome:
+    elapsed = time.monotonic() - started
+    return Outcome(ok=False, status_code=status_code, error=error, elapsed=elapsed, failure=failure)
 
 
 def _host(endpoint: str) -> str:

@@ -7,9 +7,9 @@ Subscription asking for a channel the server cannot serve is refused at create w
 
 from __future__ import annotations
 
-from channels.email import EmailSender, SmtpConfig
+from channels.email import EmailTransport, SmtpConfig
 from channels.endpoints import Recipients
-from channels.queue import KafkaQueueSender, QueueTopics
+from channels.queue import KafkaQueueTransport, QueueTopics
 from channels.transport import Transport
 from events.model import CHANGES_TOPIC
 from herald.settings import Settings
@@ -62,7 +62,7 @@ def optional_transports(settings: Settings) -> dict[str, Transport]:
     """The email and Kafka queue transports this configuration enables."""
     transports: dict[str, Transport] = {}
     if settings.smtp_host:
-        transports["email"] = EmailSender(
+        transports["email"] = EmailTransport(
             SmtpConfig(
                 host=settings.smtp_host,
                 port=settings.smtp_port,
@@ -75,5 +75,5 @@ def optional_transports(settings: Settings) -> dict[str, Transport]:
             recipients=Recipients.parse(settings.email_allowlist, required=settings.auth != "off"),
         )
     if settings.kafka_bootstrap:
-        transports["kafka"] = KafkaQueueSender(settings.kafka_bootstrap)
+        transports["kafka"] = KafkaQueueTransport(settings.kafka_bootstrap)
     return transports

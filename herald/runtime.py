@@ -16,11 +16,12 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from channels.attempt import Attempt
 from channels.audit import attempt_recorder
-from channels.delivery import Attempt, DeliveryPolicy
 from channels.dispatcher import Dispatcher, new_owner
 from channels.endpoints import EndpointGuard, Recipients, SafeEndpoints
-from channels.resthook import RestHookSender
+from channels.policy import DeliveryPolicy
+from channels.resthook import RestHookTransport
 from channels.transport import Transport
 from channels.unprocessable import BoundedTries, Outage
 from channels.websocket.hub import SocketHub
@@ -205,7 +206,7 @@ class Runtime:
             self.store, lifetime=timedelta(seconds=settings.websocket_token_seconds)
         )
         self.transports: dict[str, Transport] = {
-            "rest-hook": RestHookSender(
+            "rest-hook": RestHookTransport(
                 max_connections=settings.delivery_max_connections,
                 user_agent=f"Herald/{__version__}",
                 guard=guard,

@@ -21,8 +21,8 @@ from collections.abc import Awaitable, Callable
 from fastapi import APIRouter, Depends, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response
 
-from channels.delivery import Attempt
-from channels.transport import Outcome
+from channels.attempt import Attempt
+from channels.transport import Failure, Outcome
 from channels.websocket.hub import Connection, SocketHub
 from channels.websocket.tokens import BindingTokens, Redeemed
 from fhirstore import fhirjson
@@ -166,7 +166,8 @@ def websocket_router(
             try:
                 await socket.send_text(fhirjson.dumps(handshake).decode())
             except Exception as error:
-                record(spec, Outcome(False, None, f"the socket closed: {error!r}", 0.0))
+                closed = f"the socket closed: {error!r}"
+                record(spec, Outcome(False, None, closed, 0.0, Failure.UNREACHABLE))
                 raise
             record(spec, Outcome(True, None, None, asyncio.get_running_loop().time() - began))
             # Recorded before delivery can find the socket: a step that reads the ledger

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from channels.transport import Delivery, Outcome
+from channels.transport import Delivery, Failure, Outcome
 from channels.websocket.hub import SocketHub
 
 
@@ -27,14 +27,15 @@ class WebSocketTransport:
                 await self._hub.forward(sid, text, greeted_before=before)
             except Exception as error:
                 problem = f"could not forward to the replica holding its WebSocket: {error}"
-                return Outcome(False, None, problem, time.monotonic() - started)
+                elapsed = time.monotonic() - started
+                return Outcome(False, None, problem, elapsed, Failure.UNAVAILABLE)
             return Outcome(True, None, None, time.monotonic() - started)
         problem = (
             f"no WebSocket is bound to Subscription/{sid}: the client gets a token from "
             "$get-ws-binding-token and sends 'bind-with-token <token>' on the websocket-url; "
             "events are kept meanwhile ($events)"
         )
-        return Outcome(False, None, problem, time.monotonic() - started)
+        return Outcome(False, None, problem, time.monotonic() - started, Failure.UNREACHABLE)
 
     async def aclose(self) -> None:
         return None

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
@@ -14,13 +12,14 @@ import orjson
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from channels.email import EmailSender, SmtpConfig, message_id
+from channels.email import EmailTransport, SmtpConfig, message_id
 from channels.endpoints import Recipients
 from channels.transport import Delivery, Outcome
 from fhirstore.clock import FrozenClock
 from tests.support.deliveries import a_delivery
 from tests.support.process import free_port
 from tests.support.smtp import Mailbox, smtp_server
+from tests.support.tcp import raw_server
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 BASE = "https://fhir.example.org/fhir"
@@ -82,9 +81,9 @@ def mailbox(port: int) -> Iterator[Mailbox]:
         yield box
 
 
-def sender(port: int, **options: Any) -> EmailSender:
+def transport(port: int, **options: Any) -> EmailTransport:
     config = SmtpConfig(host="127.0.0.1", port=port, sender="herald@example.org", **options)
-    return EmailSender(config, clock=FrozenClock(NOW))
+    return EmailTransport(config, clock=FrozenClock(NOW))
 
 
 def parts(message: EmailMessage) -> tuple[str, EmailMessage]:
@@ -95,7 +94,7 @@ def parts(message: EmailMessage) -> tuple[str, EmailMessage]:
 
 
 async def test_a_notification_arrives_with_text_and_bundle(port: int, mailbox: Mailbox) -> None:
-    outcome = await sender(port).send(delivery("mailto:ops@example.org"))
+    outcome = await transport(port).send(delivery("mailto:ops@example.org"))
 
     assert outcome == Outcome(ok=True, status_code=250, error=None, elapsed=outcome.elapsed)
     [envelope] = mailbox.envelopes
@@ -122,7 +121,7 @@ async def test_a_notification_arrives_with_text_and_bundle(port: int, mailbox: M
 async def test_retries_share_a_message_id_and_other_notifications_do_not(
     port: int, mailbox: Mailbox
 ) -> None:
-    hook = sender(port)
+    hook = transport(port)
     for key in ("abc:5", "abc:5", "abc:7"):
         assert (await hook.send(delivery("mailto:ops@example.org", idempotency_key=key))).ok
 
@@ -133,7 +132,7 @@ async def test_retries_share_a_message_id_and_other_notifications_do_not(
 
 async def test_several_recipients_in_one_mailto(port: int, mailbox: Mailbox) -> None:
     endpoint = "mailto:ops@example.org,oncall%40example.org?subject=ignored"
-    outcome = await sender(port).send(delivery(endpoint))
+    outcome = await transport(port).send(delivery(endpoint))
 
     assert outcome.ok
     [envelope] = mailbox.envelopes
@@ -142,7 +141,7 @@ async def test_several_recipients_in_one_mailto(port: int, mailbox: Mailbox) -> 
 
 
 async def test_server_down_then_up(port: int) -> None:
-    hook = sender(port)
+    hook = transport(port)
     down = await hook.send(delivery("mailto:ops@example.org"))
 
     assert not down.ok and down.status_code is None
@@ -157,7 +156,7 @@ async def test_server_down_then_up(port: int) -> None:
 
 async def test_a_refused_recipient_is_named_with_the_reply(port: int, mailbox: Mailbox) -> None:
     mailbox.refuse.add("gone@example.org")
-    outcome = await sender(port).send(delivery("mailto:gone@example.org"))
+    outcome = await transport(port).send(delivery("mailto:gone@example.org"))
 
     assert not outcome.ok and outcome.status_code == 550
     assert outcome.error is not None
@@ -169,7 +168,7 @@ async def test_one_refused_recipient_of_several_still_delivers_to_the_others_onc
     port: int, mailbox: Mailbox, caplog: pytest.LogCaptureFixture
 ) -> None:
     mailbox.refuse.add("gone@example.org")
-    outcome = await sender(port).send(delivery("mailto:ops@example.org,gone@example.org"))
+    outcome = await transport(port).send(delivery("mailto:ops@example.org,gone@example.org"))
 
     # Delivered: a retry would only mail ops@ again.
     assert outcome.ok
@@ -177,26 +176,10 @@ async def test_one_refused_recipient_of_several_still_delivers_to_the_others_onc
     assert "gone@example.org" in caplog.text
 
 
-@asynccontextmanager
-async def raw_server(port: int, greeting: bytes) -> AsyncIterator[None]:
-    """A TCP server that sends `greeting` (perhaps nothing), then only listens."""
-
-    async def talk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(greeting)
-        await reader.read()
-        writer.close()
-
-    server = await asyncio.start_server(talk, "127.0.0.1", port)
-    try:
-        yield
-    finally:
-        server.close()
-
-
 async def test_a_silent_server_fails_within_the_timeout(port: int) -> None:
     async with raw_server(port, b""):
         started = time.monotonic()
-        outcome = await sender(port).send(delivery("mailto:ops@example.org", timeout=0.5))
+        outcome = await transport(port).send(delivery("mailto:ops@example.org", timeout=0.5))
         took = time.monotonic() - started
 
     assert not outcome.ok and outcome.status_code is None
@@ -215,7 +198,7 @@ def guarded(port: int) -> Iterator[Mailbox]:
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 async def test_login(port: int, guarded: Mailbox) -> None:
-    outcome = await sender(port, username="herald", password="right").send(
+    outcome = await transport(port, username="herald", password="right").send(
         delivery("mailto:ops@example.org")
     )
 
@@ -226,7 +209,7 @@ async def test_login(port: int, guarded: Mailbox) -> None:
 async def test_a_wrong_password_says_login_failed_without_the_password(
     port: int, guarded: Mailbox
 ) -> None:
-    outcome = await sender(port, username="herald", password="hunter2").send(
+    outcome = await transport(port, username="herald", password="hunter2").send(
         delivery("mailto:ops@example.org")
     )
 
@@ -241,7 +224,7 @@ async def test_empty_content_names_the_events_and_the_events_call(
     port: int, mailbox: Mailbox
 ) -> None:
     body = notification([5, 6, 7], focus=False)
-    assert (await sender(port).send(delivery("mailto:ops@example.org", body=body))).ok
+    assert (await transport(port).send(delivery("mailto:ops@example.org", body=body))).ok
 
     [message] = mailbox.messages()
     assert message["Subject"] == "Herald: 3 events for Subscription/abc"
@@ -252,7 +235,7 @@ async def test_empty_content_names_the_events_and_the_events_call(
 
 
 async def test_a_notification_without_body_is_a_short_text(port: int, mailbox: Mailbox) -> None:
-    outcome = await sender(port).send(
+    outcome = await transport(port).send(
         delivery("mailto:ops@example.org", body=None, content_type=None)
     )
 
@@ -275,7 +258,7 @@ async def test_handshake_and_heartbeat(
 ) -> None:
     status = {"resourceType": "SubscriptionStatus", "type": kind}
     body = orjson.dumps({"resourceType": "Bundle", "entry": [{"resource": status}]})
-    assert (await sender(port).send(delivery("mailto:ops@example.org", kind=kind, body=body))).ok
+    assert (await transport(port).send(delivery("mailto:ops@example.org", kind=kind, body=body))).ok
 
     [message] = mailbox.messages()
     assert message["Subject"] == subject
@@ -287,7 +270,7 @@ async def test_handshake_and_heartbeat(
 async def test_starttls_the_server_does_not_offer_fails_and_names_the_settings(
     port: int, mailbox: Mailbox
 ) -> None:
-    outcome = await sender(port, starttls=True).send(delivery("mailto:ops@example.org"))
+    outcome = await transport(port, starttls=True).send(delivery("mailto:ops@example.org"))
 
     assert not outcome.ok and outcome.error is not None
     assert "STARTTLS extension not supported" in outcome.error
@@ -297,7 +280,7 @@ async def test_starttls_the_server_does_not_offer_fails_and_names_the_settings(
 
 async def test_tls_to_a_plain_server_fails_and_names_the_settings(port: int) -> None:
     async with raw_server(port, b"220 plain SMTP here\r\n"):
-        outcome = await sender(port, tls=True).send(delivery("mailto:ops@example.org"))
+        outcome = await transport(port, tls=True).send(delivery("mailto:ops@example.org"))
 
     assert not outcome.ok and outcome.error is not None
     assert f"TLS with the SMTP server 127.0.0.1:{port} failed" in outcome.error
@@ -306,7 +289,7 @@ async def test_tls_to_a_plain_server_fails_and_names_the_settings(port: int) -> 
 
 @pytest.mark.parametrize("endpoint", ["mailto:", "mailto:?to=x@example.org", "mailto:nobody"])
 async def test_an_endpoint_without_address_fails_without_raising(endpoint: str) -> None:
-    outcome = await sender(free_port()).send(delivery(endpoint))
+    outcome = await transport(free_port()).send(delivery(endpoint))
 
     assert not outcome.ok and outcome.error is not None
     assert "names no email address" in outcome.error
@@ -327,7 +310,7 @@ async def test_the_recipients_allow_list_is_checked_at_every_send(
     mails nobody; an allowed recipient still gets its mail."""
     config = SmtpConfig(host="127.0.0.1", port=port, sender="herald@example.org")
     allowed = Recipients.parse("@example.org", required=True)
-    hook = EmailSender(config, clock=FrozenClock(NOW), recipients=allowed)
+    hook = EmailTransport(config, clock=FrozenClock(NOW), recipients=allowed)
 
     refused = await hook.send(delivery("mailto:someone@elsewhere.net"))
     assert not refused.ok

@@ -19,7 +19,7 @@ from channels.endpoints import (
     SafeEndpoints,
     classify,
 )
-from channels.resthook import RestHookSender
+from channels.resthook import RestHookTransport
 from subscriptions.model import Channel
 from tests.support.deliveries import a_delivery
 from tests.support.receiver import http_receiver
@@ -191,16 +191,16 @@ def test_allow_list_reads_names_addresses_and_networks() -> None:
     assert not allow.allows_address(ip_address("192.168.1.8"))
 
 
-async def test_sender_refuses_a_name_that_now_resolves_inside() -> None:
+async def test_transport_refuses_a_name_that_now_resolves_inside() -> None:
     table: dict[str, str | Sequence[str]] = {"hooks.example": "127.0.0.1"}
     checking = EndpointGuard.parse("127.0.0.1", made_up_dns(table))
     async with http_receiver() as receiver:
         url = f"http://hooks.example:{receiver.port}/hook"
-        first = RestHookSender(user_agent="Herald/test", guard=checking)
+        first = RestHookTransport(user_agent="Herald/test", guard=checking)
         delivered = await first.send(a_delivery(url, b"{}"))
         await first.aclose()
         table["hooks.example"] = "10.1.2.3"
-        second = RestHookSender(user_agent="Herald/test", guard=checking)
+        second = RestHookTransport(user_agent="Herald/test", guard=checking)
         refused = await second.send(a_delivery(url, b"{}"))
         await second.aclose()
 
@@ -214,19 +214,19 @@ async def test_sender_refuses_a_name_that_now_resolves_inside() -> None:
 
 async def test_the_address_checked_is_the_address_connected_to() -> None:
     """A name that answers a public address to the check and a private one next (DNS
-    rebinding) gets no connection: the sender connects only to what its own lookup passed."""
+    rebinding) gets no connection: the transport connects only to what its own lookup passed."""
     answers = iter([PUBLIC, "127.0.0.1"])
 
     async def rebinding(host: str) -> list[str]:
         return [next(answers)]
 
     checking = EndpointGuard.parse("10.9.9.9", rebinding)
-    sender = RestHookSender(user_agent="Herald/test", guard=checking)
+    transport = RestHookTransport(user_agent="Herald/test", guard=checking)
     async with http_receiver() as receiver:
         url = f"https://rebind.example:{receiver.port}/hook"
         await checking.check(url)  # what a Subscription's create saw
-        outcome = await sender.send(a_delivery(url, b"{}"))
-        await sender.aclose()
+        outcome = await transport.send(a_delivery(url, b"{}"))
+        await transport.aclose()
 
     assert not outcome.ok and outcome.error is not None
     assert "rebind.example resolves to 127.0.0.1, which is a loopback address" in outcome.error
@@ -234,10 +234,10 @@ async def test_the_address_checked_is_the_address_connected_to() -> None:
 
 
 async def test_sender_refuses_a_literal_address_without_connecting() -> None:
-    sender = RestHookSender(user_agent="Herald/test", guard=guard("10.9.9.9"))
+    transport = RestHookTransport(user_agent="Herald/test", guard=guard("10.9.9.9"))
     async with http_receiver() as receiver:
-        outcome = await sender.send(a_delivery(receiver.url, b"{}"))
-        await sender.aclose()
+        outcome = await transport.send(a_delivery(receiver.url, b"{}"))
+        await transport.aclose()
 
     assert not outcome.ok and outcome.error is not None
     assert "127.0.0.1 is a loopback address" in outcome.error

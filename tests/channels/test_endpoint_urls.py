@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
-from channels.email import mailto_recipients
 from channels.endpoint_url import endpoint_origin
 from channels.endpoints import EndpointGuard, EndpointRefused, Recipients
+from channels.mailto import mailto_recipients
 
 PUBLIC = "93.184.216.34"
 

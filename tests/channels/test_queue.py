@@ -1,4 +1,4 @@
-"""Kafka queue channel: the topic policy (pure) and the sender against a real Kafka broker."""
+"""Kafka queue channel: the topic policy (pure) and the transport against a real Kafka broker."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from infra.kafka import KafkaBroker
 
 import channels.queue as queue_module
-from channels.queue import KafkaQueueSender, QueueTopics, queue_topic
+from channels.queue import KafkaQueueTransport, QueueTopics, queue_topic
 from channels.transport import Delivery
 from tests.support.deliveries import a_delivery
 from tests.support.process import free_port
+from tests.support.topics import read_topic
 
 WAIT_S = 30.0
 BODY = b'{"resourceType":"Bundle","type":"subscription-notification"}'
@@ -140,12 +141,12 @@ def test_parse_strips_and_deduplicates() -> None:
     assert policy.check("kafka:.hidden") == ".hidden"
 
 
-# --- the sender against a real broker ---------------------------------------------------------
+# --- the transport against a real broker -------------------------------------------------------
 
 
 @pytest.fixture
-async def sender(kafka_bootstrap: str) -> AsyncIterator[KafkaQueueSender]:
-    queue = KafkaQueueSender(kafka_bootstrap)
+async def transport(kafka_bootstrap: str) -> AsyncIterator[KafkaQueueTransport]:
+    queue = KafkaQueueTransport(kafka_bootstrap)
     yield queue
     await queue.aclose()
 
@@ -154,39 +155,18 @@ def new_topic() -> str:
     return f"notify.test-{uuid.uuid4().hex[:12]}"
 
 
-async def read(bootstrap: str, topic: str, count: int) -> list[ConsumerRecord]:
-    """The first `count` records of `topic`, as a new consumer group sees them."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"test-{uuid.uuid4().hex}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    records: list[ConsumerRecord] = []
-    try:
-        async with asyncio.timeout(WAIT_S):
-            while len(records) < count:
-                for batch in (await consumer.getmany(timeout_ms=500)).values():
-                    records += batch
-    finally:
-        await consumer.stop()
-    return records
-
-
 def headers(record: ConsumerRecord) -> dict[str, str]:
     return {name: value.decode() for name, value in record.headers}
 
 
 async def test_writes_body_keyed_by_subscription_with_headers(
-    sender: KafkaQueueSender, kafka_bootstrap: str
+    transport: KafkaQueueTransport, kafka_bootstrap: str
 ) -> None:
     topic = new_topic()
-    outcome = await sender.send(delivery(f"kafka:{topic}"))
+    outcome = await transport.send(delivery(f"kafka:{topic}"))
     assert outcome.ok and outcome.error is None and outcome.status_code is None
 
-    [record] = await read(kafka_bootstrap, topic, 1)
+    [record] = await read_topic(kafka_bootstrap, topic, 1)
     assert record.key == b"sub-1" and record.value == BODY
     assert headers(record) == {
         "Idempotency-Key": "sub-1:1",
@@ -197,17 +177,17 @@ async def test_writes_body_keyed_by_subscription_with_headers(
 
 
 async def test_notification_without_payload_has_empty_value_and_no_content_type(
-    sender: KafkaQueueSender, kafka_bootstrap: str
+    transport: KafkaQueueTransport, kafka_bootstrap: str
 ) -> None:
     topic = new_topic()
-    outcome = await sender.send(
+    outcome = await transport.send(
         delivery(
             f"kafka:{topic}", body=None, content_type="application/fhir+json", kind="heartbeat"
         )
     )
     assert outcome.ok
 
-    [record] = await read(kafka_bootstrap, topic, 1)
+    [record] = await read_topic(kafka_bootstrap, topic, 1)
     assert record.value == b""
     assert headers(record) == {
         "Idempotency-Key": "sub-1:1",
@@ -217,7 +197,7 @@ async def test_notification_without_payload_has_empty_value_and_no_content_type(
 
 
 async def test_one_subscriptions_messages_arrive_in_order_keyed_by_its_id(
-    sender: KafkaQueueSender, kafka_bootstrap: str
+    transport: KafkaQueueTransport, kafka_bootstrap: str
 ) -> None:
     topic = new_topic()
     for n in range(1, 6):
@@ -228,9 +208,9 @@ async def test_one_subscriptions_messages_arrive_in_order_keyed_by_its_id(
                 body=f"{sub}#{n}".encode(),
                 idempotency_key=f"{sub}:{n}",
             )
-            assert (await sender.send(one)).ok
+            assert (await transport.send(one)).ok
 
-    records = await read(kafka_bootstrap, topic, 10)
+    records = await read_topic(kafka_bootstrap, topic, 10)
     by_key: dict[bytes, list[bytes]] = {}
     for record in records:
         assert headers(record)["Herald-Subscription"] == record.key.decode()
@@ -241,7 +221,7 @@ async def test_one_subscriptions_messages_arrive_in_order_keyed_by_its_id(
 
 
 async def test_concurrent_first_sends_share_one_producer(
-    sender: KafkaQueueSender, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
+    transport: KafkaQueueTransport, kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     made: list[AIOKafkaProducer] = []
 
@@ -252,23 +232,25 @@ async def test_concurrent_first_sends_share_one_producer(
 
     monkeypatch.setattr(queue_module, "AIOKafkaProducer", Counted)
     topic = new_topic()
-    sends = [sender.send(delivery(f"kafka:{topic}", subscription_id=f"sub-{n}")) for n in range(8)]
+    sends = [
+        transport.send(delivery(f"kafka:{topic}", subscription_id=f"sub-{n}")) for n in range(8)
+    ]
     outcomes = await asyncio.gather(*sends)
     assert all(outcome.ok for outcome in outcomes), outcomes
     assert len(made) == 1
-    assert len(await read(kafka_bootstrap, topic, 8)) == 8
+    assert len(await read_topic(kafka_bootstrap, topic, 8)) == 8
 
 
-async def test_too_large_message_is_refused_with_reason(sender: KafkaQueueSender) -> None:
+async def test_too_large_message_is_refused_with_reason(transport: KafkaQueueTransport) -> None:
     topic = new_topic()
-    outcome = await sender.send(delivery(f"kafka:{topic}", body=b"x" * 2_000_000))
+    outcome = await transport.send(delivery(f"kafka:{topic}", body=b"x" * 2_000_000))
     assert not outcome.ok and outcome.error is not None
     assert "too large" in outcome.error and repr(topic) in outcome.error
-    assert (await sender.send(delivery(f"kafka:{topic}"))).ok  # the producer still works
+    assert (await transport.send(delivery(f"kafka:{topic}"))).ok  # the producer still works
 
 
 async def test_endpoint_that_is_not_kafka_fails_without_connecting() -> None:
-    queue = KafkaQueueSender(f"127.0.0.1:{free_port()}")
+    queue = KafkaQueueTransport(f"127.0.0.1:{free_port()}")
     outcome = await queue.send(delivery("https://example.org/hook"))
     assert not outcome.ok and "not a Kafka queue endpoint" in (outcome.error or "")
     await queue.aclose()
@@ -276,7 +258,7 @@ async def test_endpoint_that_is_not_kafka_fails_without_connecting() -> None:
 
 async def test_unreachable_broker_fails_fast_naming_the_bootstrap() -> None:
     bootstrap = f"127.0.0.1:{free_port()}"
-    queue = KafkaQueueSender(bootstrap)
+    queue = KafkaQueueTransport(bootstrap)
     try:
         for _ in range(2):  # a failed start is cleaned up and tried again on the next send
             began = time.monotonic()
@@ -296,7 +278,7 @@ async def test_recovers_when_the_broker_comes_back(kafka_broker: KafkaBroker) ->
     if not kafka_broker.controllable:
         pytest.skip("external broker (HERALD_TEST_KAFKA_BOOTSTRAP) cannot be stopped")
     topic, bootstrap = new_topic(), kafka_broker.bootstrap
-    queue = KafkaQueueSender(bootstrap)
+    queue = KafkaQueueTransport(bootstrap)
     try:
         await asyncio.to_thread(kafka_broker.stop)
         down = await queue.send(delivery(f"kafka:{topic}", timeout=2.0))
@@ -317,8 +299,9 @@ async def test_recovers_when_the_broker_comes_back(kafka_broker: KafkaBroker) ->
     finally:
         await queue.aclose()
 
-    keys = [headers(record)["Idempotency-Key"] for record in await read(bootstrap, topic, 2)]
+    keys = [headers(record)["Idempotency-Key"] for record in await read_topic(bootstrap, topic, 2)]
     if keys != ["sub-1:2", "sub-1:4"]:
         # sub-1:3 was not acknowledged but may still have been written: then before sub-1:4.
-        keys = [headers(record)["Idempotency-Key"] for record in await read(bootstrap, topic, 3)]
+        records = await read_topic(bootstrap, topic, 3)
+        keys = [headers(record)["Idempotency-Key"] for record in records]
         assert keys == ["sub-1:2", "sub-1:3", "sub-1:4"]

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from channels.resthook import RestHookSender, signature
+from channels.resthook import RestHookTransport, signature
 from channels.transport import Delivery, Outcome
 from fhirstore.clock import FrozenClock
 from tests.support.deliveries import a_delivery
@@ -21,8 +21,8 @@ BODY = b'{"resourceType":"Bundle","type":"history"}'
 
 
 @pytest.fixture
-async def sender() -> AsyncIterator[RestHookSender]:
-    hook = RestHookSender(user_agent="Herald/test", max_per_host=4, clock=FrozenClock(NOW))
+async def transport() -> AsyncIterator[RestHookTransport]:
+    hook = RestHookTransport(user_agent="Herald/test", max_per_host=4, clock=FrozenClock(NOW))
     yield hook
     await hook.aclose()
 
@@ -32,9 +32,9 @@ def delivery(endpoint: str, **changes: object) -> Delivery:
     return a_delivery(endpoint, body, **changes)  # type: ignore[arg-type]
 
 
-async def test_posts_body_with_headers_key_and_signature(sender: RestHookSender) -> None:
+async def test_posts_body_with_headers_key_and_signature(transport: RestHookTransport) -> None:
     async with http_receiver() as receiver:
-        outcome = await sender.send(
+        outcome = await transport.send(
             delivery(
                 receiver.url,
                 headers=(("Authorization", "Bearer s3cret"), ("X-Tenant", "north")),
@@ -59,10 +59,10 @@ async def test_posts_body_with_headers_key_and_signature(sender: RestHookSender)
 
 
 async def test_empty_post_has_no_content_type_and_no_signature_without_secret(
-    sender: RestHookSender,
+    transport: RestHookTransport,
 ) -> None:
     async with http_receiver() as receiver:
-        outcome = await sender.send(delivery(receiver.url, body=None, content_type=None))
+        outcome = await transport.send(delivery(receiver.url, body=None, content_type=None))
         [request] = await receiver.wait_for(1)
 
     assert outcome.ok
@@ -72,18 +72,18 @@ async def test_empty_post_has_no_content_type_and_no_signature_without_secret(
     assert request.headers["idempotency-key"] == "sub-1:7"
 
 
-async def test_signature_covers_an_empty_body(sender: RestHookSender) -> None:
+async def test_signature_covers_an_empty_body(transport: RestHookTransport) -> None:
     async with http_receiver() as receiver:
-        await sender.send(delivery(receiver.url, body=None, content_type=None, secret="k"))
+        await transport.send(delivery(receiver.url, body=None, content_type=None, secret="k"))
         [request] = await receiver.wait_for(1)
 
     t, v1 = (p.split("=", 1)[1] for p in request.headers["x-herald-signature"].split(","))
     assert v1 == signature("k", int(t), b"")
 
 
-async def test_channel_headers_cannot_replace_herald_headers(sender: RestHookSender) -> None:
+async def test_channel_headers_cannot_replace_herald_headers(transport: RestHookTransport) -> None:
     async with http_receiver() as receiver:
-        await sender.send(
+        await transport.send(
             delivery(
                 receiver.url,
                 headers=(("Idempotency-Key", "forged"), ("content-type", "text/plain")),
@@ -95,10 +95,10 @@ async def test_channel_headers_cannot_replace_herald_headers(sender: RestHookSen
     assert request.headers["content-type"] == "application/fhir+json"
 
 
-async def test_server_error_is_a_failure_that_says_so(sender: RestHookSender) -> None:
+async def test_server_error_is_a_failure_that_says_so(transport: RestHookTransport) -> None:
     async with http_receiver() as receiver:
         receiver.respond_with(500)
-        outcome = await sender.send(delivery(receiver.url))
+        outcome = await transport.send(delivery(receiver.url))
 
     assert not outcome.ok
     assert outcome.status_code == 500
@@ -106,20 +106,20 @@ async def test_server_error_is_a_failure_that_says_so(sender: RestHookSender) ->
 
 
 async def test_connection_refused_is_a_failure_that_names_the_endpoint(
-    sender: RestHookSender,
+    transport: RestHookTransport,
 ) -> None:
     endpoint = f"http://127.0.0.1:{free_port()}/x"  # nothing listens there
-    outcome = await sender.send(delivery(endpoint))
+    outcome = await transport.send(delivery(endpoint))
 
     assert not outcome.ok
     assert outcome.status_code is None
     assert outcome.error == f"connection refused by {endpoint}"
 
 
-async def test_receiver_that_never_answers_times_out(sender: RestHookSender) -> None:
+async def test_receiver_that_never_answers_times_out(transport: RestHookTransport) -> None:
     async with http_receiver() as receiver:
         receiver.hang()
-        outcome = await sender.send(delivery(receiver.url, timeout=0.5))
+        outcome = await transport.send(delivery(receiver.url, timeout=0.5))
         [request] = await receiver.wait_for(1)
 
     assert request.status is None  # it arrived, and was never answered
@@ -128,10 +128,10 @@ async def test_receiver_that_never_answers_times_out(sender: RestHookSender) -> 
     assert 0.4 <= outcome.elapsed < 5  # bounded by the delivery's timeout, not the receiver
 
 
-async def test_redirect_is_not_followed(sender: RestHookSender) -> None:
+async def test_redirect_is_not_followed(transport: RestHookTransport) -> None:
     async with http_receiver() as receiver:
         receiver.respond_with(307)
-        outcome = await sender.send(delivery(receiver.url))
+        outcome = await transport.send(delivery(receiver.url))
         await asyncio.sleep(0.2)  # a followed redirect would arrive by now
 
     assert not outcome.ok
@@ -142,20 +142,20 @@ async def test_redirect_is_not_followed(sender: RestHookSender) -> None:
     assert len(receiver.requests) == 1
 
 
-async def test_receiver_recovers_after_reset(sender: RestHookSender) -> None:
+async def test_receiver_recovers_after_reset(transport: RestHookTransport) -> None:
     async with http_receiver() as receiver:
         receiver.respond_with(503)
-        first = await sender.send(delivery(receiver.url))
+        first = await transport.send(delivery(receiver.url))
         receiver.reset()
-        second = await sender.send(delivery(receiver.url))
+        second = await transport.send(delivery(receiver.url))
 
     assert [first.ok, second.ok] == [False, True]
     assert [r.status for r in receiver.requests] == [503, 200]
 
 
-async def test_sequential_sends_reuse_one_connection(sender: RestHookSender) -> None:
+async def test_sequential_sends_reuse_one_connection(transport: RestHookTransport) -> None:
     async with http_receiver() as receiver:
-        outcomes = [await sender.send(delivery(receiver.url)) for _ in range(25)]
+        outcomes = [await transport.send(delivery(receiver.url)) for _ in range(25)]
         requests = await receiver.wait_for(25)
 
     assert all(o.ok for o in outcomes)
@@ -163,7 +163,7 @@ async def test_sequential_sends_reuse_one_connection(sender: RestHookSender) -> 
 
 
 async def test_concurrent_sends_share_a_bounded_set_of_connections() -> None:
-    hook = RestHookSender(user_agent="Herald/test", max_per_host=5)
+    hook = RestHookTransport(user_agent="Herald/test", max_per_host=5)
     try:
         async with http_receiver() as receiver:
             for _ in range(3):
@@ -179,7 +179,7 @@ async def test_concurrent_sends_share_a_bounded_set_of_connections() -> None:
 
 
 async def test_a_hung_host_gets_at_most_its_share_of_connections() -> None:
-    hook = RestHookSender(user_agent="Herald/test", max_per_host=2)
+    hook = RestHookTransport(user_agent="Herald/test", max_per_host=2)
     try:
         async with http_receiver() as receiver:
             receiver.hang()
@@ -199,8 +199,10 @@ async def test_a_hung_host_gets_at_most_its_share_of_connections() -> None:
     assert [o.error for o in outcomes] == [f"no answer from {receiver.url} within 1 s"] * 2
 
 
-async def test_unsupported_scheme_is_a_failure_not_an_exception(sender: RestHookSender) -> None:
-    outcome = await sender.send(delivery("ftp://127.0.0.1/hook"))
+async def test_unsupported_scheme_is_a_failure_not_an_exception(
+    transport: RestHookTransport,
+) -> None:
+    outcome = await transport.send(delivery("ftp://127.0.0.1/hook"))
 
     assert not outcome.ok and outcome.status_code is None
     assert outcome.error is not None and outcome.error.startswith("could not send to ftp://")
@@ -212,11 +214,13 @@ def test_signature_is_hmac_sha256_of_timestamp_dot_body() -> None:
     assert signature("secret", 1700000000, b"{}") == expected
 
 
-async def test_receiver_lets_held_requests_go_when_it_shuts_down(sender: RestHookSender) -> None:
+async def test_receiver_lets_held_requests_go_when_it_shuts_down(
+    transport: RestHookTransport,
+) -> None:
     async with asyncio.timeout(10):
         async with http_receiver() as receiver:
             receiver.hang()
-            sending = asyncio.create_task(sender.send(delivery(receiver.url, timeout=30)))
+            sending = asyncio.create_task(transport.send(delivery(receiver.url, timeout=30)))
             await receiver.wait_for(1)
         outcome = await sending
 

@@ -16,9 +16,11 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 @dataclass
 class Mailbox:
-    """An aiosmtpd handler that keeps what it receives and refuses the addresses in `refuse`."""
+    """An aiosmtpd handler that keeps what it receives, refuses the addresses in `refuse` and
+    asks to try the addresses in `defer` again later."""
 
     refuse: set[str] = field(default_factory=set)
+    defer: set[str] = field(default_factory=set)
     envelopes: list[Envelope] = field(default_factory=list)
 
     async def handle_RCPT(
@@ -26,6 +28,8 @@ class Mailbox:
     ) -> str:
         if address in self.refuse:
             return f"550 5.1.1 <{address}>: no such user"
+        if address in self.defer:
+            return f"451 4.2.0 <{address}>: mailbox busy, try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

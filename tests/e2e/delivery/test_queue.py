@@ -3,12 +3,10 @@ Kafka topic, read back by a plain aiokafka consumer as an integrator would."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer
 
 from subscriptions.model import CHANNEL_TYPE, HERALD_CHANNEL_TYPES
 from tests.e2e.delivery.conftest import (
@@ -18,6 +16,7 @@ from tests.e2e.delivery.conftest import (
     subscription,
     wait_for_status,
 )
+from tests.support.topics import read_topic
 
 KAFKA_CHANNEL = {
     "url": CHANNEL_TYPE,
@@ -34,22 +33,6 @@ def queue_subscription(patient: str, topic: str) -> dict[str, Any]:
         "endpoint": f"kafka:{topic}",
     }
     return resource
-
-
-async def read_topic(bootstrap: str, topic: str, count: int) -> list[Any]:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        async with asyncio.timeout(30):
-            while len(records) < count:
-                for batch in (await consumer.getmany(timeout_ms=500)).values():
-                    records.extend(batch)
-    finally:
-        await consumer.stop()
-    return records
 
 
 async def test_notifications_reach_the_queue_topic_in_order(

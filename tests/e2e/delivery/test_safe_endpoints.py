@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from channels.endpoints import EndpointGuard, Resolve, SafeEndpoints
-from channels.resthook import RestHookSender
+from channels.resthook import RestHookTransport
 from herald.runtime import Runtime
 from subscriptions.registry import SUBSCRIPTION
 from subscriptions.rules import subscription_rule
@@ -57,13 +57,13 @@ def made_up_dns(table: dict[str, str]) -> Resolve:
 
 async def use_dns(runtime: Runtime, allowlist: str, table: dict[str, str]) -> None:
     """Give the running Herald a guard resolving through `table`, at create and at delivery
-    (a new REST hook sender, so no connection opened before carries on)."""
+    (a new REST hook transport, so no connection opened before carries on)."""
     guard = EndpointGuard.parse(allowlist, made_up_dns(table))
     runtime.store.add_rule(
         SUBSCRIPTION, subscription_rule(runtime.registry, SafeEndpoints(guard=guard).problem)
     )
     previous = runtime.transports["rest-hook"]
-    runtime.transports["rest-hook"] = RestHookSender(user_agent="Herald/test", guard=guard)
+    runtime.transports["rest-hook"] = RestHookTransport(user_agent="Herald/test", guard=guard)
     await previous.aclose()
 
 

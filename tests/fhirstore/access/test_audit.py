@@ -15,8 +15,8 @@ import pytest
 from fhir.resources.R4B.auditevent import AuditEvent
 from sqlalchemy import select
 
+from channels.attempt import Attempt
 from channels.audit import attempt_entry
-from channels.delivery import Attempt
 from channels.transport import Outcome
 from fhirstore.access.audit import AuditFilter, AuditKind
 from fhirstore.api.audit import classify
