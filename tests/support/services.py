@@ -1,4 +1,4 @@
-"""Helpers shared by the service launchers in ``tests/infra``."""
+"""What the real-service launchers share: a free loopback port, the download cache, log tails."""
 
 from __future__ import annotations
 
