@@ -10,7 +10,6 @@ leaves them out. The services themselves are in ``tests/support`` (``kafka.py``,
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
@@ -22,16 +21,12 @@ from tests.support.databases import DATABASES, fresh_database_url
 from tests.support.fhir_packages import R4B_CORE, R4B_EXAMPLES, PackageUnavailable, fetch_package
 from tests.support.kafka import KafkaBroker
 from tests.support.postgres import INSTALL_HINT, PostgresServer
-from tests.support.services import InfraUnavailable
+from tests.support.services import InfraUnavailable, in_ci
 
 KAFKA_HINT = (
     "install Java 17 and Maven (apt-get install openjdk-17-jre-headless maven)"
     " or set HERALD_TEST_KAFKA_BOOTSTRAP"
 )
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
 
 
 def _unavailable(service: str, error: InfraUnavailable, hint: str) -> NoReturn:

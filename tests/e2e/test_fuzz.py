@@ -25,10 +25,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fhirstore.search.definitions import resource_types, search_params
-from tests.conftest import in_ci
 from tests.support.databases import DATABASES, fresh_database_url
 from tests.support.fhir_packages import example_files, read_example
 from tests.support.process import HeraldProcess
+from tests.support.services import in_ci
 
 EXAMPLES = int(os.environ.get("HERALD_FUZZ_EXAMPLES", "40"))
 REQUEST_TIMEOUT_S = 20.0

@@ -12,6 +12,11 @@ class InfraUnavailable(RuntimeError):
     """A tool a real service needs (Java, Maven, PostgreSQL) is missing on this machine."""
 
 
+def in_ci() -> bool:
+    """Whether this is a CI run (`CI=true`), where tests needing a real service must run."""
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
