@@ -9,7 +9,6 @@ import contextlib
 import math
 import os
 import random
-import sys
 import tempfile
 import time
 import uuid
@@ -28,15 +27,9 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-for _path in (ROOT, ROOT / "tests"):  # `tests.support...` and the test infra's `infra...`
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-from infra.common import InfraUnavailable  # noqa: E402
-from infra.postgres import PostgresServer  # noqa: E402
-
-from tests.support.process import HeraldProcess  # noqa: E402
+from tests.support.postgres import PostgresServer
+from tests.support.process import HeraldProcess
+from tests.support.services import InfraUnavailable
 
 FHIR_JSON = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 BACKENDS = ("sqlite", "postgres")
@@ -237,7 +230,7 @@ class Databases:
         if backend != "postgres":
             raise ValueError(f"unknown backend {backend!r}")
         if self._postgres is None:
-            note("starting a throwaway PostgreSQL cluster (tests/infra)")
+            note("starting a throwaway PostgreSQL cluster (tests/support/postgres.py)")
             server = PostgresServer.from_env()
             server.start()
             self._postgres = server

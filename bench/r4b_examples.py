@@ -17,15 +17,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # `tests.support...`
-    sys.path.insert(0, str(ROOT))
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.table import Table
 
-from rich.console import Console  # noqa: E402
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from tests.support.fhir_packages import (  # noqa: E402
+from tests.support.fhir_packages import (
     R4B_EXAMPLES,
     ExampleReport,
     PackageUnavailable,

@@ -307,9 +307,9 @@ class Broker:
 
     def bootstrap(self) -> str | None:
         if self._broker is None and not self._failed:
-            from infra.kafka import KafkaBroker
+            from tests.support.kafka import KafkaBroker
 
-            note("starting a throwaway Kafka broker (tests/infra)")
+            note("starting a throwaway Kafka broker (tests/support/kafka.py)")
             broker = KafkaBroker.from_env()
             try:
                 broker.start()

@@ -47,8 +47,8 @@ MODES = {"lax": False, "strict": True}
 
 def sample_examples(limit: int) -> list[dict[str, Any]]:
     """Up to `limit` official examples that both modes accept (empty when not cached)."""
-    from tests.infra.common import cache_dir
     from tests.support.fhir_packages import R4B_EXAMPLES, example_files, read_example
+    from tests.support.services import cache_dir
 
     folder = cache_dir() / "npm" / f"{R4B_EXAMPLES[0]}-{R4B_EXAMPLES[1]}" / "package"
     examples: list[dict[str, Any]] = []

@@ -1,13 +1,15 @@
-"""Shared fixtures: real Kafka and PostgreSQL on 127.0.0.1, started lazily once per session.
+"""Fixtures every suite shares: real Kafka and PostgreSQL on 127.0.0.1 (started lazily once per
+session), the database a test runs on, the FHIR packages.
 
 In CI (``CI=true``) a missing Java/Maven/PostgreSQL fails the fixture; elsewhere the test is
-skipped with a reason that says how to enable it. See ``tests/infra``.
+skipped with a reason that says how to enable it. Tests that need a real broker or database
+carry the ``kafka`` / ``postgres`` markers (declared in pyproject.toml), so ``-m "not kafka"``
+leaves them out. The services themselves are in ``tests/support`` (``kafka.py``,
+``postgres.py``), which ``bench/`` uses too.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
@@ -15,23 +17,16 @@ from typing import NoReturn
 
 import pytest
 
-if str(Path(__file__).parent) not in sys.path:  # make `infra` importable in any import mode
-    sys.path.insert(0, str(Path(__file__).parent))
-
-from infra.common import InfraUnavailable
-from infra.kafka import KafkaBroker
-from infra.postgres import INSTALL_HINT, PostgresServer
-
+from tests.support.databases import DATABASES, fresh_database_url
 from tests.support.fhir_packages import R4B_CORE, R4B_EXAMPLES, PackageUnavailable, fetch_package
+from tests.support.kafka import KafkaBroker
+from tests.support.postgres import INSTALL_HINT, PostgresServer
+from tests.support.services import InfraUnavailable, in_ci
 
 KAFKA_HINT = (
     "install Java 17 and Maven (apt-get install openjdk-17-jre-headless maven)"
     " or set HERALD_TEST_KAFKA_BOOTSTRAP"
 )
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
 
 
 def _unavailable(service: str, error: InfraUnavailable, hint: str) -> NoReturn:
@@ -41,13 +36,10 @@ def _unavailable(service: str, error: InfraUnavailable, hint: str) -> NoReturn:
     pytest.skip(f"{message}; to enable: {hint}")
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "kafka: needs the real Kafka broker (kafka_* fixtures)")
-    config.addinivalue_line("markers", "postgres: needs the real PostgreSQL server")
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark tests by the fixtures they use, so `-m "not kafka"` works without manual marks."""
+    """Mark tests by the fixtures they request, so `-m "not kafka"` works without manual marks
+    (a fixture that reaches a service through `request.getfixturevalue` instead takes its
+    params from `tests.support.databases`, which carry the marks)."""
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         if names & {"kafka_broker", "kafka_bootstrap"}:
@@ -111,6 +103,13 @@ def fresh_database(postgres_server: PostgresServer) -> Callable[[str], str]:
 def module_database_url(request: pytest.FixtureRequest, postgres_server: PostgresServer) -> str:
     """An empty database for the calling test module (``postgresql+asyncpg://...``)."""
     return postgres_server.fresh_database("t_" + request.module.__name__)
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The test runs twice: on a SQLite file (the embedded default) and on an empty PostgreSQL
+    database."""
+    return fresh_database_url(request, str(request.param), tmp_path)
 
 
 def _package(request: pytest.FixtureRequest, package: tuple[str, str]) -> Path:

@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord
-from infra.kafka import KafkaBroker
 
 import channels.queue as queue_module
 from channels.queue import KafkaQueueTransport, QueueTopics, queue_topic
 from channels.transport import Delivery
 from tests.support.deliveries import a_delivery
+from tests.support.kafka import KafkaBroker
 from tests.support.process import free_port
 from tests.support.topics import read_topic
 

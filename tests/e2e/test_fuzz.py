@@ -25,9 +25,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fhirstore.search.definitions import resource_types, search_params
-from tests.conftest import in_ci
+from tests.support.databases import DATABASES, fresh_database_url
 from tests.support.fhir_packages import example_files, read_example
 from tests.support.process import HeraldProcess
+from tests.support.services import in_ci
 
 EXAMPLES = int(os.environ.get("HERALD_FUZZ_EXAMPLES", "40"))
 REQUEST_TIMEOUT_S = 20.0
@@ -52,15 +53,12 @@ EXPECTED_5XX = frozenset({503, 507})
 # -- the service under test ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+@pytest.fixture(scope="module", params=DATABASES)
 def herald(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[HeraldProcess]:
     folder = tmp_path_factory.mktemp("fuzz")
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{folder}/herald.db"
-    else:
-        url = request.getfixturevalue("fresh_database")(f"fuzz_{uuid.uuid4().hex[:8]}")
+    url = fresh_database_url(request, str(request.param), folder)
     process = HeraldProcess(
         {
             "HERALD_DATABASE_URL": url,

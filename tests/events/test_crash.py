@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from fhirstore.db.schema import resource_versions
-from tests.events.conftest import read_changes, versions_by_key
+from tests.support.changes import read_changes, versions_by_key
 from tests.support.process import HeraldProcess
 
 

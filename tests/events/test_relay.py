@@ -14,7 +14,7 @@ from events.bus import Message
 from events.bus.kafka import KafkaBus
 from events.bus.memory import MemoryBus
 from events.model import CHANGES_TOPIC, ChangeEvent
-from tests.events.conftest import read_changes, versions_by_key
+from tests.support.changes import read_changes, versions_by_key
 from tests.support.herald import running_herald
 
 

@@ -1,25 +1,15 @@
-"""Store tests run against both databases: SQLite (embedded default) and PostgreSQL."""
+"""Store tests run against both databases (the root `database_url`: SQLite, the embedded
+default, and PostgreSQL) through a running Herald's API."""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
 from herald.runtime import Runtime
 from tests.support.herald import running_herald
-
-_names = itertools.count()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/herald.db"
-    fresh: Callable[[str], str] = request.getfixturevalue("fresh_database")
-    return fresh(f"store_{next(_names)}")
 
 
 @pytest.fixture

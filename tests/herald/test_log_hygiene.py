@@ -16,8 +16,7 @@ import io
 import json
 import logging
 import sqlite3
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -149,14 +148,6 @@ async def _until(condition: Any, what: str, within: float = 15.0) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"not seen within {within} s: {what}")
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/herald.db"
-    fresh: Callable[[str], str] = request.getfixturevalue("fresh_database")
-    return fresh(f"logs_{uuid.uuid4().hex[:8]}")
 
 
 async def test_failing_writes_searches_deliveries_sweeps_and_matches_log_no_content(

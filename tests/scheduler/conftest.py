@@ -3,24 +3,19 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from events.bus.kafka import KafkaBus
 from fhirstore.clock import FrozenClock
-from herald.runtime import Runtime
 from scheduler.policy import OCCURRENCE_SYSTEM
-from tests.support.herald import running_herald
+from tests.support.databases import SHAPES, sqlite_url
+from tests.support.herald import HeraldFactory, herald_factory, shape_factory
 from tests.support.waiting import eventually
 
-Running = tuple[Runtime, httpx.AsyncClient]
-HeraldFactory = Callable[..., AbstractAsyncContextManager[Running]]
 TIMEZONE = "http://hl7.org/fhir/StructureDefinition/timezone"
 # Sweeps only when a test asks (`runtime.scheduler.sweep()`); wake-ups every 0.1 s.
 TEST_SCHEDULER = {"scheduler_sweep_seconds": 3600.0, "scheduler_due_seconds": 0.1}
@@ -31,32 +26,17 @@ def clock() -> FrozenClock:
     return FrozenClock(datetime(2026, 3, 20, 6, 0, tzinfo=UTC))
 
 
-def _factory(url: str, bootstrap: str | None, clock: FrozenClock) -> HeraldFactory:
-    namespace = f"t{uuid.uuid4().hex[:8]}."
-
-    @asynccontextmanager
-    async def start(**settings: Any) -> AsyncIterator[Running]:
-        bus = KafkaBus(bootstrap, namespace=namespace) if bootstrap else None
-        async with running_herald(
-            url, bus=bus, clock=clock, **{**TEST_SCHEDULER, **settings}
-        ) as running:
-            yield running
-
-    return start
-
-
 @pytest.fixture
-def embedded_herald(tmp_path, clock: FrozenClock) -> HeraldFactory:
-    return _factory(f"sqlite+aiosqlite:///{tmp_path}/herald.db", None, clock)
+def embedded_herald(tmp_path: Path, clock: FrozenClock) -> HeraldFactory:
+    return herald_factory(sqlite_url(tmp_path), clock=clock, **TEST_SCHEDULER)
 
 
-@pytest.fixture(params=["embedded", "kafka"])
-def start_herald(request: pytest.FixtureRequest, tmp_path, clock: FrozenClock) -> HeraldFactory:
+@pytest.fixture(params=SHAPES)
+def start_herald(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FrozenClock
+) -> HeraldFactory:
     """`async with start_herald(**settings) as (runtime, client)` in each shape."""
-    if request.param == "embedded":
-        return _factory(f"sqlite+aiosqlite:///{tmp_path}/herald.db", None, clock)
-    url = request.getfixturevalue("fresh_database")(f"sched_{uuid.uuid4().hex[:8]}")
-    return _factory(url, request.getfixturevalue("kafka_bootstrap"), clock)
+    return shape_factory(request, str(request.param), tmp_path, clock=clock, **TEST_SCHEDULER)
 
 
 def patient(zone: str | None = "Europe/Berlin") -> dict[str, Any]:

@@ -7,9 +7,6 @@ store in SQL, so the per-patient cases run on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -31,30 +28,19 @@ from tests.scheduler.conftest import (
     timing_activity,
     wait_for_tasks,
 )
-from tests.support.herald import running_herald, stored_counts
+from tests.support.herald import HeraldFactory, herald_factory, running_herald, stored_counts
 from tests.support.tokens import jwt_settings, live_bearer
 
-Running = tuple[Runtime, httpx.AsyncClient]
-Start = Callable[..., AbstractAsyncContextManager[Running]]
+Start = HeraldFactory
 EVERY_MINUTE = {"frequency": 1, "period": 1, "periodUnit": "min"}
 DAILY_1800 = {**DAILY_0900, "timeOfDay": ["18:00:00"]}
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def start(request: pytest.FixtureRequest, tmp_path, clock: FrozenClock) -> Start:  # type: ignore[no-untyped-def]
+@pytest.fixture
+def start(database_url: str, clock: FrozenClock) -> Start:
     """`async with start(**settings) as (runtime, client)`: Herald on either database (the
     in-process bus: the limits are the store's and the scheduler's, not the bus's)."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path}/herald.db"
-    else:
-        url = request.getfixturevalue("fresh_database")(f"lim_{uuid.uuid4().hex[:8]}")
-
-    @asynccontextmanager
-    async def started(**settings: Any) -> AsyncIterator[Running]:
-        async with running_herald(url, clock=clock, **{**TEST_SCHEDULER, **settings}) as up:
-            yield up
-
-    return started
+    return herald_factory(database_url, clock=clock, **TEST_SCHEDULER)
 
 
 async def _refused(

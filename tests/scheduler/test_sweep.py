@@ -11,8 +11,7 @@ from __future__ import annotations
 import copy
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,29 +42,16 @@ from tests.scheduler.conftest import (
     tasks_of,
     timing_activity,
 )
-from tests.support.herald import running_herald
+from tests.support.herald import herald_factory, running_herald
 
 SETTLED = {**Repairs().counts(), "settled_plans": 1}  # left alone: not planned, nothing written
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def unheard_herald(
-    request: pytest.FixtureRequest, tmp_path: Path, clock: FrozenClock
-) -> HeraldFactory:
+@pytest.fixture
+def unheard_herald(database_url: str, clock: FrozenClock) -> HeraldFactory:
     """`async with unheard_herald() as (runtime, client)`: a Herald whose scheduler hears no
-    change; only `runtime.scheduler.sweep()` reconciles."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path}/herald.db"
-    else:
-        url = request.getfixturevalue("fresh_database")(f"sweep_{uuid.uuid4().hex[:8]}")
-
-    @asynccontextmanager
-    async def start(**settings: Any) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
-        every = {**TEST_SCHEDULER, "scheduler": False, **settings}
-        async with running_herald(url, clock=clock, **every) as running:
-            yield running
-
-    return start
+    change; only `runtime.scheduler.sweep()` reconciles (on either database)."""
+    return herald_factory(database_url, clock=clock, **TEST_SCHEDULER, scheduler=False)
 
 
 async def daily_plan(

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,17 +13,11 @@ from subscriptions.ledger import Ledger, NewEvent
 from tests.support.herald import running_herald
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-_names = itertools.count()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def runtime(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[Runtime]:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path}/herald.db"
-    else:
-        fresh: Callable[[str], str] = request.getfixturevalue("fresh_database")
-        url = fresh(f"ledger_{next(_names)}")
-    async with running_herald(url, subscriptions=False) as (running, _client):
+@pytest.fixture
+async def runtime(database_url: str) -> AsyncIterator[Runtime]:
+    async with running_herald(database_url, subscriptions=False) as (running, _client):
         yield running
 
 

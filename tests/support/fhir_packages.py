@@ -36,8 +36,8 @@ import orjson
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from tests.infra.common import cache_dir, progress
 from tests.support.herald import running_herald
+from tests.support.services import cache_dir, progress
 
 R4B_EXAMPLES = ("hl7.fhir.r4b.examples", "4.3.0")
 R4B_CORE = ("hl7.fhir.r4b.core", "4.3.0")

@@ -1,9 +1,12 @@
-"""Start a Herald runtime in this process and talk to its API over ASGI."""
+"""Start a Herald runtime in this process and talk to its API (over ASGI or real HTTP), alone
+or as a factory in one of its shapes."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,14 +14,19 @@ import pytest
 from sqlalchemy import func, select
 
 from events.bus import Bus
+from events.bus.kafka import KafkaBus
 from fhirstore.clock import Clock
 from fhirstore.db.schema import outbox, resources
 from herald.app import create_app
 from herald.runtime import Runtime
 from herald.settings import Settings
+from tests.support.databases import fresh_database_url, sqlite_url
 from tests.support.serving import serving
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
+
+Running = tuple[Runtime, httpx.AsyncClient]
+HeraldFactory = Callable[..., AbstractAsyncContextManager[Running]]
 
 
 @asynccontextmanager
@@ -54,6 +62,46 @@ async def running_herald(
                 yield runtime, client
     finally:
         await runtime.stop()
+
+
+def herald_factory(
+    database_url: str,
+    kafka_bootstrap: str | None = None,
+    *,
+    clock: Clock | None = None,
+    **defaults: Any,
+) -> HeraldFactory:
+    """`async with factory(**settings) as (runtime, client)`: `running_herald` on `database_url`
+    with `defaults` under `settings`; on a Kafka bus with a namespace of its own when
+    `kafka_bootstrap` is given (each start a new process of one installation), else in-process."""
+    namespace = f"t{uuid.uuid4().hex[:8]}."
+
+    @asynccontextmanager
+    async def start(**settings: Any) -> AsyncIterator[Running]:
+        bus = KafkaBus(kafka_bootstrap, namespace=namespace) if kafka_bootstrap else None
+        async with running_herald(
+            database_url, bus=bus, clock=clock, **{**defaults, **settings}
+        ) as running:
+            yield running
+
+    return start
+
+
+def shape_factory(
+    request: pytest.FixtureRequest,
+    shape: str,
+    folder: Path,
+    *,
+    clock: Clock | None = None,
+    **defaults: Any,
+) -> HeraldFactory:
+    """`herald_factory` in `shape`: "embedded" (a SQLite file in `folder`, in-process bus) or
+    "kafka" (a fresh PostgreSQL database and the suite's Kafka broker)."""
+    if shape == "embedded":
+        return herald_factory(sqlite_url(folder), clock=clock, **defaults)
+    url = fresh_database_url(request, "postgres", folder)
+    bootstrap: str = request.getfixturevalue("kafka_bootstrap")
+    return herald_factory(url, bootstrap, clock=clock, **defaults)
 
 
 async def stored_counts(runtime: Runtime) -> tuple[int, int]:

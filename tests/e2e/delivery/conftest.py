@@ -3,16 +3,12 @@ embedded (SQLite, in-process bus) and scaled out (PostgreSQL, a real Kafka broke
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from events.bus.kafka import KafkaBus
-from herald.runtime import Runtime
 from subscriptions.model import (
     FILTER_CRITERIA,
     HEARTBEAT_PERIOD,
@@ -21,7 +17,8 @@ from subscriptions.model import (
     PAYLOAD_CONTENT,
     TIMEOUT,
 )
-from tests.support.herald import running_herald
+from tests.support.databases import SHAPES
+from tests.support.herald import HeraldFactory, shape_factory
 from tests.support.waiting import eventually
 
 RESOURCE_CHANGE = HERALD_CANONICAL + "/SubscriptionTopic/resource-change"
@@ -36,33 +33,16 @@ QUICK_DELIVERY = {
     "delivery_lease_seconds": 5.0,
 }
 
-Running = tuple[Runtime, httpx.AsyncClient]
-HeraldFactory = Callable[..., AbstractAsyncContextManager[Running]]
 
-
-@pytest.fixture(params=["embedded", "kafka"])
+@pytest.fixture(params=SHAPES)
 def shape(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 @pytest.fixture
-def start_herald(shape: str, request: pytest.FixtureRequest, tmp_path) -> HeraldFactory:
+def start_herald(shape: str, request: pytest.FixtureRequest, tmp_path: Path) -> HeraldFactory:
     """`async with start_herald(**settings) as (runtime, client)` in the test's shape."""
-    if shape == "embedded":
-        url = f"sqlite+aiosqlite:///{tmp_path}/herald.db"
-        bootstrap = None
-    else:
-        url = request.getfixturevalue("fresh_database")(f"delivery_{uuid.uuid4().hex[:8]}")
-        bootstrap = request.getfixturevalue("kafka_bootstrap")
-    namespace = f"t{uuid.uuid4().hex[:8]}."
-
-    @asynccontextmanager
-    async def start(**settings: Any) -> AsyncIterator[Running]:
-        bus = KafkaBus(bootstrap, namespace=namespace) if bootstrap else None
-        async with running_herald(url, bus=bus, **{**QUICK_DELIVERY, **settings}) as running:
-            yield running
-
-    return start
+    return shape_factory(request, shape, tmp_path, **QUICK_DELIVERY)
 
 
 def subscription(

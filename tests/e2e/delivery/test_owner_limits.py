@@ -29,14 +29,10 @@ DAVE = live_bearer(sub="dave", scope="system/SubscriptionTopic.cruds")
 Herald = tuple[Runtime, httpx.AsyncClient]
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def herald(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Herald]:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path}/herald.db"
-    else:
-        url = request.getfixturevalue("fresh_database")(f"own_{uuid.uuid4().hex[:8]}")
+@pytest.fixture
+async def herald(database_url: str, tmp_path: Path) -> AsyncIterator[Herald]:
     async with running_herald(
-        url,
+        database_url,
         clock=SystemClock(),
         **jwt_settings(tmp_path),
         scheduler=False,

@@ -14,6 +14,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.e2e.delivery.conftest import event_numbers, notification_type, subscription
+from tests.support.databases import SHAPES, fresh_database_url, sqlite_url
 from tests.support.process import HeraldProcess
 from tests.support.receiver import Receiver, Request, http_receiver
 from tests.support.waiting import eventually
@@ -90,11 +91,11 @@ async def _subscribe(
     return sid
 
 
-@pytest.fixture(params=["embedded", "kafka"])
+@pytest.fixture(params=SHAPES)
 def process_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
     if request.param == "embedded":
-        return {"HERALD_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/herald.db"}
-    url = request.getfixturevalue("fresh_database")(f"procs_{uuid.uuid4().hex[:8]}")
+        return {"HERALD_DATABASE_URL": sqlite_url(tmp_path)}
+    url = fresh_database_url(request, "postgres", tmp_path)
     return {
         "HERALD_DATABASE_URL": url,
         "HERALD_KAFKA_BOOTSTRAP": request.getfixturevalue("kafka_bootstrap"),

@@ -27,14 +27,12 @@ from subscriptions.registry import SUBSCRIPTION
 from subscriptions.rules import subscription_rule
 from tests.e2e.delivery.conftest import (
     QUICK_DELIVERY,
-    HeraldFactory,
-    Running,
     notification_type,
     subscribe,
     subscription,
     wait_for_status,
 )
-from tests.support.herald import running_herald, stored_counts
+from tests.support.herald import HeraldFactory, Running, running_herald, stored_counts
 from tests.support.process import free_port
 from tests.support.receiver import Receive, Scope, Send, http_receiver
 from tests.support.serving import serving

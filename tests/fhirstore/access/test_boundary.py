@@ -52,9 +52,12 @@ SEED: list[dict[str, Any]] = [
 
 
 @pytest.fixture
-async def herald(tmp_path: Path) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
+async def herald(
+    database_url: str, tmp_path: Path
+) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
+    """On both databases: reads and searches are narrowed in SQL."""
     async with running_herald(
-        f"sqlite+aiosqlite:///{tmp_path}/herald.db",
+        database_url,
         clock=FrozenClock(NOW),
         **jwt_settings(tmp_path),
         subscriptions=False,

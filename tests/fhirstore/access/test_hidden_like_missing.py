@@ -6,7 +6,6 @@ it to decide would answer 500 instead of 404."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -29,17 +28,8 @@ HIDDEN, DELETED, MISSING = (
     "zq-deleted",
     "zq-missing",
 )  # same length: bodies compare once ids are swapped
-_names = itertools.count()
 
 Herald = tuple[Runtime, httpx.AsyncClient]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/herald.db"
-    fresh: Callable[[str], str] = request.getfixturevalue("fresh_database")
-    return fresh(f"hidden_{next(_names)}")
 
 
 @pytest.fixture

@@ -4,9 +4,8 @@ sorting, totals and includes."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -20,6 +19,7 @@ from fhirstore.search.query import parse_search
 from fhirstore.search.sql import SearchResult, run_search
 from tests.fhirstore.search.search_corpus import DELETED, corpus
 from tests.fhirstore.search.test_search_match import MATCH_CASES, matching_ids
+from tests.support.databases import DATABASES, fresh_database_url
 
 
 def _instant(resource: dict[str, Any]) -> datetime:
@@ -43,16 +43,11 @@ async def _store(engine: AsyncEngine, resource: dict[str, Any], *, deleted: bool
         await conn.execute(insert(search_index), rows)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+@pytest.fixture(scope="module", params=DATABASES)
 async def engine(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[AsyncEngine]:
-    if request.param == "sqlite":
-        path: Path = tmp_path_factory.mktemp("search") / "search.db"
-        url = f"sqlite+aiosqlite:///{path}"
-    else:
-        fresh: Callable[[str], str] = request.getfixturevalue("fresh_database")
-        url = fresh("search_sql")
+    url = fresh_database_url(request, str(request.param), tmp_path_factory.mktemp("search"))
     engine = create_async_engine(url)
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)

@@ -10,8 +10,8 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from infra.kafka import KafkaBroker
-from infra.postgres import PostgresServer, asyncpg_dsn
+from tests.support.kafka import KafkaBroker
+from tests.support.postgres import PostgresServer, asyncpg_dsn
 
 TIMEOUT_S = 60
 

@@ -22,7 +22,7 @@ import time
 import uuid
 from pathlib import Path
 
-from .common import InfraUnavailable, cache_dir, free_port, progress, tail
+from tests.support.services import InfraUnavailable, cache_dir, free_port, progress, tail
 
 KAFKA_VERSION = "4.1.1"
 POM = Path(__file__).with_name("kafka-pom.xml")

@@ -1,4 +1,4 @@
-"""Helpers shared by the service launchers in ``tests/infra``."""
+"""What the real-service launchers share: a free loopback port, the download cache, log tails."""
 
 from __future__ import annotations
 
@@ -10,6 +10,11 @@ from pathlib import Path
 
 class InfraUnavailable(RuntimeError):
     """A tool a real service needs (Java, Maven, PostgreSQL) is missing on this machine."""
+
+
+def in_ci() -> bool:
+    """Whether this is a CI run (`CI=true`), where tests needing a real service must run."""
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
 
 
 def free_port() -> int:

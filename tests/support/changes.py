@@ -1,22 +1,12 @@
-"""Helpers for change-stream tests: a plain aiokafka reader, as an integrator would write it."""
+"""Read `fhir.changes` as an integrator would (a plain aiokafka consumer), for stream tests."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from dataclasses import dataclass
 
-import pytest
 from aiokafka import AIOKafkaConsumer
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path) -> str:
-    """Each stream test runs on the embedded database and on PostgreSQL."""
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path}/h.db"
-    return request.getfixturevalue("fresh_database")(f"stream_{uuid.uuid4().hex[:8]}")
 
 
 @dataclass(frozen=True)

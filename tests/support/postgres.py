@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from .common import InfraUnavailable, free_port, tail
+from tests.support.services import InfraUnavailable, free_port, tail
 
 PG_USER = "herald-pg"  # OS user owning the cluster when the tests run as root
 START_TIMEOUT_S = 60

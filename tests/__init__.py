@@ -1,0 +1,1 @@
+"""Herald's test suites; `tests.support` is the infrastructure they and `bench/` share."""
