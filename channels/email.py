@@ -46,11 +46,11 @@ import orjson
 
 from channels.transport import Delivery, Outcome
 from fhirstore.clock import Clock, SystemClock
+from fhirstore.wire import EMAIL_IDEMPOTENCY_HEADER as IDEMPOTENCY_HEADER
 
 if TYPE_CHECKING:  # endpoints.py reads mailto addresses with this module's parser
     from channels.endpoints import Recipients
 
-IDEMPOTENCY_HEADER = "Herald-Idempotency-Key"
 # A plain ASCII address: no quoted local part, no domain literal, no `%` or `!` (which some
 # mail servers still read as "relay on to the host after it"), so the address the recipient
 # allow-list judges is the one the mail goes to.

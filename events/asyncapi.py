@@ -10,9 +10,9 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 from pydantic import BaseModel, ConfigDict, Field
 
-from events.model import CHANGES_TOPIC, EVENT_ID_HEADER, ChangeEvent
-from subscriptions.matcher import NOTIFICATIONS_TOPIC, NotificationJob
-from subscriptions.model import WEBSOCKET_TOPIC
+from events.model import ChangeEvent
+from fhirstore.wire import CHANGES_TOPIC, EVENT_ID_HEADER, NOTIFICATIONS_TOPIC, WEBSOCKET_TOPIC
+from subscriptions.matcher import NotificationJob
 
 
 class NotificationBundle(BaseModel):

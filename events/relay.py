@@ -21,12 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.bus import Bus, Message
 from events.metrics import OUTBOX_LAG, RELAY_IS_LEADER, RELAY_PUBLISH_FAILURES, RELAY_PUBLISHED
-from events.model import CHANGES_TOPIC, EVENT_ID_HEADER
 from fhirstore.db.locks import RELAY_LOCK_KEY
 from fhirstore.db.schema import outbox, relay_cursor
 from fhirstore.db.upsert import upsert
-from fhirstore.db.writer import OUTBOX_CHANNEL
 from fhirstore.store import Store, as_utc
+from fhirstore.wire import CHANGES_TOPIC, EVENT_ID_HEADER, OUTBOX_CHANNEL
 
 log = logging.getLogger(__name__)
 

@@ -19,16 +19,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from events.bus import Bus, Message
 from events.bus.base import Unprocessable
-from events.model import CHANGES_TOPIC, ChangeEvent
+from events.model import ChangeEvent
 from fhirstore.store import Store
+from fhirstore.wire import CHANGES_TOPIC, MATCHER_GROUP, NOTIFICATIONS_TOPIC
 from subscriptions.focus import version_resource
 from subscriptions.ledger import Ledger, NewEvent
 from subscriptions.registry import SUBSCRIPTION, SubscriptionChange, SubscriptionRegistry
 
 log = logging.getLogger(__name__)
-
-NOTIFICATIONS_TOPIC = "herald.notifications"
-MATCHER_GROUP = "herald-matcher"
 
 
 class NotificationJob(BaseModel):

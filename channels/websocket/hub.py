@@ -24,11 +24,9 @@ from events.bus import Bus, Message
 from fhirstore.db.engine import is_sqlite
 from fhirstore.db.schema import websocket_bindings
 from fhirstore.store import Store
-from subscriptions.model import WEBSOCKET_TOPIC
+from fhirstore.wire import GREETED_BEFORE_HEADER, OWNER_HEADER, WEBSOCKET_TOPIC
 
 log = logging.getLogger(__name__)
-
-_GREETED_BEFORE = "greeted-before"  # header of a forwarded handshake from a delivery step
 
 
 class Socket(Protocol):
@@ -169,16 +167,16 @@ class SocketHub:
         self, subscription_id: str, text: str, *, greeted_before: datetime | None = None
     ) -> None:
         """Hand a notification to the replicas (the one holding the socket writes it)."""
-        headers = {"owner": self.owner}
+        headers = {OWNER_HEADER: self.owner}
         if greeted_before is not None:
-            headers[_GREETED_BEFORE] = greeted_before.isoformat()
+            headers[GREETED_BEFORE_HEADER] = greeted_before.isoformat()
         await self._bus.publish([Message(WEBSOCKET_TOPIC, subscription_id, text.encode(), headers)])
 
     async def _on_forwarded(self, messages: Sequence[Message]) -> None:
         for message in messages:
-            if message.headers.get("owner") == self.owner:
+            if message.headers.get(OWNER_HEADER) == self.owner:
                 continue  # sent by this process, which had no socket for it
-            before = message.headers.get(_GREETED_BEFORE)
+            before = message.headers.get(GREETED_BEFORE_HEADER)
             with contextlib.suppress(UnicodeDecodeError, ValueError):
                 greeted_before = datetime.fromisoformat(before) if before else None
                 await self.push(message.key, message.value.decode(), greeted_before=greeted_before)

@@ -25,10 +25,13 @@ from faststream.message import StreamMessage
 from faststream.middlewares.acknowledgement.config import AckPolicy
 
 from events.bus.base import BatchHandler, Handler, Message, SetAside, consume
+from fhirstore.wire import BUS_CLIENT_ID
 
 
 class KafkaBus:
-    def __init__(self, bootstrap: str, *, client_id: str = "herald", namespace: str = "") -> None:
+    def __init__(
+        self, bootstrap: str, *, client_id: str = BUS_CLIENT_ID, namespace: str = ""
+    ) -> None:
         self.namespace = namespace
         self.broker = KafkaBroker(
             bootstrap,

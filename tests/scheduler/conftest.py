@@ -14,8 +14,8 @@ import pytest
 
 from events.bus.kafka import KafkaBus
 from fhirstore.clock import FrozenClock
+from fhirstore.wire import OCCURRENCE_SYSTEM
 from herald.runtime import Runtime
-from scheduler.policy import OCCURRENCE_SYSTEM
 from tests.support.herald import running_herald
 from tests.support.waiting import eventually
 
