@@ -49,16 +49,30 @@ from aiokafka.errors import (
 )
 
 from channels.transport import Delivery, Outcome
+from events.bus import TopicSpec
 from fhirstore.wire import (
     CHANGES_TOPIC,
     IDEMPOTENCY_HEADER,
     NOTIFICATION_TYPE_HEADER,
     QUEUE_CLIENT_ID,
+    QUEUE_TOPIC,
     SUBSCRIPTION_HEADER,
 )
 from fhirstore.wire import INTERNAL_TOPIC_PREFIXES as _INTERNAL_PREFIXES
+from subscriptions.notification import NotificationBundle
 
 SETTING = "HERALD_QUEUE_TOPICS"
+# What this channel writes, for the AsyncAPI document (it writes with a producer of its own).
+QUEUE = TopicSpec(
+    QUEUE_TOPIC,
+    NotificationBundle,
+    "The Kafka queue channel: a topic a Subscription names (`kafka:<topic>`, allowed by "
+    "HERALD_QUEUE_TOPICS). One record per notification, in eventNumber order per subscription. "
+    "Key: the Subscription id. Value: the notification Bundle (Backport IG; empty for a classic "
+    f"subscription without payload). Headers: {IDEMPOTENCY_HEADER} (the same on a retry: drop "
+    f"repeats by it), Content-Type, {SUBSCRIPTION_HEADER}, {NOTIFICATION_TYPE_HEADER} "
+    "(handshake, heartbeat, event-notification).",
+)
 SCHEME = "kafka:"
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _SHOWN = 80  # characters of an endpoint quoted in a message

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from events.bus import Bus, Message
+from events.bus import Bus, Message, TopicSpec
 from events.bus.base import Unprocessable
 from events.model import ChangeEvent
 from fhirstore.store import Store
@@ -46,6 +46,16 @@ class NotificationJob(BaseModel):
     )
 
 
+NOTIFICATION_JOBS = TopicSpec(
+    NOTIFICATIONS_TOPIC,
+    NotificationJob,
+    "Internal: the matcher's wake-ups for the dispatchers, one per subscription per batch of "
+    "changes (or handshake, or a WebSocket bind: retryNow). Key: the Subscription id, so one "
+    "subscription's jobs reach one dispatcher in order. The notifications themselves are read "
+    "from the database.",
+)
+
+
 def notification_job(
     subscription_id: str, event_number: int | None, *, retry_now: bool = False
 ) -> Message:
@@ -69,6 +79,7 @@ class Matcher:
         self._ledger = ledger
         self._registry = registry
         self._bus = bus
+        bus.declare(NOTIFICATION_JOBS)
 
     def subscribe(self) -> None:
         self._bus.subscribe_batch(CHANGES_TOPIC, MATCHER_GROUP, self.handle)

@@ -20,13 +20,22 @@ from typing import Protocol
 
 from sqlalchemy import and_, delete, insert, select, update
 
-from events.bus import Bus, Message
+from events.bus import Bus, Message, TopicSpec
 from fhirstore.db.engine import is_sqlite
 from fhirstore.db.schema import websocket_bindings
 from fhirstore.store import Store
 from fhirstore.wire import GREETED_BEFORE_HEADER, OWNER_HEADER, WEBSOCKET_TOPIC
+from subscriptions.notification import NotificationBundle
 
 log = logging.getLogger(__name__)
+
+FORWARDED = TopicSpec(
+    WEBSOCKET_TOPIC,
+    NotificationBundle,
+    "Internal: notifications on their way to the replica that holds the subscription's "
+    f"WebSocket. Key: the Subscription id. Header `{OWNER_HEADER}`: the forwarding replica. "
+    "Every replica reads it, without a group.",
+)
 
 
 class Socket(Protocol):
@@ -71,6 +80,7 @@ class SocketHub:
     ) -> None:
         self._store = store
         self._bus = bus
+        bus.declare(FORWARDED)
         self.owner = owner
         self._lease = lease
         self.send_timeout = send_timeout

@@ -6,9 +6,18 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 
-from events.bus import Bus, Message
+from pydantic import BaseModel
+
+from events.bus import Bus, Message, TopicSpec
 from events.bus.kafka import KafkaBus
 from events.bus.memory import MemoryBus
+
+
+class Push(BaseModel):
+    text: str
+
+
+PUSHES = TopicSpec("pushes", Push, "pushes for the listeners")
 
 
 class Heard:
@@ -33,6 +42,7 @@ async def test_in_process_broadcast_reaches_every_listener() -> None:
 async def test_kafka_broadcast_reaches_every_process_from_now_on(kafka_bootstrap: str) -> None:
     namespace = f"bc{uuid.uuid4().hex[:8]}."
     publisher = KafkaBus(kafka_bootstrap, namespace=namespace)
+    publisher.declare(PUSHES)
     await publisher.start()
     await publisher.publish([Message("pushes", "sub-1", b"before")])  # creates the topic
     buses: list[Bus] = []
