@@ -27,7 +27,7 @@ INTERNAL_TOPIC_PREFIXES = ("herald.", "__")
 QUEUE_TOPIC = "{queue topic}"
 
 # Kafka consumer groups (namespaced like the topics); the quarantine records them per message.
-# The matcher reads CHANGES_TOPIC in this group.
+# The matcher reads CHANGES_TOPIC in this group (operators name it to `herald quarantine`).
 MATCHER_GROUP = "herald-matcher"
 # The dispatchers read NOTIFICATIONS_TOPIC in this group.
 DISPATCHER_GROUP = "herald-dispatcher"
@@ -35,7 +35,7 @@ DISPATCHER_GROUP = "herald-dispatcher"
 SCHEDULER_GROUP = "herald-scheduler"
 
 # Kafka client ids, as brokers log them and quotas name them.
-# The bus (relay, matcher, dispatchers, scheduler, WebSocket hub).
+# The bus's producer and consumers (relay, matcher, dispatchers, scheduler, WebSocket hub).
 BUS_CLIENT_ID = "herald"
 # The Kafka queue channel's producer.
 QUEUE_CLIENT_ID = "herald-queue"
@@ -61,46 +61,62 @@ NOTIFICATION_TYPE_HEADER = "Herald-Notification-Type"
 # PostgreSQL LISTEN/NOTIFY channel: the store notifies on commit; the relay listens.
 OUTBOX_CHANNEL = "herald_outbox"
 
-# Herald's canonical URLs (built-in topics, extensions, code and naming systems).
+# Herald's canonical URLs. The base of every URL below that Herald defines.
 HERALD_CANONICAL = "http://herald-fhir.org/fhir"
-# Built-in SubscriptionTopics (seeded by subscriptions/, named by clients in Subscriptions).
+# Base of the built-in SubscriptionTopics' URLs (seeded by subscriptions/, reserved in the store).
 TOPIC_BASE = HERALD_CANONICAL + "/SubscriptionTopic/"
+# Built-in topic Herald seeds and matches; clients name it in Subscription criteria.
 RESOURCE_CHANGE = TOPIC_BASE + "resource-change"
+# Built-in topic matched when a Task (e.g. one the scheduler wrote) becomes ready; clients name it.
 TASK_READY = TOPIC_BASE + "task-ready"
+# Built-in topic matched when an Encounter starts; clients name it.
 ENCOUNTER_START = TOPIC_BASE + "encounter-start"
-# The implicit topic of a classic `Type?params` Subscription is this + the resource type.
+# + resource type: the implicit topic Herald gives a classic `Type?params` Subscription ($status).
 CLASSIC_TOPIC_PREFIX = TOPIC_BASE + "classic-"
-# Subscription extension a client sets to have REST hook notifications signed.
+# Subscription extension a client sets to have its REST hook notifications signed; Herald reads.
 SIGNING_SECRET = HERALD_CANONICAL + "/StructureDefinition/subscription-signing-secret"
-# Herald's channel types (`kafka`), set by clients in the Backport channel-type extension.
+# Code system of Herald's channel types (`kafka`): clients write it, the subscription parser reads.
 HERALD_CHANNEL_TYPES = HERALD_CANONICAL + "/CodeSystem/channel-type"
-# The store stamps a Subscription's owner in this extension and meta.tag system (and reads them).
+# Subscription extension the store stamps with the owner and reads back (access checks).
 OWNER_EXTENSION = HERALD_CANONICAL + "/StructureDefinition/subscription-owner"
+# meta.tag system the store stamps with the owner's subject and searches by (`_tag`).
 OWNER_TAG_SYSTEM = HERALD_CANONICAL + "/CodeSystem/subscription-owner"
-# AuditEvent.subtype and AuditEvent.type codes the audit trail writes; auditors read.
+# AuditEvent.subtype codes the audit trail writes (operations, deliveries); auditors read.
 AUDIT_SUBTYPE_SYSTEM = HERALD_CANONICAL + "/CodeSystem/audit-subtype"
+# AuditEvent.type of a write by a Herald system identity (the audit trail writes; auditors read).
 AUDIT_TYPE_SYSTEM = HERALD_CANONICAL + "/CodeSystem/audit-type"
-# Task.identifier system the scheduler writes: CarePlan/{id}/activity/{key}/{start}.
+# Task.identifier system the scheduler writes and finds its Tasks by (CarePlan/{id}/activity/...).
 OCCURRENCE_SYSTEM = HERALD_CANONICAL + "/NamingSystem/careplan-occurrence"
-# Task.businessStatus codes of the Tasks the scheduler ends itself (status `cancelled`).
+# Task.businessStatus system of the Tasks the scheduler ends itself (status `cancelled`).
 BUSINESS_STATUS = HERALD_CANONICAL + "/CodeSystem/task-business-status"
 
-# The Subscriptions R5 Backport IG: clients write these in Subscriptions; Herald reads them,
-# and names them in its CapabilityStatement.
+# The Subscriptions R5 Backport IG.
+# Its base; the CapabilityStatement names its operations and profile (below).
 BACKPORT_IG = "http://hl7.org/fhir/uv/subscriptions-backport"
+# Base of its StructureDefinitions (extensions and profile).
 BACKPORT = BACKPORT_IG + "/StructureDefinition/"
+# Subscription extension: clients write filters on the topic; the subscription parser reads.
 FILTER_CRITERIA = BACKPORT + "backport-filter-criteria"
+# Subscription extension: clients choose empty, id-only or full-resource; the parser reads.
 PAYLOAD_CONTENT = BACKPORT + "backport-payload-content"
+# Subscription extension: clients ask for heartbeats; the parser reads, the dispatcher sends.
 HEARTBEAT_PERIOD = BACKPORT + "backport-heartbeat-period"
+# Subscription extension: clients bound a delivery's time; the parser reads.
 TIMEOUT = BACKPORT + "backport-timeout"
+# Subscription extension: clients bound events per notification; the parser reads.
 MAX_COUNT = BACKPORT + "backport-max-count"
+# Subscription extension: clients name a channel type R4B lacks (Herald's `kafka`); parser reads.
 CHANNEL_TYPE = BACKPORT + "backport-channel-type"
+# CapabilityStatement extension: Herald lists the topics it serves; clients read.
 TOPIC_CANONICAL = BACKPORT + "capabilitystatement-subscriptiontopic-canonical"
+# Profile Herald's CapabilityStatement says its Subscriptions follow; clients read.
 BACKPORT_PROFILE = BACKPORT + "backport-subscription"
+# `$status`, as Herald's CapabilityStatement defines it; clients read.
 STATUS_OPERATION = BACKPORT_IG + "/OperationDefinition/backport-subscription-status"
+# `$events`, as Herald's CapabilityStatement defines it; clients read.
 EVENTS_OPERATION = BACKPORT_IG + "/OperationDefinition/backport-subscription-events"
 
-# Code systems of Subscription.channel.type Herald accepts from clients (R4B's and R4's).
+# Code systems of Subscription.channel.type (R4B's and R4's) clients may write; the parser reads.
 CHANNEL_TYPE_SYSTEMS = frozenset(
     {
         "http://terminology.hl7.org/CodeSystem/subscription-channel-type",
