@@ -86,7 +86,7 @@ from bench.harness import (
     rate,
 )
 from bench.relay_lag import Broker
-from subscriptions.model import CHANNEL_TYPE, HERALD_CHANNEL_TYPES
+from fhirstore.wire import CHANNEL_TYPE, HERALD_CHANNEL_TYPES
 from tests.support.process import free_port
 
 SHAPES = ("embedded", "kafka")

@@ -62,10 +62,9 @@ from bench.harness import (
 )
 from bench.relay_lag import Broker
 from channels.resthook import RestHookTransport
-from subscriptions.model import FILTER_CRITERIA, HERALD_CANONICAL, PAYLOAD_CONTENT
+from fhirstore.wire import FILTER_CRITERIA, PAYLOAD_CONTENT, RESOURCE_CHANGE
 from tests.support.receiver import http_receiver
 
-RESOURCE_CHANGE = HERALD_CANONICAL + "/SubscriptionTopic/resource-change"
 BENCH_SYSTEM = "urn:herald-bench:write"  # identifier system carrying the write number
 SHAPES = {"embedded": "sqlite", "kafka": "postgres"}  # shape -> database backend
 LATENCY_TARGETS = {"embedded": 0.100, "kafka": 0.250}  # p99 write -> REST hook arrival

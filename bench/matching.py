@@ -38,16 +38,12 @@ from bench.harness import console, note, progress, rate, ratio
 from events.model import ChangeEvent
 from fhirstore.search.match import matches_entries
 from fhirstore.search.query import Criterion
-from subscriptions.builtin_topics import (
-    BUILTIN_TOPICS,
-    ENCOUNTER_START,
-    RESOURCE_CHANGE,
-    TASK_READY,
-)
+from fhirstore.wire import ENCOUNTER_START, FILTER_CRITERIA, RESOURCE_CHANGE, TASK_READY
+from subscriptions.builtin_topics import BUILTIN_TOPICS
 from subscriptions.criteria import ChangeContext, trigger_fires
 from subscriptions.index import Match, SubscriptionIndex
 from subscriptions.keys import focus_types, is_type_filter
-from subscriptions.model import ANY_RESOURCE, FILTER_CRITERIA, SubscriptionSpec
+from subscriptions.model import ANY_RESOURCE, SubscriptionSpec
 from subscriptions.subscription import parse_subscription
 from subscriptions.topics import parse_topic
 

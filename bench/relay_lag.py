@@ -53,7 +53,7 @@ from bench.harness import (
 )
 from events.bus import Message
 from events.bus.memory import MemoryBus
-from events.model import CHANGES_TOPIC
+from fhirstore.wire import CHANGES_TOPIC
 from herald.runtime import Runtime
 from herald.settings import Settings
 

@@ -24,13 +24,12 @@ from channels.transport import Transport
 from events.bus import Bus, Message
 from events.bus.base import Unprocessable
 from fhirstore.store import Store
+from fhirstore.wire import DISPATCHER_GROUP, NOTIFICATIONS_TOPIC
 from subscriptions.ledger import Ledger
-from subscriptions.matcher import NOTIFICATIONS_TOPIC, read_job
+from subscriptions.matcher import read_job
 from subscriptions.registry import SubscriptionRegistry
 
 log = logging.getLogger(__name__)
-
-DISPATCHER_GROUP = "herald-dispatcher"
 
 
 def new_owner() -> str:

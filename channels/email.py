@@ -48,8 +48,8 @@ from channels.endpoints import Recipients
 from channels.mailto import mailto_recipients
 from channels.transport import Delivery, Failure, Outcome
 from fhirstore.clock import Clock, SystemClock
+from fhirstore.wire import EMAIL_IDEMPOTENCY_HEADER as IDEMPOTENCY_HEADER
 
-IDEMPOTENCY_HEADER = "Herald-Idempotency-Key"
 _CONNECT_HINT = "check HERALD_SMTP_HOST and HERALD_SMTP_PORT"
 _TLS_HINT = "check HERALD_SMTP_TLS and HERALD_SMTP_STARTTLS"
 _LOGIN_HINT = "check HERALD_SMTP_USERNAME and HERALD_SMTP_PASSWORD"

@@ -49,15 +49,31 @@ from aiokafka.errors import (
 )
 
 from channels.transport import Delivery, Failure, Outcome
+from events.bus import TopicSpec
+from fhirstore.wire import (
+    CHANGES_TOPIC,
+    IDEMPOTENCY_HEADER,
+    NOTIFICATION_TYPE_HEADER,
+    QUEUE_CLIENT_ID,
+    QUEUE_TOPIC,
+    SUBSCRIPTION_HEADER,
+)
+from fhirstore.wire import INTERNAL_TOPIC_PREFIXES as _INTERNAL_PREFIXES
+from subscriptions.notification import NotificationBundle
 
 SETTING = "HERALD_QUEUE_TOPICS"
+# What this channel writes, for the AsyncAPI document (it writes with a producer of its own).
+QUEUE = TopicSpec(
+    QUEUE_TOPIC,
+    NotificationBundle,
+    "The Kafka queue channel: a topic a Subscription names (`kafka:<topic>`, allowed by "
+    "HERALD_QUEUE_TOPICS). One record per notification, in eventNumber order per subscription. "
+    "Key: the Subscription id. Value: the notification Bundle (Backport IG; empty for a classic "
+    f"subscription without payload). Headers: {IDEMPOTENCY_HEADER} (the same on a retry: drop "
+    f"repeats by it), Content-Type, {SUBSCRIPTION_HEADER}, {NOTIFICATION_TYPE_HEADER} "
+    "(handshake, heartbeat, event-notification).",
+)
 SCHEME = "kafka:"
-CHANGES_TOPIC = "fhir.changes"
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-SUBSCRIPTION_HEADER = "Herald-Subscription"
-NOTIFICATION_TYPE_HEADER = "Herald-Notification-Type"
-# Herald's own topics and Kafka's (`__consumer_offsets`, `__transaction_state`, ...).
-_INTERNAL_PREFIXES = ("herald.", "__")
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _SHOWN = 80  # characters of an endpoint quoted in a message
 _NAME_RULE = "1 to 249 letters, digits, '.', '_' or '-' (and not '.' or '..')"
@@ -170,7 +186,7 @@ class QueueTopics:
 class KafkaQueueTransport:
     """Writes each notification as one Kafka message, with one shared producer. Call `aclose()`."""
 
-    def __init__(self, bootstrap: str, *, client_id: str = "herald-queue") -> None:
+    def __init__(self, bootstrap: str, *, client_id: str = QUEUE_CLIENT_ID) -> None:
         self._bootstrap = bootstrap
         self._client_id = client_id
         # Started on first send (aiokafka binds it to the running event loop).

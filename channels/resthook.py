@@ -50,9 +50,8 @@ import aiohttp
 from channels.endpoints import EndpointGuard, EndpointRefused
 from channels.transport import Delivery, Failure, Outcome
 from fhirstore.clock import Clock, SystemClock
+from fhirstore.wire import IDEMPOTENCY_HEADER, SIGNATURE_HEADER
 
-SIGNATURE_HEADER = "X-Herald-Signature"
-IDEMPOTENCY_HEADER = "Idempotency-Key"
 # Channel headers may not replace what Herald itself puts on the request.
 _RESERVED = frozenset(
     {"content-type", "content-length", "host", "transfer-encoding", "idempotency-key"}

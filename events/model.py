@@ -13,9 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fhirstore import fhirjson
 
-CHANGES_TOPIC = "fhir.changes"
-EVENT_ID_HEADER = "herald-event-id"
-
 Interaction = Literal["create", "update", "delete"]
 
 

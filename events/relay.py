@@ -19,18 +19,25 @@ import orjson
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from events.bus import Bus, Message
+from events.bus import Bus, Message, TopicSpec
 from events.metrics import OUTBOX_LAG, RELAY_IS_LEADER, RELAY_PUBLISH_FAILURES, RELAY_PUBLISHED
-from events.model import CHANGES_TOPIC, EVENT_ID_HEADER
+from events.model import ChangeEvent
 from fhirstore.db.locks import RELAY_LOCK_KEY
 from fhirstore.db.schema import outbox, relay_cursor
 from fhirstore.db.upsert import upsert
-from fhirstore.db.writer import OUTBOX_CHANNEL
 from fhirstore.store import Store, as_utc
+from fhirstore.wire import CHANGES_TOPIC, EVENT_ID_HEADER, OUTBOX_CHANNEL
 
 log = logging.getLogger(__name__)
 
 CURSOR_NAME = CHANGES_TOPIC
+CHANGES = TopicSpec(
+    CHANGES_TOPIC,
+    ChangeEvent,
+    "Every committed create, update and delete in the FHIR store, in commit order. "
+    f"Key: `ResourceType/id` (per-resource order). Header `{EVENT_ID_HEADER}`: the "
+    "event id, identical on redelivery (drop duplicates by it).",
+)
 
 
 async def _always_leader() -> None:
@@ -76,6 +83,7 @@ class OutboxRelay:
         self._store = store
         self._engine = store.engine
         self._bus = bus
+        bus.declare(CHANGES)
         self._clock = store.clock
         self._batch_size = batch_size
         self._poll_interval = poll_interval

@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from fhirstore.access.boundary import Access, Reach
 from fhirstore.access.narrowing import Narrowing, reach_clause
-from fhirstore.access.ownership import OWNER_TAG_SYSTEM, owner_of, owner_subject, stamped
+from fhirstore.access.ownership import owner_of, owner_subject, stamped
 from fhirstore.access.principal import Principal
 from fhirstore.access.reserved import Reserved
 from fhirstore.access.scopes import Scopes
@@ -69,6 +69,7 @@ from fhirstore.search.page import BodySize, Budget
 from fhirstore.search.query import SearchRequest, parse_search
 from fhirstore.search.sql import SearchResult, run_search
 from fhirstore.validation import require_id, require_type, validate_resource
+from fhirstore.wire import OWNER_TAG_SYSTEM
 
 # Appended to "does not exist": a narrowed principal learns nothing about what it may not read.
 _OR_OUTSIDE = " (or is outside what this token may read)"

@@ -11,17 +11,12 @@ from channels.email import EmailTransport, SmtpConfig
 from channels.endpoints import Recipients
 from channels.queue import KafkaQueueTransport, QueueTopics
 from channels.transport import Transport
-from events.model import CHANGES_TOPIC
+from fhirstore.wire import HERALD_TOPICS
 from herald.settings import Settings
 from subscriptions.channel import ChannelSupport
-from subscriptions.matcher import NOTIFICATIONS_TOPIC
-from subscriptions.model import WEBSOCKET_TOPIC, Channel
+from subscriptions.model import Channel
 
 CHANNEL_TYPES = frozenset({"rest-hook", "websocket", "email", "kafka"})
-
-
-# Topics Herald itself uses: a kafka channel may never write to them.
-HERALD_TOPICS = frozenset({CHANGES_TOPIC, NOTIFICATIONS_TOPIC, WEBSOCKET_TOPIC})
 
 
 def queue_topics(settings: Settings) -> QueueTopics:

@@ -51,7 +51,7 @@ from scheduler.timing import WhenClock
 from subscriptions.fhirpath_budget import FhirPathBudget, FhirPathRunner
 from subscriptions.ledger import Ledger
 from subscriptions.lifecycle import Lifecycle
-from subscriptions.matcher import Matcher, notification_job
+from subscriptions.matcher import NOTIFICATION_JOBS, Matcher, notification_job
 from subscriptions.missed_by_budget import MissedByBudgetReporter
 from subscriptions.registry import SUBSCRIPTION, SUBSCRIPTION_TOPIC, SubscriptionRegistry
 from subscriptions.rules import OwnerLimit, owned_topic_rule, subscription_rule
@@ -131,6 +131,7 @@ class Runtime:
         self.engine = create_engine(settings.database_url)
         self.store = Store(self.engine, self.clock, settings.search_limits)
         self.bus = bus or make_bus(settings)
+        self.bus.declare(NOTIFICATION_JOBS)  # `nudge` publishes jobs, with a matcher here or not
         self.relay = OutboxRelay(
             self.store,
             self.bus,

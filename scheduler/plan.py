@@ -25,13 +25,8 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fhirstore.validation import ID_PATTERN
-from scheduler.policy import (
-    OCCURRENCE_SYSTEM,
-    TIMEZONE_EXTENSION,
-    PlanTag,
-    ScheduleLimits,
-    SchedulePolicy,
-)
+from fhirstore.wire import OCCURRENCE_SYSTEM
+from scheduler.policy import TIMEZONE_EXTENSION, PlanTag, ScheduleLimits, SchedulePolicy
 from scheduler.task import PlannedTask, local_datetime, occurrence_key, task_id
 from scheduler.timing import Budget, Occurrence, Unschedulable, occurrences
 from scheduler.timing.primitives import date_time

@@ -2,8 +2,7 @@
 
 `SchedulePolicy` is built from settings by the service shell; everything in `scheduler/` takes
 it as a value. Its `fingerprint` tells a sweep whether a CarePlan was planned under the same
-policy (and the same Herald release). The URLs below are Herald's own code systems and
-identifier system, documented in docs/scheduling.md.
+policy (and the same Herald release).
 """
 
 from __future__ import annotations
@@ -16,11 +15,6 @@ from zoneinfo import ZoneInfo
 
 from scheduler.timing import WhenClock
 
-HERALD_CANONICAL = "http://herald-fhir.org/fhir"
-# Task.identifier system; the value names the occurrence: CarePlan/{id}/activity/{key}/{start}.
-OCCURRENCE_SYSTEM = HERALD_CANONICAL + "/NamingSystem/careplan-occurrence"
-# Task.businessStatus codes of the Tasks Herald ends itself (status `cancelled`).
-BUSINESS_STATUS = HERALD_CANONICAL + "/CodeSystem/task-business-status"
 # The standard extension carrying a Patient's IANA time zone.
 TIMEZONE_EXTENSION = "http://hl7.org/fhir/StructureDefinition/timezone"
 

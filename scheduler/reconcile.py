@@ -42,6 +42,7 @@ from fhirstore.db.schema import resource_versions, search_index
 from fhirstore.db.writer import Head, PendingWrite, WrittenVersion
 from fhirstore.errors import FhirError
 from fhirstore.store import Store, StoredVersion, as_utc
+from fhirstore.wire import OCCURRENCE_SYSTEM
 from scheduler.bookkeeping import (
     PlanRow,
     TaskRow,
@@ -61,7 +62,7 @@ from scheduler.plan import (
     patient_zone,
     plan_careplan,
 )
-from scheduler.policy import OCCURRENCE_SYSTEM, SchedulePolicy
+from scheduler.policy import SchedulePolicy
 from scheduler.task import (
     PlannedTask,
     TaskState,

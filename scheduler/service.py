@@ -24,7 +24,6 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from events.bus import Bus, Message
-from events.model import CHANGES_TOPIC
 from fhirstore.access.acting import Record
 from fhirstore.db.leader import Leadership
 from fhirstore.db.locks import SCHEDULER_LOCK_KEY
@@ -37,6 +36,7 @@ from fhirstore.db.schema import (
 )
 from fhirstore.db.statistics import BulkStatistics
 from fhirstore.store import Store
+from fhirstore.wire import CHANGES_TOPIC, SCHEDULER_GROUP
 from scheduler.bookkeeping import (
     careplan_ids,
     count_careplans,
@@ -53,7 +53,6 @@ from scheduler.settled import settled
 
 log = logging.getLogger(__name__)
 
-SCHEDULER_GROUP = "herald-scheduler"
 SWEEP_PAGE = 500  # CarePlan ids read per page of a sweep
 # Rows of occurrences this long past their grace period are dropped (the Tasks stay).
 ROW_RETENTION = timedelta(days=1)

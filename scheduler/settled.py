@@ -57,7 +57,8 @@ from sqlalchemy import ColumnElement, FromClause, String, and_, exists, func, or
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fhirstore.db.schema import resources, schedule_plans, schedule_tasks, search_index
-from scheduler.policy import OCCURRENCE_SYSTEM, SchedulePolicy
+from fhirstore.wire import OCCURRENCE_SYSTEM
+from scheduler.policy import SchedulePolicy
 
 _PATIENT = "Patient/"
 

@@ -27,7 +27,8 @@ from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
 from typing import Any, Literal
 
-from scheduler.policy import BUSINESS_STATUS, SchedulePolicy
+from fhirstore.wire import BUSINESS_STATUS
+from scheduler.policy import SchedulePolicy
 
 TaskState = Literal["requested", "ready", "missed", "unscheduled", "released"]
 OWNED: frozenset[TaskState] = frozenset({"requested", "ready", "missed", "unscheduled"})

@@ -15,12 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from subscriptions.model import HERALD_CANONICAL
-
-TOPIC_BASE = HERALD_CANONICAL + "/SubscriptionTopic/"
-RESOURCE_CHANGE = TOPIC_BASE + "resource-change"
-TASK_READY = TOPIC_BASE + "task-ready"
-ENCOUNTER_START = TOPIC_BASE + "encounter-start"
+from fhirstore.wire import TOPIC_BASE
 
 _DEFINITION = "http://hl7.org/fhir/StructureDefinition/"
 _DATE = "2025-01-01"

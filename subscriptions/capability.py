@@ -7,14 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from subscriptions.model import TOPIC_CANONICAL
+from fhirstore.wire import BACKPORT_PROFILE, EVENTS_OPERATION, STATUS_OPERATION, TOPIC_CANONICAL
 
-_BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport"
-OPERATIONS = (
-    ("status", f"{_BACKPORT}/OperationDefinition/backport-subscription-status"),
-    ("events", f"{_BACKPORT}/OperationDefinition/backport-subscription-events"),
-)
-PROFILE = f"{_BACKPORT}/StructureDefinition/backport-subscription"
+OPERATIONS = (("status", STATUS_OPERATION), ("events", EVENTS_OPERATION))
 
 
 def subscription_capabilities(
@@ -35,7 +30,7 @@ def _describe(resource: dict[str, Any], urls: list[str]) -> None:
     resource.setdefault("extension", []).extend(
         {"url": TOPIC_CANONICAL, "valueCanonical": url} for url in urls
     )
-    resource.setdefault("supportedProfile", []).append(PROFILE)
+    resource.setdefault("supportedProfile", []).append(BACKPORT_PROFILE)
     resource.setdefault("operation", []).extend(
         {"name": name, "definition": definition} for name, definition in OPERATIONS
     )

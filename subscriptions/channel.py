@@ -22,6 +22,15 @@ from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+from fhirstore.wire import (
+    CHANNEL_TYPE,
+    CHANNEL_TYPE_SYSTEMS,
+    HEARTBEAT_PERIOD,
+    HERALD_CHANNEL_TYPES,
+    MAX_COUNT,
+    PAYLOAD_CONTENT,
+    TIMEOUT,
+)
 from subscriptions.elements import (
     Json,
     child,
@@ -31,28 +40,12 @@ from subscriptions.elements import (
     string,
     strings,
 )
-from subscriptions.model import (
-    CHANNEL_TYPE,
-    HEARTBEAT_PERIOD,
-    HERALD_CHANNEL_TYPES,
-    MAX_COUNT,
-    PAYLOAD_CONTENT,
-    TIMEOUT,
-    Channel,
-    ChannelType,
-    ContentLevel,
-)
+from subscriptions.model import Channel, ChannelType, ContentLevel
 
 PATH = "Subscription.channel"
 CHANNEL_TYPES = frozenset({"rest-hook", "websocket", "email", "message"})  # R4B codes
 R4_CHANNEL_TYPES = CHANNEL_TYPES | {"sms"}
 KAFKA = "kafka"  # in HERALD_CHANNEL_TYPES
-CHANNEL_TYPE_SYSTEMS = frozenset(
-    {
-        "http://terminology.hl7.org/CodeSystem/subscription-channel-type",
-        "http://hl7.org/fhir/subscription-channel-type",
-    }
-)
 JSON_PAYLOADS = frozenset({"application/fhir+json", "application/json"})
 CONTENT_LEVELS = frozenset({"empty", "id-only", "full-resource"})
 MAX_HEARTBEAT_SECONDS = 86_400

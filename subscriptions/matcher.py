@@ -17,18 +17,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from events.bus import Bus, Message
+from events.bus import Bus, Message, TopicSpec
 from events.bus.base import Unprocessable
-from events.model import CHANGES_TOPIC, ChangeEvent
+from events.model import ChangeEvent
 from fhirstore.store import Store
+from fhirstore.wire import CHANGES_TOPIC, MATCHER_GROUP, NOTIFICATIONS_TOPIC
 from subscriptions.focus import version_resource
 from subscriptions.ledger import Ledger, NewEvent
 from subscriptions.registry import SUBSCRIPTION, SubscriptionChange, SubscriptionRegistry
 
 log = logging.getLogger(__name__)
-
-NOTIFICATIONS_TOPIC = "herald.notifications"
-MATCHER_GROUP = "herald-matcher"
 
 
 class NotificationJob(BaseModel):
@@ -46,6 +44,16 @@ class NotificationJob(BaseModel):
         alias="retryNow",
         description="Retry a failing delivery now rather than after its wait (a client came back)",
     )
+
+
+NOTIFICATION_JOBS = TopicSpec(
+    NOTIFICATIONS_TOPIC,
+    NotificationJob,
+    "Internal: the matcher's wake-ups for the dispatchers, one per subscription per batch of "
+    "changes (or handshake, or a WebSocket bind: retryNow). Key: the Subscription id, so one "
+    "subscription's jobs reach one dispatcher in order. The notifications themselves are read "
+    "from the database.",
+)
 
 
 def notification_job(
@@ -71,6 +79,7 @@ class Matcher:
         self._ledger = ledger
         self._registry = registry
         self._bus = bus
+        bus.declare(NOTIFICATION_JOBS)
 
     def subscribe(self) -> None:
         self._bus.subscribe_batch(CHANGES_TOPIC, MATCHER_GROUP, self.handle)

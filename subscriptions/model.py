@@ -13,23 +13,7 @@ from typing import Literal
 
 from fhirstore.access.principal import Principal
 from fhirstore.search.query import Criterion
-
-BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
-FILTER_CRITERIA = BACKPORT + "backport-filter-criteria"
-PAYLOAD_CONTENT = BACKPORT + "backport-payload-content"
-HEARTBEAT_PERIOD = BACKPORT + "backport-heartbeat-period"
-TIMEOUT = BACKPORT + "backport-timeout"
-MAX_COUNT = BACKPORT + "backport-max-count"
-CHANNEL_TYPE = BACKPORT + "backport-channel-type"
-TOPIC_CANONICAL = BACKPORT + "capabilitystatement-subscriptiontopic-canonical"
-
-# Where Herald's own canonical URLs (built-in topics, extensions) live.
-HERALD_CANONICAL = "http://herald-fhir.org/fhir"
-SIGNING_SECRET = HERALD_CANONICAL + "/StructureDefinition/subscription-signing-secret"
-HERALD_CHANNEL_TYPES = HERALD_CANONICAL + "/CodeSystem/channel-type"
-
-# Internal Kafka topic: notifications on their way to the replica holding a WebSocket.
-WEBSOCKET_TOPIC = "herald.websocket"
+from fhirstore.wire import CLASSIC_TOPIC_PREFIX
 
 # A resource trigger on this type matches every resource type.
 ANY_RESOURCE = "Resource"
@@ -129,4 +113,4 @@ class SubscriptionSpec:
 
 def classic_topic_url(resource_type: str) -> str:
     """The implicit topic of a classic `Type?params` subscription (create and update)."""
-    return f"{HERALD_CANONICAL}/SubscriptionTopic/classic-{resource_type}"
+    return CLASSIC_TOPIC_PREFIX + resource_type

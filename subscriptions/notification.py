@@ -19,6 +19,9 @@ focus entry gets the interaction that made the change: POST `Type` (201) for a c
 R4B types `eventsSinceSubscriptionStart` and `notificationEvent.eventNumber` as strings (the IG's
 operations take event numbers as strings too); Herald writes decimal integers into them.
 
+`NotificationBundle` is the schema of such a Bundle, for the AsyncAPI document of the topics
+that carry one.
+
 `$events` answers with the same Bundle typed `query-event`; `$status` answers with a `searchset`
 of `query-status` SubscriptionStatus resources, one per subscription.
 
@@ -32,7 +35,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from fhirstore import fhirjson
 from fhirstore.db.writer import fhir_instant
@@ -41,6 +46,19 @@ from subscriptions.model import ContentLevel, NotificationType, SubscriptionSpec
 # The REST interaction that made each kind of change, and the status it was answered with.
 _METHOD = {"create": "POST", "update": "PUT", "delete": "DELETE"}
 _STATUS = {"create": "201", "update": "200", "delete": "204"}
+
+
+class NotificationBundle(BaseModel):
+    """A Subscription notification: a FHIR `history` Bundle whose first entry is the R4B
+    SubscriptionStatus (handshake, heartbeat or event-notification), followed by an entry per
+    event at id-only or full-resource content."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="allow")
+
+    resource_type: Literal["Bundle"] = Field(alias="resourceType")
+    type: Literal["history"]
+    timestamp: str
+    entry: list[dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,8 @@ import orjson
 from fhirstore.access.reserved import Reserved
 from fhirstore.errors import Conflict, Gone, NotFound, PreconditionFailed
 from fhirstore.store import Store
-from subscriptions.builtin_topics import BUILTIN_TOPICS, TOPIC_BASE
+from fhirstore.wire import TOPIC_BASE
+from subscriptions.builtin_topics import BUILTIN_TOPICS
 
 BUILTIN_TOPIC_RESERVATION = Reserved(
     ids=frozenset(topic["id"] for topic in BUILTIN_TOPICS),

@@ -26,6 +26,7 @@ from fhirstore.search import definitions as d
 from fhirstore.search.definitions import SearchParam
 from fhirstore.search.query import Criterion
 from fhirstore.search.values import TokenValue
+from fhirstore.wire import FILTER_CRITERIA, SIGNING_SECRET
 from subscriptions.channel import REST_HOOK_ONLY, ChannelSupport, parse_channel
 from subscriptions.criteria import criterion, split_query
 from subscriptions.elements import (
@@ -39,8 +40,6 @@ from subscriptions.elements import (
 from subscriptions.keys import TYPE_CODE
 from subscriptions.model import (
     ANY_RESOURCE,
-    FILTER_CRITERIA,
-    SIGNING_SECRET,
     Filter,
     ResourceTrigger,
     SubscriptionSpec,

@@ -20,15 +20,22 @@ from typing import Protocol
 
 from sqlalchemy import and_, delete, insert, select, update
 
-from events.bus import Bus, Message
+from events.bus import Bus, Message, TopicSpec
 from fhirstore.db.engine import is_sqlite
 from fhirstore.db.schema import websocket_bindings
 from fhirstore.store import Store
-from subscriptions.model import WEBSOCKET_TOPIC
+from fhirstore.wire import GREETED_BEFORE_HEADER, OWNER_HEADER, WEBSOCKET_TOPIC
+from subscriptions.notification import NotificationBundle
 
 log = logging.getLogger(__name__)
 
-_GREETED_BEFORE = "greeted-before"  # header of a forwarded handshake from a delivery step
+FORWARDED = TopicSpec(
+    WEBSOCKET_TOPIC,
+    NotificationBundle,
+    "Internal: notifications on their way to the replica that holds the subscription's "
+    f"WebSocket. Key: the Subscription id. Header `{OWNER_HEADER}`: the forwarding replica. "
+    "Every replica reads it, without a group.",
+)
 
 
 class Socket(Protocol):
@@ -73,6 +80,7 @@ class SocketHub:
     ) -> None:
         self._store = store
         self._bus = bus
+        bus.declare(FORWARDED)
         self.owner = owner
         self._lease = lease
         self.send_timeout = send_timeout
@@ -169,16 +177,16 @@ class SocketHub:
         self, subscription_id: str, text: str, *, greeted_before: datetime | None = None
     ) -> None:
         """Hand a notification to the replicas (the one holding the socket writes it)."""
-        headers = {"owner": self.owner}
+        headers = {OWNER_HEADER: self.owner}
         if greeted_before is not None:
-            headers[_GREETED_BEFORE] = greeted_before.isoformat()
+            headers[GREETED_BEFORE_HEADER] = greeted_before.isoformat()
         await self._bus.publish([Message(WEBSOCKET_TOPIC, subscription_id, text.encode(), headers)])
 
     async def _on_forwarded(self, messages: Sequence[Message]) -> None:
         for message in messages:
-            if message.headers.get("owner") == self.owner:
+            if message.headers.get(OWNER_HEADER) == self.owner:
                 continue  # sent by this process, which had no socket for it
-            before = message.headers.get(_GREETED_BEFORE)
+            before = message.headers.get(GREETED_BEFORE_HEADER)
             with contextlib.suppress(UnicodeDecodeError, ValueError):
                 greeted_before = datetime.fromisoformat(before) if before else None
                 await self.push(message.key, message.value.decode(), greeted_before=greeted_before)

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from events.bus.topic import TopicSpec
 from fhirstore.logsafe import failed_at
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,13 @@ class SetAside(Protocol):
 
 
 class Bus(Protocol):
+    def declare(self, topic: TopicSpec) -> None:
+        """Declare a topic this process publishes to, with its message schema (before `start`;
+        declaring the same one again is harmless, another one under the same name is refused).
+        The Kafka bus publishes only to declared topics, through a FastStream publisher each,
+        so the AsyncAPI document generated from them lists every topic Herald writes."""
+        ...
+
     def subscribe(self, topic: str, group: str, handler: Handler) -> None:
         """Register a handler for `topic` in consumer group `group` (before `start`)."""
         ...

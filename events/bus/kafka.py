@@ -4,6 +4,9 @@ Producer: idempotent, `acks=all`, so a retried send neither duplicates nor reord
 Consumers: one FastStream subscriber per (topic, group), offsets committed only after the handler
 succeeded (or, with a quarantine, after what it could not process was set aside), so a crash
 redelivers instead of losing.
+Publishing: only to declared topics (`declare`), each through the FastStream publisher declared
+with its message schema; those publishers and the subscribers are what `events.asyncapi`
+documents, so the AsyncAPI document lists what this process writes and reads.
 `namespace` prefixes every topic and group name, so several Herald installations (or test runs)
 can share one Kafka cluster without seeing each other's messages.
 """
@@ -21,14 +24,19 @@ from aiokafka import ConsumerRecord
 from aiokafka.client import AIOKafkaClient
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.publisher import DefaultPublisher
 from faststream.message import StreamMessage
 from faststream.middlewares.acknowledgement.config import AckPolicy
 
 from events.bus.base import BatchHandler, Handler, Message, SetAside, consume
+from events.bus.topic import TopicSpec, record
+from fhirstore.wire import BUS_CLIENT_ID
 
 
 class KafkaBus:
-    def __init__(self, bootstrap: str, *, client_id: str = "herald", namespace: str = "") -> None:
+    def __init__(
+        self, bootstrap: str, *, client_id: str = BUS_CLIENT_ID, namespace: str = ""
+    ) -> None:
         self.namespace = namespace
         self.broker = KafkaBroker(
             bootstrap,
@@ -44,6 +52,17 @@ class KafkaBus:
         self._started = False
         self._quarantine: SetAside | None = None
         self._handlers: dict[tuple[str, str], BatchHandler] = {}
+        self._declared: dict[str, TopicSpec] = {}
+        self._publishers: dict[str, DefaultPublisher] = {}
+
+    def declare(self, topic: TopicSpec) -> None:
+        if record(self._declared, topic):
+            self._publishers[topic.name] = self.broker.publisher(
+                self.namespace + topic.name,
+                title=topic.name,
+                schema=topic.message,
+                description=topic.description,
+            )
 
     def subscribe(self, topic: str, group: str, handler: Handler) -> None:
         async def batch_of_one(messages: Sequence[Message]) -> None:
@@ -80,6 +99,8 @@ class KafkaBus:
 
         self.broker.subscriber(
             self.namespace + topic,
+            title=f"{topic}/broadcast",
+            description="Read by every process, without a consumer group, from when it starts.",
             group_id=None,  # no group: every process reads every partition, from now on
             auto_offset_reset="latest",
             ack_policy=AckPolicy.MANUAL,  # nothing to commit without a group
@@ -96,6 +117,8 @@ class KafkaBus:
             options = {"batch": True, "max_records": 500, "batch_timeout_ms": 5}
         return self.broker.subscriber(
             self.namespace + topic,
+            title=f"{topic}/{group}",
+            description=f"Read by consumer group `{group}`: every message, in key order.",
             group_id=self.namespace + group,
             auto_offset_reset="earliest",
             # `consume` retries (and quarantines); should it still raise, seek back, never skip.
@@ -133,17 +156,21 @@ class KafkaBus:
             self._started = False
 
     async def publish(self, messages: Sequence[Message]) -> None:
+        publishers = [self._publisher(m.topic) for m in messages]  # all declared, or none sent
         futures = [
-            await self.broker.publish(
-                m.value,
-                self.namespace + m.topic,
-                key=m.key.encode(),
-                headers=m.headers,
-                no_confirm=True,
-            )
-            for m in messages
+            await publisher.publish(m.value, key=m.key.encode(), headers=m.headers, no_confirm=True)
+            for publisher, m in zip(publishers, messages, strict=True)
         ]
         await asyncio.gather(*futures)
+
+    def _publisher(self, topic: str) -> DefaultPublisher:
+        try:
+            return self._publishers[topic]
+        except KeyError:
+            raise ValueError(
+                f"topic {topic!r} is not declared on this bus: declare it (`Bus.declare`) "
+                "before start, so that the AsyncAPI document lists it"
+            ) from None
 
 
 def _messages(topic: str, msg: KafkaMessage) -> list[Message]:

@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from events.bus.base import BatchHandler, Handler, Message, SetAside, consume
+from events.bus.topic import TopicSpec, record
 
 
 class MemoryBus:
@@ -21,6 +22,10 @@ class MemoryBus:
         self._broadcasts: dict[str, list[BatchHandler]] = defaultdict(list)
         self._quarantine: SetAside | None = None
         self._running = False
+        self._declared: dict[str, TopicSpec] = {}
+
+    def declare(self, topic: TopicSpec) -> None:
+        record(self._declared, topic)  # documentation only: any topic may be published here
 
     def subscribe(self, topic: str, group: str, handler: Handler) -> None:
         async def one_by_one(messages: Sequence[Message]) -> None:

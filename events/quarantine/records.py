@@ -32,10 +32,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.bus.base import Message
 from events.metrics import QUARANTINE_OPEN, QUARANTINED
-from events.model import CHANGES_TOPIC, EVENT_ID_HEADER
 from fhirstore.db.schema import stream_quarantine
 from fhirstore.logsafe import failed_at
 from fhirstore.store import Store, as_utc
+from fhirstore.wire import CHANGES_TOPIC, EVENT_ID_HEADER
 
 # Errors an unreachable database (or network) raises; any other error is the message's.
 _OUTAGE_ERRORS = (OperationalError, InterfaceError, DisconnectionError, OSError, TimeoutError)

@@ -18,8 +18,8 @@ from sqlalchemy import ColumnElement, and_, false, literal, select
 
 from fhirstore.access.boundary import Access, Reach
 from fhirstore.access.compartment import compartment_params
-from fhirstore.access.ownership import OWNER_TAG_SYSTEM
 from fhirstore.db.schema import search_index
+from fhirstore.wire import OWNER_TAG_SYSTEM
 
 
 def reach_clause(reach: Reach, rows: Any, *, writing: bool = False) -> ColumnElement[bool] | None:

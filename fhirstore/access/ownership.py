@@ -25,9 +25,7 @@ from typing import Any
 
 from fhirstore.access.principal import Principal
 from fhirstore.access.scopes import Scopes
-
-OWNER_EXTENSION = "http://herald-fhir.org/fhir/StructureDefinition/subscription-owner"
-OWNER_TAG_SYSTEM = "http://herald-fhir.org/fhir/CodeSystem/subscription-owner"
+from fhirstore.wire import OWNER_EXTENSION, OWNER_TAG_SYSTEM
 
 
 def owner_subject(resource: Mapping[str, Any]) -> str | None:

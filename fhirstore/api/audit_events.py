@@ -49,9 +49,9 @@ from fhirstore.db.writer import fhir_instant
 from fhirstore.errors import FhirError, Forbidden, InvalidSearch, NotFound
 from fhirstore.search.normalize import RESOLUTION
 from fhirstore.search.values import parse_date
+from fhirstore.wire import AUDIT_SUBTYPE_SYSTEM, AUDIT_TYPE_SYSTEM
 
 AUDIT_EVENT = "AuditEvent"
-HERALD_SUBTYPE = "http://herald-fhir.org/fhir/CodeSystem/audit-subtype"
 _RESTFUL = "http://hl7.org/fhir/restful-interaction"
 _DCM = "http://dicom.nema.org/resources/ontology/DCM"
 _TYPES: dict[AuditKind, dict[str, str]] = {
@@ -63,7 +63,7 @@ _TYPES: dict[AuditKind, dict[str, str]] = {
     "delivery": {"system": _DCM, "code": "110106", "display": "Export"},
     "authentication": {"system": _DCM, "code": "110114", "display": "User Authentication"},
     "system": {
-        "system": "http://herald-fhir.org/fhir/CodeSystem/audit-type",
+        "system": AUDIT_TYPE_SYSTEM,
         "code": "system-write",
         "display": "Write by a Herald system identity",
     },
@@ -346,12 +346,18 @@ def _subtype(entry: AuditEntry) -> list[dict[str, str]]:
     code = entry.interaction
     if entry.kind == "delivery":
         kind = {"system": "http://hl7.org/fhir/subscription-notification-type"}
-        return [{"system": HERALD_SUBTYPE, "code": code}, {**kind, "code": str(entry.notification)}]
+        return [
+            {"system": AUDIT_SUBTYPE_SYSTEM, "code": code},
+            {**kind, "code": str(entry.notification)},
+        ]
     if code in _RESTFUL_CODES:
         return [{"system": _RESTFUL, "code": code}]
     if code.startswith("$"):
-        return [{"system": _RESTFUL, "code": "operation"}, {"system": HERALD_SUBTYPE, "code": code}]
-    return [{"system": HERALD_SUBTYPE, "code": code}]
+        return [
+            {"system": _RESTFUL, "code": "operation"},
+            {"system": AUDIT_SUBTYPE_SYSTEM, "code": code},
+        ]
+    return [{"system": AUDIT_SUBTYPE_SYSTEM, "code": code}]
 
 
 def _action(entry: AuditEntry) -> str:

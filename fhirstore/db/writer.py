@@ -24,12 +24,8 @@ from fhirstore.db.upsert import bound, insert_chunks, insert_rows
 from fhirstore.errors import BadRequest, FhirError, Forbidden, NotFound, PreconditionFailed
 from fhirstore.search.extract import index_entries
 from fhirstore.search.index_entry import ON_RESOURCES
+from fhirstore.wire import OUTBOX_CHANNEL
 
-# Any constant shared by all Herald processes; taken (transaction-scoped) right before the outbox
-# insert so that on PostgreSQL outbox sequence order equals commit order.
-# PostgreSQL channel notified (at commit) whenever outbox rows are added: relays in other
-# processes wake at once instead of waiting for their next poll.
-OUTBOX_CHANNEL = "herald_outbox"
 _CHUNK = 500
 _INDEX_CHUNK = 100  # resources
 _T = TypeVar("_T")

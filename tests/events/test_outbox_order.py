@@ -17,13 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from events.bus import Message
 from events.bus.memory import MemoryBus
-from events.model import CHANGES_TOPIC
 from events.relay import OutboxRelay
 from fhirstore.clock import SystemClock
 from fhirstore.db.engine import create_engine
 from fhirstore.db.migrate import upgrade
 from fhirstore.db.writer import PendingWrite, write_versions
 from fhirstore.store import Store
+from fhirstore.wire import CHANGES_TOPIC
 
 pytestmark = pytest.mark.postgres
 

@@ -8,8 +8,9 @@ from sqlalchemy import func, select
 
 from events.bus import Message
 from events.bus.memory import MemoryBus
-from events.model import CHANGES_TOPIC, ChangeEvent
+from events.model import ChangeEvent
 from fhirstore.db.schema import outbox
+from fhirstore.wire import CHANGES_TOPIC
 from tests.support.herald import running_herald
 
 

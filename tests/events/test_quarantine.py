@@ -15,12 +15,12 @@ from sqlalchemy.exc import OperationalError
 from events.bus import Message
 from events.bus.base import Unprocessable
 from events.bus.memory import MemoryBus
-from events.model import CHANGES_TOPIC, EVENT_ID_HEADER
 from events.quarantine import Quarantine, replay_requested
 from fhirstore.clock import SystemClock
 from fhirstore.db.engine import create_engine
 from fhirstore.db.migrate import upgrade
 from fhirstore.store import Store
+from fhirstore.wire import CHANGES_TOPIC, EVENT_ID_HEADER
 
 QUICK = {"attempts": 3, "initial_backoff": 0.01, "max_backoff": 0.05}
 

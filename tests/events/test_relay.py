@@ -13,7 +13,8 @@ import pytest
 from events.bus import Message
 from events.bus.kafka import KafkaBus
 from events.bus.memory import MemoryBus
-from events.model import CHANGES_TOPIC, ChangeEvent
+from events.model import ChangeEvent
+from fhirstore.wire import CHANGES_TOPIC
 from tests.support.changes import read_changes, versions_by_key
 from tests.support.herald import running_herald
 

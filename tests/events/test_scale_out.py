@@ -11,8 +11,9 @@ from sqlalchemy import text
 
 from events.bus import Message
 from events.bus.memory import MemoryBus
-from events.model import CHANGES_TOPIC, ChangeEvent
+from events.model import ChangeEvent
 from events.relay import RELAY_LOCK_KEY
+from fhirstore.wire import CHANGES_TOPIC
 from herald.runtime import Runtime
 from herald.settings import Settings
 

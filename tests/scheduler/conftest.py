@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from fhirstore.clock import FrozenClock
-from scheduler.policy import OCCURRENCE_SYSTEM
+from fhirstore.wire import OCCURRENCE_SYSTEM
 from tests.support.databases import SHAPES, sqlite_url
 from tests.support.herald import HeraldFactory, herald_factory, shape_factory
 from tests.support.waiting import eventually

@@ -15,9 +15,9 @@ import orjson
 
 from events.bus.memory import MemoryBus
 from fhirstore.clock import FrozenClock
+from fhirstore.wire import OCCURRENCE_SYSTEM
 from herald.runtime import Runtime
 from herald.settings import Settings
-from scheduler.policy import OCCURRENCE_SYSTEM
 from tests.scheduler.conftest import TEST_SCHEDULER, careplan, timing_activity
 from tests.support.process import HeraldProcess
 from tests.support.waiting import eventually

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from fhirstore.clock import FrozenClock
-from scheduler.policy import BUSINESS_STATUS, OCCURRENCE_SYSTEM
+from fhirstore.wire import BUSINESS_STATUS, OCCURRENCE_SYSTEM
 from scheduler.reconcile import Repairs
 from tests.scheduler.conftest import (
     BERLIN_0900,

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 import scheduler.reconcile
-from scheduler.service import SCHEDULER_GROUP
+from fhirstore.wire import SCHEDULER_GROUP
 from tests.scheduler.conftest import (
     DAILY_0900,
     HeraldFactory,

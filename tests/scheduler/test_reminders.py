@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from fhirstore.clock import FrozenClock
-from subscriptions.builtin_topics import TASK_READY
+from fhirstore.wire import TASK_READY
 from tests.e2e.delivery.conftest import status_of, subscription
 from tests.scheduler.conftest import (
     HeraldFactory,

@@ -16,21 +16,12 @@ import subscriptions.criteria as criteria_module
 from events.model import ChangeEvent
 from fhirstore.errors import Unprocessable
 from fhirstore.search.match import matches
-from subscriptions.builtin_topics import (
-    BUILTIN_TOPICS,
-    ENCOUNTER_START,
-    RESOURCE_CHANGE,
-    TASK_READY,
-)
+from fhirstore.wire import ENCOUNTER_START, FILTER_CRITERIA, RESOURCE_CHANGE, TASK_READY
+from subscriptions.builtin_topics import BUILTIN_TOPICS
 from subscriptions.criteria import ChangeContext, trigger_fires
 from subscriptions.fhirpath_budget import FhirPathBudget, FhirPathRunner
 from subscriptions.index import Match, MissedByBudget, SubscriptionIndex
-from subscriptions.model import (
-    ANY_RESOURCE,
-    FILTER_CRITERIA,
-    SubscriptionSpec,
-    classic_topic_url,
-)
+from subscriptions.model import ANY_RESOURCE, SubscriptionSpec, classic_topic_url
 from subscriptions.subscription import parse_subscription
 from subscriptions.topics import parse_topic
 

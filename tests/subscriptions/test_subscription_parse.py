@@ -9,28 +9,22 @@ import pytest
 
 from fhirstore.errors import Unprocessable
 from fhirstore.search.values import RangeValue, ReferenceValue, TokenValue
-from subscriptions.builtin_topics import (
-    BUILTIN_TOPICS,
-    ENCOUNTER_START,
-    RESOURCE_CHANGE,
-    TASK_READY,
-)
-from subscriptions.channel import ChannelSupport
-from subscriptions.model import (
-    ANY_RESOURCE,
+from fhirstore.wire import (
     CHANNEL_TYPE,
+    ENCOUNTER_START,
     FILTER_CRITERIA,
     HEARTBEAT_PERIOD,
     HERALD_CHANNEL_TYPES,
     MAX_COUNT,
     PAYLOAD_CONTENT,
+    RESOURCE_CHANGE,
     SIGNING_SECRET,
+    TASK_READY,
     TIMEOUT,
-    Channel,
-    SubscriptionSpec,
-    Topic,
-    classic_topic_url,
 )
+from subscriptions.builtin_topics import BUILTIN_TOPICS
+from subscriptions.channel import ChannelSupport
+from subscriptions.model import ANY_RESOURCE, Channel, SubscriptionSpec, Topic, classic_topic_url
 from subscriptions.subscription import TYPE_PARAM, classic_topic, parse_subscription
 from subscriptions.topics import parse_topic
 

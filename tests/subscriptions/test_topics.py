@@ -9,15 +9,10 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
 from fhirstore.errors import Unprocessable
-from subscriptions.builtin_topics import (
-    BUILTIN_TOPICS,
-    ENCOUNTER_START,
-    RESOURCE_CHANGE,
-    TASK_READY,
-    builtin_topic_urls,
-)
+from fhirstore.wire import ENCOUNTER_START, HERALD_CANONICAL, RESOURCE_CHANGE, TASK_READY
+from subscriptions.builtin_topics import BUILTIN_TOPICS, builtin_topic_urls
 from subscriptions.fhirpath_budget import FhirPathBudget, FhirPathRunner
-from subscriptions.model import ANY_RESOURCE, HERALD_CANONICAL
+from subscriptions.model import ANY_RESOURCE
 from subscriptions.rules import topic_rule
 from subscriptions.topics import parse_topic
 

@@ -9,21 +9,17 @@ from typing import Any
 import httpx
 import pytest
 
-from subscriptions.model import (
+from fhirstore.wire import (
     FILTER_CRITERIA,
     HEARTBEAT_PERIOD,
-    HERALD_CANONICAL,
     MAX_COUNT,
     PAYLOAD_CONTENT,
+    RESOURCE_CHANGE,
     TIMEOUT,
 )
 from tests.support.databases import SHAPES
 from tests.support.herald import HeraldFactory, shape_factory
 from tests.support.waiting import eventually
-
-RESOURCE_CHANGE = HERALD_CANONICAL + "/SubscriptionTopic/resource-change"
-ENCOUNTER_START = HERALD_CANONICAL + "/SubscriptionTopic/encounter-start"
-TASK_READY = HERALD_CANONICAL + "/SubscriptionTopic/task-ready"
 
 # Fast retries and sweeps, so that recovery shows within a test's patience.
 QUICK_DELIVERY = {

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from fhirstore.access.ownership import OWNER_EXTENSION
 from fhirstore.clock import SystemClock
+from fhirstore.wire import OWNER_EXTENSION
 from herald.runtime import Runtime
 from tests.e2e.delivery.conftest import QUICK_DELIVERY, notification_type, subscription
 from tests.support.herald import running_herald

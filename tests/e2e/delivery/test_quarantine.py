@@ -14,9 +14,9 @@ import httpx
 from prometheus_client import REGISTRY
 
 from events.bus import Message
-from events.model import CHANGES_TOPIC, ChangeEvent
+from events.model import ChangeEvent
+from fhirstore.wire import CHANGES_TOPIC, MATCHER_GROUP
 from herald.runtime import Runtime
-from subscriptions.matcher import MATCHER_GROUP
 from tests.e2e.delivery.conftest import HeraldFactory, notification_type, subscribe, subscription
 from tests.support.herald import running_herald
 from tests.support.receiver import Receiver, http_receiver

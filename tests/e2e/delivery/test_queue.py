@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from subscriptions.model import CHANNEL_TYPE, HERALD_CHANNEL_TYPES
+from fhirstore.wire import CHANNEL_TYPE, HERALD_CHANNEL_TYPES
 from tests.e2e.delivery.conftest import (
     HeraldFactory,
     event_numbers,

@@ -10,11 +10,14 @@ from typing import Any
 
 import pytest
 
-from subscriptions.model import FILTER_CRITERIA, TOPIC_CANONICAL
-from tests.e2e.delivery.conftest import (
+from fhirstore.wire import (
     ENCOUNTER_START,
+    FILTER_CRITERIA,
     RESOURCE_CHANGE,
     TASK_READY,
+    TOPIC_CANONICAL,
+)
+from tests.e2e.delivery.conftest import (
     HeraldFactory,
     event_numbers,
     notification_type,

@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+from fhirstore.wire import ENCOUNTER_START
 from tests.e2e.delivery.conftest import (
-    ENCOUNTER_START,
     HeraldFactory,
     event_numbers,
     notification_type,

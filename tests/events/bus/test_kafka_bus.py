@@ -7,8 +7,17 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 
-from events.bus import Bus, Message
+from pydantic import BaseModel
+
+from events.bus import Bus, Message, TopicSpec
 from events.bus.kafka import KafkaBus
+
+
+class Push(BaseModel):
+    text: str
+
+
+PUSHES = TopicSpec("pushes", Push, "pushes for the listeners")
 
 
 class Heard:
@@ -22,6 +31,7 @@ class Heard:
 async def test_kafka_broadcast_reaches_every_process_from_now_on(kafka_bootstrap: str) -> None:
     namespace = f"bc{uuid.uuid4().hex[:8]}."
     publisher = KafkaBus(kafka_bootstrap, namespace=namespace)
+    publisher.declare(PUSHES)
     await publisher.start()
     await publisher.publish([Message("pushes", "sub-1", b"before")])  # creates the topic
     buses: list[Bus] = []

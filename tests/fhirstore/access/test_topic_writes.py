@@ -13,8 +13,9 @@ import httpx
 import pytest
 
 from fhirstore.clock import FrozenClock
+from fhirstore.wire import TASK_READY
 from herald.runtime import Runtime
-from subscriptions.builtin_topics import BUILTIN_TOPICS, TASK_READY
+from subscriptions.builtin_topics import BUILTIN_TOPICS
 from tests.subscriptions.test_topics import topic
 from tests.support.herald import running_herald, stored_counts
 from tests.support.tokens import NOW, bearer, jwt_settings, token
