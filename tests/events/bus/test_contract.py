@@ -15,14 +15,23 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import pytest
+from pydantic import BaseModel
 
-from events.bus import Bus, Message
+from events.bus import Bus, Message, TopicSpec
 from events.bus.base import Unprocessable
 from events.bus.kafka import KafkaBus
 from events.bus.memory import MemoryBus
 from tests.support.waiting import eventually
 
 TOPIC = "contract"
+ELSEWHERE = "elsewhere"
+
+
+class Note(BaseModel):
+    """The contract suite's messages: opaque bytes as far as the bus is concerned."""
+
+
+DECLARED = [TopicSpec(name, Note, "contract suite") for name in (TOPIC, ELSEWHERE)]
 # Kafka: joining a group and being assigned its partitions takes seconds on a fresh topic.
 PATIENCE_S = 60.0
 always = 1_000_000  # Group(failing={value: always}): every try raises
@@ -39,6 +48,8 @@ class Buses:
     async def started(self, *subscribe: Callable[[Bus], None]) -> Bus:
         """A new bus, with each of `subscribe` applied to it before it starts."""
         bus = self._make()
+        for spec in DECLARED:  # the port: a publisher declares its topics before start
+            bus.declare(spec)
         for add in subscribe:
             add(bus)
         await bus.start()
@@ -130,7 +141,7 @@ async def test_a_group_gets_each_message_of_its_topic_whole(buses: Buses) -> Non
     group = Group()
     bus = await buses.started(lambda b: b.subscribe(TOPIC, "g", group.one))
     sent = message("Patient/1", '{"id": "1"}', **{"herald-event-id": "e-1", "note": "Zürich"})
-    await bus.publish([Message("elsewhere", "Patient/1", b"not for g"), sent])
+    await bus.publish([Message(ELSEWHERE, "Patient/1", b"not for g"), sent])
     await group.has(sent.value)
 
     got = group.processed[0]
@@ -245,7 +256,7 @@ async def test_every_broadcast_listener_hears_what_is_published_to_its_topic(
         lambda b: b.subscribe_broadcast(TOPIC, first.batch),
         lambda b: b.subscribe_broadcast(TOPIC, second.batch),
     )
-    await bus.publish([Message("elsewhere", "sub-0", b"not for them")])
+    await bus.publish([Message(ELSEWHERE, "sub-0", b"not for them")])
 
     # Kafka: a listener hears from the moment its partitions are assigned; ping until then.
     async def both_heard() -> bool:
