@@ -22,11 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from events.bus import Bus, Message
 from events.metrics import OUTBOX_LAG, RELAY_IS_LEADER, RELAY_PUBLISH_FAILURES, RELAY_PUBLISHED
 from events.model import CHANGES_TOPIC, EVENT_ID_HEADER
+from events.tables import relay_cursor
 from fhirstore.db.locks import RELAY_LOCK_KEY
-from fhirstore.db.schema import outbox, relay_cursor
+from fhirstore.db.schema import outbox
 from fhirstore.db.upsert import upsert
 from fhirstore.db.writer import OUTBOX_CHANNEL
-from fhirstore.store import Store, as_utc
+from fhirstore.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def to_message(row: Any) -> Message:
         "id": row.res_id,
         "versionId": str(row.version_id),
         "interaction": row.interaction,
-        "timestamp": as_utc(row.occurred_at),
+        "timestamp": row.occurred_at,
     }
     if row.previous_version_id is not None:
         event["previousVersionId"] = str(row.previous_version_id)

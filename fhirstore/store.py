@@ -23,7 +23,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, NoReturn
 from urllib.parse import urlencode
 
@@ -108,11 +108,6 @@ ResourceRule = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 def new_id() -> str:
     return str(uuid.uuid4())
-
-
-def as_utc(moment: datetime) -> datetime:
-    # SQLite hands timestamps back naive; everything stored is UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class Store:
@@ -417,7 +412,7 @@ class Store:
         if row.deleted:
             raise Gone(f"{resource_type}/{resource_id} was deleted (version {row.version_id})")
         return StoredVersion(
-            resource_type, resource_id, row.version_id, as_utc(row.last_updated), "", row.body
+            resource_type, resource_id, row.version_id, row.last_updated, "", row.body
         )
 
     async def vread(
@@ -580,7 +575,7 @@ class Store:
                 )
             )
             for row in rows:
-                updated = as_utc(row.last_updated)
+                updated = row.last_updated
                 found[row.res_id] = StoredVersion(
                     resource_type, row.res_id, row.version_id, updated, "", row.body
                 )
@@ -701,7 +696,7 @@ async def _admitted(conn: AsyncConnection, reach: Reach | None, row: Any) -> boo
 
 def _version(row: Any) -> StoredVersion:
     return StoredVersion(
-        row.res_type, row.res_id, row.version_id, as_utc(row.last_updated), row.method, row.body
+        row.res_type, row.res_id, row.version_id, row.last_updated, row.method, row.body
     )
 
 

@@ -16,9 +16,9 @@ from sqlalchemy import Row, Subquery, and_, delete, func, or_, select, text, uni
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fhirstore.db.locks import CAREPLAN_LOCK_CLASS, int4_key
-from fhirstore.db.schema import resources, schedule_plans, schedule_tasks, search_index
+from fhirstore.db.schema import resources, search_index
 from fhirstore.db.upsert import upsert
-from fhirstore.store import as_utc
+from scheduler.tables import schedule_plans, schedule_tasks
 from scheduler.task import TaskState
 
 _CHUNK = 500
@@ -53,8 +53,7 @@ class PlanRow:
 
 
 def _task_row(row: Row[Any]) -> TaskRow:
-    due = row.due_at
-    return TaskRow(**{**row._mapping, "start": as_utc(row.start), "due_at": due and as_utc(due)})
+    return TaskRow(**row._mapping)
 
 
 async def lock_plans(conn: AsyncConnection, careplan_ids: Sequence[str]) -> None:
@@ -78,7 +77,6 @@ async def plan_rows(conn: AsyncConnection, careplan_ids: Sequence[str]) -> dict[
         for row in await conn.execute(
             select(schedule_plans).where(schedule_plans.c.careplan_id.in_(chunk))
         ):
-            covered = row.covered_until
             found[row.careplan_id] = PlanRow(
                 row.careplan_id,
                 row.version_id,
@@ -86,10 +84,10 @@ async def plan_rows(conn: AsyncConnection, careplan_ids: Sequence[str]) -> dict[
                 row.zone,
                 row.scheduled,
                 row.report,
-                as_utc(row.reconciled_at),
+                row.reconciled_at,
                 row.patient_version,
                 row.policy,
-                covered and as_utc(covered),
+                row.covered_until,
             )
     return found
 

@@ -41,7 +41,7 @@ from fhirstore.access.acting import ActingAs
 from fhirstore.db.schema import resource_versions, search_index
 from fhirstore.db.writer import Head, PendingWrite, WrittenVersion
 from fhirstore.errors import FhirError
-from fhirstore.store import Store, StoredVersion, as_utc
+from fhirstore.store import Store, StoredVersion
 from scheduler.bookkeeping import (
     PlanRow,
     TaskRow,
@@ -504,7 +504,7 @@ async def _first_seen(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, da
             and_(v.res_type == "CarePlan", v.version_id == 1, v.res_id.in_(list(ids)))
         )
     )
-    return {row.res_id: as_utc(row.last_updated) for row in rows}
+    return {row.res_id: row.last_updated for row in rows}
 
 
 async def _duplicates(

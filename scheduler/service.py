@@ -28,13 +28,7 @@ from events.model import CHANGES_TOPIC
 from fhirstore.access.acting import Record
 from fhirstore.db.leader import Leadership
 from fhirstore.db.locks import SCHEDULER_LOCK_KEY
-from fhirstore.db.schema import (
-    resource_versions,
-    resources,
-    schedule_plans,
-    schedule_tasks,
-    search_index,
-)
+from fhirstore.db.schema import resource_versions, resources, search_index
 from fhirstore.db.statistics import BulkStatistics
 from fhirstore.store import Store
 from scheduler.bookkeeping import (
@@ -50,6 +44,7 @@ from scheduler.metrics import SCHEDULER_LEADER, SWEEP_REPAIRS, SWEEP_SECONDS, TA
 from scheduler.policy import SchedulePolicy
 from scheduler.reconcile import Reconciler, Repairs
 from scheduler.settled import settled
+from scheduler.tables import schedule_plans, schedule_tasks
 
 log = logging.getLogger(__name__)
 

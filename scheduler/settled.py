@@ -56,8 +56,9 @@ from typing import Any
 from sqlalchemy import ColumnElement, FromClause, String, and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fhirstore.db.schema import resources, schedule_plans, schedule_tasks, search_index
+from fhirstore.db.schema import resources, search_index
 from scheduler.policy import OCCURRENCE_SYSTEM, SchedulePolicy
+from scheduler.tables import schedule_plans, schedule_tasks
 
 _PATIENT = "Patient/"
 

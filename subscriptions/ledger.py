@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fhirstore.db.schema import dead_letters, subscription_events, subscription_state
-from fhirstore.store import Store, as_utc
+from fhirstore.store import Store
+from subscriptions.tables import dead_letters, subscription_events, subscription_state
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +70,8 @@ def _progress(row: Any) -> SubscriptionProgress:
         row.status,
         row.events_since_start,
         row.delivered_through,
-        as_utc(row.last_sent_at) if row.last_sent_at else None,
-        as_utc(row.error_since) if row.error_since else None,
+        row.last_sent_at,
+        row.error_since,
         row.last_error,
     )
 
@@ -84,7 +84,7 @@ def _event(row: Any) -> RecordedEvent:
         row.res_id,
         row.version_id,
         row.interaction,
-        as_utc(row.occurred_at),
+        row.occurred_at,
         row.event_number,
     )
 
@@ -366,8 +366,8 @@ class Ledger:
                 r.first_event,
                 r.last_event,
                 r.reason,
-                as_utc(r.recorded_at),
-                as_utc(r.replayed_at) if r.replayed_at else None,
+                r.recorded_at,
+                r.replayed_at,
             )
             for r in rows
         ]
@@ -401,7 +401,7 @@ class Ledger:
             row.first_event,
             row.last_event,
             row.reason,
-            as_utc(row.recorded_at),
+            row.recorded_at,
             now,
         )
 
