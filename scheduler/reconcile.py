@@ -34,14 +34,13 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fhirstore.access.acting import ActingAs
-from fhirstore.db.schema import resource_versions, search_index
 from fhirstore.db.writer import Head, PendingWrite, WrittenVersion
 from fhirstore.errors import FhirError
 from fhirstore.store import Store, StoredVersion
+from fhirstore.stored import first_stored, token_holders
 from scheduler.bookkeeping import (
     PlanRow,
     TaskRow,
@@ -210,7 +209,7 @@ class Reconciler:
         patients = await Store.current_in(
             conn, "Patient", sorted({r.split("/", 1)[1] for r in refs.values() if r})
         )
-        first_seen = await _first_seen(conn, ids)
+        first_seen = await first_stored(conn, "CarePlan", ids)
         fingerprint = self._policy.fingerprint
         planned: dict[str, tuple[Plan, int | None, int | None]] = {}
         for i in ids:
@@ -495,39 +494,13 @@ def _body(version: StoredVersion | None) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-async def _first_seen(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, datetime]:
-    """When each CarePlan was first stored (its version 1): a fixed start for schedules that
-    name none."""
-    v = resource_versions.c
-    rows = await conn.execute(
-        select(v.res_id, v.last_updated).where(
-            and_(v.res_type == "CarePlan", v.version_id == 1, v.res_id.in_(list(ids)))
-        )
-    )
-    return {row.res_id: row.last_updated for row in rows}
-
-
 async def _duplicates(
     conn: AsyncConnection, wanted: Mapping[str, PlannedTask]
 ) -> list[StoredVersion]:
     """Other Tasks carrying the identifier of a wanted occurrence."""
     by_value = {t.identifier: t.id for t in wanted.values()}
-    values = list(by_value)
-    others: list[str] = []
-    s = search_index.c
-    for start in range(0, len(values), 500):
-        chunk = values[start : start + 500]
-        rows = await conn.execute(
-            select(s.res_id, s.code).where(
-                and_(
-                    s.res_type == "Task",
-                    s.param == "identifier",
-                    s.code.in_(chunk),
-                    s.system == OCCURRENCE_SYSTEM,
-                )
-            )
-        )
-        others.extend(row.res_id for row in rows if by_value.get(row.code) != row.res_id)
+    holders = await token_holders(conn, "Task", "identifier", OCCURRENCE_SYSTEM, list(by_value))
+    others = [task_id for task_id, code in holders if by_value.get(code) != task_id]
     if not others:
         return []
     found = await Store.current_in(conn, "Task", others)

@@ -28,7 +28,6 @@ from events.model import CHANGES_TOPIC
 from fhirstore.access.acting import Record
 from fhirstore.db.leader import Leadership
 from fhirstore.db.locks import SCHEDULER_LOCK_KEY
-from fhirstore.db.schema import resource_versions, resources, search_index
 from fhirstore.db.statistics import BulkStatistics
 from fhirstore.store import Store
 from scheduler.bookkeeping import (
@@ -202,8 +201,9 @@ class Scheduler:
             self._jobs.modify_job("sweep", next_run_time=datetime.now(UTC))
 
 
-# What reconciliation reads of what it wrote earlier in the same sweep.
-_READ_WHILE_WRITING = (resources, resource_versions, search_index, schedule_tasks, schedule_plans)
+# What reconciliation reads of what it wrote earlier in the same sweep (besides the store's
+# resource tables, which BulkStatistics analyzes anyway).
+_READ_WHILE_WRITING = (schedule_tasks, schedule_plans)
 
 
 def _count(repairs: Repairs, cause: str) -> None:
