@@ -47,7 +47,7 @@ from fhirstore.errors import Gone, NotFound
 from fhirstore.logsafe import failed_at
 from fhirstore.store import Store
 from subscriptions.focus import notification_events
-from subscriptions.ledger import Ledger, RecordedEvent, SubscriptionProgress
+from subscriptions.ledger import Ledger, SubscriptionProgress
 from subscriptions.lifecycle import Lifecycle
 from subscriptions.model import NotificationType, SubscriptionSpec
 from subscriptions.notification import (
@@ -55,6 +55,7 @@ from subscriptions.notification import (
     classic_body,
     notification_bundle,
 )
+from subscriptions.numbering import RecordedEvent
 from subscriptions.registry import SubscriptionRegistry
 
 log = logging.getLogger(__name__)

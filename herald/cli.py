@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from events.quarantine import QuarantinedMessage
     from fhirstore.store import Store
     from herald.runtime import Runtime
-    from subscriptions.ledger import DeadLetter, Ledger
+    from subscriptions.dead_letters import DeadLetter
+    from subscriptions.ledger import Ledger
 
 app = typer.Typer(help="Herald: FHIR Subscriptions and CarePlan scheduling.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -461,7 +462,7 @@ def scheduler_reconcile(
     from events.bus.memory import MemoryBus
     from fhirstore.access.audit import AuditTrail
     from herald.runtime import schedule_policy
-    from scheduler.reconcile import Repairs
+    from scheduler.repairs import Repairs
     from scheduler.service import Scheduler
 
     settings = _settings(database_url)

@@ -41,7 +41,8 @@ from scheduler.due import DueTasks
 from scheduler.identity import acting_as_scheduler
 from scheduler.metrics import SCHEDULER_LEADER, SWEEP_REPAIRS, SWEEP_SECONDS, TASKS_WRITTEN
 from scheduler.policy import SchedulePolicy
-from scheduler.reconcile import Reconciler, Repairs
+from scheduler.reconcile import Reconciler
+from scheduler.repairs import Repairs
 from scheduler.settled import settled
 from scheduler.tables import schedule_plans, schedule_tasks
 

@@ -22,7 +22,8 @@ from events.bus.base import Unprocessable
 from events.model import CHANGES_TOPIC, ChangeEvent
 from fhirstore.store import Store
 from subscriptions.focus import version_resource
-from subscriptions.ledger import Ledger, NewEvent
+from subscriptions.ledger import Ledger
+from subscriptions.numbering import NewEvent
 from subscriptions.registry import SUBSCRIPTION, SubscriptionChange, SubscriptionRegistry
 
 log = logging.getLogger(__name__)
