@@ -39,7 +39,7 @@ from fhirstore.store import new_id
 from herald.runtime import Runtime
 from herald.settings import Settings
 from scheduler.policy import TIMEZONE_EXTENSION
-from scheduler.reconcile import Repairs
+from scheduler.repairs import Repairs
 
 MATERIALISE_TARGET = 5_000  # Tasks/s on SQLite
 SWEEP_TARGET_S = 10.0  # for 10,000 CarePlans with nothing to fix

@@ -18,7 +18,7 @@ from channels.attempt import Attempt
 from fhirstore.access.audit import DELIVERED, FAILED, AuditEntry, AuditTrail
 from fhirstore.access.boundary import Access
 from fhirstore.access.principal import ANONYMOUS, Principal
-from subscriptions.ledger import RecordedEvent
+from subscriptions.numbering import RecordedEvent
 
 _URL = re.compile(r"(\b[a-z][a-z0-9+.-]*://\S+?)([:,;.)]*)(?=\s|$)", re.IGNORECASE)
 _REASON = 200  # characters of a reason kept

@@ -50,7 +50,7 @@ from fhirstore.db.writer import fhir_instant
 from fhirstore.errors import Gone, NotFound
 from fhirstore.store import Store
 from subscriptions.focus import notification_events
-from subscriptions.ledger import Ledger, RecordedEvent, SubscriptionProgress
+from subscriptions.ledger import Ledger, SubscriptionProgress
 from subscriptions.lifecycle import Lifecycle
 from subscriptions.model import NotificationType, SubscriptionSpec
 from subscriptions.notification import (
@@ -58,6 +58,7 @@ from subscriptions.notification import (
     classic_body,
     notification_bundle,
 )
+from subscriptions.numbering import RecordedEvent
 from subscriptions.registry import SubscriptionRegistry
 
 log = logging.getLogger(__name__)

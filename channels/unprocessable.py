@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from fhirstore.logsafe import failed_at
-from subscriptions.ledger import RecordedEvent
+from subscriptions.numbering import RecordedEvent
 
 T = TypeVar("T")
 

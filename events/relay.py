@@ -16,16 +16,17 @@ from datetime import timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.bus import Bus, Message, TopicSpec
 from events.metrics import OUTBOX_LAG, RELAY_IS_LEADER, RELAY_PUBLISH_FAILURES, RELAY_PUBLISHED
 from events.model import ChangeEvent
+from events.tables import relay_cursor
 from fhirstore.db.locks import RELAY_LOCK_KEY
-from fhirstore.db.schema import outbox, relay_cursor
 from fhirstore.db.upsert import upsert
-from fhirstore.store import Store, as_utc
+from fhirstore.outbox import OutboxEntry, entries_after, newest_sequence, prune
+from fhirstore.store import Store
 from fhirstore.wire import CHANGES_TOPIC, EVENT_ID_HEADER, OUTBOX_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,8 @@ async def _always_leader() -> None:
     """SQLite: one relay per database file (the one inside `herald serve`)."""
 
 
-def to_message(row: Any) -> Message:
-    """The `fhir.changes` record of an outbox row (the `ChangeEvent` wire shape).
+def to_message(row: OutboxEntry) -> Message:
+    """The `fhir.changes` record of an outbox entry (the `ChangeEvent` wire shape).
 
     The stored resource JSON is spliced in as it is: no parsing, and decimals stay exact.
     """
@@ -56,7 +57,7 @@ def to_message(row: Any) -> Message:
         "id": row.res_id,
         "versionId": str(row.version_id),
         "interaction": row.interaction,
-        "timestamp": as_utc(row.occurred_at),
+        "timestamp": row.occurred_at,
     }
     if row.previous_version_id is not None:
         event["previousVersionId"] = str(row.previous_version_id)
@@ -180,16 +181,9 @@ class OutboxRelay:
             if self._cursor is None:  # only the leader moves it, so read it once
                 self._cursor = await _read_cursor(conn)
             cursor = self._cursor
-            rows = (
-                await conn.execute(
-                    select(outbox)
-                    .where(outbox.c.seq > cursor)
-                    .order_by(outbox.c.seq)
-                    .limit(self._batch_size)
-                )
-            ).all()
+            rows = await entries_after(conn, cursor, self._batch_size)
             full = len(rows) == self._batch_size
-            head = (await conn.execute(select(func.max(outbox.c.seq)))).scalar() if full else None
+            head = await newest_sequence(conn) if full else None
         if not rows:
             OUTBOX_LAG.set(0)
             return 0
@@ -214,9 +208,7 @@ class OutboxRelay:
         self._last_prune = loop_now
         cutoff = self._clock.now() - self._retention
         async with self._store.bookkeeping_transaction() as conn:
-            await conn.execute(
-                delete(outbox).where(outbox.c.seq <= cursor).where(outbox.c.occurred_at < cutoff)
-            )
+            await prune(conn, through=cursor, before=cutoff)
 
 
 async def _read_cursor(conn: AsyncConnection) -> int:

@@ -1,9 +1,11 @@
 """The FHIR store: the one API every writer and reader goes through.
 
-Writes validate first, then run `write_versions` in a transaction (resource, history, index and
-outbox together) and, once committed, tell the commit listeners (the outbox relay wakes up).
-On SQLite, writes in this process are serialised by a lock: SQLite has one writer anyway, and
-waiting on an asyncio lock is cheaper than retrying on SQLITE_BUSY.
+`Store` writes here and reads through `StoreReads` (fhirstore/reads.py); what Herald reads on
+a connection it already holds is in fhirstore/stored.py. Writes validate first, then run
+`write_versions` in a transaction (resource, history, index and outbox together) and, once
+committed, tell the commit listeners (the outbox relay wakes up). On SQLite, writes in this
+process are serialised by a lock: SQLite has one writer anyway, and waiting on an asyncio lock
+is cheaper than retrying on SQLITE_BUSY.
 
 Access: the methods clients reach take `access` (`fhirstore.access.boundary`) and stay inside
 it. What it may not read is, on every interaction, what does not exist: reads, history, PUT and
@@ -23,33 +25,27 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, NoReturn
 from urllib.parse import urlencode
 
 import orjson
-from sqlalchemy import Select, and_, func, select
+from sqlalchemy import select
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from fhirstore.access.boundary import Access, Reach
-from fhirstore.access.narrowing import Narrowing, reach_clause
+from fhirstore.access.narrowing import Narrowing
 from fhirstore.access.ownership import owner_of, owner_subject, stamped
 from fhirstore.access.principal import Principal
 from fhirstore.access.reserved import Reserved
 from fhirstore.access.scopes import Scopes
 from fhirstore.clock import Clock
-from fhirstore.db.deadline import query_deadline
 from fhirstore.db.engine import checkpointer, is_sqlite, writer
 from fhirstore.db.group_commit import GroupCommit
-from fhirstore.db.schema import resource_versions, resources, search_index
+from fhirstore.db.schema import resources, search_index
 from fhirstore.db.writer import (
-    Head,
     PendingWrite,
     WrittenVersion,
-    ids_by_type,
-    last_live_body,
-    load_heads,
     lock_condition,
     write_independent,
     write_versions,
@@ -64,36 +60,16 @@ from fhirstore.errors import (
     PreconditionFailed,
     Unprocessable,
 )
+from fhirstore.reads import StoreReads
 from fhirstore.search.limits import DEFAULT_LIMITS, SearchLimits
-from fhirstore.search.page import BodySize, Budget
-from fhirstore.search.query import SearchRequest, parse_search
-from fhirstore.search.sql import SearchResult, run_search
+from fhirstore.search.query import parse_search
+from fhirstore.search.sql import run_search
+from fhirstore.stored import StoredVersion, current_in, heads_in
 from fhirstore.validation import require_id, require_type, validate_resource
 from fhirstore.wire import OWNER_TAG_SYSTEM
 
-# Appended to "does not exist": a narrowed principal learns nothing about what it may not read.
-_OR_OUTSIDE = " (or is outside what this token may read)"
-_VERSIONS_PER_QUERY = 300  # ids per IN list when their version numbers are bound too
-_IDS_PER_QUERY = 900
-_HISTORY_CHUNK = 500  # versions read at a time when each must be judged against a reach
 # Resources that record who created them (fhirstore/access/ownership.py).
 _OWNED_TYPES = frozenset({"Subscription", "SubscriptionTopic"})
-
-
-@dataclass(frozen=True, slots=True)
-class StoredVersion:
-    """One version as stored. `body` is the JSON text (None for a delete)."""
-
-    resource_type: str
-    id: str
-    version_id: int
-    last_updated: datetime
-    method: str
-    body: str | None
-
-    @property
-    def deleted(self) -> bool:
-        return self.body is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,12 +87,9 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-def as_utc(moment: datetime) -> datetime:
-    # SQLite hands timestamps back naive; everything stored is UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+class Store(StoreReads):
+    """Reads (`StoreReads`) and writes of FHIR resources, and the transactions they run in."""
 
-
-class Store:
     def __init__(
         self, engine: AsyncEngine, clock: Clock, search_limits: SearchLimits = DEFAULT_LIMITS
     ) -> None:
@@ -387,169 +360,6 @@ class Store:
         found = orjson.loads(result.resources[0])
         return await self._read_in(conn, resource_type, found["id"])
 
-    # -- reads --------------------------------------------------------------------------------
-
-    async def read(
-        self, resource_type: str, resource_id: str, *, access: Access | None = None
-    ) -> StoredVersion:
-        require_type(resource_type)
-        reach = access.reach(resource_type, "r") if access is not None else None
-        async with self.engine.connect() as conn:
-            return await self._read_in(conn, resource_type, resource_id, reach)
-
-    async def _read_in(
-        self,
-        conn: AsyncConnection,
-        resource_type: str,
-        resource_id: str,
-        reach: Reach | None = None,
-    ) -> StoredVersion:
-        """The current version, if `reach` admits it: judged in SQL from the search index, so
-        a resource outside it is answered like a missing one, and as fast, whatever its size
-        (its body is never read)."""
-        r = resources.c
-        query = select(resources).where(and_(r.res_type == resource_type, r.res_id == resource_id))
-        inside = reach_clause(reach, resources) if reach is not None else None
-        if inside is not None:
-            query = query.where(inside)
-        row = (await conn.execute(query)).first()
-        if row is None:
-            raise NotFound(f"{resource_type}/{resource_id} does not exist{_OR_OUTSIDE}")
-        if row.deleted:
-            raise Gone(f"{resource_type}/{resource_id} was deleted (version {row.version_id})")
-        return StoredVersion(
-            resource_type, resource_id, row.version_id, as_utc(row.last_updated), "", row.body
-        )
-
-    async def vread(
-        self,
-        resource_type: str,
-        resource_id: str,
-        version_id: int,
-        *,
-        access: Access | None = None,
-    ) -> StoredVersion:
-        require_type(resource_type)
-        reach = access.reach(resource_type, "r") if access is not None else None
-        async with self.engine.connect() as conn:
-            # The resource as it is now must be inside (from the index, as `read`), and the
-            # version too (from its body, only once the resource is known to be readable).
-            if reach is not None and not await _current_inside(conn, reach, resource_id):
-                raise NotFound(
-                    f"{resource_type}/{resource_id} has no version {version_id}{_OR_OUTSIDE}"
-                )
-            row = (
-                await conn.execute(
-                    select(resource_versions).where(
-                        and_(
-                            resource_versions.c.res_type == resource_type,
-                            resource_versions.c.res_id == resource_id,
-                            resource_versions.c.version_id == version_id,
-                        )
-                    )
-                )
-            ).first()
-            if row is None or not await _admitted(conn, reach, row):
-                raise NotFound(
-                    f"{resource_type}/{resource_id} has no version {version_id}{_OR_OUTSIDE}"
-                )
-        version = _version(row)
-        if version.deleted:
-            raise Gone(f"{resource_type}/{resource_id} version {version_id} is a deletion")
-        return version
-
-    async def versions(
-        self, keys: Sequence[tuple[str, str, int]]
-    ) -> dict[tuple[str, str, int], StoredVersion]:
-        """Many versions at once, by (type, id, versionId); those that do not exist are left
-        out, deletions are included (`deleted`)."""
-        async with self.engine.connect() as conn:
-            return await _versions_in(conn, keys)
-
-    async def history(
-        self,
-        resource_type: str | None = None,
-        resource_id: str | None = None,
-        *,
-        since: datetime | None = None,
-        count: int = 50,
-        offset: int = 0,
-        access: Access | None = None,
-    ) -> tuple[list[StoredVersion], int]:
-        """Versions newest first, and how many there are in all. The page holds the first of
-        `count` versions whose bodies fit `search_limits.max_page_bytes` (the first always; only
-        their bodies are read): the next page starts after the last one returned.
-
-        Narrowed by `access`: versions of resources now outside it are not counted or listed,
-        and of the others only versions inside it are listed (a resource that moved into a
-        patient's compartment shows that patient its versions from then on).
-        """
-        reach = _history_reach(access, resource_type, resource_id)
-        conds = []
-        if resource_type is not None:
-            require_type(resource_type)
-            conds.append(resource_versions.c.res_type == resource_type)
-        if resource_id is not None:
-            conds.append(resource_versions.c.res_id == resource_id)
-        if since is not None:
-            conds.append(resource_versions.c.last_updated >= since)
-        narrowed = reach_clause(reach, resource_versions) if reach is not None else None
-        if narrowed is not None:
-            conds.append(narrowed)
-        if resource_type is None and access is not None and not access.principal.admin:
-            # Subscriptions are their owners' alone, whatever a `*` scope says.
-            conds.append(resource_versions.c.res_type != "Subscription")
-        where = and_(*conds) if conds else None
-        v = resource_versions.c
-        order = (v.last_updated.desc(), v.version_id.desc(), v.res_type, v.res_id)
-        query = select(resource_versions).order_by(*order)
-        sized = select(v.res_type, v.res_id, v.version_id, BodySize(v.body)).order_by(*order)
-        counter = select(func.count()).select_from(resource_versions)
-        if where is not None:
-            query, sized = query.where(where), sized.where(where)
-            counter = counter.where(where)
-        budget = Budget(self.search_limits)
-        async with (
-            self.engine.connect() as conn,
-            query_deadline(conn, self.search_limits.timeout_seconds),
-        ):
-            if reach is None or reach.everything:
-                taken = await _sized_page(conn, sized.limit(count).offset(offset), budget)
-                found = await _versions_in(conn, taken)
-                page = [found[key] for key in taken if key in found]
-                total = (await conn.execute(counter)).scalar_one()
-            else:
-                rows, total = await _admitted_page(conn, reach, query, count, offset, budget)
-                page = [_version(r) for r in rows]
-        if (
-            resource_id is not None
-            and total == 0
-            and (
-                since is None
-                or narrowed is not None
-                or not await self._ever(resource_type, resource_id)
-            )
-        ):
-            raise NotFound(f"{resource_type}/{resource_id} does not exist{_OR_OUTSIDE}")
-        return page, total
-
-    async def _ever(self, resource_type: str | None, resource_id: str) -> bool:
-        """Whether any version of the resource was ever stored."""
-        async with self.engine.connect() as conn:
-            row = await conn.execute(
-                select(resources.c.version_id).where(
-                    and_(resources.c.res_type == resource_type, resources.c.res_id == resource_id)
-                )
-            )
-            return row.first() is not None
-
-    async def search(self, request: SearchRequest, *, access: Access | None = None) -> SearchResult:
-        narrowing = None
-        if access is not None:
-            narrowing = Narrowing(access.reach(request.resource_type, "s"), access)
-        async with self.engine.connect() as conn:
-            return await run_search(conn, request, narrowing)
-
     async def write_batch(
         self, conn: AsyncConnection, writes: Sequence[PendingWrite]
     ) -> list[WrittenVersion | None]:
@@ -564,36 +374,8 @@ class Store:
         own writes, which are valid by construction (no validation here)."""
         return await write_independent(conn, writes, self.clock.now())
 
-    @staticmethod
-    async def current_in(
-        conn: AsyncConnection, resource_type: str, ids: Sequence[str]
-    ) -> dict[str, StoredVersion]:
-        """The current version of each of `ids` that ever existed (deletions included), read
-        inside the caller's transaction."""
-        found: dict[str, StoredVersion] = {}
-        r = resources.c
-        wanted = sorted(set(ids))
-        for start in range(0, len(wanted), _IDS_PER_QUERY):
-            chunk = wanted[start : start + _IDS_PER_QUERY]
-            rows = await conn.execute(
-                select(r.res_id, r.version_id, r.last_updated, r.body).where(
-                    and_(r.res_type == resource_type, r.res_id.in_(chunk))
-                )
-            )
-            for row in rows:
-                updated = as_utc(row.last_updated)
-                found[row.res_id] = StoredVersion(
-                    resource_type, row.res_id, row.version_id, updated, "", row.body
-                )
-        return found
-
-    @staticmethod
-    async def heads_in(
-        conn: AsyncConnection, resource_type: str, ids: Sequence[str]
-    ) -> dict[str, Head]:
-        """`current_in` without the bodies: what a caller needs to see whether anything changed."""
-        heads = await load_heads(conn, [(resource_type, i) for i in set(ids)], lock=False)
-        return {resource_id: head for (_, resource_id), head in heads.items()}
+    current_in = staticmethod(current_in)
+    heads_in = staticmethod(heads_in)
 
 
 def _owner_record(resource_type: str, owner: Principal | None) -> Principal | None:
@@ -610,124 +392,3 @@ def raise_id_mismatch(resource_type: str, url_id: str, body_id: Any) -> NoReturn
         f"the body's id {body_id!r} does not match the URL's id {url_id!r} for {resource_type}",
         expression=[f"{resource_type}.id"],
     )
-
-
-def _history_reach(
-    access: Access | None, resource_type: str | None, resource_id: str | None
-) -> Reach | None:
-    """What a history request may list: an instance's needs read, a type's search, and the
-    whole server's a scope on every type (`*`) that is not narrowed to a patient."""
-    if access is None:
-        return None
-    if resource_type is None:
-        reach = access.may("*", "s")
-        if reach is None or not reach.everything:
-            raise Forbidden(
-                "this token may not read the history of the whole server: that needs an "
-                "administrator or a system/*.s or user/*.s scope; ask for the history of one "
-                "type instead ([base]/Type/_history)"
-            )
-        access.granted.append(reach)
-        return reach
-    return access.reach(resource_type, "r" if resource_id is not None else "s")
-
-
-async def _sized_page(
-    conn: AsyncConnection, sized: Select[Any], budget: Budget
-) -> list[tuple[str, str, int]]:
-    """The keys of the versions in `sized` (type, id, version, body size) that fit `budget`,
-    in order, stopping at the first that does not: the next page starts right after them."""
-    taken: list[tuple[str, str, int]] = []
-    for res_type, res_id, version_id, size in await conn.execute(sized):
-        if not budget.take_match(size or 0, first=not taken):
-            break
-        taken.append((res_type, res_id, version_id))
-    return taken
-
-
-async def _admitted_page(
-    conn: AsyncConnection,
-    reach: Reach,
-    query: Select[Any],
-    count: int,
-    offset: int,
-    budget: Budget,
-) -> tuple[list[Any], int]:
-    """The page of `query`'s versions that are inside `reach`, and how many there are in all.
-    Each version is judged by its own body, so a resource's versions from before it entered a
-    patient's compartment are neither listed nor counted, and pages are full (up to `budget`'s
-    bytes; a page cut short by them ends there). Reads them all, a chunk at a time: what a
-    narrowed reach sees is one patient's or owner's history."""
-    page: list[Any] = []
-    total = start = 0
-    full = False
-    while True:
-        rows = (await conn.execute(query.limit(_HISTORY_CHUNK).offset(start))).all()
-        for row in rows:
-            if await _admitted(conn, reach, row):
-                if not full and offset <= total < offset + count:
-                    size = len(row.body.encode()) if row.body is not None else 0
-                    full = not budget.take_match(size, first=not page)
-                    if not full:
-                        page.append(row)
-                total += 1
-        if len(rows) < _HISTORY_CHUNK:
-            return page, total
-        start += _HISTORY_CHUNK
-
-
-async def _current_inside(conn: AsyncConnection, reach: Reach, resource_id: str) -> bool:
-    """Whether the current version of `reach.resource_type`/`resource_id` is inside `reach`,
-    from the search index (a deletion is inside only a patient's own Patient record)."""
-    clause = reach_clause(reach, resources)
-    if clause is None:
-        return True
-    r = resources.c
-    query = select(r.res_id).where(
-        r.res_type == reach.resource_type, r.res_id == resource_id, clause
-    )
-    return (await conn.execute(query)).first() is not None
-
-
-async def _admitted(conn: AsyncConnection, reach: Reach | None, row: Any) -> bool:
-    """Whether the version in `row` (of `resources` or `resource_versions`) is inside `reach`;
-    a deletion is judged by the last version before it."""
-    if reach is None or reach.everything:
-        return True
-    body = row.body
-    if body is None:
-        body = await last_live_body(conn, row.res_type, row.res_id, row.version_id)
-    return body is not None and reach.admits(orjson.loads(body))
-
-
-def _version(row: Any) -> StoredVersion:
-    return StoredVersion(
-        row.res_type, row.res_id, row.version_id, as_utc(row.last_updated), row.method, row.body
-    )
-
-
-async def _versions_in(
-    conn: AsyncConnection, keys: Sequence[tuple[str, str, int]]
-) -> dict[tuple[str, str, int], StoredVersion]:
-    """`Store.versions`, read on `conn`."""
-    found: dict[tuple[str, str, int], StoredVersion] = {}
-    wanted = set(keys)
-    numbers_of: dict[tuple[str, str], set[int]] = {}
-    for resource_type, resource_id, number in wanted:
-        numbers_of.setdefault((resource_type, resource_id), set()).add(number)
-    v = resource_versions.c
-    for resource_type, ids in ids_by_type(sorted(numbers_of)).items():
-        for start in range(0, len(ids), _VERSIONS_PER_QUERY):
-            chunk = ids[start : start + _VERSIONS_PER_QUERY]
-            numbers = set().union(*(numbers_of[resource_type, i] for i in chunk))
-            rows = await conn.execute(
-                select(resource_versions).where(
-                    v.res_type == resource_type,
-                    v.res_id.in_(chunk),
-                    v.version_id.in_(sorted(numbers)),
-                )
-            )
-            for row in rows:  # ids x numbers may hold versions nobody asked for
-                if (resource_type, row.res_id, row.version_id) in wanted:
-                    found[resource_type, row.res_id, row.version_id] = _version(row)
-    return found

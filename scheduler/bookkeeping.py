@@ -16,9 +16,9 @@ from sqlalchemy import Row, Subquery, and_, delete, func, or_, select, text, uni
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fhirstore.db.locks import CAREPLAN_LOCK_CLASS, int4_key
-from fhirstore.db.schema import resources, schedule_plans, schedule_tasks, search_index
 from fhirstore.db.upsert import upsert
-from fhirstore.store import as_utc
+from fhirstore.joins import CurrentVersions, IndexedValues
+from scheduler.tables import schedule_plans, schedule_tasks
 from scheduler.task import TaskState
 
 _CHUNK = 500
@@ -53,8 +53,7 @@ class PlanRow:
 
 
 def _task_row(row: Row[Any]) -> TaskRow:
-    due = row.due_at
-    return TaskRow(**{**row._mapping, "start": as_utc(row.start), "due_at": due and as_utc(due)})
+    return TaskRow(**row._mapping)
 
 
 async def lock_plans(conn: AsyncConnection, careplan_ids: Sequence[str]) -> None:
@@ -78,7 +77,6 @@ async def plan_rows(conn: AsyncConnection, careplan_ids: Sequence[str]) -> dict[
         for row in await conn.execute(
             select(schedule_plans).where(schedule_plans.c.careplan_id.in_(chunk))
         ):
-            covered = row.covered_until
             found[row.careplan_id] = PlanRow(
                 row.careplan_id,
                 row.version_id,
@@ -86,10 +84,10 @@ async def plan_rows(conn: AsyncConnection, careplan_ids: Sequence[str]) -> dict[
                 row.zone,
                 row.scheduled,
                 row.report,
-                as_utc(row.reconciled_at),
+                row.reconciled_at,
                 row.patient_version,
                 row.policy,
-                covered and as_utc(covered),
+                row.covered_until,
             )
     return found
 
@@ -164,9 +162,9 @@ async def plans_of_patients(conn: AsyncConnection, patients: Sequence[str]) -> l
 
 def _careplan_ids(after: str = "") -> Subquery:
     """Every CarePlan id after `after`: stored (live or deleted) or known to the scheduler."""
-    r, p = resources.c, schedule_plans.c
+    r, p = CurrentVersions("CarePlan"), schedule_plans.c
     return union(
-        select(r.res_id.label("id")).where(and_(r.res_type == "CarePlan", r.res_id > after)),
+        select(r.id.label("id")).where(and_(r.of_type, r.id > after)),
         select(p.careplan_id.label("id")).where(p.careplan_id > after),
     ).subquery()
 
@@ -211,12 +209,12 @@ async def planned_task_counts(
     """By CarePlan of `patient` (other than `excluding`), how many Tasks its schedule wanted
     for occurrences in [since, until) when last reconciled. Only CarePlans reconciled at their
     current version are here: the others are `unplanned_careplans`."""
-    t, p, r = schedule_tasks.c, schedule_plans.c, resources.c
+    t, p, r = schedule_tasks.c, schedule_plans.c, CurrentVersions("CarePlan")
     rows = await conn.execute(
         select(p.careplan_id, func.count())
         .select_from(schedule_tasks)
         .join(schedule_plans, p.careplan_id == t.careplan_id)
-        .join(resources, and_(r.res_type == "CarePlan", r.res_id == p.careplan_id))
+        .join(r.rows, r.on(p.careplan_id))
         .where(
             p.patient == patient,
             p.version_id == r.version_id,
@@ -236,19 +234,16 @@ async def unplanned_careplans(
     """The bodies, by id, of `patient`'s live CarePlans (other than `excluding`) that the
     scheduler has not reconciled at their current version yet: written moments ago, or while
     no scheduler ran."""
-    r, p, s = resources.c, schedule_plans.c, search_index.c
+    r, p, s = CurrentVersions("CarePlan"), schedule_plans.c, IndexedValues("CarePlan", "subject")
     query = (
-        select(r.res_id, r.body)
-        .join(
-            search_index,
-            and_(s.res_type == "CarePlan", s.res_id == r.res_id, s.param == "subject"),
-        )
-        .outerjoin(schedule_plans, p.careplan_id == r.res_id)
+        select(r.id, r.body)
+        .join(s.rows, s.on(r.id))
+        .outerjoin(schedule_plans, p.careplan_id == r.id)
         .where(
-            r.res_type == "CarePlan",
+            r.of_type,
             r.deleted.is_(False),
             s.code == patient,
-            r.res_id.not_in(list(excluding)),
+            r.id.not_in(list(excluding)),
             or_(p.version_id.is_(None), p.version_id != r.version_id),
         )
     )

@@ -29,19 +29,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fhirstore.access.acting import ActingAs
-from fhirstore.db.schema import resource_versions, search_index
-from fhirstore.db.writer import Head, PendingWrite, WrittenVersion
+from fhirstore.db.writer import PendingWrite, WrittenVersion
 from fhirstore.errors import FhirError
-from fhirstore.store import Store, StoredVersion, as_utc
+from fhirstore.store import Store, StoredVersion
+from fhirstore.stored import first_stored, token_holders
 from fhirstore.wire import OCCURRENCE_SYSTEM
 from scheduler.bookkeeping import (
     PlanRow,
@@ -53,6 +52,7 @@ from scheduler.bookkeeping import (
     save_tasks,
     task_rows,
 )
+from scheduler.decisions import BatchDecisions
 from scheduler.identity import acting_as_scheduler
 from scheduler.plan import (
     Plan,
@@ -63,17 +63,9 @@ from scheduler.plan import (
     plan_careplan,
 )
 from scheduler.policy import SchedulePolicy
+from scheduler.repairs import Repairs
 from scheduler.task import (
     PlannedTask,
-    TaskState,
-    content_differs,
-    moved_state,
-    new_task,
-    next_due,
-    state_of,
-    timed_state,
-    with_content,
-    with_state,
 )
 
 log = logging.getLogger(__name__)
@@ -85,42 +77,6 @@ _DATA_ERRORS = (FhirError, KeyError, TypeError, ValueError, AttributeError, Asse
 
 class PlanningFailed(ValueError):
     """A CarePlan the planner failed on (its cause chained): a data error, like the others."""
-
-
-PLAN_COUNTS = frozenset({"plans", "changed_plans", "settled_plans"})  # not Task writes
-
-
-@dataclass(slots=True)
-class Repairs:
-    """What a reconciliation wrote, by kind (Tasks unless said otherwise)."""
-
-    plans: int = 0  # CarePlans reconciled
-    changed_plans: int = 0  # CarePlans changed (or new) since they were last reconciled
-    settled_plans: int = 0  # CarePlans a sweep left alone: provably nothing to do (not planned)
-    created: int = 0  # new occurrences inside the horizon
-    restored: int = 0  # owned Tasks missing, deleted or edited, put back as scheduled
-    updated: int = 0  # owned Tasks rewritten for a changed CarePlan
-    woken: int = 0  # requested -> ready
-    missed: int = 0  # ready -> missed
-    unscheduled: int = 0  # cancelled: no longer in the schedule
-    revived: int = 0  # unscheduled -> back in the schedule
-    duplicates: int = 0  # cancelled: another Task stands for the same occurrence
-
-    def __iadd__(self, other: Repairs) -> Repairs:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-        return self
-
-    def counts(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    def task_counts(self) -> dict[str, int]:
-        """Only the kinds of Task writes (not the CarePlan counts)."""
-        return {k: v for k, v in self.counts().items() if k not in PLAN_COUNTS}
-
-    @property
-    def writes(self) -> int:
-        return sum(self.task_counts().values())
 
 
 class Reconciler:
@@ -177,7 +133,7 @@ class Reconciler:
                 (t for plan, _ in plans.values() for t in plan.tasks.values()), rows.values()
             )
             heads = await Store.heads_in(conn, "Task", [*wanted, *rows])
-            step = _Step(self._policy, now, repairs)
+            step = BatchDecisions(self._policy, now, repairs)
             for planned in wanted.values():
                 step.want(
                     planned,
@@ -211,7 +167,7 @@ class Reconciler:
         patients = await Store.current_in(
             conn, "Patient", sorted({r.split("/", 1)[1] for r in refs.values() if r})
         )
-        first_seen = await _first_seen(conn, ids)
+        first_seen = await first_stored(conn, "CarePlan", ids)
         fingerprint = self._policy.fingerprint
         planned: dict[str, tuple[Plan, int | None, int | None]] = {}
         for i in ids:
@@ -270,138 +226,6 @@ class Reconciler:
             plan = limited(plan, allowance, reason)
             taken[plan.patient] += len(plan.tasks)
             planned[i] = (plan, version, patient_version)
-
-
-class _Step:
-    """The decisions of one batch: writes (with what the row becomes) and rows kept as is.
-
-    Most Tasks are decided from their current version number alone (`want`, `unwant`); those
-    that need their body are decided after it is read (`read`), all in one query.
-    """
-
-    def __init__(self, policy: SchedulePolicy, now: datetime, repairs: Repairs) -> None:
-        self.policy, self.now, self.repairs = policy, now, repairs
-        # Each write, and the row it leaves behind (None: not a Task of Herald's own).
-        self.writes: list[tuple[PendingWrite, TaskRow | None]] = []
-        self.kept: list[TaskRow] = []
-        self._to_repair: list[tuple[PlannedTask, bool]] = []
-        self._to_cancel: list[TaskRow] = []
-
-    @property
-    def to_read(self) -> list[str]:
-        """The Tasks whose bodies `read` needs."""
-        return [p.id for p, _ in self._to_repair] + [r.task_id for r in self._to_cancel]
-
-    def want(
-        self, planned: PlannedTask, row: TaskRow | None, head: Head | None, plan_changed: bool
-    ) -> None:
-        if head is None or head.deleted:
-            state = timed_state(planned.start, self.now, self.policy)
-            body = new_task(planned, state, self.now)
-            self._count("created" if row is None and head is None else "restored")
-            version = head.version_id if head is not None else None
-            self._write(planned.id, body, version, _row(planned, state, 0, self.policy))
-            return
-        untouched = row is not None and row.task_version == head.version_id
-        if untouched and not plan_changed:
-            assert row is not None
-            target = moved_state(row.state, planned.start, self.now, self.policy)
-            if target is None and row.state != "unscheduled":
-                self.kept.append(_row(planned, row.state, row.task_version, self.policy))
-                return
-        self._to_repair.append((planned, plan_changed))
-
-    def unwant(self, row: TaskRow, head: Head | None) -> None:
-        """A Task the schedule no longer wants: cancel it if it is ahead and still owned."""
-        if (
-            head is None
-            or head.deleted
-            or row.start < self.now  # the past is history
-            or row.start >= self.now + self.policy.horizon  # beyond the horizon: not judged
-        ):
-            self.kept.append(replace(row, wanted=False))
-            return
-        self._to_cancel.append(row)
-
-    def read(self, current: Mapping[str, StoredVersion]) -> None:
-        """Decide the Tasks `to_read`, from their bodies as they are now."""
-        for planned, plan_changed in self._to_repair:
-            self._repair(planned, current[planned.id], plan_changed)
-        for row in self._to_cancel:
-            self._cancel(row, current[row.task_id])
-
-    def _repair(self, planned: PlannedTask, current: StoredVersion, plan_changed: bool) -> None:
-        body = orjson.loads(current.body or "{}")
-        state = state_of(body)
-        if state in ("released", "missed"):
-            self.kept.append(_row(planned, state, current.version_id, self.policy))
-            return
-        target = (
-            timed_state(planned.start, self.now, self.policy)
-            if state == "unscheduled"
-            else moved_state(state, planned.start, self.now, self.policy) or state
-        )
-        # A Task whose time has come keeps what it said then; only its state moves on.
-        ahead = planned.start >= self.now
-        repaired = with_state(with_content(body, planned) if ahead else body, target)
-        if repaired == with_state(body, state):
-            self.kept.append(_row(planned, state, current.version_id, self.policy))
-            return
-        if state == "unscheduled":
-            self._count("revived")
-        elif ahead and content_differs(body, planned):
-            self._count("updated" if plan_changed else "restored")
-        else:
-            self._count("woken" if target == "ready" else "missed")
-        row = _row(planned, target, 0, self.policy)
-        self._write(planned.id, repaired, current.version_id, row)
-
-    def _cancel(self, row: TaskRow, current: StoredVersion) -> None:
-        body = orjson.loads(current.body or "{}")
-        state = state_of(body)
-        if state not in ("requested", "ready"):
-            self.kept.append(_replace_row(row, state, current.version_id))
-            return
-        self._count("unscheduled")
-        self._write(
-            row.task_id,
-            with_state(body, "unscheduled"),
-            current.version_id,
-            _replace_row(row, "unscheduled", 0),
-        )
-
-    def duplicate(self, current: StoredVersion) -> None:
-        body = orjson.loads(current.body or "{}")
-        if state_of(body) in ("requested", "ready"):
-            self._count("duplicates")
-            cancelled = with_state(body, "duplicate")
-            self.writes.append(
-                (PendingWrite("Task", current.id, cancelled, if_match=current.version_id), None)
-            )
-
-    def _write(self, task_id: str, body: dict[str, Any], version: int | None, row: TaskRow) -> None:
-        self.writes.append((PendingWrite("Task", task_id, body, if_match=version), row))
-
-    def _count(self, kind: str) -> None:
-        setattr(self.repairs, kind, getattr(self.repairs, kind) + 1)
-
-
-def _row(planned: PlannedTask, state: TaskState, version: int, policy: SchedulePolicy) -> TaskRow:
-    return TaskRow(
-        planned.id,
-        planned.careplan_id,
-        planned.activity,
-        planned.start,
-        version,
-        state,
-        next_due(state, planned.start, policy) if state in ("requested", "ready") else None,
-        wanted=True,
-    )
-
-
-def _replace_row(row: TaskRow, state: TaskState, version: int) -> TaskRow:
-    """The row of a Task the schedule no longer wants, in `state` at `version`."""
-    return replace(row, task_version=version, state=state, due_at=None, wanted=False)
 
 
 def _standing(planned: Iterable[PlannedTask], rows: Iterable[TaskRow]) -> dict[str, PlannedTask]:
@@ -496,39 +320,13 @@ def _body(version: StoredVersion | None) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-async def _first_seen(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, datetime]:
-    """When each CarePlan was first stored (its version 1): a fixed start for schedules that
-    name none."""
-    v = resource_versions.c
-    rows = await conn.execute(
-        select(v.res_id, v.last_updated).where(
-            and_(v.res_type == "CarePlan", v.version_id == 1, v.res_id.in_(list(ids)))
-        )
-    )
-    return {row.res_id: as_utc(row.last_updated) for row in rows}
-
-
 async def _duplicates(
     conn: AsyncConnection, wanted: Mapping[str, PlannedTask]
 ) -> list[StoredVersion]:
     """Other Tasks carrying the identifier of a wanted occurrence."""
     by_value = {t.identifier: t.id for t in wanted.values()}
-    values = list(by_value)
-    others: list[str] = []
-    s = search_index.c
-    for start in range(0, len(values), 500):
-        chunk = values[start : start + 500]
-        rows = await conn.execute(
-            select(s.res_id, s.code).where(
-                and_(
-                    s.res_type == "Task",
-                    s.param == "identifier",
-                    s.code.in_(chunk),
-                    s.system == OCCURRENCE_SYSTEM,
-                )
-            )
-        )
-        others.extend(row.res_id for row in rows if by_value.get(row.code) != row.res_id)
+    holders = await token_holders(conn, "Task", "identifier", OCCURRENCE_SYSTEM, list(by_value))
+    others = [task_id for task_id, code in holders if by_value.get(code) != task_id]
     if not others:
         return []
     found = await Store.current_in(conn, "Task", others)

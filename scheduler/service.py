@@ -27,13 +27,6 @@ from events.bus import Bus, Message
 from fhirstore.access.acting import Record
 from fhirstore.db.leader import Leadership
 from fhirstore.db.locks import SCHEDULER_LOCK_KEY
-from fhirstore.db.schema import (
-    resource_versions,
-    resources,
-    schedule_plans,
-    schedule_tasks,
-    search_index,
-)
 from fhirstore.db.statistics import BulkStatistics
 from fhirstore.store import Store
 from fhirstore.wire import CHANGES_TOPIC, SCHEDULER_GROUP
@@ -48,8 +41,10 @@ from scheduler.due import DueTasks
 from scheduler.identity import acting_as_scheduler
 from scheduler.metrics import SCHEDULER_LEADER, SWEEP_REPAIRS, SWEEP_SECONDS, TASKS_WRITTEN
 from scheduler.policy import SchedulePolicy
-from scheduler.reconcile import Reconciler, Repairs
+from scheduler.reconcile import Reconciler
+from scheduler.repairs import Repairs
 from scheduler.settled import settled
+from scheduler.tables import schedule_plans, schedule_tasks
 
 log = logging.getLogger(__name__)
 
@@ -206,8 +201,9 @@ class Scheduler:
             self._jobs.modify_job("sweep", next_run_time=datetime.now(UTC))
 
 
-# What reconciliation reads of what it wrote earlier in the same sweep.
-_READ_WHILE_WRITING = (resources, resource_versions, search_index, schedule_tasks, schedule_plans)
+# What reconciliation reads of what it wrote earlier in the same sweep (besides the store's
+# resource tables, which BulkStatistics analyzes anyway).
+_READ_WHILE_WRITING = (schedule_tasks, schedule_plans)
 
 
 def _count(repairs: Repairs, cause: str) -> None:

@@ -53,12 +53,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, FromClause, String, and_, exists, func, or_, select
+from sqlalchemy import ColumnElement, String, and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fhirstore.db.schema import resources, schedule_plans, schedule_tasks, search_index
+from fhirstore.joins import CurrentVersions, IndexedValues
 from fhirstore.wire import OCCURRENCE_SYSTEM
 from scheduler.policy import SchedulePolicy
+from scheduler.tables import schedule_plans, schedule_tasks
 
 _PATIENT = "Patient/"
 
@@ -69,15 +70,10 @@ async def settled(
     """Those of `careplan_ids` that have nothing to do at `now` (see the module docstring)."""
     p = schedule_plans.c
     ids = list(careplan_ids)
-    careplan, patient = resources.alias("careplan"), resources.alias("patient")
-    plans = schedule_plans.outerjoin(
-        careplan, and_(careplan.c.res_type == "CarePlan", careplan.c.res_id == p.careplan_id)
-    ).outerjoin(
-        patient,
-        and_(
-            patient.c.res_type == "Patient",
-            patient.c.res_id == func.substr(p.patient, len(_PATIENT) + 1),
-        ),
+    careplan = CurrentVersions("CarePlan", "careplan")
+    patient = CurrentVersions("Patient", "patient")
+    plans = schedule_plans.outerjoin(careplan.rows, careplan.on(p.careplan_id)).outerjoin(
+        patient.rows, patient.on(func.substr(p.patient, len(_PATIENT) + 1))
     )
     query = (
         select(p.careplan_id)
@@ -85,7 +81,7 @@ async def settled(
         .where(
             p.careplan_id.in_(ids),
             _same_careplan(careplan),
-            patient.c.version_id.is_not_distinct_from(p.patient_version),
+            patient.version_id.is_not_distinct_from(p.patient_version),
             p.reconciled_at <= now,
             p.policy == policy.fingerprint,
             p.covered_until >= now + policy.horizon,
@@ -95,11 +91,11 @@ async def settled(
     return set((await conn.execute(query)).scalars())
 
 
-def _same_careplan(careplan: FromClause) -> ColumnElement[bool]:
+def _same_careplan(careplan: CurrentVersions) -> ColumnElement[bool]:
     """The CarePlan is at the version planned, or was deleted (or unknown) and still is."""
-    p, c = schedule_plans.c, careplan.c
+    p, c = schedule_plans.c, careplan
     live = and_(c.version_id == p.version_id, c.deleted.is_(False))
-    gone = or_(c.res_id.is_(None), c.deleted.is_(True))
+    gone = or_(c.id.is_(None), c.deleted.is_(True))
     return or_(live, and_(p.version_id.is_(None), gone))
 
 
@@ -113,12 +109,10 @@ def _task_astray(
     with a hash anti join, and without that limit it judged every row of every CarePlan for
     each page (a sweep over 10,000 CarePlans took 25 s instead of 3 s)."""
     t = schedule_tasks.c
-    task = resources.alias("task")
-    rows = schedule_tasks.outerjoin(
-        task, and_(task.c.res_type == "Task", task.c.res_id == t.task_id)
-    )
-    edited = and_(task.c.deleted.is_(False), task.c.version_id != t.task_version)
-    gone = or_(task.c.res_id.is_(None), task.c.deleted.is_(True))
+    task = CurrentVersions("Task", "task")
+    rows = schedule_tasks.outerjoin(task.rows, task.on(t.task_id))
+    edited = and_(task.deleted.is_(False), task.version_id != t.task_version)
+    gone = or_(task.id.is_(None), task.deleted.is_(True))
     # What reconciling repairs about a Task the schedule wants: restore, revive, duplicates.
     to_repair = or_(gone, edited, t.state == "unscheduled", _duplicated(dialect))
     return (
@@ -149,7 +143,8 @@ def _duplicated(dialect: str) -> ColumnElement[bool]:
     and it would trust the identifier of a Task Herald keeps at a version it did not write
     (moved on, or past its time), which a person may have changed."""
     t = schedule_tasks.c
-    other, status = search_index.alias("other"), search_index.alias("status")
+    other = IndexedValues("Task", "identifier", "other")
+    status = IndexedValues("Task", "status", "status")
     identifier = (
         "CarePlan/"
         + t.careplan_id
@@ -159,15 +154,12 @@ def _duplicated(dialect: str) -> ColumnElement[bool]:
         + _utc_seconds(t.start, dialect)
     )
     return exists().where(
-        other.c.res_type == "Task",
-        other.c.param == "identifier",
-        other.c.code == identifier,
-        other.c.system == OCCURRENCE_SYSTEM,
-        other.c.res_id != t.task_id,
-        status.c.res_type == "Task",
-        status.c.res_id == other.c.res_id,
-        status.c.param == "status",
-        status.c.code.in_(("requested", "ready")),
+        other.of_param,
+        other.code == identifier,
+        other.system == OCCURRENCE_SYSTEM,
+        other.resource_id != t.task_id,
+        status.on(other.resource_id),
+        status.code.in_(("requested", "ready")),
     )
 
 

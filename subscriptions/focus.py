@@ -12,8 +12,8 @@ from fhirstore import fhirjson
 from fhirstore.access.boundary import Access
 from fhirstore.errors import Forbidden, Gone, NotFound
 from fhirstore.store import Store, StoredVersion
-from subscriptions.ledger import RecordedEvent
 from subscriptions.notification import NotificationEvent
+from subscriptions.numbering import RecordedEvent
 
 
 async def version_resource(

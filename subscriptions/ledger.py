@@ -2,10 +2,11 @@
 
 Everything a crash must not forget lives here, so any process can pick up where another left:
 - `record` gives each (subscription, change) an `eventNumber` once: a redelivered change gets
-  the number it already had.
+  the number it already had (subscriptions/numbering.py).
 - `delivered_through` says how far delivery got; notifications after it are still owed.
 - A lease says which process delivers a subscription right now, so two never send the same
   subscription's notifications side by side; an expired lease may be taken over.
+- Events given up become dead letters until replayed (subscriptions/dead_letters.py).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from typing import Any
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fhirstore.db.schema import dead_letters, subscription_events, subscription_state
-from fhirstore.store import Store, as_utc
+from fhirstore.store import Store
+from subscriptions.dead_letters import DeadLetters
+from subscriptions.numbering import NewEvent, RecordedEvent, event_of, number_events
+from subscriptions.tables import dead_letters, subscription_events, subscription_state
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,66 +36,22 @@ class SubscriptionProgress:
     last_error: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class NewEvent:
-    """A change to number for one subscription."""
-
-    subscription_id: str
-    event_id: str
-    res_type: str
-    res_id: str
-    version_id: int
-    interaction: str
-    occurred_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class RecordedEvent(NewEvent):
-    """A change with the eventNumber it has for its subscription."""
-
-    event_number: int
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    id: int
-    subscription_id: str
-    first_event: int
-    last_event: int
-    reason: str
-    recorded_at: datetime
-    replayed_at: datetime | None
-
-
 def _progress(row: Any) -> SubscriptionProgress:
     return SubscriptionProgress(
         row.subscription_id,
         row.status,
         row.events_since_start,
         row.delivered_through,
-        as_utc(row.last_sent_at) if row.last_sent_at else None,
-        as_utc(row.error_since) if row.error_since else None,
+        row.last_sent_at,
+        row.error_since,
         row.last_error,
-    )
-
-
-def _event(row: Any) -> RecordedEvent:
-    return RecordedEvent(
-        row.subscription_id,
-        row.event_id,
-        row.res_type,
-        row.res_id,
-        row.version_id,
-        row.interaction,
-        as_utc(row.occurred_at),
-        row.event_number,
     )
 
 
 _CHUNK = 1000  # ids per IN (...) list: far below any driver's bound-parameter limit
 
 
-class Ledger:
+class Ledger(DeadLetters):
     def __init__(self, store: Store) -> None:
         self._store = store
         self._engine = store.engine
@@ -188,31 +147,10 @@ class Ledger:
     # -- numbering ----------------------------------------------------------------------------
 
     async def record(self, events: Sequence[NewEvent]) -> list[RecordedEvent]:
-        """Number each event for its subscription, in order; a known (subscription, change)
-        keeps the number it has. One transaction for all, taking the subscriptions' rows in id
-        order so that two matchers numbering for the same subscriptions cannot deadlock.
-
-        A few statements per batch, not per event: one lookup of the changes already numbered,
-        one counter update per subscription, one insert of all new events."""
-        by_subscription: dict[str, list[NewEvent]] = {}
-        for new in events:
-            by_subscription.setdefault(new.subscription_id, []).append(new)
-        recorded: dict[tuple[str, str], RecordedEvent] = {}
+        """Number each event for its subscription (subscriptions/numbering.py), in one
+        transaction for all."""
         async with self._store.bookkeeping_transaction() as conn:
-            recorded.update(await _known(conn, by_subscription))
-            rows: list[dict[str, Any]] = []
-            for subscription_id in sorted(by_subscription):
-                fresh = _unrecorded(by_subscription[subscription_id], recorded)
-                if not fresh:
-                    continue
-                last = await _count(conn, subscription_id, len(fresh))
-                for number, new in enumerate(fresh, start=last - len(fresh) + 1):
-                    row = {**_fields(new), "event_number": number}
-                    rows.append(row)
-                    recorded[new.subscription_id, new.event_id] = RecordedEvent(**row)
-            if rows:
-                await conn.execute(insert(subscription_events), rows)
-        return [recorded[e.subscription_id, e.event_id] for e in events]
+            return await number_events(conn, events)
 
     async def pending(self, subscription_id: str, after: int, limit: int) -> list[RecordedEvent]:
         """The oldest events after eventNumber `after` (where delivery got to), in order."""
@@ -228,7 +166,7 @@ class Ledger:
                     .limit(limit)
                 )
             ).all()
-        return [_event(row) for row in rows]
+        return [event_of(row) for row in rows]
 
     async def events(
         self, subscription_id: str, since: int | None, until: int | None, limit: int
@@ -248,7 +186,7 @@ class Ledger:
                     .limit(limit)
                 )
             ).all()
-        return [_event(row) for row in rows]
+        return [event_of(row) for row in rows]
 
     async def delivered(
         self, subscription_id: str, through: int, last: int, *, now: datetime, owner: str
@@ -313,98 +251,6 @@ class Ledger:
             ).all()
         return [_progress(row) for row in rows]
 
-    # -- dead letters and retention -----------------------------------------------------------
-
-    async def give_up(
-        self,
-        subscription_id: str,
-        through: int,
-        first: int,
-        last: int,
-        reason: str,
-        *,
-        now: datetime,
-        owner: str,
-    ) -> bool:
-        """Record events first..last as a dead letter and move delivery (at `through`, just
-        before them) past them; False when delivery was not at `through` any more."""
-        async with self._store.bookkeeping_transaction() as conn:
-            result = await conn.execute(
-                update(subscription_state)
-                .where(
-                    and_(
-                        subscription_state.c.subscription_id == subscription_id,
-                        subscription_state.c.lease_owner == owner,
-                        subscription_state.c.delivered_through == through,
-                    )
-                )
-                .values(delivered_through=last)
-            )
-            if result.rowcount != 1:
-                return False
-            await conn.execute(
-                insert(dead_letters).values(
-                    subscription_id=subscription_id,
-                    first_event=first,
-                    last_event=last,
-                    reason=reason,
-                    recorded_at=now,
-                )
-            )
-        return True
-
-    async def dead_letters(self, subscription_id: str | None = None) -> list[DeadLetter]:
-        query = select(dead_letters).order_by(dead_letters.c.id)
-        if subscription_id is not None:
-            query = query.where(dead_letters.c.subscription_id == subscription_id)
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [
-            DeadLetter(
-                r.id,
-                r.subscription_id,
-                r.first_event,
-                r.last_event,
-                r.reason,
-                as_utc(r.recorded_at),
-                as_utc(r.replayed_at) if r.replayed_at else None,
-            )
-            for r in rows
-        ]
-
-    async def replay(self, dead_letter_id: int, *, now: datetime) -> DeadLetter | None:
-        """Deliver a dead letter's events again: delivery rewinds to its first event (later
-        events go out again too, with their own idempotency keys). None if unknown/replayed."""
-        async with self._store.bookkeeping_transaction() as conn:
-            row = (
-                await conn.execute(select(dead_letters).where(dead_letters.c.id == dead_letter_id))
-            ).first()
-            if row is None or row.replayed_at is not None:
-                return None
-            await conn.execute(
-                update(dead_letters).where(dead_letters.c.id == row.id).values(replayed_at=now)
-            )
-            state = subscription_state.c
-            await conn.execute(
-                update(subscription_state)
-                .where(
-                    and_(
-                        state.subscription_id == row.subscription_id,
-                        state.delivered_through >= row.first_event,
-                    )
-                )
-                .values(delivered_through=row.first_event - 1)
-            )
-        return DeadLetter(
-            row.id,
-            row.subscription_id,
-            row.first_event,
-            row.last_event,
-            row.reason,
-            as_utc(row.recorded_at),
-            now,
-        )
-
     async def prune(self, older_than: datetime) -> int:
         """Drop delivered events that occurred before `older_than`. Undelivered events stay,
         and so do dead-lettered ones until they are replayed."""
@@ -447,84 +293,3 @@ async def _lock_state(conn: AsyncConnection, subscription_id: str) -> Any:
     if conn.dialect.name == "postgresql":
         query = query.with_for_update()
     return (await conn.execute(query)).first()
-
-
-async def _known(
-    conn: AsyncConnection, by_subscription: dict[str, list[NewEvent]]
-) -> dict[tuple[str, str], RecordedEvent]:
-    """The events among these that their subscriptions have numbered already (usually one
-    query: these subscriptions' rows for these changes)."""
-    events = subscription_events.c
-    wanted = {
-        (new.subscription_id, new.event_id) for news in by_subscription.values() for new in news
-    }
-    subscription_ids = sorted(by_subscription)
-    event_ids = sorted({event_id for _, event_id in wanted})
-    known: dict[tuple[str, str], RecordedEvent] = {}
-    for subs in _chunks(subscription_ids):
-        for ids in _chunks(event_ids):
-            rows = await conn.execute(
-                select(subscription_events).where(
-                    and_(events.subscription_id.in_(subs), events.event_id.in_(ids))
-                )
-            )
-            known.update(
-                ((row.subscription_id, row.event_id), _event(row))
-                for row in rows
-                if (row.subscription_id, row.event_id) in wanted
-            )
-    return known
-
-
-def _chunks(values: list[str]) -> list[list[str]]:
-    return [values[start : start + _CHUNK] for start in range(0, len(values), _CHUNK)]
-
-
-def _unrecorded(
-    news: list[NewEvent], recorded: dict[tuple[str, str], RecordedEvent]
-) -> list[NewEvent]:
-    """`news` without those numbered already, each change once, in order."""
-    seen: set[str] = set()
-    fresh = []
-    for new in news:
-        if (new.subscription_id, new.event_id) not in recorded and new.event_id not in seen:
-            seen.add(new.event_id)
-            fresh.append(new)
-    return fresh
-
-
-async def _count(conn: AsyncConnection, subscription_id: str, added: int) -> int:
-    """Add `added` events to the subscription's count; the new count."""
-    state = subscription_state.c
-    number = (
-        await conn.execute(
-            update(subscription_state)
-            .where(state.subscription_id == subscription_id)
-            .values(events_since_start=state.events_since_start + added)
-            .returning(state.events_since_start)
-        )
-    ).scalar()
-    if number is not None:
-        return int(number)
-    # Matched before its registration landed: start counting now.
-    await conn.execute(
-        insert(subscription_state).values(
-            subscription_id=subscription_id,
-            status="requested",
-            events_since_start=added,
-            delivered_through=0,
-        )
-    )
-    return added
-
-
-def _fields(new: NewEvent) -> dict[str, Any]:
-    return {
-        "subscription_id": new.subscription_id,
-        "event_id": new.event_id,
-        "res_type": new.res_type,
-        "res_id": new.res_id,
-        "version_id": new.version_id,
-        "interaction": new.interaction,
-        "occurred_at": new.occurred_at,
-    }

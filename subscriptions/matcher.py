@@ -23,7 +23,8 @@ from events.model import ChangeEvent
 from fhirstore.store import Store
 from fhirstore.wire import CHANGES_TOPIC, MATCHER_GROUP, NOTIFICATIONS_TOPIC
 from subscriptions.focus import version_resource
-from subscriptions.ledger import Ledger, NewEvent
+from subscriptions.ledger import Ledger
+from subscriptions.numbering import NewEvent
 from subscriptions.registry import SUBSCRIPTION, SubscriptionChange, SubscriptionRegistry
 
 log = logging.getLogger(__name__)

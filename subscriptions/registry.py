@@ -17,13 +17,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.model import ChangeEvent
-from fhirstore.db.schema import outbox, resources
 from fhirstore.errors import FhirError
+from fhirstore.outbox import entries_of_types, sequence_bounds
 from fhirstore.store import Store
+from fhirstore.stored import live_of_type
 from subscriptions.channel import ChannelSupport
 from subscriptions.fhirpath_budget import DEFAULT_RUNNER, FhirPathRunner
 from subscriptions.index import SubscriptionIndex
@@ -86,15 +85,10 @@ class SubscriptionRegistry:
         """Read every live topic and subscription (at start, or when the outbox was pruned
         past what this registry had read)."""
         async with self._store.engine.connect() as conn:
-            _, newest = await _outbox_bounds(conn)  # first: later changes are caught up
+            _, newest = await sequence_bounds(conn)  # first: later changes are caught up
             for resource_type in _WATCHED:
-                rows = await conn.execute(
-                    select(resources.c.res_id, resources.c.version_id, resources.c.body).where(
-                        and_(resources.c.res_type == resource_type, resources.c.deleted.is_(False))
-                    )
-                )
-                for row in rows:
-                    self._apply(resource_type, row.res_id, row.version_id, row.body)
+                for version in await live_of_type(conn, resource_type):
+                    self._apply(resource_type, version.id, version.version_id, version.body)
         self._position = max(self._position, newest)
         log.info("subscription registry loaded", extra={"subscriptions": len(self.index)})
 
@@ -130,24 +124,14 @@ class SubscriptionRegistry:
 
     async def _read_outbox(self, sequence: int | None) -> None:
         async with self._store.engine.connect() as conn:
-            oldest, newest = await _outbox_bounds(conn)
+            oldest, newest = await sequence_bounds(conn)
             if sequence is not None:
                 newest = min(newest, sequence - 1)
             if oldest > self._position + 1 and self._position > 0:
                 pruned = True  # changes after our position may be gone: read everything
             else:
                 pruned = False
-                rows = await conn.execute(
-                    select(outbox.c.res_type, outbox.c.res_id, outbox.c.version_id, outbox.c.body)
-                    .where(
-                        and_(
-                            outbox.c.seq > self._position,
-                            outbox.c.seq <= newest,
-                            outbox.c.res_type.in_(_WATCHED),
-                        )
-                    )
-                    .order_by(outbox.c.seq)
-                )
+                rows = await entries_of_types(conn, _WATCHED, after=self._position, through=newest)
                 for row in rows:
                     self._apply(row.res_type, row.res_id, row.version_id, row.body)
         if pruned:
@@ -200,13 +184,3 @@ class SubscriptionRegistry:
         if before is None and after is None:
             return None
         return SubscriptionChange(resource_id, before, after)
-
-
-async def _outbox_bounds(conn: AsyncConnection) -> tuple[int, int]:
-    """The oldest and newest outbox sequence numbers visible now ((0, 0) when empty).
-
-    Outbox rows become visible in sequence order (on PostgreSQL the insert is serialised by an
-    advisory lock held to commit), so nothing committed later can have a smaller number.
-    """
-    row = (await conn.execute(select(func.min(outbox.c.seq), func.max(outbox.c.seq)))).one()
-    return int(row[0] or 0), int(row[1] or 0)

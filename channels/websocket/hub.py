@@ -20,9 +20,9 @@ from typing import Protocol
 
 from sqlalchemy import and_, delete, insert, select, update
 
+from channels.tables import websocket_bindings
 from events.bus import Bus, Message, TopicSpec
 from fhirstore.db.engine import is_sqlite
-from fhirstore.db.schema import websocket_bindings
 from fhirstore.store import Store
 from fhirstore.wire import GREETED_BEFORE_HEADER, OWNER_HEADER, WEBSOCKET_TOPIC
 from subscriptions.notification import NotificationBundle

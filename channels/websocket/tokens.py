@@ -18,10 +18,10 @@ from typing import Any
 import orjson
 from sqlalchemy import delete, insert, select
 
+from channels.tables import websocket_tokens
 from fhirstore.access.principal import Principal
 from fhirstore.access.scopes import Scopes
-from fhirstore.db.schema import websocket_tokens
-from fhirstore.store import Store, as_utc
+from fhirstore.store import Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +109,6 @@ class BindingTokens:
                     )
                 )
             ).first()
-        if row is None or as_utc(row.expires_at) <= self._store.clock.now():
+        if row is None or row.expires_at <= self._store.clock.now():
             return None
         return _redeemed(row.subscription_ids)

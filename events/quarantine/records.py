@@ -32,9 +32,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.bus.base import Message
 from events.metrics import QUARANTINE_OPEN, QUARANTINED
-from fhirstore.db.schema import stream_quarantine
+from events.tables import stream_quarantine
 from fhirstore.logsafe import failed_at
-from fhirstore.store import Store, as_utc
+from fhirstore.store import Store
 from fhirstore.wire import CHANGES_TOPIC, EVENT_ID_HEADER
 
 # Errors an unreachable database (or network) raises; any other error is the message's.
@@ -286,9 +286,9 @@ def _record(row: Any) -> QuarantinedMessage:
         error_class=row.error_class,
         reason=row.reason,
         attempts=row.attempts,
-        recorded_at=as_utc(row.recorded_at),
-        replay_requested_at=as_utc(row.replay_requested_at) if row.replay_requested_at else None,
-        resolved_at=as_utc(row.resolved_at) if row.resolved_at else None,
+        recorded_at=row.recorded_at,
+        replay_requested_at=row.replay_requested_at,
+        resolved_at=row.resolved_at,
     )
 
 

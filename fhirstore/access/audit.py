@@ -32,7 +32,7 @@ from sqlalchemy import ColumnElement, and_, delete, or_, select
 
 from fhirstore.db.schema import audit_log
 from fhirstore.db.upsert import upsert
-from fhirstore.store import Store, as_utc
+from fhirstore.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -229,4 +229,4 @@ def _entity(res_type: str | None, res_id: str | None) -> ColumnElement[bool]:
 def _stored(row: Any) -> StoredEntry:
     values = dict(row._mapping)
     entry_id, recorded_at = values.pop("id"), values.pop("recorded_at")
-    return StoredEntry(entry_id, as_utc(recorded_at), AuditEntry(**values))
+    return StoredEntry(entry_id, recorded_at, AuditEntry(**values))

@@ -1,1 +1,2 @@
-"""Database access: table definitions and engine creation."""
+"""Database access: the store's tables, the shared metadata and column types every package's
+tables use, engine creation, migrations, locks and the write path."""

@@ -1,7 +1,12 @@
-"""Table definitions: current resources, every version, the search index and the outbox.
+"""The store's tables: current resources, every version, the search index, the outbox and
+the audit trail; and the one `metadata` every package declares its own tables on.
 
 The outbox row is written in the same transaction as the resource version it describes; the
-relay (events/) reads it in `seq` order and advances a cursor kept in `relay_cursor`.
+relay (events/) reads it, through `fhirstore.outbox`, in `seq` order. Other packages declare
+their tables in their own `tables` module (events, subscriptions, channels, scheduler) on this
+`metadata`, and never read or write these: what they need of the store's data is a method of
+the store (`fhirstore.store`, `fhirstore.outbox`, `fhirstore.joins`). One Alembic history
+(`fhirstore/migrations/`) creates them all.
 """
 
 from __future__ import annotations
@@ -12,23 +17,19 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
-    DateTime,
     Float,
     Index,
     Integer,
-    LargeBinary,
     MetaData,
     String,
     Table,
     Text,
     text,
-    true,
 )
 
-metadata = MetaData()
+from fhirstore.db.types import BigId, UtcDateTime
 
-# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL wants a BIGINT.
-_BigId = BigInteger().with_variant(Integer(), "sqlite")
+metadata = MetaData()
 
 
 def _where(condition: str) -> dict[str, Any]:
@@ -42,7 +43,7 @@ resources = Table(
     Column("res_type", String(64), primary_key=True),
     Column("res_id", String(64), primary_key=True),
     Column("version_id", Integer, nullable=False),
-    Column("last_updated", DateTime(timezone=True), nullable=False),
+    Column("last_updated", UtcDateTime, nullable=False),
     Column("deleted", Boolean, nullable=False, default=False),
     # The current body as JSON text (None once deleted).
     Column("body", Text, nullable=True),
@@ -55,7 +56,7 @@ resource_versions = Table(
     Column("res_type", String(64), primary_key=True),
     Column("res_id", String(64), primary_key=True),
     Column("version_id", Integer, primary_key=True),
-    Column("last_updated", DateTime(timezone=True), nullable=False),
+    Column("last_updated", UtcDateTime, nullable=False),
     # create | update | delete
     Column("method", String(8), nullable=False),
     Column("body", Text, nullable=True),
@@ -73,7 +74,7 @@ resource_versions = Table(
 search_index = Table(
     "search_index",
     metadata,
-    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("id", BigId, primary_key=True, autoincrement=True),
     Column("res_type", String(64), nullable=False),
     Column("res_id", String(64), nullable=False),
     Column("param", String(64), nullable=False),
@@ -115,7 +116,7 @@ search_index = Table(
 outbox = Table(
     "outbox",
     metadata,
-    Column("seq", _BigId, primary_key=True, autoincrement=True),
+    Column("seq", BigId, primary_key=True, autoincrement=True),
     Column("event_id", String(36), nullable=False, unique=True),
     Column("res_type", String(64), nullable=False),
     Column("res_id", String(64), nullable=False),
@@ -123,173 +124,11 @@ outbox = Table(
     Column("previous_version_id", Integer, nullable=True),
     # create | update | delete
     Column("interaction", String(8), nullable=False),
-    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("occurred_at", UtcDateTime, nullable=False),
     Column("body", Text, nullable=True),
     # AUTOINCREMENT: SQLite must never hand out a sequence number again, even after pruning
     # emptied the table; a reused number would sit behind the relay's cursor and be skipped.
     sqlite_autoincrement=True,
-)
-
-relay_cursor = Table(
-    "relay_cursor",
-    metadata,
-    Column("name", String(64), primary_key=True),
-    Column("position", BigInteger, nullable=False),
-)
-
-# -- change-stream quarantine (events/quarantine reads and writes it) ------------------------
-
-# One row per message a consumer group could not process after its retries, set aside so the
-# group could move on: which group, which message (kept whole, for a replay), why, and whether
-# a replay was asked for or has succeeded. The reason never quotes the resource.
-stream_quarantine = Table(
-    "stream_quarantine",
-    metadata,
-    Column("id", _BigId, primary_key=True, autoincrement=True),
-    Column("consumer_group", String(128), nullable=False),  # herald-matcher, herald-scheduler, ..
-    Column("topic", String(249), nullable=False),  # fhir.changes, herald.notifications, ...
-    Column("message_key", String(256), nullable=False),  # ResourceType/id, a subscription id
-    # Of a change event, when it could be read: its eventId, versionId and outbox sequence.
-    Column("event_id", String(64), nullable=True),
-    Column("version_id", String(64), nullable=True),
-    Column("sequence", BigInteger, nullable=True),
-    Column("headers", Text, nullable=False),  # JSON object
-    Column("value", LargeBinary, nullable=False),
-    Column("error_class", String(256), nullable=False),  # module.Class of the last error
-    Column("reason", Text, nullable=False),
-    Column("attempts", Integer, nullable=False),  # tries, replays included
-    Column("recorded_at", DateTime(timezone=True), nullable=False),
-    Column("replay_requested_at", DateTime(timezone=True), nullable=True),
-    Column("resolved_at", DateTime(timezone=True), nullable=True),  # a replay succeeded
-    Index("ix_stream_quarantine_open", "consumer_group", "resolved_at"),
-    sqlite_autoincrement=True,
-)
-
-# -- subscription bookkeeping (events/ and channels/ read and write these) -------------------
-
-# One row per Subscription: where its event numbering and delivery stand, and who delivers it.
-subscription_state = Table(
-    "subscription_state",
-    metadata,
-    Column("subscription_id", String(64), primary_key=True),
-    # requested | active | error | off (mirrored onto the Subscription resource's status)
-    Column("status", String(16), nullable=False),
-    # The last eventNumber handed out (SubscriptionStatus.eventsSinceSubscriptionStart).
-    Column("events_since_start", BigInteger, nullable=False, default=0),
-    # Every event up to this number was delivered or given up (dead-lettered).
-    Column("delivered_through", BigInteger, nullable=False, default=0),
-    # Last time anything (handshake, heartbeat, notification) reached the endpoint.
-    Column("last_sent_at", DateTime(timezone=True), nullable=True),
-    Column("error_since", DateTime(timezone=True), nullable=True),
-    Column("last_error", Text, nullable=True),
-    # The process delivering this subscription, until when (a lease, renewed while it works).
-    Column("lease_owner", String(64), nullable=True),
-    Column("lease_until", DateTime(timezone=True), nullable=True),
-)
-
-# One row per (subscription, matched change): the numbered events `$events` returns.
-subscription_events = Table(
-    "subscription_events",
-    metadata,
-    Column("subscription_id", String(64), primary_key=True),
-    Column("event_number", BigInteger, primary_key=True),
-    # The change event it came from: a redelivered change keeps its number.
-    Column("event_id", String(36), nullable=False),
-    Column("res_type", String(64), nullable=False),
-    Column("res_id", String(64), nullable=False),
-    Column("version_id", Integer, nullable=False),
-    Column("interaction", String(8), nullable=False),
-    Column("occurred_at", DateTime(timezone=True), nullable=False),
-    Index("ux_subscription_events_event", "subscription_id", "event_id", unique=True),
-    Index("ix_subscription_events_occurred", "occurred_at"),
-)
-
-# Notifications given up after the give-up age, kept with the reason until replayed.
-dead_letters = Table(
-    "dead_letters",
-    metadata,
-    Column("id", _BigId, primary_key=True, autoincrement=True),
-    Column("subscription_id", String(64), nullable=False),
-    Column("first_event", BigInteger, nullable=False),
-    Column("last_event", BigInteger, nullable=False),
-    Column("reason", Text, nullable=False),
-    Column("recorded_at", DateTime(timezone=True), nullable=False),
-    Column("replayed_at", DateTime(timezone=True), nullable=True),
-    Index("ix_dead_letters_subscription", "subscription_id"),
-    sqlite_autoincrement=True,
-)
-
-# WebSocket binding tokens from `$get-ws-binding-token` (the SHA-256 of the token, never the
-# token itself), usable until they expire.
-websocket_tokens = Table(
-    "websocket_tokens",
-    metadata,
-    Column("token_hash", String(64), primary_key=True),
-    # JSON: the subscriptions and the principal that asked (channels/websocket/tokens.py)
-    Column("subscription_ids", Text, nullable=False),
-    Column("expires_at", DateTime(timezone=True), nullable=False),
-    Index("ix_websocket_tokens_expires", "expires_at"),
-)
-
-# Which process holds a WebSocket bound to a subscription, renewed while the socket is open:
-# a dispatcher in any process can tell whether (and where) a subscription's client listens.
-websocket_bindings = Table(
-    "websocket_bindings",
-    metadata,
-    Column("subscription_id", String(64), primary_key=True),
-    Column("connection_id", String(64), primary_key=True),
-    Column("owner", String(64), nullable=False),
-    Column("expires_at", DateTime(timezone=True), nullable=False),
-    Index("ix_websocket_bindings_expires", "expires_at"),
-)
-
-# -- scheduler bookkeeping (scheduler/ reads and writes these) -------------------------------
-
-# One row per CarePlan the scheduler has looked at: what it made of it, and for whom.
-schedule_plans = Table(
-    "schedule_plans",
-    metadata,
-    Column("careplan_id", String(64), primary_key=True),
-    # The CarePlan version last reconciled (None once the CarePlan is deleted).
-    Column("version_id", Integer, nullable=True),
-    # "Patient/{id}" the Tasks are for: a change of the Patient's time zone reschedules.
-    Column("patient", String(128), nullable=True),
-    Column("zone", String(64), nullable=False),  # the IANA zone its Tasks' times are in
-    # Whether the CarePlan is scheduled at all (active, plan or order, tagged if required).
-    Column("scheduled", Boolean, nullable=False),
-    # JSON: why the CarePlan or some of its activities are not materialised ([] when all are).
-    Column("report", Text, nullable=False),
-    Column("reconciled_at", DateTime(timezone=True), nullable=False),
-    # What a sweep compares to leave the CarePlan alone (see scheduler/settled.py): the
-    # Patient version it was planned with (None: no Patient), the policy's fingerprint, and
-    # the instant up to which its Tasks cover the schedule (once now + horizon passes it, it
-    # wants more; None: reconcile it at the next sweep).
-    Column("patient_version", Integer, nullable=True),
-    Column("policy", String(64), nullable=True),
-    Column("covered_until", DateTime(timezone=True), nullable=True),
-    Index("ix_schedule_plans_patient", "patient"),
-)
-
-# One row per Task the scheduler made for an occurrence, and what it does to it next.
-schedule_tasks = Table(
-    "schedule_tasks",
-    metadata,
-    Column("task_id", String(64), primary_key=True),
-    Column("careplan_id", String(64), nullable=False),
-    Column("activity", String(64), nullable=False),
-    Column("start", DateTime(timezone=True), nullable=False),  # the occurrence, UTC
-    # The Task version Herald wrote or last saw: a different current version means someone
-    # else changed the Task since.
-    Column("task_version", Integer, nullable=False),
-    # requested | ready | missed | unscheduled | released (moved on by someone: hands off)
-    Column("state", String(16), nullable=False),
-    # When the Task next needs Herald (ready at start - lead, missed at start + grace).
-    Column("due_at", DateTime(timezone=True), nullable=True),
-    # Whether the schedule wanted the occurrence when the CarePlan was last reconciled.
-    # The server default is the migration's (0005), which gave existing rows True.
-    Column("wanted", Boolean, nullable=False, server_default=true()),
-    Index("ix_schedule_tasks_plan", "careplan_id", "start"),
-    Index("ix_schedule_tasks_due", "due_at"),
 )
 
 # -- audit trail (fhirstore/access/audit.py writes it, append-only) --------------------------
@@ -300,8 +139,8 @@ schedule_tasks = Table(
 audit_log = Table(
     "audit_log",
     metadata,
-    Column("id", _BigId, primary_key=True, autoincrement=True),
-    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("recorded_at", UtcDateTime, nullable=False),
     # rest | delivery | authentication (a request refused before it had a principal) |
     # system (a write by Herald's own system identity, e.g. the scheduler)
     Column("kind", String(16), nullable=False),

@@ -17,18 +17,22 @@ from collections.abc import Sequence
 from sqlalchemy import Table, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from fhirstore.db.schema import resource_versions, resources, search_index
+
 log = logging.getLogger(__name__)
 
 FIRST_AFTER = 10_000  # resources written before the first ANALYZE
 
 
 class BulkStatistics:
-    """Counts the resources one bulk write wrote; analyzes `tables` after `FIRST_AFTER` of
-    them, then whenever the count has doubled (a handful of ANALYZEs for any size of write)."""
+    """Counts the resources one bulk write wrote; analyzes the store's resource tables and the
+    writer's own `tables` after `FIRST_AFTER` of them, then whenever the count has doubled (a
+    handful of ANALYZEs for any size of write)."""
 
-    def __init__(self, engine: AsyncEngine, tables: Sequence[Table]) -> None:
+    def __init__(self, engine: AsyncEngine, tables: Sequence[Table] = ()) -> None:
         self._engine = engine
-        self._names = ", ".join(t.name for t in tables)
+        every = (resources, resource_versions, search_index, *tables)
+        self._names = ", ".join(t.name for t in every)
         self._written = 0
         self._next = FIRST_AFTER
 

@@ -1,4 +1,10 @@
-"""Alembic environment: runs on a connection handed in by `fhirstore.db.migrate`."""
+"""Alembic environment: runs on a connection handed in by `fhirstore.db.migrate`.
+
+One history creates every package's tables. The migrations are written by hand, so nothing
+here needs those tables declared: `metadata` holds the store's own, and whatever other
+packages' `tables` modules were imported already (tests/fhirstore/test_migrations.py imports
+them all to compare the declared schema with the migrated one).
+"""
 
 from alembic import context
 

@@ -52,7 +52,7 @@ async def _sweep(settings: Settings, *, full: bool) -> tuple[dict[str, int], Ski
     from events.bus.memory import MemoryBus
     from fhirstore.access.audit import AuditTrail
     from herald.runtime import schedule_policy
-    from scheduler.reconcile import Repairs
+    from scheduler.repairs import Repairs
     from scheduler.service import Scheduler
 
     async with store_of(settings) as store, AuditTrail(store).writing() as trail:

@@ -17,12 +17,12 @@ from events.quarantine import Quarantine
 from fhirstore.clock import SystemClock
 from fhirstore.db.engine import create_engine
 from fhirstore.db.migrate import upgrade
-from fhirstore.db.schema import dead_letters, subscription_state
 from fhirstore.store import Store
 from herald.cli import app
 from herald.runtime import Runtime
 from herald.settings import Settings
 from subscriptions.builtin_topics import BUILTIN_TOPICS
+from subscriptions.tables import dead_letters, subscription_state
 from tests.support.process import HeraldProcess
 
 runner = CliRunner()

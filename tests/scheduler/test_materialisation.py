@@ -14,7 +14,7 @@ import httpx
 
 from fhirstore.clock import FrozenClock
 from fhirstore.wire import BUSINESS_STATUS, OCCURRENCE_SYSTEM
-from scheduler.reconcile import Repairs
+from scheduler.repairs import Repairs
 from tests.scheduler.conftest import (
     BERLIN_0900,
     DAILY_0900,

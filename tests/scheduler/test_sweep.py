@@ -28,7 +28,7 @@ from fhirstore.db import statistics
 from fhirstore.errors import PreconditionFailed
 from herald.cli import app
 from herald.runtime import Runtime, schedule_policy
-from scheduler.reconcile import Repairs
+from scheduler.repairs import Repairs
 from scheduler.service import Scheduler
 from tests.scheduler.conftest import (
     BERLIN_0900,

@@ -9,7 +9,8 @@ import pytest
 
 from herald.runtime import Runtime
 from subscriptions.focus import notification_events
-from subscriptions.ledger import Ledger, NewEvent
+from subscriptions.ledger import Ledger
+from subscriptions.numbering import NewEvent
 from tests.support.herald import running_herald
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

@@ -1,0 +1,162 @@
+"""Event numbering: each (subscription, change) gets its `eventNumber` once.
+
+A redelivered change keeps the number it already had; new changes of a subscription are
+numbered in order from its count (`events_since_start`, SubscriptionStatus
+.eventsSinceSubscriptionStart). `number_events` runs inside the ledger's transaction
+(subscriptions/ledger.py), which is what makes a number, once handed out, the one a retry gets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from subscriptions.tables import subscription_events, subscription_state
+
+_CHUNK = 1000  # ids per IN (...) list: far below any driver's bound-parameter limit
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """A change to number for one subscription."""
+
+    subscription_id: str
+    event_id: str
+    res_type: str
+    res_id: str
+    version_id: int
+    interaction: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent(NewEvent):
+    """A change with the eventNumber it has for its subscription."""
+
+    event_number: int
+
+
+def event_of(row: Any) -> RecordedEvent:
+    return RecordedEvent(
+        row.subscription_id,
+        row.event_id,
+        row.res_type,
+        row.res_id,
+        row.version_id,
+        row.interaction,
+        row.occurred_at,
+        row.event_number,
+    )
+
+
+async def number_events(conn: AsyncConnection, events: Sequence[NewEvent]) -> list[RecordedEvent]:
+    """Number each event for its subscription, in order, inside the caller's transaction; a
+    known (subscription, change) keeps the number it has. The subscriptions' rows are taken in
+    id order so that two matchers numbering for the same subscriptions cannot deadlock.
+
+    A few statements per batch, not per event: one lookup of the changes already numbered,
+    one counter update per subscription, one insert of all new events."""
+    by_subscription: dict[str, list[NewEvent]] = {}
+    for new in events:
+        by_subscription.setdefault(new.subscription_id, []).append(new)
+    recorded: dict[tuple[str, str], RecordedEvent] = {}
+    recorded.update(await _known(conn, by_subscription))
+    rows: list[dict[str, Any]] = []
+    for subscription_id in sorted(by_subscription):
+        fresh = _unrecorded(by_subscription[subscription_id], recorded)
+        if not fresh:
+            continue
+        last = await _count(conn, subscription_id, len(fresh))
+        for number, new in enumerate(fresh, start=last - len(fresh) + 1):
+            row = {**_fields(new), "event_number": number}
+            rows.append(row)
+            recorded[new.subscription_id, new.event_id] = RecordedEvent(**row)
+    if rows:
+        await conn.execute(insert(subscription_events), rows)
+    return [recorded[e.subscription_id, e.event_id] for e in events]
+
+
+async def _known(
+    conn: AsyncConnection, by_subscription: dict[str, list[NewEvent]]
+) -> dict[tuple[str, str], RecordedEvent]:
+    """The events among these that their subscriptions have numbered already (usually one
+    query: these subscriptions' rows for these changes)."""
+    events = subscription_events.c
+    wanted = {
+        (new.subscription_id, new.event_id) for news in by_subscription.values() for new in news
+    }
+    subscription_ids = sorted(by_subscription)
+    event_ids = sorted({event_id for _, event_id in wanted})
+    known: dict[tuple[str, str], RecordedEvent] = {}
+    for subs in _chunks(subscription_ids):
+        for ids in _chunks(event_ids):
+            rows = await conn.execute(
+                select(subscription_events).where(
+                    and_(events.subscription_id.in_(subs), events.event_id.in_(ids))
+                )
+            )
+            known.update(
+                ((row.subscription_id, row.event_id), event_of(row))
+                for row in rows
+                if (row.subscription_id, row.event_id) in wanted
+            )
+    return known
+
+
+def _chunks(values: list[str]) -> list[list[str]]:
+    return [values[start : start + _CHUNK] for start in range(0, len(values), _CHUNK)]
+
+
+def _unrecorded(
+    news: list[NewEvent], recorded: dict[tuple[str, str], RecordedEvent]
+) -> list[NewEvent]:
+    """`news` without those numbered already, each change once, in order."""
+    seen: set[str] = set()
+    fresh = []
+    for new in news:
+        if (new.subscription_id, new.event_id) not in recorded and new.event_id not in seen:
+            seen.add(new.event_id)
+            fresh.append(new)
+    return fresh
+
+
+async def _count(conn: AsyncConnection, subscription_id: str, added: int) -> int:
+    """Add `added` events to the subscription's count; the new count."""
+    state = subscription_state.c
+    number = (
+        await conn.execute(
+            update(subscription_state)
+            .where(state.subscription_id == subscription_id)
+            .values(events_since_start=state.events_since_start + added)
+            .returning(state.events_since_start)
+        )
+    ).scalar()
+    if number is not None:
+        return int(number)
+    # Matched before its registration landed: start counting now.
+    await conn.execute(
+        insert(subscription_state).values(
+            subscription_id=subscription_id,
+            status="requested",
+            events_since_start=added,
+            delivered_through=0,
+        )
+    )
+    return added
+
+
+def _fields(new: NewEvent) -> dict[str, Any]:
+    return {
+        "subscription_id": new.subscription_id,
+        "event_id": new.event_id,
+        "res_type": new.res_type,
+        "res_id": new.res_id,
+        "version_id": new.version_id,
+        "interaction": new.interaction,
+        "occurred_at": new.occurred_at,
+    }
