@@ -20,12 +20,12 @@ from channels.delivery import (
     DeliveryPolicy,
     Stopped,
     SubscriptionDelivery,
-    Transport,
     ended,
     heartbeat_due,
 )
 from channels.lease import LeaseLost, held_lease
 from channels.metrics import DELIVERY_WORKERS
+from channels.transport import Transport
 from events.bus import Bus, Message
 from events.bus.base import Unprocessable
 from fhirstore.store import Store

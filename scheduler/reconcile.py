@@ -263,11 +263,12 @@ class Reconciler:
         reason = patient_tasks_limit(limits)
         for i in sorted(planned):
             plan, version, patient_version = planned[i]
-            if plan.patient not in taken:
+            patient = plan.patient
+            if patient is None or patient not in taken:
                 continue
-            allowance = max(0, limits.tasks_per_patient - taken[plan.patient])
+            allowance = max(0, limits.tasks_per_patient - taken[patient])
             plan = limited(plan, allowance, reason)
-            taken[plan.patient] += len(plan.tasks)
+            taken[patient] += len(plan.tasks)
             planned[i] = (plan, version, patient_version)
 
 
