@@ -1,2 +1,73 @@
-"""Notification delivery: today over REST hook (`resthook`), with the dispatcher that orders,
-retries and records it; websocket, email and Kafka queue channels come later."""
+"""Notification delivery: the core that orders, retries and records each subscription's
+notifications (`delivery`, `dispatcher`), and one transport per channel: REST hook, WebSocket,
+email and Kafka queue."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from channels.audit import attempt_recorder
+    from channels.delivery import Attempt, DeliveryPolicy
+    from channels.dispatcher import Dispatcher, new_owner
+    from channels.email import EmailSender, SmtpConfig
+    from channels.endpoints import EndpointGuard, Recipients, SafeEndpoints
+    from channels.queue import KafkaQueueSender, QueueTopics
+    from channels.resthook import RestHookSender
+    from channels.transport import Transport
+    from channels.unprocessable import BoundedTries, Outage
+else:
+    from fhirstore.surface import LazyExports
+
+    __getattr__ = LazyExports(
+        __name__,
+        {
+            "channels.audit": ("attempt_recorder",),
+            "channels.delivery": (
+                "Attempt",
+                "DeliveryPolicy",
+            ),
+            "channels.dispatcher": (
+                "Dispatcher",
+                "new_owner",
+            ),
+            "channels.email": (
+                "EmailSender",
+                "SmtpConfig",
+            ),
+            "channels.endpoints": (
+                "EndpointGuard",
+                "Recipients",
+                "SafeEndpoints",
+            ),
+            "channels.queue": (
+                "KafkaQueueSender",
+                "QueueTopics",
+            ),
+            "channels.resthook": ("RestHookSender",),
+            "channels.transport": ("Transport",),
+            "channels.unprocessable": (
+                "BoundedTries",
+                "Outage",
+            ),
+        },
+    )
+
+__all__ = [
+    "Attempt",
+    "BoundedTries",
+    "DeliveryPolicy",
+    "Dispatcher",
+    "EmailSender",
+    "EndpointGuard",
+    "KafkaQueueSender",
+    "Outage",
+    "QueueTopics",
+    "Recipients",
+    "RestHookSender",
+    "SafeEndpoints",
+    "SmtpConfig",
+    "Transport",
+    "attempt_recorder",
+    "new_owner",
+]

@@ -1,1 +1,27 @@
 """The change stream: event model, outbox relay and the bus it is published on."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from events.metrics import FHIRPATH_OVER_BUDGET
+    from events.model import CHANGES_TOPIC, EVENT_ID_HEADER, ChangeEvent
+    from events.relay import OutboxRelay
+else:
+    from fhirstore.surface import LazyExports
+
+    __getattr__ = LazyExports(
+        __name__,
+        {
+            "events.metrics": ("FHIRPATH_OVER_BUDGET",),
+            "events.model": (
+                "CHANGES_TOPIC",
+                "EVENT_ID_HEADER",
+                "ChangeEvent",
+            ),
+            "events.relay": ("OutboxRelay",),
+        },
+    )
+
+__all__ = ["CHANGES_TOPIC", "EVENT_ID_HEADER", "FHIRPATH_OVER_BUDGET", "ChangeEvent", "OutboxRelay"]

@@ -1,1 +1,98 @@
 """FHIR R4B store: REST API, persistence, search and the transactional outbox."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fhirstore import fhirjson
+    from fhirstore.clock import Clock, SystemClock
+    from fhirstore.errors import (
+        BadRequest,
+        Conflict,
+        FhirError,
+        Forbidden,
+        Gone,
+        InvalidSearch,
+        NotFound,
+        PreconditionFailed,
+        Unprocessable,
+        operation_outcome,
+    )
+    from fhirstore.limits import Admissions, over_limit
+    from fhirstore.logsafe import chain, failed_at, frames, kinds
+    from fhirstore.store import ResourceRule, Store, StoredVersion, new_id
+    from fhirstore.transaction import process_batch, process_transaction
+else:
+    from fhirstore.surface import LazyExports
+
+    __getattr__ = LazyExports(
+        __name__,
+        {
+            "fhirstore": ("fhirjson",),
+            "fhirstore.clock": (
+                "Clock",
+                "SystemClock",
+            ),
+            "fhirstore.errors": (
+                "BadRequest",
+                "Conflict",
+                "FhirError",
+                "Forbidden",
+                "Gone",
+                "InvalidSearch",
+                "NotFound",
+                "PreconditionFailed",
+                "Unprocessable",
+                "operation_outcome",
+            ),
+            "fhirstore.limits": (
+                "Admissions",
+                "over_limit",
+            ),
+            "fhirstore.logsafe": (
+                "chain",
+                "failed_at",
+                "frames",
+                "kinds",
+            ),
+            "fhirstore.store": (
+                "ResourceRule",
+                "Store",
+                "StoredVersion",
+                "new_id",
+            ),
+            "fhirstore.transaction": (
+                "process_batch",
+                "process_transaction",
+            ),
+        },
+    )
+
+__all__ = [
+    "Admissions",
+    "BadRequest",
+    "Clock",
+    "Conflict",
+    "FhirError",
+    "Forbidden",
+    "Gone",
+    "InvalidSearch",
+    "NotFound",
+    "PreconditionFailed",
+    "ResourceRule",
+    "Store",
+    "StoredVersion",
+    "SystemClock",
+    "Unprocessable",
+    "chain",
+    "failed_at",
+    "fhirjson",
+    "frames",
+    "kinds",
+    "new_id",
+    "operation_outcome",
+    "over_limit",
+    "process_batch",
+    "process_transaction",
+]

@@ -1,5 +1,29 @@
 """The bus: a small publish/subscribe interface with an in-process and a Kafka implementation."""
 
-from events.bus.base import BatchHandler, Bus, Handler, Message
+from __future__ import annotations
 
-__all__ = ["BatchHandler", "Bus", "Handler", "Message"]
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from events.bus.base import BatchHandler, Bus, Handler, Message, Unprocessable
+    from events.bus.kafka import KafkaBus
+    from events.bus.memory import MemoryBus
+else:
+    from fhirstore.surface import LazyExports
+
+    __getattr__ = LazyExports(
+        __name__,
+        {
+            "events.bus.base": (
+                "BatchHandler",
+                "Bus",
+                "Handler",
+                "Message",
+                "Unprocessable",
+            ),
+            "events.bus.kafka": ("KafkaBus",),
+            "events.bus.memory": ("MemoryBus",),
+        },
+    )
+
+__all__ = ["BatchHandler", "Bus", "Handler", "KafkaBus", "MemoryBus", "Message", "Unprocessable"]

@@ -1,1 +1,61 @@
-"""Database access: table definitions and engine creation."""
+"""Database access: table definitions, engine creation, migrations, locks and the write path.
+
+(`upsert` stays in `fhirstore.db.upsert`: offered here, the function would be hidden by its
+module of the same name as soon as that module is imported.)"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fhirstore.db.engine import create_engine, is_sqlite
+    from fhirstore.db.leader import Leadership
+    from fhirstore.db.locks import CAREPLAN_LOCK_CLASS, RELAY_LOCK_KEY, SCHEDULER_LOCK_KEY, int4_key
+    from fhirstore.db.migrate import upgrade
+    from fhirstore.db.statistics import BulkStatistics
+    from fhirstore.db.writer import OUTBOX_CHANNEL, Head, PendingWrite, WrittenVersion, fhir_instant
+else:
+    from fhirstore.surface import LazyExports
+
+    __getattr__ = LazyExports(
+        __name__,
+        {
+            "fhirstore.db.engine": (
+                "create_engine",
+                "is_sqlite",
+            ),
+            "fhirstore.db.leader": ("Leadership",),
+            "fhirstore.db.locks": (
+                "CAREPLAN_LOCK_CLASS",
+                "RELAY_LOCK_KEY",
+                "SCHEDULER_LOCK_KEY",
+                "int4_key",
+            ),
+            "fhirstore.db.migrate": ("upgrade",),
+            "fhirstore.db.statistics": ("BulkStatistics",),
+            "fhirstore.db.writer": (
+                "OUTBOX_CHANNEL",
+                "Head",
+                "PendingWrite",
+                "WrittenVersion",
+                "fhir_instant",
+            ),
+        },
+    )
+
+__all__ = [
+    "CAREPLAN_LOCK_CLASS",
+    "OUTBOX_CHANNEL",
+    "RELAY_LOCK_KEY",
+    "SCHEDULER_LOCK_KEY",
+    "BulkStatistics",
+    "Head",
+    "Leadership",
+    "PendingWrite",
+    "WrittenVersion",
+    "create_engine",
+    "fhir_instant",
+    "int4_key",
+    "is_sqlite",
+    "upgrade",
+]

@@ -25,10 +25,34 @@ leaves room (each module says more about its part):
   `limit` (10,000 by default), the earliest. count is at most 100,000. Nothing after 9998.
 """
 
-from scheduler.timing.clock import WhenClock
-from scheduler.timing.engine import MAX_OCCURRENCES, Occurrence, occurrences
-from scheduler.timing.errors import Unschedulable, Unsupported
-from scheduler.timing.expand import Budget
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scheduler.timing.clock import WhenClock
+    from scheduler.timing.engine import MAX_OCCURRENCES, Occurrence, occurrences
+    from scheduler.timing.errors import Unschedulable, Unsupported
+    from scheduler.timing.expand import Budget
+else:
+    from fhirstore.surface import LazyExports
+
+    __getattr__ = LazyExports(
+        __name__,
+        {
+            "scheduler.timing.clock": ("WhenClock",),
+            "scheduler.timing.engine": (
+                "MAX_OCCURRENCES",
+                "Occurrence",
+                "occurrences",
+            ),
+            "scheduler.timing.errors": (
+                "Unschedulable",
+                "Unsupported",
+            ),
+            "scheduler.timing.expand": ("Budget",),
+        },
+    )
 
 __all__ = [
     "MAX_OCCURRENCES",
