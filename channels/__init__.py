@@ -19,39 +19,7 @@ if TYPE_CHECKING:
 else:
     from fhirstore.surface import LazyExports
 
-    __getattr__ = LazyExports(
-        __name__,
-        {
-            "channels.audit": ("attempt_recorder",),
-            "channels.delivery": (
-                "Attempt",
-                "DeliveryPolicy",
-            ),
-            "channels.dispatcher": (
-                "Dispatcher",
-                "new_owner",
-            ),
-            "channels.email": (
-                "EmailSender",
-                "SmtpConfig",
-            ),
-            "channels.endpoints": (
-                "EndpointGuard",
-                "Recipients",
-                "SafeEndpoints",
-            ),
-            "channels.queue": (
-                "KafkaQueueSender",
-                "QueueTopics",
-            ),
-            "channels.resthook": ("RestHookSender",),
-            "channels.transport": ("Transport",),
-            "channels.unprocessable": (
-                "BoundedTries",
-                "Outage",
-            ),
-        },
-    )
+    __getattr__ = LazyExports(__name__)
 
 __all__ = [
     "Attempt",

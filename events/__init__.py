@@ -11,17 +11,6 @@ if TYPE_CHECKING:
 else:
     from fhirstore.surface import LazyExports
 
-    __getattr__ = LazyExports(
-        __name__,
-        {
-            "events.metrics": ("FHIRPATH_OVER_BUDGET",),
-            "events.model": (
-                "CHANGES_TOPIC",
-                "EVENT_ID_HEADER",
-                "ChangeEvent",
-            ),
-            "events.relay": ("OutboxRelay",),
-        },
-    )
+    __getattr__ = LazyExports(__name__)
 
 __all__ = ["CHANGES_TOPIC", "EVENT_ID_HEADER", "FHIRPATH_OVER_BUDGET", "ChangeEvent", "OutboxRelay"]

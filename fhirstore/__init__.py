@@ -26,48 +26,7 @@ if TYPE_CHECKING:
 else:
     from fhirstore.surface import LazyExports
 
-    __getattr__ = LazyExports(
-        __name__,
-        {
-            "fhirstore": ("fhirjson",),
-            "fhirstore.clock": (
-                "Clock",
-                "SystemClock",
-            ),
-            "fhirstore.errors": (
-                "BadRequest",
-                "Conflict",
-                "FhirError",
-                "Forbidden",
-                "Gone",
-                "InvalidSearch",
-                "NotFound",
-                "PreconditionFailed",
-                "Unprocessable",
-                "operation_outcome",
-            ),
-            "fhirstore.limits": (
-                "Admissions",
-                "over_limit",
-            ),
-            "fhirstore.logsafe": (
-                "chain",
-                "failed_at",
-                "frames",
-                "kinds",
-            ),
-            "fhirstore.store": (
-                "ResourceRule",
-                "Store",
-                "StoredVersion",
-                "new_id",
-            ),
-            "fhirstore.transaction": (
-                "process_batch",
-                "process_transaction",
-            ),
-        },
-    )
+    __getattr__ = LazyExports(__name__)
 
 __all__ = [
     "Admissions",

@@ -13,13 +13,6 @@ if TYPE_CHECKING:
 else:
     from fhirstore.surface import LazyExports
 
-    __getattr__ = LazyExports(
-        __name__,
-        {
-            "herald.app": ("create_app",),
-            "herald.runtime": ("Runtime",),
-            "herald.settings": ("Settings",),
-        },
-    )
+    __getattr__ = LazyExports(__name__)
 
 __all__ = ["Runtime", "Settings", "create_app"]

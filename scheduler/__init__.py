@@ -14,20 +14,7 @@ if TYPE_CHECKING:
 else:
     from fhirstore.surface import LazyExports
 
-    __getattr__ = LazyExports(
-        __name__,
-        {
-            "scheduler.admission": ("careplan_rule",),
-            "scheduler.api": ("schedule_router",),
-            "scheduler.policy": (
-                "PlanTag",
-                "ScheduleLimits",
-                "SchedulePolicy",
-            ),
-            "scheduler.reconcile": ("Repairs",),
-            "scheduler.service": ("Scheduler",),
-        },
-    )
+    __getattr__ = LazyExports(__name__)
 
 __all__ = [
     "PlanTag",

@@ -28,63 +28,7 @@ if TYPE_CHECKING:
 else:
     from fhirstore.surface import LazyExports
 
-    __getattr__ = LazyExports(
-        __name__,
-        {
-            "subscriptions.capability": ("subscription_capabilities",),
-            "subscriptions.channel": ("ChannelSupport",),
-            "subscriptions.fhirpath_budget": (
-                "FhirPathBudget",
-                "FhirPathRunner",
-            ),
-            "subscriptions.focus": ("notification_events",),
-            "subscriptions.ledger": (
-                "DeadLetter",
-                "Ledger",
-                "RecordedEvent",
-                "SubscriptionProgress",
-            ),
-            "subscriptions.lifecycle": ("Lifecycle",),
-            "subscriptions.matcher": (
-                "NOTIFICATIONS_TOPIC",
-                "Matcher",
-                "NotificationJob",
-                "notification_job",
-                "read_job",
-            ),
-            "subscriptions.missed_by_budget": ("MissedByBudgetReporter",),
-            "subscriptions.model": (
-                "WEBSOCKET_TOPIC",
-                "Channel",
-                "NotificationType",
-                "SubscriptionSpec",
-            ),
-            "subscriptions.notification": (
-                "NotificationEvent",
-                "classic_body",
-                "notification_bundle",
-            ),
-            "subscriptions.operations": (
-                "operation_parameters",
-                "stored_spec",
-                "subscription_router",
-            ),
-            "subscriptions.registry": (
-                "SUBSCRIPTION",
-                "SUBSCRIPTION_TOPIC",
-                "SubscriptionRegistry",
-            ),
-            "subscriptions.rules": (
-                "OwnerLimit",
-                "owned_topic_rule",
-                "subscription_rule",
-            ),
-            "subscriptions.seeding": (
-                "BUILTIN_TOPIC_RESERVATION",
-                "seed_builtin_topics",
-            ),
-        },
-    )
+    __getattr__ = LazyExports(__name__)
 
 __all__ = [
     "BUILTIN_TOPIC_RESERVATION",

@@ -12,18 +12,7 @@ if TYPE_CHECKING:
 else:
     from fhirstore.surface import LazyExports
 
-    __getattr__ = LazyExports(
-        __name__,
-        {
-            "channels.websocket.api": (
-                "MAX_FRAME_BYTES",
-                "websocket_router",
-            ),
-            "channels.websocket.hub": ("SocketHub",),
-            "channels.websocket.tokens": ("BindingTokens",),
-            "channels.websocket.transport": ("WebSocketTransport",),
-        },
-    )
+    __getattr__ = LazyExports(__name__)
 
 __all__ = [
     "MAX_FRAME_BYTES",

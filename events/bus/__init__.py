@@ -11,19 +11,6 @@ if TYPE_CHECKING:
 else:
     from fhirstore.surface import LazyExports
 
-    __getattr__ = LazyExports(
-        __name__,
-        {
-            "events.bus.base": (
-                "BatchHandler",
-                "Bus",
-                "Handler",
-                "Message",
-                "Unprocessable",
-            ),
-            "events.bus.kafka": ("KafkaBus",),
-            "events.bus.memory": ("MemoryBus",),
-        },
-    )
+    __getattr__ = LazyExports(__name__)
 
 __all__ = ["BatchHandler", "Bus", "Handler", "KafkaBus", "MemoryBus", "Message", "Unprocessable"]

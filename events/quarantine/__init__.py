@@ -12,20 +12,7 @@ if TYPE_CHECKING:
 else:
     from fhirstore.surface import LazyExports
 
-    __getattr__ = LazyExports(
-        __name__,
-        {
-            "events.quarantine.api": ("quarantine_router",),
-            "events.quarantine.records": (
-                "Quarantine",
-                "QuarantinedMessage",
-            ),
-            "events.quarantine.replays": (
-                "replay_requested",
-                "run_replays",
-            ),
-        },
-    )
+    __getattr__ = LazyExports(__name__)
 
 __all__ = [
     "Quarantine",

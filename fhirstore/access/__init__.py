@@ -16,33 +16,7 @@ if TYPE_CHECKING:
 else:
     from fhirstore.surface import LazyExports
 
-    __getattr__ = LazyExports(
-        __name__,
-        {
-            "fhirstore.access.acting": (
-                "ActingAs",
-                "Record",
-            ),
-            "fhirstore.access.audit": (
-                "DELIVERED",
-                "FAILED",
-                "AuditEntry",
-                "AuditTrail",
-            ),
-            "fhirstore.access.boundary": ("Access",),
-            "fhirstore.access.ownership": ("owner_of",),
-            "fhirstore.access.principal": (
-                "ANONYMOUS",
-                "Principal",
-            ),
-            "fhirstore.access.reserved": ("Reserved",),
-            "fhirstore.access.scopes": ("Scopes",),
-            "fhirstore.access.tokens": (
-                "TokenRules",
-                "TokenVerifier",
-            ),
-        },
-    )
+    __getattr__ = LazyExports(__name__)
 
 __all__ = [
     "ANONYMOUS",

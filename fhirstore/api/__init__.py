@@ -25,32 +25,7 @@ if TYPE_CHECKING:
 else:
     from fhirstore.surface import LazyExports
 
-    __getattr__ = LazyExports(
-        __name__,
-        {
-            "fhirstore.api.audit": ("AuditMiddleware",),
-            "fhirstore.api.audit_events": (
-                "AUDIT_EVENT",
-                "audit_capabilities",
-                "audit_event_router",
-                "refuse_writes",
-            ),
-            "fhirstore.api.auth": (
-                "AuthMiddleware",
-                "bound_by_token",
-                "boundary_router",
-                "request_access",
-                "request_principal",
-            ),
-            "fhirstore.api.errors": ("install_error_handlers",),
-            "fhirstore.api.http": (
-                "FhirResponse",
-                "read_json_body",
-                "whole_number",
-            ),
-            "fhirstore.api.routes": ("fhir_router",),
-        },
-    )
+    __getattr__ = LazyExports(__name__)
 
 __all__ = [
     "AUDIT_EVENT",

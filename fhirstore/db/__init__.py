@@ -17,31 +17,7 @@ if TYPE_CHECKING:
 else:
     from fhirstore.surface import LazyExports
 
-    __getattr__ = LazyExports(
-        __name__,
-        {
-            "fhirstore.db.engine": (
-                "create_engine",
-                "is_sqlite",
-            ),
-            "fhirstore.db.leader": ("Leadership",),
-            "fhirstore.db.locks": (
-                "CAREPLAN_LOCK_CLASS",
-                "RELAY_LOCK_KEY",
-                "SCHEDULER_LOCK_KEY",
-                "int4_key",
-            ),
-            "fhirstore.db.migrate": ("upgrade",),
-            "fhirstore.db.statistics": ("BulkStatistics",),
-            "fhirstore.db.writer": (
-                "OUTBOX_CHANNEL",
-                "Head",
-                "PendingWrite",
-                "WrittenVersion",
-                "fhir_instant",
-            ),
-        },
-    )
+    __getattr__ = LazyExports(__name__)
 
 __all__ = [
     "CAREPLAN_LOCK_CLASS",

@@ -25,32 +25,7 @@ if TYPE_CHECKING:
 else:
     from fhirstore.surface import LazyExports
 
-    __getattr__ = LazyExports(
-        __name__,
-        {
-            "fhirstore.search": (
-                "definitions",
-                "values",
-            ),
-            "fhirstore.search.definitions": ("SearchParam",),
-            "fhirstore.search.extract": ("index_entries",),
-            "fhirstore.search.limits": (
-                "DEFAULT_LIMITS",
-                "SearchLimits",
-            ),
-            "fhirstore.search.match": (
-                "EntryGroups",
-                "group_entries",
-                "matches_entries",
-            ),
-            "fhirstore.search.query": (
-                "Criterion",
-                "check_criteria",
-                "parse_criterion",
-            ),
-            "fhirstore.search.values": ("TokenValue",),
-        },
-    )
+    __getattr__ = LazyExports(__name__)
 
 __all__ = [
     "DEFAULT_LIMITS",

@@ -37,22 +37,7 @@ if TYPE_CHECKING:
 else:
     from fhirstore.surface import LazyExports
 
-    __getattr__ = LazyExports(
-        __name__,
-        {
-            "scheduler.timing.clock": ("WhenClock",),
-            "scheduler.timing.engine": (
-                "MAX_OCCURRENCES",
-                "Occurrence",
-                "occurrences",
-            ),
-            "scheduler.timing.errors": (
-                "Unschedulable",
-                "Unsupported",
-            ),
-            "scheduler.timing.expand": ("Budget",),
-        },
-    )
+    __getattr__ = LazyExports(__name__)
 
 __all__ = [
     "MAX_OCCURRENCES",
