@@ -17,15 +17,20 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/herald serve
 
-## Lint, then the whole suite (starts a real Kafka broker and a real PostgreSQL itself)
+## Lint, type-check, check the layering, then the whole suite (starts a real Kafka broker and a
+## real PostgreSQL itself)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
@@ -41,4 +46,4 @@ asyncapi: $(STAMP)
 	$(BIN)/herald asyncapi --output asyncapi.json
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache .import_linter_cache

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from channels.transport import Delivery, Outcome, Transport
 from fhirstore.logsafe import failed_at
-from subscriptions.ledger import RecordedEvent
 from subscriptions.model import NotificationType, SubscriptionSpec
+from subscriptions.numbering import RecordedEvent
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,10 @@ from channels.metrics import NOTIFICATIONS_SENT
 from channels.policy import DeliveryPolicy
 from channels.transport import Delivery, Transport
 from fhirstore.clock import Clock
-from subscriptions.ledger import RecordedEvent, SubscriptionProgress
+from subscriptions.ledger import SubscriptionProgress
 from subscriptions.lifecycle import Lifecycle
 from subscriptions.model import NotificationType, SubscriptionSpec
+from subscriptions.numbering import RecordedEvent
 
 log = logging.getLogger(__name__)
 

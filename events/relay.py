@@ -125,6 +125,7 @@ class OutboxRelay:
         async with self._engine.connect() as leader_conn:
             await self._become_leader(leader_conn)
             raw = await leader_conn.get_raw_connection()
+            assert raw.driver_connection is not None  # a live connection has its driver's
             await raw.driver_connection.add_listener(OUTBOX_CHANNEL, self._on_notify)
 
             async def still_leader() -> None:

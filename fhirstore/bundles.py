@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 import orjson
 
 from fhirstore.db.writer import fhir_instant
-from fhirstore.store import StoredVersion
+from fhirstore.stored import StoredVersion
 
 _METHOD = {"create": "POST", "update": "PUT", "delete": "DELETE"}
 _STATUS = {"create": "201 Created", "update": "200 OK", "delete": "204 No Content"}

@@ -1,1 +1,27 @@
-"""CarePlan scheduling: Timing engine, Task materialisation, due wake-ups. Not built yet."""
+"""CarePlan scheduling: the Timing engine, CarePlan -> Task materialisation, due wake-ups and
+the polling reconciliation."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scheduler.admission import careplan_rule
+    from scheduler.api import schedule_router
+    from scheduler.policy import PlanTag, ScheduleLimits, SchedulePolicy
+    from scheduler.repairs import Repairs
+    from scheduler.service import Scheduler
+else:
+    from fhirstore.surface import LazyExports
+
+    __getattr__ = LazyExports(__name__)
+
+__all__ = [
+    "PlanTag",
+    "Repairs",
+    "ScheduleLimits",
+    "SchedulePolicy",
+    "Scheduler",
+    "careplan_rule",
+    "schedule_router",
+]

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from functools import cache
 from typing import Any, TypeVar
 
 import orjson
@@ -133,12 +132,10 @@ async def save_plans(conn: AsyncConnection, rows: Sequence[PlanRow]) -> None:
 
 def _columns(row: TaskRow | PlanRow) -> dict[str, object]:
     # Not dataclasses.asdict: that deep-copies every value, and rows come by the thousand.
-    return {name: getattr(row, name) for name in _names(type(row))}
+    return {name: getattr(row, name) for name in _NAMES[type(row)]}
 
 
-@cache
-def _names(kind: type[TaskRow | PlanRow]) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(kind))
+_NAMES = {kind: tuple(f.name for f in fields(kind)) for kind in (TaskRow, PlanRow)}
 
 
 async def forget_tasks(conn: AsyncConnection, before: datetime) -> int:

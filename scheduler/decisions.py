@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from fhirstore.db.writer import Head, PendingWrite
-from fhirstore.store import StoredVersion
+from fhirstore.stored import StoredVersion
 from scheduler.bookkeeping import TaskRow
 from scheduler.policy import SchedulePolicy
 from scheduler.repairs import Repairs

@@ -161,8 +161,8 @@ def activities(
             continue
         keys.add(key)
         detail = activity.get("detail") if isinstance(activity, dict) else None
-        reason = _activity_not_scheduled(activity, detail)
-        yield key, activity, (detail if reason is None else None), reason
+        not_scheduled = _activity_not_scheduled(activity, detail)
+        yield key, activity, (detail if not_scheduled is None else None), not_scheduled
 
 
 def activities_limit(most: int) -> str:
@@ -368,7 +368,9 @@ def _planned(
 def _description(detail: Mapping[str, Any]) -> str:
     if isinstance(detail.get("description"), str) and detail["description"].strip():
         return str(detail["description"])
-    code = detail.get("code") if isinstance(detail.get("code"), dict) else {}
+    code = detail.get("code")
+    if not isinstance(code, dict):
+        code = {}
     if isinstance(code.get("text"), str):
         return str(code["text"])
     for coding in code.get("coding") or ():

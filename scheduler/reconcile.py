@@ -39,8 +39,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from fhirstore.access.acting import ActingAs
 from fhirstore.db.writer import PendingWrite, WrittenVersion
 from fhirstore.errors import FhirError
-from fhirstore.store import Store, StoredVersion
-from fhirstore.stored import first_stored, token_holders
+from fhirstore.store import Store
+from fhirstore.stored import StoredVersion, first_stored, token_holders
 from fhirstore.wire import OCCURRENCE_SYSTEM
 from scheduler.bookkeeping import (
     PlanRow,
@@ -220,11 +220,12 @@ class Reconciler:
         reason = patient_tasks_limit(limits)
         for i in sorted(planned):
             plan, version, patient_version = planned[i]
-            if plan.patient not in taken:
+            patient = plan.patient
+            if patient is None or patient not in taken:
                 continue
-            allowance = max(0, limits.tasks_per_patient - taken[plan.patient])
+            allowance = max(0, limits.tasks_per_patient - taken[patient])
             plan = limited(plan, allowance, reason)
-            taken[plan.patient] += len(plan.tasks)
+            taken[patient] += len(plan.tasks)
             planned[i] = (plan, version, patient_version)
 
 

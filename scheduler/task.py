@@ -104,11 +104,11 @@ class PlannedTask:
 def state_of(task: dict[str, Any]) -> TaskState:
     status = task.get("status")
     if status in ("requested", "ready"):
-        return status  # type: ignore[return-value]
+        return status
     if status == "cancelled":
         for coding in (task.get("businessStatus") or {}).get("coding") or ():
             if coding.get("system") == BUSINESS_STATUS and coding.get("code") in OWNED:
-                return coding["code"]  # type: ignore[no-any-return]
+                return coding["code"]
     return "released"
 
 

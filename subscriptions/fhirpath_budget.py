@@ -76,7 +76,7 @@ _T = TypeVar("_T")
 # -- compiling ------------------------------------------------------------------------------------
 
 
-class _Collect(ErrorListener):
+class _Collect(ErrorListener):  # type: ignore[misc]  # antlr4 ships no types
     def __init__(self) -> None:
         self.errors: list[str] = []
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import regex
 from fhirpathpy.engine.invocations import invocation_registry
@@ -84,6 +84,8 @@ class Meter:
 # -- what functions and operators cost -------------------------------------------------------------
 
 Function = Callable[..., Any]
+# fhirpathpy's function table is an unannotated literal, which mypy reads as dict[str, object].
+_BUILT_IN = cast("dict[str, dict[str, Any]]", invocation_registry)
 
 
 def _charge_result(meter: Meter, result: Any) -> None:
@@ -128,7 +130,7 @@ def _replace(ctx: dict[str, Any], collection: Any, pattern: Any, substitution: A
     text = _string_of(collection)
     places = len(text) + 1 if pattern == "" else text.count(pattern)
     ctx[METER].charge(places * len(substitution) // _CHARACTERS_PER_STEP)
-    return invocation_registry["replace"]["fn"](ctx, collection, pattern, substitution)
+    return _BUILT_IN["replace"]["fn"](ctx, collection, pattern, substitution)
 
 
 def _regex(meter: Meter, function: str, run: Callable[[float], Any]) -> Any:
@@ -192,7 +194,7 @@ def _metered(fn: Function) -> Function:
 
 def _metered_table() -> dict[str, dict[str, Any]]:
     table = {}
-    for name, entry in invocation_registry.items():
+    for name, entry in _BUILT_IN.items():
         if "fn" not in entry:
             continue
         fn = _REPLACED.get(name, entry["fn"])

@@ -11,7 +11,8 @@ from typing import Any
 from fhirstore import fhirjson
 from fhirstore.access.boundary import Access
 from fhirstore.errors import Forbidden, Gone, NotFound
-from fhirstore.store import Store, StoredVersion
+from fhirstore.store import Store
+from fhirstore.stored import StoredVersion
 from subscriptions.notification import NotificationEvent
 from subscriptions.numbering import RecordedEvent
 

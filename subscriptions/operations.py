@@ -145,9 +145,9 @@ async def operation_parameters(request: Request, max_body_bytes: int) -> dict[st
         if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
             raise BadRequest("POST a Parameters resource, or use GET with query parameters")
         for parameter in body.get("parameter") or []:
-            value = _primitive(parameter) if isinstance(parameter, dict) else None
-            if value is not None:
-                found.setdefault(str(parameter.get("name")), []).append(value)
+            given = _primitive(parameter) if isinstance(parameter, dict) else None
+            if given is not None:
+                found.setdefault(str(parameter.get("name")), []).append(given)
     return found
 
 

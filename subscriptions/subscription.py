@@ -243,13 +243,13 @@ def _default_type(topic: Topic, types: frozenset[str] | None, path: str, text: s
     resource type."""
     if types is not None and len(types) == 1:
         return next(iter(types))
-    types = {trigger.resource_type for trigger in topic.triggers}
-    if len(types) == 1 and ANY_RESOURCE not in types:
-        return next(iter(types))
+    triggered = {trigger.resource_type for trigger in topic.triggers}
+    if len(triggered) == 1 and ANY_RESOURCE not in triggered:
+        return next(iter(triggered))
     raise invalid(
         path,
         f"say which resource type {text!r} is about (Type?{text}); topic {topic.url} is about"
-        f" {'every resource type' if ANY_RESOURCE in types else ', '.join(sorted(types))}",
+        f" {'every resource type' if ANY_RESOURCE in triggered else ', '.join(sorted(triggered))}",
     )
 
 

@@ -71,6 +71,7 @@ class KafkaBus:
 
         async def on_message(msg: KafkaMessage) -> None:
             raw = msg.raw_message
+            assert not isinstance(raw, tuple)  # a single-record subscriber gets one record
             key = _text(raw.key)
             headers = {k: _text(v) for k, v in (raw.headers or ())}
             message = Message(topic, key, raw.value or b"", headers)
@@ -188,8 +189,8 @@ def _text(value: bytes | None) -> str:
 
 
 async def _parse_leniently(
-    record: ConsumerRecord, parse: Callable[[ConsumerRecord], Awaitable[StreamMessage]]
-) -> StreamMessage:
+    record: ConsumerRecord, parse: Callable[[ConsumerRecord], Awaitable[StreamMessage[Any]]]
+) -> StreamMessage[Any]:
     """FastStream's parser decodes header values as strict UTF-8 and fails on a null one, and a
     record that fails to parse is redelivered forever; hand it header values it can decode."""
     headers = [(name, _text(value).encode()) for name, value in record.headers or ()]
@@ -198,8 +199,8 @@ async def _parse_leniently(
 
 async def _parse_batch_leniently(
     records: tuple[ConsumerRecord, ...],
-    parse: Callable[[tuple[ConsumerRecord, ...]], Awaitable[StreamMessage]],
-) -> StreamMessage:
+    parse: Callable[[tuple[ConsumerRecord, ...]], Awaitable[StreamMessage[Any]]],
+) -> StreamMessage[Any]:
     """`_parse_leniently` for a batch subscriber."""
     lenient = tuple(
         dataclasses.replace(r, headers=[(n, _text(v).encode()) for n, v in r.headers or ()])
@@ -208,7 +209,7 @@ async def _parse_batch_leniently(
     return await parse(lenient)
 
 
-async def _undecoded(message: StreamMessage, decode: Callable[..., Any]) -> None:
+async def _undecoded(message: StreamMessage[Any], decode: Callable[..., Any]) -> None:
     """Herald's handlers read the raw records (`KafkaMessage`), never FastStream's decoded body.
     Its JSON decoding is skipped: it fails on a number beyond a double (`1e400`, a valid FHIR
     decimal in a resource a change event carries), and a record that fails to decode is

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 from events.bus.base import BatchHandler, Handler, Message, SetAside, consume
 from events.bus.topic import TopicSpec, record
@@ -67,7 +67,7 @@ class MemoryBus:
         by_topic: dict[str, list[Message]] = defaultdict(list)
         for message in messages:
             by_topic[message.topic].append(message)
-        runs = [
+        runs: list[Awaitable[None]] = [
             self._feed_group(group, handler, single, batch)
             for topic, batch in by_topic.items()
             for group, (handler, single) in self._groups.get(topic, {}).items()

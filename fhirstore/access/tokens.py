@@ -105,7 +105,7 @@ class TokenVerifier:
             claims = jwt.decode(
                 token,
                 key,
-                algorithms=[algorithm],
+                algorithms=[str(algorithm)],  # _key refused anything but a named algorithm
                 audience=rules.audience,
                 issuer=rules.issuer,
                 options={

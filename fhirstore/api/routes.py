@@ -25,7 +25,8 @@ from fhirstore.api.http import (
 from fhirstore.db.writer import WrittenVersion, fhir_instant
 from fhirstore.errors import BadRequest, PayloadTooLarge
 from fhirstore.search.query import parse_search
-from fhirstore.store import Store, StoredVersion
+from fhirstore.store import Store
+from fhirstore.stored import StoredVersion
 from fhirstore.transaction import process_batch, process_transaction
 from fhirstore.validation import require_id, require_type
 

@@ -9,3 +9,36 @@
   (`page`);
 - `match.matches` / `match.matches_entries`: the same criteria evaluated in memory.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fhirstore.search import definitions, values
+    from fhirstore.search.definitions import SearchParam
+    from fhirstore.search.extract import index_entries
+    from fhirstore.search.limits import DEFAULT_LIMITS, SearchLimits
+    from fhirstore.search.match import EntryGroups, group_entries, matches_entries
+    from fhirstore.search.query import Criterion, check_criteria, parse_criterion
+    from fhirstore.search.values import TokenValue
+else:
+    from fhirstore.surface import LazyExports
+
+    __getattr__ = LazyExports(__name__)
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "Criterion",
+    "EntryGroups",
+    "SearchLimits",
+    "SearchParam",
+    "TokenValue",
+    "check_criteria",
+    "definitions",
+    "group_entries",
+    "index_entries",
+    "matches_entries",
+    "parse_criterion",
+    "values",
+]

@@ -76,9 +76,9 @@ def shape(value: dict[str, Any]) -> str:
     return "CodeableConcept" if "text" in value else "Element"
 
 
-def _untyped(kind: str | None) -> bool:
+def _untyped(kind: str) -> bool:
     """True when a complex value's type has to be guessed from its keys."""
-    return kind is None or kind in _UNTYPED or kind.startswith("System.")
+    return kind in _UNTYPED or kind.startswith("System.")
 
 
 def _nothing(param: str, value: Any) -> list[IndexEntry]:
@@ -100,7 +100,7 @@ class ParamType:
 
     def for_objects(self, kind: str | None) -> ValueConverter:
         """The conversion of JSON objects of FHIR type `kind` (None: guessed per object)."""
-        if _untyped(kind):
+        if kind is None or _untyped(kind):
             return lambda param, value: self.complex.get(shape(value), self.other)(param, value)
         return self.complex.get("Quantity" if kind in _QUANTITY_TYPES else kind, self.other)
 

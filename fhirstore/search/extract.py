@@ -57,7 +57,8 @@ def _resolve(inputs: list[Any]) -> list[ResourceNode]:
 # fhirpathpy only installs the model for subtype checks (`ofType(uri)` also keeping a
 # `canonical`) as a side effect of the first `is` / `as`; set it up front so results do not
 # depend on which expression happened to run first.
-TypeInfo.model = models["r4"]
+# (fhirpathpy declares the attribute as a bare None, hence the ignore.)
+TypeInfo.model = models["r4"]  # type: ignore[assignment]
 
 _OPTIONS: dict[str, Any] = {"returnRawData": True}
 _RESOLVE_OPTIONS: dict[str, Any] = {
@@ -164,7 +165,7 @@ class _Extractor:
         if self._compiled is None:
             options = _RESOLVE_OPTIONS if "resolve()" in self.expression else _OPTIONS
             self._compiled = fhirpathpy.compile(self.expression, models["r4"], options)
-        return self._compiled(resource)
+        return self._compiled(resource, None)  # no %context variables
 
 
 def _single(step: Step) -> bool:

@@ -70,7 +70,9 @@ class Walk:
             elif key != "resourceType":
                 self.unknown(value, f"{path}.{key}")
 
-    def element(self, element: Element, value: Any, path: str, key: str, owner: dict) -> None:
+    def element(
+        self, element: Element, value: Any, path: str, key: str, owner: dict[str, Any]
+    ) -> None:
         if not element.many:
             if isinstance(value, list):
                 self.add(path, "must be a single value, not an array (it does not repeat)")

@@ -25,10 +25,19 @@ leaves room (each module says more about its part):
   `limit` (10,000 by default), the earliest. count is at most 100,000. Nothing after 9998.
 """
 
-from scheduler.timing.clock import WhenClock
-from scheduler.timing.engine import MAX_OCCURRENCES, Occurrence, occurrences
-from scheduler.timing.errors import Unschedulable, Unsupported
-from scheduler.timing.expand import Budget
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scheduler.timing.clock import WhenClock
+    from scheduler.timing.engine import MAX_OCCURRENCES, Occurrence, occurrences
+    from scheduler.timing.errors import Unschedulable, Unsupported
+    from scheduler.timing.expand import Budget
+else:
+    from fhirstore.surface import LazyExports
+
+    __getattr__ = LazyExports(__name__)
 
 __all__ = [
     "MAX_OCCURRENCES",

@@ -111,7 +111,8 @@ def time_of_day(value: Any, path: str) -> timedelta:
     found = _TIME.fullmatch(value) if isinstance(value, str) else None
     if found is None:
         raise Unschedulable(f"{path} must be a FHIR time such as 09:00:00, got {show(value)}")
-    return _clock(*found.groups(), path)
+    hour, minute, second, fraction = found.groups()
+    return _clock(hour, minute, second, fraction, path)
 
 
 def decimal(value: Any, path: str) -> Decimal:

@@ -34,7 +34,9 @@ def to_utc(local: datetime, zone: ZoneInfo) -> datetime:
     """
     if local.fold:
         local = local.replace(fold=0)
-    return _UTC_EPOCH + (local - _LOCAL_EPOCH - zone.utcoffset(local))
+    offset = zone.utcoffset(local)
+    assert offset is not None  # a ZoneInfo has an offset for every wall-clock time
+    return _UTC_EPOCH + (local - _LOCAL_EPOCH - offset)
 
 
 def to_local(instant: datetime, zone: ZoneInfo) -> datetime:
