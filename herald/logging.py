@@ -3,7 +3,7 @@
 Logs never carry resource content, search values, SQL parameters or exception messages (which
 quote them: a database driver's DETAIL line, pydantic's input, an HTTP answer). One filter on
 the handler, `Redact`, sees every record at every level, Herald's and every library's
-(uvicorn, asyncio, APScheduler, aiokafka, FastStream, SQLAlchemy, aiosqlite, asyncpg):
+(uvicorn, asyncio, aiokafka, FastStream, SQLAlchemy, aiosqlite, asyncpg):
 - a traceback (`exc_info`) becomes two fields, `error` (the exception's kinds,
   `a.B <- c.D`) and `stack` (file:line in function, per exception of the chain);
 - an exception given as an argument or an `extra` field is replaced by its kinds, and the

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -22,8 +23,9 @@ from tests.support.waiting import eventually
 Running = tuple[Runtime, httpx.AsyncClient]
 HeraldFactory = Callable[..., AbstractAsyncContextManager[Running]]
 TIMEZONE = "http://hl7.org/fhir/StructureDefinition/timezone"
-# Sweeps only when a test asks (`runtime.scheduler.sweep()`); wake-ups every 0.1 s.
-TEST_SCHEDULER = {"scheduler_sweep_seconds": 3600.0, "scheduler_due_seconds": 0.1}
+# Sweeps only when a test asks (`runtime.scheduler.sweep()`: its interval is longer than any
+# test moves the clock); wake-ups whenever a test moves the clock 0.1 s or more.
+TEST_SCHEDULER = {"scheduler_sweep_seconds": 1e9, "scheduler_due_seconds": 0.1}
 
 
 @pytest.fixture
@@ -124,6 +126,13 @@ def occurrence_ids(tasks: list[dict[str, Any]]) -> list[str]:
         for i in t.get("identifier", [])
         if i["system"] == OCCURRENCE_SYSTEM
     ]
+
+
+async def move_clock(runtime: Runtime, clock: FrozenClock, to: datetime) -> None:
+    """Move the clock to `to` and return once the due wake-ups that this sets off are done."""
+    clock.set(to)
+    async with asyncio.timeout(30):
+        await runtime.scheduler.wakeups.passed()
 
 
 async def wait_for_tasks(
