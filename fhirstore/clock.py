@@ -44,6 +44,7 @@ class FrozenClock:
         # (deadline, arrival order, waiter): the earliest deadline first, then first come.
         self._sleepers: list[tuple[datetime, int, asyncio.Future[None]]] = []
         self._arrivals = itertools.count()
+        self._parked: asyncio.Event | None = None  # set whenever a sleeper arrives
 
     def now(self) -> datetime:
         return self._now
@@ -55,12 +56,22 @@ class FrozenClock:
         waiter = asyncio.get_running_loop().create_future()
         deadline = self._now + timedelta(seconds=seconds)
         heapq.heappush(self._sleepers, (deadline, next(self._arrivals), waiter))
+        if self._parked is not None:
+            self._parked.set()
         await waiter  # a cancelled sleeper's future is done: `_wake` skips it
 
     @property
     def sleepers(self) -> int:
         """How many sleeps are waiting for time to move (so a test knows a loop has parked)."""
         return sum(1 for _, _, waiter in self._sleepers if not waiter.done())
+
+    async def sleeping(self, count: int = 1) -> None:
+        """Return once at least `count` sleeps wait for time to move (a test waits for its
+        loops to park before it moves time)."""
+        while self.sleepers < count:
+            self._parked = self._parked or asyncio.Event()
+            self._parked.clear()
+            await self._parked.wait()
 
     def advance(self, delta: timedelta) -> None:
         self.set(self._now + delta)
