@@ -8,7 +8,6 @@ time instead of polling: `clock.advance(...)` wakes every loop that was due by t
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import itertools
 from datetime import UTC, datetime, timedelta
@@ -98,7 +97,7 @@ async def sleep_or_wake(clock: Clock, seconds: float, wake: asyncio.Event) -> bo
     finally:
         for waiter in (sleeping, woken):
             waiter.cancel()
-        for waiter in (sleeping, woken):
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiter
+        # Wait for them to end without taking their cancellation for ours: a caller
+        # cancelled meanwhile must see its CancelledError, never have it swallowed.
+        await asyncio.wait((sleeping, woken))
     return wake.is_set()

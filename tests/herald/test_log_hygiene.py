@@ -234,7 +234,7 @@ async def test_failing_writes_searches_deliveries_sweeps_and_matches_log_no_cont
             raise _validation_error()
 
         monkeypatch.setattr(runtime.scheduler.reconciler, "reconcile", reconcile)
-        await runtime.scheduler._sweep_if_leading()  # the job APScheduler runs each interval
+        await runtime.scheduler.sweeps.run_once()  # the pass the sweep loop runs each interval
 
         assert (await client.get("/metadata")).status_code == 200  # still answering
 
