@@ -53,8 +53,10 @@ class Lead:
         stop when the lead does."""
         if self.connection is None:
             return
-        raw = await self.connection.get_raw_connection()
-        await raw.driver_connection.add_listener(channel, callback)
+        driver = (await self.connection.get_raw_connection()).driver_connection
+        if driver is None:  # the session is gone, and the lock with it
+            raise LeadershipLost("lost the database connection")
+        await driver.add_listener(channel, callback)
 
 
 class Leadership:
