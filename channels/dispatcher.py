@@ -23,6 +23,8 @@ from channels.policy import DeliveryPolicy
 from channels.transport import Transport
 from events.bus import Bus, Message
 from events.bus.base import Unprocessable
+from fhirstore.clock import sleep_or_wake
+from fhirstore.periodic import Periodic
 from fhirstore.store import Store
 from fhirstore.wire import DISPATCHER_GROUP, NOTIFICATIONS_TOPIC
 from subscriptions.ledger import Ledger
@@ -64,6 +66,9 @@ class Dispatcher:
         )
         self._last_prune = float("-inf")
         self._stopping = False
+        self.sweeps = Periodic(
+            "dispatcher sweep", self.sweep, interval=policy.sweep_interval, clock=self._clock
+        )
 
     def subscribe(self) -> None:
         self._bus.subscribe_batch(NOTIFICATIONS_TOPIC, DISPATCHER_GROUP, self.handle)
@@ -95,14 +100,7 @@ class Dispatcher:
     async def run(self) -> None:
         """Sweep forever: restart owed work, heartbeats, `end`, retention (cancel to stop)."""
         try:
-            while True:
-                try:
-                    await self.sweep()
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("dispatcher sweep failed; trying again")
-                await asyncio.sleep(self._policy.sweep_interval)
+            await self.sweeps.run()
         finally:
             await self.stop()
 
@@ -176,18 +174,9 @@ class Dispatcher:
                 # slot) a while rather than paying a release and a claim per event.
                 self._slots.release()  # lingering needs no slot
                 try:
-                    woken = await _woken(wake, self._policy.linger)
+                    woken = await sleep_or_wake(self._clock, self._policy.linger, wake)
                 finally:
                     await self._slots.acquire()
                 if not woken:
                     return
                 lease.check()
-
-
-async def _woken(wake: asyncio.Event, within: float) -> bool:
-    try:
-        async with asyncio.timeout(within):
-            await wake.wait()
-    except TimeoutError:
-        return False
-    return True

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from fhirstore.clock import Clock
+from fhirstore.periodic import Periodic
 from subscriptions.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -45,30 +46,39 @@ async def held_lease(
         yield None
         return
     lease = Lease(subscription_id)
-    keeper = asyncio.create_task(_keep(ledger, lease, owner, clock, duration))
+    keeper = asyncio.create_task(_keeper(ledger, lease, owner, clock, duration).run())
     try:
         yield lease
     finally:
         keeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(asyncio.CancelledError, LeaseLost):
             await keeper
         if not lease.lost:
             with contextlib.suppress(Exception):
                 await asyncio.shield(ledger.release(subscription_id, owner))
 
 
-async def _keep(
+def _keeper(
     ledger: Ledger, lease: Lease, owner: str, clock: Clock, duration: timedelta
-) -> None:
-    while True:
-        await asyncio.sleep(duration.total_seconds() / 3)
-        try:
-            renewed = await ledger.claim(
-                lease.subscription_id, owner, now=clock.now(), lease=duration
-            )
-        except Exception:
-            log.warning("could not renew the lease on %s; retrying", lease.subscription_id)
-            continue
+) -> Periodic:
+    """Renews the lease every third of its length; ends (`LeaseLost`) once another process
+    has it. A renewal that fails is tried again at the next third."""
+
+    async def renew() -> None:
+        renewed = await ledger.claim(lease.subscription_id, owner, now=clock.now(), lease=duration)
         if not renewed:
             lease.lost = True
-            return
+            raise LeaseLost(lease.subscription_id)
+
+    def failed(_error: Exception, _retry_in: float) -> None:
+        log.warning("could not renew the lease on %s; retrying", lease.subscription_id)
+
+    return Periodic(
+        f"lease on {lease.subscription_id}",
+        renew,
+        interval=duration.total_seconds() / 3,
+        clock=clock,
+        first_pass_at_start=False,
+        fatal=(LeaseLost,),
+        failed=failed,
+    )

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from fhirstore.backoff import Backoff
 from fhirstore.logsafe import failed_at
 from subscriptions.numbering import RecordedEvent
 
@@ -70,7 +71,7 @@ class BoundedTries:
         """`work()`'s result, or why it kept failing. Exceptions of `passes` (the delivery
         core's own signals) and outages are raised; each other failure is told to `failed`
         (with the try number) and, while tries are left, waited out with `wait`."""
-        backoff = self.initial_backoff
+        delays = Backoff(self.initial_backoff, self.max_backoff).delays()
         attempt = 0
         while True:
             try:
@@ -85,5 +86,4 @@ class BoundedTries:
                 await failed(why, attempt)
                 if attempt >= self.tries:
                     return why
-            await wait(backoff)
-            backoff = min(backoff * 2, self.max_backoff)
+            await wait(next(delays))

@@ -9,23 +9,24 @@ session advisory lock); the others stand by and take over when it dies.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.bus import Bus, Message, TopicSpec
 from events.metrics import OUTBOX_LAG, RELAY_IS_LEADER, RELAY_PUBLISH_FAILURES, RELAY_PUBLISHED
 from events.model import ChangeEvent
 from events.tables import relay_cursor
+from fhirstore.backoff import Backoff
+from fhirstore.db.leadership import Lead, Leadership, LeadershipLost
 from fhirstore.db.locks import RELAY_LOCK_KEY
 from fhirstore.db.upsert import upsert
 from fhirstore.outbox import OutboxEntry, entries_after, newest_sequence, prune
+from fhirstore.periodic import Periodic
 from fhirstore.store import Store
 from fhirstore.wire import CHANGES_TOPIC, EVENT_ID_HEADER, OUTBOX_CHANNEL
 
@@ -41,8 +42,16 @@ CHANGES = TopicSpec(
 )
 
 
-async def _always_leader() -> None:
-    """SQLite: one relay per database file (the one inside `herald serve`)."""
+_MAX_BACKOFF = 10.0  # seconds: the longest wait before the relay tries again
+
+
+def _publish_failed(error: Exception, retry_in: float) -> None:
+    RELAY_PUBLISH_FAILURES.inc()
+    log.warning("outbox relay: publish failed (%s); retrying in %.1fs", error, retry_in)
+
+
+def _starting_over(error: Exception, retry_in: float) -> None:
+    log.warning("outbox relay: %s; starting over in %.1fs", error, retry_in)
 
 
 def to_message(row: OutboxEntry) -> Message:
@@ -87,97 +96,76 @@ class OutboxRelay:
         bus.declare(CHANGES)
         self._clock = store.clock
         self._batch_size = batch_size
-        self._poll_interval = poll_interval
         self._retention = retention
-        self._wakeup = asyncio.Event()
         self._last_prune = 0.0
         self._cursor: int | None = None
+        self.leadership = Leadership(
+            store.engine,
+            RELAY_LOCK_KEY,
+            "outbox relay",
+            clock=store.clock,
+            retry_interval=poll_interval * 4,
+        )
+        # Relays batches while leading: a failed publish is retried with backoff (a lost
+        # leadership ends it), an empty or short batch waits for a commit or the poll.
+        self._batches = Periodic(
+            "outbox relay",
+            self._relay_pending,
+            interval=poll_interval,
+            clock=store.clock,
+            backoff=Backoff(poll_interval, _MAX_BACKOFF),
+            fatal=(LeadershipLost,),
+            failed=_publish_failed,
+        )
+        self._lead: Lead | None = None
 
     def wake(self) -> None:
         """Called after a local commit so the event goes out without waiting for the poll."""
-        self._wakeup.set()
+        self._batches.wake()
 
     def _on_notify(self, *_args: Any) -> None:
-        self._wakeup.set()
+        self._batches.wake()
 
     async def run(self) -> None:
         """Relay forever (cancel to stop). Any database error: step down, wait, start again."""
-        backoff = self._poll_interval
-        while True:
-            try:
-                if self._engine.dialect.name == "postgresql":
-                    await self._lead_on_postgres()
-                else:
-                    RELAY_IS_LEADER.set(1)
-                    await self._loop(_always_leader)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("outbox relay: %s; starting over in %.1fs", exc, backoff)
-            finally:
-                RELAY_IS_LEADER.set(0)
-                self._cursor = None
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 10.0)
+        await Periodic(
+            "outbox relay",
+            self._lead_and_relay,
+            interval=self._batches.interval,
+            clock=self._clock,
+            backoff=Backoff(self._batches.interval, _MAX_BACKOFF),
+            failed=_starting_over,
+        ).run()
 
-    async def _lead_on_postgres(self) -> None:
-        """Hold the session advisory lock on one connection and relay while it lives."""
-        async with self._engine.connect() as leader_conn:
-            await self._become_leader(leader_conn)
-            raw = await leader_conn.get_raw_connection()
-            assert raw.driver_connection is not None  # a live connection has its driver's
-            await raw.driver_connection.add_listener(OUTBOX_CHANNEL, self._on_notify)
-
-            async def still_leader() -> None:
-                # The lock lives as long as this session: if the connection is gone, so is the
-                # lock (another process may lead now) and this raises before we publish.
-                await leader_conn.execute(text("SELECT 1"))
-                await leader_conn.commit()
-
-            await self._loop(still_leader)
-
-    async def _become_leader(self, conn: AsyncConnection) -> None:
-        while True:
-            got = (
-                await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": RELAY_LOCK_KEY})
-            ).scalar_one()
-            await conn.commit()
-            if got:
-                log.info("outbox relay: this process is now the leader")
-                self._cursor = None
+    async def _lead_and_relay(self) -> None:
+        """Once this process leads (on PostgreSQL, by a session advisory lock), relay while
+        the lead lasts; then step down."""
+        try:
+            async with self.leadership.lead() as lead:
+                self._cursor = None  # only the leader moves it: read it afresh
                 RELAY_IS_LEADER.set(1)
-                return
-            await asyncio.sleep(self._poll_interval * 4)
+                await lead.listen(OUTBOX_CHANNEL, self._on_notify)
+                self._lead = lead
+                await self._batches.run()
+        finally:
+            RELAY_IS_LEADER.set(0)
+            self._lead = None
+            self._cursor = None
 
-    async def _loop(self, check_leader: Callable[[], Awaitable[None]]) -> None:
-        """Relay batches; a publish failure is retried here, a lost leadership raises."""
-        backoff = self._poll_interval
+    async def _relay_pending(self) -> None:
+        """Relay batches until one is not full, checking before each that this process still
+        leads: the lock lives as long as its session, and if that is gone (another process may
+        lead now) this raises before anything is published."""
         while True:
-            await check_leader()
-            try:
-                sent = await self.relay_once()
-                backoff = self._poll_interval
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                RELAY_PUBLISH_FAILURES.inc()
-                log.warning("outbox relay: publish failed (%s); retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-                continue
+            if self._lead is not None:
+                await self._lead.check()
+            sent = await self.relay_once()
             await self._maybe_prune()
             if sent < self._batch_size:
-                await self._wait()
-
-    async def _wait(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._poll_interval):
-                await self._wakeup.wait()
-        self._wakeup.clear()
+                return
 
     async def relay_once(self) -> int:
         """Publish the next batch after the cursor; return how many events went out."""
-        self._wakeup.clear()
         async with self._engine.connect() as conn:
             if self._cursor is None:  # only the leader moves it, so read it once
                 self._cursor = await _read_cursor(conn)

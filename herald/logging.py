@@ -3,7 +3,7 @@
 Logs never carry resource content, search values, SQL parameters or exception messages (which
 quote them: a database driver's DETAIL line, pydantic's input, an HTTP answer). One filter on
 the handler, `Redact`, sees every record at every level, Herald's and every library's
-(uvicorn, asyncio, APScheduler, aiokafka, FastStream, SQLAlchemy, aiosqlite, asyncpg):
+(uvicorn, asyncio, aiokafka, FastStream, SQLAlchemy, aiosqlite, asyncpg):
 - a traceback (`exc_info`) becomes two fields, `error` (the exception's kinds,
   `a.B <- c.D`) and `stack` (file:line in function, per exception of the chain);
 - an exception given as an argument or an `extra` field is replaced by its kinds, and the
@@ -14,8 +14,8 @@ the handler, `Redact`, sees every record at every level, Herald's and every libr
 What remains is what the calls name on purpose: request id, resource type and id,
 subscription id, event number, topic, consumer group.
 
-Start-up stays short: the chatter of Alembic (each migration), APScheduler (each job run),
-aiokafka and FastStream shows from WARNING only, and uvicorn's process and lifespan steps are
+Start-up stays short: the chatter of Alembic (each migration), aiokafka and FastStream shows
+from WARNING only, and uvicorn's process and lifespan steps are
 dropped (where it serves, and that it shut down, remain), so INFO carries Herald's own line
 per part started. Console lines carry
 no colour codes (uvicorn's `color_message` copy of a message is dropped).
@@ -48,7 +48,6 @@ _CHATTY_LOGGERS = (
     "faststream",
     "uvicorn.access",
     "alembic",
-    "apscheduler",
 )
 _SHORTEST_QUOTE = 3  # exception texts shorter than this are not cut out of a message
 _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {

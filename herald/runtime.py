@@ -1,4 +1,5 @@
-"""The running parts of one Herald process, built from settings and started in order.
+"""The running parts of one Herald process, built from settings, started in order and
+stopped in the reverse order through one `AsyncExitStack`.
 
 `Runtime` owns the engine, the store, the bus and the background workers: the outbox relay,
 the subscription matcher, the dispatcher, the CarePlan scheduler, the audit trail's writer and
@@ -9,10 +10,9 @@ can be scaled on its own.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from datetime import timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -35,6 +35,7 @@ from events.relay import OutboxRelay
 from fhirstore.access.acting import Record
 from fhirstore.access.audit import AuditTrail
 from fhirstore.api.audit_events import AUDIT_EVENT, refuse_writes
+from fhirstore.background import run_in_background
 from fhirstore.clock import Clock, SystemClock
 from fhirstore.db.engine import create_engine
 from fhirstore.db.migrate import upgrade
@@ -147,7 +148,7 @@ class Runtime:
         )
         self.bus.set_aside_with(self.quarantine)  # no consumer retries a change forever
         self._run_relay = run_relay
-        self._tasks: list[asyncio.Task[None]] = []
+        self._stack = AsyncExitStack()  # what `start` started, to unwind at `stop`
         self.ready = False
         self.ledger = Ledger(self.store)
         channels = channel_support(settings)
@@ -252,22 +253,63 @@ class Runtime:
         await self.bus.publish([notification_job(subscription_id, None, retry_now=True)])
 
     async def start(self) -> None:
+        """Start every part this process runs. Each part's start registers its own stop on
+        one exit stack, so `stop` is that stack unwinding: the parts stop in the reverse order
+        of their start. If a part fails to start, what started is stopped before it raises."""
+        stack = AsyncExitStack()
+        try:
+            await self._start_parts(stack)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+
+    async def stop(self) -> None:
+        """Stop what `start` started, last started first (nothing if it did not start)."""
+        stack, self._stack = self._stack, AsyncExitStack()
+        await stack.aclose()
+
+    async def __aenter__(self) -> Runtime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+    async def _start_parts(self, stack: AsyncExitStack) -> None:
+        # Stopped last: the database and the threads that parts use until they stop.
+        stack.push_async_callback(self.engine.dispose)
+        stack.callback(self.fhirpath.close)
+        stack.callback(self.fhirpath_trials.close)
+        if self.store.checkpointer is not None:
+            # Its timer would otherwise fire after the loop has shut its executor down.
+            stack.push_async_callback(self.store.checkpointer.drain)
         await upgrade(self.engine)
         await seed_builtin_topics(self.store)
         await self.registry.load()
         if self.settings.subscriptions:
             await self.matching_registry.load()
+        # Written until everything that records has stopped, then what is left.
+        stack.push_async_callback(self._flush_audit)
+        self._spawn(stack, "audit-trail", self.audit.run)
+        for transport in self.transports.values():  # closed once no worker sends
+            stack.push_async_callback(transport.aclose)
+        if self.settings.subscriptions:
+            # After the bus stopped: the matcher reports no more missed events.
+            stack.push_async_callback(self.missed_by_budget.drain)
         await self.bus.start()
-        self._spawn("audit-trail", self.audit.run)
+        stack.push_async_callback(self.bus.stop)
         if self._run_relay:
             self.store.add_commit_listener(self.relay.wake)
-            self._spawn("outbox-relay", self.relay.run)
+            self._spawn(stack, "outbox-relay", self.relay.run)
         if self.settings.subscriptions:
-            self._spawn("dispatcher", self.dispatcher.run)
+            # Its workers stop with the sweep (`Dispatcher.run`), before the bus does.
+            self._spawn(stack, "dispatcher", self.dispatcher.run)
         await self.hub.start()
-        self._spawn("websocket-bindings", self.hub.run)
+        self._spawn(stack, "websocket-bindings", self.hub.run)
         if self.bus.consumers():
             self._spawn(
+                stack,
                 "quarantine-replays",
                 lambda: run_replays(
                     self.quarantine, self.bus, self.settings.quarantine_replay_seconds
@@ -276,8 +318,9 @@ class Runtime:
         freeze_startup_heap()
         hand_over_promptly()
         if self.settings.scheduler:
-            await self.scheduler.start()
+            await self.scheduler.start(stack)
         self.ready = True
+        stack.callback(setattr, self, "ready", False)  # stopped first: not ready any more
         log.info(
             "herald started",
             extra={
@@ -288,41 +331,16 @@ class Runtime:
             },
         )
 
-    def _spawn(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
-        async def guarded() -> None:
-            try:
-                await work()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("%s stopped with an error", name)
-                self.ready = False
-                raise
+    def _spawn(
+        self, stack: AsyncExitStack, name: str, work: Callable[[], Awaitable[object]]
+    ) -> None:
+        run_in_background(stack, name, work, crashed=self._not_ready)
 
-        self._tasks.append(asyncio.create_task(guarded(), name=name))
-
-    async def stop(self) -> None:
+    def _not_ready(self) -> None:
         self.ready = False
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
-        await self.scheduler.stop()
-        await self.bus.stop()  # no more jobs: then no new delivery workers
-        if self.settings.subscriptions:
-            await self.missed_by_budget.drain()
-        await self.dispatcher.stop()
-        for transport in self.transports.values():
-            await transport.aclose()
+
+    async def _flush_audit(self) -> None:
         try:
             await self.audit.flush()  # what was recorded up to the end
         except Exception:
             log.exception("audit trail: the last entries could not be written")
-        if self.store.checkpointer is not None:
-            # Its timer would otherwise fire after the loop has shut its executor down.
-            await self.store.checkpointer.drain()
-        self.fhirpath.close()
-        self.fhirpath_trials.close()
-        await self.engine.dispose()

@@ -4,30 +4,39 @@
   CarePlan at once; a Patient change reconciles the Patient's CarePlans (the time zone may have
   changed). Other changes are skipped by their key, unread. A change whose CarePlan cannot be
   reconciled fails, is retried and then quarantined by the bus (`events/quarantine`).
-- Due wake-ups every `due_interval` seconds (a loop), in every scheduler process.
-- An APScheduler 3.x job: the sweep every `sweep_interval` seconds (and at start), run only by
-  the leader (a PostgreSQL advisory lock; SQLite: the one process). The sweep rolls the horizon
-  forward and is the polling reconciliation that repairs whatever the stream missed. It
-  reconciles only the CarePlans that may have something to do, and leaves those that provably
-  have nothing to do alone (scheduler/settled.py); a full sweep reconciles every one.
+- Due wake-ups every `due_interval` seconds, in every scheduler process.
+- The sweep every `sweep_interval` seconds, at start and whenever this process becomes the
+  leader, run only by the leader (a PostgreSQL advisory lock; SQLite: the one process). The
+  sweep rolls the horizon forward and is the polling reconciliation that repairs whatever the
+  stream missed. It reconciles only the CarePlans that may have something to do, and leaves
+  those that provably have nothing to do alone (scheduler/settled.py); a full sweep reconciles
+  every one.
+
+Both are loops of the periodic-loop helper (`fhirstore/periodic.py`) on the injected clock, so
+tests move time to run them. The sweep was an APScheduler 3.x interval job; it is a loop now
+because APScheduler's strengths buy it nothing: a persistent job store would remember a job
+that is defined in code and the same at every start, and a missed-run policy (coalesce, run
+once at start) is what the loop does anyway, since the sweep runs at every start and every
+gain of leadership and is idempotent. What must survive a restart (which Tasks exist, which
+occurrences were woken) lives in the scheduler's own tables, not in a job store. One loop
+helper and one clock for every loop also lets tests move time for the sweep as for the rest.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
-
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.interval import IntervalTrigger
+from contextlib import AsyncExitStack
+from datetime import timedelta
 
 from events.bus import Bus, Message
 from fhirstore.access.acting import Record
-from fhirstore.db.leader import Leadership
+from fhirstore.background import run_in_background
+from fhirstore.db.leadership import Leadership
 from fhirstore.db.locks import SCHEDULER_LOCK_KEY
 from fhirstore.db.statistics import BulkStatistics
+from fhirstore.periodic import Periodic
 from fhirstore.store import Store
 from fhirstore.wire import CHANGES_TOPIC, SCHEDULER_GROUP
 from scheduler.bookkeeping import (
@@ -70,17 +79,29 @@ class Scheduler:
         self._store = store
         self._bus = bus
         self._policy = policy
-        self._sweep_interval = sweep_interval
-        self._due_interval = due_interval
         acting = acting_as_scheduler(store, audit)
         self.reconciler = Reconciler(store, policy, acting=acting)
         self.due = DueTasks(store, policy, acting=acting)
         self.leadership = Leadership(
-            store.engine, SCHEDULER_LOCK_KEY, "scheduler", on_change=self._leading
+            store.engine,
+            SCHEDULER_LOCK_KEY,
+            "scheduler",
+            clock=store.clock,
+            on_change=self._leading,
         )
-        self._jobs: AsyncIOScheduler | None = None
-        self._leader_task: asyncio.Task[None] | None = None
-        self._due_task: asyncio.Task[None] | None = None
+        # A wake-up pass is short (a tick is a second); one that runs over only delays the next.
+        self.wakeups = Periodic(
+            "scheduler: due wake-ups",
+            self.due.wake,
+            interval=due_interval,
+            clock=store.clock,
+        )
+        self.sweeps = Periodic(
+            "scheduler: sweep",
+            self._sweep_if_leading,
+            interval=sweep_interval,
+            clock=store.clock,
+        )
 
     def subscribe(self) -> None:
         self._bus.subscribe_batch(CHANGES_TOPIC, SCHEDULER_GROUP, self.handle)
@@ -103,31 +124,13 @@ class Scheduler:
             # retries and then quarantines (events/quarantine), rather than skipping it unseen.
             _count(await self.reconciler.reconcile(sorted(careplans), strict=True), "change")
 
-    async def start(self) -> None:
+    async def start(self, stack: AsyncExitStack) -> None:
+        """Contend for leadership, wake what is due and sweep (at once: catch up on what
+        happened meanwhile), until `stack` closes."""
         self._leading(self.leadership.leading)
-        self._leader_task = asyncio.create_task(self.leadership.run(), name="scheduler-leader")
-        self._due_task = asyncio.create_task(self._wake_due(), name="scheduler-due")
-        jobs = AsyncIOScheduler(timezone=UTC)
-        jobs.add_job(
-            self._sweep_if_leading,
-            IntervalTrigger(seconds=self._sweep_interval),
-            id="sweep",
-            max_instances=1,
-            coalesce=True,
-            next_run_time=datetime.now(UTC),  # at start: catch up on what happened meanwhile
-        )
-        jobs.start()
-        self._jobs = jobs
-
-    async def stop(self) -> None:
-        if self._jobs is not None:
-            self._jobs.shutdown(wait=False)
-            self._jobs = None
-        for task in (self._leader_task, self._due_task):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-        self._leader_task = self._due_task = None
+        run_in_background(stack, "scheduler-leader", self.leadership.run)
+        run_in_background(stack, "scheduler-due", self.wakeups.run)
+        run_in_background(stack, "scheduler-sweep", self.sweeps.run)
 
     async def sweep(self, progress: Progress | None = None, *, full: bool = False) -> Repairs:
         """Reconcile every CarePlan (live, deleted, or only known to the scheduler) that may
@@ -177,28 +180,14 @@ class Scheduler:
         async with self._store.engine.connect() as conn:
             return await skipped_activities(conn)
 
-    async def _wake_due(self) -> None:
-        """Wake what is due, then wait a tick, for ever: a tick is short (a second), and an
-        APScheduler job that ran over its interval would only be skipped."""
-        while True:
-            try:
-                await self.due.wake()
-            except Exception:
-                log.exception("scheduler: due wake-ups failed; trying again at the next tick")
-            await asyncio.sleep(self._due_interval)
-
     async def _sweep_if_leading(self) -> None:
-        if not self.leadership.leading:
-            return
-        try:
+        if self.leadership.leading:
             await self.sweep()
-        except Exception:
-            log.exception("scheduler: sweep failed; trying again at the next interval")
 
     def _leading(self, leading: bool) -> None:
         SCHEDULER_LEADER.set(1 if leading else 0)
-        if leading and self._jobs is not None:  # a new leader sweeps at once
-            self._jobs.modify_job("sweep", next_run_time=datetime.now(UTC))
+        if leading:  # a new leader sweeps at once
+            self.sweeps.wake()
 
 
 # What reconciliation reads of what it wrote earlier in the same sweep (besides the store's

@@ -23,6 +23,7 @@ from sqlalchemy import and_, delete, insert, select, update
 from channels.tables import websocket_bindings
 from events.bus import Bus, Message, TopicSpec
 from fhirstore.db.engine import is_sqlite
+from fhirstore.periodic import Periodic
 from fhirstore.store import Store
 from fhirstore.wire import GREETED_BEFORE_HEADER, OWNER_HEADER, WEBSOCKET_TOPIC
 from subscriptions.notification import NotificationBundle
@@ -85,6 +86,13 @@ class SocketHub:
         self._lease = lease
         self.send_timeout = send_timeout
         self._bound: dict[str, set[Connection]] = {}
+        self.renewals = Periodic(
+            "WebSocket bindings renewal",
+            self._renew,
+            interval=lease.total_seconds() / 3,
+            clock=store.clock,
+            first_pass_at_start=False,
+        )
 
     def listen(self) -> None:
         """Take notifications other replicas forward for sockets held here (before bus start)."""
@@ -192,24 +200,21 @@ class SocketHub:
                 await self.push(message.key, message.value.decode(), greeted_before=greeted_before)
 
     async def run(self) -> None:
-        """Renew this process's bindings and drop expired ones, until cancelled."""
+        """Every third of the lease, renew this process's bindings and drop expired ones,
+        until cancelled."""
+        await self.renewals.run()
+
+    async def _renew(self) -> None:
         b = websocket_bindings.c
-        while True:
-            await asyncio.sleep(self._lease.total_seconds() / 3)
-            now = self._store.clock.now()
-            try:
-                async with self._store.bookkeeping_transaction() as conn:
-                    if self._bound:
-                        await conn.execute(
-                            update(websocket_bindings)
-                            .where(b.owner == self.owner)
-                            .values(expires_at=now + self._lease)
-                        )
-                    await conn.execute(delete(websocket_bindings).where(b.expires_at < now))
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("could not renew WebSocket bindings; trying again")
+        now = self._store.clock.now()
+        async with self._store.bookkeeping_transaction() as conn:
+            if self._bound:
+                await conn.execute(
+                    update(websocket_bindings)
+                    .where(b.owner == self.owner)
+                    .values(expires_at=now + self._lease)
+                )
+            await conn.execute(delete(websocket_bindings).where(b.expires_at < now))
 
 
 def _greeted_before(connection: Connection, subscription_id: str, instant: datetime) -> bool:

@@ -21,9 +21,15 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from events.bus.topic import TopicSpec
+from fhirstore.backoff import Backoff
+from fhirstore.clock import SystemClock
 from fhirstore.logsafe import failed_at
 
 log = logging.getLogger(__name__)
+
+# A bus is built apart from the store and its clock: a consumer's retries wait in real time
+# (they wait for a handler's database or broker to come back, which no test clock moves).
+_sleep = SystemClock().sleep
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +135,7 @@ async def handle_batch_with_retry(
     max_backoff: float = 5.0,
 ) -> None:
     """Run `handler` on the batch until it succeeds (consumers are idempotent)."""
-    backoff = initial_backoff
+    delays = Backoff(initial_backoff, max_backoff).delays()
     attempt = 0
     while True:
         attempt += 1
@@ -140,8 +146,7 @@ async def handle_batch_with_retry(
             raise
         except Exception as error:
             _log_failure(error, "", messages, attempt, "retrying")
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, max_backoff)
+            await _sleep(next(delays))
 
 
 async def consume(
@@ -175,7 +180,7 @@ async def _tries(
     budget: int,
 ) -> tuple[Exception, int] | None:
     """Up to `budget` counted tries (outages wait, uncounted); the last error if all failed."""
-    backoff = quarantine.initial_backoff
+    delays = _backoff(quarantine).delays()
     counted = 0
     while True:
         try:
@@ -196,15 +201,14 @@ async def _tries(
                     _log_failure(error, group, messages, counted, then)
                     return error, counted
                 _log_failure(error, group, messages, counted, "retrying")
-        await asyncio.sleep(backoff)
-        backoff = min(backoff * 2, quarantine.max_backoff)
+        await _sleep(next(delays))
 
 
 async def _set_aside(
     quarantine: SetAside, group: str, message: Message, error: Exception, attempts: int
 ) -> None:
     """Record it; while that fails (the database away), keep trying: never drop it."""
-    backoff = quarantine.initial_backoff
+    delays = _backoff(quarantine).delays()
     while True:
         try:
             await quarantine.set_aside(group, message, error, attempts)
@@ -224,8 +228,11 @@ async def _set_aside(
                 extra={"topic": message.topic, "key": message.key, "group": group},
             )
             return
-        await asyncio.sleep(backoff)
-        backoff = min(backoff * 2, quarantine.max_backoff)
+        await _sleep(next(delays))
+
+
+def _backoff(quarantine: SetAside) -> Backoff:
+    return Backoff(quarantine.initial_backoff, quarantine.max_backoff)
 
 
 def _log_failure(

@@ -87,6 +87,7 @@ class Quarantine:
         self.initial_backoff = initial_backoff
         self.max_backoff = max_backoff
         self._store = store
+        self.clock = store.clock  # replays wait on it
         self.requested = asyncio.Event()  # set when a replay is asked for in this process
 
     # -- the bus's side -------------------------------------------------------------------------

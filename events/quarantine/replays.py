@@ -10,13 +10,13 @@ the handler succeeds, or keeps it (with the new error) when it fails. It also ke
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from events.bus import Bus
 from events.metrics import QUARANTINE_OPEN, QUARANTINE_REPLAYS
 from events.quarantine.records import Quarantine
 from fhirstore.logsafe import failed_at
+from fhirstore.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +58,25 @@ async def replay_requested(quarantine: Quarantine, bus: Bus) -> int:
 async def run_replays(quarantine: Quarantine, bus: Bus, interval: float) -> None:
     """Every `interval` seconds, and at once when this process asks: replays and the gauge."""
     groups = {group for _, group in bus.consumers()}
-    while True:
-        quarantine.requested.clear()
-        try:
-            await replay_requested(quarantine, bus)
-            counts = await quarantine.open_counts()
-            for group in groups | counts.keys():
-                QUARANTINE_OPEN.labels(group).set(counts.get(group, 0))
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            log.warning(
-                "quarantine: replays failed (%s at %s); trying again",
-                type(error).__name__,
-                failed_at(error),
-            )
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(interval):
-                await quarantine.requested.wait()
+
+    async def replays() -> None:
+        await replay_requested(quarantine, bus)
+        counts = await quarantine.open_counts()
+        for group in groups | counts.keys():
+            QUARANTINE_OPEN.labels(group).set(counts.get(group, 0))
+
+    def failed(error: Exception, _retry_in: float) -> None:
+        log.warning(
+            "quarantine: replays failed (%s at %s); trying again",
+            type(error).__name__,
+            failed_at(error),
+        )
+
+    await Periodic(
+        "quarantine replays",
+        replays,
+        interval=interval,
+        clock=quarantine.clock,
+        failed=failed,
+        woken_by=quarantine.requested,
+    ).run()

@@ -32,6 +32,7 @@ from sqlalchemy import ColumnElement, and_, delete, or_, select
 
 from fhirstore.db.schema import audit_log
 from fhirstore.db.upsert import upsert
+from fhirstore.periodic import Periodic
 from fhirstore.store import Store
 
 log = logging.getLogger(__name__)
@@ -143,18 +144,26 @@ class AuditTrail:
         until cancelled."""
         loop = asyncio.get_running_loop()
         last_prune = float("-inf")
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval):
-                    await self._full.wait()
-            self._full.clear()
-            try:
-                await self.flush()
-                if self._retention is not None and loop.time() - last_prune >= _PRUNE_EVERY:
-                    last_prune = loop.time()
-                    await self.prune(self.clock.now() - self._retention)
-            except Exception:
-                log.exception("audit trail: could not write; %d entries wait", len(self._buffer))
+
+        async def flush_and_prune() -> None:
+            nonlocal last_prune
+            await self.flush()
+            if self._retention is not None and loop.time() - last_prune >= _PRUNE_EVERY:
+                last_prune = loop.time()
+                await self.prune(self.clock.now() - self._retention)
+
+        def failed(_error: Exception, _retry_in: float) -> None:
+            log.exception("audit trail: could not write; %d entries wait", len(self._buffer))
+
+        await Periodic(
+            "audit trail",
+            flush_and_prune,
+            interval=self._interval,
+            clock=self.clock,
+            first_pass_at_start=False,
+            failed=failed,
+            woken_by=self._full,
+        ).run()
 
     @contextlib.asynccontextmanager
     async def writing(self) -> AsyncIterator[AuditTrail]:

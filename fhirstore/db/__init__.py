@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from fhirstore.db.engine import create_engine, is_sqlite
-    from fhirstore.db.leader import Leadership
+    from fhirstore.db.leadership import Leadership
     from fhirstore.db.locks import CAREPLAN_LOCK_CLASS, RELAY_LOCK_KEY, SCHEDULER_LOCK_KEY, int4_key
     from fhirstore.db.migrate import upgrade
     from fhirstore.db.statistics import BulkStatistics

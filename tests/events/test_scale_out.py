@@ -16,6 +16,7 @@ from events.relay import RELAY_LOCK_KEY
 from fhirstore.wire import CHANGES_TOPIC
 from herald.runtime import Runtime
 from herald.settings import Settings
+from tests.support.waiting import eventually
 
 
 class Collector:
@@ -43,6 +44,13 @@ def _runtime(url: str, collector: Collector, *, relay: bool, poll: float) -> Run
     return Runtime(Settings(database_url=url, relay_poll_seconds=poll), bus=bus, run_relay=relay)
 
 
+async def _leading(runtime: Runtime) -> None:
+    async def leads() -> bool:
+        return runtime.relay.leadership.leading
+
+    await eventually(leads, within=10, what=lambda: "the relay never took the lock")
+
+
 async def test_relay_leader_takes_writes_of_other_processes_and_fails_over(
     fresh_database: Callable[[str], str],
 ) -> None:
@@ -53,7 +61,7 @@ async def test_relay_leader_takes_writes_of_other_processes_and_fails_over(
     standby = _runtime(url, second, relay=True, poll=0.2)
     api_only = _runtime(url, Collector(), relay=False, poll=60)
     await leader.start()
-    await asyncio.sleep(0.3)  # let the leader take the lock first
+    await _leading(leader)  # the leader takes the lock first
     await standby.start()
     await api_only.start()
     try:
@@ -79,7 +87,7 @@ async def test_a_leader_that_lost_its_connection_stops_relaying(
     leader = _runtime(url, first, relay=True, poll=0.1)
     standby = _runtime(url, second, relay=True, poll=0.1)
     await leader.start()
-    await asyncio.sleep(0.3)
+    await _leading(leader)
     await standby.start()
     try:
         before = await standby.store.create({"resourceType": "Patient"})

@@ -80,10 +80,8 @@ async def test_library_records_lose_the_exception_text_and_keep_the_kinds(
     try:
         raise ValueError(f"while writing {SECRET}") from invalid
     except ValueError:
-        # APScheduler's line for a job that raised, with the traceback.
-        logging.getLogger("apscheduler.executors.default").exception(
-            'Job "%s" raised an exception', "sweep"
-        )
+        # A background loop's line for a pass that raised, with the traceback.
+        logging.getLogger("fhirstore.periodic").exception("%s failed", "scheduler sweep")
     # FastStream's handler log: the exception's text in the message, and the traceback.
     logging.getLogger("faststream").error(f"{type(invalid).__name__}: {invalid}", exc_info=invalid)
     # Herald's relay: the exception as an argument of the message.
@@ -225,7 +223,7 @@ async def test_failing_writes_searches_deliveries_sweeps_and_matches_log_no_cont
             raise _validation_error()
 
         monkeypatch.setattr(runtime.scheduler.reconciler, "reconcile", reconcile)
-        await runtime.scheduler._sweep_if_leading()  # the job APScheduler runs each interval
+        await runtime.scheduler.sweeps.run_once()  # the pass the sweep loop runs each interval
 
         assert (await client.get("/metadata")).status_code == 200  # still answering
 

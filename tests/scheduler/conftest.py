@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,13 +13,15 @@ import pytest
 
 from fhirstore.clock import FrozenClock
 from fhirstore.wire import OCCURRENCE_SYSTEM
+from herald.runtime import Runtime
 from tests.support.databases import SHAPES, sqlite_url
 from tests.support.herald import HeraldFactory, herald_factory, shape_factory
 from tests.support.waiting import eventually
 
 TIMEZONE = "http://hl7.org/fhir/StructureDefinition/timezone"
-# Sweeps only when a test asks (`runtime.scheduler.sweep()`); wake-ups every 0.1 s.
-TEST_SCHEDULER = {"scheduler_sweep_seconds": 3600.0, "scheduler_due_seconds": 0.1}
+# Sweeps only when a test asks (`runtime.scheduler.sweep()`: its interval is longer than any
+# test moves the clock); wake-ups whenever a test moves the clock 0.1 s or more.
+TEST_SCHEDULER = {"scheduler_sweep_seconds": 1e9, "scheduler_due_seconds": 0.1}
 
 
 @pytest.fixture
@@ -104,6 +107,13 @@ def occurrence_ids(tasks: list[dict[str, Any]]) -> list[str]:
         for i in t.get("identifier", [])
         if i["system"] == OCCURRENCE_SYSTEM
     ]
+
+
+async def move_clock(runtime: Runtime, clock: FrozenClock, to: datetime) -> None:
+    """Move the clock to `to` and return once the due wake-ups that this sets off are done."""
+    clock.set(to)
+    async with asyncio.timeout(30):
+        await runtime.scheduler.wakeups.passed()
 
 
 async def wait_for_tasks(

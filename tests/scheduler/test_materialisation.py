@@ -21,6 +21,7 @@ from tests.scheduler.conftest import (
     HeraldFactory,
     careplan,
     create,
+    move_clock,
     patient,
     starts,
     tasks_of,
@@ -71,16 +72,18 @@ async def test_a_task_becomes_ready_at_its_time_and_missed_after_the_grace_perio
     async with embedded_herald(scheduler_grace_hours=2) as (runtime, client):
         plan, _ = await daily_plan(client)
 
-        clock.set(datetime(2026, 3, 20, 7, 59, 59, tzinfo=UTC))  # 08:59:59 in Berlin
-        await runtime.scheduler.due.wake()
+        # 08:59:59 in Berlin
+        await move_clock(runtime, clock, datetime(2026, 3, 20, 7, 59, 59, tzinfo=UTC))
         assert starts(await tasks_of(client, plan["id"]), "ready") == []
 
-        clock.set(datetime(2026, 3, 20, 8, 0, tzinfo=UTC))  # 09:00 in Berlin
-        ready = await wait_for_tasks(client, plan["id"], 1, status="ready")
+        await move_clock(runtime, clock, datetime(2026, 3, 20, 8, 0, tzinfo=UTC))  # 09:00
+        ready = await tasks_of(client, plan["id"])
         assert starts(ready, "ready") == ["2026-03-20T09:00:00+01:00"]
 
-        clock.set(datetime(2026, 3, 20, 10, 0, 1, tzinfo=UTC))  # grace (2 h) is over
-        tasks = await wait_for_tasks(client, plan["id"], 1, status="cancelled")
+        # grace (2 h) is over
+        await move_clock(runtime, clock, datetime(2026, 3, 20, 10, 0, 1, tzinfo=UTC))
+        tasks = await tasks_of(client, plan["id"])
+        assert starts(tasks, "cancelled") == ["2026-03-20T09:00:00+01:00"]
         missed = tasks[0]
         assert missed["businessStatus"]["coding"] == [{"system": BUSINESS_STATUS, "code": "missed"}]
         assert missed["statusReason"]["text"]
@@ -110,10 +113,12 @@ async def test_tasks_someone_moved_on_are_never_touched(
 async def test_a_lead_time_makes_tasks_ready_earlier(
     embedded_herald: HeraldFactory, clock: FrozenClock
 ) -> None:
-    async with embedded_herald(scheduler_lead_minutes=30) as (_runtime, client):
+    async with embedded_herald(scheduler_lead_minutes=30) as (runtime, client):
         plan, _ = await daily_plan(client)
-        clock.set(datetime(2026, 3, 20, 7, 30, tzinfo=UTC))  # 08:30 in Berlin
-        ready = await wait_for_tasks(client, plan["id"], 1, status="ready")
+        await move_clock(runtime, clock, datetime(2026, 3, 20, 7, 29, 59, tzinfo=UTC))
+        assert starts(await tasks_of(client, plan["id"]), "ready") == []
+        await move_clock(runtime, clock, datetime(2026, 3, 20, 7, 30, tzinfo=UTC))  # 08:30
+        ready = await tasks_of(client, plan["id"])
         assert starts(ready, "ready") == ["2026-03-20T09:00:00+01:00"]
 
 
@@ -122,8 +127,9 @@ async def test_a_changed_schedule_replaces_future_requested_tasks_and_keeps_the_
 ) -> None:
     async with embedded_herald() as (runtime, client):
         plan, _ = await daily_plan(client)
-        clock.set(datetime(2026, 3, 20, 10, 0, tzinfo=UTC))  # 11:00: today's 09:00 is ready
-        await wait_for_tasks(client, plan["id"], 1, status="ready")
+        # 11:00: today's 09:00 is ready
+        await move_clock(runtime, clock, datetime(2026, 3, 20, 10, 0, tzinfo=UTC))
+        assert len(starts(await tasks_of(client, plan["id"]), "ready")) == 1
 
         evening = copy.deepcopy(plan)
         evening["activity"][0]["detail"]["scheduledTiming"]["repeat"]["timeOfDay"] = ["20:00:00"]
@@ -154,15 +160,16 @@ async def test_a_changed_schedule_replaces_future_requested_tasks_and_keeps_the_
 async def test_revoked_and_deleted_careplans_cancel_their_future_tasks(
     embedded_herald: HeraldFactory, clock: FrozenClock
 ) -> None:
-    async with embedded_herald() as (_runtime, client):
+    async with embedded_herald() as (runtime, client):
         pid = (await create(client, patient()))["id"]
         revoked = await create(client, careplan(pid, timing_activity(DAILY_0900)))
         deleted = await create(client, careplan(pid, timing_activity(DAILY_0900)))
         await wait_for_tasks(client, revoked["id"], 14)
         await wait_for_tasks(client, deleted["id"], 14)
-        clock.set(datetime(2026, 3, 20, 10, 0, tzinfo=UTC))
-        await wait_for_tasks(client, revoked["id"], 1, status="ready")
-        await wait_for_tasks(client, deleted["id"], 1, status="ready")
+        await move_clock(runtime, clock, datetime(2026, 3, 20, 10, 0, tzinfo=UTC))
+        for plan in (revoked, deleted):
+            ready = await tasks_of(client, plan["id"])
+            assert starts(ready, "ready") == ["2026-03-20T09:00:00+01:00"]
 
         put = await client.put(f"/CarePlan/{revoked['id']}", json={**revoked, "status": "revoked"})
         assert put.status_code == 200
@@ -246,10 +253,11 @@ async def test_a_clock_jump_is_caught_up(
 async def test_a_changed_careplan_leaves_tasks_whose_time_has_come_as_they_were(
     embedded_herald: HeraldFactory, clock: FrozenClock
 ) -> None:
-    async with embedded_herald() as (_runtime, client):
+    async with embedded_herald() as (runtime, client):
         plan, _ = await daily_plan(client)
-        clock.set(datetime(2026, 3, 20, 12, 0, tzinfo=UTC))  # 13:00: today's Task is ready
-        await wait_for_tasks(client, plan["id"], 1, status="ready")
+        # 13:00: today's Task is ready
+        await move_clock(runtime, clock, datetime(2026, 3, 20, 12, 0, tzinfo=UTC))
+        assert len(starts(await tasks_of(client, plan["id"]), "ready")) == 1
         changed = copy.deepcopy(plan)
         changed["activity"][0]["detail"]["description"] = "Blood pressure, both arms"
         assert (await client.put(f"/CarePlan/{plan['id']}", json=changed)).status_code == 200
