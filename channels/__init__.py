@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from channels.email import EmailTransport, SmtpConfig
     from channels.endpoints import EndpointGuard, Recipients, SafeEndpoints
     from channels.policy import DeliveryPolicy
-    from channels.queue import KafkaQueueTransport, QueueTopics
+    from channels.queue import QUEUE, KafkaQueueTransport, QueueTopics
     from channels.resthook import RestHookTransport
     from channels.transport import Transport
     from channels.unprocessable import BoundedTries, Outage
@@ -24,6 +24,7 @@ else:
     __getattr__ = LazyExports(__name__)
 
 __all__ = [
+    "QUEUE",
     "Attempt",
     "BoundedTries",
     "DeliveryPolicy",

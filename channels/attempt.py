@@ -10,9 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from channels.transport import Delivery, Outcome, Transport
-from fhirstore.logsafe import failed_at
-from subscriptions.model import NotificationType, SubscriptionSpec
-from subscriptions.numbering import RecordedEvent
+from fhirstore import failed_at
+from subscriptions import NotificationType, RecordedEvent, SubscriptionSpec
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,8 @@ from collections.abc import Callable, Sequence
 from urllib.parse import urlsplit
 
 from channels.attempt import Attempt
-from fhirstore.access.audit import DELIVERED, FAILED, AuditEntry, AuditTrail
-from fhirstore.access.boundary import Access
-from fhirstore.access.principal import ANONYMOUS, Principal
-from subscriptions.numbering import RecordedEvent
+from fhirstore.access import ANONYMOUS, DELIVERED, FAILED, Access, AuditEntry, AuditTrail, Principal
+from subscriptions import RecordedEvent
 
 _URL = re.compile(r"(\b[a-z][a-z0-9+.-]*://\S+?)([:,;.)]*)(?=\s|$)", re.IGNORECASE)
 _REASON = 200  # characters of a reason kept

@@ -45,21 +45,21 @@ from channels.policy import DeliveryPolicy
 from channels.retries import Retries
 from channels.transport import Delivery, Transport
 from channels.unprocessable import Unsendable
-from fhirstore import fhirjson
-from fhirstore.db.writer import fhir_instant
-from fhirstore.errors import Gone, NotFound
-from fhirstore.store import Store
-from subscriptions.focus import notification_events
-from subscriptions.ledger import Ledger, SubscriptionProgress
-from subscriptions.lifecycle import Lifecycle
-from subscriptions.model import NotificationType, SubscriptionSpec
-from subscriptions.notification import (
+from fhirstore import Gone, NotFound, Store, fhirjson
+from fhirstore.db import fhir_instant
+from subscriptions import (
+    Ledger,
+    Lifecycle,
     NotificationEvent,
+    NotificationType,
+    RecordedEvent,
+    SubscriptionProgress,
+    SubscriptionRegistry,
+    SubscriptionSpec,
     classic_body,
     notification_bundle,
+    notification_events,
 )
-from subscriptions.numbering import RecordedEvent
-from subscriptions.registry import SubscriptionRegistry
 
 log = logging.getLogger(__name__)
 

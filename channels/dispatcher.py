@@ -21,15 +21,10 @@ from channels.lease import LeaseLost, held_lease
 from channels.metrics import DELIVERY_WORKERS
 from channels.policy import DeliveryPolicy
 from channels.transport import Transport
-from events.bus import Bus, Message
-from events.bus.base import Unprocessable
-from fhirstore.clock import sleep_or_wake
-from fhirstore.periodic import Periodic
-from fhirstore.store import Store
+from events.bus import Bus, Message, Unprocessable
+from fhirstore import Periodic, Store, sleep_or_wake
 from fhirstore.wire import DISPATCHER_GROUP, NOTIFICATIONS_TOPIC
-from subscriptions.ledger import Ledger
-from subscriptions.matcher import read_job
-from subscriptions.registry import SubscriptionRegistry
+from subscriptions import Ledger, SubscriptionRegistry, read_job
 
 log = logging.getLogger(__name__)
 

@@ -47,7 +47,7 @@ import orjson
 from channels.endpoints import Recipients
 from channels.mailto import mailto_recipients
 from channels.transport import Delivery, Failure, Outcome
-from fhirstore.clock import Clock, SystemClock
+from fhirstore import Clock, SystemClock
 from fhirstore.wire import EMAIL_IDEMPOTENCY_HEADER as IDEMPOTENCY_HEADER
 
 _CONNECT_HINT = "check HERALD_SMTP_HOST and HERALD_SMTP_PORT"

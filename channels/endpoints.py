@@ -33,7 +33,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from channels.endpoint_url import ODD_ADDRESS, endpoint_origin, odd_ipv4
 from channels.mailto import mailto_recipients
-from subscriptions.model import Channel
+from subscriptions import Channel
 
 IPAddress = IPv4Address | IPv6Address
 Resolve = Callable[[str], Awaitable[Sequence[str]]]  # host name -> its addresses, as text

@@ -16,9 +16,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
-from fhirstore.clock import Clock
-from fhirstore.periodic import Periodic
-from subscriptions.ledger import Ledger
+from fhirstore import Clock, Periodic
+from subscriptions import Ledger
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
-from subscriptions.numbering import RecordedEvent
+from subscriptions import RecordedEvent
 
 RECORD_EVERY = 0.05  # seconds between progress writes while a page is being delivered
 

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from channels.attempt import Attempt
 from channels.unprocessable import BoundedTries
-from fhirstore.access.acting import Record
+from fhirstore.access import Record
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,7 +59,7 @@ from fhirstore.wire import (
     SUBSCRIPTION_HEADER,
 )
 from fhirstore.wire import INTERNAL_TOPIC_PREFIXES as _INTERNAL_PREFIXES
-from subscriptions.notification import NotificationBundle
+from subscriptions import NotificationBundle
 
 SETTING = "HERALD_QUEUE_TOPICS"
 # What this channel writes, for the AsyncAPI document (it writes with a producer of its own).

@@ -49,7 +49,7 @@ import aiohttp
 
 from channels.endpoints import EndpointGuard, EndpointRefused
 from channels.transport import Delivery, Failure, Outcome
-from fhirstore.clock import Clock, SystemClock
+from fhirstore import Clock, SystemClock
 from fhirstore.wire import IDEMPOTENCY_HEADER, SIGNATURE_HEADER
 
 # Channel headers may not replace what Herald itself puts on the request.

@@ -21,11 +21,14 @@ from channels.lease import Lease
 from channels.metrics import NOTIFICATIONS_SENT
 from channels.policy import DeliveryPolicy
 from channels.transport import Delivery, Transport
-from fhirstore.clock import Clock
-from subscriptions.ledger import SubscriptionProgress
-from subscriptions.lifecycle import Lifecycle
-from subscriptions.model import NotificationType, SubscriptionSpec
-from subscriptions.numbering import RecordedEvent
+from fhirstore import Clock
+from subscriptions import (
+    Lifecycle,
+    NotificationType,
+    RecordedEvent,
+    SubscriptionProgress,
+    SubscriptionSpec,
+)
 
 log = logging.getLogger(__name__)
 

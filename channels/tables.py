@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import Column, Index, String, Table, Text
 
-from fhirstore.db.schema import metadata
-from fhirstore.db.types import UtcDateTime
+from fhirstore.db import UtcDateTime, metadata
 
 # WebSocket binding tokens from `$get-ws-binding-token` (the SHA-256 of the token, never the
 # token itself), usable until they expire.

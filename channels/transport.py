@@ -25,7 +25,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
-from subscriptions.model import NotificationType
+from subscriptions import NotificationType
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,9 +16,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from fhirstore.backoff import Backoff
-from fhirstore.logsafe import failed_at
-from subscriptions.numbering import RecordedEvent
+from fhirstore import Backoff, failed_at
+from subscriptions import RecordedEvent
 
 T = TypeVar("T")
 

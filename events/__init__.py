@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from events.asyncapi import asyncapi_document
     from events.metrics import FHIRPATH_OVER_BUDGET
     from events.model import ChangeEvent
     from events.relay import OutboxRelay
@@ -13,4 +14,9 @@ else:
 
     __getattr__ = LazyExports(__name__)
 
-__all__ = ["FHIRPATH_OVER_BUDGET", "ChangeEvent", "OutboxRelay"]
+__all__ = [
+    "FHIRPATH_OVER_BUDGET",
+    "ChangeEvent",
+    "OutboxRelay",
+    "asyncapi_document",
+]

@@ -21,13 +21,9 @@ from events.bus import Bus, Message, TopicSpec
 from events.metrics import OUTBOX_LAG, RELAY_IS_LEADER, RELAY_PUBLISH_FAILURES, RELAY_PUBLISHED
 from events.model import ChangeEvent
 from events.tables import relay_cursor
-from fhirstore.backoff import Backoff
-from fhirstore.db.leadership import Lead, Leadership, LeadershipLost
-from fhirstore.db.locks import RELAY_LOCK_KEY
+from fhirstore import Backoff, OutboxEntry, Periodic, Store, entries_after, newest_sequence, prune
+from fhirstore.db import RELAY_LOCK_KEY, Lead, Leadership, LeadershipLost
 from fhirstore.db.upsert import upsert
-from fhirstore.outbox import OutboxEntry, entries_after, newest_sequence, prune
-from fhirstore.periodic import Periodic
-from fhirstore.store import Store
 from fhirstore.wire import CHANGES_TOPIC, EVENT_ID_HEADER, OUTBOX_CHANNEL
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, String, Table, Text
 
-from fhirstore.db.schema import metadata
-from fhirstore.db.types import BigId, UtcDateTime
+from fhirstore.db import BigId, UtcDateTime, metadata
 
 # Where the outbox relay stands: every outbox row up to `position` is published.
 relay_cursor = Table(

@@ -6,7 +6,9 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from fhirstore import fhirjson
-    from fhirstore.clock import Clock, SystemClock
+    from fhirstore.background import run_in_background
+    from fhirstore.backoff import Backoff
+    from fhirstore.clock import Clock, SystemClock, sleep_or_wake
     from fhirstore.errors import (
         BadRequest,
         Conflict,
@@ -19,10 +21,20 @@ if TYPE_CHECKING:
         Unprocessable,
         operation_outcome,
     )
+    from fhirstore.joins import CurrentVersions, IndexedValues
     from fhirstore.limits import Admissions, over_limit
     from fhirstore.logsafe import chain, failed_at, frames, kinds
+    from fhirstore.outbox import (
+        OutboxEntry,
+        entries_after,
+        entries_of_types,
+        newest_sequence,
+        prune,
+        sequence_bounds,
+    )
+    from fhirstore.periodic import Periodic
     from fhirstore.store import ResourceRule, Store, new_id
-    from fhirstore.stored import StoredVersion
+    from fhirstore.stored import StoredVersion, first_stored, live_of_type, token_holders
     from fhirstore.transaction import process_batch, process_transaction
 else:
     from fhirstore.surface import LazyExports
@@ -31,14 +43,19 @@ else:
 
 __all__ = [
     "Admissions",
+    "Backoff",
     "BadRequest",
     "Clock",
     "Conflict",
+    "CurrentVersions",
     "FhirError",
     "Forbidden",
     "Gone",
+    "IndexedValues",
     "InvalidSearch",
     "NotFound",
+    "OutboxEntry",
+    "Periodic",
     "PreconditionFailed",
     "ResourceRule",
     "Store",
@@ -46,13 +63,23 @@ __all__ = [
     "SystemClock",
     "Unprocessable",
     "chain",
+    "entries_after",
+    "entries_of_types",
     "failed_at",
     "fhirjson",
+    "first_stored",
     "frames",
     "kinds",
+    "live_of_type",
     "new_id",
+    "newest_sequence",
     "operation_outcome",
     "over_limit",
     "process_batch",
     "process_transaction",
+    "prune",
+    "run_in_background",
+    "sequence_bounds",
+    "sleep_or_wake",
+    "token_holders",
 ]

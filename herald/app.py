@@ -18,23 +18,24 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
-from channels.websocket.api import websocket_router
-from events.quarantine.api import quarantine_router
-from fhirstore.access.tokens import TokenRules, TokenVerifier
-from fhirstore.api.audit import AuditMiddleware
-from fhirstore.api.audit_events import audit_capabilities, audit_event_router
-from fhirstore.api.auth import AuthMiddleware
-from fhirstore.api.errors import install_error_handlers
-from fhirstore.api.routes import fhir_router
-from fhirstore.clock import Clock
-from fhirstore.errors import Forbidden
+from channels.websocket import websocket_router
+from events.quarantine import quarantine_router
+from fhirstore import Clock, Forbidden
+from fhirstore.access import TokenRules, TokenVerifier
+from fhirstore.api import (
+    AuditMiddleware,
+    AuthMiddleware,
+    audit_capabilities,
+    audit_event_router,
+    fhir_router,
+    install_error_handlers,
+)
 from herald import __version__
 from herald.metrics import MetricsMiddleware, metrics_endpoint
 from herald.runtime import Runtime
 from herald.settings import Settings
-from scheduler.api import schedule_router
-from subscriptions.capability import subscription_capabilities
-from subscriptions.operations import subscription_router
+from scheduler import schedule_router
+from subscriptions import subscription_capabilities, subscription_router
 
 log = logging.getLogger(__name__)
 

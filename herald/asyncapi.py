@@ -14,9 +14,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from channels.queue import QUEUE
-from events.asyncapi import asyncapi_document
-from events.bus.kafka import KafkaBus
+from channels import QUEUE
+from events import asyncapi_document
+from events.bus import KafkaBus
 from herald import __version__
 from herald.runtime import Runtime
 from herald.settings import Settings

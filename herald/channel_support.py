@@ -7,14 +7,17 @@ Subscription asking for a channel the server cannot serve is refused at create w
 
 from __future__ import annotations
 
-from channels.email import EmailTransport, SmtpConfig
-from channels.endpoints import Recipients
-from channels.queue import KafkaQueueTransport, QueueTopics
-from channels.transport import Transport
+from channels import (
+    EmailTransport,
+    KafkaQueueTransport,
+    QueueTopics,
+    Recipients,
+    SmtpConfig,
+    Transport,
+)
 from fhirstore.wire import HERALD_TOPICS
 from herald.settings import Settings
-from subscriptions.channel import ChannelSupport
-from subscriptions.model import Channel
+from subscriptions import Channel, ChannelSupport
 
 CHANNEL_TYPES = frozenset({"rest-hook", "websocket", "email", "kafka"})
 

@@ -14,11 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fhirstore import fhirjson
-from fhirstore.db.writer import PendingWrite
-from fhirstore.errors import FhirError
-from fhirstore.store import Store, new_id
-from fhirstore.transaction import process_batch, process_transaction
+from fhirstore import FhirError, Store, fhirjson, new_id, process_batch, process_transaction
+from fhirstore.db import PendingWrite
 from fhirstore.validation import require_id, validate_resource
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from typing import IO, Any
 
 import structlog
 
-from fhirstore.logsafe import chain, frames, kinds
+from fhirstore import chain, frames, kinds
 
 _STATEMENT_LOGGERS = ("sqlalchemy.engine", "sqlalchemy.pool", "aiosqlite")
 _REQUEST_LOGGERS = ("uvicorn.access", "httpx")  # request lines: URLs with their queries

@@ -16,47 +16,53 @@ from contextlib import AsyncExitStack
 from datetime import timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from channels.attempt import Attempt
-from channels.audit import attempt_recorder
-from channels.dispatcher import Dispatcher, new_owner
-from channels.endpoints import EndpointGuard, Recipients, SafeEndpoints
-from channels.policy import DeliveryPolicy
-from channels.resthook import RestHookTransport
-from channels.transport import Transport
-from channels.unprocessable import BoundedTries, Outage
-from channels.websocket.hub import SocketHub
-from channels.websocket.tokens import BindingTokens
-from channels.websocket.transport import WebSocketTransport
-from events.bus import Bus
-from events.bus.kafka import KafkaBus
-from events.bus.memory import MemoryBus
+from channels import (
+    Attempt,
+    BoundedTries,
+    DeliveryPolicy,
+    Dispatcher,
+    EndpointGuard,
+    Outage,
+    Recipients,
+    RestHookTransport,
+    SafeEndpoints,
+    Transport,
+    attempt_recorder,
+    new_owner,
+)
+from channels.websocket import BindingTokens, SocketHub, WebSocketTransport
+from events import OutboxRelay
+from events.bus import Bus, KafkaBus, MemoryBus
 from events.quarantine import Quarantine, run_replays
-from events.relay import OutboxRelay
-from fhirstore.access.acting import Record
-from fhirstore.access.audit import AuditTrail
-from fhirstore.api.audit_events import AUDIT_EVENT, refuse_writes
-from fhirstore.background import run_in_background
-from fhirstore.clock import Clock, SystemClock
-from fhirstore.db.engine import create_engine
-from fhirstore.db.migrate import upgrade
-from fhirstore.store import Store
+from fhirstore import Clock, Store, SystemClock, run_in_background
+from fhirstore.access import AuditTrail, Record
+from fhirstore.api import AUDIT_EVENT, refuse_writes
+from fhirstore.db import create_engine, upgrade
 from herald import __version__
 from herald.channel_support import channel_support, optional_transports
 from herald.gil import hand_over_promptly
 from herald.heap import freeze_startup_heap
 from herald.settings import Settings
-from scheduler.admission import careplan_rule
-from scheduler.policy import PlanTag, ScheduleLimits, SchedulePolicy
-from scheduler.service import Scheduler
+from scheduler import PlanTag, ScheduleLimits, SchedulePolicy, Scheduler, careplan_rule
 from scheduler.timing import WhenClock
-from subscriptions.fhirpath_budget import FhirPathBudget, FhirPathRunner
-from subscriptions.ledger import Ledger
-from subscriptions.lifecycle import Lifecycle
-from subscriptions.matcher import NOTIFICATION_JOBS, Matcher, notification_job
-from subscriptions.missed_by_budget import MissedByBudgetReporter
-from subscriptions.registry import SUBSCRIPTION, SUBSCRIPTION_TOPIC, SubscriptionRegistry
-from subscriptions.rules import OwnerLimit, owned_topic_rule, subscription_rule
-from subscriptions.seeding import BUILTIN_TOPIC_RESERVATION, seed_builtin_topics
+from subscriptions import (
+    BUILTIN_TOPIC_RESERVATION,
+    NOTIFICATION_JOBS,
+    SUBSCRIPTION,
+    SUBSCRIPTION_TOPIC,
+    FhirPathBudget,
+    FhirPathRunner,
+    Ledger,
+    Lifecycle,
+    Matcher,
+    MissedByBudgetReporter,
+    OwnerLimit,
+    SubscriptionRegistry,
+    notification_job,
+    owned_topic_rule,
+    seed_builtin_topics,
+    subscription_rule,
+)
 
 log = logging.getLogger(__name__)
 

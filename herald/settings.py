@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fhirstore.search.limits import DEFAULT_LIMITS, SearchLimits
+from fhirstore.search import DEFAULT_LIMITS, SearchLimits
 
 DATABASE_FILE = "herald.db"  # the embedded SQLite database, in the data directory
 

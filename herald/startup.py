@@ -32,8 +32,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
-from fhirstore.db.engine import create_engine
-from fhirstore.db.migrate import upgrade
+from fhirstore.db import create_engine, upgrade
 
 if TYPE_CHECKING:
     from herald.runtime import Runtime

@@ -34,9 +34,16 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from fhirstore.errors import FhirError, Gone, NotFound, Unprocessable
-from fhirstore.limits import Admissions, over_limit
-from fhirstore.store import ResourceRule, Store
+from fhirstore import (
+    Admissions,
+    FhirError,
+    Gone,
+    NotFound,
+    ResourceRule,
+    Store,
+    Unprocessable,
+    over_limit,
+)
 from scheduler.bookkeeping import planned_task_counts, unplanned_careplans
 from scheduler.plan import (
     COUNT_STEPS,

@@ -17,11 +17,9 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from fhirstore.api.auth import boundary_router, request_access
-from fhirstore.api.http import FhirResponse
-from fhirstore.db.writer import fhir_instant
-from fhirstore.errors import Gone, NotFound
-from fhirstore.store import Store
+from fhirstore import Gone, NotFound, Store
+from fhirstore.api import FhirResponse, boundary_router, request_access
+from fhirstore.db import fhir_instant
 from fhirstore.validation import require_id
 from scheduler.bookkeeping import plan_rows
 

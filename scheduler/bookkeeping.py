@@ -14,9 +14,9 @@ import orjson
 from sqlalchemy import Row, Subquery, and_, delete, func, or_, select, text, union
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fhirstore.db.locks import CAREPLAN_LOCK_CLASS, int4_key
+from fhirstore import CurrentVersions, IndexedValues
+from fhirstore.db import CAREPLAN_LOCK_CLASS, int4_key
 from fhirstore.db.upsert import upsert
-from fhirstore.joins import CurrentVersions, IndexedValues
 from scheduler.tables import schedule_plans, schedule_tasks
 from scheduler.task import TaskState
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import orjson
 
-from fhirstore.db.writer import Head, PendingWrite
-from fhirstore.stored import StoredVersion
+from fhirstore import StoredVersion
+from fhirstore.db import Head, PendingWrite
 from scheduler.bookkeeping import TaskRow
 from scheduler.policy import SchedulePolicy
 from scheduler.repairs import Repairs

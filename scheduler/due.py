@@ -14,9 +14,9 @@ from datetime import datetime
 
 import orjson
 
-from fhirstore.access.acting import ActingAs
-from fhirstore.db.writer import PendingWrite, WrittenVersion
-from fhirstore.store import Store
+from fhirstore import Store
+from fhirstore.access import ActingAs
+from fhirstore.db import PendingWrite, WrittenVersion
 from scheduler.bookkeeping import TaskRow, claim_due, save_tasks
 from scheduler.identity import acting_as_scheduler
 from scheduler.metrics import TASKS_WRITTEN, WAKE_LAG

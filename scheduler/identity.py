@@ -5,10 +5,8 @@ Tasks; every Task write passes the same boundary as a client's and lands in the 
 
 from __future__ import annotations
 
-from fhirstore.access.acting import ActingAs, Record
-from fhirstore.access.principal import Principal
-from fhirstore.access.scopes import Scopes
-from fhirstore.store import Store
+from fhirstore import Store
+from fhirstore.access import ActingAs, Principal, Record, Scopes
 
 SCHEDULER_SCOPES = "system/CarePlan.rs system/Patient.rs system/Task.cruds"
 SCHEDULER = Principal("system", "herald-scheduler", Scopes.parse(SCHEDULER_SCOPES), client="herald")

@@ -36,11 +36,9 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fhirstore.access.acting import ActingAs
-from fhirstore.db.writer import PendingWrite, WrittenVersion
-from fhirstore.errors import FhirError
-from fhirstore.store import Store
-from fhirstore.stored import StoredVersion, first_stored, token_holders
+from fhirstore import FhirError, Store, StoredVersion, first_stored, token_holders
+from fhirstore.access import ActingAs
+from fhirstore.db import PendingWrite, WrittenVersion
 from fhirstore.wire import OCCURRENCE_SYSTEM
 from scheduler.bookkeeping import (
     PlanRow,

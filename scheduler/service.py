@@ -31,13 +31,9 @@ from contextlib import AsyncExitStack
 from datetime import timedelta
 
 from events.bus import Bus, Message
-from fhirstore.access.acting import Record
-from fhirstore.background import run_in_background
-from fhirstore.db.leadership import Leadership
-from fhirstore.db.locks import SCHEDULER_LOCK_KEY
-from fhirstore.db.statistics import BulkStatistics
-from fhirstore.periodic import Periodic
-from fhirstore.store import Store
+from fhirstore import Periodic, Store, run_in_background
+from fhirstore.access import Record
+from fhirstore.db import SCHEDULER_LOCK_KEY, BulkStatistics, Leadership
 from fhirstore.wire import CHANGES_TOPIC, SCHEDULER_GROUP
 from scheduler.bookkeeping import (
     careplan_ids,

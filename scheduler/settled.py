@@ -56,7 +56,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, String, and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fhirstore.joins import CurrentVersions, IndexedValues
+from fhirstore import CurrentVersions, IndexedValues
 from fhirstore.wire import OCCURRENCE_SYSTEM
 from scheduler.policy import SchedulePolicy
 from scheduler.tables import schedule_plans, schedule_tasks

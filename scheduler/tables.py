@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import Boolean, Column, Index, Integer, String, Table, Text, true
 
-from fhirstore.db.schema import metadata
-from fhirstore.db.types import UtcDateTime
+from fhirstore.db import UtcDateTime, metadata
 
 # One row per CarePlan the scheduler has looked at: what it made of it, and for whom.
 schedule_plans = Table(

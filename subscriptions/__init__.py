@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from subscriptions.ledger import Ledger, SubscriptionProgress
     from subscriptions.lifecycle import Lifecycle
     from subscriptions.matcher import (
+        NOTIFICATION_JOBS,
         Matcher,
         NotificationJob,
         notification_job,
@@ -20,7 +21,12 @@ if TYPE_CHECKING:
     )
     from subscriptions.missed_by_budget import MissedByBudgetReporter
     from subscriptions.model import Channel, NotificationType, SubscriptionSpec
-    from subscriptions.notification import NotificationEvent, classic_body, notification_bundle
+    from subscriptions.notification import (
+        NotificationBundle,
+        NotificationEvent,
+        classic_body,
+        notification_bundle,
+    )
     from subscriptions.numbering import RecordedEvent
     from subscriptions.operations import operation_parameters, stored_spec, subscription_router
     from subscriptions.registry import SUBSCRIPTION, SUBSCRIPTION_TOPIC, SubscriptionRegistry
@@ -33,6 +39,7 @@ else:
 
 __all__ = [
     "BUILTIN_TOPIC_RESERVATION",
+    "NOTIFICATION_JOBS",
     "SUBSCRIPTION",
     "SUBSCRIPTION_TOPIC",
     "Channel",
@@ -44,6 +51,7 @@ __all__ = [
     "Lifecycle",
     "Matcher",
     "MissedByBudgetReporter",
+    "NotificationBundle",
     "NotificationEvent",
     "NotificationJob",
     "NotificationType",

@@ -20,11 +20,17 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
-from events.model import ChangeEvent
-from fhirstore.errors import InvalidSearch
-from fhirstore.search.extract import index_entries
-from fhirstore.search.match import EntryGroups, group_entries, matches_entries
-from fhirstore.search.query import Criterion, check_criteria, parse_criterion
+from events import ChangeEvent
+from fhirstore import InvalidSearch
+from fhirstore.search import (
+    Criterion,
+    EntryGroups,
+    check_criteria,
+    group_entries,
+    index_entries,
+    matches_entries,
+    parse_criterion,
+)
 from subscriptions.elements import invalid
 from subscriptions.fhirpath_budget import (
     DEFAULT_RUNNER,

@@ -16,7 +16,7 @@ from typing import Any
 
 from fhirpathpy.models import models
 
-from events.metrics import FHIRPATH_OVER_BUDGET
+from events import FHIRPATH_OVER_BUDGET
 from subscriptions.elements import invalid
 from subscriptions.fhirpath_budget import (
     FhirPathError,

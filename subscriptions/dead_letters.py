@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from fhirstore.store import Store
+from fhirstore import Store
 from subscriptions.tables import dead_letters, subscription_state
 
 

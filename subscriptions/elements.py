@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fhirstore.errors import Unprocessable
+from fhirstore import Unprocessable
 
 Json = dict[str, Any]
 

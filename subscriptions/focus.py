@@ -8,11 +8,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from fhirstore import fhirjson
-from fhirstore.access.boundary import Access
-from fhirstore.errors import Forbidden, Gone, NotFound
-from fhirstore.store import Store
-from fhirstore.stored import StoredVersion
+from fhirstore import Forbidden, Gone, NotFound, Store, StoredVersion, fhirjson
+from fhirstore.access import Access
 from subscriptions.notification import NotificationEvent
 from subscriptions.numbering import RecordedEvent
 

@@ -21,11 +21,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from events.model import ChangeEvent
-from fhirstore.access.boundary import Access
+from events import ChangeEvent
+from fhirstore.access import Access
+from fhirstore.search import Criterion, matches_entries
 from fhirstore.search import definitions as d
-from fhirstore.search.match import matches_entries
-from fhirstore.search.query import Criterion
 from subscriptions.criteria import (
     ChangeContext,
     FhirPathFailure,

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from fhirstore.search import Criterion, EntryGroups
 from fhirstore.search import definitions as d
 from fhirstore.search import values as v
-from fhirstore.search.match import EntryGroups
-from fhirstore.search.query import Criterion
 from subscriptions.model import ANY_RESOURCE, Filter
 
 IndexKey = tuple[str, str, str]

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from fhirstore.store import Store
+from fhirstore import Store
 from subscriptions.dead_letters import DeadLetters
 from subscriptions.numbering import NewEvent, RecordedEvent, event_of, number_events
 from subscriptions.tables import dead_letters, subscription_events, subscription_state

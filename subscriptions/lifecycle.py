@@ -12,11 +12,8 @@ import logging
 
 import orjson
 
-from fhirstore.access.acting import ActingAs, Record
-from fhirstore.access.principal import Principal
-from fhirstore.access.scopes import Scopes
-from fhirstore.errors import Gone, NotFound, PreconditionFailed
-from fhirstore.store import Store
+from fhirstore import Gone, NotFound, PreconditionFailed, Store
+from fhirstore.access import ActingAs, Principal, Record, Scopes
 from subscriptions.ledger import Ledger
 from subscriptions.registry import SUBSCRIPTION
 

@@ -17,10 +17,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from events.bus import Bus, Message, TopicSpec
-from events.bus.base import Unprocessable
-from events.model import ChangeEvent
-from fhirstore.store import Store
+from events import ChangeEvent
+from events.bus import Bus, Message, TopicSpec, Unprocessable
+from fhirstore import Store
 from fhirstore.wire import CHANGES_TOPIC, MATCHER_GROUP, NOTIFICATIONS_TOPIC
 from subscriptions.focus import version_resource
 from subscriptions.ledger import Ledger

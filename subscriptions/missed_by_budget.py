@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from events.metrics import FHIRPATH_OVER_BUDGET
+from events import FHIRPATH_OVER_BUDGET
 from subscriptions.index import MissedByBudget
 from subscriptions.ledger import Ledger
 from subscriptions.lifecycle import Lifecycle

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from fhirstore.access.principal import Principal
-from fhirstore.search.query import Criterion
+from fhirstore.access import Principal
+from fhirstore.search import Criterion
 from fhirstore.wire import CLASSIC_TOPIC_PREFIX
 
 # A resource trigger on this type matches every resource type.

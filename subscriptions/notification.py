@@ -40,7 +40,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from fhirstore import fhirjson
-from fhirstore.db.writer import fhir_instant
+from fhirstore.db import fhir_instant
 from subscriptions.model import ContentLevel, NotificationType, SubscriptionSpec
 
 # The REST interaction that made each kind of change, and the status it was answered with.

@@ -10,12 +10,15 @@ from typing import Any, get_args
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from fhirstore.access.boundary import Access
-from fhirstore.access.principal import Principal
-from fhirstore.api.auth import boundary_router, request_access, request_principal
-from fhirstore.api.http import FhirResponse, read_json_body
-from fhirstore.errors import BadRequest, NotFound
-from fhirstore.store import Store
+from fhirstore import BadRequest, NotFound, Store
+from fhirstore.access import Access, Principal
+from fhirstore.api import (
+    FhirResponse,
+    boundary_router,
+    read_json_body,
+    request_access,
+    request_principal,
+)
 from subscriptions.focus import notification_events, withhold_unreadable
 from subscriptions.ledger import Ledger
 from subscriptions.model import ContentLevel, SubscriptionSpec

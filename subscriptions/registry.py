@@ -18,11 +18,8 @@ from typing import Any
 
 import orjson
 
-from events.model import ChangeEvent
-from fhirstore.errors import FhirError
-from fhirstore.outbox import entries_of_types, sequence_bounds
-from fhirstore.store import Store
-from fhirstore.stored import live_of_type
+from events import ChangeEvent
+from fhirstore import FhirError, Store, entries_of_types, live_of_type, sequence_bounds
 from subscriptions.channel import ChannelSupport
 from subscriptions.fhirpath_budget import DEFAULT_RUNNER, FhirPathRunner
 from subscriptions.index import SubscriptionIndex

@@ -24,9 +24,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fhirstore.access.ownership import owner_of
-from fhirstore.limits import Admissions, over_limit
-from fhirstore.store import ResourceRule, Store
+from fhirstore import Admissions, ResourceRule, Store, over_limit
+from fhirstore.access import owner_of
 from subscriptions.criteria_trial import try_topic_criteria
 from subscriptions.elements import invalid
 from subscriptions.fhirpath_budget import DEFAULT_RUNNER, FhirPathError, FhirPathRunner

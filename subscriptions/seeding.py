@@ -9,9 +9,8 @@ from typing import Any
 
 import orjson
 
-from fhirstore.access.reserved import Reserved
-from fhirstore.errors import Conflict, Gone, NotFound, PreconditionFailed
-from fhirstore.store import Store
+from fhirstore import Conflict, Gone, NotFound, PreconditionFailed, Store
+from fhirstore.access import Reserved
 from fhirstore.wire import TOPIC_BASE
 from subscriptions.builtin_topics import BUILTIN_TOPICS
 

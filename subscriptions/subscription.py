@@ -21,11 +21,9 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any, cast
 
-from fhirstore.access.ownership import owner_of
+from fhirstore.access import owner_of
+from fhirstore.search import Criterion, SearchParam, TokenValue
 from fhirstore.search import definitions as d
-from fhirstore.search.definitions import SearchParam
-from fhirstore.search.query import Criterion
-from fhirstore.search.values import TokenValue
 from fhirstore.wire import FILTER_CRITERIA, SIGNING_SECRET
 from subscriptions.channel import REST_HOOK_ONLY, ChannelSupport, parse_channel
 from subscriptions.criteria import criterion, split_query

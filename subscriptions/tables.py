@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, Index, Integer, String, Table, Text
 
-from fhirstore.db.schema import metadata
-from fhirstore.db.types import BigId, UtcDateTime
+from fhirstore.db import BigId, UtcDateTime, metadata
 
 # One row per Subscription: where its event numbering and delivery stand, and who delivers it.
 subscription_state = Table(

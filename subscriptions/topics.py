@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from fhirstore.search import Criterion
 from fhirstore.search import definitions as d
-from fhirstore.search.query import Criterion
 from subscriptions.criteria import parse_query
 from subscriptions.elements import Json, child, children, invalid, string, strings
 from subscriptions.fhirpath_budget import FhirPathError, compile_client_fhirpath

@@ -120,3 +120,49 @@ def test_importing_the_cli_loads_neither_the_store_nor_the_database_driver() -> 
         "assert not loaded, loaded"
     )
     assert result.returncode == 0, result.stderr
+
+
+# Modules other packages import by name rather than through a package surface, and why.
+PUBLIC_MODULES = {
+    "fhirstore.wire": "the one module naming every wire contract (topics, groups, headers, URLs)",
+    "fhirstore.db.upsert": "offered from `fhirstore.db`, `upsert` would be hidden by its module",
+    "fhirstore.surface": "what every package's `__init__` uses to offer its surface",
+}
+PRODUCT = ["fhirstore", "events", "subscriptions", "channels", "scheduler", "herald"]
+
+
+def _cross_package_imports() -> list[tuple[str, str, str]]:
+    """(importing file, module imported from, name) for each `from X import N` in product code
+    where X belongs to another top-level package."""
+    found = []
+    for top in PRODUCT:
+        for path in sorted(ROOT.joinpath(top).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    other = node.module.split(".")[0]
+                    if other in PRODUCT and other != top:
+                        where = str(path.relative_to(ROOT))
+                        found += [(where, node.module, alias.name) for alias in node.names]
+    return found
+
+
+def _around_surfaces(imports: list[tuple[str, str, str]]) -> list[str]:
+    surfaces = {package: set(import_module(package).__all__) for package in SURFACES}
+    return [
+        f"{where}: from {module} import {name}"
+        for where, module, name in imports
+        if module not in PUBLIC_MODULES and name not in surfaces.get(module, ())
+    ]
+
+
+def test_packages_import_each_other_through_their_surfaces() -> None:
+    stray = _around_surfaces(_cross_package_imports())
+    assert not stray, "import these through a package's __all__:\n" + "\n".join(stray)
+
+
+def test_the_surface_check_flags_an_import_that_goes_around_a_surface() -> None:
+    through = ("channels/x.py", "fhirstore", "Store")
+    around = ("channels/x.py", "fhirstore.store", "Store")
+    assert _around_surfaces([through]) == []
+    assert _around_surfaces([around]) == ["channels/x.py: from fhirstore.store import Store"]

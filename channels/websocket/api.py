@@ -25,20 +25,20 @@ from channels.attempt import Attempt
 from channels.transport import Failure, Outcome
 from channels.websocket.hub import Connection, SocketHub
 from channels.websocket.tokens import BindingTokens, Redeemed
-from fhirstore import fhirjson
-from fhirstore.access.acting import Record
-from fhirstore.access.boundary import Access
-from fhirstore.api.auth import bound_by_token, boundary_router, request_access
-from fhirstore.api.http import FhirResponse
-from fhirstore.db.writer import fhir_instant
-from fhirstore.errors import BadRequest, FhirError, Unprocessable, operation_outcome
-from fhirstore.store import Store
-from subscriptions.ledger import Ledger, SubscriptionProgress
-from subscriptions.lifecycle import Lifecycle
-from subscriptions.model import SubscriptionSpec
-from subscriptions.notification import notification_bundle
-from subscriptions.operations import operation_parameters, stored_spec
-from subscriptions.registry import SubscriptionRegistry
+from fhirstore import BadRequest, FhirError, Store, Unprocessable, fhirjson, operation_outcome
+from fhirstore.access import Access, Record
+from fhirstore.api import FhirResponse, bound_by_token, boundary_router, request_access
+from fhirstore.db import fhir_instant
+from subscriptions import (
+    Ledger,
+    Lifecycle,
+    SubscriptionProgress,
+    SubscriptionRegistry,
+    SubscriptionSpec,
+    notification_bundle,
+    operation_parameters,
+    stored_spec,
+)
 
 SOCKET_PATH = "/websocket"
 # A Subscription just created may not be registered for delivery yet (on Kafka the matcher does

@@ -22,11 +22,10 @@ from sqlalchemy import and_, delete, insert, select, update
 
 from channels.tables import websocket_bindings
 from events.bus import Bus, Message, TopicSpec
-from fhirstore.db.engine import is_sqlite
-from fhirstore.periodic import Periodic
-from fhirstore.store import Store
+from fhirstore import Periodic, Store
+from fhirstore.db import is_sqlite
 from fhirstore.wire import GREETED_BEFORE_HEADER, OWNER_HEADER, WEBSOCKET_TOPIC
-from subscriptions.notification import NotificationBundle
+from subscriptions import NotificationBundle
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,8 @@ import orjson
 from sqlalchemy import delete, insert, select
 
 from channels.tables import websocket_tokens
-from fhirstore.access.principal import Principal
-from fhirstore.access.scopes import Scopes
-from fhirstore.store import Store
+from fhirstore import Store
+from fhirstore.access import Principal, Scopes
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,9 +21,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from events.bus.topic import TopicSpec
-from fhirstore.backoff import Backoff
-from fhirstore.clock import SystemClock
-from fhirstore.logsafe import failed_at
+from fhirstore import Backoff, SystemClock, failed_at
 
 log = logging.getLogger(__name__)
 

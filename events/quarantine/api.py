@@ -19,10 +19,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from events.quarantine.records import Quarantine, QuarantinedMessage
-from fhirstore.api.auth import boundary_router, request_principal
-from fhirstore.api.http import FhirResponse, read_json_body, whole_number
-from fhirstore.db.writer import fhir_instant
-from fhirstore.errors import BadRequest, Forbidden, InvalidSearch, NotFound
+from fhirstore import BadRequest, Forbidden, InvalidSearch, NotFound
+from fhirstore.api import (
+    FhirResponse,
+    boundary_router,
+    read_json_body,
+    request_principal,
+    whole_number,
+)
+from fhirstore.db import fhir_instant
 
 _STATUSES = ("open", "all")
 

@@ -33,8 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from events.bus.base import Message
 from events.metrics import QUARANTINE_OPEN, QUARANTINED
 from events.tables import stream_quarantine
-from fhirstore.logsafe import failed_at
-from fhirstore.store import Store
+from fhirstore import Store, failed_at
 from fhirstore.wire import CHANGES_TOPIC, EVENT_ID_HEADER
 
 # Errors an unreachable database (or network) raises; any other error is the message's.

@@ -15,8 +15,7 @@ import logging
 from events.bus import Bus
 from events.metrics import QUARANTINE_OPEN, QUARANTINE_REPLAYS
 from events.quarantine.records import Quarantine
-from fhirstore.logsafe import failed_at
-from fhirstore.periodic import Periodic
+from fhirstore import Periodic, failed_at
 
 log = logging.getLogger(__name__)
 

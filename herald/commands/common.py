@@ -16,8 +16,8 @@ from herald.logging import configure_logging
 from herald.settings import Settings
 
 if TYPE_CHECKING:
-    from fhirstore.store import Store
-    from subscriptions.ledger import Ledger
+    from fhirstore import Store
+    from subscriptions import Ledger
 
 console = Console(stderr=True)
 
@@ -116,10 +116,8 @@ def cannot_start(problem: str) -> NoReturn:
 @asynccontextmanager
 async def store_of(settings: Settings) -> AsyncIterator[Store]:
     """The store of `settings`' database, its schema brought up to date first."""
-    from fhirstore.clock import SystemClock
-    from fhirstore.db.engine import create_engine
-    from fhirstore.db.migrate import upgrade
-    from fhirstore.store import Store
+    from fhirstore import Store, SystemClock
+    from fhirstore.db import create_engine, upgrade
 
     engine = create_engine(settings.database_url)
     try:
@@ -132,7 +130,7 @@ async def store_of(settings: Settings) -> AsyncIterator[Store]:
 @asynccontextmanager
 async def ledger_of(settings: Settings) -> AsyncIterator[Ledger]:
     """The subscription ledger of `settings`' database."""
-    from subscriptions.ledger import Ledger
+    from subscriptions import Ledger
 
     async with store_of(settings) as store:
         yield Ledger(store)

@@ -23,7 +23,7 @@ from herald.commands.common import (
 if TYPE_CHECKING:
     from events.quarantine import QuarantinedMessage
     from herald.settings import Settings
-    from subscriptions.dead_letters import DeadLetter
+    from subscriptions import DeadLetter
 
 quarantine_app = typer.Typer(
     help="Changes a consumer could not process, set aside (see docs/operations.md).",

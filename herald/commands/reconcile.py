@@ -49,11 +49,10 @@ def reconcile(
 
 
 async def _sweep(settings: Settings, *, full: bool) -> tuple[dict[str, int], Skipped]:
-    from events.bus.memory import MemoryBus
-    from fhirstore.access.audit import AuditTrail
+    from events.bus import MemoryBus
+    from fhirstore.access import AuditTrail
     from herald.runtime import schedule_policy
-    from scheduler.repairs import Repairs
-    from scheduler.service import Scheduler
+    from scheduler import Repairs, Scheduler
 
     async with store_of(settings) as store, AuditTrail(store).writing() as trail:
         audit = trail.record if settings.audit else None

@@ -41,7 +41,7 @@ def serve(
     """Run the FHIR API (and, unless --no-relay / --no-subscriptions / --no-scheduler, the
     outbox relay, the subscription matcher and dispatcher and the CarePlan scheduler) in this
     process."""
-    from channels.websocket.api import MAX_FRAME_BYTES
+    from channels.websocket import MAX_FRAME_BYTES
     from herald.app import create_app
     from herald.runtime import Runtime
     from herald.startup import listen, start_runtime
