@@ -1,4 +1,6 @@
-"""FHIR R4B store: REST API, persistence, search and the transactional outbox."""
+"""FHIR R4B store: REST API, persistence, search, validation, the access boundary and the
+transactional outbox; and, as the bottom package every other may import, what they all share:
+the clock, the backoff policy, the periodic-loop helper, leadership and the wire names."""
 
 from __future__ import annotations
 
