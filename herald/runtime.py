@@ -295,6 +295,7 @@ class Runtime:
         await self.registry.load()
         if self.settings.subscriptions:
             await self.matching_registry.load()
+        log.info("subscriptions loaded", extra={"subscriptions": len(self.registry.index)})
         # Written until everything that records has stopped, then what is left.
         stack.push_async_callback(self._flush_audit)
         self._spawn(stack, "audit-trail", self.audit.run)

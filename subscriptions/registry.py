@@ -87,7 +87,7 @@ class SubscriptionRegistry:
                 for version in await live_of_type(conn, resource_type):
                     self._apply(resource_type, version.id, version.version_id, version.body)
         self._position = max(self._position, newest)
-        log.info("subscription registry loaded", extra={"subscriptions": len(self.index)})
+        log.debug("subscription registry loaded", extra={"subscriptions": len(self.index)})
 
     def apply_event(self, event: ChangeEvent) -> SubscriptionChange | None:
         """Take in a change event of a Subscription or SubscriptionTopic.

@@ -24,5 +24,6 @@ def test_start_up_output_is_short_plain_and_names_the_database(tmp_path: Path) -
                     "Started server process", "Waiting for application startup"):  # fmt: skip
         assert chatter not in output, chatter
     assert sum("herald started" in line for line in lines) == 1
+    assert sum("subscriptions loaded" in line for line in lines) == 1
     assert sum("Herald FHIR base: http://127.0.0.1:" in line for line in lines) == 1
     assert len(lines) <= 12, output
