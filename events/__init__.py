@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from events.asyncapi import asyncapi_document
-    from events.metrics import FHIRPATH_OVER_BUDGET
     from events.model import ChangeEvent
     from events.relay import OutboxRelay
 else:
@@ -15,7 +14,6 @@ else:
     __getattr__ = LazyExports(__name__)
 
 __all__ = [
-    "FHIRPATH_OVER_BUDGET",
     "ChangeEvent",
     "OutboxRelay",
     "asyncapi_document",

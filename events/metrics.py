@@ -12,12 +12,6 @@ OUTBOX_LAG = Gauge(
     "herald_outbox_lag_events", "Committed changes not yet published (outbox head minus cursor)"
 )
 RELAY_IS_LEADER = Gauge("herald_relay_leader", "1 when this process is the active outbox relay")
-FHIRPATH_OVER_BUDGET = Counter(
-    "herald_fhirpath_over_budget",
-    "Client FHIRPath evaluations stopped for spending their budget (stage: create or match; "
-    "limit: steps or time)",
-    ["stage", "limit"],
-)
 
 QUARANTINED = Counter(
     "herald_quarantined_messages",

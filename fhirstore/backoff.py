@@ -1,9 +1,11 @@
 """The one backoff policy: wait `initial` seconds after the first failure, twice as long after
 each further one, never longer than `maximum`.
 
-Every retry in Herald that waits between tries (the outbox relay, the bus's consumer retries,
-leadership, the quarantine's tries) takes its waits from a `Backoff`; only the numbers differ,
-and they come from settings.
+The outbox relay, the bus's consumer retries, leadership, the periodic loops and the tries of a
+notification that cannot be built or sent take their waits from a `Backoff`; only the numbers
+differ, and they come from settings. Notification delivery keeps its own schedule
+(`channels/policy.py`: the same doubling, with jitter so many subscriptions do not retry in
+step, and a give-up age instead of a cap on tries).
 """
 
 from __future__ import annotations

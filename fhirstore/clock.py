@@ -1,4 +1,8 @@
-"""The one clock. Everything that needs the time, or waits for time to pass, takes a `Clock`.
+"""The one clock. Everything that needs the time takes a `Clock`, and every background loop
+waits on it (through `fhirstore.periodic`), so tests move time instead of polling. Three waits
+are still in real time: the delivery core's retry waits (`channels/retries.py`,
+`channels/delivery.py`), the bus's consumer retries (a bus has no clock), and the WebSocket
+bind's short wait for its registration (`channels/websocket/api.py`).
 
 `SystemClock` is the real one. `FrozenClock` only moves when a test tells it to, and its
 `sleep` returns once the test has moved the time past the sleeper's deadline, so tests move

@@ -16,7 +16,6 @@ from typing import Any
 
 from fhirpathpy.models import models
 
-from events import FHIRPATH_OVER_BUDGET
 from subscriptions.elements import invalid
 from subscriptions.fhirpath_budget import (
     FhirPathError,
@@ -24,6 +23,7 @@ from subscriptions.fhirpath_budget import (
     FhirPathRunner,
     compile_client_fhirpath,
 )
+from subscriptions.metrics import FHIRPATH_OVER_BUDGET
 from subscriptions.model import ANY_RESOURCE, ResourceTrigger, Topic
 
 _PATH_TYPES: dict[str, str] = models["r4"]["path2Type"]

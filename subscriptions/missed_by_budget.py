@@ -14,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from events import FHIRPATH_OVER_BUDGET
 from subscriptions.index import MissedByBudget
 from subscriptions.ledger import Ledger
 from subscriptions.lifecycle import Lifecycle
+from subscriptions.metrics import FHIRPATH_OVER_BUDGET
 
 log = logging.getLogger(__name__)
 
