@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from fhirstore.search.extract import index_entries
     from fhirstore.search.limits import DEFAULT_LIMITS, SearchLimits
     from fhirstore.search.match import EntryGroups, group_entries, matches_entries
-    from fhirstore.search.query import Criterion, check_criteria, parse_criterion
+    from fhirstore.search.query import Criterion, Link, check_criteria, parse_criterion
     from fhirstore.search.values import TokenValue
 else:
     from fhirstore.surface import LazyExports
@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_LIMITS",
     "Criterion",
     "EntryGroups",
+    "Link",
     "SearchLimits",
     "SearchParam",
     "TokenValue",

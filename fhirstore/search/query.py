@@ -43,12 +43,32 @@ UNSUPPORTED = frozenset(
 
 
 @dataclass(frozen=True, slots=True)
+class Link:
+    """One step of a chain, from the resources at hand to the `target` resources.
+
+    Forward (`subject:Patient.name=x`): `param` is a reference parameter of the resources at
+    hand, and the step reaches the `target` resources it points at. Reverse
+    (`_has:Observation:patient:code=x`): `param` is a reference parameter of `target`, and the
+    step reaches the `target` resources whose `param` points at the resources at hand.
+    """
+
+    param: SearchParam
+    target: str
+    reverse: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Criterion:
-    """One search parameter occurrence: matches when any of `values` (OR) matches."""
+    """One search parameter occurrence: matches when any of `values` (OR) matches.
+
+    With a `chain`, `param`, `modifier` and `values` apply to the resources the last link
+    reaches, and a resource matches when following the links from it reaches one that matches.
+    """
 
     param: SearchParam
     modifier: str | None
     values: tuple[v.SearchValue, ...]
+    chain: tuple[Link, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.values, tuple):  # accept a list, stay hashable
