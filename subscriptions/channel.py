@@ -11,7 +11,9 @@ Payload content: for a topic-based subscription the `backport-payload-content` e
 `_payload` decides; when it is absent the content is `id-only` if a payload MIME type is given
 and `empty` otherwise (for email always `empty`, so that no clinical content is mailed by
 accident). A classic R4 subscription sends the resource itself when it has a
-payload (`full-resource`) and nothing otherwise (`empty`). Payloads are JSON only.
+payload (`full-resource`) and nothing otherwise (`empty`). The payload MIME type is read by
+`subscriptions/payload.py`: JSON with an optional `fhirVersion`, and the IG's mail forms
+(`text/plain;attach=application/fhir+json`) for email.
 """
 
 from __future__ import annotations
@@ -41,12 +43,12 @@ from subscriptions.elements import (
     strings,
 )
 from subscriptions.model import Channel, ChannelType, ContentLevel
+from subscriptions.payload import Payload, parse_payload
 
 PATH = "Subscription.channel"
 CHANNEL_TYPES = frozenset({"rest-hook", "websocket", "email", "message"})  # R4B codes
 R4_CHANNEL_TYPES = CHANNEL_TYPES | {"sms"}
 KAFKA = "kafka"  # in HERALD_CHANNEL_TYPES
-JSON_PAYLOADS = frozenset({"application/fhir+json", "application/json"})
 CONTENT_LEVELS = frozenset({"empty", "id-only", "full-resource"})
 MAX_HEARTBEAT_SECONDS = 86_400
 MAX_TIMEOUT_SECONDS = 300
@@ -58,6 +60,8 @@ _LIMITS = {
     MAX_COUNT: ("valuePositiveInt", 1, MAX_EVENTS_PER_NOTIFICATION),
 }
 _MAILTO = re.compile(r"mailto:[^@\s,?]+@[^@\s,?]+(,[^@\s,?]+@[^@\s,?]+)*")
+_DEFAULT_PAYLOAD = Payload("application/fhir+json")
+_DEFAULT_MAIL = Payload("application/fhir+json", mail_body="text/plain", attach=True)
 _HEADER = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*:\s*([^\r\n]*)")
 
 
@@ -87,12 +91,15 @@ def parse_channel(resource: dict[str, Any], *, classic: bool, support: ChannelSu
             "the R4 websocket protocol (bind/ping) is not supported: use a topic-based "
             "Subscription (Backport IG) for the websocket channel",
         )
-    payload, content = _payload(channel, classic, email=kind == "email")
+    payload, parsed_payload, content = _payload(channel, classic, email=kind == "email")
     parsed = Channel(
         type=kind,
         endpoint=_endpoint(channel, kind),
         payload=payload,
         content=content,
+        fhir_version=parsed_payload.fhir_version,
+        mail_body=parsed_payload.mail_body,
+        attach=parsed_payload.attach,
         headers=_headers(channel),
         heartbeat_period=_limit(channel, HEARTBEAT_PERIOD),
         timeout=_limit(channel, TIMEOUT),
@@ -175,30 +182,22 @@ def _http_url(endpoint: str, path: str) -> str:
     return endpoint
 
 
-def _payload(channel: Json, classic: bool, *, email: bool) -> tuple[str | None, ContentLevel]:
+def _payload(
+    channel: Json, classic: bool, *, email: bool
+) -> tuple[str | None, Payload, ContentLevel]:
     path = f"{PATH}.payload"
     mime = string(channel, "payload", PATH)
-    if mime is not None:
-        _check_mime(mime, path)
+    parsed = parse_payload(mime, path, email=email) if mime is not None else _DEFAULT_PAYLOAD
+    if mime is None and email:
+        parsed = _DEFAULT_MAIL
     if classic:
-        return mime, "full-resource" if mime is not None else "empty"
+        return mime, parsed, "full-resource" if mime is not None else "empty"
     content = _content(channel, path)
     if content is None:
-        return mime, "id-only" if mime is not None and not email else "empty"
+        return mime, parsed, "id-only" if mime is not None and not email else "empty"
     if mime is None and content != "empty":
         mime = "application/fhir+json"
-    return mime, content
-
-
-def _check_mime(mime: str, path: str) -> None:
-    base = mime.partition(";")[0].strip().lower()
-    if base in JSON_PAYLOADS:
-        return
-    if "xml" in base:
-        raise invalid(
-            path, f"XML payloads are not supported (got {mime!r}); use application/fhir+json"
-        )
-    raise invalid(path, f"expects application/fhir+json or application/json (got {mime!r})")
+    return mime, parsed, content
 
 
 def _content(channel: Json, path: str) -> ContentLevel | None:

@@ -14,6 +14,7 @@ from typing import Literal
 from fhirstore.access import Principal
 from fhirstore.search import Criterion
 from fhirstore.wire import CLASSIC_TOPIC_PREFIX
+from subscriptions.payload import FhirVersion, MailBody
 
 # A resource trigger on this type matches every resource type.
 ANY_RESOURCE = "Resource"
@@ -84,6 +85,12 @@ class Channel:
     # MIME type of the payload; None for a classic R4 subscription without payload.
     payload: str | None = "application/fhir+json"
     content: ContentLevel = "id-only"
+    # The FHIR version of the notifications (`fhirVersion` on the payload): "4.0" gives the
+    # Backport IG's R4 form, "4.3" (R4B) the SubscriptionStatus form.
+    fhir_version: FhirVersion = "4.3"
+    # Email only: the mail body's type, and whether the notification Bundle is attached.
+    mail_body: MailBody | None = None
+    attach: bool = False
     headers: tuple[tuple[str, str], ...] = ()
     heartbeat_period: int | None = None  # seconds
     timeout: int | None = None  # seconds
