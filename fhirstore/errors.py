@@ -80,6 +80,14 @@ class PayloadTooLarge(FhirError):
     code = "too-costly"
 
 
+class NotAcceptable(FhirError):
+    """The client asked (`Accept`, `_format`) for a representation this server cannot give,
+    such as a FHIR version it does not serve."""
+
+    status = 406
+    code = "not-supported"
+
+
 class UnsupportedMediaType(FhirError):
     status = 415
     code = "not-supported"

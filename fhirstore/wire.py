@@ -115,6 +115,10 @@ BACKPORT_PROFILE = BACKPORT + "backport-subscription"
 STATUS_OPERATION = BACKPORT_IG + "/OperationDefinition/backport-subscription-status"
 # `$events`, as Herald's CapabilityStatement defines it; clients read.
 EVENTS_OPERATION = BACKPORT_IG + "/OperationDefinition/backport-subscription-events"
+# Profile of the R4 notification status (a Parameters resource); R4 notifications carry it.
+STATUS_R4_PROFILE = BACKPORT + "backport-subscription-status-r4"
+# The IG's R4 server CapabilityStatement, which Herald's R4 statement instantiates.
+SERVER_R4_CAPABILITIES = BACKPORT_IG + "/CapabilityStatement/backport-subscription-server-r4"
 
 # Code systems of Subscription.channel.type (R4B's and R4's) clients may write; the parser reads.
 CHANNEL_TYPE_SYSTEMS = frozenset(

@@ -1,9 +1,12 @@
 """Notification Bundles of topic-based subscriptions, and bodies of classic R4 notifications.
 
-Topic-based subscriptions follow the Subscriptions R5 Backport IG on R4B, which has a native
-SubscriptionStatus resource. Every notification is a `history` Bundle whose first entry is a
-SubscriptionStatus (`type` handshake | heartbeat | event-notification | query-status |
-query-event). The channel's content level decides what follows it:
+Topic-based subscriptions follow the Subscriptions R5 Backport IG. Every notification is a
+`history` Bundle whose first entry is the notification status (`type` handshake | heartbeat |
+event-notification | query-status | query-event): on R4B (the default) a SubscriptionStatus;
+for a subscription whose payload says `fhirVersion=4.0`, the IG's R4 form, a Parameters resource
+with the same facts (`status_parameters.py`). `$status` and `$events` answer in the version the
+request asks for. Everything else below is the same in both forms. The channel's content level
+decides what follows the status:
 
 - `empty`: only the status; its `notificationEvent`s carry `eventNumber` and `timestamp` but no
   `focus`, so nothing about the changed resources leaves the server.
@@ -42,6 +45,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from fhirstore import fhirjson
 from fhirstore.db import fhir_instant
 from subscriptions.model import ContentLevel, NotificationType, SubscriptionSpec
+from subscriptions.payload import R4, FhirVersion
+from subscriptions.status_parameters import StatusEvent, status_parameters
 
 # The REST interaction that made each kind of change, and the status it was answered with.
 _METHOD = {"create": "POST", "update": "PUT", "delete": "DELETE"}
@@ -49,9 +54,10 @@ _STATUS = {"create": "201", "update": "200", "delete": "204"}
 
 
 class NotificationBundle(BaseModel):
-    """A Subscription notification: a FHIR `history` Bundle whose first entry is the R4B
-    SubscriptionStatus (handshake, heartbeat or event-notification), followed by an entry per
-    event at id-only or full-resource content."""
+    """A Subscription notification: a FHIR `history` Bundle whose first entry is the status
+    (handshake, heartbeat or event-notification): an R4B SubscriptionStatus, or for a
+    subscription with `fhirVersion=4.0` on its payload the Backport IG's R4 Parameters;
+    followed by an entry per event at id-only or full-resource content."""
 
     model_config = ConfigDict(populate_by_name=True, extra="allow")
 
@@ -86,9 +92,26 @@ def subscription_status(
     events: Sequence[NotificationEvent],
     base_url: str,
     errors: Sequence[str] = (),
+    fhir_version: FhirVersion | None = None,
 ) -> dict[str, Any]:
-    """An R4B SubscriptionStatus of `spec`, describing `events` at the channel's content level."""
+    """The status of `spec` describing `events` at the channel's content level: an R4B
+    SubscriptionStatus, or the R4 Parameters when `fhir_version` (by default the channel's)
+    is 4.0."""
     base = base_url.rstrip("/")
+    content = spec.channel.content
+    shown = [_shown(e, content, base) for e in events]
+    subscription = f"{base}/Subscription/{spec.id}"
+    if (fhir_version or spec.channel.fhir_version) == R4:
+        return status_parameters(
+            resource_id=str(uuid.uuid4()),
+            subscription=subscription,
+            topic=spec.topic_url,
+            status=status,
+            notification_type=notification_type,
+            events_since_start=events_since_start,
+            events=shown,
+            errors=errors,
+        )
     resource: dict[str, Any] = {
         "resourceType": "SubscriptionStatus",
         "id": str(uuid.uuid4()),
@@ -96,10 +119,9 @@ def subscription_status(
         "type": notification_type,
         "eventsSinceSubscriptionStart": str(events_since_start),
     }
-    if events:
-        content = spec.channel.content
-        resource["notificationEvent"] = [_notification_event(e, content, base) for e in events]
-    resource["subscription"] = {"reference": f"{base}/Subscription/{spec.id}"}
+    if shown:
+        resource["notificationEvent"] = [_notification_event(e) for e in shown]
+    resource["subscription"] = {"reference": subscription}
     resource["topic"] = spec.topic_url
     if errors:
         resource["error"] = [{"text": error} for error in errors]
@@ -116,8 +138,10 @@ def notification_bundle(
     base_url: str,
     now: datetime,
     errors: Sequence[str] = (),
+    fhir_version: FhirVersion | None = None,
 ) -> dict[str, Any]:
-    """The `history` Bundle sent (or returned) for `events`, shaped by the content level."""
+    """The `history` Bundle sent (or returned) for `events`, shaped by the content level, in
+    `fhir_version` (by default the channel's)."""
     base = base_url.rstrip("/")
     head = subscription_status(
         spec,
@@ -127,6 +151,7 @@ def notification_bundle(
         events=events,
         base_url=base,
         errors=errors,
+        fhir_version=fhir_version,
     )
     entries = [_status_entry(head, f"{base}/Subscription/{spec.id}/$status")]
     content = spec.channel.content
@@ -150,6 +175,7 @@ def events_bundle(
     base_url: str,
     now: datetime,
     errors: Sequence[str] = (),
+    fhir_version: FhirVersion | None = None,
 ) -> dict[str, Any]:
     """What `Subscription/[id]/$events` returns: a notification Bundle typed `query-event`."""
     return notification_bundle(
@@ -161,11 +187,13 @@ def events_bundle(
         base_url=base_url,
         now=now,
         errors=errors,
+        fhir_version=fhir_version,
     )
 
 
 def status_bundle(statuses: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """What `$status` returns: a `searchset` with one SubscriptionStatus per subscription."""
+    """What `$status` returns: a `searchset` with one status per subscription (SubscriptionStatus
+    resources, or R4 Parameters)."""
     return {
         "resourceType": "Bundle",
         "id": str(uuid.uuid4()),
@@ -191,15 +219,20 @@ def classic_body(spec: SubscriptionSpec, event: NotificationEvent) -> bytes | No
     return fhirjson.dumps(event.resource)
 
 
-def _notification_event(
-    event: NotificationEvent, content: ContentLevel, base: str
-) -> dict[str, Any]:
-    found: dict[str, Any] = {
-        "eventNumber": str(event.event_number),
-        "timestamp": fhir_instant(event.timestamp),
-    }
-    if content != "empty" and not event.withheld:
-        found["focus"] = {"reference": _focus_url(event, base)}
+def _shown(event: NotificationEvent, content: ContentLevel, base: str) -> StatusEvent:
+    """`event` as the status shows it: its focus only above `empty`, and only if not withheld."""
+    shows_focus = content != "empty" and not event.withheld
+    return StatusEvent(
+        event_number=event.event_number,
+        timestamp=fhir_instant(event.timestamp),
+        focus=_focus_url(event, base) if shows_focus else None,
+    )
+
+
+def _notification_event(event: StatusEvent) -> dict[str, Any]:
+    found: dict[str, Any] = {"eventNumber": str(event.event_number), "timestamp": event.timestamp}
+    if event.focus is not None:
+        found["focus"] = {"reference": event.focus}
     return found
 
 

@@ -1,5 +1,9 @@
 """The Backport IG operations: `Subscription/$status` (type and instance level) and
-`Subscription/{id}/$events`. Parameters come from the query string or a Parameters body."""
+`Subscription/{id}/$events`. Parameters come from the query string or a Parameters body.
+
+Both answer in the FHIR version the request asks for (`fhirVersion` in `Accept` or `_format`):
+R4 statuses are the IG's Parameters form, R4B ones (the default) SubscriptionStatus resources,
+whatever version the subscription's own notifications are in; the Content-Type says which."""
 
 from __future__ import annotations
 
@@ -15,9 +19,11 @@ from fhirstore.access import Access, Principal
 from fhirstore.api import (
     FhirResponse,
     boundary_router,
+    fhir_media_type,
     read_json_body,
     request_access,
     request_principal,
+    requested_fhir_version,
 )
 from subscriptions.focus import notification_events, withhold_unreadable
 from subscriptions.ledger import Ledger
@@ -66,6 +72,7 @@ def subscription_router(
         return await stored_spec(store, registry, subscription_id, request_access(request))
 
     async def statuses(request: Request, ids: list[str]) -> Response:
+        version = requested_fhir_version(request)
         params = await operation_parameters(request, max_body_bytes)
         ids = ids or [i for v in params.get("id", []) for i in v.split(",") if i]
         wanted = {s for v in params.get("status", []) for s in v.split(",") if s}
@@ -93,9 +100,10 @@ def subscription_router(
                     events=[],
                     base_url=base_url(request),
                     errors=[progress.last_error] if progress and progress.last_error else [],
+                    fhir_version=version,
                 )
             )
-        return FhirResponse(status_bundle(entries))
+        return FhirResponse(status_bundle(entries), media_type=fhir_media_type(version))
 
     @router.api_route("/Subscription/$status", methods=["GET", "POST"])
     async def type_status(request: Request) -> Response:
@@ -107,6 +115,7 @@ def subscription_router(
 
     @router.api_route("/Subscription/{subscription_id}/$events", methods=["GET", "POST"])
     async def events(request: Request, subscription_id: str) -> Response:
+        version = requested_fhir_version(request)
         params = await operation_parameters(request, max_body_bytes)
         spec = await spec_of(request, subscription_id)
         since = _number(params, "eventsSinceNumber")
@@ -127,8 +136,9 @@ def subscription_router(
             events=loaded,
             base_url=base_url(request),
             now=store.clock.now(),
+            fhir_version=version,
         )
-        return FhirResponse(bundle)
+        return FhirResponse(bundle, media_type=fhir_media_type(version))
 
     return router
 

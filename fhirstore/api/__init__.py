@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     )
     from fhirstore.api.errors import install_error_handlers
     from fhirstore.api.http import FhirResponse, read_json_body, whole_number
+    from fhirstore.api.negotiation import fhir_media_type, requested_fhir_version
     from fhirstore.api.routes import fhir_router
 else:
     from fhirstore.surface import LazyExports
@@ -36,11 +37,13 @@ __all__ = [
     "audit_event_router",
     "bound_by_token",
     "boundary_router",
+    "fhir_media_type",
     "fhir_router",
     "install_error_handlers",
     "read_json_body",
     "refuse_writes",
     "request_access",
     "request_principal",
+    "requested_fhir_version",
     "whole_number",
 ]

@@ -1,9 +1,16 @@
-"""The CapabilityStatement: what this server really supports, built from the same tables it uses."""
+"""The CapabilityStatement: what this server really supports, built from the same tables it uses.
+
+It is asked for in R4B (the default) or R4 (`fhirVersion=4.0`, see `negotiation.py`). Herald
+stores R4B, and an R4 client reads and writes every resource type the two versions share
+unchanged (docs/r4.md says where they differ); the R4 statement declares `fhirVersion` 4.0.1
+and leaves out the types R4 does not have.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from fhirstore.api.negotiation import R4, RELEASES, R4B, FhirVersion
 from fhirstore.search.definitions import resource_types, search_params
 
 _TYPE_INTERACTIONS = [
@@ -17,10 +24,33 @@ _TYPE_INTERACTIONS = [
     "search-type",
 ]
 _UNSEARCHABLE = {"composite", "special"}
+# Resource types of R4B (4.3.0) that R4 (4.0.1) does not have; the R4 statement leaves them out.
+R4B_ONLY = frozenset(
+    {
+        "AdministrableProductDefinition",
+        "Citation",
+        "ClinicalUseDefinition",
+        "EvidenceReport",
+        "Ingredient",
+        "ManufacturedItemDefinition",
+        "MedicinalProductDefinition",
+        "NutritionProduct",
+        "PackagedProductDefinition",
+        "RegulatedAuthorization",
+        "SubscriptionStatus",
+        "SubscriptionTopic",
+        "SubstanceDefinition",
+    }
+)
 
 
-def capability_statement(base: str, *, software_version: str, now: str) -> dict[str, Any]:
-    resources = [_resource(t) for t in sorted(resource_types())]
+def capability_statement(
+    base: str, *, software_version: str, now: str, fhir_version: FhirVersion = R4B
+) -> dict[str, Any]:
+    types = sorted(resource_types())
+    if fhir_version == R4:
+        types = [t for t in types if t not in R4B_ONLY]
+    resources = [_resource(t) for t in types]
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -28,7 +58,7 @@ def capability_statement(base: str, *, software_version: str, now: str) -> dict[
         "kind": "instance",
         "software": {"name": "Herald", "version": software_version},
         "implementation": {"description": "Herald FHIR store", "url": base},
-        "fhirVersion": "4.3.0",
+        "fhirVersion": RELEASES[fhir_version],
         "format": ["application/fhir+json", "json"],
         "rest": [
             {

@@ -22,6 +22,7 @@ from fhirstore.api.http import (
     read_json_body,
     whole_number,
 )
+from fhirstore.api.negotiation import fhir_media_type, requested_fhir_version
 from fhirstore.db.writer import WrittenVersion, fhir_instant
 from fhirstore.errors import BadRequest, PayloadTooLarge
 from fhirstore.search.query import parse_search
@@ -56,14 +57,16 @@ def fhir_router(
 
     @public.get("/metadata")
     async def metadata(request: Request) -> Response:
+        version = requested_fhir_version(request)
         statement = capability_statement(
             base_url(request),
             software_version=software_version,
             now=fhir_instant(store.clock.now()),
+            fhir_version=version,
         )
-        for add in capability_additions:
+        for add in capability_additions:  # they read `fhirVersion` where the versions differ
             add(statement)
-        return FhirResponse(statement)
+        return FhirResponse(statement, media_type=fhir_media_type(version))
 
     @router.post("")
     @router.post("/", include_in_schema=False)
