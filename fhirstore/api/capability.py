@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fhirstore.api.negotiation import R4, RELEASES, R4B, FhirVersion
+from fhirstore.api.negotiation import R4, R4B, RELEASES, FhirVersion
 from fhirstore.search.definitions import resource_types, search_params
 
 _TYPE_INTERACTIONS = [
