@@ -1,8 +1,8 @@
 """R4 clients end to end: a Subscription whose payload says `fhirVersion=4.0` gets the Backport
 IG's R4 notifications (a `history` Bundle headed by a Parameters status) on every channel, read
-by real parts: an HTTP receiver, a `websockets` client, an aiokafka consumer. `$status` and
-`$events` answer in the version the request asks for. Each test runs embedded and scaled out
-(PostgreSQL, Kafka)."""
+by real parts: an HTTP receiver, a `websockets` client, an aiokafka consumer, an SMTP server.
+`$status` and `$events` answer in the version the request asks for. Each test runs embedded and
+scaled out (PostgreSQL, Kafka)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from tests.e2e.delivery.conftest import (
     subscription,
     wait_for_status,
 )
+from tests.e2e.delivery.test_email import email_subscription, mails
 from tests.e2e.delivery.test_queue import queue_subscription
 from tests.e2e.delivery.test_websocket import (
     bind,
@@ -29,7 +30,9 @@ from tests.e2e.delivery.test_websocket import (
     token_for,
     websocket_subscription,
 )
+from tests.support.process import free_port
 from tests.support.receiver import http_receiver
+from tests.support.smtp import smtp_server
 from tests.support.topics import read_topic
 
 R4_JSON = "application/fhir+json;fhirVersion=4.0"
@@ -183,7 +186,7 @@ async def test_an_r4_websocket_subscription_gets_r4_handshake_events_and_heartbe
     assert kind(handshake) == "handshake"
     by_kind = {kind(b): b for b in received}
     [event] = r4_events(by_kind["event-notification"])
-    assert event["event-number"] == "1" and event["focus"]["reference"].count("/Observation/")
+    assert event["event-number"] == "1" and "/Observation/" in event["focus"]["reference"]
     assert r4_status(by_kind["heartbeat"])["status"][0]["valueCode"] == "active"
 
 
@@ -204,6 +207,30 @@ async def test_an_r4_queue_subscription_writes_r4_bundles_to_the_topic(
     assert [kind(b) for b in bundles] == ["handshake", "event-notification", "event-notification"]
     assert [[e["event-number"] for e in r4_events(b)] for b in bundles[1:]] == [["1"], ["2"]]
     assert {dict(r.headers)["Content-Type"].decode() for r in records} == {R4_JSON}
+
+
+async def test_an_r4_email_subscription_gets_the_r4_bundle_attached(
+    start_herald: HeraldFactory,
+) -> None:
+    patient, port = _patient(), free_port()
+    resource = email_subscription(patient, content="id-only")
+    resource["channel"]["payload"] = "text/plain;attach=application/fhir+json;fhirVersion=4.0"
+    with smtp_server(port) as mailbox:
+        async with start_herald(smtp_host="127.0.0.1", smtp_port=port) as (_, client):
+            made = await client.post("/Subscription", json=resource)
+            assert made.status_code == 201, made.text
+            await wait_for_status(client, made.json()["id"], "active")
+            assert (await client.post("/Observation", json=observation(patient, 1))).is_success
+            handshake, event = await mails(mailbox, 2)
+
+    attached = []
+    for message in (handshake, event):
+        [attachment] = list(message.iter_attachments())
+        assert attachment.get_content_type() == "application/fhir+json"
+        attached.append(orjson.loads(attachment.get_payload(decode=True)))
+    assert [kind(b) for b in attached] == ["handshake", "event-notification"]
+    [found] = r4_events(attached[1])
+    assert found["event-number"] == "1" and "/Observation/" in found["focus"]["reference"]
 
 
 def _accept(versions: str) -> dict[str, str]:
