@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from fhirstore.wire import STATUS_R4_PROFILE
-from subscriptions.model import ContentLevel, NotificationType
+from subscriptions.model import ContentLevel, NotificationType, SubscriptionSpec
 from subscriptions.notification import (
     NotificationEvent,
     events_bundle,
@@ -60,7 +60,7 @@ PARTS = {
 }
 
 
-def r4_spec(content: ContentLevel = "id-only") -> Any:
+def r4_spec(content: ContentLevel = "id-only") -> SubscriptionSpec:
     made = spec(content, payload="application/fhir+json;fhirVersion=4.0")
     return replace(made, channel=replace(made.channel, fhir_version="4.0"))
 
@@ -151,7 +151,7 @@ def facts_r4b(status: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def without_status_ids(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+def after_status(bundle: dict[str, Any]) -> list[dict[str, Any]]:
     """The entries after the status, which must be the same in both forms."""
     return list(bundle["entry"][1:])
 
@@ -173,7 +173,7 @@ def test_every_type_and_level_says_in_r4_what_r4b_says(
     assert head["request"] == {"method": "GET", "url": f"{BASE}/Subscription/sub-1/$status"}
     assert head["response"] == {"status": "200"}
     assert r4["type"] == "history" and r4["timestamp"] == r4b["timestamp"]
-    assert without_status_ids(r4) == without_status_ids(r4b)
+    assert after_status(r4) == after_status(r4b)
     for entry in r4["entry"]:  # bdl-3, bdl-4
         assert entry["request"]["method"] and entry["request"]["url"]
         assert entry["response"]["status"]
