@@ -80,7 +80,7 @@ def test_a_topic_keeps_the_codes_each_parameter_allows() -> None:
 
 def test_several_entries_for_one_parameter_allow_what_any_allows() -> None:
     topic = parse_topic(lab_topic(entry("code", "in"), entry("code", "not-in")))
-    assert topic.filter_modifiers["Observation"]["code"] == {"in", "not-in"}
+    assert topic.filter_modifiers["Observation"]["code"] == frozenset({"in", "not-in"})
     unbounded = parse_topic(lab_topic(entry("code", "in"), entry("code")))
     assert unbounded.filter_modifiers["Observation"]["code"] is None
 
@@ -105,8 +105,8 @@ def test_the_builtin_topics_list_their_modifiers() -> None:
     known = topics()
     assert known[RESOURCE_CHANGE].filter_modifiers[ANY_RESOURCE] == {"_type": None, "*": None}
     task = known[TASK_READY].filter_modifiers["Task"]
-    assert task["patient"] == {"="}
-    assert task["code"] == {"=", "ne", "above", "below", "in", "not-in"}
+    assert task["patient"] == frozenset({"="})
+    assert task["code"] == frozenset({"=", "ne", "above", "below", "in", "not-in"})
     assert known[ENCOUNTER_START].filter_modifiers["Encounter"]["class"] == task["code"]
 
 
