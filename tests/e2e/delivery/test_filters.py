@@ -17,13 +17,12 @@ from fhirstore.clock import SystemClock
 from fhirstore.wire import ENCOUNTER_START
 from tests.e2e.delivery.conftest import (
     QUICK_DELIVERY,
-    HeraldFactory,
     notification_type,
     status_of,
     subscribe,
     subscription,
 )
-from tests.support.herald import running_herald, stored_counts
+from tests.support.herald import HeraldFactory, running_herald, stored_counts
 from tests.support.receiver import Receiver, http_receiver
 from tests.support.tokens import jwt_settings, live_bearer
 from tests.support.waiting import eventually
