@@ -83,7 +83,7 @@ class References:
     async def resolve(self, focus: EntryGroups | None, chains: Iterable[Chain]) -> None:
         """Read what `chains` reach from the focus (its entries `focus`), one level at a time:
         one `load_current` call per level for all the chains together."""
-        wanted = [chain for chain in set(chains) if chain[: len(chain)] not in self._edges]
+        wanted = [chain for chain in set(chains) if chain not in self._edges]
         depth = 0
         while True:
             prefixes = {c[: depth + 1] for c in wanted if len(c) > depth}
@@ -118,6 +118,8 @@ class References:
     def _pointers(self, prefix: Chain, focus: EntryGroups | None) -> dict[Ref, tuple[Ref, ...]]:
         """What the last link of `prefix` points at, from each resource its parent reached."""
         link = prefix[-1]
+        if link.reverse:  # refused in filters; never followed as if it were forward
+            return {}
         if len(prefix) == 1:
             parents = {_FOCUS: focus} if focus is not None else {}
         else:

@@ -140,7 +140,9 @@ def _classic_filters(resource_type: str, criteria: str, now: datetime | None) ->
         return ()
     return tuple(
         Filter(
-            resource_type, criterion(resource_type, name, value, CRITERIA, now), f"{name}={value}"
+            resource_type,
+            _forward_criterion(resource_type, name, value, CRITERIA, now),
+            f"{name}={value}",
         )
         for name, value in split_query(query, CRITERIA)
     )
@@ -242,9 +244,7 @@ def _param_filter(
             f" it allows: {listed}",
         )
     _check_written_modifier(topic, resource_type, code, name, path)
-    parsed = criterion(resource_type, name, value, path, now)
-    if any(link.reverse for link in parsed.chain):
-        raise invalid(path, _NO_REVERSE_CHAINS)
+    parsed = _forward_criterion(resource_type, name, value, path, now)
     check_modifiers(topic, resource_type, code, parsed, path)
     return Filter(resource_type, parsed, text)
 
@@ -258,6 +258,18 @@ def _check_written_modifier(
     param = d.search_params(resource_type).get(code)
     if modifier and "." not in name and param is not None:
         check_modifiers(topic, resource_type, code, Criterion(param, modifier, ()), path)
+
+
+def _forward_criterion(
+    resource_type: str, name: str, value: str, path: str, now: datetime | None
+) -> Criterion:
+    """A filter's criterion; reverse chains (`_has`) refused, with the reason."""
+    if name.partition(":")[0] == HAS:
+        raise invalid(path, _NO_REVERSE_CHAINS)
+    parsed = criterion(resource_type, name, value, path, now)
+    if any(link.reverse for link in parsed.chain):
+        raise invalid(path, _NO_REVERSE_CHAINS)
+    return parsed
 
 
 def _default_type(topic: Topic, types: frozenset[str] | None, path: str, text: str) -> str:

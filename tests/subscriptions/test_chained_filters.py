@@ -239,3 +239,12 @@ async def test_references_are_read_once_and_judged_per_owner() -> None:
     assert references.holds(criterion, None)
     assert references.holds(criterion, Access(CLINIC))
     assert not references.holds(criterion, Access(ALICE))
+
+
+async def test_a_reverse_link_is_never_followed_as_a_forward_one() -> None:
+    """Filters refuse `_has`; should one reach the matcher, it matches nothing."""
+    index, history = new_index(), History()
+    stored = Stored(patient("p1", "A1"))
+    backwards = replace(by_mrn("A1"), chain=(replace(by_mrn("A1").chain[0], reverse=True),))
+    index.put(spec("reverse", backwards))
+    assert await matched(index, history, stored, observation("o1", "Patient/p1")) == set()

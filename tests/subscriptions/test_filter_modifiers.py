@@ -180,3 +180,16 @@ def test_a_reverse_chain_is_refused_with_the_reason() -> None:
     message = refused(topics(), RESOURCE_CHANGE, "Patient?_has:Observation:patient:code=1234")
     assert "reverse chains (_has) are not supported in subscription filters" in message
     assert "forward chain" in message
+
+
+def test_a_reverse_chain_in_classic_criteria_is_refused_too() -> None:
+    resource = {
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "test",
+        "criteria": "Patient?_has:Observation:patient:code=1234",
+        "channel": {"type": "rest-hook", "endpoint": "https://example.org/hook"},
+    }
+    with pytest.raises(Unprocessable) as caught:
+        parse_subscription(resource, topics().get)
+    assert "reverse chains (_has) are not supported" in caught.value.diagnostics
