@@ -18,6 +18,9 @@ answering `load_previous` from memory, through:
 
 Each row runs whole passes over the stream until `--seconds` have passed (the naive loop may
 stop mid-pass) and checks that both give the same matches for the events both saw.
+
+A second table (`bench/matching_chains.py`, `--chained-sizes`) prices a chained filter
+(`patient.identifier=`) against the plain filter it stands for, on the same index.
 Run: `python -m bench.matching [--sizes 10,1000,10000,100000] [--events 500] ...`.
 """
 
@@ -34,6 +37,7 @@ from typing import Any
 
 from rich.table import Table
 
+from bench import matching_chains as chains
 from bench.harness import console, note, progress, rate, ratio
 from events.model import ChangeEvent
 from fhirstore.search.match import matches_entries
@@ -325,6 +329,15 @@ async def main(args: argparse.Namespace) -> None:
             rows.append(row)
             bar.advance(task)
     console.print(table(rows, args))
+    chained_sizes = [int(size) for size in args.chained_sizes.split(",") if size]
+    if chained_sizes:
+        chained_rows = []
+        with progress() as bar:
+            task = bar.add_task("chained filters", total=len(chained_sizes))
+            for size in chained_sizes:
+                chained_rows.append(await chains.measure(size, args))
+                bar.advance(task)
+        console.print(chains.table(chained_rows, args, await chains.read_cost()))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -338,6 +351,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--matching", type=int, default=16, help="subscriptions that match")
     parser.add_argument("--watched", type=int, default=4, help="patients they are about")
     parser.add_argument("--seconds", type=float, default=2.0, help="time per row and matcher")
+    parser.add_argument(
+        "--chained-sizes",
+        default="10,1000,10000,100000",
+        help="subscription counts of the chained-filter table ('' to leave it out)",
+    )
     return parser.parse_args(argv)
 
 

@@ -26,7 +26,7 @@ from fhirstore.search.limits import SearchLimits
 from fhirstore.search.page import BodySize, Budget
 from fhirstore.search.query import SearchRequest
 from fhirstore.search.sql import SearchResult, run_search
-from fhirstore.stored import StoredVersion, version_of, versions_in
+from fhirstore.stored import StoredVersion, current_in, version_of, versions_in
 from fhirstore.validation import require_type
 
 # Appended to "does not exist": a narrowed principal learns nothing about what it may not read.
@@ -116,6 +116,22 @@ class StoreReads:
         out, deletions are included (`deleted`)."""
         async with self.engine.connect() as conn:
             return await versions_in(conn, keys)
+
+    async def current_versions(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], StoredVersion]:
+        """The current version of each (type, id) at once, on one connection (a query per
+        type); those that never existed are left out, deletions are included (`deleted`).
+        Not narrowed: Herald's own read (the matcher judges each owner's reach in memory)."""
+        ids_of: dict[str, list[str]] = {}
+        for resource_type, resource_id in keys:
+            ids_of.setdefault(resource_type, []).append(resource_id)
+        found: dict[tuple[str, str], StoredVersion] = {}
+        async with self.engine.connect() as conn:
+            for resource_type, ids in ids_of.items():
+                for resource_id, version in (await current_in(conn, resource_type, ids)).items():
+                    found[resource_type, resource_id] = version
+        return found
 
     async def history(
         self,

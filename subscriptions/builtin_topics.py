@@ -1,10 +1,16 @@
 """The SubscriptionTopics Herald offers out of the box, as R4B resources with fixed ids.
 
 - `resource-change`: any create, update or delete of any resource; filter by `_type` and by any
-  search parameter of the focus type (`filterParameter` `*`, see `topics.py`).
+  search parameter of the focus type (`filterParameter` `*`, see `topics.py`), with any
+  modifier and prefix Herald supports (no `canFilterBy.modifier`).
 - `task-ready`: a Task is created `ready` or changes to `ready` (a reminder fell due).
 - `encounter-start`: an Encounter is created `in-progress` or changes to `in-progress` (the
   Backport IG's admission example).
+
+On the two state-change topics, reference parameters allow `=` (a reference, `:Type`, or a
+chain such as `patient.identifier=`) and token parameters `=`, `ne` (`:not`), `in`, `not-in`,
+`above` and `below` (`canFilterBy.modifier`, see `operators.py`): what an app narrowing a
+stream to its patients or kinds of Task needs, and nothing that tests for absence.
 
 The state-change topics use the IG's pattern: previous `status:not=X`, current `status=X`,
 create counts as "previous passes", delete as "current fails", and both must hold, so a
@@ -36,10 +42,21 @@ def _topic(topic_id: str, title: str, description: str, **content: Any) -> dict[
     }
 
 
-def _filters(resource_type: str, descriptions: dict[str, str]) -> list[dict[str, Any]]:
+REFERENCE_MODIFIERS = ("=",)
+TOKEN_MODIFIERS = ("=", "ne", "above", "below", "in", "not-in")
+
+
+def _filters(
+    resource_type: str, descriptions: dict[str, tuple[str, tuple[str, ...]]]
+) -> list[dict[str, Any]]:
     return [
-        {"resource": resource_type, "filterParameter": name, "description": text}
-        for name, text in descriptions.items()
+        {
+            "resource": resource_type,
+            "filterParameter": name,
+            "description": text,
+            "modifier": list(modifiers),
+        }
+        for name, (text, modifiers) in descriptions.items()
     ]
 
 
@@ -93,12 +110,12 @@ TASK_READY_TOPIC: dict[str, Any] = _topic(
     canFilterBy=_filters(
         "Task",
         {
-            "patient": "The patient the Task is for",
-            "owner": "Who is responsible for the Task",
-            "code": "The Task type",
-            "focus": "What the Task acts on",
-            "requester": "Who asked for the Task",
-            "based-on": "The request the Task fulfils (e.g. a CarePlan)",
+            "patient": ("The patient the Task is for", REFERENCE_MODIFIERS),
+            "owner": ("Who is responsible for the Task", REFERENCE_MODIFIERS),
+            "code": ("The Task type", TOKEN_MODIFIERS),
+            "focus": ("What the Task acts on", REFERENCE_MODIFIERS),
+            "requester": ("Who asked for the Task", REFERENCE_MODIFIERS),
+            "based-on": ("The request the Task fulfils (e.g. a CarePlan)", REFERENCE_MODIFIERS),
         },
     ),
 )
@@ -111,12 +128,15 @@ ENCOUNTER_START_TOPIC: dict[str, Any] = _topic(
     canFilterBy=_filters(
         "Encounter",
         {
-            "patient": "The patient present at the Encounter",
-            "subject": "The patient or group present at the Encounter",
-            "class": "Inpatient, outpatient, emergency, ...",
-            "type": "The specific type of Encounter",
-            "location": "Where the Encounter takes place",
-            "service-provider": "The organization responsible for the Encounter",
+            "patient": ("The patient present at the Encounter", REFERENCE_MODIFIERS),
+            "subject": ("The patient or group present at the Encounter", REFERENCE_MODIFIERS),
+            "class": ("Inpatient, outpatient, emergency, ...", TOKEN_MODIFIERS),
+            "type": ("The specific type of Encounter", TOKEN_MODIFIERS),
+            "location": ("Where the Encounter takes place", REFERENCE_MODIFIERS),
+            "service-provider": (
+                "The organization responsible for the Encounter",
+                REFERENCE_MODIFIERS,
+            ),
         },
     ),
 )

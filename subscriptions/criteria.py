@@ -6,8 +6,9 @@
   the budget, off the event loop (`fhirpath_budget.py`). One that fails or spends its budget is
   no match, and is noted on the `ChangeContext` for whoever reports it.
 - `ChangeContext` is one change as the matcher sees it: the new version, the previous version
-  (loaded at most once, and only when something needs it) and their index entries (computed
-  once per change).
+  (loaded at most once, and only when something needs it), their index entries (computed
+  once per change) and the resources chained filters reach from the focus (`chains.py`,
+  read once per change).
 - `trigger_fires` evaluates a resource trigger's queryCriteria and fhirPathCriteria.
 """
 
@@ -31,6 +32,7 @@ from fhirstore.search import (
     matches_entries,
     parse_criterion,
 )
+from subscriptions.chains import LoadCurrent, References
 from subscriptions.elements import invalid
 from subscriptions.fhirpath_budget import (
     DEFAULT_RUNNER,
@@ -126,9 +128,11 @@ class ChangeContext:
         event: ChangeEvent,
         load_previous: LoadPrevious,
         fhirpath: FhirPathRunner = DEFAULT_RUNNER,
+        load_current: LoadCurrent | None = None,
     ) -> None:
         self.event = event
         self.fhirpath = fhirpath
+        self.references = References(load_current)
         self.fhirpath_failures: list[FhirPathFailure] = []
         self._load_previous = load_previous
         self._previous: Resource | None = None

@@ -6,7 +6,10 @@ Per change, the work grows with what can match, not with how many subscriptions 
   subscriptions is skipped before anything is evaluated;
 - a topic's trigger criteria are evaluated once per change, not once per subscription;
 - within a topic, subscriptions are filed under index keys (`keys.py`): only those filed under
-  a key the change's focus offers, and those without a key, are evaluated.
+  a key the change's focus offers, and those without a key, are evaluated;
+- chained filters (`patient.identifier=...`) are evaluated against the resources the focus
+  refers to, read once per change for all subscriptions (`chains.py`): one batched read per
+  chain level, never a query per subscription.
 
 The focus is the new version of the resource, or the previous version for a delete (loaded
 through `load_previous`, at most once per change and only when something needs it). A
@@ -25,6 +28,7 @@ from events import ChangeEvent
 from fhirstore.access import Access
 from fhirstore.search import Criterion, matches_entries
 from fhirstore.search import definitions as d
+from subscriptions.chains import LoadCurrent
 from subscriptions.criteria import (
     ChangeContext,
     FhirPathFailure,
@@ -32,7 +36,14 @@ from subscriptions.criteria import (
     trigger_fires,
 )
 from subscriptions.fhirpath_budget import DEFAULT_RUNNER, FhirPathOverBudget, FhirPathRunner
-from subscriptions.keys import IndexKey, focus_types, is_type_filter, subscription_keys
+from subscriptions.keys import (
+    IndexKey,
+    chained_event_keys,
+    focus_types,
+    is_type_filter,
+    keyed_chain,
+    subscription_keys,
+)
 from subscriptions.model import (
     ANY_RESOURCE,
     ResourceTrigger,
@@ -72,26 +83,31 @@ OnMissed = Callable[[MissedByBudget], None]
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
-    """A subscription as filed: its focus types, its criteria per focus type, its keys."""
+    """A subscription as filed: its focus types, its criteria per focus type (those on the
+    focus itself, and the chained ones), its keys (and the chained criterion they come from,
+    when they are chained keys)."""
 
     spec: SubscriptionSpec
     types: frozenset[str] | None  # None: every type of its topic
     criteria: Mapping[str, tuple[Criterion, ...]]
+    chained: Mapping[str, tuple[Criterion, ...]]
     keys: tuple[IndexKey, ...]
+    key_chain: Criterion | None
     access: Access | None  # the owner's (None: no owner, nothing to narrow)
 
     @classmethod
     def of(cls, spec: SubscriptionSpec) -> _Entry:
         criteria: dict[str, tuple[Criterion, ...]] = {}
+        chained: dict[str, tuple[Criterion, ...]] = {}
         for item in spec.filters:
             if not is_type_filter(item):
-                criteria[item.resource_type] = (
-                    *criteria.get(item.resource_type, ()),
-                    item.criterion,
-                )
+                into = chained if item.criterion.chain else criteria
+                into[item.resource_type] = (*into.get(item.resource_type, ()), item.criterion)
         types = focus_types(spec.filters)
         access = Access(spec.owner) if spec.owner is not None else None
-        return cls(spec, types, criteria, subscription_keys(spec.filters, types), access)
+        keys = subscription_keys(spec.filters, types)
+        key_chain = keyed_chain(keys, spec.filters)
+        return cls(spec, types, criteria, chained, keys, key_chain, access)
 
     def live(self, focus_type: str, now: datetime) -> bool:
         """Not off, not ended, and about this type (the keys mostly ensure the latter already)."""
@@ -102,11 +118,14 @@ class _Entry:
 
 
 class _Bucket:
-    """The subscriptions of one topic, by index key (those without a key on their own)."""
+    """The subscriptions of one topic, by index key (those without a key on their own), and
+    the chains behind its chained keys, by focus type and chain name (with how many
+    subscriptions use each)."""
 
     def __init__(self) -> None:
         self.keyed: dict[IndexKey, dict[str, _Entry]] = {}
         self.unkeyed: dict[str, _Entry] = {}
+        self.chains: dict[str, dict[str, tuple[Criterion, int]]] = {}
         self.size = 0
 
     def add(self, entry: _Entry) -> None:
@@ -115,10 +134,25 @@ class _Bucket:
             self.unkeyed[entry.spec.id] = entry
         for key in entry.keys:
             self.keyed.setdefault(key, {})[entry.spec.id] = entry
+        if entry.key_chain is not None:
+            focus, name, _ = entry.keys[0]
+            by_name = self.chains.setdefault(focus, {})
+            used = by_name.get(name, (entry.key_chain, 0))[1]
+            by_name[name] = (entry.key_chain, used + 1)
 
     def remove(self, entry: _Entry) -> None:
         self.size -= 1
         self.unkeyed.pop(entry.spec.id, None)
+        if entry.key_chain is not None:
+            focus, name, _ = entry.keys[0]
+            by_name = self.chains[focus]
+            criterion, used = by_name[name]
+            if used > 1:
+                by_name[name] = (criterion, used - 1)
+            else:
+                del by_name[name]
+                if not by_name:
+                    del self.chains[focus]
         for key in entry.keys:
             filed = self.keyed.get(key, {})
             filed.pop(entry.spec.id, None)
@@ -222,10 +256,15 @@ class SubscriptionIndex:
     # -- matching ---------------------------------------------------------------------------------
 
     async def match(
-        self, event: ChangeEvent, load_previous: LoadPrevious, now: datetime
+        self,
+        event: ChangeEvent,
+        load_previous: LoadPrevious,
+        now: datetime,
+        load_current: LoadCurrent | None = None,
     ) -> list[Match]:
-        """The subscriptions this change concerns, once each, in topic order."""
-        context = ChangeContext(event, load_previous, self.fhirpath)
+        """The subscriptions this change concerns, once each, in topic order. `load_current`
+        reads the resources chained filters reach (without it, chained filters never hold)."""
+        context = ChangeContext(event, load_previous, self.fhirpath, load_current)
         found: list[Match] = []
         for url, triggers in self._topics_for(event).items():
             context.fhirpath_failures.clear()
@@ -268,16 +307,24 @@ class SubscriptionIndex:
         if bucket is None:  # its last subscription went while the triggers were evaluated
             return []
         keys = await context.focus_keys() if bucket.keyed else frozenset()
+        chains = bucket.chains.get(context.event.resource_type)
+        if chains:  # `chains` may change while the references are read: a copy
+            keys |= await _chained_keys(dict(chains), context)
         # A list first: the index may change while a filter waits for the previous version.
         candidates = list(bucket.candidates(keys))
         self.examined += len(candidates)
-        return [
-            Match(entry.spec.id, url)
+        focus_type = context.event.resource_type
+        passing = [
+            entry
             for entry in candidates
-            if entry.live(context.event.resource_type, now)
+            if entry.live(focus_type, now)
             and await _filters_hold(entry, context)
             and await _owner_may_read(entry, context)
         ]
+        needed = [c.chain for entry in passing for c in entry.chained.get(focus_type, ())]
+        if needed:
+            await context.references.resolve(await context.focus_groups(), needed)
+        return [Match(entry.spec.id, url) for entry in passing if _chains_hold(entry, context)]
 
 
 def _log_failure(topic: Topic, index: int, failure: FhirPathFailure, event: ChangeEvent) -> None:
@@ -299,6 +346,28 @@ async def _filters_hold(entry: _Entry, context: ChangeContext) -> bool:
         return True
     groups = await context.focus_groups()
     return groups is not None and matches_entries(groups, criteria)
+
+
+async def _chained_keys(
+    chains: dict[str, tuple[Criterion, int]], context: ChangeContext
+) -> frozenset[IndexKey]:
+    """The chained keys the change offers: read what the chains behind the bucket's chained
+    keys reach from the focus (one read per level for them all), and take their codes."""
+    references = context.references
+    await references.resolve(await context.focus_groups(), [c.chain for c, _ in chains.values()])
+    keys: set[IndexKey] = set()
+    for name, (criterion, _) in chains.items():
+        reached = [node.groups for node in references.reached(criterion.chain)]
+        keys |= chained_event_keys(context.event.resource_type, name, criterion.param.code, reached)
+    return frozenset(keys)
+
+
+def _chains_hold(entry: _Entry, context: ChangeContext) -> bool:
+    """Every chained criterion holds through what the subscription's owner may read."""
+    return all(
+        context.references.holds(criterion, entry.access)
+        for criterion in entry.chained.get(context.event.resource_type, ())
+    )
 
 
 async def _owner_may_read(entry: _Entry, context: ChangeContext) -> bool:

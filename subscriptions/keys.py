@@ -6,6 +6,13 @@ equality filters on a token or reference parameter (`patient=Patient/123` ->
 no such filter. A change offers the keys of its focus resource's index entries; only
 subscriptions filed under one of those keys (plus those with no key at all) are evaluated.
 
+A chained equality filter (`patient.identifier=http://example.org/mrn|42`) may file a
+subscription under a chained key: `("Observation", "patient:Patient.identifier", "42")`, the
+parameter being the chain's name (`chains.chain_name`). A change offers those keys once the
+resources the chain reaches from its focus are read (`chained_event_keys`): the read is one per
+change and chain, whatever the number of subscriptions. A plain key is preferred when a
+subscription has one (it needs no read).
+
 A key is a necessary condition, never a sufficient one: the filters are still evaluated in
 full. Codes are compared exactly as `fhirstore.search.compare` does (`code == value`), so a key
 never hides a subscription the search semantics would match.
@@ -18,6 +25,7 @@ from collections.abc import Sequence
 from fhirstore.search import Criterion, EntryGroups
 from fhirstore.search import definitions as d
 from fhirstore.search import values as v
+from subscriptions.chains import chain_name
 from subscriptions.model import ANY_RESOURCE, Filter
 
 IndexKey = tuple[str, str, str]
@@ -46,16 +54,17 @@ def subscription_keys(
     """The keys to file a subscription under; empty means "evaluate it on every change"."""
     if types is not None and len(types) == 1:
         (focus,) = types
-        # The fewest keys, references before tokens (`patient=` is rarer than `status=`).
+        # Plain before chained, the fewest keys, references before tokens (`patient=` is
+        # rarer than `status=`).
         options = [
-            (len(keys), f.criterion.param.type != d.REFERENCE, keys)
+            (bool(f.criterion.chain), len(keys), f.criterion.param.type != d.REFERENCE, keys)
             for f in filters
             if f.resource_type == focus
             for keys in [_filter_keys(f)]
             if keys
         ]
         if options:
-            return min(options)[2]
+            return min(options)[3]
     if types is not None:
         return tuple((ANY_RESOURCE, TYPE_CODE, name) for name in sorted(types))
     return ()
@@ -73,15 +82,42 @@ def event_keys(resource_type: str, groups: EntryGroups | None) -> frozenset[Inde
     return frozenset(keys)
 
 
+def chained_event_keys(
+    resource_type: str, name: str, param: str, reached: Sequence[EntryGroups]
+) -> set[IndexKey]:
+    """The chained keys a change offers for the chain `name`: the codes of `param` on the
+    resources the chain `reached` from its focus."""
+    return {
+        (resource_type, name, e.code)
+        for groups in reached
+        for e in groups.get(param, ())
+        if e.code is not None
+    }
+
+
+def keyed_chain(keys: Sequence[IndexKey], filters: Sequence[Filter]) -> Criterion | None:
+    """The chained criterion whose keys `keys` are (None when they are plain keys)."""
+    if not keys:
+        return None
+    for item in filters:
+        criterion = item.criterion
+        if criterion.chain and _filter_keys(item) == tuple(keys):
+            return criterion
+    return None
+
+
 def _filter_keys(item: Filter) -> tuple[IndexKey, ...]:
     """Keys of an equality filter (every value exact); () when the filter is not one."""
     criterion = item.criterion
     if criterion.param.type not in _KEYED_TYPES or not _plain_equality(criterion):
         return ()
+    if any(link.reverse for link in criterion.chain):
+        return ()
     codes = _codes(criterion)
     if codes is None:
         return ()
-    return tuple((item.resource_type, criterion.param.code, code) for code in sorted(codes))
+    name = chain_name(criterion) if criterion.chain else criterion.param.code
+    return tuple((item.resource_type, name, code) for code in sorted(codes))
 
 
 def _plain_equality(criterion: Criterion) -> bool:

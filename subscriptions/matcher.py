@@ -1,10 +1,12 @@
 """The matcher: a consumer group on `fhir.changes` that turns changes into numbered events.
 
-For each change it asks the `SubscriptionIndex` which subscriptions it concerns, numbers the
-event for each of them in the ledger (a redelivered change keeps its numbers) and publishes one
-notification job per subscription on `herald.notifications`, keyed by subscription id, so that a
-subscription's jobs reach one dispatcher in order. Subscription changes it consumes also start
-their lifecycle: a client's new or changed Subscription (status `requested`) owes a handshake.
+For each change it asks the `SubscriptionIndex` which subscriptions it concerns (reading the
+previous version and the resources chained filters reach, when needed, once per change),
+numbers the event for each of them in the ledger (a redelivered change keeps its numbers) and
+publishes one notification job per subscription on `herald.notifications`, keyed by
+subscription id, so that a subscription's jobs reach one dispatcher in order. Subscription
+changes it consumes also start their lifecycle: a client's new or changed Subscription (status
+`requested`) owes a handshake.
 A change it cannot match (malformed, or an error in matching) is left to the bus: retried, then
 quarantined (`events/quarantine`), so it neither blocks the stream nor vanishes.
 """
@@ -19,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from events import ChangeEvent
 from events.bus import Bus, Message, TopicSpec, Unprocessable
-from fhirstore import Store
+from fhirstore import Store, fhirjson
 from fhirstore.wire import CHANGES_TOPIC, MATCHER_GROUP, NOTIFICATIONS_TOPIC
 from subscriptions.focus import version_resource
 from subscriptions.ledger import Ledger
@@ -132,7 +134,9 @@ class Matcher:
         async def load_previous() -> dict[str, Any] | None:
             return await self._previous(event)
 
-        matches = await self._registry.index.match(event, load_previous, self._store.clock.now())
+        matches = await self._registry.index.match(
+            event, load_previous, self._store.clock.now(), self._current
+        )
         numbered.extend(
             NewEvent(
                 m.subscription_id,
@@ -146,6 +150,11 @@ class Matcher:
             for m in matches
         )
         return jobs
+
+    async def _current(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+        """What chained filters reach: the live current versions of `keys`, in one read."""
+        found = await self._store.current_versions(keys)
+        return {key: fhirjson.loads(v.body) for key, v in found.items() if v.body is not None}
 
     async def _previous(self, event: ChangeEvent) -> dict[str, Any] | None:
         if event.previous_version_id is None:

@@ -60,11 +60,16 @@ class ResourceTrigger:
 class Topic:
     """SubscriptionTopic: `can_filter_by` maps a resource type (or ANY_RESOURCE) to the
     filter parameters a subscription may use; ANY_RESOURCE -> {"*"} allows every search
-    parameter of the focus type."""
+    parameter of the focus type.
+
+    `filter_modifiers` maps a resource type (or ANY_RESOURCE) and a parameter (or "*") named by
+    a canFilterBy entry to the R4B operator codes its `modifier` lists (`operators.py`); None,
+    or a parameter not in it, allows every modifier and prefix."""
 
     url: str
     triggers: tuple[ResourceTrigger, ...]
     can_filter_by: dict[str, frozenset[str]] = field(default_factory=dict)
+    filter_modifiers: dict[str, dict[str, frozenset[str] | None]] = field(default_factory=dict)
     title: str | None = None
     resource_id: str | None = None  # the SubscriptionTopic resource's id, when stored
 

@@ -45,9 +45,15 @@ from subscriptions.model import (
     Topic,
     classic_topic_url,
 )
-from subscriptions.topics import ANY_PARAMETER
+from subscriptions.operators import ANY_PARAMETER, check_modifiers
 
 TYPE_PARAM = SearchParam(TYPE_CODE, d.TOKEN, "Resource.resourceType")
+HAS = "_has"
+_NO_REVERSE_CHAINS = (
+    "reverse chains (_has) are not supported in subscription filters: whether one holds"
+    " changes when the other resources change, and those changes notify nobody about this"
+    " resource; write a filter on the focus or a forward chain (patient.identifier=...)"
+)
 STATUSES = frozenset({"requested", "active", "error", "off"})
 PATH = "Subscription"
 CRITERIA = "Subscription.criteria"
@@ -134,7 +140,9 @@ def _classic_filters(resource_type: str, criteria: str, now: datetime | None) ->
         return ()
     return tuple(
         Filter(
-            resource_type, criterion(resource_type, name, value, CRITERIA, now), f"{name}={value}"
+            resource_type,
+            _forward_criterion(resource_type, name, value, CRITERIA, now),
+            f"{name}={value}",
         )
         for name, value in split_query(query, CRITERIA)
     )
@@ -222,7 +230,9 @@ def _param_filter(
     _check_focus(topic, resource_type, path)
     if types is not None and resource_type not in types:
         raise invalid(path, f"{resource_type} is not among the types _type allows")
-    code = name.partition(":")[0]
+    code = re.split(r"[:.]", name, maxsplit=1)[0]
+    if code == HAS:
+        raise invalid(path, _NO_REVERSE_CHAINS)
     allowed = topic.can_filter_by.get(resource_type, frozenset()) | topic.can_filter_by.get(
         ANY_RESOURCE, frozenset()
     )
@@ -233,7 +243,33 @@ def _param_filter(
             f"topic {topic.url} does not allow filtering {resource_type} by {code!r};"
             f" it allows: {listed}",
         )
-    return Filter(resource_type, criterion(resource_type, name, value, path, now), text)
+    _check_written_modifier(topic, resource_type, code, name, path)
+    parsed = _forward_criterion(resource_type, name, value, path, now)
+    check_modifiers(topic, resource_type, code, parsed, path)
+    return Filter(resource_type, parsed, text)
+
+
+def _check_written_modifier(
+    topic: Topic, resource_type: str, code: str, name: str, path: str
+) -> None:
+    """A modifier the topic does not list is refused as such before the value is parsed (a
+    modifier the topic does not allow is the answer, whether or not the search takes it)."""
+    modifier = name.partition(":")[2]
+    param = d.search_params(resource_type).get(code)
+    if modifier and "." not in name and param is not None:
+        check_modifiers(topic, resource_type, code, Criterion(param, modifier, ()), path)
+
+
+def _forward_criterion(
+    resource_type: str, name: str, value: str, path: str, now: datetime | None
+) -> Criterion:
+    """A filter's criterion; reverse chains (`_has`) refused, with the reason."""
+    if name.partition(":")[0] == HAS:
+        raise invalid(path, _NO_REVERSE_CHAINS)
+    parsed = criterion(resource_type, name, value, path, now)
+    if any(link.reverse for link in parsed.chain):
+        raise invalid(path, _NO_REVERSE_CHAINS)
+    return parsed
 
 
 def _default_type(topic: Topic, types: frozenset[str] | None, path: str, text: str) -> str:

@@ -6,7 +6,11 @@ topic-defined filter parameters, queryCriteria on every resource type) is reject
 stored, with a message naming the element, instead of silently never matching.
 
 `canFilterBy.filterParameter` `*` (Herald's convention, used by the built-in `resource-change`
-topic) allows every search parameter of the focus type, `_type` included.
+topic) allows every search parameter of the focus type, `_type` included. `canFilterBy.modifier`
+lists the R4B operator codes a filter on the parameter may use (`operators.py`); on a `*` entry
+it bounds every parameter the entry allows. An entry naming the parameter itself wins over a
+`*` one, and an entry on the focus type over one on every type. Codes outside the R4B value set,
+or meaningless on the parameter's type (`gt` on a token), are refused when the topic is stored.
 """
 
 from __future__ import annotations
@@ -27,13 +31,14 @@ from subscriptions.model import (
     ResultWhen,
     Topic,
 )
+from subscriptions.operators import ANY_PARAMETER, CODES_BY_TYPE, R4B_CODES
 
 STRUCTURE_DEFINITION = "http://hl7.org/fhir/StructureDefinition/"
-ANY_PARAMETER = "*"
 INTERACTIONS = frozenset({"create", "update", "delete"})
 RESULTS = frozenset({"test-passes", "test-fails"})
 _ABSTRACT = frozenset({"Resource", "DomainResource"})
-_UNSUPPORTED_PARAM_TYPES = frozenset({d.COMPOSITE, d.SPECIAL})
+# Composite parameters are listed as any other; the search parser says whether it takes them.
+_UNSUPPORTED_PARAM_TYPES = frozenset({d.SPECIAL})
 
 
 def parse_topic(resource: dict[str, Any]) -> Topic:
@@ -43,10 +48,12 @@ def parse_topic(resource: dict[str, Any]) -> Topic:
         raise invalid(path, f"expected a SubscriptionTopic (got {resource.get('resourceType')!r})")
     url = cast(str, string(resource, "url", path, required=True))
     triggers = _triggers(resource, path)
+    can_filter_by, filter_modifiers = _can_filter_by(resource, triggers, path)
     return Topic(
         url=url,
         triggers=triggers,
-        can_filter_by=_can_filter_by(resource, triggers, path),
+        can_filter_by=can_filter_by,
+        filter_modifiers=filter_modifiers,
         title=string(resource, "title", path),
         resource_id=string(resource, "id", path),
     )
@@ -152,17 +159,68 @@ def _fhirpath(node: Json, path: str) -> str | None:
 
 def _can_filter_by(
     resource: Json, triggers: tuple[ResourceTrigger, ...], path: str
-) -> dict[str, frozenset[str]]:
+) -> tuple[dict[str, frozenset[str]], dict[str, dict[str, frozenset[str] | None]]]:
+    """The parameters allowed per focus type, and the operator codes allowed per parameter
+    (None: any; several entries for one parameter allow what any of them allows)."""
     allowed: dict[str, set[str]] = {}
+    modifiers: dict[str, dict[str, frozenset[str] | None]] = {}
     for node_path, node in children(resource, "canFilterBy", path):
         focus = _filter_resource(node, triggers, node_path)
         name = cast(str, string(node, "filterParameter", node_path, required=True))
         _check_parameter(name, focus, triggers, f"{node_path}.filterParameter")
         allowed.setdefault(focus, set()).add(name)
-    return {
+        codes = _modifiers(node, name, focus, triggers, node_path)
+        by_name = modifiers.setdefault(focus, {})
+        if name not in by_name:
+            by_name[name] = codes
+        else:
+            known = by_name[name]
+            by_name[name] = None if known is None or codes is None else known | codes
+    can_filter_by = {
         focus: frozenset({ANY_PARAMETER}) if ANY_PARAMETER in names else frozenset(names)
         for focus, names in allowed.items()
     }
+    return can_filter_by, modifiers
+
+
+def _modifiers(
+    node: Json, name: str, focus: str, triggers: tuple[ResourceTrigger, ...], path: str
+) -> frozenset[str] | None:
+    """canFilterBy.modifier as a set of R4B codes; None when the entry lists none."""
+    found = strings(node, "modifier", path)
+    if not found:
+        return None
+    types = _param_types(name, focus, triggers)
+    for item_path, code in found:
+        if code not in R4B_CODES:
+            raise invalid(
+                item_path,
+                f"{code!r} is not an R4B subscription-search-modifier code; use one of"
+                f" {', '.join(R4B_CODES)}",
+            )
+        if types and not any(code in CODES_BY_TYPE.get(t, ()) for t in types):
+            kinds = " or ".join(sorted(types))
+            meaningful = sorted({c for t in types for c in CODES_BY_TYPE.get(t, ())})
+            raise invalid(
+                item_path,
+                f"{code!r} does not apply to {name!r}, a {kinds} parameter; it takes"
+                f" {', '.join(c for c in R4B_CODES if c in meaningful)}",
+            )
+    return frozenset(code for _, code in found)
+
+
+def _param_types(name: str, focus: str, triggers: tuple[ResourceTrigger, ...]) -> set[str]:
+    """The search parameter types `name` has on the types it may be about (empty for `*`)."""
+    if name == ANY_PARAMETER:
+        return set()
+    if name == TYPE_CODE:
+        return {d.TOKEN}
+    found = set()
+    for resource_type in _candidates(focus, triggers):
+        param = d.search_params(resource_type).get(name)
+        if param is not None:
+            found.add(param.type)
+    return found
 
 
 def _trigger_types(triggers: tuple[ResourceTrigger, ...]) -> frozenset[str]:
@@ -190,18 +248,22 @@ def _check_parameter(
 ) -> None:
     if name in (ANY_PARAMETER, TYPE_CODE):
         return
-    if focus != ANY_RESOURCE:
-        candidates: frozenset[str] = frozenset({focus})
-    elif ANY_RESOURCE in _trigger_types(triggers):
-        candidates = d.resource_types()
-    else:
-        candidates = _trigger_types(triggers)
+    candidates = _candidates(focus, triggers)
     if not any(_filterable(name, resource_type) for resource_type in candidates):
         raise invalid(
             path,
             f"{name!r} is not a search parameter of {_names(candidates)} that Herald can filter"
             " on (topic-defined filter parameters are not supported)",
         )
+
+
+def _candidates(focus: str, triggers: tuple[ResourceTrigger, ...]) -> frozenset[str]:
+    """The resource types a canFilterBy entry on `focus` may be about."""
+    if focus != ANY_RESOURCE:
+        return frozenset({focus})
+    if ANY_RESOURCE in _trigger_types(triggers):
+        return d.resource_types()
+    return _trigger_types(triggers)
 
 
 def _filterable(name: str, resource_type: str) -> bool:
