@@ -12,8 +12,9 @@ import orjson
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from channels.email import EmailTransport, SmtpConfig, message_id
+from channels.email import EmailTransport, SmtpConfig
 from channels.endpoints import Recipients
+from channels.mail import message_id
 from channels.transport import Delivery, Outcome
 from fhirstore.clock import FrozenClock
 from tests.support.deliveries import a_delivery
