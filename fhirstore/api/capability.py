@@ -17,6 +17,10 @@ _TYPE_INTERACTIONS = [
     "search-type",
 ]
 _UNSEARCHABLE = {"composite", "special"}
+_ITERATE = (
+    "Also with :iterate, applied again to the included resources until nothing new comes in "
+    "(a bounded number of times: HERALD_SEARCH_MAX_INCLUDE_DEPTH)"
+)
 
 
 def capability_statement(base: str, *, software_version: str, now: str) -> dict[str, Any]:
@@ -44,8 +48,8 @@ def capability_statement(base: str, *, software_version: str, now: str) -> dict[
                     {"name": "_offset", "type": "number"},
                     {"name": "_sort", "type": "string"},
                     {"name": "_total", "type": "token"},
-                    {"name": "_include", "type": "string"},
-                    {"name": "_revinclude", "type": "string"},
+                    {"name": "_include", "type": "string", "documentation": _ITERATE},
+                    {"name": "_revinclude", "type": "string", "documentation": _ITERATE},
                 ],
             }
         ],

@@ -41,17 +41,100 @@ if TYPE_CHECKING:
 Found = dict[str, list[str]]  # resource type -> ids, in the order they came in
 
 
-class _Result:
-    """What the includes brought in so far: bodies in order, and every (type, id) in the
-    result (the matches too), so nothing is read, counted or returned twice."""
+class _Gathering:
+    """One page's includes as they run: what they brought in so far (bodies in order), and
+    every (type, id) in the result, the matches too, so nothing is read, counted or returned
+    twice."""
 
-    def __init__(self, resource_type: str, ids: Iterable[str]) -> None:
+    def __init__(
+        self,
+        conn: AsyncConnection,
+        narrowing: Narrowing | None,
+        budget: Budget,
+        resource_type: str,
+        ids: Iterable[str],
+    ) -> None:
+        self.conn = conn
+        self.narrowing = narrowing
+        self.budget = budget
         self.seen: dict[str, set[str]] = {resource_type: set(ids)}
         self.bodies: list[str] = []
 
-    def add(self, resource_type: str, rows: list[tuple[str, str]], found: Found) -> None:
+    async def include(self, include: Include, at_hand: Found, found: Found) -> None:
+        """What the `include.source_type` resources at hand point at through its params."""
+        sources = at_hand.get(include.source_type)
+        if not sources:
+            return
+        query = select(search_index.c.code).where(
+            search_index.c.res_type == include.source_type,
+            search_index.c.res_id.in_(sources),
+            search_index.c.param.in_([p.code for p in include.params()]),
+        )
+        if include.target_type is not None:
+            query = query.where(search_index.c.system == include.target_type)
+        # Room for the references to what is already in the result, which are left out below.
+        room = self.budget.included_left + 1 + sum(len(ids) for ids in self.seen.values())
+        wanted: dict[str, set[str]] = {}
+        for (code,) in (await self.conn.execute(query.distinct().limit(room))).all():
+            target = reference_target(code) if code and "://" not in code else None
+            if target is not None and target[1] not in self.seen.get(target[0], ()):
+                wanted.setdefault(target[0], set()).add(target[1])
+        for resource_type, targets in sorted(wanted.items()):
+            where = [
+                resources.c.res_type == resource_type,
+                resources.c.res_id.in_(sorted(targets)),
+                resources.c.deleted == false(),
+                *self._reach(resource_type),
+            ]
+            await self._take(resource_type, where, found)
+
+    async def revinclude(self, include: Include, at_hand: Found, found: Found) -> None:
+        """The `include.source_type` resources pointing at the resources at hand."""
+        targets = [
+            f"{resource_type}/{res_id}"
+            for resource_type, ids in sorted(at_hand.items())
+            if include.target_type in (None, resource_type)
+            for res_id in ids
+        ]
+        if not targets:
+            return
+        entry = search_index.alias()
+        referencing = select(literal(1)).where(
+            entry.c.res_type == include.source_type,
+            entry.c.res_id == resources.c.res_id,
+            entry.c.param.in_([p.code for p in include.params()]),
+            entry.c.code.in_(targets),
+        )
+        where = [
+            resources.c.res_type == include.source_type,
+            resources.c.deleted == false(),
+            referencing.exists(),
+            *_not_in(self.seen.get(include.source_type, ())),
+            *self._reach(include.source_type),
+        ]
+        await self._take(include.source_type, where, found)
+
+    def _reach(self, resource_type: str) -> list[ColumnElement[bool]]:
+        """The reach condition on `resources` rows of an included type, if any."""
+        narrowing = self.narrowing
+        reach = narrowing.other(resource_type, resources) if narrowing is not None else None
+        return [reach] if reach is not None else []
+
+    async def _take(
+        self, resource_type: str, where: list[ColumnElement[bool]], found: Found
+    ) -> None:
+        """Bring in the rows satisfying `where`, inside the page's budget (else a 400), and
+        note the new ones in `found`."""
+        sized = (
+            select(resources.c.res_id, BODY_SIZE)
+            .where(*where)
+            .order_by(resources.c.res_id)
+            .limit(self.budget.included_left + 1)
+        )
+        rows = (await self.conn.execute(sized)).all()
+        self.budget.take_included([size or 0 for _, size in rows])
         known = self.seen.setdefault(resource_type, set())
-        for res_id, body in rows:
+        for res_id, body in await load_bodies(self.conn, where, [r for r, _ in rows]):
             if res_id not in known:
                 known.add(res_id)
                 self.bodies.append(body)
@@ -66,7 +149,7 @@ async def included(
     budget: Budget,
 ) -> list[str]:
     """The bodies the request's includes bring in for the matches `ids` (not the matches)."""
-    result = _Result(request.resource_type, ids)
+    gathering = _Gathering(conn, narrowing, budget, request.resource_type, ids)
     at_hand: Found = {request.resource_type: ids}
     includes, revincludes = request.include, request.revinclude
     depth = request.limits.max_include_depth
@@ -78,13 +161,13 @@ async def included(
             break
         found: Found = {}
         for include in includes:
-            await _include(conn, include, at_hand, narrowing, budget, result, found)
+            await gathering.include(include, at_hand, found)
         for include in revincludes:
-            await _revinclude(conn, include, at_hand, narrowing, budget, result, found)
+            await gathering.revinclude(include, at_hand, found)
         if found and round_number > depth:
             raise _too_deep(request, depth)
         at_hand = found
-    return result.bodies
+    return gathering.bodies
 
 
 def _too_deep(request: SearchRequest, depth: int) -> Exception:
@@ -99,99 +182,6 @@ def _too_deep(request: SearchRequest, depth: int) -> Exception:
     )
 
 
-def _reach(narrowing: Narrowing | None, resource_type: str) -> list[ColumnElement[bool]]:
-    """The reach condition on `resources` rows of an included type, if any."""
-    reach = narrowing.other(resource_type, resources) if narrowing is not None else None
-    return [reach] if reach is not None else []
-
-
-async def _include(
-    conn: AsyncConnection,
-    include: Include,
-    at_hand: Found,
-    narrowing: Narrowing | None,
-    budget: Budget,
-    result: _Result,
-    found: Found,
-) -> None:
-    sources = at_hand.get(include.source_type)
-    if not sources:
-        return
-    query = select(search_index.c.code).where(
-        search_index.c.res_type == include.source_type,
-        search_index.c.res_id.in_(sources),
-        search_index.c.param.in_([p.code for p in include.params()]),
-    )
-    if include.target_type is not None:
-        query = query.where(search_index.c.system == include.target_type)
-    # Room for the references to what is already in the result, which are left out below.
-    room = budget.included_left + 1 + sum(len(ids) for ids in result.seen.values())
-    wanted: dict[str, set[str]] = {}
-    for (code,) in (await conn.execute(query.distinct().limit(room))).all():
-        target = reference_target(code) if code and "://" not in code else None
-        if target is not None and target[1] not in result.seen.get(target[0], ()):
-            wanted.setdefault(target[0], set()).add(target[1])
-    for resource_type, targets in sorted(wanted.items()):
-        where = [
-            resources.c.res_type == resource_type,
-            resources.c.res_id.in_(sorted(targets)),
-            resources.c.deleted == false(),
-            *_reach(narrowing, resource_type),
-        ]
-        rows = await _rows(conn, where, budget)
-        result.add(resource_type, rows, found)
-
-
-async def _revinclude(
-    conn: AsyncConnection,
-    include: Include,
-    at_hand: Found,
-    narrowing: Narrowing | None,
-    budget: Budget,
-    result: _Result,
-    found: Found,
-) -> None:
-    targets = [
-        f"{resource_type}/{res_id}"
-        for resource_type, ids in sorted(at_hand.items())
-        if include.target_type in (None, resource_type)
-        for res_id in ids
-    ]
-    if not targets:
-        return
-    entry = search_index.alias()
-    referencing = select(literal(1)).where(
-        entry.c.res_type == include.source_type,
-        entry.c.res_id == resources.c.res_id,
-        entry.c.param.in_([p.code for p in include.params()]),
-        entry.c.code.in_(targets),
-    )
-    where = [
-        resources.c.res_type == include.source_type,
-        resources.c.deleted == false(),
-        referencing.exists(),
-        *_not_in(result.seen.get(include.source_type, ())),
-        *_reach(narrowing, include.source_type),
-    ]
-    rows = await _rows(conn, where, budget)
-    result.add(include.source_type, rows, found)
-
-
 def _not_in(ids: Iterable[str]) -> Sequence[ColumnElement[bool]]:
     known = sorted(ids)
     return [resources.c.res_id.not_in(known)] if known else []
-
-
-async def _rows(
-    conn: AsyncConnection, where: list[ColumnElement[bool]], budget: Budget
-) -> list[tuple[str, str]]:
-    """(id, body) of the rows satisfying `where`, inside the page's budget (else a 400)."""
-    sized = (
-        select(resources.c.res_id, BODY_SIZE)
-        .where(*where)
-        .order_by(resources.c.res_id)
-        .limit(budget.included_left + 1)
-    )
-    rows = (await conn.execute(sized)).all()
-    budget.take_included([size or 0 for _, size in rows])
-    return await load_bodies(conn, where, [res_id for res_id, _ in rows])

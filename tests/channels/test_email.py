@@ -71,17 +71,6 @@ def check_password(
     return AuthResult(success=ok, handled=False)
 
 
-@pytest.fixture
-def port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-def mailbox(port: int) -> Iterator[Mailbox]:
-    with smtp_server(port) as box:
-        yield box
-
-
 def transport(port: int, **options: Any) -> EmailTransport:
     config = SmtpConfig(host="127.0.0.1", port=port, sender="herald@example.org", **options)
     return EmailTransport(config, clock=FrozenClock(NOW))

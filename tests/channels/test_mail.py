@@ -3,30 +3,16 @@ server (aiosmtpd) on 127.0.0.1 and read back with the `email` package."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from email.message import EmailMessage
 from html.parser import HTMLParser
 
 import orjson
-import pytest
 
 from channels.mail import message_id
 from tests.channels.test_email import BASE, BODY, SECRET_FINDING, delivery, notification, transport
-from tests.support.process import free_port
-from tests.support.smtp import Mailbox, smtp_server
+from tests.support.smtp import Mailbox
 
 TO = "mailto:ops@example.org"
-
-
-@pytest.fixture
-def port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-def mailbox(port: int) -> Iterator[Mailbox]:
-    with smtp_server(port) as box:
-        yield box
 
 
 async def received(
