@@ -16,11 +16,11 @@ _TYPE_INTERACTIONS = [
     "create",
     "search-type",
 ]
-_UNSEARCHABLE = {"composite", "special"}
 _ITERATE = (
     "Also with :iterate, applied again to the included resources until nothing new comes in "
     "(a bounded number of times: HERALD_SEARCH_MAX_INCLUDE_DEPTH)"
 )
+_UNSEARCHABLE = {"composite", "special"}
 
 
 def capability_statement(base: str, *, software_version: str, now: str) -> dict[str, Any]:
