@@ -12,7 +12,8 @@ by `subscriptions/payload.py` and carried on the `Delivery`):
   A JSON payload on the email channel (and an email channel without payload) is
   `text/plain;attach=application/fhir+json`.
 
-What the body says: the subscription, the notification type and, for event notifications, each
+What the body says (read from the notification's status: the R4B SubscriptionStatus, or the
+IG's R4 Parameters form): the subscription, the notification type and, for event notifications, each
 event's number and the resource it is about (its reference only, never its content). A
 subscription with `empty` content names no resources: the body gives the `$events` call that
 tells what changed. Everything taken from the notification is escaped in the HTML.
@@ -96,9 +97,37 @@ def _status_of(body: bytes | None) -> dict[str, Any] | None:
     if not isinstance(entries, list) or not entries or not isinstance(entries[0], dict):
         return None
     resource = entries[0].get("resource")
-    if isinstance(resource, dict) and resource.get("resourceType") == "SubscriptionStatus":
+    if not isinstance(resource, dict):
+        return None
+    if resource.get("resourceType") == "SubscriptionStatus":
         return resource
+    if resource.get("resourceType") == "Parameters":
+        return _status_of_parameters(resource)
     return None
+
+
+def _status_of_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
+    """The Backport IG's R4 status (a Parameters resource) read as the R4B SubscriptionStatus
+    elements the mail names: `subscription`, `topic`, `type`, `notificationEvent`."""
+    status: dict[str, Any] = {"notificationEvent": []}
+    for parameter in _list(parameters.get("parameter")):
+        name = parameter.get("name")
+        if name == "subscription":
+            status["subscription"] = parameter.get("valueReference")
+        elif name in ("topic", "type"):
+            status[name] = parameter.get("valueCanonical", parameter.get("valueCode"))
+        elif name == "notification-event":
+            parts = {part.get("name"): part for part in _list(parameter.get("part"))}
+            event = {"eventNumber": parts.get("event-number", {}).get("valueString", "?")}
+            if "focus" in parts:
+                event["focus"] = parts["focus"].get("valueReference")
+            status["notificationEvent"].append(event)
+    return status
+
+
+def _list(value: object) -> list[dict[str, Any]]:
+    """The objects in `value`, when it is a list (anything else in it left out)."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
 
 def _events(status: dict[str, Any]) -> list[tuple[str, str | None]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from email.message import EmailMessage
 from html.parser import HTMLParser
+from typing import Any
 
 import orjson
 
@@ -151,3 +152,35 @@ async def test_html_at_empty_content_names_no_resource_and_gives_the_events_call
     assert f"{BASE}/Subscription/abc/$events?eventsSinceNumber=5&eventsUntilNumber=6" in text
     assert "Observation" not in text
     assert "Observation" not in plain_of(message)
+
+
+async def test_the_r4_status_form_is_read_for_the_body(port: int, mailbox: Mailbox) -> None:
+    def event(number: int) -> dict[str, Any]:
+        parts = [
+            {"name": "event-number", "valueString": str(number)},
+            {"name": "timestamp", "valueInstant": "2024-05-01T11:59:00Z"},
+            {"name": "focus", "valueReference": {"reference": f"{BASE}/Observation/o{number}"}},
+        ]
+        return {"name": "notification-event", "part": parts}
+
+    status = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "subscription", "valueReference": {"reference": f"{BASE}/Subscription/abc"}},
+            {"name": "topic", "valueCanonical": "http://example.org/topics/observations"},
+            {"name": "status", "valueCode": "active"},
+            {"name": "type", "valueCode": "event-notification"},
+            event(5),
+            event(6),
+        ],
+    }
+    body = orjson.dumps(
+        {"resourceType": "Bundle", "type": "history", "entry": [{"resource": status}]}
+    )
+    message = await received(port, mailbox, body=body, mail_body="text/html", attach=True)
+
+    assert message["Subject"] == "Herald: 2 events for Subscription/abc"
+    text = html_of(message).text
+    assert f"Event 6: {BASE}/Observation/o6" in text
+    assert "Topic: http://example.org/topics/observations" in text
+    assert "notification-5.json" in plain_of(message)
