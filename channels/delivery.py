@@ -450,6 +450,8 @@ class SubscriptionDelivery:
             idempotency_key=key,
             secret=spec.secret,
             timeout=float(channel.timeout or self._policy.default_timeout),
+            mail_body=channel.mail_body or "text/plain",
+            attach=channel.attach or channel.mail_body is None,
         )
 
     def _bundle(

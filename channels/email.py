@@ -7,19 +7,8 @@ SMTP server (`HERALD_SMTP_HOST`, `HERALD_SMTP_PORT`), from `HERALD_SMTP_FROM`, w
 (`HERALD_SMTP_TLS`) or STARTTLS (`HERALD_SMTP_STARTTLS`) when asked, and logs in when
 `HERALD_SMTP_USERNAME` is set. Each mail opens its own connection.
 
-What a recipient gets:
-
-- Subject `Herald: 3 events for Subscription/abc`, `Herald: subscription handshake for
-  Subscription/abc` or `Herald: heartbeat for Subscription/abc`;
-- a short text that says what happened: the subscription, the notification type and, for
-  event notifications, each event's number and the resource it is about (its reference only,
-  never its content). A subscription with `empty` content names no resources: the text gives the
-  `$events` call that tells what changed;
-- the notification itself (the Bundle, or a classic R4 subscription's resource) attached as
-  `application/fhir+json`, byte for byte as the server made it (the IG's
-  `text/plain;attach=application/fhir+json` style);
-- `Message-ID` and `Herald-Idempotency-Key` headers that stay the same on every retry of the same
-  notification, so a mail client or a program reading the mailbox can drop duplicates.
+What a recipient gets (subject, text or HTML body, the notification attached or not, headers
+that stay the same on every retry) is `channels/mail.py`'s to say.
 
 `send` never raises for anything the network or the SMTP server does: it returns an `Outcome`
 whose `error` says what went wrong in words a person can act on (the SMTP reply code, when there
@@ -31,29 +20,24 @@ Only cancellation propagates.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import ssl
 import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime
 from typing import Any
 
 import aiosmtplib
-import orjson
 
 from channels.endpoints import Recipients
+from channels.mail import mail_message
 from channels.mailto import mailto_recipients
 from channels.transport import Delivery, Failure, Outcome
 from fhirstore import Clock, SystemClock
-from fhirstore.wire import EMAIL_IDEMPOTENCY_HEADER as IDEMPOTENCY_HEADER
 
 _CONNECT_HINT = "check HERALD_SMTP_HOST and HERALD_SMTP_PORT"
 _TLS_HINT = "check HERALD_SMTP_TLS and HERALD_SMTP_STARTTLS"
 _LOGIN_HINT = "check HERALD_SMTP_USERNAME and HERALD_SMTP_PASSWORD"
-_SUBJECTS = {"handshake": "subscription handshake", "heartbeat": "heartbeat"}
 
 log = logging.getLogger(__name__)
 
@@ -142,23 +126,8 @@ class EmailTransport:
         return Outcome(ok=True, status_code=250, error=None, elapsed=time.monotonic() - started)
 
     def message(self, delivery: Delivery, recipients: list[str]) -> EmailMessage:
-        """The mail for `delivery`: headers, the text part and the notification attached."""
-        status = _status_of(delivery.body)
-        events = _events(status) if status is not None else []
-        message = EmailMessage(policy=SMTP)
-        message["From"] = self._config.sender
-        message["To"] = ", ".join(recipients)
-        message["Subject"] = _subject(delivery, status, events)
-        message["Date"] = format_datetime(self._clock.now())
-        message["Message-ID"] = message_id(delivery.idempotency_key)
-        message[IDEMPOTENCY_HEADER] = delivery.idempotency_key
-        name = _attachment_name(delivery, events) if delivery.body is not None else None
-        message.set_content(_text(delivery, status, events, name))
-        if delivery.body is not None:
-            message.add_attachment(
-                delivery.body, maintype="application", subtype="fhir+json", filename=name
-            )
-        return message
+        """The mail for `delivery` (`channels/mail.py`)."""
+        return mail_message(delivery, recipients, sender=self._config.sender, now=self._clock.now())
 
     def _explain(self, exc: Exception, step: str, timeout: float) -> tuple[int | None, str]:
         where = f"the SMTP server {self._where}"
@@ -209,112 +178,6 @@ class EmailTransport:
         return next(iter(refused.values())).code, error
 
 
-def message_id(idempotency_key: str) -> str:
-    """The `Message-ID` of a notification's mail: the same for every retry of it."""
-    return f"<{hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]}@herald>"
-
-
-def _status_of(body: bytes | None) -> dict[str, Any] | None:
-    """The SubscriptionStatus heading a notification Bundle; None for any other body."""
-    if not body:
-        return None
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(document, dict) or document.get("resourceType") != "Bundle":
-        return None
-    entries = document.get("entry")
-    if not isinstance(entries, list) or not entries or not isinstance(entries[0], dict):
-        return None
-    resource = entries[0].get("resource")
-    if isinstance(resource, dict) and resource.get("resourceType") == "SubscriptionStatus":
-        return resource
-    return None
-
-
-def _events(status: dict[str, Any]) -> list[tuple[str, str | None]]:
-    """(eventNumber, focus reference or None) of each `notificationEvent`."""
-    found: list[tuple[str, str | None]] = []
-    events = status.get("notificationEvent")
-    for event in events if isinstance(events, list) else []:
-        if not isinstance(event, dict):
-            continue
-        focus = event.get("focus")
-        reference = focus.get("reference") if isinstance(focus, dict) else None
-        found.append((str(event.get("eventNumber", "?")), _text_or_none(reference)))
-    return found
-
-
-def _subject(
-    delivery: Delivery, status: dict[str, Any] | None, events: list[tuple[str, str | None]]
-) -> str:
-    subscription = f"Subscription/{delivery.subscription_id}"
-    if delivery.kind == "event-notification":
-        if status is None:
-            return f"Herald: a change for {subscription}"
-        count = len(events)
-        return f"Herald: {count} event{'' if count == 1 else 's'} for {subscription}"
-    return f"Herald: {_SUBJECTS.get(delivery.kind, delivery.kind)} for {subscription}"
-
-
-def _text(
-    delivery: Delivery,
-    status: dict[str, Any] | None,
-    events: list[tuple[str, str | None]],
-    attachment: str | None,
-) -> str:
-    subscription = f"Subscription/{delivery.subscription_id}"
-    if status is not None:
-        subscription_ref = status.get("subscription")
-        if isinstance(subscription_ref, dict):
-            subscription = _text_or_none(subscription_ref.get("reference")) or subscription
-    paragraphs = [_opening(delivery, status, events, subscription)]
-    if any(focus for _, focus in events):
-        lines = [f"Event {number}: {focus or '(no focus)'}" for number, focus in events]
-        paragraphs.append("\n".join(lines))
-    elif events:
-        numbers = [int(n) for n, _ in events if n.isdigit()]
-        query = (
-            f"?eventsSinceNumber={min(numbers)}&eventsUntilNumber={max(numbers)}" if numbers else ""
-        )
-        paragraphs.append(
-            f"Event{'s' if len(events) > 1 else ''} {', '.join(n for n, _ in events)}. "
-            "This subscription's notifications do not say what changed (content 'empty'); "
-            f"ask the server: GET {subscription}/$events{query}"
-        )
-    if status is not None and _text_or_none(status.get("topic")):
-        paragraphs.append(f"Topic: {status['topic']}")
-    if attachment is not None:
-        paragraphs.append(f"The notification is attached as {attachment} (application/fhir+json).")
-    paragraphs.append(f"-- \nSent by Herald for {subscription}.")
-    return "\n\n".join(paragraphs) + "\n"
-
-
-def _opening(
-    delivery: Delivery,
-    status: dict[str, Any] | None,
-    events: list[tuple[str, str | None]],
-    subscription: str,
-) -> str:
-    if delivery.kind == "handshake":
-        return f"{subscription} will send its notifications to this address (handshake)."
-    if delivery.kind == "heartbeat":
-        return f"{subscription} is active; there is nothing new to report (heartbeat)."
-    if delivery.kind != "event-notification":
-        return f"A {delivery.kind} notification of {subscription}."
-    if status is None:
-        return f"{subscription} reports a change (a notification that does not number events)."
-    count = len(events)
-    return f"{subscription} has {count} new event{'' if count == 1 else 's'}."
-
-
-def _attachment_name(delivery: Delivery, events: list[tuple[str, str | None]]) -> str:
-    if events and events[0][0].isdigit():
-        return f"notification-{events[0][0]}.json"
-    return f"notification-{delivery.kind}.json"
-
-
 async def _quit(client: aiosmtplib.SMTP, deadline: float) -> None:
     """Say goodbye politely; the mail was taken already, so nothing here can fail the delivery."""
     try:
@@ -350,10 +213,6 @@ def _cause(exc: BaseException) -> str:
     if isinstance(exc, aiosmtplib.SMTPConnectError) and exc.__cause__ is not None:
         return str(exc.__cause__) or type(exc.__cause__).__name__
     return str(exc) or type(exc).__name__
-
-
-def _text_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
 
 
 def _kind(exc: Exception, code: int | None) -> Failure:

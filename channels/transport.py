@@ -45,6 +45,10 @@ class Delivery:
     # the subscription went out before this instant (those bound since were greeted by their
     # bind). None for everything else.
     greeted_before: datetime | None = None
+    # Email only (`channels/mail.py`): the mail body's type, text/plain or text/html, and
+    # whether the notification is attached (the IG's `;attach=application/fhir+json`).
+    mail_body: str = "text/plain"
+    attach: bool = True
 
 
 class Failure(StrEnum):

@@ -200,6 +200,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Most resources one search page brings in with its includes",
     )
+    search_max_include_depth: int = Field(
+        DEFAULT_LIMITS.max_include_depth,
+        ge=1,
+        description="Most times _include:iterate / _revinclude:iterate are applied again to "
+        "what the includes brought in",
+    )
     search_max_page_bytes: int = Field(
         DEFAULT_LIMITS.max_page_bytes,
         ge=1,
@@ -222,6 +228,7 @@ class Settings(BaseSettings):
             max_sort_keys=self.search_max_sort_keys,
             max_includes=self.search_max_includes,
             max_included=self.search_max_included,
+            max_include_depth=self.search_max_include_depth,
             max_page_bytes=self.search_max_page_bytes,
             timeout_seconds=self.search_timeout_seconds or None,
         )

@@ -23,6 +23,10 @@ _TYPE_INTERACTIONS = [
     "create",
     "search-type",
 ]
+_ITERATE = (
+    "Also with :iterate, applied again to the included resources until nothing new comes in "
+    "(a bounded number of times: HERALD_SEARCH_MAX_INCLUDE_DEPTH)"
+)
 _UNSEARCHABLE = {"composite", "special"}
 # Resource types of R4B (4.3.0) that R4 (4.0.1) does not have; the R4 statement leaves them out.
 R4B_ONLY = frozenset(
@@ -74,8 +78,8 @@ def capability_statement(
                     {"name": "_offset", "type": "number"},
                     {"name": "_sort", "type": "string"},
                     {"name": "_total", "type": "token"},
-                    {"name": "_include", "type": "string"},
-                    {"name": "_revinclude", "type": "string"},
+                    {"name": "_include", "type": "string", "documentation": _ITERATE},
+                    {"name": "_revinclude", "type": "string", "documentation": _ITERATE},
                 ],
             }
         ],

@@ -31,6 +31,7 @@ class SearchLimits:
     max_sort_keys: int = 5
     max_includes: int = 10  # `_include` and `_revinclude` parameters together
     max_included: int = 1000  # resources one page brings in with them
+    max_include_depth: int = 4  # rounds of `:iterate` includes after the first
     max_page_bytes: int = 8 * 1024 * 1024  # resource bytes of one page (matches + included)
     timeout_seconds: float | None = 30.0  # each client-driven query; None: no deadline
 

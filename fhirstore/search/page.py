@@ -18,11 +18,13 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import Integer
+from sqlalchemy import ColumnElement, Integer, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
+from fhirstore.db.schema import resources
 from fhirstore.search.limits import SearchLimits, SearchTooCostly, over_limit
 
 
@@ -41,6 +43,21 @@ def _body_size_sqlite(element: BodySize, compiler: SQLCompiler, **kw: Any) -> st
 @compiles(BodySize, "postgresql")
 def _body_size_postgresql(element: BodySize, compiler: SQLCompiler, **kw: Any) -> str:
     return f"octet_length({compiler.process(element.clauses, **kw)})"
+
+
+BODY_SIZE = BodySize(resources.c.body)
+
+
+async def load_bodies(
+    conn: AsyncConnection, where: list[ColumnElement[bool]], ids: list[str]
+) -> list[tuple[str, str]]:
+    """(id, body) of `ids` in that order, where the rows still satisfy `where` (read again,
+    so a row changed since its size was read can never slip outside the search or reach)."""
+    if not ids:
+        return []
+    query = select(resources.c.res_id, resources.c.body).where(*where, resources.c.res_id.in_(ids))
+    bodies: dict[str, str] = {i: b for i, b in (await conn.execute(query)).all()}
+    return [(i, bodies[i]) for i in ids if i in bodies]
 
 
 class Budget:

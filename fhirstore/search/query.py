@@ -77,11 +77,17 @@ class Criterion:
 
 @dataclass(frozen=True, slots=True)
 class Include:
-    """`_include=Source:param[:Target]` / `_revinclude=...`; `param` None means `*` (all)."""
+    """`_include=Source:param[:Target]` / `_revinclude=...`; `param` None means `*` (all).
+
+    `iterate` (`_include:iterate`, `_revinclude:iterate`): applied to the matches and again to
+    every resource included so far, until nothing new comes in (fhirstore/search/includes.py);
+    its source type (of a `_revinclude:iterate`, its target type) need not be the searched type.
+    """
 
     source_type: str
     param: SearchParam | None
     target_type: str | None = None
+    iterate: bool = False
 
     def params(self) -> tuple[SearchParam, ...]:
         if self.param is not None:
@@ -219,30 +225,36 @@ def _sort(resource_type: str, value: str, most: int) -> list[tuple[SearchParam, 
 
 
 def _include(resource_type: str, name: str, value: str) -> Include:
-    reverse = name.startswith("_revinclude")
-    if ":" in name:
-        raise _fail(
-            name, f"{name.partition(':')[2]} is not supported; use {name.partition(':')[0]}"
-        )
+    base, _, modifier = name.partition(":")
+    reverse = base == "_revinclude"
+    if modifier not in ("", "iterate"):
+        raise _fail(name, f":{modifier} is not supported; use {base} or {base}:iterate")
+    iterate = modifier == "iterate"
     parts = value.split(":")
     if value == "*" and not reverse:
+        if iterate:
+            raise _fail(name, "expects SourceType:param or SourceType:* (got '*')")
         return Include(resource_type, None)
     if len(parts) not in (2, 3) or parts[0] not in d.resource_types():
         raise _fail(name, f"expects SourceType:param[:TargetType] (got {value!r})")
     source, code = parts[0], parts[1]
     target = parts[2] if len(parts) == 3 else None
-    if not reverse and source != resource_type:
-        raise _fail(name, f"source type must be {resource_type} (got {source})")
+    if not reverse and not iterate and source != resource_type:
+        raise _fail(
+            name,
+            f"source type must be {resource_type} (got {source}); "
+            f"_include:iterate={value} follows it from included {source} resources",
+        )
     if target is not None and target not in d.resource_types():
         raise _fail(name, f"unknown target type {target!r}")
-    if reverse and target is not None and target != resource_type:
+    if reverse and not iterate and target is not None and target != resource_type:
         raise _fail(name, f"target type must be {resource_type} (got {target})")
     if code == "*":
-        return Include(source, None, target)
+        return Include(source, None, target, iterate)
     param = d.search_params(source).get(code)
     if param is None or param.type != d.REFERENCE:
         raise _fail(name, f"{source} has no reference search parameter {code!r}")
-    return Include(source, param, target)
+    return Include(source, param, target, iterate)
 
 
 def parse_search(

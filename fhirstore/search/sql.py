@@ -16,8 +16,8 @@ deadline (`fhirstore.db.deadline`: 503 past it), and a page holds about `max_pag
 resources at most (`fhirstore.search.page`: sizes first, then only the bodies it takes).
 
 Access: a `Narrowing` (`fhirstore.access.narrowing`) adds the principal's reach to the page,
-the total and every `_include` / `_revinclude`, so a search can never return, count or bring in
-a resource its principal may not read.
+the total and every `_include` / `_revinclude` (`fhirstore.search.includes`, with `:iterate`),
+so a search can never return, count or bring in a resource its principal may not read.
 """
 
 from __future__ import annotations
@@ -48,10 +48,10 @@ from sqlalchemy.sql.functions import FunctionElement
 from fhirstore.db.deadline import query_deadline
 from fhirstore.db.schema import resources, search_index
 from fhirstore.search.compare import TRUE, All, AnyOf, Cmp, Pred, plan, sort_field
-from fhirstore.search.datatypes import reference_target
+from fhirstore.search.includes import included
 from fhirstore.search.index_entry import ID_PARAM, LAST_UPDATED_PARAM
-from fhirstore.search.page import BodySize, Budget
-from fhirstore.search.query import Criterion, Include, SearchRequest
+from fhirstore.search.page import BODY_SIZE, Budget, load_bodies
+from fhirstore.search.query import Criterion, SearchRequest
 
 if TYPE_CHECKING:
     from fhirstore.access.narrowing import Narrowing
@@ -185,12 +185,6 @@ def _filters(request: SearchRequest, narrowing: Narrowing | None) -> list[Column
     ]
 
 
-def _other(narrowing: Narrowing | None, resource_type: str) -> list[ColumnElement[bool]]:
-    """The reach condition on `resources` rows of an included type, if any."""
-    reach = narrowing.other(resource_type, resources) if narrowing is not None else None
-    return [reach] if reach is not None else []
-
-
 def _order(request: SearchRequest) -> list[Any]:
     order: list[Any] = []
     for param, descending in request.sort:
@@ -231,106 +225,6 @@ async def _total(
     return None if request.total != "accurate" and total > COUNT_CAP else total
 
 
-_BODY_SIZE = BodySize(resources.c.body)
-
-
-async def _load(
-    conn: AsyncConnection, where: list[ColumnElement[bool]], ids: list[str]
-) -> list[tuple[str, str]]:
-    """(id, body) of `ids` in that order, where the rows still satisfy `where` (read again,
-    so a row changed since its size was read can never slip outside the search or reach)."""
-    if not ids:
-        return []
-    query = select(resources.c.res_id, resources.c.body).where(*where, resources.c.res_id.in_(ids))
-    bodies: dict[str, str] = {i: b for i, b in (await conn.execute(query)).all()}
-    return [(i, bodies[i]) for i in ids if i in bodies]
-
-
-async def _included_rows(
-    conn: AsyncConnection,
-    resource_type: str,
-    where: list[ColumnElement[bool]],
-    budget: Budget,
-) -> list[tuple[str, str, str]]:
-    """The `resource_type` rows satisfying `where`, inside the page's budget (else a 400)."""
-    sized = (
-        select(resources.c.res_id, _BODY_SIZE)
-        .where(*where)
-        .order_by(resources.c.res_id)
-        .limit(budget.included_left + 1)
-    )
-    rows = (await conn.execute(sized)).all()
-    budget.take_included([size or 0 for _, size in rows])
-    loaded = await _load(conn, where, [res_id for res_id, _ in rows])
-    return [(resource_type, res_id, body) for res_id, body in loaded]
-
-
-async def _bodies(
-    conn: AsyncConnection,
-    wanted: dict[str, set[str]],
-    narrowing: Narrowing | None,
-    budget: Budget,
-) -> list[tuple[str, str, str]]:
-    rows: list[tuple[str, str, str]] = []
-    for resource_type, ids in sorted(wanted.items()):
-        where = [
-            resources.c.res_type == resource_type,
-            resources.c.res_id.in_(sorted(ids)),
-            resources.c.deleted == false(),
-            *_other(narrowing, resource_type),
-        ]
-        rows += await _included_rows(conn, resource_type, where, budget)
-    return rows
-
-
-async def _included(
-    conn: AsyncConnection,
-    include: Include,
-    resource_type: str,
-    ids: list[str],
-    narrowing: Narrowing | None,
-    budget: Budget,
-) -> list[tuple[str, str, str]]:
-    query = select(search_index.c.code).where(
-        search_index.c.res_type == resource_type,
-        search_index.c.res_id.in_(ids),
-        search_index.c.param.in_([p.code for p in include.params()]),
-    )
-    if include.target_type is not None:
-        query = query.where(search_index.c.system == include.target_type)
-    wanted: dict[str, set[str]] = {}
-    references = query.distinct().limit(budget.included_left + 1)
-    for (code,) in (await conn.execute(references)).all():
-        target = reference_target(code) if code and "://" not in code else None
-        if target is not None:
-            wanted.setdefault(target[0], set()).add(target[1])
-    return await _bodies(conn, wanted, narrowing, budget)
-
-
-async def _revincluded(
-    conn: AsyncConnection,
-    include: Include,
-    resource_type: str,
-    ids: list[str],
-    narrowing: Narrowing | None,
-    budget: Budget,
-) -> list[tuple[str, str, str]]:
-    entry = search_index.alias()
-    referencing = select(literal(1)).where(
-        entry.c.res_type == include.source_type,
-        entry.c.res_id == resources.c.res_id,
-        entry.c.param.in_([p.code for p in include.params()]),
-        entry.c.code.in_([f"{resource_type}/{i}" for i in ids]),
-    )
-    where = [
-        resources.c.res_type == include.source_type,
-        resources.c.deleted == false(),
-        referencing.exists(),
-        *_other(narrowing, include.source_type),
-    ]
-    return await _included_rows(conn, include.source_type, where, budget)
-
-
 async def _page(
     conn: AsyncConnection, request: SearchRequest, narrowing: Narrowing | None, budget: Budget
 ) -> tuple[list[tuple[str, str]], bool]:
@@ -338,7 +232,7 @@ async def _page(
     and whether more follow (count + 1 sizes are read to know)."""
     where = _filters(request, narrowing)
     sized = (
-        select(resources.c.res_id, _BODY_SIZE)
+        select(resources.c.res_id, BODY_SIZE)
         .where(*where)
         .order_by(*_order(request))
         .limit(request.count + 1)
@@ -352,7 +246,7 @@ async def _page(
             has_more = True
             break
         taken.append(res_id)
-    return await _load(conn, where, taken), has_more
+    return await load_bodies(conn, where, taken), has_more
 
 
 async def run_search(
@@ -374,16 +268,5 @@ async def _run_search(
     result.total = await _total(conn, request, narrowing, len(rows), has_more)
     ids = [res_id for res_id, _ in rows]
     if ids and (request.include or request.revinclude):
-        seen = {(request.resource_type, res_id) for res_id in ids}
-        found: list[tuple[str, str, str]] = []
-        for include in request.include:
-            found += await _included(conn, include, request.resource_type, ids, narrowing, budget)
-        for include in request.revinclude:
-            found += await _revincluded(
-                conn, include, request.resource_type, ids, narrowing, budget
-            )
-        for resource_type, res_id, body in found:
-            if (resource_type, res_id) not in seen:
-                seen.add((resource_type, res_id))
-                result.included.append(body)
+        result.included = await included(conn, request, ids, narrowing, budget)
     return result

@@ -12,8 +12,9 @@ import orjson
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from channels.email import EmailTransport, SmtpConfig, message_id
+from channels.email import EmailTransport, SmtpConfig
 from channels.endpoints import Recipients
+from channels.mail import message_id
 from channels.transport import Delivery, Outcome
 from fhirstore.clock import FrozenClock
 from tests.support.deliveries import a_delivery
@@ -68,17 +69,6 @@ def check_password(
 ) -> AuthResult:
     ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"herald", b"right")
     return AuthResult(success=ok, handled=False)
-
-
-@pytest.fixture
-def port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-def mailbox(port: int) -> Iterator[Mailbox]:
-    with smtp_server(port) as box:
-        yield box
 
 
 def transport(port: int, **options: Any) -> EmailTransport:

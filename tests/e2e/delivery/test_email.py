@@ -14,6 +14,7 @@ from tests.e2e.delivery.conftest import (
     HeraldFactory,
     event_numbers,
     notification_type,
+    subscribe,
     subscription,
     wait_for_status,
 )
@@ -24,9 +25,13 @@ from tests.support.waiting import eventually
 CARE_TEAM = "care-team@example.org"
 
 
-def email_subscription(patient: str, *, content: str | None = None) -> dict[str, Any]:
+def email_subscription(
+    patient: str, *, content: str | None = None, payload: str | None = None, to: str = CARE_TEAM
+) -> dict[str, Any]:
     resource = subscription("", filters=(f"Observation?subject=Patient/{patient}",))
-    channel: dict[str, Any] = {"type": "email", "endpoint": f"mailto:{CARE_TEAM}"}
+    channel: dict[str, Any] = {"type": "email", "endpoint": f"mailto:{to}"}
+    if payload is not None:
+        channel["payload"] = payload
     if content is not None:
         channel["_payload"] = resource["channel"]["_payload"]
         channel["_payload"]["extension"][0]["valueCode"] = content
@@ -122,3 +127,119 @@ async def test_email_is_refused_where_the_server_cannot_or_may_not_send_it(
     assert full.status_code == 422
     assert "HERALD_EMAIL_FULL_RESOURCE" in full.json()["issue"][0]["diagnostics"]
     assert allowed.status_code == 201
+
+
+# The IG's email payloads: (payload, the mail's MIME structure, whether the Bundle is attached).
+MAIL_FORMS = {
+    "text@example.org": ("text/plain", ["text/plain"], False),
+    "text-attached@example.org": (
+        "text/plain;attach=application/fhir+json",
+        ["multipart/mixed", "text/plain", "application/fhir+json"],
+        True,
+    ),
+    "html@example.org": (
+        "text/html",
+        ["multipart/alternative", "text/plain", "text/html"],
+        False,
+    ),
+    "html-attached@example.org": (
+        'text/html;attach="application/fhir+json"',
+        [
+            "multipart/mixed",
+            "multipart/alternative",
+            "text/plain",
+            "text/html",
+            "application/fhir+json",
+        ],
+        True,
+    ),
+}
+
+
+async def test_each_email_payload_gives_its_mail_form(start_herald: HeraldFactory) -> None:
+    patient = f"p-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    with smtp_server(port) as mailbox:
+        async with start_herald(smtp_host="127.0.0.1", smtp_port=port) as (_, client):
+            for to, (payload, _, _) in MAIL_FORMS.items():
+                resource = email_subscription(patient, payload=payload, to=to, content="id-only")
+                await subscribe(client, resource)
+            made = await client.post("/Observation", json=observation(patient))
+            focus = f"Observation/{made.json()['id']}"
+            await mails(mailbox, 2 * len(MAIL_FORMS))
+
+    events = {
+        envelope.rcpt_tos[0]: message
+        for envelope, message in zip(mailbox.envelopes, mailbox.messages(), strict=True)
+        if "event" in message["Subject"]
+    }
+    assert set(events) == set(MAIL_FORMS)
+    for to, (_, structure, attached) in MAIL_FORMS.items():
+        event = events[to]
+        assert [part.get_content_type() for part in event.walk()] == structure, to
+        text = event.get_body(preferencelist=("plain",))
+        assert text is not None and focus in text.get_content(), to
+        assert "blood pressure" not in text.get_content(), to  # references, never content
+        html = event.get_body(preferencelist=("html",))
+        if html is not None:
+            assert focus in html.get_content() and "blood pressure" not in html.get_content()
+        if attached:
+            bundle = bundle_of(event)
+            assert notification_type(bundle) == "event-notification", to
+            assert event_numbers(bundle) == [1], to
+            # id-only: the focus is referenced, its content is not in the Bundle.
+            assert bundle["entry"][1]["fullUrl"].endswith(focus), to
+            assert "resource" not in bundle["entry"][1], to
+        else:
+            assert list(event.iter_attachments()) == [], to
+
+
+# A payload the channel cannot carry: (channel type, payload, what the 422 says is accepted).
+BAD_PAYLOADS = [
+    ("rest-hook", "text/plain", "application/fhir+json or application/json"),
+    ("email", "text/plain;attach=application/xml", "attach must be application/fhir+json"),
+    ("email", "application/fhir+json;fhirVersion=5.0", "fhirVersion must be 4.0 (R4) or 4.3"),
+    ("email", "text/csv", "text/plain or text/html with an optional ;attach="),
+    ("email", "text/html;charset=latin-1", "only charset=utf-8"),
+    ("email", "text/plain;inline=yes", "unsupported parameter 'inline'"),
+]
+
+
+async def test_a_payload_the_channel_cannot_carry_is_refused_saying_what_is_accepted(
+    start_herald: HeraldFactory,
+) -> None:
+    refusals = []
+    async with start_herald(smtp_host="127.0.0.1", smtp_port=free_port()) as (_, client):
+        for channel_type, payload, _ in BAD_PAYLOADS:
+            resource = email_subscription("p", payload=payload)
+            if channel_type == "rest-hook":
+                resource["channel"]["type"] = "rest-hook"
+                resource["channel"]["endpoint"] = "https://receiver.example.org/hook"
+            refusals.append(await client.post("/Subscription", json=resource))
+
+    for (_, payload, accepted), refused in zip(BAD_PAYLOADS, refusals, strict=True):
+        assert refused.status_code == 422, (payload, refused.text)
+        issue = refused.json()["issue"][0]
+        assert accepted in issue["diagnostics"], payload
+        assert issue["expression"] == ["Subscription.channel.payload"], payload
+
+
+async def test_full_resource_is_attached_where_allowed_and_never_in_the_body(
+    start_herald: HeraldFactory,
+) -> None:
+    patient = f"p-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    settings = {"smtp_host": "127.0.0.1", "smtp_port": port, "email_full_resource": True}
+    payload = "text/html;attach=application/fhir+json"
+    with smtp_server(port) as mailbox:
+        async with start_herald(**settings) as (_, client):
+            resource = email_subscription(patient, payload=payload, content="full-resource")
+            await subscribe(client, resource)
+            await client.post("/Observation", json=observation(patient))
+            _, event = await mails(mailbox, 2)
+
+    assert bundle_of(event)["entry"][1]["resource"]["code"] == {"text": "blood pressure"}
+    for subtype in ("plain", "html"):
+        body = event.get_body(preferencelist=(subtype,))
+        assert body is not None and "Observation/" in body.get_content()
+        assert "blood pressure" not in body.get_content()

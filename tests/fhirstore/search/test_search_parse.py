@@ -59,7 +59,7 @@ def only(resource_type: str, query: str) -> Criterion:
         ("Observation", "_include=Observation:code", "no reference search parameter 'code'"),
         ("Observation", "_include=Patient:organization", "source type must be Observation"),
         ("Observation", "_include=subject", "expects SourceType:param[:TargetType]"),
-        ("Observation", "_include:iterate=Observation:subject", "iterate is not supported"),
+        ("Observation", "_include:recurse=Observation:subject", "use _include or _include:iterate"),
         ("Observation", "_revinclude=Provenance:target:Patient", "target type must be"),
         ("Observation", "_revinclude=*", "expects SourceType:param"),
     ],
