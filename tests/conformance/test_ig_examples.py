@@ -53,7 +53,8 @@ def test_notification_has_the_structure_of_the_igs_example(
 ) -> None:
     ours, theirs = herald_outputs[name], example(fhir_version, PAIRS[name])
     allowed = ALLOWED if name != "event-empty" else {}
-    assert differences(shape(ours), shape(theirs), allowed) == []
+    found = differences(shape(ours), shape(theirs), allowed)
+    assert not found, "\n".join(found)
     assert notification_type(ours) == notification_type(theirs)
 
 
@@ -85,7 +86,8 @@ def test_status_in_error_has_the_elements_of_the_igs_error_example(
     expected = {
         "status": {p: t for p, t in status_paths(theirs).items() if p.startswith("entry.resource")}
     }
-    assert differences(mine, Shape(bundle={}, events={}, **expected), {}) == []
+    found = differences(mine, Shape(bundle={}, events={}, **expected), {})
+    assert not found, "\n".join(found)
 
 
 def test_the_igs_examples_are_valid_fhir(fhir_tools: FhirTools) -> None:
@@ -100,4 +102,5 @@ def test_the_igs_examples_are_valid_fhir(fhir_tools: FhirTools) -> None:
     ]
     results = fhir_tools.check(cases)
     assert len(results) == 12
-    assert [p for r in results.values() for p in r.problems()] == []
+    problems = [p for r in results.values() for p in r.problems()]
+    assert not problems, "\n".join(problems)

@@ -54,7 +54,8 @@ def test_every_kind_of_output_was_collected(herald_outputs: Outputs) -> None:
 def test_output_has_no_validation_error_and_parses_strictly(
     checked: dict[str, Result], name: str
 ) -> None:
-    assert checked[name].problems() == []
+    problems = checked[name].problems()
+    assert not problems, "\n".join(problems)
 
 
 def test_the_tools_see_what_is_wrong(fhir_tools: FhirTools) -> None:
