@@ -1,6 +1,7 @@
 """Fixtures of the independent checks: the built FHIR tools (HAPI FHIR's validator and strict
 parsers, `tests/support/fhir_tools.py`) and Herald's real outputs in each FHIR version, collected
-once per session from a running Herald (`outputs.py`) and checked in one JVM run per version.
+once per session from a running Herald (`outputs.py`) and checked, with the IG's examples and
+the probes (`cases.py`), in one JVM run.
 
 The R4 form of the notifications (a Parameters status, `fhirVersion=4.0`) is built by the R4
 slice of issue 22 in another branch; until it is merged, `R4_NOTIFICATIONS` is False and the R4
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conformance.cases import example_cases, probe_cases
 from tests.conformance.outputs import Outputs, collect_outputs
 from tests.support.databases import sqlite_url
 from tests.support.fhir_tools import FhirTools, Result
@@ -21,6 +23,7 @@ from tests.support.herald import herald_factory
 from tests.support.services import InfraUnavailable, in_ci
 
 R4_NOTIFICATIONS = False
+BUILT_VERSIONS = ("4.3", "4.0") if R4_NOTIFICATIONS else ("4.3",)
 R4B = pytest.param("4.3", id="R4B")
 R4 = pytest.param(
     "4.0",
@@ -56,13 +59,36 @@ def fhir_version(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-async def herald_outputs(fhir_version: str, tmp_path_factory: pytest.TempPathFactory) -> Outputs:
-    """Herald's outputs for a client of `fhir_version` (embedded shape, real receivers)."""
-    folder: Path = tmp_path_factory.mktemp(f"conformance-{fhir_version}")
-    return await collect_outputs(herald_factory(sqlite_url(folder)), fhir_version)
+async def all_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outputs]:
+    """Herald's outputs for a client of each FHIR version Herald speaks (embedded shape,
+    served over HTTP, real receivers)."""
+    found = {}
+    for version in BUILT_VERSIONS:
+        folder: Path = tmp_path_factory.mktemp(f"conformance-{version}")
+        found[version] = await collect_outputs(herald_factory(sqlite_url(folder)), version)
+    return found
 
 
 @pytest.fixture(scope="session")
-def checked(fhir_tools: FhirTools, herald_outputs: Outputs, fhir_version: str) -> dict[str, Result]:
-    """What the validator and the strict parser say of each output, by output name."""
-    return fhir_tools.validate(herald_outputs, fhir_version)
+def all_checked(fhir_tools: FhirTools, all_outputs: dict[str, Outputs]) -> dict[str, Result]:
+    """What the validator and the strict parser say of every output (named `<version>/<name>`),
+    IG example (`ig/<file>`) and probe (`probe/<name>`), from one JVM run."""
+    cases = [
+        (f"{version}/{name}", version, body)
+        for version, outputs in all_outputs.items()
+        for name, body in outputs.items()
+    ]
+    return fhir_tools.check([*cases, *example_cases(), *probe_cases()])
+
+
+@pytest.fixture
+def herald_outputs(all_outputs: dict[str, Outputs], fhir_version: str) -> Outputs:
+    """Herald's outputs for a client of `fhir_version`, by output name."""
+    return all_outputs[fhir_version]
+
+
+@pytest.fixture
+def checked(all_checked: dict[str, Result], fhir_version: str) -> dict[str, Result]:
+    """What the tools say of each of Herald's outputs for `fhir_version`, by output name."""
+    prefix = f"{fhir_version}/"
+    return {k.removeprefix(prefix): r for k, r in all_checked.items() if k.startswith(prefix)}

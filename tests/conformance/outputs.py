@@ -1,12 +1,14 @@
 """Herald's real outputs, collected from a running Herald for the independent checks.
 
-`collect_outputs(start, fhir_version)` starts Herald (the factory's shape), subscribes a REST
-hook of a real HTTP receiver at each content level and one whose receiver fails, makes changes,
-and gathers what a client of that FHIR version receives or reads: the notification Bundles of
-every type (handshake, heartbeat, event-notification at empty / id-only / full-resource),
-`$status` (query-status, of an active subscription and of one in error), `$events` (query-event,
-of one event and of two changes of one resource), the CapabilityStatement, the Subscription as
-read back, the Tasks the scheduler materialises from a CarePlan, a search Bundle, and the
+`collect_outputs(start, fhir_version)` starts Herald (the factory's shape, served over HTTP),
+subscribes a REST hook of a real HTTP receiver at each content level, one whose receiver fails,
+and a WebSocket client (`websocket_outputs.py`), makes changes, and gathers what a client of
+that FHIR version receives or reads: the notification Bundles of every type (handshake,
+heartbeat, event-notification at empty / id-only / full-resource, and over the WebSocket the
+binding token, handshake and an id-only event), `$status` (query-status, of an active
+subscription and of one in error), `$events` (query-event, of one event and of two changes of
+one resource), the CapabilityStatement, the Subscription as read back, the Tasks the scheduler
+materialises from a CarePlan, a search Bundle, and the
 OperationOutcomes of bad requests (400, 404, 412, 422).
 
 `fhir_version` is "4.3" (R4B, the store's own version) or "4.0" (R4): the Subscriptions then
@@ -22,6 +24,8 @@ from typing import Any
 
 import httpx
 
+from tests.conformance.structure import notification_type
+from tests.conformance.websocket_outputs import websocket_listener
 from tests.e2e.delivery.conftest import subscription, wait_for_status
 from tests.support.herald import HeraldFactory
 from tests.support.receiver import Receiver, Request, http_receiver
@@ -34,15 +38,6 @@ QUICK = {"dispatcher_sweep_seconds": 0.1, "delivery_initial_backoff_seconds": 0.
 Outputs = dict[str, dict[str, Any]]
 
 
-def notification_type(bundle: dict[str, Any]) -> str:
-    """The `type` of a notification Bundle, in either version's status resource."""
-    head = bundle["entry"][0]["resource"]
-    if head["resourceType"] == "Parameters":
-        [value] = [p["valueCode"] for p in head["parameter"] if p["name"] == "type"]
-        return str(value)
-    return str(head["type"])
-
-
 async def collect_outputs(start: HeraldFactory, fhir_version: str) -> Outputs:
     """Every kind of output named in the module docstring, by a name saying what it is."""
     mime = MIME[fhir_version]
@@ -50,13 +45,16 @@ async def collect_outputs(start: HeraldFactory, fhir_version: str) -> Outputs:
     async with (
         http_receiver() as receiver,
         http_receiver() as failing,
-        start(**QUICK) as (_runtime, client),
+        start(served=True, **QUICK) as (_runtime, client),
     ):
         client.headers["Accept"] = mime
         pid = f"p-{uuid.uuid4().hex[:10]}"
         ids = await _subscribe(client, receiver, pid, mime)
         failing_id = await _subscribe_failing(client, failing, pid, mime)
-        await _change_patient(client, pid)
+        async with websocket_listener(client, pid, mime) as websocket:
+            await _change_patient(client, pid)
+            await websocket.event_notification()
+        outputs.update(websocket.outputs)
         await _await_notifications(receiver)
         outputs.update(_notifications(receiver.requests))
         await wait_for_status(client, failing_id, "error")

@@ -77,6 +77,15 @@ def paths(value: Any, prefix: str) -> Paths:
     return {prefix: _json_type(value)}
 
 
+def notification_type(bundle: dict[str, Any]) -> str:
+    """The `type` of a notification Bundle, in either version's status resource."""
+    head = bundle["entry"][0]["resource"]
+    if head["resourceType"] == "Parameters":
+        [value] = [p["valueCode"] for p in head["parameter"] if p["name"] == "type"]
+        return str(value)
+    return str(head["type"])
+
+
 def differences(herald: Shape, example: Shape, allowed: dict[str, str]) -> list[str]:
     """What in Herald's shape departs from the example's: a path the example has and Herald
     lacks, a path with another JSON type, and a path only Herald has unless `allowed` (path ->

@@ -6,18 +6,13 @@ not count; where Herald writes more than the example, the IG's text allows it (`
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
-
 import pytest
 
-from tests.conformance.outputs import Outputs, notification_type
-from tests.conformance.structure import Shape, differences, shape, status_paths
-from tests.support.fhir_tools import FhirTools
+from tests.conformance.cases import example
+from tests.conformance.outputs import Outputs
+from tests.conformance.structure import Shape, differences, notification_type, shape, status_paths
+from tests.support.fhir_tools import Result
 
-EXAMPLES = Path(__file__).with_name("ig-examples")
-PREFIX = {"4.3": "r4b", "4.0": "r4"}
 # Herald's output -> the IG example of the same type and content level.
 PAIRS = {
     "handshake": "notification-handshake",
@@ -25,6 +20,8 @@ PAIRS = {
     "event-empty": "notification-empty",
     "event-id-only": "notification-id-only",
     "event-full-resource": "notification-full-resource",
+    "ws-handshake": "notification-handshake",
+    "ws-event-id-only": "notification-id-only",
 }
 _VERSION_OF_FOCUS = "a focus entry's response says which version it is (ETag) and when it was made"
 _ID_ONLY_ENTRIES = (
@@ -41,12 +38,6 @@ ALLOWED = {
 }
 
 
-def example(fhir_version: str, stem: str) -> dict[str, Any]:
-    path = EXAMPLES / f"Bundle-{PREFIX[fhir_version]}-{stem}.json"
-    loaded: dict[str, Any] = json.loads(path.read_text())
-    return loaded
-
-
 @pytest.mark.parametrize("name", PAIRS)
 def test_notification_has_the_structure_of_the_igs_example(
     herald_outputs: Outputs, fhir_version: str, name: str
@@ -58,9 +49,10 @@ def test_notification_has_the_structure_of_the_igs_example(
     assert notification_type(ours) == notification_type(theirs)
 
 
-def test_id_only_entries_carry_no_resource(herald_outputs: Outputs) -> None:
+@pytest.mark.parametrize("name", ["event-id-only", "ws-event-id-only"])
+def test_id_only_entries_carry_no_resource(herald_outputs: Outputs, name: str) -> None:
     """What makes the extra id-only entries allowed: a URL and a request, never the resource."""
-    entries = herald_outputs["event-id-only"]["entry"][1:]
+    entries = herald_outputs[name]["entry"][1:]
     assert entries and all("resource" not in e and "fullUrl" in e for e in entries)
 
 
@@ -90,17 +82,9 @@ def test_status_in_error_has_the_elements_of_the_igs_error_example(
     assert not found, "\n".join(found)
 
 
-def test_the_igs_examples_are_valid_fhir(fhir_tools: FhirTools) -> None:
+def test_the_igs_examples_are_valid_fhir(all_checked: dict[str, Result]) -> None:
     """The fixtures are what the IG defines: valid in their own version, strictly parsed."""
-    cases = [
-        (
-            path.name,
-            "4.0" if path.name.startswith("Bundle-r4-") else "4.3",
-            json.loads(path.read_text()),
-        )
-        for path in sorted(EXAMPLES.glob("Bundle-*.json"))
-    ]
-    results = fhir_tools.check(cases)
+    results = [r for name, r in all_checked.items() if name.startswith("ig/")]
     assert len(results) == 12
-    problems = [p for r in results.values() for p in r.problems()]
+    problems = [p for r in results for p in r.problems()]
     assert not problems, "\n".join(problems)

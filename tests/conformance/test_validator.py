@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conformance.cases import UNKNOWN_PROFILE
 from tests.conformance.outputs import Outputs
-from tests.support.fhir_tools import FhirTools, Result
+from tests.support.fhir_tools import Result
 
 OUTPUT_NAMES = (
     "handshake",
@@ -20,6 +21,9 @@ OUTPUT_NAMES = (
     "event-empty",
     "event-id-only",
     "event-full-resource",
+    "ws-binding-token",
+    "ws-handshake",
+    "ws-event-id-only",
     "query-status",
     "query-status-error",
     "query-event",
@@ -58,26 +62,14 @@ def test_output_has_no_validation_error_and_parses_strictly(
     assert not problems, "\n".join(problems)
 
 
-def test_the_tools_see_what_is_wrong(fhir_tools: FhirTools) -> None:
+def test_the_tools_see_what_is_wrong(all_checked: dict[str, Result]) -> None:
     """The check can fail: a wrong code, an unknown element and an R4B-only resource in R4 are
-    errors; an unknown profile is only a warning."""
-    backport = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-x"
-    results = fhir_tools.check(
-        [
-            ("wrong-code", "4.3", {"resourceType": "Patient", "gender": "attack"}),
-            ("unknown-element", "4.0", {"resourceType": "Patient", "colour": "blue"}),
-            ("r4b-in-r4", "4.0", {"resourceType": "SubscriptionStatus", "type": "handshake"}),
-            (
-                "unknown-profile",
-                "4.3",
-                {"resourceType": "Patient", "meta": {"profile": [backport]}},
-            ),
-        ]
-    )
-    assert any(e.location == "Patient.gender" for e in results["wrong-code"].errors)
-    assert results["wrong-code"].parse is not None
-    assert results["unknown-element"].errors and results["unknown-element"].parse is not None
-    assert results["r4b-in-r4"].errors and results["r4b-in-r4"].parse is not None
-    unknown = results["unknown-profile"]
+    errors that both tools report; an unknown profile is only a warning."""
+    wrong_code = all_checked["probe/wrong-code"]
+    assert any(e.location == "Patient.gender" for e in wrong_code.errors)
+    for name in ("wrong-code", "unknown-element", "r4b-in-r4"):
+        result = all_checked[f"probe/{name}"]
+        assert result.errors and result.parse is not None, name
+    unknown = all_checked["probe/unknown-profile"]
     assert unknown.problems() == []
-    assert any(backport in w.message for w in unknown.warnings)
+    assert any(UNKNOWN_PROFILE in w.message for w in unknown.warnings)
