@@ -86,6 +86,20 @@ def notification_type(bundle: dict[str, Any]) -> str:
     return str(head["type"])
 
 
+def focus_references(bundle: dict[str, Any]) -> list[str]:
+    """The `focus` reference of each notification event, in either version's status resource."""
+    head = bundle["entry"][0]["resource"]
+    if head["resourceType"] == "Parameters":
+        events = [p.get("part", []) for p in head["parameter"] if p["name"] == "notification-event"]
+        return [
+            part["valueReference"]["reference"]
+            for parts in events
+            for part in parts
+            if part["name"] == "focus"
+        ]
+    return [e["focus"]["reference"] for e in head.get("notificationEvent", []) if "focus" in e]
+
+
 def differences(herald: Shape, example: Shape, allowed: dict[str, str]) -> list[str]:
     """What in Herald's shape departs from the example's: a path the example has and Herald
     lacks, a path with another JSON type, and a path only Herald has unless `allowed` (path ->

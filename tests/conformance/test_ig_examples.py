@@ -6,11 +6,20 @@ not count; where Herald writes more than the example, the IG's text allows it (`
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from tests.conformance.cases import example
 from tests.conformance.outputs import Outputs
-from tests.conformance.structure import Shape, differences, notification_type, shape, status_paths
+from tests.conformance.structure import (
+    Shape,
+    differences,
+    focus_references,
+    notification_type,
+    shape,
+    status_paths,
+)
 from tests.support.fhir_tools import Result
 
 # Herald's output -> the IG example of the same type and content level.
@@ -49,11 +58,38 @@ def test_notification_has_the_structure_of_the_igs_example(
     assert notification_type(ours) == notification_type(theirs)
 
 
+def test_each_focus_is_an_entry_of_the_bundle_as_in_the_igs_example(
+    herald_outputs: Outputs, fhir_version: str
+) -> None:
+    """Same meaning, not only the same elements: at full-resource, the status names each
+    event's focus by the `fullUrl` of an entry of the Bundle, as the IG's example does."""
+    name = "event-full-resource"
+    for bundle in (herald_outputs[name], example(fhir_version, PAIRS[name])):
+        urls = {e.get("fullUrl") for e in bundle["entry"][1:]}
+        focus = focus_references(bundle)
+        assert focus and set(focus) <= urls, (focus, urls)
+
+
+def test_the_comparison_sees_a_missing_status_parameter_and_a_changed_type() -> None:
+    ig = example("4.0", "notification-full-resource")
+    changed = copy.deepcopy(ig)
+    parameters = changed["entry"][0]["resource"]["parameter"]
+    parameters[:] = [p for p in parameters if p["name"] != "events-since-subscription-start"]
+    changed["entry"][1]["response"]["status"] = 201
+    assert differences(shape(changed), shape(ig), {}) == [
+        "status: entry.resource(Parameters).parameter:events-since-subscription-start"
+        ".valueString is missing (the IG's example has a string)",
+        "events: entry.response.status holds a number, the IG's example a string",
+    ]
+
+
 @pytest.mark.parametrize("name", ["event-id-only", "ws-event-id-only"])
 def test_id_only_entries_carry_no_resource(herald_outputs: Outputs, name: str) -> None:
-    """What makes the extra id-only entries allowed: a URL and a request, never the resource."""
+    """What makes the extra id-only entries allowed: a URL and a request, never the resource;
+    and the URLs are those of the events' focus."""
     entries = herald_outputs[name]["entry"][1:]
-    assert entries and all("resource" not in e and "fullUrl" in e for e in entries)
+    assert entries and all("resource" not in e and "request" in e for e in entries)
+    assert {e["fullUrl"] for e in entries} == set(focus_references(herald_outputs[name]))
 
 
 @pytest.mark.xfail(
