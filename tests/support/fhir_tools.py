@@ -4,8 +4,8 @@ its strict R4 / R4B JSON parsers (the Java sources and their `pom.xml` are in `f
 The tool is built once by Maven in a copy of `fhir-tools/` under
 `${HERALD_CACHE_DIR:-~/.cache/herald}/fhir-tools/<hash of the sources>/` (compiled classes and
 the jars they need, nothing in the working tree); a changed source makes a new hash and a new
-build. The first build downloads HAPI FHIR 8.8.0 from Maven Central and takes minutes; later
-runs start the JVM straight away.
+build, and the builds of earlier sources are deleted. The first build downloads HAPI FHIR 8.8.0
+from Maven Central and takes minutes; later runs start the JVM straight away.
 
     tools = FhirTools.build()
     results = tools.validate({"handshake": bundle, ...}, "4.3")
@@ -179,7 +179,15 @@ def _built(digest: str) -> str:
             raise InfraUnavailable(f"Maven could not build the FHIR checks:\n{output}")
         marker.write_text(digest + "\n")
         progress(f"FHIR checks built in {home}")
+        _remove_older_builds(home)
         return classpath
+
+
+def _remove_older_builds(current: Path) -> None:
+    """Delete the builds of earlier sources (about 150 MB each) once a new one is complete."""
+    for other in current.parent.iterdir():
+        if other.is_dir() and other != current:
+            shutil.rmtree(other, ignore_errors=True)
 
 
 def _run_with_progress(cmd: list[str], cwd: Path) -> str:
