@@ -22,7 +22,14 @@ import time
 import uuid
 from pathlib import Path
 
-from tests.support.services import InfraUnavailable, cache_dir, free_port, progress, tail
+from tests.support.services import (
+    InfraUnavailable,
+    cache_dir,
+    free_port,
+    java_executable,
+    progress,
+    tail,
+)
 
 KAFKA_VERSION = "4.1.1"
 POM = Path(__file__).with_name("kafka-pom.xml")
@@ -64,17 +71,6 @@ group.initial.rebalance.delay.ms=0
 broker.heartbeat.interval.ms=500
 broker.session.timeout.ms=4000
 """
-
-
-def _java() -> str:
-    home = os.environ.get("JAVA_HOME")
-    candidate = Path(home, "bin", "java") if home else None
-    java = str(candidate) if candidate and candidate.exists() else shutil.which("java")
-    if not java:
-        raise InfraUnavailable(
-            "Java 17+ not found (install openjdk-17-jre-headless or set JAVA_HOME)"
-        )
-    return java
 
 
 def kafka_libs() -> Path:
@@ -176,7 +172,7 @@ class KafkaBroker:
             return
         if self.running:
             return
-        java, libs = _java(), kafka_libs()
+        java, libs = java_executable(), kafka_libs()
         classpath = str(libs / "*")
         if self._dir is None:
             self._dir = Path(tempfile.mkdtemp(prefix="herald-kafka-"))

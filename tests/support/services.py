@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -42,3 +43,15 @@ def tail(path: Path, lines: int = 40) -> str:
 def progress(message: str) -> None:
     """Report a slow step on stderr."""
     print(f"[herald tests] {message}", file=sys.stderr, flush=True)
+
+
+def java_executable() -> str:
+    """The `java` of `JAVA_HOME`, else the one on PATH (Java 17+ runs Kafka and the FHIR checks)."""
+    home = os.environ.get("JAVA_HOME")
+    candidate = Path(home, "bin", "java") if home else None
+    java = str(candidate) if candidate and candidate.exists() else shutil.which("java")
+    if not java:
+        raise InfraUnavailable(
+            "Java 17+ not found (install openjdk-17-jre-headless or set JAVA_HOME)"
+        )
+    return java
