@@ -3,9 +3,8 @@ parsers, `tests/support/fhir_tools.py`) and Herald's real outputs in each FHIR v
 once per session from a running Herald (`outputs.py`) and checked, with the IG's examples and
 the probes (`cases.py`), in one JVM run.
 
-The R4 form of the notifications (a Parameters status, `fhirVersion=4.0`) is built by the R4
-slice of issue 22 in another branch; until it is merged, `R4_NOTIFICATIONS` is False and the R4
-cases are skipped for that reason only. Merging it means setting `R4_NOTIFICATIONS = True`.
+Every output is collected and checked in both forms: R4 (`fhirVersion=4.0`, the Backport IG's
+Parameters status) and R4B (a SubscriptionStatus).
 """
 
 from __future__ import annotations
@@ -22,18 +21,9 @@ from tests.support.fhir_tools import FhirTools, Result
 from tests.support.herald import herald_factory
 from tests.support.services import InfraUnavailable, in_ci
 
-R4_NOTIFICATIONS = False
-BUILT_VERSIONS = ("4.3", "4.0") if R4_NOTIFICATIONS else ("4.3",)
+BUILT_VERSIONS = ("4.3", "4.0")
 R4B = pytest.param("4.3", id="R4B")
-R4 = pytest.param(
-    "4.0",
-    id="R4",
-    marks=pytest.mark.skipif(
-        not R4_NOTIFICATIONS,
-        reason="R4 notifications (fhirVersion=4.0) are built in the R4 slice of issue 22, not "
-        "merged here yet: set R4_NOTIFICATIONS = True in tests/conformance/conftest.py with it",
-    ),
-)
+R4 = pytest.param("4.0", id="R4")
 TOOLS_HINT = "install a JDK 17 and Maven (apt-get install openjdk-17-jdk-headless maven)"
 
 
