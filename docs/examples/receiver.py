@@ -3,7 +3,8 @@
     python3 docs/examples/receiver.py 9000
 
 Standard library only. For each POST it prints the notification's type, its event numbers
-and the resources it carries (a Subscription's first POST is its `handshake`).
+and the resources it carries (a Subscription's first POST is its `handshake`), from the R4B
+status (a SubscriptionStatus) or the R4 one (a Parameters resource, `fhirVersion=4.0`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def describe(body: bytes, key: str | None) -> str:
     except ValueError:
         return f"POST of {len(body)} bytes (not JSON), Idempotency-Key {key}"
     status = bundle["entry"][0]["resource"]
+    if status.get("resourceType") == "Parameters":  # the Backport IG's R4 form
+        status = r4_status(status)
     events = [str(e.get("eventNumber")) for e in status.get("notificationEvent", [])]
     resources = [
         f"{r['resourceType']}/{r.get('id')}"
@@ -43,6 +46,22 @@ def describe(body: bytes, key: str | None) -> str:
         + (f": {' '.join(resources)}" if resources else "")
         + f" (Idempotency-Key {key})"
     )
+
+
+def r4_status(parameters: dict) -> dict:
+    """The few facts `describe` prints, read from an R4 status (Parameters) into R4B's names."""
+    status: dict = {"notificationEvent": []}
+    for parameter in parameters.get("parameter", []):
+        name = parameter.get("name")
+        if name == "type":
+            status["type"] = parameter.get("valueCode")
+        elif name == "subscription":
+            status["subscription"] = parameter.get("valueReference", {})
+        elif name == "notification-event":
+            parts = {p.get("name"): p for p in parameter.get("part", [])}
+            number = parts.get("event-number", {}).get("valueString")
+            status["notificationEvent"].append({"eventNumber": number})
+    return status
 
 
 if __name__ == "__main__":
