@@ -47,6 +47,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from fhirstore.db.deadline import query_deadline
 from fhirstore.db.schema import resources, search_index
+from fhirstore.search import definitions as d
 from fhirstore.search.compare import TRUE, All, AnyOf, Cmp, Pred, plan, sort_field
 from fhirstore.search.datatypes import reference_target
 from fhirstore.search.index_entry import ID_PARAM, LAST_UPDATED_PARAM
@@ -89,6 +90,10 @@ def _cmp(cmp: Cmp, entry: Any) -> ColumnElement[bool]:
         if cmp.field == "text":  # folded text: LIKE is exact there on both databases
             return column.startswith(value, autoescape=True)
         return func.substr(column, 1, len(value)) == value  # case-sensitive everywhere
+    if op == "starts":  # case-sensitive on every field (LIKE is not on SQLite)
+        return func.substr(column, 1, len(value)) == value
+    if op == "nstarts":
+        return func.substr(column, 1, len(value)) != value
     if op == "contains":
         return column.contains(value, autoescape=True)
     if op == "icontains":
@@ -199,12 +204,15 @@ def _order(request: SearchRequest) -> list[Any]:
         else:
             entry = search_index.alias()
             column = entry.c[sort_field(param, descending)]
+            # A quantity sorts on its values as written, not its rows in base units.
+            written = [entry.c.text.is_(None)] if param.type == d.QUANTITY else []
             value = (
                 select(func.max(column) if descending else func.min(column))
                 .where(
                     entry.c.res_type == request.resource_type,
                     entry.c.res_id == resources.c.res_id,
                     entry.c.param == param.code,
+                    *written,
                 )
                 .scalar_subquery()
             )
