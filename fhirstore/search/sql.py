@@ -17,11 +17,13 @@ resources at most (`fhirstore.search.page`: sizes first, then only the bodies it
 
 Access: a `Narrowing` (`fhirstore.access.narrowing`) adds the principal's reach to the page,
 the total and every `_include` / `_revinclude`, so a search can never return, count or bring in
-a resource its principal may not read.
+a resource its principal may not read; the ValueSets of `:in` / `:not-in` are read inside it
+too (`valuesets`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import string
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -53,6 +55,7 @@ from fhirstore.search.datatypes import reference_target
 from fhirstore.search.index_entry import ID_PARAM, LAST_UPDATED_PARAM
 from fhirstore.search.page import BodySize, Budget
 from fhirstore.search.query import Criterion, Include, SearchRequest
+from fhirstore.search.valuesets import expand_criteria, has_value_sets
 
 if TYPE_CHECKING:
     from fhirstore.access.narrowing import Narrowing
@@ -376,6 +379,9 @@ async def run_search(
 async def _run_search(
     conn: AsyncConnection, request: SearchRequest, narrowing: Narrowing | None
 ) -> SearchResult:
+    if has_value_sets(request.criteria):  # `:in` / `:not-in`: read inside the same reach
+        criteria = await expand_criteria(conn, request.criteria, narrowing, request.limits)
+        request = dataclasses.replace(request, criteria=criteria)
     budget = Budget(request.limits)
     rows, has_more = await _page(conn, request, narrowing, budget)
     result = SearchResult(resources=[body for _, body in rows], has_more=has_more)

@@ -126,7 +126,7 @@ def test_dates_numbers_and_quantities_with_prefixes() -> None:
     [exact] = only("RiskAssessment", "probability=gt0.5").values
     assert isinstance(exact, RangeValue) and exact.low == exact.high == 0.5
     [quantity] = only("Observation", "value-quantity=le5.4|http://unitsofmeasure.org|mg").values
-    assert quantity == RangeValue("le", 5.4, 5.4, "http://unitsofmeasure.org", "mg")
+    assert quantity == RangeValue("le", 5.4, 5.4, "http://unitsofmeasure.org", "mg", quantity=True)
     [no_system] = only("Observation", "value-quantity=5.4||mg").values
     assert isinstance(no_system, RangeValue) and (no_system.system, no_system.code) == (None, "mg")
 
