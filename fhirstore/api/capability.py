@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fhirstore.search.definitions import resource_types, search_params
+from fhirstore.search.composite import composite_extractor
+from fhirstore.search.definitions import (
+    COMPOSITE,
+    REFERENCE,
+    SPECIAL,
+    SearchParam,
+    resource_types,
+    search_params,
+)
+from fhirstore.search.query import MODIFIERS
 
 _TYPE_INTERACTIONS = [
     "read",
@@ -16,7 +25,6 @@ _TYPE_INTERACTIONS = [
     "create",
     "search-type",
 ]
-_UNSEARCHABLE = {"composite", "special"}
 
 
 def capability_statement(base: str, *, software_version: str, now: str) -> dict[str, Any]:
@@ -52,11 +60,30 @@ def capability_statement(base: str, *, software_version: str, now: str) -> dict[
     }
 
 
+def _searchable(resource_type: str, param: SearchParam) -> bool:
+    """Special parameters are not; a composite is when its components are (composite.py)."""
+    if param.type == COMPOSITE:
+        return composite_extractor(resource_type, param.code) is not None
+    return param.type != SPECIAL
+
+
+def _search_param(param: SearchParam) -> dict[str, Any]:
+    """The parameter, with the modifiers its type takes (query.MODIFIERS) in documentation."""
+    modifiers = [f":{m}" for m in sorted(MODIFIERS[param.type])]
+    if param.type == REFERENCE:
+        modifiers.append(":[ResourceType]")
+    return {
+        "name": param.code,
+        "type": param.type,
+        "documentation": "Modifiers: " + ", ".join(modifiers),
+    }
+
+
 def _resource(resource_type: str) -> dict[str, Any]:
     params = [
-        {"name": p.code, "type": p.type}
+        _search_param(p)
         for p in sorted(search_params(resource_type).values(), key=lambda p: p.code)
-        if p.type not in _UNSEARCHABLE
+        if _searchable(resource_type, p)
     ]
     return {
         "type": resource_type,
