@@ -12,6 +12,8 @@ of Herald over every stored resource, in batches, and adds the rows of those new
 other rows are what they were); the downgrade deletes the rows of the new kinds.
 """
 
+from collections.abc import Iterator
+
 import orjson
 import sqlalchemy as sa
 from alembic import op
@@ -47,9 +49,10 @@ _index = sa.table(
 )
 
 
-def _batches(bind: sa.Connection) -> list[list[tuple[str, str, str]]]:
-    """Every live resource as (type, id, body), in batches by primary key order."""
-    batches, after = [], ("", "")
+def _batches(bind: sa.Connection) -> Iterator[list[tuple[str, str, str]]]:
+    """Every live resource as (type, id, body), in batches by primary key order (one batch in
+    memory at a time)."""
+    after = ("", "")
     key = sa.tuple_(_resources.c.res_type, _resources.c.res_id)
     while True:
         rows = bind.execute(
@@ -59,8 +62,8 @@ def _batches(bind: sa.Connection) -> list[list[tuple[str, str, str]]]:
             .limit(_BATCH)
         ).all()
         if not rows:
-            return batches
-        batches.append([(t, i, b) for t, i, b in rows])
+            return
+        yield [(t, i, b) for t, i, b in rows]
         after = (rows[-1][0], rows[-1][1])
 
 

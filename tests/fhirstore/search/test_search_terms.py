@@ -164,7 +164,7 @@ async def _both(
 ) -> tuple[list[str], list[str]]:
     """(ids found by SQL, ids the in-memory matcher accepts, criteria expanded the same way)."""
     pairs = parse_qsl(query + "&_count=1000", keep_blank_values=True)
-    request = parse_search(resource_type, pairs, **({"limits": limits} if limits else {}))
+    request = parse_search(resource_type, pairs, limits=limits or SearchLimits())
     async with engine.connect() as conn:
         found = await run_search(conn, request, narrowing)
         criteria = await expand_criteria(conn, request.criteria, narrowing, request.limits)
@@ -220,7 +220,7 @@ async def test_an_expansion_past_the_limit_is_too_costly(engine: AsyncEngine) ->
 
 
 def _narrowing(scopes: str) -> Narrowing:
-    access = Access(Principal("user", "u-1", Scopes.parse(scopes)))
+    access = Access(Principal("token", "u-1", Scopes.parse(scopes)))
     return Narrowing(access.reach("Observation", "r"), access)
 
 
