@@ -80,6 +80,10 @@ def _row(param: str, first: IndexEntry, second: IndexEntry, kind: str) -> IndexE
 
 
 Converters = dict[str | None, ValueConverter]
+# What one resource's composites share, computed once per resource: the elements a base path
+# selects and a component's entries in one element, by (id of the node, id of the path or
+# component: both are cached, so equal ones are the same object).
+Memo = dict[tuple[int, int], list[Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +93,17 @@ class _Component:
     paths: tuple[Path, ...]  # relative to the element
     converters: Converters
 
-    def entries(self, element: dict[str, Any]) -> list[IndexEntry]:
-        return [
-            entry
-            for path in self.paths
-            for kind, value in walk(element, path)
-            for entry in self.converters[kind](self.code, value)
-        ]
+    def entries(self, element: dict[str, Any], memo: Memo) -> list[IndexEntry]:
+        key = (id(element), id(self))  # equal components are one object (`_component`)
+        found = memo.get(key)
+        if found is None:
+            found = memo[key] = [
+                entry
+                for path in self.paths
+                for kind, value in walk(element, path)
+                for entry in self.converters[kind](self.code, value)
+            ]
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,20 +121,21 @@ class CompositeExtractor:
 
     code: str
     parts: tuple[_Part, ...]
-    roots: frozenset[str] | None = None  # evaluated on every resource of the type
 
-    def entries(self, resource: dict[str, Any]) -> list[IndexEntry]:
+    def entries(self, resource: dict[str, Any], memo: Memo) -> list[IndexEntry]:
         rows = []
         for part in self.parts:
-            if part.base is None:
-                elements: list[Any] = [resource]
-            else:
-                elements = [value for _, value in walk(resource, part.base)]
+            elements: list[Any] = [resource]
+            if part.base is not None:
+                key = (id(resource), id(part.base))
+                if key not in memo:
+                    memo[key] = [value for _, value in walk(resource, part.base)]
+                elements = memo[key]
             for element in elements:
                 if not isinstance(element, dict):
                     continue
-                firsts = part.first.entries(element)
-                seconds = part.second.entries(element) if firsts else []
+                firsts = part.first.entries(element, memo)
+                seconds = part.second.entries(element, memo) if firsts else []
                 for first in firsts:
                     for second in seconds:
                         row = _row(self.code, first, second, part.second.kind)
@@ -135,6 +144,21 @@ class CompositeExtractor:
         return rows
 
 
+@dataclass(slots=True)
+class Composites:
+    """Every supported composite of one resource type, evaluated together, so the elements
+    and components they share (`code` in four of Observation's) are walked once."""
+
+    extractors: tuple[CompositeExtractor, ...]
+    code: str = "(composites)"  # for the log line of a failure
+    roots: frozenset[str] | None = None  # evaluated on every resource of the type
+
+    def entries(self, resource: dict[str, Any]) -> list[IndexEntry]:
+        memo: Memo = {}
+        return [row for each in self.extractors for row in each.entries(resource, memo)]
+
+
+@cache
 def _relative(
     resource_type: str, base_text: str, base: Path | None, expression: str
 ) -> tuple[Path, ...] | None:
@@ -152,6 +176,7 @@ def _relative(
     return tuple(paths)
 
 
+@cache
 def _component(
     resource_type: str, base_text: str, base: Path | None, param: d.SearchParam, expression: str
 ) -> _Component | None:
@@ -169,6 +194,13 @@ def _component(
 
 
 @cache
+def _base(expression: str) -> Path | None:
+    """The path of a composite's elements (one object per expression: `Memo` keys on it)."""
+    compiled = compile_plain(expression)
+    return compiled[0] if compiled is not None and len(compiled) == 1 else None
+
+
+@cache
 def composite_extractor(resource_type: str, code: str) -> CompositeExtractor | None:
     """The extractor of composite `code` on `resource_type`; None when it is not supported."""
     param = d.search_params(resource_type).get(code)
@@ -183,10 +215,9 @@ def composite_extractor(resource_type: str, code: str) -> CompositeExtractor | N
     for base_text in (part.strip() for part in param.expression.split("|")):
         base: Path | None = None
         if base_text != resource_type:
-            compiled = compile_plain(base_text)
-            if compiled is None or len(compiled) != 1:
+            base = _base(base_text)
+            if base is None:
                 return None
-            base = compiled[0]
         found = [
             _component(resource_type, base_text, base, component, expression)
             for component, (_, expression) in zip(components, param.components, strict=True)

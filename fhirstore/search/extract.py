@@ -29,7 +29,7 @@ from fhirpathpy.engine.nodes import ResourceNode, TypeInfo
 from fhirpathpy.models import models
 
 from fhirstore.search import definitions as d
-from fhirstore.search.composite import CompositeExtractor, composite_extractor
+from fhirstore.search.composite import Composites, composite_extractor
 from fhirstore.search.datatypes import PARAM_TYPES, ParamType, reference_target, value_converter
 from fhirstore.search.index_entry import IndexEntry
 from fhirstore.search.paths import Member, Path, Step, compile_plain, evaluable, walk
@@ -191,11 +191,12 @@ def _extractors(resource_type: str) -> tuple[_Extractor, ...]:
 
 
 @cache
-def _all_extractors(resource_type: str) -> tuple[_Extractor | CompositeExtractor, ...]:
-    """The parameters' extractors, then the supported composites' (composite.py)."""
+def _all_extractors(resource_type: str) -> tuple[_Extractor | Composites, ...]:
+    """The parameters' extractors, then the supported composites' together (composite.py)."""
     params = d.search_params(resource_type).values()
     found = (composite_extractor(resource_type, p.code) for p in params if p.type == d.COMPOSITE)
-    return (*_extractors(resource_type), *(c for c in found if c is not None))
+    composites = tuple(c for c in found if c is not None)
+    return (*_extractors(resource_type), *([Composites(composites)] if composites else []))
 
 
 def _present(resource: dict[str, Any]) -> set[str]:
