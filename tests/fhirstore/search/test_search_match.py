@@ -142,6 +142,9 @@ MATCH_CASES: list[tuple[str, str, list[str]]] = [
     ("ValueSet", "url:below=http://acme.org/fhir/ValueSet/blood_pressure", ["vs-2"]),
     ("ValueSet", "url:above=http://acme.org/fhir/ValueSet/blood_pressure/child/x", ["vs-2"]),
     ("ValueSet", "url:contains=BLOOD_", ["vs-1", "vs-2"]),
+    ("ValueSet", "url:below=http://acme.org/fhir/ValueSet", ["vs-1", "vs-2"]),
+    ("ValueSet", "url:below=http://acme.org/fhir/ValueSet/blood", []),  # whole segments only
+    ("ValueSet", "url:above=http://acme.org/fhir/ValueSet/blood_pressure", []),
     # AND (repeated) and OR (comma)
     ("Patient", "family=smith&gender=female", ["pat-2"]),
     ("Patient", "family=smith,evans", ["pat-2", "pat-4", "pat-5"]),
