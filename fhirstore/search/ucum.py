@@ -9,7 +9,7 @@ a molar mass).
 The unit codes are parsed by `ucumvert` (the full UCUM grammar, generated from the official
 `ucum-essence.xml`) into `pint` quantities, whose registry carries the UCUM definitions.
 What is refused (answered None, so the quantity only compares as written):
-- codes the grammar does not accept;
+- codes the grammar does not accept, or longer than `MAX_UNIT_LENGTH`;
 - arbitrary units (`[IU]`, `[arb'U]`, ...: UCUM says they compare with nothing but
   themselves, while pint would treat them as plain numbers);
 - conversions that are not `scale * value + offset` (logarithmic units such as `[pH]`, `B`).
@@ -34,6 +34,9 @@ from defusedxml import ElementTree
 
 UCUM_SYSTEM = "http://unitsofmeasure.org"
 SIGNIFICANT_DIGITS = 12
+# Longer codes compare as written only: real ones are short (`mL/min/{1.73_m2}` is 16), and
+# parsing costs grow with length (a nested 500-character code takes a fifth of a second).
+MAX_UNIT_LENGTH = 64
 _LOCK = threading.Lock()
 _BRACKETED = re.compile(r"\[[^\]]*\]")
 
@@ -85,7 +88,9 @@ def _dimension_key(dimensionality: Any) -> str:
 @lru_cache(maxsize=4096)
 def conversion(code: str) -> Conversion | None:
     """The conversion of the UCUM unit `code` to base units; None when not comparable."""
-    if any(atom in _arbitrary() for atom in _BRACKETED.findall(code)):
+    if len(code) > MAX_UNIT_LENGTH or any(
+        atom in _arbitrary() for atom in _BRACKETED.findall(code)
+    ):
         return None
     try:
         with _LOCK:  # pint's registry caches are not made for threads
