@@ -212,6 +212,11 @@ class Settings(BaseSettings):
         description="Resource bytes in one search page (matches and includes); a page past "
         "it stops early, with a next link",
     )
+    search_max_valueset_codes: int = Field(
+        DEFAULT_LIMITS.max_valueset_codes,
+        ge=1,
+        description="Most codes the ValueSets of one search's :in / :not-in expand to, together",
+    )
     search_timeout_seconds: float = Field(
         DEFAULT_LIMITS.timeout_seconds or 0,
         ge=0,
@@ -230,6 +235,7 @@ class Settings(BaseSettings):
             max_included=self.search_max_included,
             max_include_depth=self.search_max_include_depth,
             max_page_bytes=self.search_max_page_bytes,
+            max_valueset_codes=self.search_max_valueset_codes,
             timeout_seconds=self.search_timeout_seconds or None,
         )
 

@@ -28,6 +28,7 @@ from fhirstore.search import (
     EntryGroups,
     check_criteria,
     group_entries,
+    has_value_sets,
     index_entries,
     matches_entries,
     parse_criterion,
@@ -69,9 +70,12 @@ def criterion(
 ) -> Criterion:
     """One parameter as a Criterion; an unknown parameter or bad value names `path`."""
     try:
-        return parse_criterion(resource_type, name, value, now=now)
+        found = parse_criterion(resource_type, name, value, now=now)
     except InvalidSearch as error:
         raise invalid(path, f"{error.diagnostics} (on {resource_type})") from None
+    if has_value_sets([found]):  # the matcher has no store to expand them from
+        raise invalid(path, f"{name}: :in and :not-in are not accepted here yet (searches only)")
+    return found
 
 
 def parse_query(

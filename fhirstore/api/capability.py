@@ -11,7 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 from fhirstore.api.negotiation import R4, R4B, RELEASES, FhirVersion
-from fhirstore.search.definitions import resource_types, search_params
+from fhirstore.search.composite import composite_extractor
+from fhirstore.search.definitions import (
+    COMPOSITE,
+    REFERENCE,
+    SPECIAL,
+    SearchParam,
+    resource_types,
+    search_params,
+)
+from fhirstore.search.query import MODIFIERS
 
 _TYPE_INTERACTIONS = [
     "read",
@@ -27,7 +36,6 @@ _ITERATE = (
     "Also with :iterate, applied again to the included resources until nothing new comes in "
     "(a bounded number of times: HERALD_SEARCH_MAX_INCLUDE_DEPTH)"
 )
-_UNSEARCHABLE = {"composite", "special"}
 # Resource types of R4B (4.3.0) that R4 (4.0.1) does not have; the R4 statement leaves them out.
 R4B_ONLY = frozenset(
     {
@@ -86,11 +94,30 @@ def capability_statement(
     }
 
 
+def _searchable(resource_type: str, param: SearchParam) -> bool:
+    """Special parameters are not; a composite is when its components are (composite.py)."""
+    if param.type == COMPOSITE:
+        return composite_extractor(resource_type, param.code) is not None
+    return param.type != SPECIAL
+
+
+def _search_param(param: SearchParam) -> dict[str, Any]:
+    """The parameter, with the modifiers its type takes (query.MODIFIERS) in documentation."""
+    modifiers = [f":{m}" for m in sorted(MODIFIERS[param.type])]
+    if param.type == REFERENCE:
+        modifiers.append(":[ResourceType]")
+    return {
+        "name": param.code,
+        "type": param.type,
+        "documentation": "Modifiers: " + ", ".join(modifiers),
+    }
+
+
 def _resource(resource_type: str) -> dict[str, Any]:
     params = [
-        {"name": p.code, "type": p.type}
+        _search_param(p)
         for p in sorted(search_params(resource_type).values(), key=lambda p: p.code)
-        if p.type not in _UNSEARCHABLE
+        if _searchable(resource_type, p)
     ]
     return {
         "type": resource_type,

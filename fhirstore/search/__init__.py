@@ -7,7 +7,9 @@
   deadline; 400 / 503 past them);
 - `sql.run_search`: a `SearchRequest` against the database, a page within its byte budget
   (`page`);
-- `match.matches` / `match.matches_entries`: the same criteria evaluated in memory.
+- `match.matches` / `match.matches_entries`: the same criteria evaluated in memory;
+- `valuesets.expand_criteria`: `:in` / `:not-in` ValueSets read through the store and expanded
+  (the SQL search does it itself; the in-memory matcher needs criteria expanded first).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
     from fhirstore.search.match import EntryGroups, group_entries, matches_entries
     from fhirstore.search.query import Criterion, Link, check_criteria, parse_criterion
     from fhirstore.search.values import TokenValue
+    from fhirstore.search.valuesets import expand_criteria, has_value_sets
 else:
     from fhirstore.surface import LazyExports
 
@@ -37,7 +40,9 @@ __all__ = [
     "TokenValue",
     "check_criteria",
     "definitions",
+    "expand_criteria",
     "group_entries",
+    "has_value_sets",
     "index_entries",
     "matches_entries",
     "parse_criterion",

@@ -9,6 +9,9 @@ The table (`r4b-search-params.json.gz`, committed next to this module) holds:
   expressions start with `Resource.`;
 - `params`: per resource type, `{code: [type, expression, [target types]]}`, where the
   expression keeps only the parts of the official `A.x | B.y` union that belong to that type;
+  a composite parameter has a fourth item, its components as `[[code, expression], ...]`
+  (the code of the component's own parameter on that type, the expression relative to each
+  element the composite's expression selects);
 - `patientCompartment`: per resource type, the parameter codes that put a resource of that type
   in a Patient's compartment (from `CompartmentDefinition-patient`).
 
@@ -114,6 +117,7 @@ def build(source: Path) -> dict[str, Any]:
                 if entry.get("param"):
                     compartment[entry["code"]] = list(entry["param"])
 
+    codes = {item["url"]: item["code"] for item in definitions}
     common: dict[str, list[Any]] = {}
     params: dict[str, dict[str, list[Any]]] = {name: {} for name in sorted(resource_types)}
     for definition in sorted(definitions, key=lambda d: d["url"]):
@@ -127,7 +131,10 @@ def build(source: Path) -> dict[str, Any]:
                 continue
             expression = restrict(definition["expression"], base, bases)
             if expression is not None:
-                params[base].setdefault(code, [kind, expression, targets])
+                row = [kind, expression, targets]
+                if kind == "composite":
+                    row.append(_components(definition, codes))
+                params[base].setdefault(code, row)
 
     return {
         "fhirVersion": "4.3.0",
@@ -136,6 +143,15 @@ def build(source: Path) -> dict[str, Any]:
         "params": params,
         "patientCompartment": dict(sorted(compartment.items())),
     }
+
+
+def _components(definition: dict[str, Any], codes: dict[str, str]) -> list[list[str]]:
+    """`[[code, expression], ...]` of a composite's components (code "" when the component's
+    definition is not a parameter of the package)."""
+    return [
+        [codes.get(part["definition"], ""), part["expression"]]
+        for part in definition.get("component", [])
+    ]
 
 
 def write(table: dict[str, Any], output: Path = OUTPUT) -> None:

@@ -20,6 +20,15 @@ Strings match on the folded text (lower case, no accents): a prefix by default, 
 `:contains`, a word prefix with `:text` (also on tokens: display / text), the exact original
 with `:exact`. Tokens, uris and references compare codes exactly (case-sensitive).
 
+Quantities with a UCUM unit also match in base units (`gt5.4|http://unitsofmeasure.org|mg`
+matches a stored `6000 ug`): each such stored quantity has a second row in base units
+(`ucum.py`, text `=` + dimension), and the search value is converted the same way; either
+row matching is a match. Without a unit only the rows as written are compared; with a unit
+code alone (`5.4||mg`) or another system, the unit as written.
+
+Composites (`composite.py` lays out their rows) compare the first part as a token on
+system / code and the second on the row's text and range.
+
 Numbers and quantities are indexed as points (low == high): the spec puts the implicit
 precision on the search value (`100` means [99.5, 100.5)), and a stored `5.40` arrives as the
 float 5.4 anyway, so a range around the stored value would make `gt100` match a stored 100.
@@ -31,9 +40,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from fhirstore.errors import InvalidSearch
 from fhirstore.search import definitions as d
 from fhirstore.search import values as v
+from fhirstore.search.composite import pair_key
+from fhirstore.search.datatypes import OF_TYPE
+from fhirstore.search.index_entry import CANONICAL
 from fhirstore.search.query import Criterion
+from fhirstore.search.ucum import range_in_base_units
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +55,8 @@ class Cmp:
     """`entry.<field> <op> value`. A None field never satisfies a comparison except `null`.
 
     ops: eq, in (value is a frozenset), null, lt, le, gt, ge, prefix, contains (the field
-    holds folded text), icontains (ASCII case-insensitive).
+    holds folded text), icontains (ASCII case-insensitive), starts / nstarts (case-sensitive
+    prefix / not that prefix, on any field: the keys of composite rows).
     """
 
     field: str
@@ -145,13 +160,93 @@ def _reference(value: v.ReferenceValue) -> Pred:
     return Cmp("code", "in", frozenset(value.codes))
 
 
+def _in_base_units(value: v.RangeValue) -> Pred | None:
+    """The range in base units, on the rows in base units of the same dimension (ucum.py);
+    None when the unit is not a UCUM unit that converts."""
+    exact = value.prefix in v.EXACT_BOUND_PREFIXES
+    found = range_in_base_units(value.system, value.code, value.low, value.high, exact=exact)
+    if found is None:
+        return None
+    key, low, high = found
+    return All((range_pred(value.prefix, low, high), Cmp("text", "eq", CANONICAL + key)))
+
+
 def _range(value: v.RangeValue) -> Pred:
+    """Dates and numbers; quantities: as written (a UCUM unit also in base units, either
+    matching), without a unit on the rows as written only."""
+    written = range_pred(value.prefix, value.low, value.high)
+    if not value.quantity:
+        return written
+    if value.system is None and value.code is None:
+        return _all(written, Cmp("text", "null"))
     unit: list[Pred] = []
     if value.system is not None:
         unit.append(Cmp("system", "eq", value.system))
     if value.code is not None:
         unit.append(Cmp("code", "eq", value.code))
-    return _all(range_pred(value.prefix, value.low, value.high), *unit)
+    as_written = _all(written, *unit)
+    in_base = _in_base_units(value)
+    return as_written if in_base is None else AnyOf((as_written, in_base))
+
+
+def _composite_quantity(value: v.RangeValue) -> Pred:
+    """The second part of a composite, a quantity: its unit is in the row's text."""
+    written = range_pred(value.prefix, value.low, value.high)
+    if value.code is None:
+        return _all(written, Cmp("text", "nstarts", CANONICAL))
+    if value.system is None:
+        return _all(written, Cmp("text", "starts", pair_key(None, value.code)))
+    as_written = _all(written, Cmp("text", "eq", pair_key(value.system, value.code)))
+    in_base = _in_base_units(value)
+    return as_written if in_base is None else AnyOf((as_written, in_base))
+
+
+def _composite_part(value: v.SearchValue) -> Pred:
+    """What the second part of a composite requires of the row (composite.py's layout)."""
+    if isinstance(value, v.TokenValue):
+        if value.no_system or value.system is not None:
+            return Cmp("text", "eq", pair_key(value.system, value.code))
+        return Cmp("text", "starts", pair_key(None, value.code))
+    if isinstance(value, v.RangeValue):
+        if value.quantity:
+            return _composite_quantity(value)
+        return range_pred(value.prefix, value.low, value.high)
+    if isinstance(value, v.StringValue):
+        return Cmp("text", "prefix", value.normalized)
+    if isinstance(value, v.ReferenceValue):
+        return Cmp("text", "in", frozenset(value.codes))
+    if isinstance(value, v.UriValue):
+        return Cmp("text", "eq", value.value)
+    raise TypeError(f"no comparison for {value!r} in a composite")
+
+
+def _composite(value: v.CompositeValue) -> Pred:
+    first, second = value.parts
+    assert isinstance(first, v.TokenValue)
+    return _all(_token(first), _composite_part(second))
+
+
+def _code_set(value: v.CodeSetValue) -> Pred:
+    """Some coding of the token is in the expanded ValueSet."""
+    if not value.codes:
+        return Cmp("code", "in", frozenset())
+    systems: dict[str, set[str]] = {}
+    for system, code in value.codes:
+        systems.setdefault(system, set()).add(code)
+    return _any(
+        tuple(
+            All((Cmp("system", "eq", system), Cmp("code", "in", frozenset(codes))))
+            for system, codes in sorted(systems.items())
+        )
+    )
+
+
+def _of_type(value: v.OfTypeValue) -> Pred:
+    """On the `<param>:of-type` rows: the Identifier's type coding and its value."""
+    parts: list[Pred] = [Cmp("code", "eq", value.code), Cmp("text", "eq", value.value)]
+    if value.system is not None:
+        parts.append(Cmp("system", "eq", value.system))
+    return All(tuple(parts))
 
 
 def value_pred(value: v.SearchValue, modifier: str | None) -> Pred:
@@ -166,6 +261,16 @@ def value_pred(value: v.SearchValue, modifier: str | None) -> Pred:
         return _reference(value)
     if isinstance(value, v.RangeValue):
         return _range(value)
+    if isinstance(value, v.CompositeValue):
+        return _composite(value)
+    if isinstance(value, v.CodeSetValue):
+        return _code_set(value)
+    if isinstance(value, v.OfTypeValue):
+        return _of_type(value)
+    if isinstance(value, v.ValueSetRef):
+        raise InvalidSearch(
+            f"the ValueSet {value.reference} of :in / :not-in was not expanded before matching"
+        )
     raise TypeError(f"no comparison for {value!r}")
 
 
@@ -177,7 +282,9 @@ def plan(criterion: Criterion) -> Plan:
         missing = all(isinstance(x, v.MissingValue) and x.missing for x in criterion.values)
         return Plan(code, negate=missing, pred=TRUE)
     pred = _any(tuple(value_pred(value, criterion.modifier) for value in criterion.values))
-    return Plan(code, negate=criterion.modifier == "not", pred=pred)
+    if criterion.modifier == "of-type":
+        code += OF_TYPE
+    return Plan(code, negate=criterion.modifier in ("not", "not-in"), pred=pred)
 
 
 def sort_field(param: d.SearchParam, descending: bool) -> str:

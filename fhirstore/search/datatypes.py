@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 from fhirstore.search import definitions as d
-from fhirstore.search.index_entry import IndexEntry
+from fhirstore.search.index_entry import CANONICAL, IndexEntry
 from fhirstore.search.normalize import (
     FAR_FUTURE,
     FAR_PAST,
@@ -29,6 +29,7 @@ from fhirstore.search.normalize import (
     normalize_text,
     to_float,
 )
+from fhirstore.search.ucum import canonical
 
 # (parameter code, value) -> entries, for values of one FHIR type.
 ValueConverter = Callable[[str, Any], list[IndexEntry]]
@@ -175,12 +176,22 @@ def _token_codeable_reference(param: str, value: dict[str, Any]) -> list[IndexEn
     return _token_codeable_concept(param, value.get("concept") or {})
 
 
+OF_TYPE = ":of-type"  # suffix of the parameter code the `:of-type` rows are filed under
+
+
 def _token_identifier(param: str, value: dict[str, Any]) -> list[IndexEntry]:
     code = clip(value.get("value"), MAX_CODE)
     if code is None:
         return []
-    type_text = _text((value.get("type") or {}).get("text"))
-    return [IndexEntry(param, clip(value.get("system"), MAX_SYSTEM), code, type_text)]
+    kind = value.get("type") or {}
+    entries = [
+        IndexEntry(param, clip(value.get("system"), MAX_SYSTEM), code, _text(kind.get("text")))
+    ]
+    for coding in kind.get("coding") or () if isinstance(kind, dict) else ():
+        of_type = _coding(param + OF_TYPE, coding)
+        if of_type is not None and of_type.code is not None:  # `:of-type`: type and value
+            entries.append(of_type._replace(text=clip(value.get("value"), MAX_TEXT)))
+    return entries
 
 
 def _token_contact_point(param: str, value: dict[str, Any]) -> list[IndexEntry]:
@@ -358,11 +369,32 @@ def _number_primitive(param: str, kind: str | None, value: Any) -> list[IndexEnt
     return [] if number is None else [IndexEntry(param, None, None, None, number, number)]
 
 
+def _in_base_units(
+    param: str, unit: tuple[str | None, str | None], low: float, high: float
+) -> list[IndexEntry]:
+    """The row of a UCUM quantity (or range) in base units, when its unit converts."""
+    key, bounds = None, []
+    for bound in (low, high):
+        found = None if bound in (FAR_PAST, FAR_FUTURE) else canonical(*unit, bound)
+        if found is None:
+            if bound not in (FAR_PAST, FAR_FUTURE):
+                return []
+            bounds.append(bound)
+        else:
+            key = found[0]
+            bounds.append(found[1])
+    return [] if key is None else [IndexEntry(param, None, None, CANONICAL + key, *bounds)]
+
+
 def _quantity(param: str, value: dict[str, Any]) -> list[IndexEntry]:
     number = to_float(value.get("value"))
     if number is None:
         return []
-    return [IndexEntry(param, *_unit(value), None, number, number)]
+    unit = _unit(value)
+    return [
+        IndexEntry(param, *unit, None, number, number),
+        *_in_base_units(param, unit, number, number),
+    ]
 
 
 def _money(param: str, value: dict[str, Any]) -> list[IndexEntry]:
@@ -379,17 +411,12 @@ def _range(param: str, value: dict[str, Any]) -> list[IndexEntry]:
     low_value, high_value = to_float(low.get("value")), to_float(high.get("value"))
     if low_value is None and high_value is None:
         return []
-    system, code = _unit(low if low_value is not None else high)
-    return [
-        IndexEntry(
-            param,
-            system,
-            code,
-            None,
-            FAR_PAST if low_value is None else low_value,
-            FAR_FUTURE if high_value is None else high_value,
-        )
-    ]
+    unit = _unit(low if low_value is not None else high)
+    bounds = (
+        FAR_PAST if low_value is None else low_value,
+        FAR_FUTURE if high_value is None else high_value,
+    )
+    return [IndexEntry(param, *unit, None, *bounds), *_in_base_units(param, unit, *bounds)]
 
 
 QUANTITY = ParamType(_number_primitive, {"Quantity": _quantity, "Money": _money, "Range": _range})
@@ -399,7 +426,8 @@ def _without_unit(convert: ValueConverter) -> ValueConverter:
     """A number parameter over a Range: the bounds without the unit."""
 
     def number(param: str, value: dict[str, Any]) -> list[IndexEntry]:
-        return [IndexEntry(param, low=e.low, high=e.high) for e in convert(param, value)]
+        found = convert(param, value)
+        return [IndexEntry(param, low=e.low, high=e.high) for e in found if e.text is None]
 
     return number
 

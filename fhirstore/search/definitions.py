@@ -39,6 +39,9 @@ class SearchParam:
     expression: str
     # Reference target types (empty for non-reference parameters or `Reference(Any)`).
     targets: tuple[str, ...] = ()
+    # A composite's components: (code of the component's parameter on the same type,
+    # FHIRPath relative to each element `expression` selects).
+    components: tuple[tuple[str, str], ...] = ()
 
 
 @cache
@@ -53,8 +56,9 @@ def resource_types() -> frozenset[str]:
 
 
 def _param(code: str, row: list[Any]) -> SearchParam:
-    kind, expression, targets = row
-    return SearchParam(code=code, type=kind, expression=expression, targets=tuple(targets))
+    kind, expression, targets, *rest = row
+    components = tuple((part, path) for part, path in rest[0]) if rest else ()
+    return SearchParam(code, kind, expression, tuple(targets), components)
 
 
 @cache

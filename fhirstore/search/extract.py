@@ -2,7 +2,7 @@
 
 Runs on every write, so the work per resource is kept small:
 - each expression is compiled once (per resource type, on first use) and cached;
-- composite and special parameters are skipped;
+- special parameters are skipped; composites are paired per element (`composite`);
 - plain paths (`Patient.name.given`, `Observation.value.ofType(Quantity)`, ... the large
   majority) are walked directly over the JSON by `paths`, and each value is converted by the
   converter of the type the model gives it, chosen at compile time (`datatypes.value_converter`);
@@ -29,17 +29,14 @@ from fhirpathpy.engine.nodes import ResourceNode, TypeInfo
 from fhirpathpy.models import models
 
 from fhirstore.search import definitions as d
+from fhirstore.search.composite import Composites, composite_extractor
 from fhirstore.search.datatypes import PARAM_TYPES, ParamType, reference_target, value_converter
 from fhirstore.search.index_entry import IndexEntry
-from fhirstore.search.paths import Member, Path, Step, compile_plain, walk
+from fhirstore.search.paths import Member, Path, Step, compile_plain, evaluable, walk
 
 __all__ = ["IndexEntry", "index_entries"]
 
 log = logging.getLogger(__name__)
-
-_SKIPPED_TYPES = frozenset({d.COMPOSITE, d.SPECIAL})
-_AS_OPERATOR = re.compile(r"\(\s*([A-Za-z][\w.]*)\s+as\s+([A-Za-z]\w*)\s*\)")
-_AS_FUNCTION = re.compile(r"\.as\(\s*([A-Za-z]\w*)\s*\)")
 
 
 def _resolve(inputs: list[Any]) -> list[ResourceNode]:
@@ -65,13 +62,6 @@ _RESOLVE_OPTIONS: dict[str, Any] = {
     "returnRawData": True,
     "userInvocationTable": {"resolve": {"fn": _resolve, "arity": {0: []}}},
 }
-
-
-def evaluable(expression: str, resource_type: str) -> str:
-    """The table expression in the form fhirpathpy evaluates (see the module docstring)."""
-    expression = re.sub(r"^(?:Domain)?Resource\.", f"{resource_type}.", expression)
-    expression = _AS_OPERATOR.sub(r"\1.ofType(\2)", expression)
-    return _AS_FUNCTION.sub(r".ofType(\1)", expression)
 
 
 # Functions and operators that give a value on an empty input (`x.exists()` is false).
@@ -188,7 +178,7 @@ def _kinds(paths: tuple[Path, ...]) -> set[str | None]:
 def _extractors(resource_type: str) -> tuple[_Extractor, ...]:
     extractors = []
     for param in d.search_params(resource_type).values():
-        if param.type in _SKIPPED_TYPES:
+        if param.type in (d.COMPOSITE, d.SPECIAL):
             continue
         expression = evaluable(param.expression, resource_type)
         plain = compile_plain(expression)
@@ -198,6 +188,15 @@ def _extractors(resource_type: str) -> tuple[_Extractor, ...]:
         param_type = PARAM_TYPES[param.type]
         extractors.append(_Extractor(param.code, expression, roots, param_type, plain))
     return tuple(extractors)
+
+
+@cache
+def _all_extractors(resource_type: str) -> tuple[_Extractor | Composites, ...]:
+    """The parameters' extractors, then the supported composites' together (composite.py)."""
+    params = d.search_params(resource_type).values()
+    found = (composite_extractor(resource_type, p.code) for p in params if p.type == d.COMPOSITE)
+    composites = tuple(c for c in found if c is not None)
+    return (*_extractors(resource_type), *([Composites(composites)] if composites else []))
 
 
 def _present(resource: dict[str, Any]) -> set[str]:
@@ -234,7 +233,7 @@ def index_entries(resource: dict[str, Any]) -> list[IndexEntry]:
         return []
     present: set[str] | None = None
     entries: dict[IndexEntry, None] = {}
-    for extractor in _extractors(resource_type):
+    for extractor in _all_extractors(resource_type):
         if extractor.roots is not None:
             present = _present(resource) if present is None else present
             if extractor.roots.isdisjoint(present):

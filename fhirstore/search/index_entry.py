@@ -13,6 +13,11 @@ ID_PARAM = "_id"
 LAST_UPDATED_PARAM = "_lastUpdated"
 ON_RESOURCES = frozenset({ID_PARAM, LAST_UPDATED_PARAM})
 
+# The `text` of a quantity row in base units starts with this, then the dimension
+# (fhirstore/search/ucum.py): `=[mass]`. Quantity rows as written have no text (plain
+# parameters) or `code<TAB>system` (composites), never starting with it.
+CANONICAL = "="
+
 
 class IndexEntry(NamedTuple):
     """One search value of a resource; the fields map 1:1 to `search_index` columns.
@@ -20,7 +25,10 @@ class IndexEntry(NamedTuple):
     What each parameter type fills (see the comment above `search_index` in db/schema.py):
     token (system, code, text), string (text normalised, code exact), uri (code),
     reference (code `Type/id` or absolute URL, system target type), number / quantity / date
-    (low, high; quantity also system and code of the unit).
+    (low, high; quantity also system and code of the unit, and for a UCUM unit a second row in
+    base units: text `CANONICAL` + dimension, no system or code), composite (see
+    fhirstore/search/composite.py), token `:of-type` rows (param `<code>:of-type`: system and
+    code of the Identifier's type, text its value).
 
     A named tuple, not a dataclass: a write makes one per value, and a tuple is built, hashed
     (to drop duplicates) and unpacked into a row faster.

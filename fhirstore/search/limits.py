@@ -33,6 +33,7 @@ class SearchLimits:
     max_included: int = 1000  # resources one page brings in with them
     max_include_depth: int = 4  # rounds of `:iterate` includes after the first
     max_page_bytes: int = 8 * 1024 * 1024  # resource bytes of one page (matches + included)
+    max_valueset_codes: int = 1000  # codes of the ValueSets of `:in` / `:not-in`, together
     timeout_seconds: float | None = 30.0  # each client-driven query; None: no deadline
 
 

@@ -42,6 +42,8 @@ def _cmp(cmp: Cmp) -> Test:
         "gt": lambda x: x > wanted,
         "ge": lambda x: x >= wanted,
         "prefix": lambda x: x.startswith(wanted),
+        "starts": lambda x: x.startswith(wanted),
+        "nstarts": lambda x: not x.startswith(wanted),
         "contains": lambda x: wanted in x,
         # SQLite's lower() only folds ASCII; fold the same way here so both paths agree.
         "icontains": lambda x: folded in x.translate(_ASCII_LOWER),

@@ -57,6 +57,18 @@ Step = Member | WhereEquals | WhereReferenceTo
 Path = tuple[Step, ...]
 
 
+_AS_OPERATOR = re.compile(r"\(\s*([A-Za-z][\w.]*)\s+as\s+([A-Za-z]\w*)\s*\)")
+_AS_FUNCTION = re.compile(r"\.as\(\s*([A-Za-z]\w*)\s*\)")
+
+
+def evaluable(expression: str, resource_type: str) -> str:
+    """A table expression in the form fhirpathpy (and `compile_plain`) evaluates: anchored on
+    `resource_type`, `(x as T)` / `x.as(T)` rewritten as `x.ofType(T)` (see extract)."""
+    expression = re.sub(r"^(?:Domain)?Resource\.", f"{resource_type}.", expression)
+    expression = _AS_OPERATOR.sub(r"\1.ofType(\2)", expression)
+    return _AS_FUNCTION.sub(r".ofType(\1)", expression)
+
+
 def _is_a(kind: str | None, wanted: str) -> bool:
     """FHIRPath `is`: the type or a subtype (`canonical` is a `uri`, `Age` a `Quantity`)."""
     while kind is not None:

@@ -19,6 +19,7 @@ from typing import Literal
 from fhirstore.errors import InvalidSearch
 from fhirstore.search import definitions as d
 from fhirstore.search import values as v
+from fhirstore.search.composite import component_params, composite_extractor
 from fhirstore.search.definitions import SearchParam
 from fhirstore.search.limits import DEFAULT_LIMITS, SearchLimits, over_limit
 from fhirstore.validation.primitives import unstorable
@@ -27,13 +28,14 @@ TotalMode = Literal["none", "estimate", "accurate"]
 
 # Modifiers each parameter type accepts (a reference also takes a resource type, `:Patient`).
 MODIFIERS: dict[str, frozenset[str]] = {
-    d.TOKEN: frozenset({"missing", "not", "text"}),
+    d.TOKEN: frozenset({"missing", "not", "text", "of-type", "in", "not-in"}),
     d.STRING: frozenset({"missing", "exact", "contains", "text"}),
     d.URI: frozenset({"missing", "contains", "above", "below"}),
     d.REFERENCE: frozenset({"missing"}),
     d.DATE: frozenset({"missing"}),
     d.NUMBER: frozenset({"missing"}),
     d.QUANTITY: frozenset({"missing"}),
+    d.COMPOSITE: frozenset({"missing"}),
 }
 IGNORED = frozenset({"_format", "_pretty", "_summary", "_elements"})
 UNSUPPORTED = frozenset(
@@ -120,8 +122,14 @@ def _param(resource_type: str, code: str, name: str) -> SearchParam:
         if code in UNSUPPORTED:
             raise _fail(name, "is not supported by this server")
         raise _fail(name, f"unknown search parameter {code!r} for {resource_type}")
-    if param.type in (d.COMPOSITE, d.SPECIAL):
+    if param.type == d.SPECIAL:
         raise _fail(name, f"{param.type} search parameters are not supported")
+    if param.type == d.COMPOSITE and composite_extractor(resource_type, code) is None:
+        raise _fail(
+            name,
+            "this composite parameter is not supported (supported: two components, the "
+            "first a token, within the element its expression selects)",
+        )
     return param
 
 
@@ -148,7 +156,14 @@ def _value_parser(
 ) -> Callable[[str], v.SearchValue]:
     if modifier == "missing":
         return v.parse_missing
+    if param.type == d.COMPOSITE:
+        parsers = [_value_parser(part, None, now) for part in component_params(param)]
+        return lambda text: v.parse_composite(text, parsers)
     if param.type == d.TOKEN:
+        if modifier in ("in", "not-in"):
+            return v.parse_value_set
+        if modifier == "of-type":
+            return v.parse_of_type
         return v.parse_string if modifier == "text" else v.parse_token
     if param.type == d.STRING:
         return v.parse_string

@@ -17,11 +17,13 @@ resources at most (`fhirstore.search.page`: sizes first, then only the bodies it
 
 Access: a `Narrowing` (`fhirstore.access.narrowing`) adds the principal's reach to the page,
 the total and every `_include` / `_revinclude` (`fhirstore.search.includes`, with `:iterate`),
-so a search can never return, count or bring in a resource its principal may not read.
+so a search can never return, count or bring in a resource its principal may not read; the
+ValueSets of `:in` / `:not-in` are read inside it too (`valuesets`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import string
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -47,11 +49,13 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from fhirstore.db.deadline import query_deadline
 from fhirstore.db.schema import resources, search_index
+from fhirstore.search import definitions as d
 from fhirstore.search.compare import TRUE, All, AnyOf, Cmp, Pred, plan, sort_field
 from fhirstore.search.includes import included
 from fhirstore.search.index_entry import ID_PARAM, LAST_UPDATED_PARAM
 from fhirstore.search.page import BODY_SIZE, Budget, load_bodies
 from fhirstore.search.query import Criterion, SearchRequest
+from fhirstore.search.valuesets import expand_criteria, has_value_sets
 
 if TYPE_CHECKING:
     from fhirstore.access.narrowing import Narrowing
@@ -89,6 +93,10 @@ def _cmp(cmp: Cmp, entry: Any) -> ColumnElement[bool]:
         if cmp.field == "text":  # folded text: LIKE is exact there on both databases
             return column.startswith(value, autoescape=True)
         return func.substr(column, 1, len(value)) == value  # case-sensitive everywhere
+    if op == "starts":  # case-sensitive on every field (LIKE is not on SQLite)
+        return func.substr(column, 1, len(value)) == value
+    if op == "nstarts":
+        return func.substr(column, 1, len(value)) != value
     if op == "contains":
         return column.contains(value, autoescape=True)
     if op == "icontains":
@@ -193,12 +201,15 @@ def _order(request: SearchRequest) -> list[Any]:
         else:
             entry = search_index.alias()
             column = entry.c[sort_field(param, descending)]
+            # A quantity sorts on its values as written, not its rows in base units.
+            written = [entry.c.text.is_(None)] if param.type == d.QUANTITY else []
             value = (
                 select(func.max(column) if descending else func.min(column))
                 .where(
                     entry.c.res_type == request.resource_type,
                     entry.c.res_id == resources.c.res_id,
                     entry.c.param == param.code,
+                    *written,
                 )
                 .scalar_subquery()
             )
@@ -262,6 +273,9 @@ async def run_search(
 async def _run_search(
     conn: AsyncConnection, request: SearchRequest, narrowing: Narrowing | None
 ) -> SearchResult:
+    if has_value_sets(request.criteria):  # `:in` / `:not-in`: read inside the same reach
+        criteria = await expand_criteria(conn, request.criteria, narrowing, request.limits)
+        request = dataclasses.replace(request, criteria=criteria)
     budget = Budget(request.limits)
     rows, has_more = await _page(conn, request, narrowing, budget)
     result = SearchResult(resources=[body for _, body in rows], has_more=has_more)

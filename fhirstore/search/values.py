@@ -7,6 +7,7 @@ A parser raises `ValueError` with a message saying what is accepted; `query` tur
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -68,6 +69,7 @@ class RangeValue:
     high: float
     system: str | None = None  # quantity unit system
     code: str | None = None  # quantity unit code
+    quantity: bool = False  # a quantity's value (compared in base units when UCUM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +77,52 @@ class MissingValue:
     missing: bool
 
 
-SearchValue = TokenValue | StringValue | UriValue | ReferenceValue | RangeValue | MissingValue
+@dataclass(frozen=True, slots=True)
+class OfTypeValue:
+    """`:of-type=[system]|code|value`: an Identifier whose type has that coding, with that value."""
+
+    system: str | None
+    code: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class ValueSetRef:
+    """`:in` / `:not-in` as parsed: the ValueSet, by canonical url or `ValueSet/id`.
+
+    Not yet comparable: the search or the filter expands it (`fhirstore.search.valuesets`)
+    into a `CodeSetValue` through the store, inside the reader's access."""
+
+    reference: str
+
+
+@dataclass(frozen=True, slots=True)
+class CodeSetValue:
+    """An expanded ValueSet: matches a token whose (system, code) is in `codes`."""
+
+    reference: str  # as the client named it
+    codes: frozenset[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class CompositeValue:
+    """`a$b`: one value per component of a composite parameter, in order."""
+
+    parts: tuple[SearchValue, ...]
+
+
+SearchValue = (
+    TokenValue
+    | StringValue
+    | UriValue
+    | ReferenceValue
+    | RangeValue
+    | MissingValue
+    | OfTypeValue
+    | ValueSetRef
+    | CodeSetValue
+    | CompositeValue
+)
 
 
 class TooManyParts(Exception):
@@ -142,6 +189,40 @@ def parse_token(text: str) -> TokenValue:
     return TokenValue(
         code=code[:MAX_CODE] or None, system=system[:MAX_SYSTEM] or None, no_system=not system
     )
+
+
+def parse_of_type(text: str) -> OfTypeValue:
+    parts = [unescape(part) for part in split_escaped(text, "|")]
+    if len(parts) != 3 or not parts[1] or not parts[2]:
+        raise ValueError("`:of-type` takes [system]|code|value (the Identifier's type and value)")
+    system, code, value = parts
+    return OfTypeValue(system[:MAX_SYSTEM] or None, code[:MAX_CODE], value[:MAX_TEXT])
+
+
+def parse_value_set(text: str) -> ValueSetRef:
+    text = unescape(text).strip()
+    if "://" in text or text.startswith("urn:"):
+        return ValueSetRef(text[:MAX_CODE])
+    kind, _, ident = text.partition("/")
+    if kind == "ValueSet" and _ID.fullmatch(ident):
+        return ValueSetRef(text)
+    raise ValueError("`:in` and `:not-in` take a ValueSet's canonical url or ValueSet/id")
+
+
+def parse_composite(text: str, parsers: Sequence[Callable[[str], SearchValue]]) -> CompositeValue:
+    try:
+        texts = split_escaped(text, "$", len(parsers))
+    except TooManyParts:
+        texts = []
+    if len(texts) != len(parsers):
+        raise ValueError(f"a composite value is {len(parsers)} values joined by $")
+    parts = tuple(parse(part) for parse, part in zip(parsers, texts, strict=True))
+    for part in parts[1:]:
+        if isinstance(part, TokenValue) and part.code is None:
+            raise ValueError("after the $ a token is code, system|code or |code")
+        if isinstance(part, RangeValue) and part.system is not None and part.code is None:
+            raise ValueError("after the $ a quantity's unit is system|code or |code")
+    return CompositeValue(parts)
 
 
 def parse_string(text: str) -> StringValue:
@@ -231,4 +312,4 @@ def parse_quantity(text: str) -> RangeValue:
     except ValueError:
         raise ValueError("a quantity is [prefix]number[|system|code], e.g. gt5.4||mg") from None
     system, code = (parts[1] or None, parts[2] or None) if len(parts) == 3 else (None, None)
-    return RangeValue(prefix, low, high, system=system, code=code)
+    return RangeValue(prefix, low, high, system=system, code=code, quantity=True)

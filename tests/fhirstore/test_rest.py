@@ -158,6 +158,11 @@ async def test_capability_statement_tells_the_truth(client: httpx.AsyncClient) -
     assert "Patient" in by_type and "Observation" in by_type and "Subscription" in by_type
     names = {p["name"] for p in by_type["Observation"]["searchParam"]}
     assert {"code", "subject", "patient", "date", "value-quantity"} <= names
+    assert {"code-value-quantity", "component-code-value-quantity"} <= names  # composites
+    sequence = {p["name"] for p in by_type["MolecularSequence"]["searchParam"]}
+    assert "chromosome-variant-coordinate" not in sequence  # three parts: not supported
+    [code] = [p for p in by_type["Observation"]["searchParam"] if p["name"] == "code"]
+    assert code["documentation"] == ("Modifiers: :in, :missing, :not, :not-in, :of-type, :text")
     interactions = {i["code"] for i in by_type["Patient"]["interaction"]}
     assert {"read", "vread", "update", "delete", "create", "search-type"} <= interactions
 

@@ -148,6 +148,7 @@ def test_a_filter_on_a_type_the_topic_is_not_about_is_refused() -> None:
         ("Observation?date=yesterday", "date"),
         ("Observation?code:exact=1", ":exact"),
         ("Observation?subject.name=peter", "chained"),
+        ("Observation?code:in=http://example.org/ValueSet/a", ":in and :not-in are not"),
         ("Obsrvation?code=1", "Obsrvation"),
         ("Observation?code", "name=value"),
     ],

@@ -169,7 +169,9 @@ def test_quantities_age_money_range_and_numbers() -> None:
         "valueQuantity": {"value": 5.4, "unit": "mmol/L", "system": UCUM, "code": "mmol/L"},
     }
     assert entries(observation, "value-quantity") == [
-        IndexEntry("value-quantity", system=UCUM, code="mmol/L", low=5.4, high=5.4)
+        IndexEntry("value-quantity", system=UCUM, code="mmol/L", low=5.4, high=5.4),
+        # the same in base units (mol/m3), for comparing across UCUM units
+        IndexEntry("value-quantity", text="=[length]-3.[substance]", low=5.4, high=5.4),
     ]
     condition = {"resourceType": "Condition", "onsetAge": {"value": 45, "unit": "yr"}}
     assert entries(condition, "onset-age") == [
@@ -189,7 +191,8 @@ def test_quantities_age_money_range_and_numbers() -> None:
         ],
     }
     assert entries(definition, "context-quantity") == [
-        IndexEntry("context-quantity", system=UCUM, code="a", low=18.0, high=FAR_FUTURE)
+        IndexEntry("context-quantity", system=UCUM, code="a", low=18.0, high=FAR_FUTURE),
+        IndexEntry("context-quantity", text="=[time]", low=568036800.0, high=FAR_FUTURE),
     ]
     risk = {"resourceType": "RiskAssessment", "prediction": [{"probabilityDecimal": 0.25}]}
     assert entries(risk, "probability") == [IndexEntry("probability", low=0.25, high=0.25)]

@@ -115,6 +115,13 @@ MATCH_CASES: list[tuple[str, str, list[str]]] = [
     ("Observation", "value-quantity=5.4||mg/dL", []),
     ("Observation", "value-quantity=ge99||mg/dL", ["obs-4"]),
     ("Observation", "component-value-quantity=gt100", ["obs-6"]),
+    # quantity units compared through UCUM (99.5 mg/dL is 0.0995 g/dL)
+    ("Observation", "value-quantity=0.0995|http://unitsofmeasure.org|g/dL", ["obs-4"]),
+    ("Observation", "value-quantity=0.0995||g/dL", []),
+    # composite: the code and the value of the same component
+    ("Observation", "component-code-value-quantity=http://loinc.org|8480-6$gt100", ["obs-6"]),
+    ("Observation", "component-code-value-quantity=8462-4$gt100", []),
+    ("Observation", "code-value-quantity=8867-4$gt80||/min", ["obs-2"]),
     ("Condition", "onset-age=gt40||a", ["cond-1"]),
     # reference: Type/id, id, absolute URL, :Type, resolve() is Patient
     ("Observation", "subject=Patient/pat-1", ["obs-1", "obs-2"]),
@@ -135,6 +142,9 @@ MATCH_CASES: list[tuple[str, str, list[str]]] = [
     ("ValueSet", "url:below=http://acme.org/fhir/ValueSet/blood_pressure", ["vs-2"]),
     ("ValueSet", "url:above=http://acme.org/fhir/ValueSet/blood_pressure/child/x", ["vs-2"]),
     ("ValueSet", "url:contains=BLOOD_", ["vs-1", "vs-2"]),
+    ("ValueSet", "url:below=http://acme.org/fhir/ValueSet", ["vs-1", "vs-2"]),
+    ("ValueSet", "url:below=http://acme.org/fhir/ValueSet/blood", []),  # whole segments only
+    ("ValueSet", "url:above=http://acme.org/fhir/ValueSet/blood_pressure", []),
     # AND (repeated) and OR (comma)
     ("Patient", "family=smith&gender=female", ["pat-2"]),
     ("Patient", "family=smith,evans", ["pat-2", "pat-4", "pat-5"]),

@@ -34,7 +34,7 @@ def only(resource_type: str, query: str) -> Criterion:
     [
         ("Patient", "shoe-size=42", "unknown search parameter 'shoe-size' for Patient"),
         ("Patient", "name:sounds-like=jon", "accepted: :contains, :exact, :missing, :text"),
-        ("Patient", "gender:exact=male", "accepted: :missing, :not, :text"),
+        ("Patient", "gender:exact=male", "accepted: :in, :missing, :not, :not-in, :of-type, :text"),
         ("Patient", "birthdate:contains=1970", "accepted: :missing"),
         ("Observation", "subject:Banana=1", "accepted: :missing, :[ResourceType]"),
         ("Observation", "encounter:Patient=1", "not a target of encounter"),
@@ -51,7 +51,7 @@ def only(resource_type: str, query: str) -> Criterion:
         ("Patient", "general-practitioner.name=house", "chained search parameters"),
         ("Patient", "_has=Observation:patient:code=1", "'_has': is not supported"),
         ("Patient", "_text=cancer", "'_text': is not supported"),
-        ("Observation", "code-value-quantity=1", "composite search parameters are not"),
+        ("Observation", "code-value-quantity=1", "a composite value is 2 values joined by $"),
         ("Patient", "_count=many", "'_count': expects a whole number"),
         ("Patient", "_offset=-5", "'_offset': expects a whole number"),
         ("Patient", "_sort=shoe-size", "unknown search parameter 'shoe-size'"),
@@ -126,7 +126,7 @@ def test_dates_numbers_and_quantities_with_prefixes() -> None:
     [exact] = only("RiskAssessment", "probability=gt0.5").values
     assert isinstance(exact, RangeValue) and exact.low == exact.high == 0.5
     [quantity] = only("Observation", "value-quantity=le5.4|http://unitsofmeasure.org|mg").values
-    assert quantity == RangeValue("le", 5.4, 5.4, "http://unitsofmeasure.org", "mg")
+    assert quantity == RangeValue("le", 5.4, 5.4, "http://unitsofmeasure.org", "mg", quantity=True)
     [no_system] = only("Observation", "value-quantity=5.4||mg").values
     assert isinstance(no_system, RangeValue) and (no_system.system, no_system.code) == (None, "mg")
 
