@@ -65,11 +65,20 @@ def split_query(query: str, path: str) -> list[tuple[str, str]]:
 def criterion(
     resource_type: str, name: str, value: str, path: str, now: datetime | None
 ) -> Criterion:
-    """One parameter as a Criterion; an unknown parameter or bad value names `path`."""
+    """One parameter as a Criterion; an unknown parameter or bad value names `path`, and so
+    does a chained or `_has` one (the matcher tests the changed resource's own entries)."""
     try:
-        return parse_criterion(resource_type, name, value, now=now)
+        parsed = parse_criterion(resource_type, name, value, now=now)
     except InvalidSearch as error:
         raise invalid(path, f"{error.diagnostics} (on {resource_type})") from None
+    if parsed.chain:
+        raise invalid(
+            path,
+            f"{name!r} follows references to other resources (a chained or _has parameter), "
+            "which subscription criteria and filters do not support; filter on the changed "
+            f"{resource_type}'s own parameters",
+        )
+    return parsed
 
 
 def parse_query(

@@ -25,6 +25,7 @@ longer than the limit is `SearchTooCostly` (400, too-costly) naming the limit.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fhirstore.errors import InvalidSearch
@@ -81,6 +82,12 @@ def parse_chain(resource_type: str, name: str, limits: SearchLimits) -> ChainedN
         current = link.target
 
 
+def _listed(types: Sequence[str], most: int = 6) -> str:
+    """`A, B, C` (the first `most`, then how many more)."""
+    shown = ", ".join(types[:most])
+    return shown if len(types) <= most else f"{shown} and {len(types) - most} more"
+
+
 def _fail(name: str, message: str) -> InvalidSearch:
     return InvalidSearch(f"Search parameter '{name}': {message}", expression=[name])
 
@@ -115,8 +122,7 @@ def _reverse(current: str, rest: str, name: str) -> tuple[Link, str]:
     if param.targets and current not in param.targets:
         raise _fail(
             name,
-            f"{source}'s {code} never points at {current} (it points at "
-            f"{', '.join(param.targets)})",
+            f"{source}'s {code} never points at {current} (it points at {_listed(param.targets)})",
         )
     return Link(param, source, reverse=True), tail
 
@@ -129,7 +135,7 @@ def _forward(current: str, head: str, tail: str, name: str) -> Link:
         if explicit not in d.resource_types():
             raise _fail(name, f"unknown resource type {explicit!r} after {code}:")
         if param.targets and explicit not in param.targets:
-            raise _fail(name, f"{explicit} is not a target of {code} ({', '.join(param.targets)})")
+            raise _fail(name, f"{explicit} is not a target of {code} ({_listed(param.targets)})")
         return Link(param, explicit)
     return Link(param, _implied_target(param, tail, name))
 
@@ -150,13 +156,13 @@ def _implied_target(param: SearchParam, tail: str, name: str) -> str:
     if not having:
         raise _fail(
             name,
-            f"none of the types {code} points at ({', '.join(param.targets)}) has a search "
+            f"none of the types {code} points at ({_listed(param.targets)}) has a search "
             f"parameter {following!r}",
         )
     if len(having) > 1:
         raise _fail(
             name,
-            f"{code} points at several types with {following!r} ({', '.join(having)}); "
+            f"{code} points at several types with {following!r} ({_listed(having)}); "
             f"name one: {code}:{having[0]}.{tail}",
         )
     return having[0]
