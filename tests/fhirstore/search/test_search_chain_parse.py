@@ -154,7 +154,10 @@ def test_wrong_chains_are_refused_naming_the_parameter(
 
 
 def test_the_chain_depth_limit() -> None:
-    three = "subject:Patient.general-practitioner:Practitioner._has:PractitionerRole:practitioner:role=x"
+    three = (
+        "subject:Patient.general-practitioner:Practitioner"
+        "._has:PractitionerRole:practitioner:role=x"
+    )
     assert len(only("Observation", three).chain) == 3
     four = "_has:Observation:patient:" + three
     with pytest.raises(SearchTooCostly) as raised:
@@ -175,5 +178,5 @@ def test_the_chain_depth_limit() -> None:
 def test_the_in_memory_matcher_refuses_a_chain() -> None:
     observation = {"resourceType": "Observation", "subject": {"reference": "Patient/1"}}
     assert matches(observation, [only("Observation", "patient=1")])
-    with pytest.raises(ChainedCriterion, match="'patient:Patient.name' follows references"):
+    with pytest.raises(ChainedCriterion, match=r"'patient:Patient\.name' follows references"):
         matches(observation, [only("Observation", "patient.name=x")])
