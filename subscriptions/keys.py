@@ -76,8 +76,6 @@ def event_keys(resource_type: str, groups: EntryGroups | None) -> frozenset[Inde
 def _filter_keys(item: Filter) -> tuple[IndexKey, ...]:
     """Keys of an equality filter (every value exact); () when the filter is not one."""
     criterion = item.criterion
-    if criterion.chain:  # its codes are another resource's, never the focus's
-        return ()
     if criterion.param.type not in _KEYED_TYPES or not _plain_equality(criterion):
         return ()
     codes = _codes(criterion)

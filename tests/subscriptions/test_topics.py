@@ -281,3 +281,5 @@ def test_chained_query_criteria_are_refused_naming_the_element() -> None:
     error = refused(topic(queryCriteria={"current": "Encounter?patient.name=eve"}))
     assert "queryCriteria.current" in error.expression[0]
     assert "'patient.name' follows references to other resources" in error.diagnostics
+    reverse = topic(queryCriteria={"previous": "_has:Observation:encounter:code=1"})
+    assert "queryCriteria test the changed resource's own" in refused(reverse).diagnostics
