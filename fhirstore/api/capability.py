@@ -40,13 +40,13 @@ def capability_statement(base: str, *, software_version: str, now: str) -> dict[
                     {"code": "history-system"},
                 ],
                 "searchParam": [
+                    _HAS,
                     {"name": "_count", "type": "number"},
                     {"name": "_offset", "type": "number"},
                     {"name": "_sort", "type": "string"},
                     {"name": "_total", "type": "token"},
                     {"name": "_include", "type": "string"},
                     {"name": "_revinclude", "type": "string"},
-                    _HAS,
                 ],
             }
         ],

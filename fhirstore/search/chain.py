@@ -162,7 +162,8 @@ def _implied_target(param: SearchParam, tail: str, name: str) -> str:
     if len(having) > 1:
         raise _fail(
             name,
-            f"{code} points at several types with {following!r} ({_listed(having)}); "
+            f"the chained {code} points at several types with {following!r} "
+            f"({_listed(having)}); "
             f"name one: {code}:{having[0]}.{tail}",
         )
     return having[0]

@@ -16,8 +16,8 @@ deadline (`fhirstore.db.deadline`: 503 past it), and a page holds about `max_pag
 resources at most (`fhirstore.search.page`: sizes first, then only the bodies it takes).
 
 Access: a `Narrowing` (`fhirstore.access.narrowing`) adds the principal's reach to the page,
-the total, every `_include` / `_revinclude` and every row a chained criterion passes through,
-so a search can never return, count, bring in or test a resource its principal may not read.
+the total and every `_include` / `_revinclude`, so a search can never return, count or bring in
+a resource its principal may not read.
 """
 
 from __future__ import annotations
