@@ -195,6 +195,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Most _include and _revinclude parameters in one search",
     )
+    search_max_chain_depth: int = Field(
+        DEFAULT_LIMITS.max_chain_depth,
+        ge=1,
+        description="Most references one chained or _has search parameter follows (each `.` "
+        "and each `_has`)",
+    )
     search_max_included: int = Field(
         DEFAULT_LIMITS.max_included,
         ge=0,
@@ -232,6 +238,7 @@ class Settings(BaseSettings):
             max_id_values=self.search_max_id_values,
             max_sort_keys=self.search_max_sort_keys,
             max_includes=self.search_max_includes,
+            max_chain_depth=self.search_max_chain_depth,
             max_included=self.search_max_included,
             max_include_depth=self.search_max_include_depth,
             max_page_bytes=self.search_max_page_bytes,

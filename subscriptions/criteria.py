@@ -81,7 +81,9 @@ def criterion(
 def parse_query(
     resource_type: str, query: str, path: str, *, now: datetime | None = None
 ) -> tuple[Criterion, ...]:
-    """`[Type?]a=1&b=2` (ANDed) on `resource_type`."""
+    """`[Type?]a=1&b=2` (ANDed) on `resource_type`, for a topic's queryCriteria: those test the
+    changed resource's own versions (previous and current), so a chained or `_has` parameter,
+    which tests other resources, is refused naming `path`."""
     if "?" in query.partition("=")[0]:
         named, _, query = query.partition("?")
         if named != resource_type:
@@ -89,6 +91,13 @@ def parse_query(
     parsed: list[Criterion] = []
     for name, value in split_query(query, path):
         parsed.append(criterion(resource_type, name, value, path, now))
+        if parsed[-1].chain:
+            raise invalid(
+                path,
+                f"{name!r} follows references to other resources (a chained or _has "
+                "parameter); queryCriteria test the changed resource's own previous and "
+                "current versions, so use its own parameters",
+            )
         try:  # the limits of a search hold for criteria and filters too
             check_criteria(parsed)
         except InvalidSearch as error:

@@ -82,6 +82,7 @@ def capability_statement(
                     {"code": "history-system"},
                 ],
                 "searchParam": [
+                    _HAS,
                     {"name": "_count", "type": "number"},
                     {"name": "_offset", "type": "number"},
                     {"name": "_sort", "type": "string"},
@@ -121,6 +122,7 @@ def _resource(resource_type: str) -> dict[str, Any]:
     ]
     return {
         "type": resource_type,
+        "documentation": _CHAINING,
         "interaction": [{"code": code} for code in _TYPE_INTERACTIONS],
         "versioning": "versioned",
         "readHistory": True,
@@ -132,3 +134,19 @@ def _resource(resource_type: str) -> dict[str, Any]:
         "searchRevInclude": ["*"],
         "searchParam": params,
     }
+
+
+# R4B has no element for chaining (SearchParameter.chain is on definitions Herald does not
+# serve), so each resource says it in its `documentation`, and `_has` is a server-wide one.
+_CHAINING = (
+    "Chained search (`subject:Patient.name=`, `patient.identifier=`, several levels) works on "
+    "every reference search parameter, and reverse chaining (`_has:Observation:patient:code=`) "
+    "on every type a reference parameter points at; `:Type` is needed where more than one "
+    "target type has the next parameter. A chain follows at most "
+    "HERALD_SEARCH_MAX_CHAIN_DEPTH references (3 unless configured), relative references only."
+)
+_HAS = {
+    "name": "_has",
+    "type": "special",
+    "documentation": "Reverse chaining: `_has:[Type]:[reference parameter]:[parameter]=value`",
+}

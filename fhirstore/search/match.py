@@ -1,6 +1,8 @@
 """In-memory evaluation of search criteria against a resource (the subscription matcher's path).
 
-Same semantics as the SQL search: both run the `compare.Plan` of each criterion. Predicates
+Same semantics as the SQL search: both run the `compare.Plan` of each criterion. A chained
+criterion (`Criterion.chain`) tests other resources than the one at hand, so it is refused
+here (`ChainedCriterion`); only the database search answers it. Predicates
 are compiled to closures once per criterion and cached. For many filters against one change,
 compute the entries once (`index_entries` or `group_entries`) and call `matches_entries`.
 """
@@ -12,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
+from fhirstore.search.chain import chain_text
 from fhirstore.search.compare import All, AnyOf, Cmp, Pred, plan
 from fhirstore.search.extract import IndexEntry, index_entries
 from fhirstore.search.query import Criterion
@@ -63,8 +66,18 @@ def compile_pred(pred: Pred) -> Test:
     return lambda entry: any(test(entry) for test in tests)
 
 
+class ChainedCriterion(ValueError):
+    """A chained or `_has` criterion: it tests other resources than the one at hand, which
+    entries of one resource cannot answer (the database search can)."""
+
+
 @lru_cache(maxsize=16384)
 def _compiled(criterion: Criterion) -> tuple[str, bool, Test]:
+    if criterion.chain:
+        raise ChainedCriterion(
+            f"Search parameter '{chain_text(criterion)}' follows references to other "
+            "resources; it cannot be evaluated against one resource in memory"
+        )
     criterion_plan = plan(criterion)
     return criterion_plan.param, criterion_plan.negate, compile_pred(criterion_plan.pred)
 

@@ -39,8 +39,7 @@ MODIFIERS: dict[str, frozenset[str]] = {
 }
 IGNORED = frozenset({"_format", "_pretty", "_summary", "_elements"})
 UNSUPPORTED = frozenset(
-    {"_has", "_list", "_text", "_content", "_query", "_filter", "_type", "_contained"}
-    | {"_containedType"}
+    {"_list", "_text", "_content", "_query", "_filter", "_type", "_contained"} | {"_containedType"}
 )
 
 
@@ -186,14 +185,20 @@ def parse_criterion(
     now: datetime | None = None,
     limits: SearchLimits = DEFAULT_LIMITS,
 ) -> Criterion:
-    """One `name=value` pair (name may carry a modifier) as a Criterion, of at most
-    `limits.max_or_values` values."""
+    """One `name=value` pair (name may carry a modifier, or be chained: `fhirstore.search.chain`)
+    as a Criterion, of at most `limits.max_or_values` values."""
     problem = unstorable(name + value)
     if problem is not None:  # no stored value can match it, and PostgreSQL refuses to bind it
         raise _fail(name, f"the search {problem}")
-    code, _, modifier = name.partition(":")
-    if "." in code or "." in modifier:
-        raise _fail(name, "chained search parameters are not supported")
+    # The chain module builds on `Link` above, so it is imported when first needed.
+    from fhirstore.search.chain import is_chained, parse_chain
+
+    links: tuple[Link, ...] = ()
+    tested = name
+    if is_chained(name):  # `subject:Patient.name`, `_has:Observation:patient:code`
+        chained = parse_chain(resource_type, name, limits)
+        links, resource_type, tested = chained.links, chained.resource_type, chained.name
+    code, _, modifier = tested.partition(":")
     param = _param(resource_type, code, name)
     _check_modifier(param, modifier or None, name)
     parse = _value_parser(param, modifier or None, now or datetime.now(UTC))
@@ -214,7 +219,7 @@ def parse_criterion(
         raise _fail(name, f"{error} (got {value!r})") from None
     if not parsed:
         raise _fail(name, "no value")
-    return Criterion(param, modifier or None, parsed)
+    return Criterion(param, modifier or None, parsed, links)
 
 
 def _int(name: str, value: str) -> int:

@@ -50,6 +50,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from fhirstore.db.deadline import query_deadline
 from fhirstore.db.schema import resources, search_index
 from fhirstore.search import definitions as d
+from fhirstore.search.chain_sql import chain_clause
 from fhirstore.search.compare import TRUE, All, AnyOf, Cmp, Pred, plan, sort_field
 from fhirstore.search.includes import included
 from fhirstore.search.index_entry import ID_PARAM, LAST_UPDATED_PARAM
@@ -139,7 +140,6 @@ def _epoch_seconds_postgresql(element: _EpochSeconds, compiler: SQLCompiler, **k
 
 _NULL_TEXT = cast(null(), String)
 _NULL_NUMBER = cast(null(), Float)
-_LAST_UPDATED = _EpochSeconds(resources.c.last_updated)
 
 
 @dataclass(frozen=True)
@@ -155,40 +155,57 @@ def _row_entry(**columns: ColumnElement[Any]) -> _RowEntry:
     return _RowEntry({**empty, "low": _NULL_NUMBER, "high": _NULL_NUMBER, **columns})
 
 
-_ON_RESOURCES: dict[str, _RowEntry] = {
-    ID_PARAM: _row_entry(code=resources.c.res_id),
+def _on_rows(rows: Any) -> dict[str, _RowEntry]:
+    """The entries `rows` (`resources` or an alias of it) hold themselves, by parameter."""
     # The instant `meta.lastUpdated` was written from, to the millisecond as written.
-    LAST_UPDATED_PARAM: _row_entry(low=_LAST_UPDATED, high=_LAST_UPDATED),
-}
+    last_updated = _EpochSeconds(rows.c.last_updated)
+    return {
+        ID_PARAM: _row_entry(code=rows.c.res_id),
+        LAST_UPDATED_PARAM: _row_entry(low=last_updated, high=last_updated),
+    }
 
 
-def criterion_clause(resource_type: str, criterion: Criterion) -> ColumnElement[bool]:
-    """EXISTS (or NOT EXISTS) an index entry of the resource row satisfying the criterion."""
+_ON_RESOURCES = _on_rows(resources)
+
+
+def criterion_clause(
+    resource_type: str,
+    criterion: Criterion,
+    rows: Any = resources,
+    narrowing: Narrowing | None = None,
+) -> ColumnElement[bool]:
+    """EXISTS (or NOT EXISTS) an index entry of the `rows` row satisfying the criterion; for
+    a chained criterion, EXISTS a path of rows inside `narrowing` to one that satisfies it
+    (`fhirstore.search.chain_sql`)."""
+    if criterion.chain:
+        return chain_clause(resource_type, criterion, rows, narrowing, criterion_clause)
     criterion_plan = plan(criterion)
-    if criterion_plan.param in _ON_RESOURCES:
+    on_rows = _ON_RESOURCES if rows is resources else _on_rows(rows)
+    if criterion_plan.param in on_rows:
         # The same EXISTS over the row's one entry (a SELECT without FROM), so NULLs and
         # `:not` / `:missing` come out as they do for stored entries.
-        entry: Any = _ON_RESOURCES[criterion_plan.param]
+        entry: Any = on_rows[criterion_plan.param]
         conditions = []
     else:
         entry = search_index.alias()
         conditions = [
             entry.c.res_type == resource_type,
-            entry.c.res_id == resources.c.res_id,
+            entry.c.res_id == rows.c.res_id,
             entry.c.param == criterion_plan.param,
         ]
     if criterion_plan.pred != TRUE:
         conditions.append(pred_clause(criterion_plan.pred, entry))
-    exists = select(literal(1)).where(*conditions).correlate(resources).exists()
+    exists = select(literal(1)).where(*conditions).correlate(rows).exists()
     return ~exists if criterion_plan.negate else exists
 
 
 def _filters(request: SearchRequest, narrowing: Narrowing | None) -> list[ColumnElement[bool]]:
     reach = narrowing.clause(resources) if narrowing is not None else None
+    rtype = request.resource_type
     return [
-        resources.c.res_type == request.resource_type,
+        resources.c.res_type == rtype,
         resources.c.deleted == false(),
-        *(criterion_clause(request.resource_type, c) for c in request.criteria),
+        *(criterion_clause(rtype, c, resources, narrowing) for c in request.criteria),
         *([reach] if reach is not None else []),
     ]
 

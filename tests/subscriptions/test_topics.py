@@ -275,3 +275,11 @@ def test_a_stored_topic_is_only_compiled_when_loaded_never_evaluated() -> None:
     match time) instead of hanging the start."""
     parsed = parse_topic(patient_topic(HOSTILE))
     assert parsed.triggers[0].fhirpath == HOSTILE
+
+
+def test_chained_query_criteria_are_refused_naming_the_element() -> None:
+    error = refused(topic(queryCriteria={"current": "Encounter?patient.name=eve"}))
+    assert "queryCriteria.current" in error.expression[0]
+    assert "'patient.name' follows references to other resources" in error.diagnostics
+    reverse = topic(queryCriteria={"previous": "_has:Observation:encounter:code=1"})
+    assert "queryCriteria test the changed resource's own" in refused(reverse).diagnostics

@@ -28,7 +28,6 @@ from tests.support.tokens import jwt_settings, live_bearer
 from tests.support.waiting import eventually
 
 MRN = "http://example.org/mrn"
-NEEDS_CHAINS = pytest.mark.skip(reason="needs chained parsing from h-chains")
 
 
 def _unique(prefix: str) -> str:
@@ -161,7 +160,6 @@ def _patient(pid: str, mrn: str) -> dict[str, Any]:
     return {"resourceType": "Patient", "id": pid, "identifier": [{"system": MRN, "value": mrn}]}
 
 
-@NEEDS_CHAINS
 async def test_a_chained_filter_notifies_about_the_patient_it_names(
     start_herald: HeraldFactory,
 ) -> None:
@@ -193,7 +191,6 @@ ALICE = live_bearer(
 CLINIC = live_bearer(sub="clinic", scope="user/*.rs user/Subscription.cruds")
 
 
-@NEEDS_CHAINS
 async def test_a_chained_filter_never_notifies_about_a_patient_the_owner_may_not_read(
     tmp_path: Path,
 ) -> None:
