@@ -33,6 +33,7 @@ from fhirstore.search import (
     Criterion,
     EntryGroups,
     Link,
+    chain_text,
     group_entries,
     index_entries,
     matches_entries,
@@ -47,10 +48,9 @@ _FOCUS: Ref = ("", "")  # the focus, as the parent of the first link's resources
 
 
 def chain_name(criterion: Criterion) -> str:
-    """`patient:Patient.identifier`: the chain and the parameter at its end, as an index key's
-    parameter (the FHIR chain syntax, every link with its target type)."""
-    links = ".".join(f"{link.param.code}:{link.target}" for link in criterion.chain)
-    return f"{links}.{criterion.param.code}"
+    """`patient:Patient.identifier`: the chain and the parameter at its end, without the
+    modifier, as an index key's parameter (the FHIR chain syntax, every link typed)."""
+    return chain_text(replace(criterion, modifier=None))
 
 
 @lru_cache(maxsize=16384)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from fhirstore.search import definitions, values
+    from fhirstore.search.chain import chain_text
     from fhirstore.search.definitions import SearchParam
     from fhirstore.search.extract import index_entries
     from fhirstore.search.limits import DEFAULT_LIMITS, SearchLimits
@@ -39,6 +40,7 @@ __all__ = [
     "SearchLimits",
     "SearchParam",
     "TokenValue",
+    "chain_text",
     "check_criteria",
     "definitions",
     "expand_criteria",
