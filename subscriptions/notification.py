@@ -46,6 +46,7 @@ from fhirstore import fhirjson
 from fhirstore.db import fhir_instant
 from subscriptions.model import ContentLevel, NotificationType, SubscriptionSpec
 from subscriptions.payload import R4, FhirVersion
+from subscriptions.status_error import StatusError, error_concept
 from subscriptions.status_parameters import StatusEvent, status_parameters
 
 # The REST interaction that made each kind of change, and the status it was answered with.
@@ -91,7 +92,7 @@ def subscription_status(
     events_since_start: int,
     events: Sequence[NotificationEvent],
     base_url: str,
-    errors: Sequence[str] = (),
+    errors: Sequence[StatusError] = (),
     fhir_version: FhirVersion | None = None,
 ) -> dict[str, Any]:
     """The status of `spec` describing `events` at the channel's content level: an R4B
@@ -110,7 +111,7 @@ def subscription_status(
             notification_type=notification_type,
             events_since_start=events_since_start,
             events=shown,
-            errors=errors,
+            errors=[error_concept(error) for error in errors],
         )
     resource: dict[str, Any] = {
         "resourceType": "SubscriptionStatus",
@@ -124,7 +125,7 @@ def subscription_status(
     resource["subscription"] = {"reference": subscription}
     resource["topic"] = spec.topic_url
     if errors:
-        resource["error"] = [{"text": error} for error in errors]
+        resource["error"] = [error_concept(error) for error in errors]
     return resource
 
 
@@ -137,7 +138,7 @@ def notification_bundle(
     events: Sequence[NotificationEvent],
     base_url: str,
     now: datetime,
-    errors: Sequence[str] = (),
+    errors: Sequence[StatusError] = (),
     fhir_version: FhirVersion | None = None,
 ) -> dict[str, Any]:
     """The `history` Bundle sent (or returned) for `events`, shaped by the content level, in
@@ -174,7 +175,7 @@ def events_bundle(
     events: Sequence[NotificationEvent],
     base_url: str,
     now: datetime,
-    errors: Sequence[str] = (),
+    errors: Sequence[StatusError] = (),
     fhir_version: FhirVersion | None = None,
 ) -> dict[str, Any]:
     """What `Subscription/[id]/$events` returns: a notification Bundle typed `query-event`."""

@@ -16,6 +16,7 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
 from fhirstore import fhirjson
+from fhirstore.wire import DELIVERY_FAILURE_SYSTEM, SUBSCRIPTION_ERROR_SYSTEM
 from subscriptions.model import Channel, ContentLevel, SubscriptionSpec
 from subscriptions.notification import (
     NotificationEvent,
@@ -25,6 +26,7 @@ from subscriptions.notification import (
     status_bundle,
     subscription_status,
 )
+from subscriptions.status_error import StatusError
 
 BASE = "https://herald.example/fhir"
 TOPIC = "http://herald-fhir.org/fhir/SubscriptionTopic/resource-change"
@@ -172,13 +174,36 @@ def test_handshake_and_heartbeat_carry_no_events(kind: str, content: ContentLeve
     assert status_of(found)["eventsSinceSubscriptionStart"] == "0"
 
 
-def test_errors_are_codeable_concept_text() -> None:
+def test_an_error_without_a_failure_kind_is_text_only() -> None:
     found = valid_history(
-        bundle("empty", [], status="error", errors=["HTTP 500 from https://receiver.example"])
+        bundle("empty", [], status="error", errors=[StatusError("the notification failed")])
     )
 
     assert status_of(found)["status"] == "error"
-    assert status_of(found)["error"] == [{"text": "HTTP 500 from https://receiver.example"}]
+    assert status_of(found)["error"] == [{"text": "the notification failed"}]
+
+
+@pytest.mark.parametrize(
+    ("failure", "hl7_code"),
+    [
+        ("rejected", "error-response"),
+        ("unavailable", "error-response"),
+        ("timeout", "no-response"),
+        ("unreachable", "no-response"),
+        ("blocked", None),
+    ],
+)
+def test_a_delivery_failure_is_coded_with_hl7s_code_and_herald_s_kind(
+    failure: str, hl7_code: str | None
+) -> None:
+    text = "HTTP 403 from https://receiver.example"
+    found = valid_history(bundle("empty", [], status="error", errors=[StatusError(text, failure)]))
+
+    [error] = status_of(found)["error"]
+    codes = {c["system"]: c["code"] for c in error["coding"]}
+    assert codes.get(SUBSCRIPTION_ERROR_SYSTEM) == hl7_code
+    assert codes[DELIVERY_FAILURE_SYSTEM] == failure
+    assert error["text"] == text
 
 
 def test_trailing_slash_of_the_base_is_ignored() -> None:
