@@ -226,7 +226,7 @@ def _shown(event: NotificationEvent, content: ContentLevel, base: str) -> Status
     return StatusEvent(
         event_number=event.event_number,
         timestamp=fhir_instant(event.timestamp),
-        focus=_focus_url(event, base) if shows_focus else None,
+        focus=_focus_reference(event, base) if shows_focus else None,
     )
 
 
@@ -257,6 +257,14 @@ def _focus_entry(event: NotificationEvent, content: ContentLevel, base: str) -> 
 
 def _focus_url(event: NotificationEvent, base: str) -> str:
     return f"{base}/{event.focus_type}/{event.focus_id}"
+
+
+def _focus_reference(event: NotificationEvent, base: str) -> str:
+    """The version the event is about (`.../Type/id/_history/n`): entries of one resource
+    share their `fullUrl`, the version tells them apart (Bundle reference resolution)."""
+    if event.focus_version is None:
+        return _focus_url(event, base)
+    return f"{_focus_url(event, base)}/_history/{event.focus_version}"
 
 
 def _request_url(event: NotificationEvent) -> str:

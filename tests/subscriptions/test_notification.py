@@ -126,9 +126,12 @@ def test_id_only_names_each_focus_without_its_content() -> None:
     found = valid_history(bundle("id-only"))
 
     focus = [e["focus"]["reference"] for e in status_of(found)["notificationEvent"]]
-    assert focus == [f"{BASE}/Patient/p1"] * 3
+    # Three versions of one resource: one fullUrl, a version-specific focus for each event
+    # (FHIR resolves it to the entry with that fullUrl and version: its ETag here).
+    assert focus == [f"{BASE}/Patient/p1/_history/{n}" for n in (1, 2, 3)]
     entries = found["entry"][1:]
     assert [e["fullUrl"] for e in entries] == [f"{BASE}/Patient/p1"] * 3
+    assert [e["response"]["etag"] for e in entries] == ['W/"1"', 'W/"2"', 'W/"3"']
     assert all("resource" not in e for e in entries)
     assert [e["request"]["method"] for e in entries] == ["POST", "PUT", "DELETE"]
 

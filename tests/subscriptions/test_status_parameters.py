@@ -196,8 +196,9 @@ def test_id_only_names_each_focus_and_lists_it_without_content() -> None:
     assert [e["part"][0]["valueString"] for e in events] == ["5", "6", "7"]
     assert [e["part"][1]["valueInstant"] for e in events] == ["2024-05-01T11:59:00.000Z"] * 3
     assert [e["part"][2] for e in events] == [
-        {"name": "focus", "valueReference": {"reference": f"{BASE}/Patient/p1"}}
-    ] * 3
+        {"name": "focus", "valueReference": {"reference": f"{BASE}/Patient/p1/_history/{n}"}}
+        for n in (1, 2, 3)
+    ]
     assert [e["fullUrl"] for e in r4["entry"][1:]] == [f"{BASE}/Patient/p1"] * 3
     assert all("resource" not in e for e in r4["entry"][1:])
 
