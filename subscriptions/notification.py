@@ -29,7 +29,8 @@ that carry one.
 of `query-status` SubscriptionStatus resources, one per subscription.
 
 Classic R4 subscriptions have no Bundle: rest-hook POSTs the resource itself when
-`channel.payload` is set, and an empty body when it is not.
+`channel.payload` is set, and an empty body when it is not. Their content level says which
+(`full-resource` or `empty`; an email payload without attachment is `empty`).
 """
 
 from __future__ import annotations
@@ -210,12 +211,16 @@ def status_bundle(statuses: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def classic_body(spec: SubscriptionSpec, event: NotificationEvent) -> bytes | None:
     """The body of a classic R4 rest-hook notification, or None for an empty POST.
 
-    With `channel.payload` set, R4 posts the matching resource itself. R4 never notifies about
+    With `channel.payload` set (content `full-resource`; on email only a payload that
+    attaches), R4 posts the matching resource itself. R4 never notifies about
     a delete ("there is no notification when a resource is deleted"); should one reach here, or
     should the version be unreadable, the receiver gets an empty POST, which R4 defines as
     "something changed, query the server" rather than a body that is not the resource.
     """
-    if spec.channel.payload is None or event.interaction == "delete" or event.resource is None:
+    channel = spec.channel
+    if channel.payload is None or channel.content == "empty":
+        return None
+    if event.interaction == "delete" or event.resource is None:
         return None
     return fhirjson.dumps(event.resource)
 
