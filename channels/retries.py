@@ -92,10 +92,10 @@ class Retries:
                     await self._lifecycle.transition(spec.id, "active")
                 return None, tries + 1
             error = outcome.error or "delivery failed"
-            kind = outcome.failure.value if outcome.failure is not None else None
-            if status != "error" or kind != shown:  # the status shows the failure's kind
-                await self._lifecycle.transition(spec.id, "error", error=error, failure=kind)
-                status, shown = "error", kind
+            failure = outcome.failure.value if outcome.failure is not None else None
+            if status != "error" or failure != shown:  # the status shows the failure's kind
+                await self._lifecycle.transition(spec.id, "error", error=error, failure=failure)
+                status, shown = "error", failure
             tries += 1
             # The error text stays out of the log: it quotes the endpoint's answer, which may
             # echo the notification. `$status` shows it to the subscription's owner.
