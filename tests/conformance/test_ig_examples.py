@@ -74,10 +74,14 @@ def test_each_focus_is_an_entry_of_the_bundle_as_in_the_igs_example(
             assert len(resolve_in_bundle(bundle, reference)) == 1, (reference, bundle["entry"])
 
 
-def test_two_events_of_one_resource_name_each_its_own_entry(herald_outputs: Outputs) -> None:
-    """`$events` with two changes of one resource: two entries share the `fullUrl` (allowed in
-    a history Bundle, bdl-7), and each focus resolves to its own version's entry."""
-    bundle = herald_outputs["query-event-same-resource-twice"]
+@pytest.mark.parametrize("name", ["query-event-same-resource-twice", "event-same-resource-twice"])
+def test_two_events_of_one_resource_name_each_its_own_entry(
+    herald_outputs: Outputs, name: str
+) -> None:
+    """`$events` (full-resource) and a notification batching two events (id-only, maxCount 2)
+    with two changes of one resource: two entries share the `fullUrl` (allowed in a history
+    Bundle, bdl-7), and each focus resolves to its own version's entry."""
+    bundle = herald_outputs[name]
     focus = focus_references(bundle)
     assert len(focus) == 2 and len({e["fullUrl"] for e in bundle["entry"][1:]}) == 1
     resolved = [resolve_in_bundle(bundle, reference) for reference in focus]

@@ -40,6 +40,7 @@ OUTPUT_NAMES = (
     # Two events of one resource in one history Bundle: the entries share the fullUrl (bdl-7
     # allows it in a history Bundle), the version-specific focus references tell them apart.
     "query-event-same-resource-twice",
+    "event-same-resource-twice",  # the same in a notification batching two events (maxCount)
 )
 
 
