@@ -10,8 +10,11 @@ decides what follows the status:
 
 - `empty`: only the status; its `notificationEvent`s carry `eventNumber` and `timestamp` but no
   `focus`, so nothing about the changed resources leaves the server.
-- `id-only`: the status names each focus (`notificationEvent.focus`, an absolute reference), and
-  one entry per event carries `fullUrl`, `request` and `response` but no `resource`.
+- `id-only`: the status names each focus (`notificationEvent.focus`, an absolute reference to
+  the version the event is about, `.../Type/id/_history/n`), and one entry per event carries
+  `fullUrl` (unversioned), `request` and `response` (the version in its ETag) but no
+  `resource`. Two events of one resource share the `fullUrl`; the version-specific focus
+  resolves to its own entry by FHIR's rule for references in a Bundle.
 - `full-resource`: as id-only, plus the focus version in `resource` (a delete carries none).
 
 A `history` Bundle needs `request` and `response` on every entry (bdl-3, bdl-4). The status entry
