@@ -268,9 +268,7 @@ class SubscriptionDelivery:
         with the same keys. After a failure the page ends, so that the next step reads the
         subscription afresh."""
         size = 1 if spec.classic else spec.channel.max_count
-        with_resource = spec.channel.content == "full-resource" or (
-            spec.classic and spec.channel.payload is not None
-        )
+        with_resource = spec.channel.content == "full-resource"  # a classic payload's too
         loaded = await self._page_events(pending, with_resource)
         page = Page(functools.partial(self.record_delivered, spec), progress.delivered_through)
         try:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from channels.attempt import Attempt
+from channels.transport import Failure
 from channels.unprocessable import BoundedTries
 from fhirstore.access import Record
 
@@ -33,8 +34,14 @@ class DeliveryPolicy:
     # dead letter (docs/quarantine.md).
     unsendable: BoundedTries = field(default_factory=BoundedTries)
 
-    def backoff(self, attempt: int) -> float:
+    def backoff(self, attempt: int, failure: Failure | None = None) -> float:
         """Seconds to wait after failed try number `attempt` + 1: exponential from
-        `initial_backoff` up to `max_backoff`, with jitter over its upper half."""
-        ceiling = min(self.max_backoff, self.initial_backoff * 2**attempt)
+        `initial_backoff` up to `max_backoff`, with jitter over its upper half. A permanent
+        `failure` (one that needs someone to change something: `Failure.permanent`) waits
+        the longest at once: trying again soon cannot help, but trying at all still delivers
+        the backlog once the receiver is fixed."""
+        if failure is not None and failure.permanent:
+            ceiling = self.max_backoff
+        else:
+            ceiling = min(self.max_backoff, self.initial_backoff * 2**attempt)
         return ceiling / 2 + random.uniform(0, ceiling / 2)

@@ -1,11 +1,13 @@
 """Sending one notification until its endpoint takes it: the delivery core's retry loop.
 
 `Retries.send` hands a `Delivery` to its channel's transport and reports every try (an
-`Attempt`). On a failure it waits (`DeliveryPolicy.backoff`: exponential, with jitter), giving
-this worker's delivery slot to others meanwhile, and tries again, until the endpoint takes it,
-the events pass the give-up age, or the caller says stop. `nudge` cuts a subscription's
-current or next wait short (e.g. a WebSocket was just bound). The subscription's status
-follows: `error` on a failure, `active` on a success.
+`Attempt`). On a failure it waits (`DeliveryPolicy.backoff`: exponential, with jitter; at
+once the longest wait when the failure is permanent, one that needs someone to change
+something), giving this worker's delivery slot to others meanwhile, and tries again, until the
+endpoint takes it, the events pass the give-up age, or the caller says stop. `nudge` cuts a
+subscription's current or next wait short (e.g. a WebSocket was just bound). The
+subscription's status follows: `error` on a failure (with the failure's kind, which `$status`
+codes; written again when the kind changes), `active` on a success.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ class Retries:
         attempt is reported with `events`, those the notification carries."""
         transport = self._transports[spec.channel.type]
         status, tries = progress.status, 0
+        shown = progress.last_failure  # the kind of failure the status shows
         while True:
             outcome = await try_send(transport, delivery)
             self.report(Attempt(spec, kind, events, outcome))
@@ -89,9 +92,10 @@ class Retries:
                     await self._lifecycle.transition(spec.id, "active")
                 return None, tries + 1
             error = outcome.error or "delivery failed"
-            if status != "error":
-                await self._lifecycle.transition(spec.id, "error", error=error)
-                status = "error"
+            failure = outcome.failure.value if outcome.failure is not None else None
+            if status != "error" or failure != shown:  # the status shows the failure's kind
+                await self._lifecycle.transition(spec.id, "error", error=error, failure=failure)
+                status, shown = "error", failure
             tries += 1
             # The error text stays out of the log: it quotes the endpoint's answer, which may
             # echo the notification. `$status` shows it to the subscription's owner.
@@ -109,7 +113,8 @@ class Retries:
             if tries == 1 and before_retry is not None:
                 await before_retry()
             async with self.idle():  # others may deliver while this one waits
-                await self._wait_or_nudge(spec.id, self._policy.backoff(tries - 1))
+                wait = self._policy.backoff(tries - 1, outcome.failure)
+                await self._wait_or_nudge(spec.id, wait)
             await self._after_wait(spec.id, lease)
 
     def report(self, attempt: Attempt) -> None:

@@ -89,6 +89,12 @@ AUDIT_TYPE_SYSTEM = HERALD_CANONICAL + "/CodeSystem/audit-type"
 OCCURRENCE_SYSTEM = HERALD_CANONICAL + "/NamingSystem/careplan-occurrence"
 # Task.businessStatus system of the Tasks the scheduler ends itself (status `cancelled`).
 BUSINESS_STATUS = HERALD_CANONICAL + "/CodeSystem/task-business-status"
+# Code system of the kinds of delivery failure (channels' `Failure`: blocked, unreachable,
+# timeout, rejected, unavailable) in a notification status's `error`; clients read.
+DELIVERY_FAILURE_SYSTEM = HERALD_CANONICAL + "/CodeSystem/delivery-failure"
+# HL7's code system of subscription delivery errors (no-response, error-response, ...), in a
+# notification status's `error` beside Herald's kind; clients read.
+SUBSCRIPTION_ERROR_SYSTEM = "http://terminology.hl7.org/CodeSystem/subscription-error"
 
 # The Subscriptions R5 Backport IG.
 # Its base; the CapabilityStatement names its operations and profile (below).

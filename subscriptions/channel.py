@@ -11,9 +11,10 @@ Payload content: for a topic-based subscription the `backport-payload-content` e
 `_payload` decides; when it is absent the content is `id-only` if a payload MIME type is given
 and `empty` otherwise (for email always `empty`, so that no clinical content is mailed by
 accident). A classic R4 subscription sends the resource itself when it has a
-payload (`full-resource`) and nothing otherwise (`empty`). The payload MIME type is read by
-`subscriptions/payload.py`: JSON with an optional `fhirVersion`, and the IG's mail forms
-(`text/plain;attach=application/fhir+json`) for email.
+payload (`full-resource`) and nothing otherwise (`empty`); on the email channel a `text/plain`
+or `text/html` payload without `attach` mails no resource, so it is `empty` too. The payload
+MIME type is read by `subscriptions/payload.py`: JSON with an optional `fhirVersion`, and the
+IG's mail forms (`text/plain;attach=application/fhir+json`) for email.
 """
 
 from __future__ import annotations
@@ -191,7 +192,9 @@ def _payload(
     if mime is None and email:
         parsed = _DEFAULT_MAIL
     if classic:
-        return mime, parsed, "full-resource" if mime is not None else "empty"
+        # A mail without attachment carries nothing of the resource: as without payload.
+        sends_resource = mime is not None and (parsed.mail_body is None or parsed.attach)
+        return mime, parsed, "full-resource" if sends_resource else "empty"
     content = _content(channel, path)
     if content is None:
         return mime, parsed, "id-only" if mime is not None and not email else "empty"

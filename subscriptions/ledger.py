@@ -34,6 +34,7 @@ class SubscriptionProgress:
     last_sent_at: datetime | None
     error_since: datetime | None
     last_error: str | None
+    last_failure: str | None = None  # the kind of delivery failure `last_error` was
 
 
 def _progress(row: Any) -> SubscriptionProgress:
@@ -45,6 +46,7 @@ def _progress(row: Any) -> SubscriptionProgress:
         row.last_sent_at,
         row.error_since,
         row.last_error,
+        row.last_failure,
     )
 
 
@@ -76,7 +78,13 @@ class Ledger(DeadLetters):
                 await conn.execute(
                     update(subscription_state)
                     .where(subscription_state.c.subscription_id == subscription_id)
-                    .values(status=status, error_since=None, last_error=None, last_sent_at=None)
+                    .values(
+                        status=status,
+                        error_since=None,
+                        last_error=None,
+                        last_failure=None,
+                        last_sent_at=None,
+                    )
                 )
 
     async def forget(self, subscription_id: str) -> None:
@@ -132,11 +140,13 @@ class Ledger(DeadLetters):
         *,
         now: datetime,
         error: str | None = None,
+        failure: str | None = None,
     ) -> bool:
-        """Record a status; a delivery outcome (`active` / `error`) never overrides `off`.
-        False when nothing changed."""
+        """Record a status, with the error and the kind of delivery failure it was (if it was
+        one); a delivery outcome (`active` / `error`) never overrides `off`. False when nothing
+        changed."""
         state = subscription_state.c
-        values: dict[str, Any] = {"status": status, "last_error": error}
+        values: dict[str, Any] = {"status": status, "last_error": error, "last_failure": failure}
         if status == "error":
             values["error_since"] = func.coalesce(state.error_since, now)
         else:

@@ -36,10 +36,17 @@ class Lifecycle:
         self._writer = ActingAs(store, STATUS_WRITER, record)
 
     async def transition(
-        self, subscription_id: str, status: str, *, error: str | None = None
+        self,
+        subscription_id: str,
+        status: str,
+        *,
+        error: str | None = None,
+        failure: str | None = None,
     ) -> None:
+        """Record `status` (with `error`, and `failure`: the kind of delivery failure it was,
+        which `$status` codes) and mirror it onto the resource, whose `error` is text only."""
         changed = await self._ledger.set_status(
-            subscription_id, status, now=self._store.clock.now(), error=error
+            subscription_id, status, now=self._store.clock.now(), error=error, failure=failure
         )
         if not changed:
             return  # turned off (by a client, or gone) meanwhile: that stands

@@ -10,8 +10,11 @@ decides what follows the status:
 
 - `empty`: only the status; its `notificationEvent`s carry `eventNumber` and `timestamp` but no
   `focus`, so nothing about the changed resources leaves the server.
-- `id-only`: the status names each focus (`notificationEvent.focus`, an absolute reference), and
-  one entry per event carries `fullUrl`, `request` and `response` but no `resource`.
+- `id-only`: the status names each focus (`notificationEvent.focus`, an absolute reference to
+  the version the event is about, `.../Type/id/_history/n`), and one entry per event carries
+  `fullUrl` (unversioned), `request` and `response` (the version in its ETag) but no
+  `resource`. Two events of one resource share the `fullUrl`; the version-specific focus
+  resolves to its own entry by FHIR's rule for references in a Bundle.
 - `full-resource`: as id-only, plus the focus version in `resource` (a delete carries none).
 
 A `history` Bundle needs `request` and `response` on every entry (bdl-3, bdl-4). The status entry
@@ -29,7 +32,8 @@ that carry one.
 of `query-status` SubscriptionStatus resources, one per subscription.
 
 Classic R4 subscriptions have no Bundle: rest-hook POSTs the resource itself when
-`channel.payload` is set, and an empty body when it is not.
+`channel.payload` is set, and an empty body when it is not. Their content level says which
+(`full-resource` or `empty`; an email payload without attachment is `empty`).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from fhirstore import fhirjson
 from fhirstore.db import fhir_instant
 from subscriptions.model import ContentLevel, NotificationType, SubscriptionSpec
 from subscriptions.payload import R4, FhirVersion
+from subscriptions.status_error import StatusError, error_concept
 from subscriptions.status_parameters import StatusEvent, status_parameters
 
 # The REST interaction that made each kind of change, and the status it was answered with.
@@ -91,7 +96,7 @@ def subscription_status(
     events_since_start: int,
     events: Sequence[NotificationEvent],
     base_url: str,
-    errors: Sequence[str] = (),
+    errors: Sequence[StatusError] = (),
     fhir_version: FhirVersion | None = None,
 ) -> dict[str, Any]:
     """The status of `spec` describing `events` at the channel's content level: an R4B
@@ -110,7 +115,7 @@ def subscription_status(
             notification_type=notification_type,
             events_since_start=events_since_start,
             events=shown,
-            errors=errors,
+            errors=[error_concept(error) for error in errors],
         )
     resource: dict[str, Any] = {
         "resourceType": "SubscriptionStatus",
@@ -124,7 +129,7 @@ def subscription_status(
     resource["subscription"] = {"reference": subscription}
     resource["topic"] = spec.topic_url
     if errors:
-        resource["error"] = [{"text": error} for error in errors]
+        resource["error"] = [error_concept(error) for error in errors]
     return resource
 
 
@@ -137,7 +142,7 @@ def notification_bundle(
     events: Sequence[NotificationEvent],
     base_url: str,
     now: datetime,
-    errors: Sequence[str] = (),
+    errors: Sequence[StatusError] = (),
     fhir_version: FhirVersion | None = None,
 ) -> dict[str, Any]:
     """The `history` Bundle sent (or returned) for `events`, shaped by the content level, in
@@ -174,7 +179,7 @@ def events_bundle(
     events: Sequence[NotificationEvent],
     base_url: str,
     now: datetime,
-    errors: Sequence[str] = (),
+    errors: Sequence[StatusError] = (),
     fhir_version: FhirVersion | None = None,
 ) -> dict[str, Any]:
     """What `Subscription/[id]/$events` returns: a notification Bundle typed `query-event`."""
@@ -209,12 +214,16 @@ def status_bundle(statuses: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def classic_body(spec: SubscriptionSpec, event: NotificationEvent) -> bytes | None:
     """The body of a classic R4 rest-hook notification, or None for an empty POST.
 
-    With `channel.payload` set, R4 posts the matching resource itself. R4 never notifies about
+    With `channel.payload` set (content `full-resource`; on email only a payload that
+    attaches), R4 posts the matching resource itself. R4 never notifies about
     a delete ("there is no notification when a resource is deleted"); should one reach here, or
     should the version be unreadable, the receiver gets an empty POST, which R4 defines as
     "something changed, query the server" rather than a body that is not the resource.
     """
-    if spec.channel.payload is None or event.interaction == "delete" or event.resource is None:
+    channel = spec.channel
+    if channel.payload is None or channel.content == "empty":
+        return None
+    if event.interaction == "delete" or event.resource is None:
         return None
     return fhirjson.dumps(event.resource)
 
@@ -225,7 +234,7 @@ def _shown(event: NotificationEvent, content: ContentLevel, base: str) -> Status
     return StatusEvent(
         event_number=event.event_number,
         timestamp=fhir_instant(event.timestamp),
-        focus=_focus_url(event, base) if shows_focus else None,
+        focus=_focus_reference(event, base) if shows_focus else None,
     )
 
 
@@ -256,6 +265,14 @@ def _focus_entry(event: NotificationEvent, content: ContentLevel, base: str) -> 
 
 def _focus_url(event: NotificationEvent, base: str) -> str:
     return f"{base}/{event.focus_type}/{event.focus_id}"
+
+
+def _focus_reference(event: NotificationEvent, base: str) -> str:
+    """The version the event is about (`.../Type/id/_history/n`): entries of one resource
+    share their `fullUrl`, the version tells them apart (Bundle reference resolution)."""
+    if event.focus_version is None:
+        return _focus_url(event, base)
+    return f"{_focus_url(event, base)}/_history/{event.focus_version}"
 
 
 def _request_url(event: NotificationEvent) -> str:

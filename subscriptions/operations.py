@@ -26,7 +26,7 @@ from fhirstore.api import (
     requested_fhir_version,
 )
 from subscriptions.focus import notification_events, withhold_unreadable
-from subscriptions.ledger import Ledger
+from subscriptions.ledger import Ledger, SubscriptionProgress
 from subscriptions.model import ContentLevel, SubscriptionSpec
 from subscriptions.notification import (
     events_bundle,
@@ -34,6 +34,7 @@ from subscriptions.notification import (
     subscription_status,
 )
 from subscriptions.registry import SubscriptionRegistry
+from subscriptions.status_error import StatusError
 
 _MAX_EVENTS = 1000
 _STATUSES = ("requested", "active", "error", "off")
@@ -99,7 +100,7 @@ def subscription_router(
                     events_since_start=progress.events_since_start if progress else 0,
                     events=[],
                     base_url=base_url(request),
-                    errors=[progress.last_error] if progress and progress.last_error else [],
+                    errors=_errors(progress),
                     fhir_version=version,
                 )
             )
@@ -136,6 +137,7 @@ def subscription_router(
             events=loaded,
             base_url=base_url(request),
             now=store.clock.now(),
+            errors=_errors(progress),
             fhir_version=version,
         )
         return FhirResponse(bundle, media_type=fhir_media_type(version))
@@ -169,6 +171,13 @@ def _primitive(parameter: dict[str, Any]) -> str | None:
         if key.startswith("value") and isinstance(value, str | int):
             return str(value)
     return None
+
+
+def _errors(progress: SubscriptionProgress | None) -> list[StatusError]:
+    """The subscription's last error, with the kind of delivery failure it was, if any."""
+    if progress is None or progress.last_error is None:
+        return []
+    return [StatusError(progress.last_error, progress.last_failure)]
 
 
 def _number(params: dict[str, list[str]], name: str) -> int | None:

@@ -50,9 +50,10 @@ def status_parameters(
     notification_type: str,
     events_since_start: int,
     events: Sequence[StatusEvent],
-    errors: Sequence[str] = (),
+    errors: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The R4 status Parameters (profile `backport-subscription-status-r4`)."""
+    """The R4 status Parameters (profile `backport-subscription-status-r4`); `errors` are
+    CodeableConcepts (`status_error.py`)."""
     parameters: list[dict[str, Any]] = [
         {"name": "subscription", "valueReference": {"reference": subscription}},
         {"name": "topic", "valueCanonical": topic},
@@ -61,7 +62,7 @@ def status_parameters(
         {"name": "events-since-subscription-start", "valueString": str(events_since_start)},
     ]
     parameters.extend(_notification_event(event) for event in events)
-    parameters.extend({"name": "error", "valueCodeableConcept": {"text": e}} for e in errors)
+    parameters.extend({"name": "error", "valueCodeableConcept": e} for e in errors)
     return {
         "resourceType": "Parameters",
         "id": resource_id,

@@ -23,6 +23,9 @@ subscription_state = Table(
     Column("last_sent_at", UtcDateTime, nullable=True),
     Column("error_since", UtcDateTime, nullable=True),
     Column("last_error", Text, nullable=True),
+    # What kind of failure `last_error` was (channels' `Failure`: blocked, unreachable, timeout,
+    # rejected, unavailable); None when it was no delivery failure (or there is no error).
+    Column("last_failure", String(16), nullable=True),
     # The process delivering this subscription, until when (a lease, renewed while it works).
     Column("lease_owner", String(64), nullable=True),
     Column("lease_until", UtcDateTime, nullable=True),

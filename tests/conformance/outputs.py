@@ -5,7 +5,8 @@ subscribes a REST hook of a real HTTP receiver at each content level, one whose 
 and a WebSocket client (`websocket_outputs.py`), makes changes, and gathers what a client of
 that FHIR version receives or reads: the notification Bundles of every type (handshake,
 heartbeat, event-notification at empty / id-only / full-resource, and over the WebSocket the
-binding token, handshake and an id-only event), `$status` (query-status, of an active
+binding token, handshake and an id-only event, and one event notification batching two
+changes of one resource, `maxCount` 2), `$status` (query-status, of an active
 subscription and of one in error), `$events` (query-event, of one event and of two changes of
 one resource), the CapabilityStatement, the Subscription as read back, the Tasks the scheduler
 materialises from a CarePlan, a search Bundle, and the
@@ -25,7 +26,11 @@ from typing import Any
 import httpx
 
 from tests.conformance.structure import notification_type
-from tests.conformance.websocket_outputs import websocket_listener
+from tests.conformance.websocket_outputs import (
+    batched_notification,
+    websocket_listener,
+    websocket_subscription,
+)
 from tests.e2e.delivery.conftest import subscription, wait_for_status
 from tests.support.herald import HeraldFactory
 from tests.support.receiver import Receiver, Request, http_receiver
@@ -51,10 +56,14 @@ async def collect_outputs(start: HeraldFactory, fhir_version: str) -> Outputs:
         pid = f"p-{uuid.uuid4().hex[:10]}"
         ids = await _subscribe(client, receiver, pid, mime)
         failing_id = await _subscribe_failing(client, failing, pid, mime)
+        batching_id = await websocket_subscription(client, pid, mime, max_count=2)
         async with websocket_listener(client, pid, mime) as websocket:
             await _change_patient(client, pid)
             await websocket.event_notification()
         outputs.update(websocket.outputs)
+        outputs["event-same-resource-twice"] = await batched_notification(
+            client, pid, mime, batching_id
+        )
         await _await_notifications(receiver)
         outputs.update(_notifications(receiver.requests))
         await wait_for_status(client, failing_id, "error")

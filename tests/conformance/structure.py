@@ -100,6 +100,25 @@ def focus_references(bundle: dict[str, Any]) -> list[str]:
     return [e["focus"]["reference"] for e in head.get("notificationEvent", []) if "focus" in e]
 
 
+def resolve_in_bundle(bundle: dict[str, Any], reference: str) -> list[dict[str, Any]]:
+    """The entries `reference` resolves to by FHIR's rules for references in a Bundle: a
+    version-specific reference (`.../Type/id/_history/n`) drops its version to match an
+    entry's `fullUrl`, then matches version n, the entry's `resource.meta.versionId` or, for
+    an entry without a resource (id-only), its `response.etag` (`W/"n"`)."""
+    url, _, version = reference.partition("/_history/")
+    found = []
+    for entry in bundle["entry"]:
+        if entry.get("fullUrl") != url:
+            continue
+        if version:
+            stored = (entry.get("resource") or {}).get("meta", {}).get("versionId")
+            etag = entry.get("response", {}).get("etag")
+            if version not in (stored, etag and etag.removeprefix('W/"').removesuffix('"')):
+                continue
+        found.append(entry)
+    return found
+
+
 def differences(herald: Shape, example: Shape, allowed: dict[str, str]) -> list[str]:
     """What in Herald's shape departs from the example's: a path the example has and Herald
     lacks, a path with another JSON type, and a path only Herald has unless `allowed` (path ->

@@ -16,6 +16,7 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
 from fhirstore import fhirjson
+from fhirstore.wire import DELIVERY_FAILURE_SYSTEM, SUBSCRIPTION_ERROR_SYSTEM
 from subscriptions.model import Channel, ContentLevel, SubscriptionSpec
 from subscriptions.notification import (
     NotificationEvent,
@@ -25,6 +26,7 @@ from subscriptions.notification import (
     status_bundle,
     subscription_status,
 )
+from subscriptions.status_error import StatusError
 
 BASE = "https://herald.example/fhir"
 TOPIC = "http://herald-fhir.org/fhir/SubscriptionTopic/resource-change"
@@ -124,9 +126,12 @@ def test_id_only_names_each_focus_without_its_content() -> None:
     found = valid_history(bundle("id-only"))
 
     focus = [e["focus"]["reference"] for e in status_of(found)["notificationEvent"]]
-    assert focus == [f"{BASE}/Patient/p1"] * 3
+    # Three versions of one resource: one fullUrl, a version-specific focus for each event
+    # (FHIR resolves it to the entry with that fullUrl and version: its ETag here).
+    assert focus == [f"{BASE}/Patient/p1/_history/{n}" for n in (1, 2, 3)]
     entries = found["entry"][1:]
     assert [e["fullUrl"] for e in entries] == [f"{BASE}/Patient/p1"] * 3
+    assert [e["response"]["etag"] for e in entries] == ['W/"1"', 'W/"2"', 'W/"3"']
     assert all("resource" not in e for e in entries)
     assert [e["request"]["method"] for e in entries] == ["POST", "PUT", "DELETE"]
 
@@ -172,13 +177,36 @@ def test_handshake_and_heartbeat_carry_no_events(kind: str, content: ContentLeve
     assert status_of(found)["eventsSinceSubscriptionStart"] == "0"
 
 
-def test_errors_are_codeable_concept_text() -> None:
+def test_an_error_without_a_failure_kind_is_text_only() -> None:
     found = valid_history(
-        bundle("empty", [], status="error", errors=["HTTP 500 from https://receiver.example"])
+        bundle("empty", [], status="error", errors=[StatusError("the notification failed")])
     )
 
     assert status_of(found)["status"] == "error"
-    assert status_of(found)["error"] == [{"text": "HTTP 500 from https://receiver.example"}]
+    assert status_of(found)["error"] == [{"text": "the notification failed"}]
+
+
+@pytest.mark.parametrize(
+    ("failure", "hl7_code"),
+    [
+        ("rejected", "error-response"),
+        ("unavailable", "error-response"),
+        ("timeout", "no-response"),
+        ("unreachable", "no-response"),
+        ("blocked", None),
+    ],
+)
+def test_a_delivery_failure_is_coded_with_hl7s_code_and_herald_s_kind(
+    failure: str, hl7_code: str | None
+) -> None:
+    text = "HTTP 403 from https://receiver.example"
+    found = valid_history(bundle("empty", [], status="error", errors=[StatusError(text, failure)]))
+
+    [error] = status_of(found)["error"]
+    codes = {c["system"]: c["code"] for c in error["coding"]}
+    assert codes.get(SUBSCRIPTION_ERROR_SYSTEM) == hl7_code
+    assert codes[DELIVERY_FAILURE_SYSTEM] == failure
+    assert error["text"] == text
 
 
 def test_trailing_slash_of_the_base_is_ignored() -> None:

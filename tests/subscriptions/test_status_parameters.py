@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from fhirstore.wire import STATUS_R4_PROFILE
+from fhirstore.wire import STATUS_R4_PROFILE, SUBSCRIPTION_ERROR_SYSTEM
 from subscriptions.model import ContentLevel, NotificationType, SubscriptionSpec
 from subscriptions.notification import (
     NotificationEvent,
@@ -24,6 +24,7 @@ from subscriptions.notification import (
     status_bundle,
     subscription_status,
 )
+from subscriptions.status_error import StatusError
 from tests.subscriptions.test_notification import (
     BASE,
     CHANGES,
@@ -195,8 +196,9 @@ def test_id_only_names_each_focus_and_lists_it_without_content() -> None:
     assert [e["part"][0]["valueString"] for e in events] == ["5", "6", "7"]
     assert [e["part"][1]["valueInstant"] for e in events] == ["2024-05-01T11:59:00.000Z"] * 3
     assert [e["part"][2] for e in events] == [
-        {"name": "focus", "valueReference": {"reference": f"{BASE}/Patient/p1"}}
-    ] * 3
+        {"name": "focus", "valueReference": {"reference": f"{BASE}/Patient/p1/_history/{n}"}}
+        for n in (1, 2, 3)
+    ]
     assert [e["fullUrl"] for e in r4["entry"][1:]] == [f"{BASE}/Patient/p1"] * 3
     assert all("resource" not in e for e in r4["entry"][1:])
 
@@ -228,15 +230,21 @@ def test_the_parameters_name_the_subscription_topic_type_and_count() -> None:
     assert _named(parameters, "notification-event") == []
 
 
-def test_each_error_is_its_own_parameter() -> None:
-    r4, _ = both("empty", "heartbeat", [], status="error", errors=["HTTP 500", "timed out"])
+def test_each_error_is_its_own_parameter_coded_as_in_r4b() -> None:
+    errors = [StatusError("HTTP 500", "unavailable"), StatusError("not built")]
+    r4, r4b = both("empty", "heartbeat", [], status="error", errors=errors)
     parameters = conforms(r4["entry"][0]["resource"])
 
     assert _value(parameters, "status") == "error"
-    assert [p["valueCodeableConcept"] for p in _named(parameters, "error")] == [
-        {"text": "HTTP 500"},
-        {"text": "timed out"},
-    ]
+    concepts = [p["valueCodeableConcept"] for p in _named(parameters, "error")]
+    assert concepts == r4b["entry"][0]["resource"]["error"]
+    assert concepts[0]["coding"][0] == {
+        "system": SUBSCRIPTION_ERROR_SYSTEM,
+        "code": "error-response",
+        "display": "Error response",
+    }
+    assert concepts[0]["text"] == "HTTP 500"
+    assert concepts[1] == {"text": "not built"}
 
 
 def test_an_event_withheld_from_the_caller_shows_no_focus_and_no_entry() -> None:

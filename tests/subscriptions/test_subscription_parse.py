@@ -225,6 +225,26 @@ def test_classic_without_payload_sends_nothing_and_bare_type_has_no_filters() ->
     assert (spec.channel.payload, spec.channel.content) == (None, "empty")
 
 
+@pytest.mark.parametrize(
+    ("payload", "content"),
+    [
+        ("text/plain", "empty"),
+        ("text/html", "empty"),
+        ("text/plain;attach=application/fhir+json", "full-resource"),
+        ("application/fhir+json", "full-resource"),  # a plain mail with the resource attached
+        (None, "empty"),
+    ],
+)
+def test_classic_email_mails_the_resource_only_as_an_attachment(
+    payload: str | None, content: str
+) -> None:
+    channel = {"type": "email", "endpoint": "mailto:care@example.org"}
+    if payload is not None:
+        channel["payload"] = payload
+    spec = parse(subscription("Observation", channel=channel), channels=ALL_CHANNELS)
+    assert spec.channel.content == content
+
+
 def test_classic_topic() -> None:
     topic = classic_topic("Observation")
     assert topic.url == classic_topic_url("Observation")

@@ -243,3 +243,45 @@ async def test_full_resource_is_attached_where_allowed_and_never_in_the_body(
         body = event.get_body(preferencelist=(subtype,))
         assert body is not None and "Observation/" in body.get_content()
         assert "blood pressure" not in body.get_content()
+
+
+def classic_email(patient: str, payload: str | None) -> dict[str, Any]:
+    """A classic R4 Subscription (criteria, no topic) mailing changes of `patient`'s
+    Observations to the care team."""
+    channel: dict[str, Any] = {"type": "email", "endpoint": f"mailto:{CARE_TEAM}"}
+    if payload is not None:
+        channel["payload"] = payload
+    return {
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "test",
+        "criteria": f"Observation?subject=Patient/{patient}",
+        "channel": channel,
+    }
+
+
+async def test_classic_email_with_a_text_payload_mails_nothing_of_the_resource(
+    start_herald: HeraldFactory,
+) -> None:
+    """`text/plain` without `attach` mails no resource, so it needs no permission for
+    full-resource content; with `attach` the resource is attached, which does."""
+    patient = f"p-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    with smtp_server(port) as mailbox:
+        async with start_herald(smtp_host="127.0.0.1", smtp_port=port) as (_, client):
+            attached = await client.post(
+                "/Subscription",
+                json=classic_email(patient, "text/plain;attach=application/fhir+json"),
+            )
+            made = await client.post("/Subscription", json=classic_email(patient, "text/plain"))
+            assert made.status_code == 201, made.text
+            await wait_for_status(client, made.json()["id"], "active")
+            created = await client.post("/Observation", json=observation(patient))
+            [mail] = await mails(mailbox, 1)  # classic subscriptions have no handshake
+
+    assert attached.status_code == 422
+    assert "HERALD_EMAIL_FULL_RESOURCE" in attached.json()["issue"][0]["diagnostics"]
+    assert mail.get_content_type() == "text/plain" and not list(mail.iter_attachments())
+    body = mail.get_content()
+    assert f"Subscription/{made.json()['id']}" in body
+    assert created.json()["id"] not in body and "blood pressure" not in body

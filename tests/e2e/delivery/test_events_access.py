@@ -40,7 +40,8 @@ async def _recorded(herald: Herald) -> tuple[str, set[str]]:
     async def both() -> bool:
         answer = await client.get(f"/Subscription/{mine}/$events", headers=ALICE)
         focus = {e.get("focus", {}).get("reference", "") for e in _events(answer.json())}
-        return all(any(f.endswith(m) for f in focus) for m in made)
+        unversioned = {f.partition("/_history/")[0] for f in focus}
+        return all(any(f.endswith(m) for f in unversioned) for m in made)
 
     await eventually(both, within=15, what=lambda: "Alice's Observations not recorded")
     return mine, made

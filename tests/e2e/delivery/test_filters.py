@@ -62,9 +62,9 @@ def _observation(patient: str, code: str, when: str, **more: Any) -> dict[str, A
 
 
 def _focus(receiver: Receiver) -> list[str]:
-    """The focus of every event notified so far, as `Type/id`."""
+    """The focus of every event notified so far, as `Type/id` (without its version)."""
     return [
-        "/".join(event["focus"]["reference"].split("/")[-2:])
+        "/".join(event["focus"]["reference"].partition("/_history/")[0].split("/")[-2:])
         for request in receiver.requests
         if request.json is not None and notification_type(request.json) == "event-notification"
         for event in status_of(request.json).get("notificationEvent", [])

@@ -101,7 +101,8 @@ async def test_an_r4_subscription_gets_r4_notifications_by_rest_hook(
     assert kind(notification.json) == "event-notification"
     [event] = r4_events(notification.json)
     assert event["event-number"] == "1"
-    assert event["focus"]["reference"].endswith(f"Patient/{patient}")
+    # version-specific, as in R4B: the entry's fullUrl plus the version it is about
+    assert event["focus"]["reference"].endswith(f"Patient/{patient}/_history/1")
     [entry] = notification.json["entry"][1:]
     assert entry["resource"]["gender"] == "female"
     assert entry["request"] == {"method": "POST", "url": "Patient"}  # a create, as in R4B

@@ -73,7 +73,7 @@ async def test_each_content_level_carries_what_the_ig_says(start_herald: HeraldF
     assert len(empty["entry"]) == 1
     assert "focus" not in status_of(empty)["notificationEvent"][0]
     assert status_of(id_only)["notificationEvent"][0]["focus"]["reference"].endswith(
-        f"Patient/{pid}"
+        f"Patient/{pid}/_history/1"  # the version the event is about (the PUT made it)
     )
     assert all("resource" not in e for e in id_only["entry"][1:])
     [patient] = [e["resource"] for e in full["entry"][1:]]
@@ -118,8 +118,8 @@ async def test_filters_with_not_and_several_anded(start_herald: HeraldFactory) -
     events = [r.json for r in receiver.requests if notification_type(r.json) != "handshake"]
     assert [event_numbers(b) for b in events] == [[1], [2]]
     focus = [status_of(b)["notificationEvent"][0]["focus"]["reference"] for b in events]
-    assert focus[0].endswith(f"Observation/{wanted.json()['id']}")
-    assert focus[1].endswith(f"Observation/{last.json()['id']}")
+    assert focus[0].endswith(f"Observation/{wanted.json()['id']}/_history/1")
+    assert focus[1].endswith(f"Observation/{last.json()['id']}/_history/1")
     assert len(requests) == 3
 
 
