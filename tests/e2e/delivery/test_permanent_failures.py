@@ -78,9 +78,10 @@ async def test_refusing_receivers_show_error_at_once_are_retried_slowly_and_lose
             return _failed_tries(unavailable) >= 5
 
         await eventually(retried_often, within=20, what=lambda: "503 was not retried quickly")
-        # Meanwhile each refusal was tried once: the next try waits at least _SLOWEST / 2.
-        assert _failed_tries(bad_request) == 1
-        assert _failed_tries(forbidden) == 1
+        # Meanwhile each refusal was tried once, or twice on a machine so loaded that the 503's
+        # five tries took over _SLOWEST / 2: a refusal's every next try waits that long at least.
+        assert 1 <= _failed_tries(bad_request) <= 2
+        assert 1 <= _failed_tries(forbidden) <= 2
 
         coded = {code: await _coded_error(client, sid) for code, sid in ids.items()}
         for code in (400, 403):
