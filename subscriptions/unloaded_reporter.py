@@ -1,0 +1,93 @@
+"""What Herald does about a stored Subscription it cannot load (`unloaded.py`): it puts it in
+`error` with the reason (ledger and resource, through `Lifecycle.set_error`), so `$status`
+and the Subscription itself tell its owner; logs one warning with the id, the kind of cause,
+the element and the filter parameter names (never their values, nor the message, which may
+quote them); and counts it (`herald_subscriptions_put_in_error_unloaded{kind}`).
+
+While it cannot be loaded it is matched against nothing: a change committed meanwhile is never
+an event of it (the IG lets a subscription in error accumulate events, but Herald cannot tell
+which changes a filter it cannot parse would have let through). When it loads again without
+its owner's update (the topic or the setting was put right), it stays `error` with a reason
+that says so, and turns `active` with its next notification that reaches the endpoint; an
+update by its owner starts it over as `requested`, as any update does.
+
+The marking runs beside the registry, never in its way, like `missed_by_budget.py`: one mark
+at a time per subscription, and none when the ledger already shows the same reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from subscriptions.ledger import Ledger
+from subscriptions.lifecycle import Lifecycle
+from subscriptions.metrics import SUBSCRIPTIONS_PUT_IN_ERROR
+from subscriptions.model import SubscriptionSpec
+from subscriptions.unloaded import LOADED_AGAIN, Unloaded
+
+log = logging.getLogger(__name__)
+
+
+class UnloadedReporter:
+    def __init__(self, ledger: Ledger, lifecycle: Lifecycle) -> None:
+        self._ledger = ledger
+        self._lifecycle = lifecycle
+        self._marking: set[asyncio.Task[None]] = set()
+        self._busy: set[str] = set()  # subscriptions being marked right now
+
+    def unloaded(self, item: Unloaded) -> None:
+        if item.spec.status != "off":
+            self._start(item.subscription_id, self._mark(item))
+
+    def loaded_again(self, spec: SubscriptionSpec) -> None:
+        self._start(spec.id, self._again(spec.id))
+
+    def _start(self, subscription_id: str, work: Coroutine[Any, Any, None]) -> None:
+        if subscription_id in self._busy:
+            work.close()  # the mark under way reads the state this one would
+            return
+        self._busy.add(subscription_id)
+        task = asyncio.create_task(self._guarded(subscription_id, work))
+        self._marking.add(task)
+        task.add_done_callback(self._marking.discard)
+
+    async def _guarded(self, subscription_id: str, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        except Exception:
+            log.exception("could not mark Subscription/%s", subscription_id)
+        finally:
+            self._busy.discard(subscription_id)
+
+    async def _mark(self, item: Unloaded) -> None:
+        subscription_id, reason = item.subscription_id, item.reason
+        progress = await self._ledger.progress(subscription_id)
+        if progress is not None and (
+            progress.status == "off"
+            or (progress.status == "error" and progress.last_error == reason)
+        ):
+            return
+        if not await self._lifecycle.set_error(subscription_id, reason):
+            return
+        SUBSCRIPTIONS_PUT_IN_ERROR.labels(item.kind).inc()
+        log.warning(
+            "Subscription/%s cannot be loaded: now in error, matched against nothing until "
+            "it is updated",
+            subscription_id,
+            extra={"kind": item.kind, "element": item.element, "parameters": item.parameters},
+        )
+
+    async def _again(self, subscription_id: str) -> None:
+        progress = await self._ledger.progress(subscription_id)
+        if progress is not None and progress.status != "error":
+            return  # active again, or off, meanwhile
+        if await self._lifecycle.set_error(subscription_id, LOADED_AGAIN):
+            log.info("Subscription/%s loads again", subscription_id)
+
+    async def drain(self) -> None:
+        """Wait for the markings under way (at stop)."""
+        if self._marking:
+            await asyncio.gather(*self._marking, return_exceptions=True)
