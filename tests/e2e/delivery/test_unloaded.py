@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,7 +22,8 @@ from tests.e2e.delivery.conftest import (
     subscription,
     wait_for_status,
 )
-from tests.support.herald import HeraldFactory
+from tests.support.databases import sqlite_url
+from tests.support.herald import HeraldFactory, running_herald
 from tests.support.receiver import Receiver, http_receiver
 from tests.support.stored import store_as_an_old_version
 from tests.support.waiting import eventually
@@ -214,3 +216,23 @@ async def test_a_stored_topic_changed_to_refuse_a_filter_puts_its_subscribers_in
         assert (await client.delete(f"/SubscriptionTopic/{topic_id}")).is_success
         reason = await _wait_for_error(client, sub_id, REASON_PREFIX)
         assert "is not a SubscriptionTopic this server knows" in reason, reason
+
+
+async def test_an_email_subscription_on_a_server_without_smtp_any_more_shows_error_until_it_is_back(
+    tmp_path: Path,
+) -> None:
+    database_url = sqlite_url(tmp_path)
+    mailed = subscription("", filters=("Observation?subject=Patient/p1",))
+    mailed["channel"] = {"type": "email", "endpoint": "mailto:care@example.org"}
+    # Stored while HERALD_SMTP_HOST was set; this start has no SMTP server configured.
+    await store_as_an_old_version(database_url, "mailed", mailed)
+    async with running_herald(database_url) as (_, client):
+        await wait_for_status(client, "mailed", "error")
+        reason = await _error_of(client, "mailed")
+        assert reason.startswith(REASON_PREFIX) and "HERALD_SMTP_HOST" in reason, reason
+        refused = await client.put("/Subscription/mailed", json={**mailed, "id": "mailed"})
+        assert refused.status_code == 422, refused.text
+    # The setting back: it loads again at the next start, and says what it missed.
+    async with running_herald(database_url, smtp_host="127.0.0.1", smtp_port=9) as (_, client):
+        assert await _wait_for_error(client, "mailed", LOADED_AGAIN[:30]) == LOADED_AGAIN
+        assert (await client.get("/Subscription/mailed")).json()["status"] == "error"
