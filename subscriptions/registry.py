@@ -281,12 +281,12 @@ class SubscriptionRegistry:
     def _loaded(
         self, spec: SubscriptionSpec, resource: dict[str, Any], was: Unloaded | None
     ) -> None:
-        """Tell the watcher of a Subscription Herald put in error for not loading (in this
-        process or an earlier one: its stored error says so) that loads again."""
+        """Tell the watcher of a Subscription that could not be loaded (here, or in an
+        earlier process: its stored error says so) and loads now."""
         error = resource.get("error")
         marked = isinstance(error, str) and error.startswith(REASON_PREFIX)
-        if spec.status == "error" and (marked or was is not None) and self.watcher is not None:
-            self.watcher.loaded_again(spec)
+        if (marked or was is not None) and self.watcher is not None:
+            self.watcher.loaded(spec)
 
     def _topic_problem(self, url: str) -> UnloadedTopic | None:
         return next((t for t in self.unloaded_topics.values() if t.url == url), None)

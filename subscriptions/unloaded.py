@@ -83,12 +83,12 @@ class Unloaded:
 
 
 class UnloadedWatcher(Protocol):
-    """Told by a registry when a Subscription cannot be loaded, and when one that Herald had
-    put in error for it loads again."""
+    """Told by a registry when a Subscription cannot be loaded, and when one that could not
+    (in this registry, or in an earlier process: its stored error says so) loads now."""
 
     def unloaded(self, item: Unloaded) -> None: ...
 
-    def loaded_again(self, spec: SubscriptionSpec) -> None: ...
+    def loaded(self, spec: SubscriptionSpec) -> None: ...
 
 
 def diagnose(

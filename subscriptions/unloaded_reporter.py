@@ -12,15 +12,16 @@ that says so, and turns `active` with its next notification that reaches the end
 update by its owner starts it over as `requested`, as any update does.
 
 The marking runs beside the registry, never in its way, like `missed_by_budget.py`: one mark
-at a time per subscription, and none when the ledger already shows the same reason.
+at a time per subscription (news meanwhile is acted on after it), and none when the ledger
+already shows the same reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 from subscriptions.ledger import Ledger
 from subscriptions.lifecycle import Lifecycle
@@ -30,6 +31,8 @@ from subscriptions.unloaded import LOADED_AGAIN, Unloaded
 
 log = logging.getLogger(__name__)
 
+Work = Callable[[], Awaitable[None]]
+
 
 class UnloadedReporter:
     def __init__(self, ledger: Ledger, lifecycle: Lifecycle) -> None:
@@ -37,33 +40,51 @@ class UnloadedReporter:
         self._lifecycle = lifecycle
         self._marking: set[asyncio.Task[None]] = set()
         self._busy: set[str] = set()  # subscriptions being marked right now
+        self._next: dict[str, Work] = {}  # what to do for one of them after that
+        # The latest the registry said of each: a mark acts only on what is still news.
+        self._news: dict[str, Unloaded | SubscriptionSpec] = {}
 
     def unloaded(self, item: Unloaded) -> None:
-        if item.spec.status != "off":
-            self._start(item.subscription_id, self._mark(item))
+        if item.spec.status == "off":  # stays off; listed all the same
+            self._news.pop(item.subscription_id, None)
+            return
+        self._news[item.subscription_id] = item
+        self._start(item.subscription_id, partial(self._mark, item))
 
-    def loaded_again(self, spec: SubscriptionSpec) -> None:
-        self._start(spec.id, self._again(spec.id))
+    def loaded(self, spec: SubscriptionSpec) -> None:
+        if spec.status != "error":  # its owner's update, which starts it over
+            self._news.pop(spec.id, None)  # a mark not begun is stale now
+            return
+        self._news[spec.id] = spec
+        self._start(spec.id, partial(self._again, spec))
 
-    def _start(self, subscription_id: str, work: Coroutine[Any, Any, None]) -> None:
+    def _start(self, subscription_id: str, work: Work) -> None:
         if subscription_id in self._busy:
-            work.close()  # the mark under way reads the state this one would
+            self._next[subscription_id] = work  # after the one under way: the latest news wins
             return
         self._busy.add(subscription_id)
-        task = asyncio.create_task(self._guarded(subscription_id, work))
+        task = asyncio.create_task(self._run(subscription_id, work))
         self._marking.add(task)
         task.add_done_callback(self._marking.discard)
 
-    async def _guarded(self, subscription_id: str, work: Coroutine[Any, Any, None]) -> None:
+    async def _run(self, subscription_id: str, work: Work) -> None:
         try:
-            await work
-        except Exception:
-            log.exception("could not mark Subscription/%s", subscription_id)
+            while True:
+                try:
+                    await work()
+                except Exception:
+                    log.exception("could not mark Subscription/%s", subscription_id)
+                next_work = self._next.pop(subscription_id, None)
+                if next_work is None:
+                    return
+                work = next_work
         finally:
             self._busy.discard(subscription_id)
 
     async def _mark(self, item: Unloaded) -> None:
         subscription_id, reason = item.subscription_id, item.reason
+        if not self._consume(subscription_id, item):
+            return  # it loads now, or failed anew (a mark for that follows)
         progress = await self._ledger.progress(subscription_id)
         if progress is not None and (
             progress.status == "off"
@@ -80,12 +101,22 @@ class UnloadedReporter:
             extra={"kind": item.kind, "element": item.element, "parameters": item.parameters},
         )
 
-    async def _again(self, subscription_id: str) -> None:
+    async def _again(self, spec: SubscriptionSpec) -> None:
+        subscription_id = spec.id
+        if not self._consume(subscription_id, spec):
+            return
         progress = await self._ledger.progress(subscription_id)
         if progress is not None and progress.status != "error":
             return  # active again, or off, meanwhile
         if await self._lifecycle.set_error(subscription_id, LOADED_AGAIN):
             log.info("Subscription/%s loads again", subscription_id)
+
+    def _consume(self, subscription_id: str, news: Unloaded | SubscriptionSpec) -> bool:
+        """Whether `news` is still the latest about the subscription (taken, if so)."""
+        if self._news.get(subscription_id) is not news:
+            return False
+        del self._news[subscription_id]
+        return True
 
     async def drain(self) -> None:
         """Wait for the markings under way (at stop)."""
