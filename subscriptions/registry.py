@@ -219,7 +219,7 @@ class SubscriptionRegistry:
         )
         # The element only: the message may quote the topic's criteria (search values).
         log.warning(
-            "SubscriptionTopic/%s cannot be loaded; its subscribers are in error",
+            "SubscriptionTopic/%s cannot be loaded, nor the Subscriptions on it",
             resource_id,
             extra={"element": element},
         )

@@ -107,13 +107,7 @@ async def test_a_subscription_stored_with_a_filter_the_topic_no_longer_allows_sh
             # Events are not matched while it cannot be loaded: a ready Task that its filter
             # would let through reaches a sentinel on the same topic, never the stored one.
             sentinel = await subscribe(client, subscription(receiver.url, topic=TASK_READY))
-            made = await client.post("/Task", json=_ready_task("Practitioner/p1"))
-            assert made.status_code == 201, made.text
-            await eventually(
-                lambda: _has(_notified(receiver, sentinel)),
-                within=15,
-                what=lambda: "the sentinel was never notified of the ready Task",
-            )
+            await _ready_task_notifies(client, receiver, sentinel)
             assert _notified(receiver, old_id) == []
             again = (await client.get(f"/Subscription/{old_id}/$status")).json()
             assert again["entry"][0]["resource"]["eventsSinceSubscriptionStart"] == "0"
@@ -130,13 +124,7 @@ async def test_a_subscription_stored_with_a_filter_the_topic_no_longer_allows_sh
             assert put.status_code == 200, put.text
             await wait_for_status(client, old_id, "active")
             assert "error" not in (await client.get(f"/Subscription/{old_id}")).json()
-            made = await client.post("/Task", json=_ready_task("Practitioner/p1"))
-            assert made.status_code == 201, made.text
-            await eventually(
-                lambda: _has(_notified(receiver, old_id)),
-                within=15,
-                what=lambda: "the updated Subscription was never notified",
-            )
+            await _ready_task_notifies(client, receiver, old_id)
 
     warnings = [
         r for r in caplog.records if r.levelno == logging.WARNING and old_id in r.getMessage()
@@ -151,8 +139,19 @@ async def test_a_subscription_stored_with_a_filter_the_topic_no_longer_allows_sh
     ), "no start-up summary"
 
 
-async def _has(found: list[Any]) -> bool:
-    return bool(found)
+async def _ready_task_notifies(
+    client: httpx.AsyncClient, receiver: Receiver, subscription_id: str
+) -> None:
+    """Create a ready Task owned by Practitioner/p1; wait until `subscription_id` hears of it."""
+    made = await client.post("/Task", json=_ready_task("Practitioner/p1"))
+    assert made.status_code == 201, made.text
+
+    async def notified() -> bool:
+        return bool(_notified(receiver, subscription_id))
+
+    await eventually(
+        notified, within=15, what=lambda: f"Subscription/{subscription_id} was never notified"
+    )
 
 
 async def test_the_log_names_a_subscription_that_cannot_be_loaded_never_its_filter_values(
