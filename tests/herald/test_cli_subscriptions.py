@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from fhirstore.wire import TASK_READY
 from herald.cli import app
 from tests.e2e.delivery.conftest import subscription
-from tests.support.stored import store_as_an_old_version
+from tests.support.stored import store_as_an_old_version, store_topic_as_an_old_version
 
 runner = CliRunner()
 
@@ -35,6 +35,26 @@ def test_stored_subscriptions_this_version_cannot_load_are_listed_with_the_reaso
     assert "filter" in listed.output and "parameters owner:missing" in listed.output
     assert "only with the modifiers =" in listed.output
     assert "fine-one" not in listed.output
+
+
+def test_a_stored_topic_that_no_longer_parses_is_listed_and_so_are_its_subscribers(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/herald.db"
+    canonical = "http://example.org/SubscriptionTopic/lab"
+    topic = {
+        "resourceType": "SubscriptionTopic",
+        "url": canonical,
+        "status": "active",
+        "resourceTrigger": [{"resource": "NoSuchType", "supportedInteraction": ["create"]}],
+    }
+    asyncio.run(store_topic_as_an_old_version(url, "lab", topic))
+    asyncio.run(store_as_an_old_version(url, "on-lab", subscription("http://x/h", topic=canonical)))
+    listed = runner.invoke(app, ["subscriptions", "unloaded", "--database-url", url])
+    assert listed.exit_code == 0, listed.output
+    assert f"SubscriptionTopic/lab ({canonical}): cannot be loaded" in listed.output
+    assert "Subscription/on-lab" in listed.output and ": topic" in listed.output
+    assert f"its topic SubscriptionTopic/lab ({canonical}) cannot be loaded" in listed.output
 
 
 def test_with_nothing_unloaded_it_says_so(tmp_path: Path) -> None:

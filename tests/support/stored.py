@@ -14,6 +14,21 @@ from fhirstore.store import Store
 from subscriptions.ledger import Ledger
 
 
+async def store_topic_as_an_old_version(
+    database_url: str, topic_id: str, resource: dict[str, Any]
+) -> None:
+    """Store the SubscriptionTopic `resource` as `topic_id`, unchecked."""
+    engine = create_engine(database_url)
+    try:
+        await upgrade(engine)
+        store = Store(engine, SystemClock())
+        await store.update(
+            "SubscriptionTopic", topic_id, {**resource, "id": topic_id}, internal=True
+        )
+    finally:
+        await engine.dispose()
+
+
 async def store_as_an_old_version(
     database_url: str, subscription_id: str, resource: dict[str, Any], *, status: str = "active"
 ) -> None:
