@@ -100,6 +100,8 @@ async def test_a_subscription_stored_with_a_filter_the_topic_no_longer_allows_sh
             head = status["entry"][0]["resource"]
             assert head["status"] == "error"
             assert [e["text"] for e in head["error"]] == [reason]
+            metrics = (await client.get(client.base_url.join("/metrics"))).text
+            assert 'herald_subscriptions_unloaded{kind="filter"} 1.0' in metrics
             listed = (await client.get("/Subscription/$status")).json()
             shown = {e["resource"]["subscription"]["reference"] for e in listed["entry"]}
             assert any(ref.endswith(f"/Subscription/{old_id}") for ref in shown)
