@@ -233,6 +233,9 @@ async def test_an_email_subscription_on_a_server_without_smtp_any_more_shows_err
         assert reason.startswith(REASON_PREFIX) and "HERALD_SMTP_HOST" in reason, reason
         refused = await client.put("/Subscription/mailed", json={**mailed, "id": "mailed"})
         assert refused.status_code == 422, refused.text
+        token = await client.get("/Subscription/mailed/$get-ws-binding-token")
+        assert token.status_code == 422
+        assert token.json()["issue"][0]["diagnostics"] == reason
     # The setting back: it loads again at the next start, and says what it missed.
     async with running_herald(database_url, smtp_host="127.0.0.1", smtp_port=9) as (_, client):
         assert await _wait_for_error(client, "mailed", LOADED_AGAIN[:30]) == LOADED_AGAIN
