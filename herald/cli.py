@@ -1,6 +1,6 @@
 """The `herald` command: one Typer application assembled from the subcommands of
 `herald.commands` (serve, relay, migrate, load, dead-letters, replay, quarantine, scheduler,
-asyncapi, config-doc)."""
+subscriptions, asyncapi, config-doc)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from herald.commands.letters import dead_letters, quarantine_app, replay
 from herald.commands.load import load
 from herald.commands.reconcile import reconcile
 from herald.commands.service import migrate, relay, scheduler_run, serve
+from herald.commands.subscriptions import subscriptions_app
 
 app = typer.Typer(help="Herald: FHIR Subscriptions and CarePlan scheduling.", no_args_is_help=True)
 app.command()(serve)
@@ -20,6 +21,7 @@ app.command()(load)
 app.command("dead-letters")(dead_letters)
 app.command()(replay)
 app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(subscriptions_app, name="subscriptions")
 app.command()(asyncapi)
 app.command("config-doc")(config_doc)
 

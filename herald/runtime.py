@@ -58,6 +58,7 @@ from subscriptions import (
     MissedByBudgetReporter,
     OwnerLimit,
     SubscriptionRegistry,
+    UnloadedReporter,
     notification_job,
     owned_topic_rule,
     seed_builtin_topics,
@@ -164,6 +165,7 @@ class Runtime:
         self.fhirpath = FhirPathRunner(budget)
         self.fhirpath_trials = FhirPathRunner(budget)
         self.registry = SubscriptionRegistry(self.store, channels=channels, fhirpath=self.fhirpath)
+        self.registry.show_unloaded_in_metrics()
         guard = (
             EndpointGuard.parse(settings.endpoint_allowlist) if settings.endpoint_guard else None
         )
@@ -240,6 +242,11 @@ class Runtime:
                 self.ledger, Lifecycle(self.store, self.ledger, record=self.record_write)
             )
             self.matching_registry.index.on_missed = self.missed_by_budget
+            # Stored Subscriptions that cannot be loaded go to `error` with the reason.
+            self.unloaded_reporter = UnloadedReporter(
+                self.ledger, Lifecycle(self.store, self.ledger, record=self.record_write)
+            )
+            self.matching_registry.watcher = self.unloaded_reporter
             Matcher(self.store, self.ledger, self.matching_registry, self.bus).subscribe()
             self.dispatcher.subscribe()
         self.hub.listen()  # any API process may hold WebSockets
@@ -295,7 +302,7 @@ class Runtime:
         await self.registry.load()
         if self.settings.subscriptions:
             await self.matching_registry.load()
-        log.info("subscriptions loaded", extra={"subscriptions": len(self.registry.index)})
+        self._loaded()
         # Written until everything that records has stopped, then what is left.
         stack.push_async_callback(self._flush_audit)
         self._spawn(stack, "audit-trail", self.audit.run)
@@ -304,6 +311,7 @@ class Runtime:
         if self.settings.subscriptions:
             # After the bus stopped: the matcher reports no more missed events.
             stack.push_async_callback(self.missed_by_budget.drain)
+            stack.push_async_callback(self.unloaded_reporter.drain)
         await self.bus.start()
         stack.push_async_callback(self.bus.stop)
         if self._run_relay:
@@ -337,6 +345,25 @@ class Runtime:
                 else "in-process",
             },
         )
+
+    def _loaded(self) -> None:
+        """One line on what was loaded; one warning more when stored Subscriptions cannot be
+        (after an upgrade, or a change of their topic or of the settings)."""
+        unloaded = list(self.registry.unloaded.values())
+        log.info(
+            "subscriptions loaded",
+            extra={"subscriptions": len(self.registry.index), "unloaded": len(unloaded)},
+        )
+        if unloaded or self.registry.unloaded_topics:
+            kinds = sorted({item.kind for item in unloaded})
+            log.warning(
+                "%d stored Subscriptions (and %d SubscriptionTopics) cannot be loaded: they are "
+                "in error and matched against nothing; `herald subscriptions unloaded` lists "
+                "them with the reason",
+                len(unloaded),
+                len(self.registry.unloaded_topics),
+                extra={"kinds": kinds},
+            )
 
     def _spawn(
         self, stack: AsyncExitStack, name: str, work: Callable[[], Awaitable[object]]

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from subscriptions.registry import SUBSCRIPTION, SUBSCRIPTION_TOPIC, SubscriptionRegistry
     from subscriptions.rules import OwnerLimit, owned_topic_rule, subscription_rule
     from subscriptions.seeding import BUILTIN_TOPIC_RESERVATION, seed_builtin_topics
+    from subscriptions.unloaded import Unloaded, UnloadedTopic
+    from subscriptions.unloaded_reporter import UnloadedReporter
 else:
     from fhirstore.surface import LazyExports
 
@@ -60,6 +62,9 @@ __all__ = [
     "SubscriptionProgress",
     "SubscriptionRegistry",
     "SubscriptionSpec",
+    "Unloaded",
+    "UnloadedReporter",
+    "UnloadedTopic",
     "classic_body",
     "notification_bundle",
     "notification_events",

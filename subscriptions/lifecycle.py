@@ -4,6 +4,10 @@ The ledger is what dispatchers act on; the Subscription's `status` (and `error`)
 clients read. Herald writes the resource only on a transition, as an internal write (the
 resource rules that force a client's new Subscription to `requested` do not apply) of its
 system identity `herald-subscriptions`, which the audit trail shows.
+
+A stored Subscription Herald cannot load (`unloaded.py`) goes to `error` through
+`set_error`: in the ledger when it is tracked there, and on the resource in any case (one
+written by other means, never registered in the ledger, still tells its owner why).
 """
 
 from __future__ import annotations
@@ -55,18 +59,31 @@ class Lifecycle:
         # `$status` shows it to the subscription's owner.
         log.info("subscription %s is now %s", subscription_id, status)
 
-    async def _mirror(self, subscription_id: str, status: str, error: str | None) -> None:
+    async def set_error(self, subscription_id: str, reason: str) -> bool:
+        """`error` with `reason`, unless it is off: in the ledger when the subscription is
+        tracked there, on the resource in any case (for one Herald cannot load); False when
+        it was off (or gone) and nothing was written."""
+        changed = await self._ledger.set_status(
+            subscription_id, "error", now=self._store.clock.now(), error=reason
+        )
+        if not changed and await self._ledger.progress(subscription_id) is not None:
+            return False  # tracked, and off: that stands
+        return await self._mirror(subscription_id, "error", reason)
+
+    async def _mirror(self, subscription_id: str, status: str, error: str | None) -> bool:
+        """Write `status` and `error` onto the resource; False when it is gone or off (and
+        stays so), or a client kept changing it."""
         for _ in range(_ATTEMPTS):  # a client may update the resource at the same moment
             try:
                 current = await self._store.read(SUBSCRIPTION, subscription_id)
             except (NotFound, Gone):
-                return
+                return False
             assert current.body is not None
             body = orjson.loads(current.body)
             if body.get("status") == status and body.get("error") == error:
-                return
+                return True
             if body.get("status") == "off" and status != "off":
-                return  # a client turned it off: a delivery outcome does not turn it back on
+                return False  # a client turned it off: a delivery outcome does not turn it on
             body["status"] = status
             if error is None:
                 body.pop("error", None)
@@ -76,6 +93,7 @@ class Lifecycle:
                 await self._writer.update(
                     SUBSCRIPTION, subscription_id, body, if_match=current.version_id
                 )
-                return
+                return True
             except PreconditionFailed:
                 continue
+        return False

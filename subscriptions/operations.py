@@ -14,7 +14,7 @@ from typing import Any, get_args
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from fhirstore import BadRequest, NotFound, Store
+from fhirstore import BadRequest, NotFound, Store, Unprocessable
 from fhirstore.access import Access, Principal
 from fhirstore.api import (
     FhirResponse,
@@ -41,15 +41,25 @@ _STATUSES = ("requested", "active", "error", "off")
 
 
 async def stored_spec(
-    store: Store, registry: SubscriptionRegistry, subscription_id: str, access: Access | None
+    store: Store,
+    registry: SubscriptionRegistry,
+    subscription_id: str,
+    access: Access | None,
+    *,
+    unloaded: bool = False,
 ) -> SubscriptionSpec:
     """The stored Subscription as the matcher sees it: 404 / 410 as for a read (by `access`,
-    so only its owner or an administrator finds it)."""
+    so only its owner or an administrator finds it). One Herald cannot load is refused with
+    its reason (422), or (`unloaded`, for `$status` and `$events`) given as its stand-in."""
     await store.read("Subscription", subscription_id, access=access)
     spec = registry.index.get(subscription_id)
     if spec is None:
         await registry.catch_up()
         spec = registry.index.get(subscription_id)
+    if spec is None and (item := registry.unloaded.get(subscription_id)) is not None:
+        if not unloaded:
+            raise Unprocessable(item.reason, expression=[item.element])
+        spec = item.spec
     if spec is None:
         raise NotFound(f"Subscription/{subscription_id} is not known to the matcher yet")
     return spec
@@ -70,7 +80,9 @@ def subscription_router(
         return public_base or str(request.base_url).rstrip("/") + prefix
 
     async def spec_of(request: Request, subscription_id: str) -> SubscriptionSpec:
-        return await stored_spec(store, registry, subscription_id, request_access(request))
+        return await stored_spec(
+            store, registry, subscription_id, request_access(request), unloaded=True
+        )
 
     async def statuses(request: Request, ids: list[str]) -> Response:
         version = requested_fhir_version(request)
@@ -83,13 +95,18 @@ def subscription_router(
             # As a search of Subscriptions would: refused without a scope that searches them.
             request_access(request).reach("Subscription", "s")
             principal = request_principal(request)
-            ids = [s.id for s in registry.index.specs() if owned_by(s, principal)]
+            known = [*registry.index.specs(), *(u.spec for u in registry.unloaded.values())]
+            ids = [s.id for s in known if owned_by(s, principal)]
         specs = [await spec_of(request, i) for i in ids]
         found = await ledger.progress_of([s.id for s in specs])
         entries = []
         for spec in specs:
             progress = found.get(spec.id)
             status = progress.status if progress else spec.status
+            errors = _errors(progress)
+            if (item := registry.unloaded.get(spec.id)) is not None:
+                # What this registry knows now, whether or not the marking is written yet.
+                status, errors = item.spec.status, [StatusError(item.reason)]
             if wanted and status not in wanted:
                 continue
             entries.append(
@@ -100,7 +117,7 @@ def subscription_router(
                     events_since_start=progress.events_since_start if progress else 0,
                     events=[],
                     base_url=base_url(request),
-                    errors=_errors(progress),
+                    errors=errors,
                     fhir_version=version,
                 )
             )

@@ -7,6 +7,13 @@ change committed before it, read from the outbox in commit order, so a change is
 exactly the subscriptions that existed when it was committed, whichever Kafka partition (and
 matcher process) carried the Subscription's own change. On the embedded bus, where one matcher
 sees every change in order, that costs no query at all.
+
+A stored Subscription that does not parse (any more) is never dropped silently: it is kept in
+`unloaded` with the reason (`unloaded.py`), matched against nothing while it cannot be parsed,
+and the `watcher` (the service marks it `error`, `unloaded_reporter.py`) is told. A stored
+SubscriptionTopic that does not parse is kept in `unloaded_topics`. When a topic changes or
+goes, the Subscriptions on it are parsed again from the version this registry applied (kept
+here as the stored JSON), so they go into error, or load again, at that point of the stream.
 """
 
 from __future__ import annotations
@@ -14,18 +21,29 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import orjson
 
 from events import ChangeEvent
 from fhirstore import FhirError, Store, entries_of_types, live_of_type, sequence_bounds
+from subscriptions.builtin_topics import BUILTIN_TOPICS
 from subscriptions.channel import ChannelSupport
 from subscriptions.fhirpath_budget import DEFAULT_RUNNER, FhirPathRunner
 from subscriptions.index import SubscriptionIndex
+from subscriptions.metrics import SUBSCRIPTIONS_UNLOADED
 from subscriptions.model import SubscriptionSpec, Topic
 from subscriptions.subscription import parse_subscription
 from subscriptions.topics import parse_topic
+from subscriptions.unloaded import (
+    KINDS,
+    REASON_PREFIX,
+    Unloaded,
+    UnloadedTopic,
+    UnloadedWatcher,
+    diagnose,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +84,10 @@ class SubscriptionRegistry:
         self._channels = channels
         self._versions: dict[tuple[str, str], int] = {}
         self._topic_urls: dict[str, str] = {}  # SubscriptionTopic id -> url
+        self._bodies: dict[str, str | bytes] = {}  # Subscription id -> the version applied
+        self.unloaded: dict[str, Unloaded] = {}
+        self.unloaded_topics: dict[str, UnloadedTopic] = {}  # by SubscriptionTopic id
+        self.watcher: UnloadedWatcher | None = None
         self._position = 0  # every change up to this outbox sequence is applied
         self._lock = asyncio.Lock()
 
@@ -100,6 +122,8 @@ class SubscriptionRegistry:
         key = (event.resource_type, event.id)
         if self._versions.get(key, 0) == version and event.resource_type == SUBSCRIPTION:
             current = self.index.get(event.id)
+            if current is None and event.id in self.unloaded:
+                return None  # not deleted: nothing for the matcher to start or forget
             return SubscriptionChange(event.id, current, current)
         body = orjson.dumps(event.resource) if event.resource is not None else None
         return self._apply(event.resource_type, event.id, version, body)
@@ -143,6 +167,8 @@ class SubscriptionRegistry:
             return None  # already applied (events and refreshes overlap)
         self._versions[key] = version
         resource = orjson.loads(body) if body is not None else None
+        if resource_type == SUBSCRIPTION and body is not None:
+            self._bodies[resource_id] = body
         if resource_type == SUBSCRIPTION_TOPIC:
             self._apply_topic(resource_id, resource)
             return None
@@ -150,34 +176,117 @@ class SubscriptionRegistry:
             return self._apply_subscription(resource_id, resource)
         return None
 
+    def show_unloaded_in_metrics(self) -> None:
+        """Have `herald_subscriptions_unloaded{kind}` count this registry's (one registry
+        per process: the one the API reads)."""
+        for kind in KINDS:
+            SUBSCRIPTIONS_UNLOADED.labels(kind).set_function(partial(self._count_unloaded, kind))
+
+    def _count_unloaded(self, kind: str) -> int:
+        return sum(item.kind == kind for item in self.unloaded.values())
+
+    def assume_builtin_topics(self) -> None:
+        """Take this version's built-in topics as if stored, re-checking their subscribers:
+        what `herald serve` of this version (which writes them at start) makes of the stored
+        Subscriptions. For a listing (`herald subscriptions unloaded`), never for a registry
+        that serves."""
+        for topic in BUILTIN_TOPICS:
+            self._apply_topic(str(topic["id"]), topic)
+
     def _apply_topic(self, resource_id: str, resource: dict[str, Any] | None) -> None:
         old_url = self._topic_urls.pop(resource_id, None)
         if old_url is not None:
             self.index.remove_topic(old_url)
-        if resource is None:
+        broken = self.unloaded_topics.pop(resource_id, None)
+        urls = {old_url, broken.url if broken else None}
+        if resource is not None:
+            try:
+                topic = parse_topic(resource)
+            except FhirError as error:
+                self._topic_unloaded(resource_id, resource, error)
+                urls.add(self.unloaded_topics[resource_id].url)
+            else:
+                self._topic_urls[resource_id] = topic.url
+                self.index.put_topic(topic)
+                urls.add(topic.url)
+        self._recheck({url for url in urls if url is not None})
+
+    def _topic_unloaded(self, resource_id: str, resource: dict[str, Any], error: FhirError) -> None:
+        url = resource.get("url")
+        element = error.expression[0] if error.expression else "SubscriptionTopic"
+        self.unloaded_topics[resource_id] = UnloadedTopic(
+            resource_id, url if isinstance(url, str) else None, element, error.diagnostics
+        )
+        # The element only: the message may quote the topic's criteria (search values).
+        log.warning(
+            "SubscriptionTopic/%s cannot be loaded, nor the Subscriptions on it",
+            resource_id,
+            extra={"element": element},
+        )
+
+    def _recheck(self, urls: set[str]) -> None:
+        """Parse the Subscriptions on the topics `urls` again (one changed, or went)."""
+        if not urls:
             return
-        try:
-            topic = parse_topic(resource)
-        except FhirError as error:
-            log.warning("ignoring invalid SubscriptionTopic/%s: %s", resource_id, error)
-            return
-        self._topic_urls[resource_id] = topic.url
-        self.index.put_topic(topic)
+        ids = [spec.id for spec in self.index.specs() if spec.topic_url in urls]
+        ids += [i for i, item in self.unloaded.items() if item.spec.topic_url in urls]
+        for subscription_id in ids:
+            body = self._bodies.get(subscription_id)
+            if body is not None:
+                self._apply_subscription(subscription_id, orjson.loads(body))
 
     def _apply_subscription(
         self, resource_id: str, resource: dict[str, Any] | None
     ) -> SubscriptionChange | None:
         before = self.index.get(resource_id)
         after: SubscriptionSpec | None = None
-        if resource is not None:
+        was_unloaded = self.unloaded.pop(resource_id, None)
+        if resource is None:
+            self._bodies.pop(resource_id, None)
+        else:
             try:
                 after = self.parse(resource)
             except FhirError as error:
-                log.warning("ignoring invalid Subscription/%s: %s", resource_id, error)
+                self._unloaded(resource_id, resource, error)
+                self.index.remove(resource_id)
+                return None  # not deleted: the matcher neither starts nor forgets anything
         if after is None:
             self.index.remove(resource_id)
         else:
             self.index.put(after)
+            self._loaded(after, resource or {}, was_unloaded)
         if before is None and after is None:
             return None
         return SubscriptionChange(resource_id, before, after)
+
+    def _unloaded(self, resource_id: str, resource: dict[str, Any], error: FhirError) -> None:
+        item = diagnose(
+            resource_id,
+            resource,
+            error,
+            topic_known=lambda url: self.find_topic(url) is not None,
+            topic_problem=self._topic_problem,
+            channels=self._channels,
+        )
+        self.unloaded[resource_id] = item
+        # Kind, element and parameter names only: the message may quote filter values.
+        log.debug(
+            "Subscription/%s cannot be loaded",
+            resource_id,
+            extra={"kind": item.kind, "element": item.element, "parameters": item.parameters},
+        )
+        if self.watcher is not None:
+            self.watcher.unloaded(item)
+
+    def _loaded(
+        self, spec: SubscriptionSpec, resource: dict[str, Any], was: Unloaded | None
+    ) -> None:
+        """Tell the watcher of a Subscription that could not be loaded (here, or in an
+        earlier process: its stored error says so) and loads now."""
+        error = resource.get("error")
+        marked = isinstance(error, str) and error.startswith(REASON_PREFIX)
+        if (marked or was is not None) and self.watcher is not None:
+            self.watcher.loaded(spec)
+
+    def _topic_problem(self, url: str) -> UnloadedTopic | None:
+        return next((t for t in self.unloaded_topics.values() if t.url == url), None)
