@@ -4,10 +4,14 @@ The ledger is what dispatchers act on; the Subscription's `status` (and `error`)
 clients read. Herald writes the resource only on a transition, as an internal write (the
 resource rules that force a client's new Subscription to `requested` do not apply) of its
 system identity `herald-subscriptions`, which the audit trail shows.
+
+`ErrorMarks` sets subscriptions to `error` beside whoever found the reason (the matcher), never
+in its way; one already showing the same reason is not written again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import orjson
@@ -72,3 +76,39 @@ class Lifecycle:
                 return
             except PreconditionFailed:
                 continue
+
+
+class ErrorMarks:
+    """Sets subscriptions `error` with a reason, in tasks of their own (`mark` returns at
+    once); `drain` waits for those under way (at stop)."""
+
+    def __init__(self, ledger: Ledger, lifecycle: Lifecycle) -> None:
+        self._ledger = ledger
+        self._lifecycle = lifecycle
+        self._marking: set[asyncio.Task[None]] = set()
+        self._busy: set[str] = set()  # subscriptions being marked right now
+
+    def mark(self, subscription_id: str, reason: str) -> None:
+        if subscription_id not in self._busy:
+            self._busy.add(subscription_id)
+            task = asyncio.create_task(self._mark(subscription_id, reason))
+            self._marking.add(task)
+            task.add_done_callback(self._marking.discard)
+
+    async def _mark(self, subscription_id: str, reason: str) -> None:
+        try:
+            progress = await self._ledger.progress(subscription_id)
+            if progress is None or progress.status == "off":
+                return
+            if progress.status == "error" and progress.last_error == reason:
+                return
+            await self._lifecycle.transition(subscription_id, "error", error=reason)
+        except Exception:
+            log.exception("could not mark Subscription/%s as error", subscription_id)
+        finally:
+            self._busy.discard(subscription_id)
+
+    async def drain(self) -> None:
+        """Wait for the markings under way."""
+        if self._marking:
+            await asyncio.gather(*self._marking, return_exceptions=True)

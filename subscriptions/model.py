@@ -81,6 +81,7 @@ class Filter:
     resource_type: str  # the type the criterion applies to
     criterion: Criterion
     text: str  # as the client wrote it, for $status and error messages
+    path: str = ""  # the element it was written in, for error messages
 
 
 @dataclass(frozen=True, slots=True)

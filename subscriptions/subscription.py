@@ -143,6 +143,7 @@ def _classic_filters(resource_type: str, criteria: str, now: datetime | None) ->
             resource_type,
             _forward_criterion(resource_type, name, value, CRITERIA, now),
             f"{name}={value}",
+            CRITERIA,
         )
         for name, value in split_query(query, CRITERIA)
     )
@@ -246,7 +247,7 @@ def _param_filter(
     _check_written_modifier(topic, resource_type, code, name, path)
     parsed = _forward_criterion(resource_type, name, value, path, now)
     check_modifiers(topic, resource_type, code, parsed, path)
-    return Filter(resource_type, parsed, text)
+    return Filter(resource_type, parsed, text, path)
 
 
 def _check_written_modifier(
