@@ -20,7 +20,9 @@ Each row runs whole passes over the stream until `--seconds` have passed (the na
 stop mid-pass) and checks that both give the same matches for the events both saw.
 
 A second table (`bench/matching_chains.py`, `--chained-sizes`) prices a chained filter
-(`patient.identifier=`) against the plain filter it stands for, on the same index.
+(`patient.identifier=`) against the plain filter it stands for, on the same index; a third
+(`bench/matching_value_sets.py`, `--value-set-sizes`) an `:in` filter, its ValueSet expanded,
+against the plain filter naming the same codes.
 Run: `python -m bench.matching [--sizes 10,1000,10000,100000] [--events 500] ...`.
 """
 
@@ -38,6 +40,7 @@ from typing import Any
 from rich.table import Table
 
 from bench import matching_chains as chains
+from bench import matching_value_sets as value_sets
 from bench.harness import console, note, progress, rate, ratio
 from events.model import ChangeEvent
 from fhirstore.search.match import matches_entries
@@ -338,6 +341,15 @@ async def main(args: argparse.Namespace) -> None:
                 chained_rows.append(await chains.measure(size, args))
                 bar.advance(task)
         console.print(chains.table(chained_rows, args, await chains.read_cost()))
+    value_set_sizes = [int(size) for size in args.value_set_sizes.split(",") if size]
+    if value_set_sizes:
+        value_set_rows = []
+        with progress() as bar:
+            task = bar.add_task(":in filters", total=len(value_set_sizes))
+            for size in value_set_sizes:
+                value_set_rows.append(await value_sets.measure(size, args))
+                bar.advance(task)
+        console.print(value_sets.table(value_set_rows, args))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -355,6 +367,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--chained-sizes",
         default="10,1000,10000,100000",
         help="subscription counts of the chained-filter table ('' to leave it out)",
+    )
+    parser.add_argument(
+        "--value-set-sizes",
+        default="10,1000,10000,100000",
+        help="subscription counts of the :in filter table ('' to leave it out)",
     )
     return parser.parse_args(argv)
 
