@@ -332,24 +332,23 @@ async def main(args: argparse.Namespace) -> None:
             rows.append(row)
             bar.advance(task)
     console.print(table(rows, args))
-    chained_sizes = [int(size) for size in args.chained_sizes.split(",") if size]
-    if chained_sizes:
-        chained_rows = []
+    for title, sizes_text, part in (
+        ("chained filters", args.chained_sizes, chains),
+        (":in filters", args.value_set_sizes, value_sets),
+    ):
+        part_sizes = [int(size) for size in sizes_text.split(",") if size]
+        if not part_sizes:
+            continue
+        part_rows = []
         with progress() as bar:
-            task = bar.add_task("chained filters", total=len(chained_sizes))
-            for size in chained_sizes:
-                chained_rows.append(await chains.measure(size, args))
+            task = bar.add_task(title, total=len(part_sizes))
+            for size in part_sizes:
+                part_rows.append(await part.measure(size, args))
                 bar.advance(task)
-        console.print(chains.table(chained_rows, args, await chains.read_cost()))
-    value_set_sizes = [int(size) for size in args.value_set_sizes.split(",") if size]
-    if value_set_sizes:
-        value_set_rows = []
-        with progress() as bar:
-            task = bar.add_task(":in filters", total=len(value_set_sizes))
-            for size in value_set_sizes:
-                value_set_rows.append(await value_sets.measure(size, args))
-                bar.advance(task)
-        console.print(value_sets.table(value_set_rows, args))
+        if part is chains:
+            console.print(chains.table(part_rows, args, await chains.read_cost()))
+        else:
+            console.print(value_sets.table(part_rows, args))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

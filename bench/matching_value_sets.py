@@ -16,20 +16,16 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, replace
-from typing import Any
 
 from rich.table import Table
 
 from bench.harness import rate, ratio
-from bench.matching_chains import Pass, run
+from bench.matching_chains import Pass, creates, index_of, observation_spec, run
 from events.model import ChangeEvent
 from fhirstore.search import parse_criterion
 from fhirstore.search import values as v
-from fhirstore.wire import RESOURCE_CHANGE
-from subscriptions.builtin_topics import BUILTIN_TOPICS
 from subscriptions.index import SubscriptionIndex
-from subscriptions.model import Channel, Filter, SubscriptionSpec
-from subscriptions.topics import parse_topic
+from subscriptions.model import SubscriptionSpec
 
 LOINC = "http://loinc.org"
 CODES = 5
@@ -47,49 +43,20 @@ def _spec(number: int, value_set: bool) -> SubscriptionSpec:
     else:
         named = ",".join(f"{LOINC}|{code}" for code in _codes(number))
         criterion = parse_criterion("Observation", "code", named)
-    return SubscriptionSpec(
-        id=f"s{number}",
-        topic_url=RESOURCE_CHANGE,
-        filters=(Filter("Observation", criterion, "bench"),),
-        channel=Channel("rest-hook", "https://receiver.example.org/hook"),
-        status="active",
-    )
+    return observation_spec(number, criterion)
 
 
 def build(size: int, value_set: bool) -> SubscriptionIndex:
-    index = SubscriptionIndex()
-    for topic in BUILTIN_TOPICS:
-        index.put_topic(parse_topic(topic))
-    for number in range(size):
-        index.put(_spec(number, value_set))
-    return index
+    return index_of(_spec(number, value_set) for number in range(size))
 
 
 def stream(count: int, matching: int) -> list[ChangeEvent]:
     """Observation creates: even ones with a code of the first `matching` ValueSets, odd ones
     with a code no ValueSet holds."""
-    events = []
-    for n in range(count):
-        code = f"c{n // 2 % matching}-{n % CODES}" if n % 2 == 0 else f"other-{n}"
-        resource: dict[str, Any] = {
-            "resourceType": "Observation",
-            "id": f"o{n}",
-            "status": "final",
-            "code": {"coding": [{"system": LOINC, "code": code}]},
-            "subject": {"reference": "Patient/p1"},
-        }
-        event = {
-            "eventId": f"e{n}",
-            "sequence": n + 1,
-            "resourceType": "Observation",
-            "id": resource["id"],
-            "versionId": "1",
-            "interaction": "create",
-            "timestamp": "2025-06-01T00:00:00Z",
-            "resource": resource,
-        }
-        events.append(ChangeEvent.model_validate(event))
-    return events
+    return creates(
+        ("p1", f"c{n // 2 % matching}-{n % CODES}" if n % 2 == 0 else f"other-{n}")
+        for n in range(count)
+    )
 
 
 @dataclass
