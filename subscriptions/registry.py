@@ -157,11 +157,14 @@ class SubscriptionRegistry:
             else:
                 pruned = False
                 rows = await entries_of_types(conn, FOLLOWED, after=self._position, through=newest)
-        if not pruned:
-            for row in rows:
-                await self._apply(row.res_type, row.res_id, row.version_id, row.body)
         if pruned:
             await self.load()
+            # The ValueSet changes may be gone too: expand every subscription using one again.
+            for unexpanded in list(self._unexpanded.values()):
+                self.index.put(await self._expanded(unexpanded))
+        else:
+            for row in rows:
+                await self._apply(row.res_type, row.res_id, row.version_id, row.body)
         self._position = max(self._position, newest if sequence is None else sequence)
 
     async def _apply(

@@ -10,7 +10,8 @@
   Typed filters also restrict the focus types (see `keys.focus_types`).
 - Classic: `criteria` is `Type` or `Type?params`; the topic is `classic_topic(Type)`.
 
-Every error is an `Unprocessable` naming the element. Nothing here touches a database.
+Every error is an `Unprocessable` naming the element. Nothing here touches a database: the
+ValueSets of `:in` / `:not-in` filters stay `ValueSetRef`s, which `value_sets.py` expands.
 """
 
 from __future__ import annotations

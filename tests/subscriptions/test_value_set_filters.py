@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from fhirstore import prune, sequence_bounds
 from fhirstore.search import values as v
 from fhirstore.wire import FILTER_CRITERIA, RESOURCE_CHANGE
 from herald.runtime import Runtime
@@ -277,3 +279,22 @@ async def test_the_valueset_code_limit_holds_per_subscription(tmp_path: Path) ->
         assert issue["expression"] == ["Subscription.criteria.extension[1]"]
         assert "HERALD_SEARCH_MAX_VALUESET_CODES" in issue["diagnostics"]
         assert "limit of 3 per subscription" in issue["diagnostics"]
+
+
+async def test_a_value_set_change_pruned_from_the_outbox_is_not_missed(
+    herald: tuple[Runtime, httpx.AsyncClient],
+) -> None:
+    """A registry that fell behind the outbox's retention reloads, and expands every
+    subscription using a ValueSet again (the ValueSet's change may be among those gone)."""
+    runtime, client = herald
+    await stored(client, value_set("vitals", VITALS, "8867-4"))
+    sid = await stored(client, subscription(f"Observation?code:in={VITALS}"))
+    mine = Registry(runtime)
+    await mine.registry.load()
+    await stored(client, value_set("vitals", VITALS, "8867-4", "9279-1"))
+    await stored(client, {"resourceType": "Patient", "id": "after"})
+    async with runtime.store.bookkeeping_transaction() as conn:
+        _, newest = await sequence_bounds(conn)
+        await prune(conn, through=newest - 1, before=runtime.clock.now() + timedelta(days=1))
+    await mine.registry.catch_up()
+    assert await mine.notified("9279-1") == {sid}
