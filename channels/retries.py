@@ -86,7 +86,7 @@ class Retries:
             if outcome.ok:
                 self._nudges.pop(spec.id, None)  # nothing to cut short any more
                 if status != "active":
-                    await self._lifecycle.transition(spec.id, "active")
+                    await self._lifecycle.delivered(spec)
                 return None, tries + 1
             error = outcome.error or "delivery failed"
             if status != "error":

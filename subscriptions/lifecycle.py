@@ -19,6 +19,7 @@ import orjson
 from fhirstore import Gone, NotFound, PreconditionFailed, Store
 from fhirstore.access import ActingAs, Principal, Record, Scopes
 from subscriptions.ledger import Ledger
+from subscriptions.model import SubscriptionSpec
 from subscriptions.registry import SUBSCRIPTION
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,12 @@ class Lifecycle:
         # The reason stays out of the log (an endpoint's answer may echo the notification);
         # `$status` shows it to the subscription's owner.
         log.info("subscription %s is now %s", subscription_id, status)
+
+    async def delivered(self, spec: SubscriptionSpec) -> None:
+        """A notification got through: `active`, unless the matcher cannot evaluate the
+        subscription (`spec.problem`), which then keeps showing `error` with that reason."""
+        if spec.problem is None:
+            await self.transition(spec.id, "active")
 
     async def _mirror(self, subscription_id: str, status: str, error: str | None) -> None:
         for _ in range(_ATTEMPTS):  # a client may update the resource at the same moment

@@ -122,6 +122,9 @@ class SubscriptionSpec:
     # Who created it, with the scopes granted then (None: created while authentication was off,
     # or by Herald): its notifications carry only what the owner may read.
     owner: Principal | None = None
+    # Why the matcher cannot evaluate it (its filters' ValueSets could not be expanded): it
+    # matches nothing, and shows `error` with this reason, until this is None again.
+    problem: str | None = None
 
 
 def classic_topic_url(resource_type: str) -> str:

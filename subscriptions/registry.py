@@ -232,18 +232,21 @@ class SubscriptionRegistry:
                 self.index.put(await self._expanded(unexpanded))
 
     async def _expanded(self, spec: SubscriptionSpec) -> SubscriptionSpec:
-        """`spec` with its filters' ValueSets expanded; as it is when they cannot be (the index
-        never matches it) after telling `on_filter_problem` why."""
+        """`spec` with its filters' ValueSets expanded; as it is, with its `problem`, when they
+        cannot be (the index never matches it), after telling `on_filter_problem` why."""
         if not uses_value_sets(spec):
             return spec
         expansion = await expand(self._store, spec)
         self._unexpanded[spec.id] = spec
         self._sources[spec.id] = expansion.sources
-        if expansion.problem is not None and spec.status != "off":
+        if expansion.problem is None:
+            return expansion.spec
+        problem = filter_problem(expansion.problem)
+        if spec.status != "off":
             log.warning("Subscription/%s: its filters' ValueSets cannot be expanded", spec.id)
             if self.on_filter_problem is not None:
-                self.on_filter_problem(spec.id, filter_problem(expansion.problem))
-        return expansion.spec
+                self.on_filter_problem(spec.id, problem)
+        return replace(expansion.spec, problem=problem)
 
 
 def filter_problem(problem: str) -> str:

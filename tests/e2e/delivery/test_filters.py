@@ -340,3 +340,50 @@ async def test_a_value_set_the_owner_may_not_read_is_refused_as_unknown(tmp_path
             )
             assert issue["diagnostics"] == expected  # word for word as for an unknown one
         assert await stored_counts(runtime) == before
+
+
+async def test_a_heartbeat_does_not_hide_a_value_set_that_cannot_be_expanded(
+    embedded: tuple[Any, httpx.AsyncClient],
+) -> None:
+    """Heartbeats still reach the endpoint, but the subscription keeps showing `error` with
+    the reason while it cannot be evaluated; once the ValueSet is back it notifies again, and
+    that delivery makes it `active`."""
+    _, client = embedded
+    async with http_receiver() as receiver:
+        assert (await client.put("/ValueSet/vitals", json=_vitals("8867-4"))).is_success
+        resource = subscription(
+            receiver.url, filters=(f"Observation?code:in={VITALS}",), heartbeat=1
+        )
+        sid = await subscribe(client, resource)
+        assert (await client.delete("/ValueSet/vitals")).is_success
+        await wait_for_status(client, sid, "error", within=20)
+
+        def heartbeats() -> int:
+            return sum(
+                1
+                for r in receiver.requests
+                if r.json is not None and notification_type(r.json) == "heartbeat"
+            )
+
+        async def version() -> str:
+            return str((await client.get(f"/Subscription/{sid}")).json()["meta"]["versionId"])
+
+        await asyncio.sleep(0.5)  # the error written onto the resource
+        written = await version()
+        seen = heartbeats()
+
+        async def beaten() -> bool:
+            return heartbeats() >= seen + 2
+
+        await eventually(beaten, within=20, what=lambda: f"{heartbeats()} heartbeats")
+        assert (await _status_entry(client, sid))["status"] == "error"
+        assert await version() == written  # never turned `active` (and back) meanwhile
+
+        assert (await client.put("/ValueSet/vitals", json=_vitals("8867-4"))).is_success
+        back = await _created(client, _observation(_unique("p"), "8867-4", "2024-06-04"))
+
+        async def notified() -> bool:
+            return back in _focus(receiver)
+
+        await eventually(notified, within=20, what=lambda: f"not notified: {_focus(receiver)}")
+        await wait_for_status(client, sid, "active", within=20)
