@@ -20,7 +20,9 @@ Each row runs whole passes over the stream until `--seconds` have passed (the na
 stop mid-pass) and checks that both give the same matches for the events both saw.
 
 A second table (`bench/matching_chains.py`, `--chained-sizes`) prices a chained filter
-(`patient.identifier=`) against the plain filter it stands for, on the same index.
+(`patient.identifier=`) against the plain filter it stands for, on the same index; a third
+(`bench/matching_value_sets.py`, `--value-set-sizes`) an `:in` filter, its ValueSet expanded,
+against the plain filter naming the same codes.
 Run: `python -m bench.matching [--sizes 10,1000,10000,100000] [--events 500] ...`.
 """
 
@@ -38,6 +40,7 @@ from typing import Any
 from rich.table import Table
 
 from bench import matching_chains as chains
+from bench import matching_value_sets as value_sets
 from bench.harness import console, note, progress, rate, ratio
 from events.model import ChangeEvent
 from fhirstore.search.match import matches_entries
@@ -329,15 +332,23 @@ async def main(args: argparse.Namespace) -> None:
             rows.append(row)
             bar.advance(task)
     console.print(table(rows, args))
-    chained_sizes = [int(size) for size in args.chained_sizes.split(",") if size]
-    if chained_sizes:
-        chained_rows = []
+    for title, sizes_text, part in (
+        ("chained filters", args.chained_sizes, chains),
+        (":in filters", args.value_set_sizes, value_sets),
+    ):
+        part_sizes = [int(size) for size in sizes_text.split(",") if size]
+        if not part_sizes:
+            continue
+        part_rows = []
         with progress() as bar:
-            task = bar.add_task("chained filters", total=len(chained_sizes))
-            for size in chained_sizes:
-                chained_rows.append(await chains.measure(size, args))
+            task = bar.add_task(title, total=len(part_sizes))
+            for size in part_sizes:
+                part_rows.append(await part.measure(size, args))
                 bar.advance(task)
-        console.print(chains.table(chained_rows, args, await chains.read_cost()))
+        if part is chains:
+            console.print(chains.table(part_rows, args, await chains.read_cost()))
+        else:
+            console.print(value_sets.table(part_rows, args))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -355,6 +366,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--chained-sizes",
         default="10,1000,10000,100000",
         help="subscription counts of the chained-filter table ('' to leave it out)",
+    )
+    parser.add_argument(
+        "--value-set-sizes",
+        default="10,1000,10000,100000",
+        help="subscription counts of the :in filter table ('' to leave it out)",
     )
     return parser.parse_args(argv)
 

@@ -21,7 +21,7 @@ import argparse
 import math
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from rich.table import Table
 
 from bench.harness import rate, ratio
 from events.model import ChangeEvent
-from fhirstore.search import Link, parse_criterion
+from fhirstore.search import Criterion, Link, parse_criterion
 from fhirstore.search import definitions as d
 from fhirstore.wire import RESOURCE_CHANGE
 from subscriptions.builtin_topics import BUILTIN_TOPICS
@@ -67,6 +67,11 @@ def _spec(number: int, chained: bool) -> SubscriptionSpec:
         criterion = replace(end, chain=(PATIENT_LINK,))
     else:
         criterion = parse_criterion("Observation", "patient", f"Patient/p{number}")
+    return observation_spec(number, criterion)
+
+
+def observation_spec(number: int, criterion: Criterion) -> SubscriptionSpec:
+    """Subscription `s{number}` on `resource-change` with one Observation filter."""
     return SubscriptionSpec(
         id=f"s{number}",
         topic_url=RESOURCE_CHANGE,
@@ -76,26 +81,37 @@ def _spec(number: int, chained: bool) -> SubscriptionSpec:
     )
 
 
-def build(size: int, chained: bool) -> SubscriptionIndex:
+def index_of(specs: Iterable[SubscriptionSpec]) -> SubscriptionIndex:
+    """An index with the built-in topics and `specs`."""
     index = SubscriptionIndex()
     for topic in BUILTIN_TOPICS:
         index.put_topic(parse_topic(topic))
-    for number in range(size):
-        index.put(_spec(number, chained))
+    for spec in specs:
+        index.put(spec)
     return index
+
+
+def build(size: int, chained: bool) -> SubscriptionIndex:
+    return index_of(_spec(number, chained) for number in range(size))
 
 
 def stream(count: int, matching: int) -> list[ChangeEvent]:
     """Observation creates: even ones about the `matching` watched patients (p0..), odd ones
     about patients no subscription names."""
+    return creates(
+        (f"p{n // 2 % matching}" if n % 2 == 0 else f"p-other-{n}", "8867-4") for n in range(count)
+    )
+
+
+def creates(observations: Iterable[tuple[str, str]]) -> list[ChangeEvent]:
+    """An Observation create per (patient id, LOINC code), `o0`, `o1`, ..."""
     events = []
-    for n in range(count):
-        pid = f"p{n // 2 % matching}" if n % 2 == 0 else f"p-other-{n}"
+    for n, (pid, code) in enumerate(observations):
         resource = {
             "resourceType": "Observation",
             "id": f"o{n}",
             "status": "final",
-            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
             "subject": {"reference": f"Patient/{pid}"},
         }
         event = {

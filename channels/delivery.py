@@ -179,7 +179,7 @@ class SubscriptionDelivery:
     ) -> None:
         if spec.classic:  # R4 has no handshake: a valid classic subscription is active at once
             await self._ledger.sent(spec.id, now=self._clock.now())
-            await self._lifecycle.transition(spec.id, "active")
+            await self._lifecycle.delivered(spec)
             return
         # Events matched meanwhile wait for the handshake, but not beyond the give-up age.
         expired: list[RecordedEvent] = []
@@ -213,7 +213,7 @@ class SubscriptionDelivery:
         NOTIFICATIONS_SENT.labels("websocket", "handshake", "ok").inc()
         await self._ledger.sent(spec.id, now=sent_at)
         if progress.status != "active":
-            await self._lifecycle.transition(spec.id, "active")
+            await self._lifecycle.delivered(spec)
         return True
 
     async def _expired(

@@ -89,7 +89,7 @@ class Retries:
             if outcome.ok:
                 self._nudges.pop(spec.id, None)  # nothing to cut short any more
                 if status != "active":
-                    await self._lifecycle.transition(spec.id, "active")
+                    await self._lifecycle.delivered(spec)
                 return None, tries + 1
             error = outcome.error or "delivery failed"
             failure = outcome.failure.value if outcome.failure is not None else None

@@ -50,6 +50,7 @@ from subscriptions import (
     NOTIFICATION_JOBS,
     SUBSCRIPTION,
     SUBSCRIPTION_TOPIC,
+    ErrorMarks,
     FhirPathBudget,
     FhirPathRunner,
     Ledger,
@@ -247,6 +248,11 @@ class Runtime:
                 self.ledger, Lifecycle(self.store, self.ledger, record=self.record_write)
             )
             self.matching_registry.watcher = self.unloaded_reporter
+            # Subscriptions whose filters' ValueSets can no longer be expanded show `error`.
+            self.filter_problems = ErrorMarks(
+                self.ledger, Lifecycle(self.store, self.ledger, record=self.record_write)
+            )
+            self.matching_registry.on_filter_problem = self.filter_problems.mark
             Matcher(self.store, self.ledger, self.matching_registry, self.bus).subscribe()
             self.dispatcher.subscribe()
         self.hub.listen()  # any API process may hold WebSockets
@@ -312,6 +318,7 @@ class Runtime:
             # After the bus stopped: the matcher reports no more missed events.
             stack.push_async_callback(self.missed_by_budget.drain)
             stack.push_async_callback(self.unloaded_reporter.drain)
+            stack.push_async_callback(self.filter_problems.drain)
         await self.bus.start()
         stack.push_async_callback(self.bus.stop)
         if self._run_relay:

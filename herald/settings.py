@@ -221,7 +221,10 @@ class Settings(BaseSettings):
     search_max_valueset_codes: int = Field(
         DEFAULT_LIMITS.max_valueset_codes,
         ge=1,
-        description="Most codes the ValueSets of one search's :in / :not-in expand to, together",
+        description=(
+            "Most codes the ValueSets of one search's (or one subscription's filters') :in /"
+            " :not-in expand to, together"
+        ),
     )
     search_timeout_seconds: float = Field(
         DEFAULT_LIMITS.timeout_seconds or 0,

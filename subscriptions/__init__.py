@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from subscriptions.fhirpath_budget import FhirPathBudget, FhirPathRunner
     from subscriptions.focus import notification_events
     from subscriptions.ledger import Ledger, SubscriptionProgress
-    from subscriptions.lifecycle import Lifecycle
+    from subscriptions.lifecycle import ErrorMarks, Lifecycle
     from subscriptions.matcher import (
         NOTIFICATION_JOBS,
         Matcher,
@@ -47,6 +47,7 @@ __all__ = [
     "Channel",
     "ChannelSupport",
     "DeadLetter",
+    "ErrorMarks",
     "FhirPathBudget",
     "FhirPathRunner",
     "Ledger",

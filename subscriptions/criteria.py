@@ -68,14 +68,12 @@ def split_query(query: str, path: str) -> list[tuple[str, str]]:
 def criterion(
     resource_type: str, name: str, value: str, path: str, now: datetime | None
 ) -> Criterion:
-    """One parameter as a Criterion; an unknown parameter or bad value names `path`."""
+    """One parameter as a Criterion; an unknown parameter or bad value names `path`. An
+    `:in` / `:not-in` value stays a `ValueSetRef` (`value_sets.py` expands it)."""
     try:
-        found = parse_criterion(resource_type, name, value, now=now)
+        return parse_criterion(resource_type, name, value, now=now)
     except InvalidSearch as error:
         raise invalid(path, f"{error.diagnostics} (on {resource_type})") from None
-    if has_value_sets([found]):  # the matcher has no store to expand them from
-        raise invalid(path, f"{name}: :in and :not-in are not accepted here yet (searches only)")
-    return found
 
 
 def parse_query(
@@ -83,7 +81,8 @@ def parse_query(
 ) -> tuple[Criterion, ...]:
     """`[Type?]a=1&b=2` (ANDed) on `resource_type`, for a topic's queryCriteria: those test the
     changed resource's own versions (previous and current), so a chained or `_has` parameter,
-    which tests other resources, is refused naming `path`."""
+    which tests other resources, is refused naming `path`; so is `:in` / `:not-in` (a topic has
+    no owner to read its ValueSets as, and nothing expands them)."""
     if "?" in query.partition("=")[0]:
         named, _, query = query.partition("?")
         if named != resource_type:
@@ -91,6 +90,12 @@ def parse_query(
     parsed: list[Criterion] = []
     for name, value in split_query(query, path):
         parsed.append(criterion(resource_type, name, value, path, now))
+        if has_value_sets(parsed[-1:]):
+            raise invalid(
+                path,
+                f"{name}: :in and :not-in are not accepted in queryCriteria (a Subscription's "
+                "filters accept them)",
+            )
         if parsed[-1].chain:
             raise invalid(
                 path,

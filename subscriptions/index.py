@@ -11,6 +11,11 @@ Per change, the work grows with what can match, not with how many subscriptions 
   refers to, read once per change for all subscriptions (`chains.py`): one batched read per
   chain level, never a query per subscription.
 
+Filters with `:in` / `:not-in` hold their ValueSets' codes, expanded before the subscription
+was put here (`value_sets.py`): they are compared in memory like any other token, and an `:in`
+filter files the subscription under its codes. A subscription whose ValueSets could not be
+expanded never matches (its owner sees why in `$status`).
+
 The focus is the new version of the resource, or the previous version for a delete (loaded
 through `load_previous`, at most once per change and only when something needs it). A
 subscription that is `off` or whose `end` has passed never matches; filters that need values
@@ -26,7 +31,7 @@ from datetime import datetime
 
 from events import ChangeEvent
 from fhirstore.access import Access
-from fhirstore.search import Criterion, matches_entries
+from fhirstore.search import Criterion, has_value_sets, matches_entries
 from fhirstore.search import definitions as d
 from subscriptions.chains import LoadCurrent
 from subscriptions.criteria import (
@@ -94,6 +99,7 @@ class _Entry:
     keys: tuple[IndexKey, ...]
     key_chain: Criterion | None
     access: Access | None  # the owner's (None: no owner, nothing to narrow)
+    expanded: bool  # False: a ValueSet of its filters could not be expanded (never matches)
 
     @classmethod
     def of(cls, spec: SubscriptionSpec) -> _Entry:
@@ -107,12 +113,16 @@ class _Entry:
         access = Access(spec.owner) if spec.owner is not None else None
         keys = subscription_keys(spec.filters, types)
         key_chain = keyed_chain(keys, spec.filters)
-        return cls(spec, types, criteria, chained, keys, key_chain, access)
+        expanded = not has_value_sets([f.criterion for f in spec.filters])
+        return cls(spec, types, criteria, chained, keys, key_chain, access, expanded)
 
     def live(self, focus_type: str, now: datetime) -> bool:
-        """Not off, not ended, and about this type (the keys mostly ensure the latter already)."""
+        """Not off, not ended, its ValueSets expanded, and about this type (the keys mostly
+        ensure the latter already)."""
         spec = self.spec
         if spec.status == "off" or (spec.end is not None and spec.end <= now):
+            return False
+        if not self.expanded:
             return False
         return self.types is None or focus_type in self.types
 

@@ -13,6 +13,10 @@ resources the chain reaches from its focus are read (`chained_event_keys`): the 
 change and chain, whatever the number of subscriptions. A plain key is preferred when a
 subscription has one (it needs no read).
 
+An `:in` filter, its ValueSets expanded, files a subscription under every code of the expansion
+(the key has no system; the filter compares it). An empty expansion gives no keys: the filter
+is then evaluated on every change, and holds for none, which is what `:in` of an empty set means.
+
 A key is a necessary condition, never a sufficient one: the filters are still evaluated in
 full. Codes are compared exactly as `fhirstore.search.compare` does (`code == value`), so a key
 never hides a subscription the search semantics would match.
@@ -122,7 +126,7 @@ def _filter_keys(item: Filter) -> tuple[IndexKey, ...]:
 
 def _plain_equality(criterion: Criterion) -> bool:
     modifier = criterion.modifier
-    if modifier is None:
+    if modifier is None or modifier == "in":  # `:in`: any code of its expanded ValueSets
         return True
     # `subject:Patient=123` compares codes like `subject=Patient/123`.
     return criterion.param.type == d.REFERENCE and modifier in d.resource_types()
@@ -137,6 +141,8 @@ def _codes(criterion: Criterion) -> set[str] | None:
             codes.add(value.code)
         elif isinstance(value, v.ReferenceValue):
             codes.update(value.codes)
+        elif isinstance(value, v.CodeSetValue):
+            codes.update(code for _, code in value.codes)
         else:
             return None
     return codes

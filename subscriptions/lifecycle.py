@@ -8,10 +8,14 @@ system identity `herald-subscriptions`, which the audit trail shows.
 A stored Subscription Herald cannot load (`unloaded.py`) goes to `error` through
 `set_error`: in the ledger when it is tracked there, and on the resource in any case (one
 written by other means, never registered in the ledger, still tells its owner why).
+
+`ErrorMarks` sets subscriptions to `error` beside whoever found the reason (the matcher), never
+in its way; one already showing the same reason is not written again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import orjson
@@ -19,6 +23,7 @@ import orjson
 from fhirstore import Gone, NotFound, PreconditionFailed, Store
 from fhirstore.access import ActingAs, Principal, Record, Scopes
 from subscriptions.ledger import Ledger
+from subscriptions.model import SubscriptionSpec
 from subscriptions.registry import SUBSCRIPTION
 
 log = logging.getLogger(__name__)
@@ -70,6 +75,12 @@ class Lifecycle:
             return False  # tracked, and off: that stands
         return await self._mirror(subscription_id, "error", reason)
 
+    async def delivered(self, spec: SubscriptionSpec) -> None:
+        """A notification got through: `active`, unless the matcher cannot evaluate the
+        subscription (`spec.problem`), which then keeps showing `error` with that reason."""
+        if spec.problem is None:
+            await self.transition(spec.id, "active")
+
     async def _mirror(self, subscription_id: str, status: str, error: str | None) -> bool:
         """Write `status` and `error` onto the resource; False when it is gone or off (and
         stays so), or a client kept changing it."""
@@ -97,3 +108,39 @@ class Lifecycle:
             except PreconditionFailed:
                 continue
         return False
+
+
+class ErrorMarks:
+    """Sets subscriptions `error` with a reason, in tasks of their own (`mark` returns at
+    once); `drain` waits for those under way (at stop)."""
+
+    def __init__(self, ledger: Ledger, lifecycle: Lifecycle) -> None:
+        self._ledger = ledger
+        self._lifecycle = lifecycle
+        self._marking: set[asyncio.Task[None]] = set()
+        self._busy: set[str] = set()  # subscriptions being marked right now
+
+    def mark(self, subscription_id: str, reason: str) -> None:
+        if subscription_id not in self._busy:
+            self._busy.add(subscription_id)
+            task = asyncio.create_task(self._mark(subscription_id, reason))
+            self._marking.add(task)
+            task.add_done_callback(self._marking.discard)
+
+    async def _mark(self, subscription_id: str, reason: str) -> None:
+        try:
+            progress = await self._ledger.progress(subscription_id)
+            if progress is None or progress.status == "off":
+                return
+            if progress.status == "error" and progress.last_error == reason:
+                return
+            await self._lifecycle.transition(subscription_id, "error", error=reason)
+        except Exception:
+            log.exception("could not mark Subscription/%s as error", subscription_id)
+        finally:
+            self._busy.discard(subscription_id)
+
+    async def drain(self) -> None:
+        """Wait for the markings under way."""
+        if self._marking:
+            await asyncio.gather(*self._marking, return_exceptions=True)

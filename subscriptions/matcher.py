@@ -26,7 +26,12 @@ from fhirstore.wire import CHANGES_TOPIC, MATCHER_GROUP, NOTIFICATIONS_TOPIC
 from subscriptions.focus import version_resource
 from subscriptions.ledger import Ledger
 from subscriptions.numbering import NewEvent
-from subscriptions.registry import SUBSCRIPTION, SubscriptionChange, SubscriptionRegistry
+from subscriptions.registry import (
+    FOLLOWED,
+    SUBSCRIPTION,
+    SubscriptionChange,
+    SubscriptionRegistry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +130,11 @@ class Matcher:
         await self._registry.catch_up(event.sequence)
         jobs: list[Message] = []
         if event.resource_type == SUBSCRIPTION:
-            change = self._registry.apply_event(event)
+            change = await self._registry.apply_event(event)
             if change is not None:
                 jobs.extend(await self._start_lifecycle(change))
-        elif event.resource_type == "SubscriptionTopic":
-            self._registry.apply_event(event)
+        elif event.resource_type in FOLLOWED:  # topics, and ValueSets filters expand
+            await self._registry.apply_event(event)
 
         async def load_previous() -> dict[str, Any] | None:
             return await self._previous(event)

@@ -11,12 +11,10 @@ delivery succeeds again (or its owner updates it), as for a receiver that is dow
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from subscriptions.index import MissedByBudget
-from subscriptions.ledger import Ledger
-from subscriptions.lifecycle import Lifecycle
+from subscriptions.lifecycle import ErrorMarks
 from subscriptions.metrics import FHIRPATH_OVER_BUDGET
 
 log = logging.getLogger(__name__)
@@ -36,12 +34,8 @@ def reason(missed: MissedByBudget) -> str:
     )
 
 
-class MissedByBudgetReporter:
-    def __init__(self, ledger: Ledger, lifecycle: Lifecycle) -> None:
-        self._ledger = ledger
-        self._lifecycle = lifecycle
-        self._marking: set[asyncio.Task[None]] = set()
-        self._busy: set[str] = set()  # subscriptions being marked right now
+class MissedByBudgetReporter(ErrorMarks):
+    """Counts, logs and marks (`ErrorMarks`) what a topic over budget kept from subscribers."""
 
     def __call__(self, missed: MissedByBudget) -> None:
         error = missed.error
@@ -59,26 +53,4 @@ class MissedByBudgetReporter:
         )
         text = reason(missed)
         for subscription_id in missed.subscription_ids:
-            if subscription_id not in self._busy:
-                self._busy.add(subscription_id)
-                task = asyncio.create_task(self._mark(subscription_id, text))
-                self._marking.add(task)
-                task.add_done_callback(self._marking.discard)
-
-    async def _mark(self, subscription_id: str, text: str) -> None:
-        try:
-            progress = await self._ledger.progress(subscription_id)
-            if progress is None or progress.status == "off":
-                return
-            if progress.status == "error" and progress.last_error == text:
-                return
-            await self._lifecycle.transition(subscription_id, "error", error=text)
-        except Exception:
-            log.exception("could not mark Subscription/%s as error", subscription_id)
-        finally:
-            self._busy.discard(subscription_id)
-
-    async def drain(self) -> None:
-        """Wait for the markings under way (at stop)."""
-        if self._marking:
-            await asyncio.gather(*self._marking, return_exceptions=True)
+            self.mark(subscription_id, text)

@@ -81,6 +81,7 @@ class Filter:
     resource_type: str  # the type the criterion applies to
     criterion: Criterion
     text: str  # as the client wrote it, for $status and error messages
+    path: str = ""  # the element it was written in, for error messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +122,9 @@ class SubscriptionSpec:
     # Who created it, with the scopes granted then (None: created while authentication was off,
     # or by Herald): its notifications carry only what the owner may read.
     owner: Principal | None = None
+    # Why the matcher cannot evaluate it (its filters' ValueSets could not be expanded): it
+    # matches nothing, and shows `error` with this reason, until this is None again.
+    problem: str | None = None
 
 
 def classic_topic_url(resource_type: str) -> str:

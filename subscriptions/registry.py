@@ -14,12 +14,20 @@ and the `watcher` (the service marks it `error`, `unloaded_reporter.py`) is told
 SubscriptionTopic that does not parse is kept in `unloaded_topics`. When a topic changes or
 goes, the Subscriptions on it are parsed again from the version this registry applied (kept
 here as the stored JSON), so they go into error, or load again, at that point of the stream.
+
+Filters with `:in` / `:not-in` are expanded as a Subscription is applied (`value_sets.py`,
+through its owner's reach), so the index holds their codes. The registry follows ValueSet
+changes too: when a ValueSet a subscription's expansion named or read is created, changed or
+deleted, it expands that subscription again and swaps its filters in the index. One that can no
+longer be expanded matches nothing, and `on_filter_problem` (the matcher's registry has one) is
+told why, so that the subscription is set to `error` with that reason rather than go quiet.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -28,6 +36,7 @@ import orjson
 
 from events import ChangeEvent
 from fhirstore import FhirError, Store, entries_of_types, live_of_type, sequence_bounds
+from fhirstore.search import value_set_sources
 from subscriptions.builtin_topics import BUILTIN_TOPICS
 from subscriptions.channel import ChannelSupport
 from subscriptions.fhirpath_budget import DEFAULT_RUNNER, FhirPathRunner
@@ -44,12 +53,17 @@ from subscriptions.unloaded import (
     UnloadedWatcher,
     diagnose,
 )
+from subscriptions.value_sets import expand, uses_value_sets
 
 log = logging.getLogger(__name__)
 
 SUBSCRIPTION = "Subscription"
 SUBSCRIPTION_TOPIC = "SubscriptionTopic"
+VALUE_SET = "ValueSet"
 _WATCHED = (SUBSCRIPTION_TOPIC, SUBSCRIPTION)  # topics first: subscriptions refer to them
+FOLLOWED = (*_WATCHED, VALUE_SET)  # the changes the registry applies (ValueSets: not loaded)
+# Told that a subscription's filters can no longer be expanded: (its id, the reason).
+OnFilterProblem = Callable[[str, str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +102,10 @@ class SubscriptionRegistry:
         self.unloaded: dict[str, Unloaded] = {}
         self.unloaded_topics: dict[str, UnloadedTopic] = {}  # by SubscriptionTopic id
         self.watcher: UnloadedWatcher | None = None
+        # Subscriptions with ValueSets in their filters: as parsed, and what they depend on.
+        self._unexpanded: dict[str, SubscriptionSpec] = {}
+        self._sources: dict[str, frozenset[str]] = {}
+        self.on_filter_problem: OnFilterProblem | None = None
         self._position = 0  # every change up to this outbox sequence is applied
         self._lock = asyncio.Lock()
 
@@ -100,19 +118,29 @@ class SubscriptionRegistry:
             resource, self.find_topic, channels=self._channels, now=self._clock.now()
         )
 
+    async def accept(self, resource: dict[str, Any]) -> SubscriptionSpec:
+        """`parse`, and the filters' ValueSets expanded as the owner may read them: 422 naming
+        the filters and the ValueSet when one is unknown (or out of the owner's reach), not
+        supported, or too large."""
+        return (await expand(self._store, self.parse(resource))).required()
+
     async def load(self) -> None:
         """Read every live topic and subscription (at start, or when the outbox was pruned
         past what this registry had read)."""
         async with self._store.engine.connect() as conn:
             _, newest = await sequence_bounds(conn)  # first: later changes are caught up
-            for resource_type in _WATCHED:
-                for version in await live_of_type(conn, resource_type):
-                    self._apply(resource_type, version.id, version.version_id, version.body)
+            found = [
+                (resource_type, version)
+                for resource_type in _WATCHED
+                for version in await live_of_type(conn, resource_type)
+            ]
+        for resource_type, version in found:  # expanding ValueSets reads the store
+            await self._apply(resource_type, version.id, version.version_id, version.body)
         self._position = max(self._position, newest)
         log.debug("subscription registry loaded", extra={"subscriptions": len(self.index)})
 
-    def apply_event(self, event: ChangeEvent) -> SubscriptionChange | None:
-        """Take in a change event of a Subscription or SubscriptionTopic.
+    async def apply_event(self, event: ChangeEvent) -> SubscriptionChange | None:
+        """Take in a change event of a Subscription, SubscriptionTopic or ValueSet.
 
         For the current version of a Subscription the change is returned even when a refresh
         (or an earlier delivery of the same event) applied it already, so that whoever consumes
@@ -126,7 +154,7 @@ class SubscriptionRegistry:
                 return None  # not deleted: nothing for the matcher to start or forget
             return SubscriptionChange(event.id, current, current)
         body = orjson.dumps(event.resource) if event.resource is not None else None
-        return self._apply(event.resource_type, event.id, version, body)
+        return await self._apply(event.resource_type, event.id, version, body)
 
     async def catch_up(self, sequence: int | None = None) -> None:
         """Apply the Subscription and SubscriptionTopic changes committed before the change
@@ -152,14 +180,18 @@ class SubscriptionRegistry:
                 pruned = True  # changes after our position may be gone: read everything
             else:
                 pruned = False
-                rows = await entries_of_types(conn, _WATCHED, after=self._position, through=newest)
-                for row in rows:
-                    self._apply(row.res_type, row.res_id, row.version_id, row.body)
+                rows = await entries_of_types(conn, FOLLOWED, after=self._position, through=newest)
         if pruned:
             await self.load()
+            # The ValueSet changes may be gone too: expand every subscription using one again.
+            for unexpanded in list(self._unexpanded.values()):
+                self.index.put(await self._expanded(unexpanded))
+        else:
+            for row in rows:
+                await self._apply(row.res_type, row.res_id, row.version_id, row.body)
         self._position = max(self._position, newest if sequence is None else sequence)
 
-    def _apply(
+    async def _apply(
         self, resource_type: str, resource_id: str, version: int, body: str | bytes | None
     ) -> SubscriptionChange | None:
         key = (resource_type, resource_id)
@@ -170,10 +202,12 @@ class SubscriptionRegistry:
         if resource_type == SUBSCRIPTION and body is not None:
             self._bodies[resource_id] = body
         if resource_type == SUBSCRIPTION_TOPIC:
-            self._apply_topic(resource_id, resource)
+            await self._apply_topic(resource_id, resource)
             return None
         if resource_type == SUBSCRIPTION:
-            return self._apply_subscription(resource_id, resource)
+            return await self._apply_subscription(resource_id, resource)
+        if resource_type == VALUE_SET:
+            await self._apply_value_set(resource_id, resource)
         return None
 
     def show_unloaded_in_metrics(self) -> None:
@@ -185,15 +219,15 @@ class SubscriptionRegistry:
     def _count_unloaded(self, kind: str) -> int:
         return sum(item.kind == kind for item in self.unloaded.values())
 
-    def assume_builtin_topics(self) -> None:
+    async def assume_builtin_topics(self) -> None:
         """Take this version's built-in topics as if stored, re-checking their subscribers:
         what `herald serve` of this version (which writes them at start) makes of the stored
         Subscriptions. For a listing (`herald subscriptions unloaded`), never for a registry
         that serves."""
         for topic in BUILTIN_TOPICS:
-            self._apply_topic(str(topic["id"]), topic)
+            await self._apply_topic(str(topic["id"]), topic)
 
-    def _apply_topic(self, resource_id: str, resource: dict[str, Any] | None) -> None:
+    async def _apply_topic(self, resource_id: str, resource: dict[str, Any] | None) -> None:
         old_url = self._topic_urls.pop(resource_id, None)
         if old_url is not None:
             self.index.remove_topic(old_url)
@@ -209,7 +243,7 @@ class SubscriptionRegistry:
                 self._topic_urls[resource_id] = topic.url
                 self.index.put_topic(topic)
                 urls.add(topic.url)
-        self._recheck({url for url in urls if url is not None})
+        await self._recheck({url for url in urls if url is not None})
 
     def _topic_unloaded(self, resource_id: str, resource: dict[str, Any], error: FhirError) -> None:
         url = resource.get("url")
@@ -224,7 +258,7 @@ class SubscriptionRegistry:
             extra={"element": element},
         )
 
-    def _recheck(self, urls: set[str]) -> None:
+    async def _recheck(self, urls: set[str]) -> None:
         """Parse the Subscriptions on the topics `urls` again (one changed, or went)."""
         if not urls:
             return
@@ -233,13 +267,15 @@ class SubscriptionRegistry:
         for subscription_id in ids:
             body = self._bodies.get(subscription_id)
             if body is not None:
-                self._apply_subscription(subscription_id, orjson.loads(body))
+                await self._apply_subscription(subscription_id, orjson.loads(body))
 
-    def _apply_subscription(
+    async def _apply_subscription(
         self, resource_id: str, resource: dict[str, Any] | None
     ) -> SubscriptionChange | None:
         before = self.index.get(resource_id)
         after: SubscriptionSpec | None = None
+        self._unexpanded.pop(resource_id, None)
+        self._sources.pop(resource_id, None)
         was_unloaded = self.unloaded.pop(resource_id, None)
         if resource is None:
             self._bodies.pop(resource_id, None)
@@ -250,6 +286,7 @@ class SubscriptionRegistry:
                 self._unloaded(resource_id, resource, error)
                 self.index.remove(resource_id)
                 return None  # not deleted: the matcher neither starts nor forgets anything
+            after = await self._expanded(after)
         if after is None:
             self.index.remove(resource_id)
         else:
@@ -290,3 +327,40 @@ class SubscriptionRegistry:
 
     def _topic_problem(self, url: str) -> UnloadedTopic | None:
         return next((t for t in self.unloaded_topics.values() if t.url == url), None)
+
+    async def _apply_value_set(self, resource_id: str, resource: dict[str, Any] | None) -> None:
+        """Expand again the subscriptions whose expansion named or read this ValueSet (as it
+        was, or as it is now)."""
+        names = {f"{VALUE_SET}/{resource_id}"}
+        if resource is not None:
+            names |= value_set_sources(resource)
+        for subscription_id, sources in list(self._sources.items()):
+            unexpanded = self._unexpanded.get(subscription_id)
+            if unexpanded is not None and sources & names:
+                self.index.put(await self._expanded(unexpanded))
+
+    async def _expanded(self, spec: SubscriptionSpec) -> SubscriptionSpec:
+        """`spec` with its filters' ValueSets expanded; as it is, with its `problem`, when they
+        cannot be (the index never matches it), after telling `on_filter_problem` why."""
+        if not uses_value_sets(spec):
+            return spec
+        expansion = await expand(self._store, spec)
+        self._unexpanded[spec.id] = spec
+        self._sources[spec.id] = expansion.sources
+        if expansion.problem is None:
+            return expansion.spec
+        problem = filter_problem(expansion.problem)
+        if spec.status != "off":
+            log.warning("Subscription/%s: its filters' ValueSets cannot be expanded", spec.id)
+            if self.on_filter_problem is not None:
+                self.on_filter_problem(spec.id, problem)
+        return replace(expansion.spec, problem=problem)
+
+
+def filter_problem(problem: str) -> str:
+    """The error a subscription shows when its filters' ValueSets cannot be expanded."""
+    return (
+        f"Subscription filters cannot be evaluated: {problem}. It notifies no one until the "
+        "ValueSet can be expanded again (store or fix the ValueSet, or update the "
+        "Subscription's filters)."
+    )

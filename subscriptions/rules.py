@@ -4,6 +4,9 @@ refused with an OperationOutcome, and nothing is stored.
 A client's new or changed Subscription starts over as `requested` (or stays `off`): Herald
 sets it `active` once the handshake reached the endpoint, as the Backport IG describes.
 
+The ValueSets of a Subscription's `:in` / `:not-in` filters must expand, read as its owner may
+read them (422 naming the ValueSet otherwise), unless it is written `off`.
+
 A SubscriptionTopic's fhirPathCriteria are tried on sample resources under the FHIRPath budget
 before it is stored.
 
@@ -86,7 +89,10 @@ def subscription_rule(
         criteria = resource.get("criteria")
         if isinstance(criteria, str) and registry.find_topic(criteria) is None:
             await registry.catch_up()  # a topic stored through another process moments ago
-        spec = registry.parse(resource)
+        if resource.get("status") == "off":  # always possible, even if its ValueSets went
+            spec = registry.parse(resource)
+        else:
+            spec = await registry.accept(resource)
         checked = dict(resource)
         checked["status"] = "off" if resource.get("status") == "off" else "requested"
         checked.pop("error", None)

@@ -10,7 +10,8 @@
   Typed filters also restrict the focus types (see `keys.focus_types`).
 - Classic: `criteria` is `Type` or `Type?params`; the topic is `classic_topic(Type)`.
 
-Every error is an `Unprocessable` naming the element. Nothing here touches a database.
+Every error is an `Unprocessable` naming the element. Nothing here touches a database: the
+ValueSets of `:in` / `:not-in` filters stay `ValueSetRef`s, which `value_sets.py` expands.
 """
 
 from __future__ import annotations
@@ -143,6 +144,7 @@ def _classic_filters(resource_type: str, criteria: str, now: datetime | None) ->
             resource_type,
             _forward_criterion(resource_type, name, value, CRITERIA, now),
             f"{name}={value}",
+            CRITERIA,
         )
         for name, value in split_query(query, CRITERIA)
     )
@@ -246,7 +248,7 @@ def _param_filter(
     _check_written_modifier(topic, resource_type, code, name, path)
     parsed = _forward_criterion(resource_type, name, value, path, now)
     check_modifiers(topic, resource_type, code, parsed, path)
-    return Filter(resource_type, parsed, text)
+    return Filter(resource_type, parsed, text, path)
 
 
 def _check_written_modifier(

@@ -10,7 +10,8 @@
   (`page`);
 - `match.matches` / `match.matches_entries`: the same criteria evaluated in memory;
 - `valuesets.expand_criteria`: `:in` / `:not-in` ValueSets read through the store and expanded
-  (the SQL search does it itself; the in-memory matcher needs criteria expanded first).
+  (the SQL search does it itself; the in-memory matcher needs criteria expanded first:
+  `reading` is an owner's reach of ValueSets, `value_set_sources` how a ValueSet is named).
 """
 
 from __future__ import annotations
@@ -26,7 +27,12 @@ if TYPE_CHECKING:
     from fhirstore.search.match import EntryGroups, group_entries, matches_entries
     from fhirstore.search.query import Criterion, Link, check_criteria, parse_criterion
     from fhirstore.search.values import TokenValue
-    from fhirstore.search.valuesets import expand_criteria, has_value_sets
+    from fhirstore.search.valuesets import (
+        expand_criteria,
+        has_value_sets,
+        reading,
+        value_set_sources,
+    )
 else:
     from fhirstore.surface import LazyExports
 
@@ -49,5 +55,7 @@ __all__ = [
     "index_entries",
     "matches_entries",
     "parse_criterion",
+    "reading",
+    "value_set_sources",
     "values",
 ]

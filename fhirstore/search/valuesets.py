@@ -17,6 +17,9 @@ Everything else (a whole code system, `is-a`, `descendent-of`, `regex`, `=` on o
 properties, ...) needs the code system's content: a 400 naming the ValueSet and the part.
 Codes are compared without the code system's version.
 
+The expansion notes which ValueSets it named and read (`sources`), so that whoever keeps an
+expansion (a Subscription filter) knows which ValueSet changes concern it.
+
 An expansion is bounded: all the codes of one search's ValueSets together at most
 `SearchLimits.max_valueset_codes` (each one is a bound parameter of the query), else 400
 too-costly naming the setting.
@@ -32,6 +35,8 @@ import orjson
 from sqlalchemy import false, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from fhirstore.access.boundary import Reach
+from fhirstore.access.narrowing import Narrowing
 from fhirstore.db.schema import resources, search_index
 from fhirstore.errors import InvalidSearch
 from fhirstore.search import values as v
@@ -39,7 +44,7 @@ from fhirstore.search.limits import DEFAULT_LIMITS, SearchLimits, over_limit
 from fhirstore.search.query import Criterion
 
 if TYPE_CHECKING:
-    from fhirstore.access.narrowing import Narrowing
+    from fhirstore.access.boundary import Access
 
 Codes = set[tuple[str, str]]
 _CODE_PROPERTIES = frozenset({"concept", "code"})
@@ -58,6 +63,9 @@ class _Expansion:
     ) -> None:
         self.conn, self.narrowing, self.limits, self.name = conn, narrowing, limits, name
         self.counted = 0
+        # Every ValueSet named (`ValueSet/id`, or a canonical url without its version) and
+        # every one read (both ways): what the expansion depends on.
+        self.sources: set[str] = set()
 
     def _fail(self, message: str) -> InvalidSearch:
         return InvalidSearch(f"Search parameter '{self.name}': {message}", expression=[self.name])
@@ -68,9 +76,11 @@ class _Expansion:
         where = [rows.c.res_type == "ValueSet", rows.c.deleted == false()]
         kind, _, ident = reference.partition("/")
         if kind == "ValueSet" and "://" not in reference:
+            self.sources.add(reference)
             where.append(rows.c.res_id == ident)
         else:
             url, _, version = reference.partition("|")
+            self.sources.add(url)
             where.append(_indexed("url", url))
             if version:
                 where.append(_indexed("version", version))
@@ -85,7 +95,9 @@ class _Expansion:
             raise self._fail(
                 f"several ValueSets have the url {reference!r}; add |version or use ValueSet/id"
             )
-        return dict(orjson.loads(found[0]))
+        value_set = dict(orjson.loads(found[0]))
+        self.sources.update(value_set_sources(value_set))
+        return value_set
 
     async def expand(self, reference: str, seen: tuple[str, ...] = ()) -> Codes:
         if reference in seen or len(seen) >= MAX_DEPTH:
@@ -194,6 +206,22 @@ def _contained(contains: list[Any]) -> list[tuple[str, str]]:
     return found
 
 
+def value_set_sources(value_set: dict[str, Any]) -> set[str]:
+    """How a ValueSet can be named: `ValueSet/id` and its canonical url (without version)."""
+    names = {f"ValueSet/{value_set.get('id')}"}
+    url = value_set.get("url")
+    if isinstance(url, str):
+        names.add(url)
+    return names
+
+
+def reading(access: Access) -> Narrowing:
+    """A narrowing that reads ValueSets as `access` may (none at all when it may read no
+    ValueSet), for expansions outside a search (a Subscription filter, read by its owner).
+    Its own reach is for no resource type: only `Narrowing.other` is ever asked."""
+    return Narrowing(Reach("", "expansion"), access)
+
+
 def has_value_sets(criteria: Sequence[Criterion]) -> bool:
     return any(isinstance(value, v.ValueSetRef) for c in criteria for value in c.values)
 
@@ -203,12 +231,17 @@ async def expand_criteria(
     criteria: Sequence[Criterion],
     narrowing: Narrowing | None,
     limits: SearchLimits = DEFAULT_LIMITS,
+    sources: set[str] | None = None,
 ) -> list[Criterion]:
     """`criteria` with every `ValueSetRef` replaced by its expansion, read inside
-    `narrowing` (None: every stored ValueSet). Raises InvalidSearch (400)."""
+    `narrowing` (None: every stored ValueSet). Raises InvalidSearch (400). `sources` (if
+    given) gains how every ValueSet named or read is named (`value_set_sources`), even when
+    the expansion fails: what a change would make the expansion differ."""
     if not has_value_sets(criteria):
         return list(criteria)
     expansion = _Expansion(conn, narrowing, limits, "")
+    if sources is not None:
+        expansion.sources = sources
     expanded = []
     for criterion in criteria:
         expansion.name = f"{criterion.param.code}:{criterion.modifier}"

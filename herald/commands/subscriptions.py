@@ -44,7 +44,7 @@ async def _listing(settings: Settings) -> list[str]:
     async with store_of(settings) as store:
         registry = SubscriptionRegistry(store, channels=channel_support(settings))
         await registry.load()
-        registry.assume_builtin_topics()
+        await registry.assume_builtin_topics()
         return _blocks(registry)
 
 

@@ -21,6 +21,7 @@ from tests.e2e.delivery.conftest import (
     status_of,
     subscribe,
     subscription,
+    wait_for_status,
 )
 from tests.support.herald import HeraldFactory, running_herald, stored_counts
 from tests.support.receiver import Receiver, http_receiver
@@ -233,3 +234,156 @@ async def test_a_chained_filter_never_notifies_about_a_patient_the_owner_may_not
         await asyncio.sleep(0.5)
     assert _focus(alices) == []
     assert "B2" not in str([r.json for r in alices.requests])
+
+
+# -- :in / :not-in against stored ValueSets -------------------------------------------------------
+
+VITALS = "http://example.org/ValueSet/vitals"
+
+
+def _vitals(*codes: str) -> dict[str, Any]:
+    return {
+        "resourceType": "ValueSet",
+        "id": "vitals",
+        "url": VITALS,
+        "status": "active",
+        "compose": {
+            "include": [{"system": "http://loinc.org", "concept": [{"code": c} for c in codes]}]
+        },
+    }
+
+
+async def _status_entry(client: httpx.AsyncClient, sid: str) -> dict[str, Any]:
+    answer = await client.get(f"/Subscription/{sid}/$status")
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json()["entry"][0]["resource"])
+
+
+async def test_in_and_not_in_filters_follow_their_value_set(start_herald: HeraldFactory) -> None:
+    """Notified by the ValueSet's codes as stored at each change: a code added to it notifies
+    the `:in` subscription from then on (and no longer the `:not-in` one); once the ValueSet
+    is deleted, both subscriptions show `error` with the reason in `$status`."""
+    pid = _unique("p")
+    async with (
+        http_receiver() as inside,
+        http_receiver() as outside,
+        start_herald() as (_, client),
+    ):
+        assert (await client.put("/ValueSet/vitals", json=_vitals("8867-4"))).is_success
+        sids = [
+            await subscribe(client, subscription(receiver.url, filters=(text,)))
+            for receiver, text in (
+                (inside, f"Observation?code:in={VITALS}"),
+                (outside, f"Observation?code:not-in={VITALS}"),
+            )
+        ]
+        in_set = await _created(client, _observation(pid, "8867-4", "2024-06-01"))
+        not_yet = await _created(client, _observation(pid, "9279-1", "2024-06-01"))
+        grown = await client.put("/ValueSet/vitals", json=_vitals("8867-4", "9279-1"))
+        assert grown.is_success
+        added = await _created(client, _observation(pid, "9279-1", "2024-06-02"))
+        last = await _created(client, _observation(pid, "1234-5", "2024-06-02"))
+
+        async def heard() -> bool:
+            return added in _focus(inside) and last in _focus(outside)
+
+        await eventually(heard, within=20, what=lambda: f"{_focus(inside)} {_focus(outside)}")
+        await asyncio.sleep(0.5)  # anything wrongly matched would arrive by now
+        assert _focus(inside) == [in_set, added]
+        assert _focus(outside) == [not_yet, last]
+
+        assert (await client.delete("/ValueSet/vitals")).is_success
+        for sid in sids:
+            await wait_for_status(client, sid, "error", within=20)
+            (error,) = (await _status_entry(client, sid))["error"]
+            assert VITALS in error["text"] and "is not known to this server" in error["text"]
+        await _created(client, _observation(pid, "8867-4", "2024-06-03"))
+        await asyncio.sleep(0.5)
+    assert _focus(inside) == [in_set, added]  # neither matched nor guessed while in error
+    assert _focus(outside) == [not_yet, last]
+
+
+OBSERVER = live_bearer(sub="observer", scope="user/Observation.rs user/Subscription.cruds")
+
+
+async def test_a_value_set_the_owner_may_not_read_is_refused_as_unknown(tmp_path: Path) -> None:
+    """The clinic reads ValueSets and may use one; Alice (patient scopes) and an observer
+    without ValueSet scopes get 422 as for a ValueSet that does not exist, and nothing is
+    stored."""
+    async with running_herald(
+        f"sqlite+aiosqlite:///{tmp_path}/herald.db",
+        clock=SystemClock(),
+        **jwt_settings(tmp_path),
+        endpoint_allowlist="127.0.0.1",
+        scheduler=False,
+    ) as (runtime, client):
+        made = await client.put("/ValueSet/vitals", json=_vitals("8867-4"), headers=ADMIN)
+        assert made.is_success, made.text
+        resource = subscription(
+            "http://127.0.0.1:9/hook", filters=(f"Observation?code:in={VITALS}",)
+        )
+        answer = await client.post("/Subscription", json=resource, headers=CLINIC)
+        assert answer.status_code == 201, answer.text
+        before = await stored_counts(runtime)
+        unknown = subscription(
+            "http://127.0.0.1:9/hook",
+            filters=("Observation?code:in=http://example.org/ValueSet/nowhere",),
+        )
+        missing = await client.post("/Subscription", json=unknown, headers=CLINIC)
+        for token in (ALICE, OBSERVER):
+            answer = await client.post("/Subscription", json=resource, headers=token)
+            assert answer.status_code == 422, answer.text
+            (issue,) = answer.json()["issue"]
+            assert issue["expression"] == ["Subscription.criteria.extension[0]"]
+            expected = missing.json()["issue"][0]["diagnostics"].replace(
+                "http://example.org/ValueSet/nowhere", VITALS
+            )
+            assert issue["diagnostics"] == expected  # word for word as for an unknown one
+        assert await stored_counts(runtime) == before
+
+
+async def test_a_heartbeat_does_not_hide_a_value_set_that_cannot_be_expanded(
+    embedded: tuple[Any, httpx.AsyncClient],
+) -> None:
+    """Heartbeats still reach the endpoint, but the subscription keeps showing `error` with
+    the reason while it cannot be evaluated; once the ValueSet is back it notifies again, and
+    that delivery makes it `active`."""
+    _, client = embedded
+    async with http_receiver() as receiver:
+        assert (await client.put("/ValueSet/vitals", json=_vitals("8867-4"))).is_success
+        resource = subscription(
+            receiver.url, filters=(f"Observation?code:in={VITALS}",), heartbeat=1
+        )
+        sid = await subscribe(client, resource)
+        assert (await client.delete("/ValueSet/vitals")).is_success
+        await wait_for_status(client, sid, "error", within=20)
+
+        def heartbeats() -> int:
+            return sum(
+                1
+                for r in receiver.requests
+                if r.json is not None and notification_type(r.json) == "heartbeat"
+            )
+
+        async def version() -> str:
+            return str((await client.get(f"/Subscription/{sid}")).json()["meta"]["versionId"])
+
+        await asyncio.sleep(0.5)  # the error written onto the resource
+        written = await version()
+        seen = heartbeats()
+
+        async def beaten() -> bool:
+            return heartbeats() >= seen + 2
+
+        await eventually(beaten, within=20, what=lambda: f"{heartbeats()} heartbeats")
+        assert (await _status_entry(client, sid))["status"] == "error"
+        assert await version() == written  # never turned `active` (and back) meanwhile
+
+        assert (await client.put("/ValueSet/vitals", json=_vitals("8867-4"))).is_success
+        back = await _created(client, _observation(_unique("p"), "8867-4", "2024-06-04"))
+
+        async def notified() -> bool:
+            return back in _focus(receiver)
+
+        await eventually(notified, within=20, what=lambda: f"not notified: {_focus(receiver)}")
+        await wait_for_status(client, sid, "active", within=20)
