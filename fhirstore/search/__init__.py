@@ -9,6 +9,7 @@
 - `sql.run_search`: a `SearchRequest` against the database, a page within its byte budget
   (`page`);
 - `match.matches` / `match.matches_entries`: the same criteria evaluated in memory;
+- `ucum`: UCUM units in base units (`ucum.load` loads its registry, about 0.65 s, at start-up);
 - `valuesets.expand_criteria`: `:in` / `:not-in` ValueSets read through the store and expanded
   (the SQL search does it itself; the in-memory matcher needs criteria expanded first).
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from fhirstore.search import definitions, values
+    from fhirstore.search import definitions, ucum, values
     from fhirstore.search.definitions import SearchParam
     from fhirstore.search.extract import index_entries
     from fhirstore.search.limits import DEFAULT_LIMITS, SearchLimits
@@ -47,5 +48,6 @@ __all__ = [
     "index_entries",
     "matches_entries",
     "parse_criterion",
+    "ucum",
     "values",
 ]
