@@ -41,7 +41,7 @@ def reindex(
     if result.resumed:
         earlier = result.done - result.rewritten - result.skipped
         table.add_row("done by an earlier run (resumed)", str(earlier))
-    table.add_row("rows rebuilt, resources", str(result.rewritten))
+    table.add_row("resources rebuilt", str(result.rewritten))
     table.add_row("written meanwhile (kept their own rows)", str(result.skipped))
     console.print(table)
     if result.finished:
