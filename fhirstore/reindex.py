@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import delete, false, func, select, tuple_
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fhirstore.db.schema import resources, search_index
@@ -41,6 +42,8 @@ from fhirstore.store import Store
 
 Key = tuple[str, str]
 BATCH_SIZE = 200
+_DEADLOCK = "40P01"  # PostgreSQL SQLSTATE deadlock_detected
+_DEADLOCK_TRIES = 3
 
 
 @dataclass(slots=True)
@@ -95,7 +98,7 @@ class Reindex:
                 progress.finished = await self._finish(after)
                 return progress
             rows = await asyncio.to_thread(_extract, batch)
-            moved = await self._commit(batch, rows, after, progress)
+            moved = await self._commit_retrying(batch, rows, after, progress)
             if moved is not None:  # another rebuild is ahead: go on from its cursor
                 if moved.building != INDEX_VERSION:
                     return progress  # finished by the other, or taken over by a newer version
@@ -130,6 +133,24 @@ class Reindex:
         async with self._store.engine.connect() as conn:
             found = await conn.execute(query)
             return [_Stored((t, i), v, b) for t, i, v, b in found if b is not None]
+
+    async def _commit_retrying(
+        self,
+        batch: list[_Stored],
+        rows: dict[Key, list[tuple[Any, ...]]],
+        after: Key | None,
+        progress: RebuildProgress,
+    ) -> IndexState | None:
+        """`_commit`, again when PostgreSQL chose it as a deadlock's victim (a Bundle write
+        locking the same resources in another order): nothing of it was written."""
+        for attempt in range(_DEADLOCK_TRIES):
+            try:
+                return await self._commit(batch, rows, after, progress)
+            except DBAPIError as error:
+                deadlock = getattr(error.orig, "sqlstate", None) == _DEADLOCK
+                if not deadlock or attempt + 1 == _DEADLOCK_TRIES:
+                    raise
+        raise AssertionError("unreachable")
 
     async def _commit(
         self,

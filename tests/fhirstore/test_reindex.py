@@ -219,3 +219,19 @@ def test_the_reindex_command_shows_progress_and_a_summary(database_url: str) -> 
                 assert await _ids(client, resource_type, query) == expected
 
     asyncio.run(search())
+
+
+async def test_two_rebuilds_at_once_share_the_work(database_url: str) -> None:
+    """`herald reindex` beside a running Herald's own rebuild: one cursor, each batch once."""
+    async with running_herald(database_url, search_reindex_at_start=False) as (runtime, client):
+        await _store_all(client)
+        await _as_indexed_by_version_1(runtime.engine)
+        first, second = await asyncio.gather(
+            Reindex(runtime.store, batch_size=3).run(),
+            Reindex(runtime.store, batch_size=3).run(),
+        )
+        assert first is not None and second is not None
+        assert first.finished != second.finished  # one of them records the end
+        assert first.rewritten + second.rewritten == first.total
+        for resource_type, query, expected in NEEDS_NEW_ROWS:
+            assert await _ids(client, resource_type, query) == expected
