@@ -52,8 +52,9 @@ class IndexState:
 
 
 async def read_state(conn: AsyncConnection, *, lock: bool = False) -> IndexState:
-    """The state row (`lock`: locked until the transaction ends, PostgreSQL). A database
-    without one (not migrated) counts as built by version 1."""
+    """The state row (`lock`: locked until the transaction ends, PostgreSQL). The migrations
+    always write one; a schema made without them (`metadata.create_all`, as some tests do)
+    has none, and its rows can only have been written by this version."""
     s = search_index_state.c
     query = select(s.built_by, s.building, s.after_type, s.after_id, s.done, s.total).where(
         s.id == STATE_ID
@@ -62,7 +63,7 @@ async def read_state(conn: AsyncConnection, *, lock: bool = False) -> IndexState
         query = query.with_for_update()
     row = (await conn.execute(query)).first()
     if row is None:
-        return IndexState(built_by=1)
+        return IndexState(built_by=INDEX_VERSION)
     after = (row.after_type, row.after_id) if row.after_type is not None else None
     return IndexState(row.built_by, row.building, after, row.done, row.total)
 
