@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+import functools
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import delete, false, func, select, tuple_
@@ -41,6 +42,7 @@ from fhirstore.search.index_version import INDEX_VERSION
 from fhirstore.store import Store
 
 Key = tuple[str, str]
+_T = TypeVar("_T")
 BATCH_SIZE = 200
 _DEADLOCK = "40P01"  # PostgreSQL SQLSTATE deadlock_detected
 _DEADLOCK_TRIES = 3
@@ -98,7 +100,8 @@ class Reindex:
                 progress.finished = await self._finish(after)
                 return progress
             rows = await asyncio.to_thread(_extract, batch)
-            moved = await self._commit_retrying(batch, rows, after, progress)
+            commit = functools.partial(self._commit, batch, rows, after, progress)
+            moved = await _retry_deadlocks(commit)
             if moved is not None:  # another rebuild is ahead: go on from its cursor
                 if moved.building != INDEX_VERSION:
                     return progress  # finished by the other, or taken over by a newer version
@@ -133,24 +136,6 @@ class Reindex:
         async with self._store.engine.connect() as conn:
             found = await conn.execute(query)
             return [_Stored((t, i), v, b) for t, i, v, b in found if b is not None]
-
-    async def _commit_retrying(
-        self,
-        batch: list[_Stored],
-        rows: dict[Key, list[tuple[Any, ...]]],
-        after: Key | None,
-        progress: RebuildProgress,
-    ) -> IndexState | None:
-        """`_commit`, again when PostgreSQL chose it as a deadlock's victim (a Bundle write
-        locking the same resources in another order): nothing of it was written."""
-        for attempt in range(_DEADLOCK_TRIES):
-            try:
-                return await self._commit(batch, rows, after, progress)
-            except DBAPIError as error:
-                deadlock = getattr(error.orig, "sqlstate", None) == _DEADLOCK
-                if not deadlock or attempt + 1 == _DEADLOCK_TRIES:
-                    raise
-        raise AssertionError("unreachable")
 
     async def _commit(
         self,
@@ -190,6 +175,18 @@ class Reindex:
                 return False
             await write_state(conn, IndexState(INDEX_VERSION, done=state.done, total=state.done))
         return True
+
+
+async def _retry_deadlocks(commit: Callable[[], Awaitable[_T]]) -> _T:
+    """`commit()`, again when PostgreSQL chose it as a deadlock's victim (a Bundle write
+    locking the same resources in another order): nothing of it was written."""
+    for attempt in range(1, _DEADLOCK_TRIES + 1):
+        try:
+            return await commit()
+        except DBAPIError as error:
+            if getattr(error.orig, "sqlstate", None) != _DEADLOCK or attempt == _DEADLOCK_TRIES:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _extract(batch: list[_Stored]) -> dict[Key, list[tuple[Any, ...]]]:

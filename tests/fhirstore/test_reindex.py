@@ -11,6 +11,7 @@ batch is being extracted keeps its own, newer rows.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -161,20 +162,25 @@ async def test_an_interrupted_rebuild_resumes_after_its_last_batch(database_url:
 
 
 async def test_a_started_herald_rebuilds_an_older_index_in_the_background(
-    database_url: str,
+    database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with running_herald(database_url) as (runtime, client):
         await _store_all(client)
         await _as_indexed_by_version_1(runtime.engine)
-    async with running_herald(database_url) as (runtime, client):
-        for _ in range(200):  # bounded: the rebuild of a few resources takes moments
-            state = await runtime.index_rebuild.reindex.state()
-            if state.current and state.building is None:
-                break
-            await asyncio.sleep(0.05)
-        for resource_type, query, expected in NEEDS_NEW_ROWS:
-            assert await _ids(client, resource_type, query) == expected
-        assert INDEX_REBUILD_REMAINING._value.get() == 0
+    with caplog.at_level(logging.INFO, logger="herald.index_rebuild"):
+        async with running_herald(database_url) as (runtime, client):
+            done = f"search index: rebuilt by extraction version {INDEX_VERSION}"
+            for _ in range(200):  # bounded: the rebuild of a few resources takes moments
+                if any(r.getMessage() == done for r in caplog.records):
+                    break
+                await asyncio.sleep(0.05)
+            for resource_type, query, expected in NEEDS_NEW_ROWS:
+                assert await _ids(client, resource_type, query) == expected
+            assert INDEX_REBUILD_REMAINING._value.get() == 0
+    said = [r.getMessage() for r in caplog.records if r.name == "herald.index_rebuild"]
+    assert said[0].startswith("search index: built by extraction version 1, rebuilding")
+    assert any(x.startswith("search index rebuild: ") and x.endswith("(100%)") for x in said)
+    assert said[-1] == done
 
 
 def _herald_reindex(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
