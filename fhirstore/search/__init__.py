@@ -7,7 +7,8 @@
 - `limits.SearchLimits`: what one search may cost (checked by the parser, the page and the
   deadline; 400 / 503 past them);
 - `sql.run_search`: a `SearchRequest` against the database, a page within its byte budget
-  (`page`);
+  (`page`); criteria an index built by an older extraction cannot answer are refused
+  (`index_state`; `index_version.INDEX_VERSION` is the extraction's version);
 - `match.matches` / `match.matches_entries`: the same criteria evaluated in memory;
 - `ucum`: UCUM units in base units (`ucum.load` loads its registry, about 0.65 s, at start-up);
 - `valuesets.expand_criteria`: `:in` / `:not-in` ValueSets read through the store and expanded
