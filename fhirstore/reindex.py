@@ -82,14 +82,14 @@ class Reindex:
     async def needed(self) -> bool:
         """Whether the index was built by an older extraction (or a rebuild is unfinished)."""
         state = await self.state()
-        return not state.current or state.building is not None
+        return not _newer(state) and (not state.current or state.building is not None)
 
     async def run(
         self, on_batch: Callable[[RebuildProgress], None] | None = None, *, force: bool = False
     ) -> RebuildProgress | None:
         """Rebuild (or resume rebuilding) until every live resource is done; None when the
-        index is already of this version and `force` is not set. `on_batch` hears of each
-        committed batch."""
+        index is already of this version and `force` is not set, or of a newer version.
+        `on_batch` hears of each committed batch."""
         started = await self._begin(force=force)
         if started is None:
             return None
@@ -114,7 +114,7 @@ class Reindex:
     async def _begin(self, *, force: bool) -> tuple[RebuildProgress, Key | None] | None:
         async with self._store.bookkeeping_transaction() as conn:
             state = await read_state(conn, lock=True)
-            if state.current and state.building is None and not force:
+            if _newer(state) or (state.current and state.building is None and not force):
                 return None
             total = await _count_live(conn)
             resumed = state.building == INDEX_VERSION
@@ -175,6 +175,12 @@ class Reindex:
                 return False
             await write_state(conn, IndexState(INDEX_VERSION, done=state.done, total=state.done))
         return True
+
+
+def _newer(state: IndexState) -> bool:
+    """Whether a newer Herald built the index or is rebuilding it: an older extraction never
+    writes over its rows (a rollback of the code, or a rolling upgrade's old processes)."""
+    return state.built_by > INDEX_VERSION or (state.building or 0) > INDEX_VERSION
 
 
 async def _retry_deadlocks(commit: Callable[[], Awaitable[_T]]) -> _T:

@@ -33,7 +33,10 @@ def reindex(
     open_database(settings, existing=True)
     result = asyncio.run(_rebuild(settings, force=force, batch_size=batch_size))
     if result is None:
-        console.print("the search index is up to date (nothing to rebuild; --force rebuilds)")
+        console.print(
+            "the search index is up to date (nothing to rebuild; --force rebuilds an index of "
+            "this version, never one a newer Herald built)"
+        )
         return
     table = Table("what", "count")
     table.add_row("extraction version", str(result.version))

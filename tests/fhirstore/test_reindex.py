@@ -241,3 +241,15 @@ async def test_two_rebuilds_at_once_share_the_work(database_url: str) -> None:
         assert first.rewritten + second.rewritten == first.total
         for resource_type, query, expected in NEEDS_NEW_ROWS:
             assert await _ids(client, resource_type, query) == expected
+
+
+async def test_an_older_herald_never_rebuilds_a_newer_index(database_url: str) -> None:
+    async with running_herald(database_url, search_reindex_at_start=False) as (runtime, client):
+        await _store_all(client)
+        async with runtime.engine.begin() as conn:
+            newer = {"built_by": INDEX_VERSION, "building": INDEX_VERSION + 1, "done": 3}
+            await conn.execute(update(search_index_state).values(**newer))
+        assert not await Reindex(runtime.store).needed()
+        assert await Reindex(runtime.store).run(force=True) is None
+        state = await Reindex(runtime.store).state()
+        assert (state.building, state.done) == (INDEX_VERSION + 1, 3)  # left alone
