@@ -9,7 +9,13 @@ For each backend (SQLite file, PostgreSQL) it runs, each on an empty database:
 
 The table gives resources/s, per-request latency percentiles, CPU use of the process running
 Herald and of this driver, and each row's throughput as a ratio of the in-process row of the same
-backend and shape. Run: `python -m bench.throughput [--count 3000] [--workers 16] ...`.
+backend and shape.
+
+A second table gives what index version 2's rows (composites, quantities in UCUM base units)
+cost a typical vital-signs Observation (a blood pressure panel with two components): its index
+rows, their extraction time, and `Store.create` in-process, with extraction as version 1 wrote
+it (no composite rows, no base-unit rows; the baseline) and as it is now, interleaved runs on a
+fresh database each. Run: `python -m bench.throughput [--count 3000] [--workers 16] ...`.
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ import asyncio
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from unittest import mock
 
 import httpx
 import orjson
@@ -39,12 +47,15 @@ from bench.harness import (
     herald_server,
     ms,
     note,
+    observation,
     progress,
     rate,
     ratio,
     single_resources,
     transaction_bundle,
 )
+from fhirstore.db.writer import index_rows
+from fhirstore.search import datatypes, extract
 from fhirstore.transaction import process_transaction
 from herald.runtime import Runtime
 from herald.settings import Settings
@@ -267,12 +278,117 @@ async def bench_backend(
     return runs
 
 
+# -- index rows of a vital-signs Observation: version 1 (before) against now ----------------------
+
+
+def blood_pressure(rng: random.Random, subject: str) -> dict[str, Any]:
+    """A vital-signs blood pressure panel: systolic and diastolic components in mm[Hg]."""
+    body = observation(rng, subject)
+    del body["valueQuantity"]
+    body["code"] = {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]}
+    body["component"] = [
+        {
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "valueQuantity": {
+                "value": rng.randrange(low, high),
+                "unit": "mmHg",
+                "system": "http://unitsofmeasure.org",
+                "code": "mm[Hg]",
+            },
+        }
+        for code, low, high in (("8480-6", 95, 180), ("8462-4", 55, 110))
+    ]
+    return body
+
+
+@contextmanager
+def extraction(version: int) -> Iterator[None]:
+    """Extraction as index `version` wrote it: version 1 had no composite rows and no
+    quantity rows in UCUM base units (an Observation has no typed Identifiers)."""
+    if version >= 2:
+        yield
+        return
+    with (
+        mock.patch.object(extract, "_all_extractors", extract._extractors),
+        mock.patch.object(datatypes, "canonical", lambda *_: None),
+    ):
+        yield
+
+
+def extraction_us(bodies: list[dict[str, Any]], rounds: int) -> dict[int, float]:
+    """Microseconds to extract one Observation's rows, per version: the best of `rounds`
+    interleaved passes (the machine may be shared)."""
+    best = {1: math.inf, 2: math.inf}
+    for _ in range(rounds):
+        for version in best:
+            with extraction(version):
+                started = time.perf_counter()
+                for body in bodies:
+                    index_rows("Observation", "x", body)
+                best[version] = min(best[version], time.perf_counter() - started)
+    return {version: 1e6 * seconds / len(bodies) for version, seconds in best.items()}
+
+
+IndexRow = tuple[str, int, int, float, float]  # backend, version, rows, extraction µs, creates/s
+
+
+async def index_rows_runs(
+    backend: str, args: argparse.Namespace, dbs: Databases, bar: Progress
+) -> list[IndexRow]:
+    """Per version: rows per Observation, extraction µs, best creates/s of interleaved runs."""
+    rng = random.Random(args.seed)
+    bodies = [blood_pressure(rng, f"Patient/p{i % 50}") for i in range(args.index_count)]
+    best: dict[int, float] = {}
+    for _ in range(args.index_rounds):
+        for version in (1, 2):
+            run = Run(backend, "single", f"index version {version}", True, args.workers)
+            with extraction(version):
+                await in_process(dbs.fresh(backend), run, orjson.loads(orjson.dumps(bodies)), bar)
+            best[version] = max(best.get(version, 0.0), run.per_second)
+    micros = extraction_us(bodies[:300], 2 * args.index_rounds + 1)
+    out = []
+    for version in (1, 2):
+        with extraction(version):
+            rows = len(index_rows("Observation", "x", bodies[0]))
+        out.append((backend, version, rows, micros[version], best[version]))
+    return out
+
+
+def index_rows_table(rows: list[IndexRow]) -> Table:
+    out = Table(
+        title="Index rows of a vital-signs Observation (blood pressure panel, 2 components)",
+        caption="'vs version 1' divides each figure by the version 1 row of the same backend "
+        "(for creates/s, below 1.00x is slower)",
+    )
+    for name in ("backend", "index", "rows", "extraction µs", "creates/s", "vs version 1"):
+        out.add_column(name, justify="left" if name in ("backend", "index") else "right")
+    base = {backend: (r, us, per) for backend, version, r, us, per in rows if version == 1}
+    for backend, version, count, us, per_second in rows:
+        b_rows, b_us, b_per = base[backend]
+        versus = (
+            "baseline"
+            if version == 1
+            else f"rows {count / b_rows:.2f}x, µs {us / b_us:.2f}x, "
+            f"creates {ratio(per_second, b_per)}"
+        )
+        label = "version 1 (before)" if version == 1 else f"version {version} (now)"
+        out.add_row(backend, label, str(count), f"{us:.0f}", rate(per_second), versus)
+    return out
+
+
 async def main(args: argparse.Namespace) -> None:
     with progress() as bar:
-        runs = await each_backend(
-            args.backends, lambda backend, dbs: bench_backend(backend, args, dbs, bar)
+        runs = []
+        if not args.index_rows_only:
+            runs = await each_backend(
+                args.backends, lambda backend, dbs: bench_backend(backend, args, dbs, bar)
+            )
+        index = await each_backend(
+            args.backends, lambda backend, dbs: index_rows_runs(backend, args, dbs, bar)
         )
-    console.print(table(runs, args))
+    if runs:
+        console.print(table(runs, args))
+    console.print(index_rows_table(index))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -287,6 +403,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bundle-size", type=int, default=500, help="entries per Bundle")
     parser.add_argument("--bundle-workers", type=int, default=2, help="concurrent Bundle posters")
     parser.add_argument("--backends", default="sqlite,postgres", help="sqlite,postgres")
+    parser.add_argument("--index-count", type=int, default=2000, help="Observations per run")
+    parser.add_argument("--index-rounds", type=int, default=3, help="runs per index version")
+    parser.add_argument("--index-rows-only", action="store_true", help="only the index table")
     parser.add_argument("--seed", type=int, default=7)
     return parser.parse_args(argv)
 

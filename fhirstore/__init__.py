@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         sequence_bounds,
     )
     from fhirstore.periodic import Periodic
+    from fhirstore.reindex import RebuildProgress, Reindex
     from fhirstore.store import ResourceRule, Store, new_id
     from fhirstore.stored import StoredVersion, first_stored, live_of_type, token_holders
     from fhirstore.transaction import process_batch, process_transaction
@@ -59,6 +60,8 @@ __all__ = [
     "OutboxEntry",
     "Periodic",
     "PreconditionFailed",
+    "RebuildProgress",
+    "Reindex",
     "ResourceRule",
     "Store",
     "StoredVersion",

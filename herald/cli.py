@@ -1,6 +1,6 @@
 """The `herald` command: one Typer application assembled from the subcommands of
-`herald.commands` (serve, relay, migrate, load, dead-letters, replay, quarantine, scheduler,
-subscriptions, asyncapi, config-doc)."""
+`herald.commands` (serve, relay, migrate, load, reindex, dead-letters, replay, quarantine,
+scheduler, subscriptions, asyncapi, config-doc)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from herald.commands.documents import asyncapi, config_doc
 from herald.commands.letters import dead_letters, quarantine_app, replay
 from herald.commands.load import load
 from herald.commands.reconcile import reconcile
+from herald.commands.reindex import reindex
 from herald.commands.service import migrate, relay, scheduler_run, serve
 from herald.commands.subscriptions import subscriptions_app
 
@@ -18,6 +19,7 @@ app.command()(serve)
 app.command()(relay)
 app.command()(migrate)
 app.command()(load)
+app.command()(reindex)
 app.command("dead-letters")(dead_letters)
 app.command()(replay)
 app.add_typer(quarantine_app, name="quarantine")

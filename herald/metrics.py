@@ -1,4 +1,5 @@
-"""HTTP metrics (a plain ASGI middleware, cheap on the hot path) and the /metrics endpoint."""
+"""HTTP metrics (a plain ASGI middleware, cheap on the hot path), the search index rebuild's
+gauge, and the /metrics endpoint."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import time
 from typing import Any
 
 from fastapi import Response
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUESTS = Counter("herald_http_requests", "HTTP requests served", ["method", "route", "status"])
@@ -15,6 +16,11 @@ LATENCY = Histogram(
     "HTTP request latency",
     ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+INDEX_REBUILD_REMAINING = Gauge(
+    "herald_search_index_rebuild_remaining",
+    "Live resources whose search index rows are still of an older extraction (0: up to date)",
 )
 
 

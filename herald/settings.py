@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     subscriptions: bool = Field(
         True, description="Run the subscription matcher and dispatcher in this process"
     )
+    search_reindex_at_start: bool = Field(
+        True,
+        description="When an older Herald built the search index, rebuild it in the background "
+        "at start (false: searches needing the newer rows answer 503 until `herald reindex`)",
+    )
     delivery_timeout_seconds: float = Field(
         10.0, description="REST hook timeout when a Subscription sets no backport-timeout"
     )

@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from fhirstore.db.engine import create_engine, is_sqlite
     from fhirstore.db.leadership import Lead, Leadership, LeadershipLost
-    from fhirstore.db.locks import CAREPLAN_LOCK_CLASS, RELAY_LOCK_KEY, SCHEDULER_LOCK_KEY, int4_key
+    from fhirstore.db.locks import (
+        CAREPLAN_LOCK_CLASS,
+        REINDEX_LOCK_KEY,
+        RELAY_LOCK_KEY,
+        SCHEDULER_LOCK_KEY,
+        int4_key,
+    )
     from fhirstore.db.migrate import upgrade
     from fhirstore.db.schema import metadata
     from fhirstore.db.statistics import BulkStatistics
@@ -24,6 +30,7 @@ else:
 
 __all__ = [
     "CAREPLAN_LOCK_CLASS",
+    "REINDEX_LOCK_KEY",
     "RELAY_LOCK_KEY",
     "SCHEDULER_LOCK_KEY",
     "BigId",

@@ -10,6 +10,7 @@ OUTBOX_LOCK_KEY = 0x48455241  # transaction: outbox order equals commit order
 RELAY_LOCK_KEY = 0x48455242  # session: one outbox relay per database
 MIGRATION_LOCK_KEY = 0x48455243  # transaction: one process migrates at a time
 SCHEDULER_LOCK_KEY = 0x48455244  # session: one sweeping scheduler per database
+REINDEX_LOCK_KEY = 0x48455245  # session: one background search index rebuild per database
 
 # Locks derived from data a client chooses (ids, search criteria) use the two-int form
 # pg_advisory_xact_lock(class, key): that key space never meets the single-bigint keys above,

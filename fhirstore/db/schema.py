@@ -1,6 +1,8 @@
 """The store's tables: current resources, every version, the search index, the outbox and
 the audit trail; and the one `metadata` every package declares its own tables on.
 
+`search_index_state` records which version of the index extraction built `search_index`
+(fhirstore/search/index_version.py, fhirstore/reindex.py).
 The outbox row is written in the same transaction as the resource version it describes; the
 relay (events/) reads it, through `fhirstore.outbox`, in `seq` order. Other packages declare
 their tables in their own `tables` module (events, subscriptions, channels, scheduler) on this
@@ -111,6 +113,24 @@ search_index = Table(
         "high",
         sqlite_where=text("low IS NOT NULL"),
     ),
+)
+
+# Which extraction built the search index (`fhirstore.search.index_version.INDEX_VERSION`), and
+# where a rebuild by a newer one stands (fhirstore/reindex.py). One row, id 1.
+search_index_state = Table(
+    "search_index_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    # Every live resource's rows were written by this extraction version (or a later one).
+    Column("built_by", Integer, nullable=False),
+    # A rebuild in progress writes this version's rows; None when none is under way.
+    Column("building", Integer, nullable=True),
+    # The rebuild's cursor: the last resource (type, id) whose rows it has written.
+    Column("after_type", String(64), nullable=True),
+    Column("after_id", String(64), nullable=True),
+    # Its progress, for messages and metrics: live resources done, and how many there were.
+    Column("done", Integer, nullable=False, default=0),
+    Column("total", Integer, nullable=False, default=0),
 )
 
 outbox = Table(

@@ -385,7 +385,7 @@ async def _apply(
     )
     # In chunks: on SQLite the next chunk's values are extracted while one is inserted.
     index_chunks = (list(_index_rows(chunk)) for chunk in _chunks(done, _INDEX_CHUNK))
-    await insert_chunks(conn, search_index, _INDEX_COLUMNS, index_chunks)
+    await insert_chunks(conn, search_index, INDEX_COLUMNS, index_chunks)
     if postgres:
         await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": OUTBOX_LOCK_KEY})
     await insert_rows(
@@ -412,7 +412,7 @@ async def _apply(
 
 _RESOURCE_COLUMNS = ("res_type", "res_id", "version_id", "last_updated", "deleted", "body")
 _VERSION_COLUMNS = ("res_type", "res_id", "version_id", "last_updated", "method", "body")
-_INDEX_COLUMNS = ("res_type", "res_id", "param", "system", "code", "text", "low", "high")
+INDEX_COLUMNS = ("res_type", "res_id", "param", "system", "code", "text", "low", "high")
 _OUTBOX_COLUMNS = (
     "event_id",
     "res_type",
@@ -448,11 +448,15 @@ _V7 = 0x7 << 76 | 0x2 << 62  # version 7, RFC 4122 variant
 
 def _index_rows(done: Iterable[WrittenVersion]) -> Iterable[tuple[Any, ...]]:
     for v in done:
-        if v.body is None:
-            continue
-        for e in index_entries(v.body):
-            if e.param not in ON_RESOURCES:
-                yield (v.resource_type, v.id, *e)
+        if v.body is not None:
+            yield from index_rows(v.resource_type, v.id, v.body)
+
+
+def index_rows(resource_type: str, resource_id: str, body: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """The `search_index` rows of a resource, values in `INDEX_COLUMNS` order."""
+    return [
+        (resource_type, resource_id, *e) for e in index_entries(body) if e.param not in ON_RESOURCES
+    ]
 
 
 def _dump(body: dict[str, Any] | None) -> str | None:

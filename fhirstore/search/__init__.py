@@ -7,8 +7,10 @@
 - `limits.SearchLimits`: what one search may cost (checked by the parser, the page and the
   deadline; 400 / 503 past them);
 - `sql.run_search`: a `SearchRequest` against the database, a page within its byte budget
-  (`page`);
+  (`page`); criteria an index built by an older extraction cannot answer are refused
+  (`index_state`; `index_version.INDEX_VERSION` is the extraction's version);
 - `match.matches` / `match.matches_entries`: the same criteria evaluated in memory;
+- `ucum`: UCUM units in base units (`ucum.load` loads its registry, about 0.65 s, at start-up);
 - `valuesets.expand_criteria`: `:in` / `:not-in` ValueSets read through the store and expanded
   (the SQL search does it itself; the in-memory matcher needs criteria expanded first:
   `reading` is an owner's reach of ValueSets, `value_set_sources` how a ValueSet is named).
@@ -19,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from fhirstore.search import definitions, values
+    from fhirstore.search import definitions, ucum, values
     from fhirstore.search.chain import chain_text
     from fhirstore.search.definitions import SearchParam
     from fhirstore.search.extract import index_entries
@@ -56,6 +58,7 @@ __all__ = [
     "matches_entries",
     "parse_criterion",
     "reading",
+    "ucum",
     "value_set_sources",
     "values",
 ]

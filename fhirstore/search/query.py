@@ -37,6 +37,8 @@ MODIFIERS: dict[str, frozenset[str]] = {
     d.QUANTITY: frozenset({"missing"}),
     d.COMPOSITE: frozenset({"missing"}),
 }
+# The parameter types `_sort` orders by (one value per entry: `compare.sort_field`).
+SORTABLE = frozenset({d.TOKEN, d.STRING, d.URI, d.REFERENCE, d.DATE, d.NUMBER, d.QUANTITY})
 IGNORED = frozenset({"_format", "_pretty", "_summary", "_elements"})
 UNSUPPORTED = frozenset(
     {"_list", "_text", "_content", "_query", "_filter", "_type", "_contained"} | {"_containedType"}
@@ -240,6 +242,13 @@ def _sort(resource_type: str, value: str, most: int) -> list[tuple[SearchParam, 
         code = item.strip()
         descending = code.startswith("-")
         param = _param(resource_type, code.lstrip("-"), "_sort")
+        if param.type not in SORTABLE:
+            raise _fail(
+                "_sort",
+                f"cannot sort by {param.code!r}, a {param.type} parameter (its parts have no "
+                f"one order); sort by a parameter of type {', '.join(sorted(SORTABLE))}, or "
+                f"_id or _lastUpdated",
+            )
         order.append((param, descending))
     return order
 

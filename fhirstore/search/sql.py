@@ -54,6 +54,7 @@ from fhirstore.search.chain_sql import chain_clause
 from fhirstore.search.compare import TRUE, All, AnyOf, Cmp, Pred, plan, sort_field
 from fhirstore.search.includes import included
 from fhirstore.search.index_entry import ID_PARAM, LAST_UPDATED_PARAM
+from fhirstore.search.index_state import require_index
 from fhirstore.search.page import BODY_SIZE, Budget, load_bodies
 from fhirstore.search.query import Criterion, SearchRequest
 from fhirstore.search.valuesets import expand_criteria, has_value_sets
@@ -282,7 +283,9 @@ async def run_search(
 ) -> SearchResult:
     """One page of results for `request` (fetches count + 1 rows to know `has_more`), inside
     `narrowing` when given (None: Herald's own search, unnarrowed), under the request's
-    limits (deadline, bytes, included resources)."""
+    limits (deadline, bytes, included resources). Criteria the stored index cannot answer
+    yet (built by an older extraction, being rebuilt) are refused (`index_state`)."""
+    await require_index(conn, request.criteria)
     async with query_deadline(conn, request.limits.timeout_seconds):
         return await _run_search(conn, request, narrowing)
 

@@ -18,6 +18,7 @@ from herald.commands.common import (
     load_settings,
     open_database,
     or_exit,
+    store_of,
 )
 from herald.settings import Settings
 
@@ -141,5 +142,18 @@ def _run_until_stopped(settings: Settings, *, run_relay: bool) -> None:
 
 def migrate(database_url: DatabaseOpt = None) -> None:
     """Create the database, or bring its schema up to date (serve does this too at start)."""
-    open_database(load_settings(database_url))
+    settings = load_settings(database_url)
+    open_database(settings)
     console.print("schema is up to date")
+    if asyncio.run(_index_is_older(settings)):
+        console.print(
+            "the search index was built by an older Herald: `herald serve` rebuilds it in the "
+            "background at start, or run `herald reindex` now (docs/operations.md)"
+        )
+
+
+async def _index_is_older(settings: Settings) -> bool:
+    from fhirstore import Reindex
+
+    async with store_of(settings) as store:
+        return await Reindex(store).needed()

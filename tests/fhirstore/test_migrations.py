@@ -17,6 +17,8 @@ import subscriptions.tables
 from fhirstore.db.engine import create_engine
 from fhirstore.db.migrate import alembic_config, upgrade
 from fhirstore.db.schema import audit_log, metadata, resources, search_index
+from fhirstore.search.index_state import read_state
+from fhirstore.search.index_version import INDEX_VERSION
 from fhirstore.search.normalize import date_range
 
 # Each package declares its own tables on the one metadata: the comparison needs them all (a
@@ -117,5 +119,37 @@ async def test_audit_entries_gain_a_request_id_and_keep_their_rows_going_back(
             assert count.scalar_one() == 2
             await conn.run_sync(_migrate, "head")
             assert "request_id" in await conn.run_sync(columns)
+    finally:
+        await engine.dispose()
+
+
+async def test_the_index_state_records_an_older_index_and_a_new_database_as_current(
+    database_url: str,
+) -> None:
+    """0011 records the index of a database with resources as built by version 1 (the
+    rebuild is not the migration's work); `upgrade` records an empty database's as current.
+    Its downgrade drops the rows of the kinds version 2 added, which 0010's code misreads."""
+    engine = create_engine(database_url)
+    body = {"res_type": "Observation", "res_id": "o1", "version_id": 1, "deleted": False}
+    base_units = {"res_type": "Observation", "res_id": "o1", "param": "value-quantity"}
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_migrate, "0010")
+            stamp = datetime(2026, 12, 6, tzinfo=UTC)
+            await conn.execute(insert(resources).values(**body, last_updated=stamp, body="{}"))
+            await conn.execute(insert(search_index).values(**base_units, low=6.0, high=6.0))
+            await conn.execute(
+                insert(search_index).values(**base_units, text="=[mass]", low=6e-6, high=6e-6)
+            )
+        await upgrade(engine)
+        async with engine.begin() as conn:
+            assert (await read_state(conn)).built_by == 1
+            await conn.run_sync(_migrate, "0010", down=True)
+            rows = await conn.execute(select(search_index.c.text))
+            assert rows.all() == [(None,)]
+            await conn.execute(text("DELETE FROM resources"))
+        await upgrade(engine)
+        async with engine.connect() as conn:
+            assert (await read_state(conn)).built_by == INDEX_VERSION
     finally:
         await engine.dispose()

@@ -55,6 +55,8 @@ def only(resource_type: str, query: str) -> Criterion:
         ("Patient", "_count=many", "'_count': expects a whole number"),
         ("Patient", "_offset=-5", "'_offset': expects a whole number"),
         ("Patient", "_sort=shoe-size", "unknown search parameter 'shoe-size'"),
+        ("Observation", "_sort=-code-value-quantity", "cannot sort by 'code-value-quantity'"),
+        ("Observation", "_sort=date,combo-code-value-quantity", "date, number, quantity"),
         ("Patient", "_total=exact", "expects none, estimate or accurate"),
         ("Observation", "_include=Observation:code", "no reference search parameter 'code'"),
         ("Observation", "_include=Patient:organization", "source type must be Observation"),
