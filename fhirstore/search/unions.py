@@ -68,7 +68,7 @@ def _unions(resource_type: str) -> dict[str, tuple[str, ...]]:
 
 def union_members(param: d.SearchParam) -> tuple[str, ...]:
     """The codes of the parameters `param` is the union of; () when it is indexed itself."""
-    head = _HEAD.match(param.expression)
+    head = _HEAD.search(param.expression)  # `(Observation.value as Quantity) | ...`
     return _unions(head.group(0)).get(param.code, ()) if head else ()
 
 
