@@ -21,7 +21,9 @@ element are then the rows the union parameter would write for it, so the results
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from functools import cache
+from types import MappingProxyType
 
 from fhirstore.search import definitions as d
 from fhirstore.search.composite import component_params, composite_extractor
@@ -82,6 +84,6 @@ def is_union(resource_type: str, code: str) -> bool:
     return code in _unions(resource_type)
 
 
-def union_params(resource_type: str) -> dict[str, tuple[str, ...]]:
-    """Every union parameter of `resource_type`, with its members."""
-    return dict(_unions(resource_type))
+def union_params(resource_type: str) -> Mapping[str, tuple[str, ...]]:
+    """Every union parameter of `resource_type`, with its members (read-only, cached)."""
+    return MappingProxyType(_unions(resource_type))
