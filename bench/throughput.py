@@ -14,8 +14,9 @@ backend and shape.
 A second table gives what index version 2's rows (composites, quantities in UCUM base units)
 cost a typical vital-signs Observation (a blood pressure panel with two components): its index
 rows, their extraction time, and `Store.create` in-process, with extraction as version 1 wrote
-it (no composite rows, no base-unit rows; the baseline) and as it is now, interleaved runs on a
-fresh database each. Run: `python -m bench.throughput [--count 3000] [--workers 16] ...`.
+it (no composite rows, no base-unit rows, rows of the `combo-*` parameters; the baseline) and
+as it is now (no `combo-*` rows: their members' answer them), interleaved runs on a fresh
+database each. Run: `python -m bench.throughput [--count 3000] [--workers 16] ...`.
 """
 
 from __future__ import annotations
