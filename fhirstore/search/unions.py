@@ -6,10 +6,12 @@ In R4B these are Observation's `combo-*` parameters: `combo-code` is
 `Observation.code | Observation.component.code`, the union of `code` and `component-code`;
 `combo-code-value-quantity` pairs code and value on `Observation | Observation.component`, the
 union of `code-value-quantity` (on the Observation) and `component-code-value-quantity` (on
-each component). Writing their rows would repeat the members' rows under another name (12 of
+each component). Writing their rows would repeat the members' rows under another name (11 of
 the 27 rows of a blood-pressure panel), so a search on a union parameter looks at the rows of
 its members instead (`compare.Plan.params`): the SQL EXISTS takes `param IN (...)`, the
-in-memory matcher the entries of every member, with the same predicate on each row.
+in-memory matcher the entries of every member, with the same predicate on each row; `_sort`
+takes the least (greatest) value over the members' rows, and the subscription index offers a
+union's keys from its members' entries (subscriptions/keys.py).
 
 Derived from the definitions, not listed: a parameter is a union when the parts of its
 expression (split on `|`) are exactly the parts of two or more other parameters of the same
