@@ -368,7 +368,7 @@ async def _chained_keys(
     keys: set[IndexKey] = set()
     for name, (criterion, _) in chains.items():
         reached = [node.groups for node in references.reached(criterion.chain)]
-        keys |= chained_event_keys(context.event.resource_type, name, criterion.param.code, reached)
+        keys |= chained_event_keys(context.event.resource_type, name, criterion.param, reached)
     return frozenset(keys)
 
 

@@ -17,6 +17,9 @@ An `:in` filter, its ValueSets expanded, files a subscription under every code o
 (the key has no system; the filter compares it). An empty expansion gives no keys: the filter
 is then evaluated on every change, and holds for none, which is what `:in` of an empty set means.
 
+A union parameter (`combo-code`, see `fhirstore.search.unions`) has no entries of its own: a
+change offers its keys from its members' entries (`code`, `component-code`).
+
 A key is a necessary condition, never a sufficient one: the filters are still evaluated in
 full. Codes are compared exactly as `fhirstore.search.compare` does (`code == value`), so a key
 never hides a subscription the search semantics would match.
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fhirstore.search import Criterion, EntryGroups
+from fhirstore.search import Criterion, EntryGroups, SearchParam, searched_params, union_params
 from fhirstore.search import definitions as d
 from fhirstore.search import values as v
 from subscriptions.chains import chain_name
@@ -83,18 +86,29 @@ def event_keys(resource_type: str, groups: EntryGroups | None) -> frozenset[Inde
             param = params.get(code)
             if param is not None and param.type in _KEYED_TYPES:
                 keys.update((resource_type, code, e.code) for e in entries if e.code is not None)
+        # A union parameter (`combo-code`) has no entries: it offers its members' codes.
+        for union, members in union_params(resource_type).items():
+            if params[union].type in _KEYED_TYPES:
+                keys.update(
+                    (resource_type, union, e.code)
+                    for member in members
+                    for e in groups.get(member, ())
+                    if e.code is not None
+                )
     return frozenset(keys)
 
 
 def chained_event_keys(
-    resource_type: str, name: str, param: str, reached: Sequence[EntryGroups]
+    resource_type: str, name: str, param: SearchParam, reached: Sequence[EntryGroups]
 ) -> set[IndexKey]:
-    """The chained keys a change offers for the chain `name`: the codes of `param` on the
-    resources the chain `reached` from its focus."""
+    """The chained keys a change offers for the chain `name`: the codes of `param` (its
+    members' for a union parameter) on the resources the chain `reached` from its focus."""
+    codes = searched_params(param)
     return {
         (resource_type, name, e.code)
         for groups in reached
-        for e in groups.get(param, ())
+        for code in codes
+        for e in groups.get(code, ())
         if e.code is not None
     }
 

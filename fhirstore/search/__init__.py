@@ -10,6 +10,8 @@
   (`page`); criteria an index built by an older extraction cannot answer are refused
   (`index_state`; `index_version.INDEX_VERSION` is the extraction's version);
 - `match.matches` / `match.matches_entries`: the same criteria evaluated in memory;
+- `unions`: parameters answered from other parameters' rows (Observation's `combo-*`):
+  `searched_params` names the rows a search on a parameter looks at, `union_params` lists them;
 - `ucum`: UCUM units in base units (`ucum.load` loads its registry, about 0.65 s, at start-up);
 - `valuesets.expand_criteria`: `:in` / `:not-in` ValueSets read through the store and expanded
   (the SQL search does it itself; the in-memory matcher needs criteria expanded first:
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from fhirstore.search.limits import DEFAULT_LIMITS, SearchLimits
     from fhirstore.search.match import EntryGroups, group_entries, matches_entries
     from fhirstore.search.query import Criterion, Link, check_criteria, parse_criterion
+    from fhirstore.search.unions import searched_params, union_params
     from fhirstore.search.values import TokenValue
     from fhirstore.search.valuesets import (
         expand_criteria,
@@ -58,7 +61,9 @@ __all__ = [
     "matches_entries",
     "parse_criterion",
     "reading",
+    "searched_params",
     "ucum",
+    "union_params",
     "value_set_sources",
     "values",
 ]

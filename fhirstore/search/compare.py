@@ -1,9 +1,11 @@
 """Search semantics in one place: a criterion becomes a `Plan` over index entries.
 
-A `Plan` says: the resource matches when some entry of `param` satisfies `pred` (or, when
-`negate`, when none does - `:not`, `:missing=true`). `pred` is a small tree of comparisons on
-entry fields. `match` evaluates it on `IndexEntry` objects, `sql` renders it as SQL over
-`search_index`, so the in-memory matcher and the database always agree.
+A `Plan` says: the resource matches when some entry of one of `params` satisfies `pred` (or,
+when `negate`, when none does - `:not`, `:missing=true`). `params` is the criterion's
+parameter, or for a union parameter (`unions.py`: `combo-code`) the parameters it unites.
+`pred` is a small tree of comparisons on entry fields. `match` evaluates it on `IndexEntry`
+objects, `sql` renders it as SQL over `search_index`, so the in-memory matcher and the
+database always agree.
 
 Ranges (dates, numbers, quantities) are closed, target `[tl, th]` against search `[sl, sh]`,
 following the prefix table of the FHIR search page:
@@ -48,6 +50,7 @@ from fhirstore.search.datatypes import OF_TYPE
 from fhirstore.search.index_entry import CANONICAL
 from fhirstore.search.query import Criterion
 from fhirstore.search.ucum import range_in_base_units
+from fhirstore.search.unions import searched_params
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +83,7 @@ TRUE = All(())
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    param: str
+    params: tuple[str, ...]  # the index rows looked at: one parameter's, a union's members'
     negate: bool
     pred: Pred
 
@@ -277,14 +280,14 @@ def value_pred(value: v.SearchValue, modifier: str | None) -> Pred:
 @lru_cache(maxsize=16384)
 def plan(criterion: Criterion) -> Plan:
     """The comparison plan of a criterion (cached: criteria are immutable)."""
-    code = criterion.param.code
+    params = searched_params(criterion.param)  # a union parameter: its members' rows
     if criterion.modifier == "missing":
         missing = all(isinstance(x, v.MissingValue) and x.missing for x in criterion.values)
-        return Plan(code, negate=missing, pred=TRUE)
+        return Plan(params, negate=missing, pred=TRUE)
     pred = _any(tuple(value_pred(value, criterion.modifier) for value in criterion.values))
     if criterion.modifier == "of-type":
-        code += OF_TYPE
-    return Plan(code, negate=criterion.modifier in ("not", "not-in"), pred=pred)
+        params = tuple(code + OF_TYPE for code in params)
+    return Plan(params, negate=criterion.modifier in ("not", "not-in"), pred=pred)
 
 
 def sort_field(param: d.SearchParam, descending: bool) -> str:

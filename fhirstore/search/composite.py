@@ -22,7 +22,13 @@ Supported: composites of two components whose first is a token and whose second 
 those types (every R4B composite except MolecularSequence's three-part coordinates and those
 reaching outside the element with `%resource`); `query._param` refuses the others with a 400.
 The rows of a stored resource are written with its other index rows; resources stored before
-these rows existed get them from migration 0011 (which rebuilds every resource's rows).
+these rows existed get them when the index is rebuilt (fhirstore/reindex.py).
+
+`combo-code-value-quantity` and `combo-code-value-concept` write no rows: they are the unions
+of `code-value-*` (on the Observation) and `component-code-value-*` (on each component), whose
+rows answer them (unions.py). A blood pressure panel with two components in mm[Hg] gets 4
+composite rows (`component-code-value-quantity`, each component as written and in base units)
+and none for `code-value-quantity` (the panel has no value of its own).
 """
 
 from __future__ import annotations

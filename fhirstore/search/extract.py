@@ -2,7 +2,9 @@
 
 Runs on every write, so the work per resource is kept small:
 - each expression is compiled once (per resource type, on first use) and cached;
-- special parameters are skipped; composites are paired per element (`composite`);
+- special parameters are skipped, and so are union parameters (`unions`: Observation's
+  `combo-*`, answered from their members' rows); composites are paired per element
+  (`composite`);
 - plain paths (`Patient.name.given`, `Observation.value.ofType(Quantity)`, ... the large
   majority) are walked directly over the JSON by `paths`, and each value is converted by the
   converter of the type the model gives it, chosen at compile time (`datatypes.value_converter`);
@@ -33,6 +35,7 @@ from fhirstore.search.composite import Composites, composite_extractor
 from fhirstore.search.datatypes import PARAM_TYPES, ParamType, reference_target, value_converter
 from fhirstore.search.index_entry import IndexEntry
 from fhirstore.search.paths import Member, Path, Step, compile_plain, evaluable, walk
+from fhirstore.search.unions import is_union
 
 __all__ = ["IndexEntry", "index_entries"]
 
@@ -175,10 +178,14 @@ def _kinds(paths: tuple[Path, ...]) -> set[str | None]:
 
 
 @cache
-def _extractors(resource_type: str) -> tuple[_Extractor, ...]:
+def _extractors(resource_type: str, with_unions: bool = False) -> tuple[_Extractor, ...]:
+    """The non-composite parameters' extractors; `with_unions` also those of the union
+    parameters, which the index does not hold (version 1 did: bench.throughput compares)."""
     extractors = []
     for param in d.search_params(resource_type).values():
         if param.type in (d.COMPOSITE, d.SPECIAL):
+            continue
+        if not with_unions and is_union(resource_type, param.code):
             continue
         expression = evaluable(param.expression, resource_type)
         plain = compile_plain(expression)
@@ -192,9 +199,14 @@ def _extractors(resource_type: str) -> tuple[_Extractor, ...]:
 
 @cache
 def _all_extractors(resource_type: str) -> tuple[_Extractor | Composites, ...]:
-    """The parameters' extractors, then the supported composites' together (composite.py)."""
+    """The parameters' extractors, then the supported composites' together (composite.py);
+    none for union parameters."""
     params = d.search_params(resource_type).values()
-    found = (composite_extractor(resource_type, p.code) for p in params if p.type == d.COMPOSITE)
+    found = (
+        composite_extractor(resource_type, p.code)
+        for p in params
+        if p.type == d.COMPOSITE and not is_union(resource_type, p.code)
+    )
     composites = tuple(c for c in found if c is not None)
     return (*_extractors(resource_type), *([Composites(composites)] if composites else []))
 

@@ -9,7 +9,11 @@ searches the older rows would answer wrongly (`unindexed`), serving every other 
 
 Versions:
 1. everything before versions were recorded (a database migrated from 0010);
-2. composite parameters, quantities in UCUM base units, `:of-type` rows of typed Identifiers.
+2. composite parameters, quantities in UCUM base units, `:of-type` rows of typed Identifiers;
+   and no rows for the union parameters (Observation's `combo-*`, unions.py), which version 1
+   wrote: they are answered from their members' rows (`code`, `component-code`, ...), which
+   version 1 wrote too, so a `combo-*` search needs no newer rows than its members' (the rows
+   of `combo-*` a version-1 index still holds are never read, and the rebuild removes them).
 """
 
 from __future__ import annotations

@@ -72,14 +72,14 @@ class ChainedCriterion(ValueError):
 
 
 @lru_cache(maxsize=16384)
-def _compiled(criterion: Criterion) -> tuple[str, bool, Test]:
+def _compiled(criterion: Criterion) -> tuple[tuple[str, ...], bool, Test]:
     if criterion.chain:
         raise ChainedCriterion(
             f"Search parameter '{chain_text(criterion)}' follows references to other "
             "resources; it cannot be evaluated against one resource in memory"
         )
     criterion_plan = plan(criterion)
-    return criterion_plan.param, criterion_plan.negate, compile_pred(criterion_plan.pred)
+    return criterion_plan.params, criterion_plan.negate, compile_pred(criterion_plan.pred)
 
 
 def group_entries(entries: Sequence[IndexEntry]) -> dict[str, list[IndexEntry]]:
@@ -96,8 +96,8 @@ def matches_entries(
     """True when the resource the entries came from satisfies every criterion (AND)."""
     groups = entries if isinstance(entries, Mapping) else group_entries(entries)
     for criterion in criteria:
-        param, negate, test = _compiled(criterion)
-        found = any(test(entry) for entry in groups.get(param, ()))
+        params, negate, test = _compiled(criterion)
+        found = any(test(entry) for param in params for entry in groups.get(param, ()))
         if found == negate:
             return False
     return True

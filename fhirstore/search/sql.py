@@ -57,6 +57,7 @@ from fhirstore.search.index_entry import ID_PARAM, LAST_UPDATED_PARAM
 from fhirstore.search.index_state import require_index
 from fhirstore.search.page import BODY_SIZE, Budget, load_bodies
 from fhirstore.search.query import Criterion, SearchRequest
+from fhirstore.search.unions import searched_params
 from fhirstore.search.valuesets import expand_criteria, has_value_sets
 
 if TYPE_CHECKING:
@@ -104,6 +105,11 @@ def _cmp(cmp: Cmp, entry: Any) -> ColumnElement[bool]:
     if op == "icontains":
         return func.lower(column).contains(value.translate(_ASCII_LOWER), autoescape=True)
     raise ValueError(f"unknown comparison {op!r}")
+
+
+def param_clause(entry: Any, params: tuple[str, ...]) -> ColumnElement[bool]:
+    """The rows of `params` (several for a union parameter, `unions.py`)."""
+    return entry.c.param == params[0] if len(params) == 1 else entry.c.param.in_(params)
 
 
 def pred_clause(pred: Pred, entry: Any) -> ColumnElement[bool]:
@@ -182,17 +188,18 @@ def criterion_clause(
         return chain_clause(resource_type, criterion, rows, narrowing, criterion_clause)
     criterion_plan = plan(criterion)
     on_rows = _ON_RESOURCES if rows is resources else _on_rows(rows)
-    if criterion_plan.param in on_rows:
+    (first, *_) = params = criterion_plan.params
+    if first in on_rows:
         # The same EXISTS over the row's one entry (a SELECT without FROM), so NULLs and
         # `:not` / `:missing` come out as they do for stored entries.
-        entry: Any = on_rows[criterion_plan.param]
+        entry: Any = on_rows[first]
         conditions = []
     else:
         entry = search_index.alias()
         conditions = [
             entry.c.res_type == resource_type,
             entry.c.res_id == rows.c.res_id,
-            entry.c.param == criterion_plan.param,
+            param_clause(entry, params),
         ]
     if criterion_plan.pred != TRUE:
         conditions.append(pred_clause(criterion_plan.pred, entry))
@@ -226,7 +233,7 @@ def _order(request: SearchRequest) -> list[Any]:
                 .where(
                     entry.c.res_type == request.resource_type,
                     entry.c.res_id == resources.c.res_id,
-                    entry.c.param == param.code,
+                    param_clause(entry, searched_params(param)),
                     *written,
                 )
                 .scalar_subquery()

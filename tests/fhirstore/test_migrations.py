@@ -123,12 +123,43 @@ async def test_audit_entries_gain_a_request_id_and_keep_their_rows_going_back(
         await engine.dispose()
 
 
+def _version_2_rows() -> list[dict[str, Any]]:
+    """Rows version 2 writes for a blood pressure (whose own code is also a component's):
+    `combo-*` are answered from these, and 0010's code needs its own rows back."""
+    row = {"res_type": "Observation", "res_id": "o1", "system": None, "text": None}
+    loinc = {**row, "system": "http://loinc.org"}
+    quantity = {**row, "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}
+    return [
+        {**loinc, "param": "code", "code": "85354-9", "low": None, "high": None},
+        {**loinc, "param": "code", "code": "8480-6", "low": None, "high": None},
+        {**loinc, "param": "component-code", "code": "8480-6", "low": None, "high": None},
+        {**quantity, "param": "component-value-quantity", "low": 150.0, "high": 150.0},
+        {
+            **row,
+            "param": "component-value-quantity",
+            "code": None,
+            "text": "=[length]-1.[mass].[time]-2",
+            "low": 19998.0,
+            "high": 19998.0,
+        },
+        {
+            **loinc,
+            "param": "component-code-value-quantity",
+            "code": "8480-6",
+            "low": 150.0,
+            "high": 150.0,
+        },
+    ]
+
+
 async def test_the_index_state_records_an_older_index_and_a_new_database_as_current(
     database_url: str,
 ) -> None:
     """0011 records the index of a database with resources as built by version 1 (the
     rebuild is not the migration's work); `upgrade` records an empty database's as current.
-    Its downgrade drops the rows of the kinds version 2 added, which 0010's code misreads."""
+    Its downgrade drops the rows of the kinds version 2 added, which 0010's code misreads, and
+    writes the rows of the `combo-*` parameters from their members' again, as 0010's code
+    needs them."""
     engine = create_engine(database_url)
     body = {"res_type": "Observation", "res_id": "o1", "version_id": 1, "deleted": False}
     base_units = {"res_type": "Observation", "res_id": "o1", "param": "value-quantity"}
@@ -144,8 +175,24 @@ async def test_the_index_state_records_an_older_index_and_a_new_database_as_curr
         await upgrade(engine)
         async with engine.begin() as conn:
             assert (await read_state(conn)).built_by == 1
+            # as version 2 writes a blood pressure: no combo-* rows, its members' rows
+            await conn.execute(insert(search_index), _version_2_rows())
             await conn.run_sync(_migrate, "0010", down=True)
-            rows = await conn.execute(select(search_index.c.text))
+            rows = await conn.execute(
+                select(search_index.c.param, search_index.c.code, search_index.c.low).where(
+                    search_index.c.param.like("combo-%")
+                )
+            )
+            expected = [
+                ("combo-code", "85354-9", None),
+                ("combo-code", "8480-6", None),  # one row for the Observation and component
+                ("combo-value-quantity", "mm[Hg]", 150.0),  # not the row in base units
+                ("combo-value-quantity", None, 6.0),
+            ]
+            assert sorted(rows.all(), key=str) == sorted(expected, key=str)
+            rows = await conn.execute(
+                select(search_index.c.text).where(search_index.c.param == "value-quantity")
+            )
             assert rows.all() == [(None,)]
             await conn.execute(text("DELETE FROM resources"))
         await upgrade(engine)

@@ -1,7 +1,8 @@
 """Rebuilding the search index after extraction changed (`INDEX_VERSION`), on both databases.
 
 A database indexed by an older extraction is simulated: resources written, the rows of the
-kinds version 2 added (composites, quantities in base units, `:of-type`) deleted and the
+kinds version 2 added (composites, quantities in base units, `:of-type`) deleted, the rows of
+the union parameters (`combo-*`) that version 1 wrote and version 2 does not added, and the
 recorded version set back to 1. Meanwhile the searches those rows answer get a 503 naming
 `herald reindex`, the others are served; after the rebuild (in the background at start, by
 `Reindex`, or by the `herald reindex` command) they answer right. A write committed while a
@@ -20,14 +21,17 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import and_, delete, or_, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import fhirstore.reindex
 from fhirstore import Reindex
 from fhirstore.db.schema import search_index, search_index_state
+from fhirstore.db.writer import INDEX_COLUMNS
 from fhirstore.search import definitions as d
+from fhirstore.search.extract import _extractors
 from fhirstore.search.index_version import INDEX_VERSION
+from fhirstore.search.unions import union_params
 from herald.metrics import INDEX_REBUILD_REMAINING
 from tests.fhirstore.search.terms_corpus import V2_0203, observations, patients
 from tests.support.herald import running_herald
@@ -41,6 +45,16 @@ NEEDS_NEW_ROWS = [
     ("Patient", {"identifier:of-type": f"{V2_0203}|MR|12345"}, ["p-1"]),
 ]
 SERVED_MEANWHILE = ("Observation", {"code": "85354-9"}, ["bp-1", "bp-2", "bp-3"])
+# Union parameters (`combo-code`...): version 1 wrote rows of their own, version 2 answers them
+# from their members' rows, which version 1 wrote too - served meanwhile, and right.
+UNIONS_SERVED_MEANWHILE = [
+    ({"combo-code": "8480-6"}, ["bp-1", "bp-2", "bp-3", "mixed"]),
+    ({"combo-code": "mixed"}, ["mixed"]),
+    ({"combo-value-quantity": "110||mm[Hg]"}, ["mixed"]),
+    ({"combo-data-absent-reason": "not-performed"}, ["mixed"]),
+    ({"combo-code:not": "8480-6", "subject": "p-2"}, []),  # mixed: on a component
+    ({"combo-code:not": "8480-6", "code": "2339-0"}, ["glu-g", "glu-local", "glu-mg"]),
+]
 
 
 async def _store_all(client: httpx.AsyncClient) -> None:
@@ -49,8 +63,22 @@ async def _store_all(client: httpx.AsyncClient) -> None:
         assert (await client.put(url, json=resource)).status_code == 201
 
 
+def _version_1_union_rows() -> list[dict[str, Any]]:
+    """The rows version 1 wrote for the union parameters, which version 2 does not write."""
+    unions = union_params("Observation")
+    return [
+        dict(zip(INDEX_COLUMNS, (r["resourceType"], r["id"], *entry), strict=True))
+        for r in STORED
+        if r["resourceType"] == "Observation"
+        for extractor in _extractors("Observation", with_unions=True)
+        if extractor.code in unions
+        for entry in dict.fromkeys(extractor.entries(r))
+    ]
+
+
 async def _as_indexed_by_version_1(engine: AsyncEngine) -> None:
-    """Drop the rows version 2 added and record the index as version 1's."""
+    """Drop the rows version 2 added, add those of the union parameters version 1 wrote and
+    version 2 does not, and record the index as version 1's."""
     composites = {
         p.code
         for t in d.resource_types()
@@ -59,6 +87,7 @@ async def _as_indexed_by_version_1(engine: AsyncEngine) -> None:
     }
     s = search_index.c
     async with engine.begin() as conn:
+        await conn.execute(insert(search_index), _version_1_union_rows())
         await conn.execute(
             delete(search_index).where(
                 or_(
@@ -69,6 +98,12 @@ async def _as_indexed_by_version_1(engine: AsyncEngine) -> None:
             )
         )
         await conn.execute(update(search_index_state).values(built_by=1))
+
+
+async def _union_rows(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        query = select(func.count()).where(search_index.c.param.like("combo-%"))
+        return int((await conn.execute(query)).scalar_one())
 
 
 async def _ids(client: httpx.AsyncClient, resource_type: str, query: dict[str, str]) -> Any:
@@ -93,6 +128,8 @@ async def test_searches_needing_new_rows_are_refused_until_the_rebuild_then_answ
             assert issue["expression"] == [next(iter(query)).partition(":")[0]]
         resource_type, query, expected = SERVED_MEANWHILE
         assert await _ids(client, resource_type, query) == expected
+        for query, expected in UNIONS_SERVED_MEANWHILE:
+            assert await _ids(client, "Observation", query) == expected
 
         shown: list[tuple[int, int]] = []
         rebuilt = await Reindex(runtime.store, batch_size=7).run(
@@ -105,6 +142,9 @@ async def test_searches_needing_new_rows_are_refused_until_the_rebuild_then_answ
         assert [done for done, _ in shown] == sorted(done for done, _ in shown)
         for resource_type, query, expected in NEEDS_NEW_ROWS:
             assert await _ids(client, resource_type, query) == expected
+        for query, expected in UNIONS_SERVED_MEANWHILE:
+            assert await _ids(client, "Observation", query) == expected
+        assert await _union_rows(runtime.engine) == 0  # version 1's, replaced
         assert (await Reindex(runtime.store).state()).built_by == INDEX_VERSION
         assert await Reindex(runtime.store).run() is None  # up to date: nothing to do
 

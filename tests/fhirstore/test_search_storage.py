@@ -135,7 +135,7 @@ async def test_a_bulk_write_stores_every_search_value_exactly(runtime: Runtime) 
             )
         )
         stored = {tuple(row) for row in rows}
-    assert len(expected) > 250 * 4
+    assert len(expected) > 250 * 2  # status and value-quantity at least, of each
     assert stored == expected
 
 

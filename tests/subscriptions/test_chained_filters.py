@@ -248,3 +248,29 @@ async def test_a_reverse_link_is_never_followed_as_a_forward_one() -> None:
     backwards = replace(by_mrn("A1"), chain=(replace(by_mrn("A1").chain[0], reverse=True),))
     index.put(spec("reverse", backwards))
     assert await matched(index, history, stored, observation("o1", "Patient/p1")) == set()
+
+
+async def test_a_chain_ending_in_a_union_parameter_reads_its_members_codes() -> None:
+    """`result.combo-code=8480-6`: the reached Observation has no `combo-code` entries (its
+    `code` and `component-code` answer it), and the chained key still finds the subscription
+    for a code on the Observation or on one of its components."""
+    index, history = new_index(), History()
+    systolic = {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]}
+    panel = observation("bp", "Patient/p1", component=[{"code": systolic}])
+    single = {**observation("sys", "Patient/p1"), "code": systolic}
+    stored = Stored(panel, single, observation("hr", "Patient/p1"))
+    criterion = chained("DiagnosticReport", "result:Observation", "combo-code", "8480-6")
+    index.put(spec("systolic", criterion, on="DiagnosticReport"))
+
+    def report(rid: str, result: str) -> Resource:
+        return {
+            "resourceType": "DiagnosticReport",
+            "id": rid,
+            "status": "final",
+            "code": {"text": "vitals"},
+            "result": [{"reference": f"Observation/{result}"}],
+        }
+
+    assert await matched(index, history, stored, report("r1", "bp")) == {"systolic"}
+    assert await matched(index, history, stored, report("r2", "sys")) == {"systolic"}
+    assert await matched(index, history, stored, report("r3", "hr")) == set()

@@ -302,6 +302,46 @@ async def test_type_filter_and_typed_filters_on_resource_change() -> None:
     assert await history.match(index, history.write(patient)) == {"patients-or-hr"}
 
 
+def mm_hg(value: float) -> Resource:
+    return {"value": value, "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}
+
+
+def blood_pressure(rid: str, systolic: float, diastolic: float) -> Resource:
+    panel = observation(rid, "85354-9")
+    panel["component"] = [
+        {
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "valueQuantity": mm_hg(value),
+        }
+        for code, value in (("8480-6", systolic), ("8462-4", diastolic))
+    ]
+    return panel
+
+
+async def test_combo_filters_hear_codes_at_either_level_and_never_cross_pair() -> None:
+    """`combo-code` and `combo-code-value-quantity` have no index entries of their own (those of
+    `code` / `component-code` and their composites answer them): a subscription filed under a
+    `combo-code` key still hears the code on the Observation or on a component."""
+    index, history = new_index(), History()
+    subscribe(index, "systolic", RESOURCE_CHANGE, "Observation?combo-code=http://loinc.org|8480-6")
+    subscribe(index, "high", RESOURCE_CHANGE, "Observation?combo-code-value-quantity=8480-6$gt140")
+    subscribe(index, "any-140", RESOURCE_CHANGE, "Observation?combo-value-quantity=gt140")
+    assert await history.match(index, history.write(blood_pressure("bp", 150, 85))) == {
+        "systolic",
+        "high",
+        "any-140",
+    }
+    # 150 is the diastolic's: never paired with the systolic code
+    assert await history.match(index, history.write(blood_pressure("bp", 120, 150))) == {
+        "systolic",
+        "any-140",
+    }
+    single = observation("o", "8480-6")
+    single["valueQuantity"] = mm_hg(141)
+    assert await history.match(index, history.write(single)) == {"systolic", "high", "any-140"}
+    assert await history.match(index, history.write(observation("hr"))) == set()
+
+
 @pytest.mark.parametrize(
     ("changes", "heard"),
     [

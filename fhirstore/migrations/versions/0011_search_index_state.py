@@ -15,7 +15,11 @@ docs/operations.md).
 The downgrade drops the table and the rows of the three new kinds, which the code of 0010
 would misread (a quantity row in base units would answer a unit-less quantity search). The
 composite codes are those of the R4B definitions, written out here so this file does not
-change meaning when the code does.
+change meaning when the code does. Version 2 no longer writes rows for Observation's union
+parameters (`combo-code`, `combo-data-absent-reason`, `combo-value-concept`,
+`combo-value-quantity`: fhirstore/search/unions.py), which 0010's code searches: the downgrade
+writes them again from their members' rows, as version 1 wrote them (one row per distinct
+value, quantities as written only).
 """
 
 import sqlalchemy as sa
@@ -48,6 +52,15 @@ _COMPOSITES = (
 )
 
 
+# Observation's union parameters version 1 indexed, with their members (fixed, as above).
+_UNIONS = {
+    "combo-code": ("code", "component-code"),
+    "combo-data-absent-reason": ("data-absent-reason", "component-data-absent-reason"),
+    "combo-value-concept": ("value-concept", "component-value-concept"),
+    "combo-value-quantity": ("value-quantity", "component-value-quantity"),
+}
+
+
 def upgrade() -> None:
     state = op.create_table(
         "search_index_state",
@@ -67,12 +80,33 @@ def downgrade() -> None:
     op.drop_table("search_index_state")
     index = sa.table(
         "search_index",
+        sa.column("res_type", sa.String),
+        sa.column("res_id", sa.String),
         sa.column("param", sa.String),
+        sa.column("system", sa.String),
         sa.column("code", sa.String),
         sa.column("text", sa.String),
         sa.column("low", sa.Float),
+        sa.column("high", sa.Float),
     )
-    op.get_bind().execute(
+    bind = op.get_bind()
+    values = ("system", "code", "text", "low", "high")
+    for union, members in _UNIONS.items():
+        bind.execute(sa.delete(index).where(index.c.param == union))
+        of_members = (
+            sa.select(
+                index.c.res_type,
+                index.c.res_id,
+                sa.literal(union, sa.String),
+                *(index.c[name] for name in values),
+            )
+            .where(index.c.res_type == "Observation", index.c.param.in_(members))
+            .distinct()
+        )
+        names = ["res_type", "res_id", "param", *values]
+        bind.execute(sa.insert(index).from_select(names, of_members))
+    # Then the rows of the new kinds (the copies of quantities in base units among them).
+    bind.execute(
         sa.delete(index).where(
             sa.or_(
                 index.c.param.in_(_COMPOSITES),

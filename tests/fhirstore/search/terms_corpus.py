@@ -11,6 +11,7 @@ SNOMED = "http://snomed.info/sct"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 MRN = "http://hospital.example.org/mrn"
 VS = "http://example.org/fhir/ValueSet"
+DAR = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
 SYSTOLIC, DIASTOLIC, PANEL, GLUCOSE = "8480-6", "8462-4", "85354-9", "2339-0"
 START = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -72,6 +73,17 @@ def observations() -> list[dict[str, Any]]:
         ),
         _observation("urine", "5767-9", valueString="Slightly cloudy"),
         _observation("dated", "dated", valueDateTime="2024-03-01T10:00:00Z"),
+        # a value of its own and on a component: what `combo-*` unites, never cross-paired
+        _observation(
+            "mixed",
+            "mixed",
+            valueQuantity=_quantity(5, "mg"),
+            subject={"reference": "Patient/p-2"},
+            component=[
+                {"code": _coded(SYSTOLIC), "valueQuantity": _quantity(110, "mm[Hg]")},
+                {"code": _coded("8867-4"), "dataAbsentReason": _coded("not-performed", DAR)},
+            ],
+        ),
     ]
 
 

@@ -114,6 +114,10 @@ async def engine(
             [],
         ),
         ("Patient", "_has:Observation:performer:code=2339-0", ["pat-2"]),
+        # A union parameter (combo-*) at the end: its members' rows, paired within a component.
+        ("Patient", "_has:Observation:patient:combo-code=8480-6", ["pat-4"]),
+        ("Patient", "_has:Observation:patient:combo-code-value-quantity=8480-6$gt100", ["pat-4"]),
+        ("Patient", "_has:Observation:patient:combo-code-value-quantity=8462-4$gt100", []),
         ("Patient", "_has:Observation:patient:status:not=final", ["pat-1"]),
         ("Patient", "_has:Observation:patient:code=3333-3", []),  # obs-gone is deleted
         ("Patient", "_has:Observation:patient:code=1111-1", []),  # pat-deleted is deleted

@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 
+from fhirstore.search import definitions as d
 from fhirstore.search.extract import IndexEntry, _extractors, index_entries
 from fhirstore.search.normalize import FAR_FUTURE, FAR_PAST, MAX_CODE
+from fhirstore.search.unions import union_params
 from tests.fhirstore.search.search_corpus import UCUM, corpus
 
 
@@ -226,12 +228,41 @@ def test_bad_values_are_skipped_and_long_values_clipped() -> None:
 def test_entries_are_deduplicated() -> None:
     observation = {
         "resourceType": "Observation",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-        "component": [{"code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}}],
+        "category": [
+            {"coding": [{"system": "http://example.org/c", "code": "vital-signs"}]},
+            {"coding": [{"system": "http://example.org/c", "code": "vital-signs"}]},
+        ],
     }
-    assert entries(observation, "combo-code") == [
-        IndexEntry("combo-code", system="http://loinc.org", code="8867-4")
+    assert entries(observation, "category") == [
+        IndexEntry("category", system="http://example.org/c", code="vital-signs")
     ]
+
+
+def test_union_parameters_write_no_rows_their_members_do() -> None:
+    """Observation's `combo-*` are the unions of other parameters (checked against the R4B
+    expressions); they write nothing, their members write the rows they are answered from."""
+    assert union_params("Observation") == {
+        "combo-code": ("code", "component-code"),
+        "combo-code-value-concept": ("code-value-concept", "component-code-value-concept"),
+        "combo-code-value-quantity": ("code-value-quantity", "component-code-value-quantity"),
+        "combo-data-absent-reason": ("component-data-absent-reason", "data-absent-reason"),
+        "combo-value-concept": ("component-value-concept", "value-concept"),
+        "combo-value-quantity": ("component-value-quantity", "value-quantity"),
+    }
+    assert all(not union_params(t) for t in d.resource_types() if t != "Observation")
+    observation = {
+        "resourceType": "Observation",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+        "component": [
+            {
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                "valueQuantity": {"value": 120, "system": UCUM, "code": "mm[Hg]"},
+            }
+        ],
+    }
+    params = {entry.param for entry in index_entries(observation)}
+    assert not any(param.startswith("combo-") for param in params)
+    assert {"code", "component-code", "component-code-value-quantity"} <= params
 
 
 @pytest.mark.parametrize("resource", corpus(), ids=lambda r: f"{r['resourceType']}/{r['id']}")

@@ -32,6 +32,12 @@ from tests.support.databases import DATABASES, fresh_database_url
 CORPUS = terms_corpus()
 PRESSURE = ["bp-1", "bp-2", "bp-3"]
 LOINC_MR = "http://terminology.hl7.org/CodeSystem/v2-0203|MR"
+UCUM = "http://unitsofmeasure.org"
+NOT_SYSTOLIC = [
+    r["id"]
+    for r in CORPUS
+    if r["resourceType"] == "Observation" and r["id"] not in (*PRESSURE, "mixed")
+]
 
 # (resource type, query, ids expected in corpus order). `+` must be sent as %2B.
 CASES: list[tuple[str, str, list[str]]] = [
@@ -55,8 +61,35 @@ CASES: list[tuple[str, str, list[str]]] = [
         "component-code-value-quantity=8480-6$gt120.01|http://unitsofmeasure.org|mm[Hg]",
         ["bp-1"],
     ),
+    # combo-*: the unions of the code-level and component-level parameters, answered from
+    # their rows; a code pairs with the value of its own element only
     ("Observation", "combo-code-value-quantity=8480-6$gt140", ["bp-1"]),
     ("Observation", "combo-code-value-quantity=85354-9$gt1", []),  # the panel has no value
+    ("Observation", "combo-code-value-quantity=8462-4$gt140", []),  # 150 is the systolic's
+    ("Observation", "combo-code-value-quantity=8480-6$lt90", ["bp-3"]),  # 16, unitless
+    ("Observation", "combo-code-value-quantity=2339-0$lt1", ["glu-g"]),  # code level
+    ("Observation", "combo-code-value-quantity=mixed$5||mg", ["mixed"]),
+    ("Observation", "combo-code-value-quantity=8480-6$110||mm[Hg]", ["mixed"]),
+    ("Observation", f"combo-code-value-quantity=8480-6$110|{UCUM}|mm[Hg]", ["mixed"]),
+    ("Observation", "combo-code-value-quantity=mixed$gt100", []),  # the component's 110
+    ("Observation", "combo-code-value-quantity=8480-6$5||mg", []),  # the Observation's 5 mg
+    ("Observation", "combo-code-value-quantity:missing=true", ["covid", "urine", "dated"]),
+    ("Observation", "combo-code-value-concept=94500-6$260385009", ["covid"]),
+    ("Observation", "combo-code-value-concept=8867-4$not-performed", []),  # absent, no value
+    ("Observation", "combo-code=http://loinc.org|8480-6", [*PRESSURE, "mixed"]),
+    ("Observation", "combo-code=mixed,8867-4", ["mixed"]),
+    ("Observation", "combo-code=2339-0", ["glu-g", "glu-mg", "glu-local"]),
+    ("Observation", "combo-code:not=8480-6", NOT_SYSTOLIC),
+    ("Observation", "combo-code:missing=true", []),
+    ("Observation", "combo-value-quantity=5.0||mg", ["mass-5", "mixed"]),
+    ("Observation", "combo-value-quantity=110||mm[Hg]", ["mixed"]),
+    ("Observation", f"combo-value-quantity=gt140|{UCUM}|mm[Hg]", ["bp-1"]),
+    ("Observation", f"combo-value-quantity=16|{UCUM}|kPa", ["bp-2", "bp-3"]),  # 118 mm[Hg]
+    ("Observation", "combo-value-quantity:missing=true", ["covid", "urine", "dated"]),
+    ("Observation", "combo-value-concept=260385009", ["covid"]),
+    ("Observation", "combo-data-absent-reason=not-performed", ["mixed"]),
+    ("Observation", "data-absent-reason=not-performed", []),
+    ("Observation", "component-data-absent-reason=not-performed", ["mixed"]),
     (
         "Observation",
         "code-value-quantity=http://loinc.org|2339-0$0.1|http://unitsofmeasure.org|g/dL",
@@ -110,8 +143,12 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("Observation", "code:in=ValueSet/pressure", PRESSURE),
     ("Observation", f"code:in={VS}/glucose", ["glu-g", "glu-mg", "glu-local"]),
     ("Observation", f"code:in={VS}/both", ["glu-g", "glu-mg", "glu-local"]),  # panel excluded
-    ("Observation", f"combo-code:in={VS}/both", [*PRESSURE, "glu-g", "glu-mg", "glu-local"]),
-    ("Observation", f"combo-code:in={VS}/systolic-only", PRESSURE),
+    (
+        "Observation",
+        f"combo-code:in={VS}/both",
+        [*PRESSURE, "glu-g", "glu-mg", "glu-local", "mixed"],
+    ),
+    ("Observation", f"combo-code:in={VS}/systolic-only", [*PRESSURE, "mixed"]),
     ("Observation", f"code:in={VS}/systolic-only", []),
     ("Observation", f"value-concept:in={VS}/expanded", ["covid"]),
     ("Observation", f"code:in={VS}/versioned|2", PRESSURE),
@@ -185,6 +222,16 @@ async def test_sql_and_in_memory_agree(
 async def test_quantities_sort_on_their_values_as_written(engine: AsyncEngine) -> None:
     found, _ = await _both(engine, "Observation", "code=mass&_sort=value-quantity")
     assert found == ["mass-5", "mass-5.4", "mass-5.45", "mass-5350ug", "mass-ug"]
+
+
+async def test_a_union_parameter_sorts_on_the_values_of_both_levels(engine: AsyncEngine) -> None:
+    """`combo-value-quantity` sorts on the least (greatest) of the Observation's own value and
+    its components' values, as written: mixed's 5 mg is its own, its 110 a component's."""
+    query = "combo-code=8480-6&_sort="
+    found, _ = await _both(engine, "Observation", query + "combo-value-quantity")
+    assert found == ["mixed", "bp-3", "bp-1", "bp-2"]  # 5, 10.7, 85, 95
+    found, _ = await _both(engine, "Observation", query + "-combo-value-quantity")
+    assert found == ["bp-1", "bp-2", "mixed", "bp-3"]  # 150, 118, 110, 16
 
 
 @pytest.mark.parametrize(
