@@ -11,7 +11,8 @@ if TYPE_CHECKING:
     from subscriptions.fhirpath_budget import FhirPathBudget, FhirPathRunner
     from subscriptions.focus import notification_events
     from subscriptions.ledger import Ledger, SubscriptionProgress
-    from subscriptions.lifecycle import ErrorMarks, Lifecycle
+    from subscriptions.lifecycle import Lifecycle
+    from subscriptions.marks import ErrorMarks
     from subscriptions.matcher import (
         NOTIFICATION_JOBS,
         Matcher,

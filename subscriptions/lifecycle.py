@@ -9,13 +9,12 @@ A stored Subscription Herald cannot load (`unloaded.py`) goes to `error` through
 `set_error`: in the ledger when it is tracked there, and on the resource in any case (one
 written by other means, never registered in the ledger, still tells its owner why).
 
-`ErrorMarks` sets subscriptions to `error` beside whoever found the reason (the matcher), never
-in its way; one already showing the same reason is not written again.
+Those who find a reason to change a status while they must not wait for the write (the
+matcher, the registry) go through `marks.py`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import orjson
@@ -108,39 +107,3 @@ class Lifecycle:
             except PreconditionFailed:
                 continue
         return False
-
-
-class ErrorMarks:
-    """Sets subscriptions `error` with a reason, in tasks of their own (`mark` returns at
-    once); `drain` waits for those under way (at stop)."""
-
-    def __init__(self, ledger: Ledger, lifecycle: Lifecycle) -> None:
-        self._ledger = ledger
-        self._lifecycle = lifecycle
-        self._marking: set[asyncio.Task[None]] = set()
-        self._busy: set[str] = set()  # subscriptions being marked right now
-
-    def mark(self, subscription_id: str, reason: str) -> None:
-        if subscription_id not in self._busy:
-            self._busy.add(subscription_id)
-            task = asyncio.create_task(self._mark(subscription_id, reason))
-            self._marking.add(task)
-            task.add_done_callback(self._marking.discard)
-
-    async def _mark(self, subscription_id: str, reason: str) -> None:
-        try:
-            progress = await self._ledger.progress(subscription_id)
-            if progress is None or progress.status == "off":
-                return
-            if progress.status == "error" and progress.last_error == reason:
-                return
-            await self._lifecycle.transition(subscription_id, "error", error=reason)
-        except Exception:
-            log.exception("could not mark Subscription/%s as error", subscription_id)
-        finally:
-            self._busy.discard(subscription_id)
-
-    async def drain(self) -> None:
-        """Wait for the markings under way."""
-        if self._marking:
-            await asyncio.gather(*self._marking, return_exceptions=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from subscriptions.index import MissedByBudget
-from subscriptions.lifecycle import ErrorMarks
+from subscriptions.marks import ErrorMarks
 from subscriptions.metrics import FHIRPATH_OVER_BUDGET
 
 log = logging.getLogger(__name__)

@@ -11,36 +11,31 @@ its owner's update (the topic or the setting was put right), it stays `error` wi
 that says so, and turns `active` with its next notification that reaches the endpoint; an
 update by its owner starts it over as `requested`, as any update does.
 
-The marking runs beside the registry, never in its way, like `missed_by_budget.py`: one mark
-at a time per subscription (news meanwhile is acted on after it), and none when the ledger
-already shows the same reason.
+The marking runs beside the registry, never in its way (`marks.py`): one mark at a time per
+subscription (the latest news meanwhile is acted on after it), and none when the ledger already
+shows the same reason.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from functools import partial
 
 from subscriptions.ledger import Ledger
 from subscriptions.lifecycle import Lifecycle
+from subscriptions.marks import SubscriptionMarks
 from subscriptions.metrics import SUBSCRIPTIONS_PUT_IN_ERROR
 from subscriptions.model import SubscriptionSpec
 from subscriptions.unloaded import LOADED_AGAIN, Unloaded
 
 log = logging.getLogger(__name__)
 
-Work = Callable[[], Awaitable[None]]
-
 
 class UnloadedReporter:
     def __init__(self, ledger: Ledger, lifecycle: Lifecycle) -> None:
         self._ledger = ledger
         self._lifecycle = lifecycle
-        self._marking: set[asyncio.Task[None]] = set()
-        self._busy: set[str] = set()  # subscriptions being marked right now
-        self._next: dict[str, Work] = {}  # what to do for one of them after that
+        self._marks = SubscriptionMarks()
         # The latest the registry said of each: a mark acts only on what is still news.
         self._news: dict[str, Unloaded | SubscriptionSpec] = {}
 
@@ -49,37 +44,14 @@ class UnloadedReporter:
             self._news.pop(item.subscription_id, None)
             return
         self._news[item.subscription_id] = item
-        self._start(item.subscription_id, partial(self._mark, item))
+        self._marks.start(item.subscription_id, partial(self._mark, item))
 
     def loaded(self, spec: SubscriptionSpec) -> None:
         if spec.status != "error":  # its owner's update, which starts it over
             self._news.pop(spec.id, None)  # a mark not begun is stale now
             return
         self._news[spec.id] = spec
-        self._start(spec.id, partial(self._again, spec))
-
-    def _start(self, subscription_id: str, work: Work) -> None:
-        if subscription_id in self._busy:
-            self._next[subscription_id] = work  # after the one under way: the latest news wins
-            return
-        self._busy.add(subscription_id)
-        task = asyncio.create_task(self._run(subscription_id, work))
-        self._marking.add(task)
-        task.add_done_callback(self._marking.discard)
-
-    async def _run(self, subscription_id: str, work: Work) -> None:
-        try:
-            while True:
-                try:
-                    await work()
-                except Exception:
-                    log.exception("could not mark Subscription/%s", subscription_id)
-                next_work = self._next.pop(subscription_id, None)
-                if next_work is None:
-                    return
-                work = next_work
-        finally:
-            self._busy.discard(subscription_id)
+        self._marks.start(spec.id, partial(self._again, spec))
 
     async def _mark(self, item: Unloaded) -> None:
         subscription_id, reason = item.subscription_id, item.reason
@@ -120,5 +92,4 @@ class UnloadedReporter:
 
     async def drain(self) -> None:
         """Wait for the markings under way (at stop)."""
-        if self._marking:
-            await asyncio.gather(*self._marking, return_exceptions=True)
+        await self._marks.drain()
