@@ -121,6 +121,10 @@ BACKPORT_PROFILE = BACKPORT + "backport-subscription"
 STATUS_OPERATION = BACKPORT_IG + "/OperationDefinition/backport-subscription-status"
 # `$events`, as Herald's CapabilityStatement defines it; clients read.
 EVENTS_OPERATION = BACKPORT_IG + "/OperationDefinition/backport-subscription-events"
+# `$get-ws-binding-token`, as Herald's CapabilityStatement defines it; clients read.
+WS_BINDING_TOKEN_OPERATION = (
+    BACKPORT_IG + "/OperationDefinition/backport-subscription-get-ws-binding-token"
+)
 # Profile of the R4 notification status (a Parameters resource); R4 notifications carry it.
 STATUS_R4_PROFILE = BACKPORT + "backport-subscription-status-r4"
 # The IG's R4 server CapabilityStatement, which Herald's R4 statement instantiates.

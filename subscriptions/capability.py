@@ -1,8 +1,8 @@
 """What the CapabilityStatement says about subscriptions: the topics served (the Backport IG's
-`subscriptiontopic-canonical` extension), the `$status` and `$events` operations and the
-Backport Subscription profile. The same in R4 and R4B (R4 clients learn the topics from the
-extension, as R4 has no SubscriptionTopic); the R4 statement also `instantiates` the IG's R4
-server CapabilityStatement."""
+`subscriptiontopic-canonical` extension), the `$status`, `$events` and `$get-ws-binding-token`
+operations and the Backport Subscription profile. The same in R4 and R4B (R4 clients learn the
+topics from the extension, as R4 has no SubscriptionTopic); the R4 statement also
+`instantiates` the IG's R4 server CapabilityStatement."""
 
 from __future__ import annotations
 
@@ -15,9 +15,14 @@ from fhirstore.wire import (
     SERVER_R4_CAPABILITIES,
     STATUS_OPERATION,
     TOPIC_CANONICAL,
+    WS_BINDING_TOKEN_OPERATION,
 )
 
-OPERATIONS = (("status", STATUS_OPERATION), ("events", EVENTS_OPERATION))
+OPERATIONS = (
+    ("status", STATUS_OPERATION),
+    ("events", EVENTS_OPERATION),
+    ("get-ws-binding-token", WS_BINDING_TOKEN_OPERATION),
+)
 
 
 def subscription_capabilities(

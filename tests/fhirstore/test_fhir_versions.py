@@ -19,6 +19,7 @@ from fhirstore.wire import (
     SERVER_R4_CAPABILITIES,
     STATUS_OPERATION,
     TOPIC_CANONICAL,
+    WS_BINDING_TOKEN_OPERATION,
 )
 from tests.support.databases import sqlite_url
 from tests.support.herald import running_herald
@@ -78,6 +79,7 @@ async def test_r4_statement_names_the_subscription_profile_operations_and_topics
     assert {(o["name"], o["definition"]) for o in entry["operation"]} == {
         ("status", STATUS_OPERATION),
         ("events", EVENTS_OPERATION),
+        ("get-ws-binding-token", WS_BINDING_TOKEN_OPERATION),
     }
     topics = {e["valueCanonical"] for e in entry["extension"] if e["url"] == TOPIC_CANONICAL}
     assert RESOURCE_CHANGE in topics

@@ -85,7 +85,7 @@ async def test_capability_statement_lists_the_built_in_topics(embedded) -> None:
     [entry] = [r for r in statement["rest"][0]["resource"] if r["type"] == "Subscription"]
     topics = {e["valueCanonical"] for e in entry["extension"] if e["url"] == TOPIC_CANONICAL}
     assert {RESOURCE_CHANGE, ENCOUNTER_START, TASK_READY} <= topics
-    assert {"status", "events"} <= {op["name"] for op in entry["operation"]}
+    assert {"status", "events", "get-ws-binding-token"} <= {op["name"] for op in entry["operation"]}
     found = (await client.get("/SubscriptionTopic", params={"url": TASK_READY})).json()
     assert found["total"] == 1 if "total" in found else len(found["entry"]) == 1
 
