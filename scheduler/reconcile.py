@@ -10,6 +10,9 @@ deleted by hand all end the same way. Per CarePlan, for occurrences in [now - gr
 - a Task no longer wanted whose occurrence is still ahead and which nobody moved on is cancelled
   (businessStatus `unscheduled`); it comes back if the schedule wants it again;
 - another Task carrying the same occurrence identifier is cancelled as a `duplicate`;
+- a day's reminders that went out for occurrences no longer in the schedule (a new time zone,
+  a new time of day) stand for that day's earliest new occurrences, which get no Task
+  (scheduler/slots.py): a day never has more reminders than occurrences;
 - what a person moved on (in-progress, completed, ...) is never touched, and past Tasks stay.
 
 A patient's CarePlans together never want more Tasks in the window than the patient's limit:
@@ -62,6 +65,7 @@ from scheduler.plan import (
 )
 from scheduler.policy import SchedulePolicy
 from scheduler.repairs import Repairs
+from scheduler.slots import ZONES_APART, without_spent_slots
 from scheduler.task import (
     PlannedTask,
 )
@@ -124,11 +128,17 @@ class Reconciler:
             ids = list(plans)  # without those that could not be planned: left as they are
             changed = {i: _plan_changed(previous.get(i), r) for i, (_, r) in plans.items()}
             repairs.changed_plans = sum(changed.values())
-            rows = {
-                r.task_id: r for r in await task_rows(conn, ids, since=now - self._policy.grace)
-            }
-            wanted = _standing(
-                (t for plan, _ in plans.values() for t in plan.tasks.values()), rows.values()
+            since = now - self._policy.grace
+            # From a day earlier: what went out that day counts against the day (slots.py).
+            recent = await task_rows(conn, ids, since=since - ZONES_APART)
+            rows = {r.task_id: r for r in recent if r.start >= since}
+            wanted = await without_spent_slots(
+                conn,
+                _standing(
+                    (t for plan, _ in plans.values() for t in plan.tasks.values()), rows.values()
+                ),
+                recent,
+                {i: plan.zone for i, (plan, _) in plans.items()},
             )
             heads = await Store.heads_in(conn, "Task", [*wanted, *rows])
             step = BatchDecisions(self._policy, now, repairs)
