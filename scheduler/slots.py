@@ -48,9 +48,7 @@ async def without_spent_slots(
     `unscheduled` (it never went out).
     """
     by_id = {r.task_id: r for r in rows}
-    fresh = [
-        t for t in wanted.values() if t.id not in by_id or by_id[t.id].state == "unscheduled"
-    ]
+    fresh = [t for t in wanted.values() if t.id not in by_id or by_id[t.id].state == "unscheduled"]
     if not fresh:
         return dict(wanted)
     spans: dict[tuple[str, str], tuple[datetime, datetime]] = {}

@@ -134,9 +134,12 @@ async def test_a_changed_schedule_replaces_future_requested_tasks_and_keeps_the_
         evening = copy.deepcopy(plan)
         evening["activity"][0]["detail"]["scheduledTiming"]["repeat"]["timeOfDay"] = ["20:00:00"]
         assert (await client.put(f"/CarePlan/{plan['id']}", json=evening)).status_code == 200
-        tasks = await wait_for_tasks(client, plan["id"], 14, status="requested")
+        # Today's one dose went out at 09:00: the evening ones start tomorrow (one a day).
+        tasks = await wait_for_tasks(client, plan["id"], 13, status="cancelled")
 
+        assert len(starts(tasks, "requested")) == 13
         assert starts(tasks, "ready") == ["2026-03-20T09:00:00+01:00"]  # the past stays
+        assert starts(tasks, "requested")[0] == "2026-03-21T20:00:00+01:00"
         assert all(
             s.endswith("T20:00:00+01:00") or s.endswith("T20:00:00+02:00")
             for s in starts(tasks, "requested")
@@ -148,7 +151,7 @@ async def test_a_changed_schedule_replaces_future_requested_tasks_and_keeps_the_
         # back to 09:00: the cancelled Tasks come back (same ids), the evening ones go
         morning = copy.deepcopy(plan)
         assert (await client.put(f"/CarePlan/{plan['id']}", json=morning)).status_code == 200
-        tasks = await wait_for_tasks(client, plan["id"], 14, status="cancelled")
+        tasks = await wait_for_tasks(client, plan["id"], 14, status="requested")
         # the horizon moved on with the clock: April 3rd is new
         assert starts(tasks, "requested") == [*BERLIN_0900[1:], "2026-04-03T09:00:00+02:00"]
         revived = {t["id"] for t in tasks if t["status"] == "requested"}

@@ -28,7 +28,12 @@ from tests.scheduler.conftest import (
 )
 from tests.support.waiting import eventually
 
-TWICE_DAILY = {"frequency": 2, "period": 1, "periodUnit": "d", "timeOfDay": ["08:00:00", "20:00:00"]}
+TWICE_DAILY = {
+    "frequency": 2,
+    "period": 1,
+    "periodUnit": "d",
+    "timeOfDay": ["08:00:00", "20:00:00"],
+}
 
 
 def fired(task: dict[str, Any]) -> bool:
@@ -54,7 +59,11 @@ async def move_patient(
     async def moved_on() -> bool:
         nonlocal found
         found = [t for t in await tasks_of(client, plan["id"]) if t["status"] == "requested"]
-        week = [t["executionPeriod"]["start"] for t in found if t["executionPeriod"]["start"] < "2026-03-28"]
+        week = [
+            t["executionPeriod"]["start"]
+            for t in found
+            if t["executionPeriod"]["start"] < "2026-03-28"
+        ]
         return bool(week) and all(start.endswith(offset) for start in week)
 
     await eventually(moved_on, within=30, what=lambda: f"still {found}")
