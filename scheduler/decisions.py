@@ -43,12 +43,12 @@ class BatchDecisions:
         self.writes: list[tuple[PendingWrite, TaskRow | None]] = []
         self.kept: list[TaskRow] = []
         self._to_repair: list[tuple[PlannedTask, bool]] = []
-        self._to_cancel: list[TaskRow] = []
+        self._to_cancel: list[tuple[TaskRow, bool]] = []
 
     @property
     def to_read(self) -> list[str]:
         """The Tasks whose bodies `read` needs."""
-        return [p.id for p, _ in self._to_repair] + [r.task_id for r in self._to_cancel]
+        return [p.id for p, _ in self._to_repair] + [r.task_id for r, _ in self._to_cancel]
 
     def want(
         self, planned: PlannedTask, row: TaskRow | None, head: Head | None, plan_changed: bool
@@ -69,8 +69,10 @@ class BatchDecisions:
                 return
         self._to_repair.append((planned, plan_changed))
 
-    def unwant(self, row: TaskRow, head: Head | None) -> None:
-        """A Task the schedule no longer wants: cancel it if it is ahead and still owned."""
+    def unwant(self, row: TaskRow, head: Head | None, scheduled: bool = False) -> None:
+        """A Task the schedule no longer wants: cancel it if it is ahead and still owned.
+        While its CarePlan is `scheduled`, one that went out already (ready before its start,
+        by the lead time) stays: it is that day's reminder for its slot (scheduler/slots.py)."""
         if (
             head is None
             or head.deleted
@@ -79,14 +81,14 @@ class BatchDecisions:
         ):
             self.kept.append(replace(row, wanted=False))
             return
-        self._to_cancel.append(row)
+        self._to_cancel.append((row, scheduled))
 
     def read(self, current: Mapping[str, StoredVersion]) -> None:
         """Decide the Tasks `to_read`, from their bodies as they are now."""
         for planned, plan_changed in self._to_repair:
             self._repair(planned, current[planned.id], plan_changed)
-        for row in self._to_cancel:
-            self._cancel(row, current[row.task_id])
+        for row, scheduled in self._to_cancel:
+            self._cancel(row, current[row.task_id], scheduled)
 
     def _repair(self, planned: PlannedTask, current: StoredVersion, plan_changed: bool) -> None:
         body = orjson.loads(current.body or "{}")
@@ -114,9 +116,15 @@ class BatchDecisions:
         row = _row(planned, target, 0, self.policy)
         self._write(planned.id, repaired, current.version_id, row)
 
-    def _cancel(self, row: TaskRow, current: StoredVersion) -> None:
+    def _cancel(self, row: TaskRow, current: StoredVersion, scheduled: bool) -> None:
         body = orjson.loads(current.body or "{}")
         state = state_of(body)
+        if scheduled and state == "ready":  # went out: it stays, and goes missed in time
+            due = next_due(state, row.start, self.policy)
+            self.kept.append(
+                replace(row, task_version=current.version_id, state=state, due_at=due, wanted=False)
+            )
+            return
         if state not in ("requested", "ready"):
             self.kept.append(_unwanted_row(row, state, current.version_id))
             return

@@ -8,7 +8,8 @@ deleted by hand all end the same way. Per CarePlan, for occurrences in [now - gr
 - an owned Task whose content differs from the schedule is restored; one whose time has come
   moves forward (requested -> ready -> missed);
 - a Task no longer wanted whose occurrence is still ahead and which nobody moved on is cancelled
-  (businessStatus `unscheduled`); it comes back if the schedule wants it again;
+  (businessStatus `unscheduled`); it comes back if the schedule wants it again. One already
+  `ready` (by the lead time) stays while its CarePlan is scheduled: it went out;
 - another Task carrying the same occurrence identifier is cancelled as a `duplicate`;
 - a day's reminders that went out for occurrences no longer in the schedule (a new time zone,
   a new time of day) stand for that day's earliest new occurrences, which get no Task
@@ -151,7 +152,7 @@ class Reconciler:
                 )
             for row in rows.values():
                 if row.task_id not in wanted:
-                    step.unwant(row, heads.get(row.task_id))
+                    step.unwant(row, heads.get(row.task_id), plans[row.careplan_id][0].scheduled)
             step.read(await Store.current_in(conn, "Task", step.to_read))
             for version in await _duplicates(conn, wanted):
                 if version.id not in rows and version.id not in wanted:

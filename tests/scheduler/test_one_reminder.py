@@ -177,3 +177,42 @@ async def test_a_clock_set_forward_and_back_fires_each_dose_once(
         await runtime.scheduler.sweep()
         days = reminders_per_day(await tasks_of(client, plan["id"]))
         assert days == {"2026-03-20": 2, "2026-03-21": 2}
+
+
+async def ever_ready_per_day(client: httpx.AsyncClient, careplan_id: str) -> Counter[str]:
+    """Per day, the Tasks that were ever `ready` (each one a `task-ready` notification), even
+    if cancelled since."""
+    days: Counter[str] = Counter()
+    for task in await tasks_of(client, careplan_id):
+        history = (await client.get(f"/Task/{task['id']}/_history")).json()
+        if any(e["resource"].get("status") == "ready" for e in history.get("entry", [])):
+            days[task["executionPeriod"]["start"][:10]] += 1
+    return days
+
+
+async def test_a_reminder_sent_early_by_the_lead_time_stands_when_the_zone_changes(
+    embedded_herald: HeraldFactory, clock: FrozenClock
+) -> None:
+    async with embedded_herald(scheduler_lead_minutes=60) as (runtime, client):
+        plan = await twice_daily_plan(client)
+        await step(runtime, clock, datetime(2026, 3, 20, 6, 30, tzinfo=UTC))  # 07:30 Berlin
+        ready = [t for t in await tasks_of(client, plan["id"]) if t["status"] == "ready"]
+        assert [t["executionPeriod"]["start"] for t in ready] == ["2026-03-20T08:00:00+01:00"]
+
+        await move_patient(client, plan, "America/New_York", "-04:00")
+        await run_day(runtime, clock, datetime(2026, 3, 21, 5, 0, tzinfo=UTC))
+        tasks = await tasks_of(client, plan["id"])
+        assert [t["status"] for t in tasks if t["id"] == ready[0]["id"]] == ["ready"]
+        assert await ever_ready_per_day(client, plan["id"]) == {"2026-03-20": 2}
+
+
+async def test_a_longer_grace_period_brings_no_missed_reminder_back(
+    embedded_herald: HeraldFactory, clock: FrozenClock
+) -> None:
+    async with embedded_herald(scheduler_grace_hours=2) as (runtime, client):
+        plan = await twice_daily_plan(client)
+        await run_day(runtime, clock, datetime(2026, 3, 20, 22, 0, tzinfo=UTC))
+    async with embedded_herald(scheduler_grace_hours=48) as (runtime, client):
+        await runtime.scheduler.sweep()
+        await run_day(runtime, clock, datetime(2026, 3, 21, 1, 0, tzinfo=UTC))
+        assert await ever_ready_per_day(client, plan["id"]) == {"2026-03-20": 2}
