@@ -73,6 +73,12 @@ def careplan(patient_id: str, *activities: dict[str, Any], **fields: Any) -> dic
     return body
 
 
+TWICE_DAILY = {
+    "frequency": 2,
+    "period": 1,
+    "periodUnit": "d",
+    "timeOfDay": ["08:00:00", "20:00:00"],
+}
 DAILY_0900 = {"frequency": 1, "period": 1, "periodUnit": "d", "timeOfDay": ["09:00:00"]}
 # Its first 14 occurrences in Berlin from 2026-03-20 (summer time from the 29th).
 BERLIN_0900 = [f"2026-03-{d:02d}T09:00:00+01:00" for d in range(20, 29)] + [

@@ -18,6 +18,7 @@ import httpx
 from fhirstore.clock import FrozenClock
 from herald.runtime import Runtime
 from tests.scheduler.conftest import (
+    TWICE_DAILY,
     HeraldFactory,
     careplan,
     create,
@@ -27,13 +28,6 @@ from tests.scheduler.conftest import (
     wait_for_tasks,
 )
 from tests.support.waiting import eventually
-
-TWICE_DAILY = {
-    "frequency": 2,
-    "period": 1,
-    "periodUnit": "d",
-    "timeOfDay": ["08:00:00", "20:00:00"],
-}
 
 
 def fired(task: dict[str, Any]) -> bool:
@@ -120,6 +114,7 @@ async def test_moving_from_berlin_to_new_york_and_back_never_doubles_a_days_remi
         await run_day(runtime, clock, datetime(2026, 3, 22, 22, 0, tzinfo=UTC))
         days = reminders_per_day(await tasks_of(client, plan["id"]))
         assert days == {"2026-03-20": 2, "2026-03-21": 2, "2026-03-22": 2}
+        assert await ever_ready_per_day(client, plan["id"]) == days
 
 
 async def test_a_new_time_for_a_dose_that_already_went_out_brings_no_second_reminder(

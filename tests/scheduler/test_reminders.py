@@ -9,6 +9,7 @@ from fhirstore.clock import FrozenClock
 from fhirstore.wire import TASK_READY
 from tests.e2e.delivery.conftest import status_of, subscription
 from tests.scheduler.conftest import (
+    TWICE_DAILY,
     HeraldFactory,
     careplan,
     create,
@@ -17,13 +18,6 @@ from tests.scheduler.conftest import (
     wait_for_tasks,
 )
 from tests.support.receiver import http_receiver
-
-TWICE_DAILY = {
-    "frequency": 2,
-    "period": 1,
-    "periodUnit": "d",
-    "timeOfDay": ["08:00:00", "20:00:00"],
-}
 
 
 async def test_the_patients_app_hears_of_each_task_as_it_falls_due(
