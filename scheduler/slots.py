@@ -16,7 +16,7 @@ went out does not go out again.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -40,12 +40,17 @@ async def without_spent_slots(
     wanted: Mapping[str, PlannedTask],
     rows: Iterable[TaskRow],
     zones: Mapping[str, str],
+    *,
+    since: datetime,
+    changed: Collection[str],
 ) -> dict[str, PlannedTask]:
     """`wanted` less the new Tasks whose day's reminders already went out (module docstring).
 
-    `rows` are the CarePlans' Task rows from a day before the window on; `zones` the IANA zone
-    each CarePlan is planned in now. A Task is new when it has no row, or one cancelled as
-    `unscheduled` (it never went out).
+    `rows` are the CarePlans' Task rows from a day before the window (`since`) on; `zones` the
+    IANA zone each CarePlan is planned in now. A Task is new when it has no row, or one
+    cancelled as `unscheduled` (it never went out). A row before the window counts only for a
+    CarePlan `changed` (version or zone) since it was last reconciled: otherwise its occurrence
+    merely left the window, and is still in the schedule.
     """
     by_id = {r.task_id: r for r in rows}
     fresh = [t for t in wanted.values() if t.id not in by_id or by_id[t.id].state == "unscheduled"]
@@ -59,7 +64,10 @@ async def without_spent_slots(
     went_out = [
         r
         for r in by_id.values()
-        if r.task_id not in wanted and r.state in WENT_OUT and _near(r, spans)
+        if r.task_id not in wanted
+        and r.state in WENT_OUT
+        and (r.start >= since or r.careplan_id in changed)
+        and _near(r, spans)
     ]
     if not went_out:
         return dict(wanted)
