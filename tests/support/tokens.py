@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
@@ -82,3 +85,26 @@ def jwt_settings(folder: Path) -> dict[str, Any]:
         "jwt_issuer": ISSUER,
         "jwt_audience": AUDIENCE,
     }
+
+
+@asynccontextmanager
+async def seeded_api(
+    database_url: str, folder: Path, seed: Sequence[dict[str, Any]], admin: dict[str, str]
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The FHIR API alone (no subscriptions, no scheduler) with authentication on and the clock
+    at NOW, holding `seed` (PUT by the `admin` headers), for tests of what tokens reach."""
+    from fhirstore.clock import FrozenClock
+    from tests.support.herald import running_herald
+
+    async with running_herald(
+        database_url,
+        clock=FrozenClock(NOW),
+        **jwt_settings(folder),
+        subscriptions=False,
+        scheduler=False,
+    ) as (_, client):
+        for resource in seed:
+            path = f"/{resource['resourceType']}/{resource['id']}"
+            answer = await client.put(path, json=resource, headers=admin)
+            assert answer.status_code == 201, answer.text
+        yield client

@@ -12,10 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from fhirstore.clock import FrozenClock
 from tests.fhirstore.access.test_boundary import ADMIN, ALICE, _observation
-from tests.support.herald import running_herald
-from tests.support.tokens import NOW, bearer, jwt_settings, token
+from tests.support.tokens import bearer, seeded_api, token
 
 LOINC = "http://loinc.org"
 # Alice's app, allowed her Observations but not her Patient record.
@@ -42,17 +40,7 @@ SEED: list[dict[str, Any]] = [
 
 @pytest.fixture
 async def client(database_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_herald(
-        database_url,
-        clock=FrozenClock(NOW),
-        **jwt_settings(tmp_path),
-        subscriptions=False,
-        scheduler=False,
-    ) as (_, client):
-        for resource in SEED:
-            path = f"/{resource['resourceType']}/{resource['id']}"
-            answer = await client.put(path, json=resource, headers=ADMIN)
-            assert answer.status_code == 201, answer.text
+    async with seeded_api(database_url, tmp_path, SEED, ADMIN) as client:
         yield client
 
 

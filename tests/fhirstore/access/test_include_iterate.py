@@ -11,10 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from fhirstore.clock import FrozenClock
 from tests.fhirstore.access.test_boundary import ADMIN, ALICE, NURSE, _observation
-from tests.support.herald import running_herald
-from tests.support.tokens import NOW, jwt_settings
+from tests.support.tokens import seeded_api
 
 
 def _patient(res_id: str, family: str, *links: str) -> dict[str, Any]:
@@ -48,17 +46,7 @@ SEED: list[dict[str, Any]] = [
 @pytest.fixture
 async def client(database_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     """On both databases: the includes are narrowed in SQL."""
-    async with running_herald(
-        database_url,
-        clock=FrozenClock(NOW),
-        **jwt_settings(tmp_path),
-        subscriptions=False,
-        scheduler=False,
-    ) as (_, client):
-        for resource in SEED:
-            path = f"/{resource['resourceType']}/{resource['id']}"
-            answer = await client.put(path, json=resource, headers=ADMIN)
-            assert answer.status_code == 201, answer.text
+    async with seeded_api(database_url, tmp_path, SEED, ADMIN) as client:
         yield client
 
 
