@@ -3,8 +3,9 @@
 Which CarePlans are scheduled: `status = active` with `intent` plan or order (a proposal or an
 option is not yet agreed care, so it gets no Tasks), carrying the configured meta tag when the
 policy names one. Which activities: those with a `detail` whose status is not cancelled, stopped,
-completed, entered-in-error or on-hold, and which is not `doNotPerform`. Everything left out is
-reported with a reason a person can act on.
+completed, entered-in-error or on-hold, and which is not `doNotPerform`; and those whose
+`reference` points at a request Herald reads (scheduler/activity.py, scheduler/requests/), by
+that request's own rules. Everything left out is reported with a reason a person can act on.
 
 A plan keeps to the limits (`ScheduleLimits`, docs/limits.md): activities beyond the first so
 many are reported, and a plan with more Tasks than a CarePlan may have keeps its earliest ones
@@ -17,7 +18,6 @@ the same policy wants no Task the plan does not have, so a sweep can leave it al
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -26,7 +26,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fhirstore.validation import ID_PATTERN
 from fhirstore.wire import OCCURRENCE_SYSTEM
+from scheduler.activity import Requests, activity_schedules
 from scheduler.policy import TIMEZONE_EXTENSION, PlanTag, ScheduleLimits, SchedulePolicy
+from scheduler.requests import ActivitySchedule, NotScheduled
+from scheduler.requests.subject import patient_reference
 from scheduler.task import PlannedTask, local_datetime, occurrence_key, task_id
 from scheduler.timing import Budget, Occurrence, Unschedulable, occurrences
 from scheduler.timing.primitives import date_time
@@ -34,8 +37,6 @@ from scheduler.timing.wallclock import midnight, to_utc
 
 SCHEDULED_INTENTS = frozenset({"plan", "order"})
 ENDED_ACTIVITY = frozenset({"cancelled", "stopped", "completed", "entered-in-error", "on-hold"})
-# Patient/{id}, also absolute or with a version: https://.../Patient/{id}/_history/2
-_PATIENT_REF = re.compile(r"(?:^|/)(Patient/[A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]+)?$")
 # More occurrences than this for one activity in the horizon are not materialised (reported).
 MAX_TASKS_PER_ACTIVITY = 1_000
 # Steps (occurrences computed) counting one CarePlan's schedules may take when it is written
@@ -47,6 +48,7 @@ PLAN_STEPS = 3 * COUNT_STEPS
 LOOKAHEAD = timedelta(days=366)
 # Said without the window's dates: a CarePlan the sweep leaves alone keeps its report while the
 # window moves on, and this stays true until an occurrence enters the window (then it is planned).
+NO_REQUESTS: Requests = {}
 NOTHING_DUE = (
     "no occurrence from now to the horizon, nor a past one still within its grace period: the"
     " schedule ended, or starts later"
@@ -75,9 +77,7 @@ class Plan:
 
 
 def patient_of(careplan: Mapping[str, Any] | None) -> str | None:
-    reference = ((careplan or {}).get("subject") or {}).get("reference")
-    found = _PATIENT_REF.search(reference) if isinstance(reference, str) else None
-    return found.group(1) if found else None
+    return patient_reference((careplan or {}).get("subject"))
 
 
 def patient_zone(patient: Mapping[str, Any] | None, default: ZoneInfo) -> ZoneInfo:
@@ -100,10 +100,12 @@ def plan_careplan(
     first_seen: datetime,
     now: datetime,
     policy: SchedulePolicy,
+    requests: Requests = NO_REQUESTS,
 ) -> Plan:
     """The Tasks `careplan` (None: deleted) wants for occurrences in [now - grace, now +
     horizon): those not yet missed, up to the horizon. `first_seen` anchors a schedule that
-    starts nowhere else (no bounds, no period.start, no created)."""
+    starts nowhere else (no bounds, no period.start, no created). `requests` holds the current
+    body of each request its activities refer to (scheduler.activity.referenced)."""
     patient = patient_of(careplan)
     horizon_end = now + policy.horizon
     why_not = not_scheduled(careplan, policy.tag)
@@ -119,21 +121,29 @@ def plan_careplan(
     skipped: list[Skipped] = []
     covered = [horizon_end + LOOKAHEAD]
     budget = Budget(PLAN_STEPS)
-    for key, activity, detail, reason in activities(careplan, limits.activities):
+    for key, activity, _, reason in activities(careplan, limits.activities):
         if reason is not None:
             skipped.append(Skipped(key, reason))
             continue
-        assert detail is not None
         try:
-            found, notes, next_start = _window(detail, key, zone, anchor, now, policy, budget)
-        except Unschedulable as error:
+            schedules = activity_schedules(
+                key, activity, requests=requests, patient=patient, zone=zone
+            )
+        except NotScheduled as error:
             skipped.append(Skipped(key, error.reason))
             continue
-        skipped.extend(notes)
-        covered.append(next_start)
-        for occurrence in found:
-            planned = _planned(careplan_id, careplan, key, activity, detail, occurrence, zone)
-            tasks[planned.id] = planned
+        for schedule in schedules:
+            try:
+                found, notes, next_start = _window(schedule, zone, anchor, now, policy, budget)
+            except Unschedulable as error:
+                where = f"{schedule.source}: " if schedule.source else ""
+                skipped.append(Skipped(schedule.key, where + error.reason))
+                continue
+            skipped.extend(notes)
+            covered.append(next_start)
+            for occurrence in found:
+                planned = _planned(careplan_id, careplan, schedule, occurrence, zone)
+                tasks[planned.id] = planned
     if not careplan.get("activity"):
         skipped.append(Skipped(None, "the CarePlan has no activity to schedule"))
     plan = Plan(careplan_id, patient, zone.key, True, tasks, tuple(skipped), min(covered))
@@ -143,9 +153,9 @@ def plan_careplan(
 def activities(
     careplan: Mapping[str, Any], most: int
 ) -> Iterator[tuple[str, Any, dict[str, Any] | None, str | None]]:
-    """Each activity of a scheduled CarePlan: its key, the activity, and its detail when it is
-    to be scheduled, else (detail None) the reason it is not. Only the first `most` are
-    scheduled (HERALD_LIMIT_CAREPLAN_ACTIVITIES)."""
+    """Each activity of a scheduled CarePlan: its key, the activity, its detail (None: it has
+    none, e.g. it refers to a request), and the reason it is not scheduled (None: it is). Only
+    the first `most` are scheduled (HERALD_LIMIT_CAREPLAN_ACTIVITIES)."""
     keys: set[str] = set()
     for index, activity in enumerate(careplan.get("activity") or ()):
         key = _activity_key(activity, index)
@@ -162,7 +172,7 @@ def activities(
         keys.add(key)
         detail = activity.get("detail") if isinstance(activity, dict) else None
         not_scheduled = _activity_not_scheduled(activity, detail)
-        yield key, activity, (detail if not_scheduled is None else None), not_scheduled
+        yield key, activity, (detail if isinstance(detail, dict) else None), not_scheduled
 
 
 def activities_limit(most: int) -> str:
@@ -208,8 +218,7 @@ def limited(plan: Plan, most: int, limit: str) -> Plan:
 
 
 def _window(
-    detail: Mapping[str, Any],
-    key: str,
+    schedule: ActivitySchedule,
     zone: ZoneInfo,
     anchor: datetime,
     now: datetime,
@@ -219,17 +228,11 @@ def _window(
     """The activity's occurrences to materialise at `now`, what to report about them, and
     where the first one left out starts. Raises Unschedulable."""
     horizon_end = now + policy.horizon
+    key = schedule.key
     # One activity never brings more than its CarePlan may have: no need to expand them.
     most = min(MAX_TASKS_PER_ACTIVITY, policy.limits.tasks_per_careplan)
-    found = occurrences(
-        detail,
-        zone=zone,
-        anchor=anchor,
-        window_start=now - policy.grace,
-        window_end=horizon_end,
-        when=policy.when,
-        limit=most + 1,
-        budget=budget,
+    found = _occurrences(
+        schedule, zone, anchor, now - policy.grace, horizon_end, policy, most + 1, budget
     )
     if len(found) > most:
         why = "" if most == MAX_TASKS_PER_ACTIVITY else f": {careplan_tasks_limit(policy.limits)}"
@@ -241,13 +244,13 @@ def _window(
         return found[:most], [too_many], found[most].start
     notes = [] if found else [Skipped(key, NOTHING_DUE)]
     next_start = _next_start(
-        detail, zone=zone, anchor=anchor, after=horizon_end, policy=policy, budget=budget
+        schedule, zone=zone, anchor=anchor, after=horizon_end, policy=policy, budget=budget
     )
     return found, notes, next_start
 
 
 def _next_start(
-    detail: Mapping[str, Any],
+    schedule: ActivitySchedule,
     *,
     zone: ZoneInfo,
     anchor: datetime,
@@ -257,19 +260,39 @@ def _next_start(
 ) -> datetime:
     """When the activity next falls due from `after` on (or `after` + LOOKAHEAD: not before)."""
     try:
-        found = occurrences(
-            detail,
-            zone=zone,
-            anchor=anchor,
-            window_start=after,
-            window_end=after + LOOKAHEAD,
-            when=policy.when,
-            limit=1,
-            budget=budget,
-        )
+        found = _occurrences(schedule, zone, anchor, after, after + LOOKAHEAD, policy, 1, budget)
     except Unschedulable:  # not readable that far ahead: plan it again at the next sweep
         return after
     return found[0].start if found else after + LOOKAHEAD
+
+
+def _occurrences(
+    schedule: ActivitySchedule,
+    zone: ZoneInfo,
+    anchor: datetime,
+    start: datetime,
+    end: datetime,
+    policy: SchedulePolicy,
+    limit: int,
+    budget: Budget,
+) -> list[Occurrence]:
+    """The schedule's occurrences in [start, end), within its own `not_before` and `until`."""
+    if schedule.not_before is not None:
+        start = max(start, schedule.not_before)
+    if schedule.until is not None:
+        end = min(end, schedule.until)
+    if end <= start:
+        return []
+    return occurrences(
+        schedule.timing,
+        zone=zone,
+        anchor=schedule.starts or anchor,
+        window_start=start,
+        window_end=end,
+        when=policy.when,
+        limit=limit,
+        budget=budget,
+    )
 
 
 def not_scheduled(careplan: Mapping[str, Any] | None, tag: PlanTag | None) -> str | None:
@@ -316,14 +339,12 @@ def _activity_key(activity: Any, index: int) -> str:
 
 
 def _activity_not_scheduled(activity: Any, detail: Any) -> str | None:
+    """Why an activity is not scheduled, as far as its own elements tell (one with no detail is
+    judged by what it refers to: scheduler/activity.py)."""
+    if not isinstance(activity, dict):
+        return "the activity is not a JSON object"
     if not isinstance(detail, dict):
-        target = activity.get("reference") if isinstance(activity, dict) else None
-        reference = target.get("reference") if isinstance(target, dict) else None
-        where = f" (it refers to {reference})" if isinstance(reference, str) else ""
-        return (
-            f"the activity has no detail{where}: Herald materialises the schedule in "
-            f"activity.detail (scheduledTiming, scheduledPeriod)"
-        )
+        return None
     status = detail.get("status")
     if status in ENDED_ACTIVITY:
         return f"detail.status is {status!r}: nothing to schedule"
@@ -335,12 +356,11 @@ def _activity_not_scheduled(activity: Any, detail: Any) -> str | None:
 def _planned(
     careplan_id: str,
     careplan: Mapping[str, Any],
-    key: str,
-    activity: Mapping[str, Any],
-    detail: Mapping[str, Any],
-    occurrence: Any,
+    schedule: ActivitySchedule,
+    occurrence: Occurrence,
     zone: ZoneInfo,
 ) -> PlannedTask:
+    key = schedule.key
     identifier = occurrence_key(careplan_id, key, occurrence.start)
 
     def content() -> dict[str, Any]:
@@ -351,29 +371,17 @@ def _planned(
             "identifier": [{"system": OCCURRENCE_SYSTEM, "value": identifier}],
             "basedOn": [{"reference": f"CarePlan/{careplan_id}"}],
             "for": careplan["subject"],
-            "description": _description(detail),
+            "description": schedule.description,
             "executionPeriod": period,
         }
-        if isinstance(detail.get("code"), dict):
-            built["code"] = detail["code"]
-        if isinstance(activity.get("reference"), dict):
-            built["focus"] = activity["reference"]
+        if schedule.code is not None:
+            built["code"] = schedule.code
+        if schedule.focus is not None:
+            built["focus"] = schedule.focus
+        if schedule.inputs:
+            built["input"] = list(schedule.inputs)
         return built
 
     return PlannedTask(
         task_id(careplan_id, identifier), careplan_id, key, occurrence.start, identifier, content
     )
-
-
-def _description(detail: Mapping[str, Any]) -> str:
-    if isinstance(detail.get("description"), str) and detail["description"].strip():
-        return str(detail["description"])
-    code = detail.get("code")
-    if not isinstance(code, dict):
-        code = {}
-    if isinstance(code.get("text"), str):
-        return str(code["text"])
-    for coding in code.get("coding") or ():
-        if isinstance(coding, dict) and isinstance(coding.get("display"), str):
-            return str(coding["display"])
-    return "CarePlan activity"

@@ -44,6 +44,7 @@ from fhirstore import FhirError, Store, StoredVersion, first_stored, token_holde
 from fhirstore.access import ActingAs
 from fhirstore.db import PendingWrite, WrittenVersion
 from fhirstore.wire import OCCURRENCE_SYSTEM
+from scheduler.activity import referenced
 from scheduler.bookkeeping import (
     PlanRow,
     TaskRow,
@@ -174,6 +175,7 @@ class Reconciler:
         """Each CarePlan's plan, and its row: what it was made from."""
         careplans = await Store.current_in(conn, "CarePlan", ids)
         bodies = {i: _body(careplans.get(i)) for i in ids}
+        requests = await _requests(conn, [t for b in bodies.values() for t in referenced(b)])
         refs = {i: patient_of(b) for i, b in bodies.items()}
         patients = await Store.current_in(
             conn, "Patient", sorted({r.split("/", 1)[1] for r in refs.values() if r})
@@ -193,6 +195,7 @@ class Reconciler:
                     first_seen=first_seen.get(i, now),
                     now=now,
                     policy=self._policy,
+                    requests={t: requests.get(t) for t in referenced(bodies[i])},
                 )
             except Exception as error:  # a bug must not cancel what exists
                 if strict:  # the stream's change: retried, then quarantined
@@ -323,6 +326,22 @@ def _changed(before: PlanRow | None, after: PlanRow) -> bool:
     if before is None or after.reconciled_at < before.reconciled_at:
         return True
     return replace(before, reconciled_at=after.reconciled_at) != after
+
+
+async def _requests(
+    conn: AsyncConnection, targets: Iterable[str]
+) -> dict[str, dict[str, Any] | None]:
+    """The current body of each request (`Type/id`); None when not stored or deleted."""
+    by_type: dict[str, set[str]] = {}
+    for target in targets:
+        resource_type, _, resource_id = target.partition("/")
+        by_type.setdefault(resource_type, set()).add(resource_id)
+    found: dict[str, dict[str, Any] | None] = {}
+    for resource_type, ids in sorted(by_type.items()):
+        versions = await Store.current_in(conn, resource_type, sorted(ids))
+        for resource_id in ids:
+            found[f"{resource_type}/{resource_id}"] = _body(versions.get(resource_id))
+    return found
 
 
 def _body(version: StoredVersion | None) -> dict[str, Any] | None:

@@ -32,8 +32,18 @@ from scheduler.policy import SchedulePolicy
 
 TaskState = Literal["requested", "ready", "missed", "unscheduled", "released"]
 OWNED: frozenset[TaskState] = frozenset({"requested", "ready", "missed", "unscheduled"})
-# The elements Herald sets from the CarePlan; a different value on an owned Task is repaired.
-MANAGED = ("identifier", "basedOn", "for", "focus", "code", "description", "executionPeriod")
+# The elements Herald sets from the CarePlan (and the request an activity refers to); a
+# different value on an owned Task is repaired.
+MANAGED = (
+    "identifier",
+    "basedOn",
+    "for",
+    "focus",
+    "code",
+    "description",
+    "executionPeriod",
+    "input",
+)
 _TASK_IDS = uuid.UUID("5d3c1b8e-3f0a-4c55-9a52-6e2b8f0d7a11")  # namespace of Task ids
 _REASONS = {
     "missed": "not started within the grace period after its scheduled time",

@@ -1,0 +1,44 @@
+"""`request_schedules`: the schedules of the request an activity refers to, by its type.
+
+Rules every type shares, checked here before its reader runs: the request must exist (a missing
+or deleted one is reported), and be for the CarePlan's patient (`subject`, or for an Appointment
+a participant's actor): a request for someone else is never scheduled for this patient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from scheduler.requests.medication import medication_schedules
+from scheduler.requests.schedule import ActivitySchedule, NotScheduled, RequestContext
+from scheduler.requests.subject import patients_of
+
+Reader = Callable[[Mapping[str, Any], RequestContext], list[ActivitySchedule]]
+
+READERS: dict[str, Reader] = {
+    "MedicationRequest": medication_schedules,
+}
+
+
+def request_schedules(
+    request: Mapping[str, Any] | None, context: RequestContext
+) -> list[ActivitySchedule]:
+    """The schedules of `request` (None: not stored, or deleted). Raises NotScheduled."""
+    target = context.target
+    if request is None:
+        raise NotScheduled(f"the activity refers to {target}, which is not stored (or deleted)")
+    reader = READERS.get(target.partition("/")[0])
+    if reader is None:
+        raise NotScheduled(
+            f"the activity refers to {target}: Herald schedules the requests an activity refers"
+            f" to when they are one of {', '.join(sorted(READERS))}"
+        )
+    patients = patients_of(request)
+    if context.patient not in patients:
+        found = ", ".join(sorted(patients)) or "no patient"
+        raise NotScheduled(
+            f"{target} is for {found}, not the CarePlan's {context.patient}: a request is"
+            " scheduled only for its own patient"
+        )
+    return reader(request, context)
