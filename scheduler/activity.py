@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from scheduler.questionnaire import questionnaire_input, questionnaire_of, task_code
 from scheduler.requests import (
     READERS,
     ActivitySchedule,
@@ -74,17 +75,27 @@ def activity_schedules(
 
 
 def detail_schedule(key: str, detail: Mapping[str, Any]) -> ActivitySchedule:
-    """The schedule of an activity written inline."""
+    """The schedule of an activity written inline; one that names a Questionnaire makes SDC
+    questionnaire Tasks (scheduler/questionnaire.py). Raises NotScheduled."""
     code = detail.get("code")
+    canonical = questionnaire_of(detail)
+    if canonical is None:
+        return ActivitySchedule(
+            key=key,
+            timing=detail,
+            description=_description(detail, "CarePlan activity"),
+            code=code if isinstance(code, Mapping) else None,
+        )
     return ActivitySchedule(
         key=key,
         timing=detail,
-        description=_description(detail),
-        code=code if isinstance(code, Mapping) else None,
+        description=_description(detail, f"Complete questionnaire {canonical}"),
+        code=task_code(),
+        inputs=(questionnaire_input(canonical),),
     )
 
 
-def _description(detail: Mapping[str, Any]) -> str:
+def _description(detail: Mapping[str, Any], otherwise: str) -> str:
     if isinstance(detail.get("description"), str) and detail["description"].strip():
         return str(detail["description"])
     code = detail.get("code")
@@ -95,4 +106,4 @@ def _description(detail: Mapping[str, Any]) -> str:
     for coding in code.get("coding") or ():
         if isinstance(coding, dict) and isinstance(coding.get("display"), str):
             return str(coding["display"])
-    return "CarePlan activity"
+    return otherwise
