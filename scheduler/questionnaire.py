@@ -1,11 +1,12 @@
 """Questionnaire activities: an activity whose `detail.instantiatesCanonical` names a
-Questionnaire is scheduled as the SDC IG's questionnaire Tasks (profile
-`http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-task`, invariant sdc-t1), so a patient's
-app knows which form to render from the Task alone: `code` is SDC's `complete-questionnaire`,
-one `input` of type `questionnaire` carries the canonical (`valueCanonical`, its `|version`
-kept), and there is no `focus`. The app answers with a QuestionnaireResponse and puts it in
-the Task's `output` (type `questionnaire-response`) as it completes the Task; Herald never
-writes a Task a person moved on, so the answer stays (scheduler/task.py).
+Questionnaire is scheduled as Tasks shaped as the SDC IG's questionnaire Tasks (profile
+`http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-task`, its invariant sdc-t1; Herald sets
+no `requester`), so a patient's app knows which form to render from the Task alone: `code` is
+SDC's `complete-questionnaire`, one `input` of type `questionnaire` carries the canonical
+(`valueCanonical`, its `|version` kept), and there is no `focus`. The app answers with a
+QuestionnaireResponse and puts it in the Task's `output` (type `questionnaire-response`) as it
+completes the Task; Herald never writes a Task a person moved on, so the answer stays
+(scheduler/task.py).
 
 Which canonicals are Questionnaires: `instantiatesCanonical` may also name a PlanDefinition, a
 Measure or an OperationDefinition, and the planner reads nothing from the store, so the URL has
@@ -27,7 +28,6 @@ from scheduler.requests import NotScheduled
 SDC_TEMP = "http://hl7.org/fhir/uv/sdc/CodeSystem/temp"  # SDC's own codes (Task code, input)
 COMPLETE_QUESTIONNAIRE = "complete-questionnaire"
 QUESTIONNAIRE_INPUT = "questionnaire"
-QUESTIONNAIRE_RESPONSE_OUTPUT = "questionnaire-response"
 
 # Questionnaire/{id}, also after a base URL, with an optional |version (not a fragment).
 _QUESTIONNAIRE_CANONICAL = re.compile(r"(?:^|/)Questionnaire/[A-Za-z0-9\-.]{1,64}(?:\|[^|#]+)?$")
