@@ -150,6 +150,8 @@ async def test_a_patients_app_hears_of_each_dose_of_a_medication_plan_once_at_it
             await move_clock(runtime, clock, due)
             await receiver.wait_for(2 + index, timeout=30)
             task = heard(receiver)[index]
+            [event] = status_of(receiver.requests[-1].json)["notificationEvent"]
+            assert f"/Task/{task['id']}/_history/" in event["focus"]["reference"]
             assert task["resourceType"] == "Task"
             assert task["status"] == "ready"
             assert task["executionPeriod"]["start"] == dose

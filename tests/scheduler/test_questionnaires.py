@@ -216,11 +216,11 @@ async def _wait_for_start(client: httpx.AsyncClient, careplan_id: str, start: st
 
 
 async def test_a_completed_questionnaire_task_stays_completed_through_reschedules_and_sweeps(
-    embedded_herald: HeraldFactory, clock: FrozenClock, tmp_path: Path
+    start_herald: HeraldFactory, clock: FrozenClock, tmp_path: Path
 ) -> None:
     admin = _bearer(clock, sub="admin-1")
     settings = {**jwt_settings(tmp_path), "scheduler_horizon_days": 28}
-    async with embedded_herald(**settings) as (runtime, client):
+    async with start_herald(**settings) as (runtime, client):
         client.headers.update(admin)  # the care team's; the app sends its own token
         patient_id = (await _post(client, patient("Europe/Berlin"), admin))["id"]
         await _post(client, phq9(), admin)
