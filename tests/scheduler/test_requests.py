@@ -9,12 +9,15 @@ plans it.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
+import pytest
 
 from fhirstore.clock import FrozenClock
+from scheduler.requests import NotScheduled, RequestContext, request_schedules
 from tests.scheduler.conftest import (
     TWICE_DAILY,
     HeraldFactory,
@@ -403,3 +406,58 @@ async def test_the_appointment_reminder_lead_is_a_setting(embedded_herald: Heral
         plan = await create(client, careplan(pid, refers_to(booked, "mri")))
         [task] = await wait_for_tasks(client, plan["id"], 1)
         assert task["executionPeriod"]["start"] == "2026-03-23T08:00:00+01:00"
+
+
+# What a request's elements become, read without a running Herald (scheduler/requests).
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def schedules_of(request: dict[str, Any]) -> list[Any]:
+    target = f"{request['resourceType']}/x"
+    context = RequestContext(
+        "a", {"reference": target}, target, "Patient/p", BERLIN, timedelta(hours=24)
+    )
+    return list(request_schedules({**request, "subject": {"reference": "Patient/p"}}, context))
+
+
+def test_a_contained_medication_names_the_dose_and_a_dose_range_is_carried() -> None:
+    request = medication_request(
+        "p",
+        {
+            "timing": {"repeat": TWICE_DAILY},
+            "doseAndRate": [{"doseRange": {"low": TABLET, "high": {**TABLET, "value": 2}}}],
+        },
+        medicationReference={"reference": "#med"},
+        contained=[{"resourceType": "Medication", "id": "med", "code": {"text": "Ibuprofen"}}],
+    )
+    del request["medicationCodeableConcept"]
+    [schedule] = schedules_of(request)
+    assert schedule.description == "Ibuprofen: 1 tablet to 2 tablet"
+    assert schedule.inputs == (
+        {"type": {"text": "dose"}, "valueRange": {"low": TABLET, "high": {**TABLET, "value": 2}}},
+    )
+
+
+def test_periods_that_end_before_they_start_are_reported() -> None:
+    backwards = {"start": "2026-03-25T15:00:00+01:00", "end": "2026-03-25T14:00:00+01:00"}
+    service = {"resourceType": "ServiceRequest", "status": "active", "intent": "order"}
+    with pytest.raises(NotScheduled, match="occurrencePeriod ends before it starts"):
+        schedules_of({**service, "occurrencePeriod": backwards})
+    visit = {"resourceType": "Appointment", "status": "booked", **backwards}
+    visit["participant"] = [{"actor": {"reference": "Patient/p"}, "status": "accepted"}]
+    with pytest.raises(NotScheduled, match="Appointment/x ends before it starts"):
+        schedules_of(visit)
+
+
+def test_a_communication_request_without_a_text_payload_is_described_by_its_category() -> None:
+    [schedule] = schedules_of(
+        {
+            "resourceType": "CommunicationRequest",
+            "status": "active",
+            "category": [{"coding": [{"display": "Reminder"}]}],
+            "occurrencePeriod": {"start": "2026-03-21"},
+        }
+    )
+    assert schedule.description == "Reminder"
+    assert schedule.timing == {"scheduledPeriod": {"start": "2026-03-21"}}
