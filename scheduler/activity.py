@@ -9,7 +9,8 @@ at it).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -18,6 +19,7 @@ from scheduler.requests import (
     READERS,
     ActivitySchedule,
     NotScheduled,
+    PartNotScheduled,
     RequestContext,
     request_schedules,
 )
@@ -56,8 +58,10 @@ def activity_schedules(
     requests: Requests,
     patient: str | None,
     zone: ZoneInfo,
-) -> list[ActivitySchedule]:
-    """The schedules of an activity to be scheduled. Raises NotScheduled."""
+    appointment_lead: timedelta,
+) -> Sequence[ActivitySchedule | PartNotScheduled]:
+    """The schedules of an activity to be scheduled, and the parts of the request it refers to
+    that give none. Raises NotScheduled."""
     detail = activity.get("detail")
     if isinstance(detail, Mapping):
         return [detail_schedule(key, detail)]
@@ -70,7 +74,7 @@ def activity_schedules(
             " activity.detail (scheduledTiming, scheduledPeriod) or in the request it refers"
             f" to ({', '.join(sorted(READERS))})"
         )
-    context = RequestContext(key, activity["reference"], target, patient, zone)
+    context = RequestContext(key, activity["reference"], target, patient, zone, appointment_lead)
     return request_schedules(requests.get(target), context)
 
 
