@@ -152,7 +152,7 @@ class Reconciler:
                 recent,
                 {i: plan.zone for i, (plan, _) in plans.items()},
                 since=since,
-                changed={i for i, c in changed.items() if c},
+                earlier={i: plan.earlier for i, (plan, _) in plans.items()},
             )
             heads = await Store.heads_in(conn, "Task", [*wanted, *rows])
             step = BatchDecisions(self._policy, now, repairs)
