@@ -1,0 +1,450 @@
+"""PlanDefinition `$apply` for one patient: the CarePlan a plan makes for them, and the report
+of what of the plan was not applied (pure: no I/O, no clock of its own).
+
+Each action (flattened: scheduler/enrolment/actions.py) becomes a CarePlan activity whose
+`detail` comes from the action and the ActivityDefinition (or Questionnaire) its
+`definitionCanonical` names, with its timing resolved against the enrolment start
+(scheduler/enrolment/timing.py). A `relatedAction` with an offset makes an action's timing
+relative to the related action's start (or end) instead.
+
+The CarePlan is `active`, intent `plan`, so the scheduler schedules it once stored. It names the
+plan it instantiates (`instantiatesCanonical`, when the PlanDefinition has a url) and carries an
+identifier derived from (PlanDefinition, Patient): storing it with that identifier as the
+condition (If-None-Exist) makes a second enrolment a no-op. What was not applied is reported
+in a contained OperationOutcome the CarePlan's `supportingInfo` points at, so the report stays
+with the plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from fhirstore.wire import HERALD_CANONICAL
+from scheduler.enrolment.actions import FlatAction, Note, flattened
+from scheduler.enrolment.timing import (
+    PLACING,
+    REPEATING,
+    Frame,
+    Resolved,
+    Unresolved,
+    resolve,
+    shifted,
+    timing_choice,
+)
+from scheduler.plan import patient_zone
+from scheduler.policy import PlanTag
+from scheduler.task import local_datetime
+from scheduler.timing import Unschedulable
+from scheduler.timing.primitives import duration
+
+# The identifier system of enrolled CarePlans; its value is `enrolment_key`.
+ENROLMENT_SYSTEM = HERALD_CANONICAL + "/NamingSystem/plan-enrolment"
+REPORT_ID = "apply-report"
+# CarePlan.activity.detail.kind (R4B care-plan-activity-kind).
+CAREPLAN_KINDS = frozenset(
+    {
+        "Appointment",
+        "CommunicationRequest",
+        "DeviceRequest",
+        "MedicationRequest",
+        "NutritionOrder",
+        "Task",
+        "ServiceRequest",
+        "VisionPrescription",
+    }
+)
+# ActivityDefinition elements that would change what is done, which enrolment does not act on.
+IGNORED_DEFINITION = {
+    "participant": "participants are not assigned",
+    "dynamicValue": "dynamicValue expressions are not evaluated",
+    "transform": "transforms are not run",
+    "specimenRequirement": "specimen requirements are not copied",
+    "observationRequirement": "observation requirements are not copied",
+    "observationResultRequirement": "observation result requirements are not copied",
+}
+_BEFORE = frozenset({"before-start", "before", "before-end"})
+_FROM_END = frozenset({"before-end", "concurrent-with-end", "after-end", "after"})
+
+# A definition by canonical as read from the store: an ActivityDefinition or a Questionnaire
+# (None: not found, or outside what the caller may read).
+Definitions = Mapping[str, Mapping[str, Any] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """The patient a plan is applied to, as far as applying needs."""
+
+    patient_id: str
+    zone: ZoneInfo
+    birth_date: date | None
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """The operation's other parameters: the enrolment start (UTC), now, and whom the
+    CarePlan names (references as given)."""
+
+    start: datetime
+    now: datetime
+    encounter: str | None = None
+    practitioner: str | None = None
+    organization: str | None = None
+    tag: PlanTag | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    careplan: dict[str, Any]
+    notes: tuple[Note, ...]
+
+
+def enrolment_key(plan_id: str, patient_id: str) -> str:
+    """The enrolled CarePlan's identifier value: one per (PlanDefinition, Patient)."""
+    return f"PlanDefinition/{plan_id}/Patient/{patient_id}"
+
+
+def plan_canonical(plan: Mapping[str, Any]) -> str | None:
+    url, version = plan.get("url"), plan.get("version")
+    if not isinstance(url, str):
+        return None
+    return f"{url}|{version}" if isinstance(version, str) else url
+
+
+def plan_notes(plan: Mapping[str, Any]) -> list[Note]:
+    """What of the PlanDefinition as a whole is not applied."""
+    notes: list[Note] = []
+    status = plan.get("status")
+    if status != "active":
+        notes.append(Note("PlanDefinition", f"its status is {status!r}, not 'active'"))
+    if plan.get("goal"):
+        notes.append(Note("PlanDefinition.goal", "goals are not copied to the CarePlan"))
+    if plan.get("url") is None:
+        notes.append(
+            Note(
+                "PlanDefinition.url",
+                "the PlanDefinition has no url, so the CarePlan cannot name it in"
+                " instantiatesCanonical",
+            )
+        )
+    return notes
+
+
+def apply_plan(
+    plan: Mapping[str, Any],
+    plan_id: str | None,
+    definitions: Definitions,
+    subject: Subject,
+    options: Options,
+    notes: Sequence[Note] = (),
+) -> Applied:
+    """The CarePlan `plan` makes for `subject`, and what of the plan it does not apply (after
+    `notes`, e.g. on the operation's own parameters)."""
+    notes = [*notes, *plan_notes(plan)]
+    frame = Frame(subject.zone, subject.birth_date)
+    flat = flattened(plan, notes)
+    built = _activities(plan, flat, definitions, frame, options.start, notes)
+    careplan = _careplan(plan, plan_id, subject, options)
+    careplan["activity"] = [built[f.key] for f in flat if f.key in built]
+    if notes:
+        careplan["contained"] = [_report(notes)]
+        careplan["supportingInfo"] = [
+            {"reference": f"#{REPORT_ID}", "display": "what of the PlanDefinition was not applied"}
+        ]
+    return Applied(careplan, tuple(notes))
+
+
+def _careplan(
+    plan: Mapping[str, Any], plan_id: str | None, subject: Subject, options: Options
+) -> dict[str, Any]:
+    zone = subject.zone
+    careplan: dict[str, Any] = {
+        "resourceType": "CarePlan",
+        "status": "active",
+        "intent": "plan",
+        "subject": {"reference": f"Patient/{subject.patient_id}"},
+        "period": {"start": local_datetime(options.start, zone)},
+        "created": local_datetime(options.now, zone),
+    }
+    if options.tag is not None:
+        tag = {"code": options.tag.code}
+        if options.tag.system:
+            tag["system"] = options.tag.system
+        careplan["meta"] = {"tag": [tag]}
+    if plan_id is not None:
+        careplan["identifier"] = [
+            {"system": ENROLMENT_SYSTEM, "value": enrolment_key(plan_id, subject.patient_id)}
+        ]
+    canonical = plan_canonical(plan)
+    if canonical is not None:
+        careplan["instantiatesCanonical"] = [canonical]
+    for element in ("title", "description"):
+        if isinstance(plan.get(element), str):
+            careplan[element] = plan[element]
+    if options.encounter:
+        careplan["encounter"] = {"reference": options.encounter}
+    authors = [options.practitioner, options.organization]
+    named = [{"reference": r} for r in authors if r]
+    if named:
+        careplan["author"] = named[0]
+        if len(named) > 1:
+            careplan["contributor"] = named[1:]
+    return careplan
+
+
+def _report(notes: list[Note]) -> dict[str, Any]:
+    return {
+        "resourceType": "OperationOutcome",
+        "id": REPORT_ID,
+        "issue": [
+            {
+                "severity": "warning",
+                "code": "not-supported",
+                "diagnostics": note.text,
+                "expression": [_expression(note.where)],
+            }
+            for note in notes
+        ],
+    }
+
+
+def _expression(where: str) -> str:
+    if where.startswith(("PlanDefinition", "$apply")):
+        return where
+    return f"PlanDefinition.{where}"
+
+
+def _activities(
+    plan: Mapping[str, Any],
+    flat: list[FlatAction],
+    definitions: Definitions,
+    frame: Frame,
+    start: datetime,
+    notes: list[Note],
+) -> dict[str, dict[str, Any]]:
+    """Each action's activity by key, related actions resolved after what they relate to."""
+    contained = {
+        c["id"]: c for c in plan.get("contained") or () if isinstance(c, Mapping) and "id" in c
+    }
+    windows: dict[str, tuple[datetime, datetime | None]] = {}
+    built: dict[str, dict[str, Any]] = {}
+    pending = list(flat)
+    keys = frozenset(f.key for f in flat)
+    while pending:
+        waiting: list[FlatAction] = []
+        for action in pending:
+            try:
+                base = _base(action, windows, keys, start, frame)
+            except Unresolved as error:
+                notes.append(Note(action.where, f"{error.reason}; left out"))
+                windows[action.key] = (start, None)
+                continue
+            if base is None:
+                waiting.append(action)
+                continue
+            definition = _definition(action.action, contained, definitions)
+            activity = _activity(action, definition, base, frame, notes)
+            window = activity.pop("window", None) if activity else None
+            windows[action.key] = window or (base, None)
+            if activity is not None:
+                built[action.key] = activity
+        if len(waiting) == len(pending):
+            for action in waiting:
+                notes.append(
+                    Note(
+                        action.where,
+                        "its relatedAction forms a cycle with other actions, so it has no"
+                        " time to start from; left out",
+                    )
+                )
+            break
+        pending = waiting
+    return built
+
+
+def _base(
+    action: FlatAction,
+    windows: Mapping[str, tuple[datetime, datetime | None]],
+    keys: frozenset[str],
+    start: datetime,
+    frame: Frame,
+) -> datetime | None:
+    """Where the action's relative timing counts from: the enrolment start, or its related
+    action's start or end with the offset (None: the related action is not resolved yet).
+    Raises Unresolved."""
+    related = [r for r in action.action.get("relatedAction") or () if isinstance(r, Mapping)]
+    if not related:
+        return start
+    first = related[0]
+    target = first.get("actionId")
+    if not isinstance(target, str) or target not in windows:
+        if isinstance(target, str) and target in keys:
+            return None
+        raise Unresolved(f"its relatedAction names action {target!r}, which the plan does not have")
+    related_start, related_end = windows[target]
+    relationship = first.get("relationship")
+    anchor = related_end if relationship in _FROM_END and related_end else related_start
+    offset = first.get("offsetDuration")
+    if offset is None and isinstance(first.get("offsetRange"), Mapping):
+        offset = first["offsetRange"].get("low")
+    if offset is None:
+        return anchor
+    try:
+        length = duration(offset, "relatedAction.offset")
+    except Unschedulable as error:
+        raise Unresolved(error.reason) from None
+    return shifted(anchor, length, frame.zone, sign=-1 if relationship in _BEFORE else 1)
+
+
+def _definition(
+    action: Mapping[str, Any], contained: Mapping[str, Any], definitions: Definitions
+) -> tuple[str, Mapping[str, Any] | None] | None:
+    """The action's definitionCanonical and what it names (None: it names nothing here)."""
+    canonical = action.get("definitionCanonical")
+    if not isinstance(canonical, str):
+        return None
+    if canonical.startswith("#"):
+        return canonical, contained.get(canonical[1:])
+    return canonical, definitions.get(canonical)
+
+
+def _activity(
+    action: FlatAction,
+    definition: tuple[str, Mapping[str, Any] | None] | None,
+    base: datetime,
+    frame: Frame,
+    notes: list[Note],
+) -> dict[str, Any] | None:
+    """The action's activity (with its resolved `window` to pop), or None (noted)."""
+    detail: dict[str, Any] = {}
+    found: Mapping[str, Any] = {}
+    if action.action.get("definitionUri"):
+        notes.append(Note(action.where, "definitionUri is not followed (only definitionCanonical)"))
+    if definition is not None:
+        canonical, body = definition
+        kind = (body or {}).get("resourceType")
+        if kind == "ActivityDefinition":
+            assert body is not None
+            found = body
+            detail.update(_from_activity_definition(body, action.where, notes))
+            if not canonical.startswith("#"):  # a contained one has no canonical of its own
+                detail["instantiatesCanonical"] = [canonical]
+        elif kind == "Questionnaire" or (body is None and "/Questionnaire/" in canonical):
+            detail.update(kind="Task", instantiatesCanonical=[canonical])
+            title = (body or {}).get("title")
+            if isinstance(title, str):
+                detail["description"] = title
+        else:
+            what = f"a {kind}" if kind else "not an ActivityDefinition or Questionnaire"
+            notes.append(
+                Note(
+                    action.where,
+                    f"definitionCanonical {canonical} is {what} this server holds (or this"
+                    " token may read); left out",
+                )
+            )
+            return None
+    description = _text(action.action) or detail.get("description") or _text(found)
+    if description is None and not detail and action.timing is None:
+        notes.append(Note(action.where, "the action has no definition, text or timing; left out"))
+        return None
+    if description is not None:
+        detail["description"] = description
+    try:
+        resolved = _schedule(action, found, base, frame, notes)
+    except Unresolved as error:
+        notes.append(Note(action.where, f"{error.reason}; left out"))
+        return None
+    detail["status"] = "scheduled" if resolved is not None else "not-started"
+    if resolved is None:
+        notes.append(
+            Note(
+                action.where,
+                "neither the action nor its definition has a timing: the activity is listed"
+                " without a schedule, so it gets no Task",
+            )
+        )
+    if resolved is not None:
+        detail.update(resolved.scheduled)
+    activity: dict[str, Any] = {"id": action.key, "detail": detail}
+    if resolved is not None:
+        activity["window"] = (resolved.start, resolved.end)
+    return activity
+
+
+def _schedule(
+    action: FlatAction,
+    definition: Mapping[str, Any],
+    base: datetime,
+    frame: Frame,
+    notes: list[Note],
+) -> Resolved | None:
+    """The action's timing placed by the first non-Timing of the action's and the
+    definition's timing[x], repeated by the first Timing of those and the dosage's."""
+    choices = [action.timing, timing_choice(definition)]
+    for dosage in definition.get("dosage") or ():
+        if isinstance(dosage, Mapping) and isinstance(dosage.get("timing"), Mapping):
+            choices.append((REPEATING, dosage["timing"]))
+    placing = next((c for c in choices if c is not None and c[0] in PLACING), None)
+    repeats = [c[1] for c in choices if c is not None and c[0] == REPEATING]
+    for name, _ in (c for c in choices if c is not None):
+        if name not in PLACING and name != REPEATING:
+            notes.append(Note(action.where, f"{name} is not a timing Herald reads; ignored"))
+    repeating = repeats[0] if repeats and isinstance(repeats[0], Mapping) else None
+    return resolve(placing, repeating, base, frame)
+
+
+def _from_activity_definition(
+    definition: Mapping[str, Any], where: str, notes: list[Note]
+) -> dict[str, Any]:
+    detail: dict[str, Any] = {}
+    name = definition.get("url") or definition.get("id") or "the contained definition"
+    kind = definition.get("kind")
+    if kind in CAREPLAN_KINDS:
+        detail["kind"] = kind
+    elif kind is not None:
+        notes.append(
+            Note(
+                where,
+                f"ActivityDefinition {name} has kind {kind!r}, which a CarePlan activity"
+                " cannot name; the activity has no kind",
+            )
+        )
+    for element in ("code", "productCodeableConcept", "productReference", "quantity"):
+        if element in definition:
+            detail[element] = definition[element]
+    if isinstance(definition.get("location"), Mapping):
+        detail["location"] = definition["location"]
+    if definition.get("doNotPerform") is True:
+        detail["doNotPerform"] = True
+    dosages = [d for d in definition.get("dosage") or () if isinstance(d, Mapping)]
+    if len(dosages) > 1:
+        notes.append(Note(where, f"ActivityDefinition {name}: only its first dosage is scheduled"))
+    if dosages and isinstance(dosages[0].get("text"), str):
+        detail["description"] = dosages[0]["text"]
+    for element, why in IGNORED_DEFINITION.items():
+        if definition.get(element):
+            notes.append(Note(where, f"ActivityDefinition {name} {element}: {why}"))
+    return detail
+
+
+def _text(element: Mapping[str, Any]) -> str | None:
+    for name in ("title", "description", "textEquivalent"):
+        value = element.get(name)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
+
+
+def subject_of(patient: Mapping[str, Any], default_zone: ZoneInfo) -> Subject:
+    """A stored Patient as the subject of an enrolment: its zone (the timezone extension,
+    else `default_zone`) and its birth date (None when it has none, or a partial one)."""
+    born = patient.get("birthDate")
+    try:
+        birth_date = date.fromisoformat(born) if isinstance(born, str) else None
+    except ValueError:
+        birth_date = None
+    return Subject(str(patient["id"]), patient_zone(patient, default_zone), birth_date)
