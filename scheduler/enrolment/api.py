@@ -79,8 +79,12 @@ def enrolment_router(
             )
         return found
 
-    async def answer(request: Request, plan: Mapping[str, Any], plan_id: str | None) -> Response:
-        given = await parameters(request)
+    async def answer(
+        request: Request,
+        given: Mapping[str, list[Any]],
+        plan: Mapping[str, Any],
+        plan_id: str | None,
+    ) -> Response:
         subject = _one(given, "subject", required=True)
         assert subject is not None
         patient_id = subject.removeprefix("Patient/")
@@ -113,11 +117,12 @@ def enrolment_router(
     @router.api_route("/PlanDefinition/{plan_id}/$apply", methods=["GET", "POST"])
     async def apply_instance(request: Request, plan_id: str) -> Response:
         require_id(plan_id)
+        given = await parameters(request)
         if "respond-async" in request.headers.get("prefer", ""):
-            return await enrol(request, plan_id)
+            return await enrol(request, given, plan_id)
         stored = await store.read("PlanDefinition", plan_id, access=request_access(request))
         assert stored.body is not None
-        return await answer(request, orjson.loads(stored.body), plan_id)
+        return await answer(request, given, orjson.loads(stored.body), plan_id)
 
     @router.post("/PlanDefinition/$apply")
     async def apply_type(request: Request) -> Response:
@@ -136,10 +141,9 @@ def enrolment_router(
                 expression=["planDefinition"],
             )
         body = validate_resource("PlanDefinition", plan[0])
-        return await answer(request, body, body.get("id"))
+        return await answer(request, given, body, body.get("id"))
 
-    async def enrol(request: Request, plan_id: str) -> Response:
-        given = await parameters(request)
+    async def enrol(request: Request, given: Mapping[str, list[Any]], plan_id: str) -> Response:
         subject = _one(given, "subject", required=True)
         assert subject is not None
         prepared = await population.prepare(

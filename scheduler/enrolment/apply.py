@@ -31,6 +31,7 @@ from scheduler.enrolment.timing import (
     Frame,
     Resolved,
     Unresolved,
+    period_at,
     resolve,
     shifted,
     timing_choice,
@@ -394,7 +395,10 @@ def _schedule(
         if name not in PLACING and name != REPEATING:
             notes.append(Note(action.where, f"{name} is not a timing Herald reads; ignored"))
     repeating = repeats[0] if repeats and isinstance(repeats[0], Mapping) else None
-    return resolve(placing, repeating, base, frame)
+    resolved = resolve(placing, repeating, base, frame)
+    if resolved is None and action.action.get("relatedAction"):
+        return period_at(base, None, frame.zone)  # when its related action says
+    return resolved
 
 
 def _from_activity_definition(

@@ -95,7 +95,7 @@ def resolve(
         if repeating is None:
             if placing is None:
                 return None
-            return _period(*window, frame.zone)
+            return period_at(*window, frame.zone)
         return _bounded(repeating, *window, frame.zone)
     except Unschedulable as error:
         raise Unresolved(error.reason) from None
@@ -139,7 +139,7 @@ def _range(value: Any, path: str) -> tuple[Span, Span | None]:
     return low, high
 
 
-def _period(start: datetime, end: datetime | None, zone: ZoneInfo) -> Resolved:
+def period_at(start: datetime, end: datetime | None, zone: ZoneInfo) -> Resolved:
     period = {"start": local_datetime(start, zone)}
     if end is not None:
         period["end"] = local_datetime(end, zone)
