@@ -252,19 +252,19 @@ async def test_apply_returns_the_careplan_and_stored_it_is_scheduled(
         listed = await client.get("/CarePlan")
         assert listed.json().get("total", 0) == 0  # $apply stores nothing
 
+        walking = plan({"id": "x", "title": "Walk", "timingTiming": {"repeat": DAILY_0900}})
         posted = await client.post(
             "/PlanDefinition/$apply",
             json={
                 "resourceType": "Parameters",
                 "parameter": [
-                    {"name": "planDefinition", "resource": plan({"id": "x", "title": "Walk",
-                                                                  "timingTiming": {"repeat": DAILY_0900}})},
+                    {"name": "planDefinition", "resource": walking},
                     {"name": "subject", "valueReference": {"reference": f"Patient/{patient_id}"}},
                     {"name": "start", "valueDateTime": "2026-03-21"},
                     {"name": "setting", "valueString": "home"},
                 ],
             },
-        )  # fmt: skip
+        )
         assert posted.status_code == 200, posted.text
         walk = posted.json()
         assert walk["period"] == {"start": "2026-03-21T00:00:00+01:00"}
