@@ -1,9 +1,8 @@
 """PlanDefinition `$apply` for one patient: the CarePlan a plan makes for them, and the report
 of what of the plan was not applied (pure: no I/O, no clock of its own).
 
-Each action (flattened: scheduler/enrolment/actions.py) becomes a CarePlan activity whose
-`detail` comes from the action and the ActivityDefinition (or Questionnaire) its
-`definitionCanonical` names, with its timing resolved against the enrolment start
+Each action (flattened: scheduler/enrolment/actions.py) becomes a CarePlan activity
+(scheduler/enrolment/activity.py), its timing resolved against the enrolment start
 (scheduler/enrolment/timing.py). A `relatedAction` with an offset makes an action's timing
 relative to the related action's start (or end) instead.
 
@@ -25,17 +24,8 @@ from zoneinfo import ZoneInfo
 
 from fhirstore.wire import HERALD_CANONICAL
 from scheduler.enrolment.actions import FlatAction, Note, flattened
-from scheduler.enrolment.timing import (
-    PLACING,
-    REPEATING,
-    Frame,
-    Resolved,
-    Unresolved,
-    period_at,
-    resolve,
-    shifted,
-    timing_choice,
-)
+from scheduler.enrolment.activity import Definitions, activity_of, definition_of
+from scheduler.enrolment.timing import Frame, Unresolved, shifted
 from scheduler.plan import patient_zone
 from scheduler.policy import PlanTag
 from scheduler.task import local_datetime
@@ -45,34 +35,8 @@ from scheduler.timing.primitives import duration
 # The identifier system of enrolled CarePlans; its value is `enrolment_key`.
 ENROLMENT_SYSTEM = HERALD_CANONICAL + "/NamingSystem/plan-enrolment"
 REPORT_ID = "apply-report"
-# CarePlan.activity.detail.kind (R4B care-plan-activity-kind).
-CAREPLAN_KINDS = frozenset(
-    {
-        "Appointment",
-        "CommunicationRequest",
-        "DeviceRequest",
-        "MedicationRequest",
-        "NutritionOrder",
-        "Task",
-        "ServiceRequest",
-        "VisionPrescription",
-    }
-)
-# ActivityDefinition elements that would change what is done, which enrolment does not act on.
-IGNORED_DEFINITION = {
-    "participant": "participants are not assigned",
-    "dynamicValue": "dynamicValue expressions are not evaluated",
-    "transform": "transforms are not run",
-    "specimenRequirement": "specimen requirements are not copied",
-    "observationRequirement": "observation requirements are not copied",
-    "observationResultRequirement": "observation result requirements are not copied",
-}
 _BEFORE = frozenset({"before-start", "before", "before-end"})
 _FROM_END = frozenset({"before-end", "concurrent-with-end", "after-end", "after"})
-
-# A definition by canonical as read from the store: an ActivityDefinition or a Questionnaire
-# (None: not found, or outside what the caller may read).
-Definitions = Mapping[str, Mapping[str, Any] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +113,9 @@ def apply_plan(
     flat = flattened(plan, notes)
     built = _activities(plan, flat, definitions, frame, options.start, notes)
     careplan = _careplan(plan, plan_id, subject, options)
-    careplan["activity"] = [built[f.key] for f in flat if f.key in built]
+    activities = [built[f.key] for f in flat if f.key in built]
+    if activities:
+        careplan["activity"] = activities
     if notes:
         careplan["contained"] = [_report(notes)]
         careplan["supportingInfo"] = [
@@ -246,8 +212,8 @@ def _activities(
             if base is None:
                 waiting.append(action)
                 continue
-            definition = _definition(action.action, contained, definitions)
-            activity = _activity(action, definition, base, frame, notes)
+            definition = definition_of(action.action, contained, definitions)
+            activity = activity_of(action, definition, base, frame, notes)
             window = activity.pop("window", None) if activity else None
             windows[action.key] = window or (base, None)
             if activity is not None:
@@ -298,149 +264,6 @@ def _base(
     except Unschedulable as error:
         raise Unresolved(error.reason) from None
     return shifted(anchor, length, frame.zone, sign=-1 if relationship in _BEFORE else 1)
-
-
-def _definition(
-    action: Mapping[str, Any], contained: Mapping[str, Any], definitions: Definitions
-) -> tuple[str, Mapping[str, Any] | None] | None:
-    """The action's definitionCanonical and what it names (None: it names nothing here)."""
-    canonical = action.get("definitionCanonical")
-    if not isinstance(canonical, str):
-        return None
-    if canonical.startswith("#"):
-        return canonical, contained.get(canonical[1:])
-    return canonical, definitions.get(canonical)
-
-
-def _activity(
-    action: FlatAction,
-    definition: tuple[str, Mapping[str, Any] | None] | None,
-    base: datetime,
-    frame: Frame,
-    notes: list[Note],
-) -> dict[str, Any] | None:
-    """The action's activity (with its resolved `window` to pop), or None (noted)."""
-    detail: dict[str, Any] = {}
-    found: Mapping[str, Any] = {}
-    if action.action.get("definitionUri"):
-        notes.append(Note(action.where, "definitionUri is not followed (only definitionCanonical)"))
-    if definition is not None:
-        canonical, body = definition
-        kind = (body or {}).get("resourceType")
-        if kind == "ActivityDefinition":
-            assert body is not None
-            found = body
-            detail.update(_from_activity_definition(body, action.where, notes))
-            if not canonical.startswith("#"):  # a contained one has no canonical of its own
-                detail["instantiatesCanonical"] = [canonical]
-        elif kind == "Questionnaire" or (body is None and "/Questionnaire/" in canonical):
-            detail.update(kind="Task", instantiatesCanonical=[canonical])
-            title = (body or {}).get("title")
-            if isinstance(title, str):
-                detail["description"] = title
-        else:
-            what = f"a {kind}" if kind else "not an ActivityDefinition or Questionnaire"
-            notes.append(
-                Note(
-                    action.where,
-                    f"definitionCanonical {canonical} is {what} this server holds (or this"
-                    " token may read); left out",
-                )
-            )
-            return None
-    description = _text(action.action) or detail.get("description") or _text(found)
-    if description is None and not detail and action.timing is None:
-        notes.append(Note(action.where, "the action has no definition, text or timing; left out"))
-        return None
-    if description is not None:
-        detail["description"] = description
-    try:
-        resolved = _schedule(action, found, base, frame, notes)
-    except Unresolved as error:
-        notes.append(Note(action.where, f"{error.reason}; left out"))
-        return None
-    detail["status"] = "scheduled" if resolved is not None else "not-started"
-    if resolved is None:
-        notes.append(
-            Note(
-                action.where,
-                "neither the action nor its definition has a timing: the activity is listed"
-                " without a schedule, so it gets no Task",
-            )
-        )
-    if resolved is not None:
-        detail.update(resolved.scheduled)
-    activity: dict[str, Any] = {"id": action.key, "detail": detail}
-    if resolved is not None:
-        activity["window"] = (resolved.start, resolved.end)
-    return activity
-
-
-def _schedule(
-    action: FlatAction,
-    definition: Mapping[str, Any],
-    base: datetime,
-    frame: Frame,
-    notes: list[Note],
-) -> Resolved | None:
-    """The action's timing placed by the first non-Timing of the action's and the
-    definition's timing[x], repeated by the first Timing of those and the dosage's."""
-    choices = [action.timing, timing_choice(definition)]
-    for dosage in definition.get("dosage") or ():
-        if isinstance(dosage, Mapping) and isinstance(dosage.get("timing"), Mapping):
-            choices.append((REPEATING, dosage["timing"]))
-    placing = next((c for c in choices if c is not None and c[0] in PLACING), None)
-    repeats = [c[1] for c in choices if c is not None and c[0] == REPEATING]
-    for name, _ in (c for c in choices if c is not None):
-        if name not in PLACING and name != REPEATING:
-            notes.append(Note(action.where, f"{name} is not a timing Herald reads; ignored"))
-    repeating = repeats[0] if repeats and isinstance(repeats[0], Mapping) else None
-    resolved = resolve(placing, repeating, base, frame)
-    if resolved is None and action.action.get("relatedAction"):
-        return period_at(base, None, frame.zone)  # when its related action says
-    return resolved
-
-
-def _from_activity_definition(
-    definition: Mapping[str, Any], where: str, notes: list[Note]
-) -> dict[str, Any]:
-    detail: dict[str, Any] = {}
-    name = definition.get("url") or definition.get("id") or "the contained definition"
-    kind = definition.get("kind")
-    if kind in CAREPLAN_KINDS:
-        detail["kind"] = kind
-    elif kind is not None:
-        notes.append(
-            Note(
-                where,
-                f"ActivityDefinition {name} has kind {kind!r}, which a CarePlan activity"
-                " cannot name; the activity has no kind",
-            )
-        )
-    for element in ("code", "productCodeableConcept", "productReference", "quantity"):
-        if element in definition:
-            detail[element] = definition[element]
-    if isinstance(definition.get("location"), Mapping):
-        detail["location"] = definition["location"]
-    if definition.get("doNotPerform") is True:
-        detail["doNotPerform"] = True
-    dosages = [d for d in definition.get("dosage") or () if isinstance(d, Mapping)]
-    if len(dosages) > 1:
-        notes.append(Note(where, f"ActivityDefinition {name}: only its first dosage is scheduled"))
-    if dosages and isinstance(dosages[0].get("text"), str):
-        detail["description"] = dosages[0]["text"]
-    for element, why in IGNORED_DEFINITION.items():
-        if definition.get(element):
-            notes.append(Note(where, f"ActivityDefinition {name} {element}: {why}"))
-    return detail
-
-
-def _text(element: Mapping[str, Any]) -> str | None:
-    for name in ("title", "description", "textEquivalent"):
-        value = element.get(name)
-        if isinstance(value, str) and value.strip():
-            return value
-    return None
 
 
 def subject_of(patient: Mapping[str, Any], default_zone: ZoneInfo) -> Subject:

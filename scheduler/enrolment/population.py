@@ -26,9 +26,9 @@ from fhirstore.access.boundary import Access
 from fhirstore.search.query import parse_search
 from fhirstore.validation import ID_PATTERN
 from scheduler.enrolment.actions import Note
+from scheduler.enrolment.activity import Definitions
 from scheduler.enrolment.apply import (
     ENROLMENT_SYSTEM,
-    Definitions,
     Options,
     apply_plan,
     enrolment_key,
