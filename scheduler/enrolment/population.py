@@ -17,11 +17,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
-from fhirstore import BadRequest, FhirError, Store
+from fhirstore import BadRequest, FhirError, Store, process_transaction
 from fhirstore.access.boundary import Access
 from fhirstore.search.query import parse_search
 from fhirstore.validation import ID_PATTERN
@@ -39,6 +39,7 @@ from scheduler.enrolment.timing import Unresolved, enrolment_start
 from scheduler.policy import SchedulePolicy
 
 PAGE = 500  # Patients read per search page
+CHECKED = 100  # Patients whose enrolment is looked up by one search (HERALD_SEARCH_MAX_OR_VALUES)
 # Search parameters that shape result pages rather than select Patients: Herald pages itself.
 PAGING = frozenset({"_count", "_offset", "_sort", "_total", "_summary", "_elements"})
 SHOWN_FAILURES = 1_000  # failures kept with their reason (all are counted)
@@ -157,11 +158,69 @@ class Population:
         summary = summary if summary is not None else Summary()
         patients = await self._patients(prepared)
         summary.matched = len(patients)
-        for patient in patients:
-            await self._enrol(prepared, patient, summary)
+        for start in range(0, len(patients), CHECKED):
+            chunk = patients[start : start + CHECKED]
+            enrolled = await self._enrolled(prepared, [p["id"] for p in chunk])
+            summary.already += len(enrolled)
+            await self._enrol_together(
+                prepared, [p for p in chunk if p["id"] not in enrolled], summary
+            )
             if progress is not None:
                 progress(summary)
         return summary
+
+    async def _enrol_together(
+        self, prepared: Prepared, patients: list[dict[str, Any]], summary: Summary
+    ) -> None:
+        """Enrol `patients` in one transaction (one commit for them all); if any of them is
+        refused, each on its own, so that the refusal is that patient's alone."""
+        if not patients:
+            return
+        applied = [self._applied(prepared, patient) for patient in patients]
+        entries = [
+            {
+                "resource": careplan,
+                "request": {"method": "POST", "url": "CarePlan", "ifNoneExist": condition},
+            }
+            for careplan, condition, _ in applied
+        ]
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+        try:
+            response = await process_transaction(self._store, bundle, prepared.access)
+        except FhirError:
+            for careplan, condition, notes in applied:
+                await self._enrol(prepared, careplan, condition, summary)
+                summary.note(notes)
+            return
+        for entry, (_, _, notes) in zip(response["entry"], applied, strict=True):
+            if entry["response"]["status"].startswith("201"):
+                summary.enrolled += 1
+            else:
+                summary.already += 1
+            summary.note(notes)
+
+    async def _enrolled(self, prepared: Prepared, patient_ids: list[str]) -> set[str]:
+        """Those of `patient_ids` already enrolled, as far as the caller may see (one search
+        for many, so that enrolling again is cheap; the conditional create decides the rest)."""
+        access = prepared.access
+        if access is not None and access.may("CarePlan", "s") is None:
+            return set()
+        keys = {enrolment_key(prepared.plan_id, p): p for p in patient_ids}
+        wanted = ",".join(f"{ENROLMENT_SYSTEM}|{key}" for key in keys)
+        request = parse_search(
+            "CarePlan",
+            [("identifier", wanted), ("_count", str(len(keys)))],
+            max_count=len(keys),
+            now=self._store.clock.now(),
+            limits=self._store.search_limits,
+        )
+        result = await self._store.search(request, access=access)
+        found: set[str] = set()
+        for body in result.resources:
+            for identifier in orjson.loads(body).get("identifier") or ():
+                if identifier.get("system") == ENROLMENT_SYSTEM and identifier.get("value") in keys:
+                    found.add(keys[identifier["value"]])
+        return found
 
     def _search(self, criteria: list[tuple[str, str]], offset: int) -> Any:
         params = [*criteria, ("_count", str(PAGE)), ("_offset", str(offset))]
@@ -187,9 +246,11 @@ class Population:
                 return list(found.values())
             offset += len(result.resources)
 
-    async def _enrol(self, prepared: Prepared, patient: dict[str, Any], summary: Summary) -> None:
+    def _applied(
+        self, prepared: Prepared, patient: dict[str, Any]
+    ) -> tuple[dict[str, Any], str, tuple[Note, ...]]:
+        """The patient's CarePlan, the condition it is created on, and the notes."""
         subject = subject_of(patient, self._policy.default_zone)
-        reference = f"Patient/{subject.patient_id}"
         now = self._store.clock.now()
         start = enrolment_start(prepared.start, subject.zone, now)
         options = Options(
@@ -203,16 +264,19 @@ class Population:
         applied = apply_plan(
             prepared.plan, prepared.plan_id, prepared.definitions, subject, options
         )
-        summary.note(applied.notes)
-        condition = enrolment_key(prepared.plan_id, subject.patient_id)
+        key = enrolment_key(prepared.plan_id, subject.patient_id)
+        condition = urlencode([("identifier", f"{ENROLMENT_SYSTEM}|{key}")])
+        return applied.careplan, condition, applied.notes
+
+    async def _enrol(
+        self, prepared: Prepared, careplan: dict[str, Any], condition: str, summary: Summary
+    ) -> None:
         try:
             outcome = await self._store.create(
-                applied.careplan,
-                if_none_exist=[("identifier", f"{ENROLMENT_SYSTEM}|{condition}")],
-                access=prepared.access,
+                careplan, if_none_exist=parse_qsl(condition), access=prepared.access
             )
         except FhirError as error:
-            summary.fail(reference, error.diagnostics)
+            summary.fail(careplan["subject"]["reference"], error.diagnostics)
             return
         if outcome.created:
             summary.enrolled += 1
