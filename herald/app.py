@@ -34,8 +34,7 @@ from herald import __version__
 from herald.metrics import MetricsMiddleware, metrics_endpoint
 from herald.runtime import Runtime, schedule_policy
 from herald.settings import Settings
-from scheduler import schedule_router
-from scheduler.enrolment import enrolment_router
+from scheduler import enrolment_router, schedule_router
 from subscriptions import subscription_capabilities, subscription_router
 
 log = logging.getLogger(__name__)

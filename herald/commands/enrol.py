@@ -26,7 +26,7 @@ from herald.commands.common import (
 from herald.settings import Settings
 
 if TYPE_CHECKING:
-    from scheduler.enrolment import Summary
+    from scheduler import Summary
 
 SHOWN = 100
 PATIENTS_HELP = "The Patients to enrol, as a search: 'Patient?general-practitioner=...'"
@@ -73,7 +73,7 @@ def enrol(
 async def _enrol(settings: Settings, plan_id: str, patients: str, start: str | None) -> Summary:
     from fhirstore import FhirError
     from herald.runtime import schedule_policy
-    from scheduler.enrolment import Population
+    from scheduler import Population
 
     async with store_of(settings) as store:
         population = Population(store, schedule_policy(settings))

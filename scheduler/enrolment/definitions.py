@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 
 from fhirstore import Store
-from fhirstore.access.boundary import Access
-from fhirstore.search.query import parse_search
+from fhirstore.access import Access
+from fhirstore.search import parse_search
 from scheduler.enrolment.actions import MAX_DEPTH
 
 # The types a definitionCanonical is looked up as, in order.

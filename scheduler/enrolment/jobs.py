@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from fhirstore import Clock, NotFound
-from fhirstore.access.principal import Principal
+from fhirstore.access import Principal
 from scheduler.enrolment.population import Summary
 
 log = logging.getLogger(__name__)

@@ -22,8 +22,8 @@ from urllib.parse import parse_qsl, urlencode
 import orjson
 
 from fhirstore import BadRequest, FhirError, Store, process_transaction
-from fhirstore.access.boundary import Access
-from fhirstore.search.query import parse_search
+from fhirstore.access import Access
+from fhirstore.search import parse_search
 from fhirstore.validation import ID_PATTERN
 from scheduler.enrolment.actions import Note
 from scheduler.enrolment.activity import Definitions
