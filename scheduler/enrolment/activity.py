@@ -12,6 +12,7 @@ elements Herald does not act on) is noted, never silently dropped.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +27,15 @@ from scheduler.enrolment.timing import (
     resolve,
     timing_choice,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """A CarePlan activity, and when it starts and ends (UTC) for actions related to it."""
+
+    body: dict[str, Any]
+    window: tuple[datetime, datetime | None]
+
 
 # A definition by canonical as read from the store: an ActivityDefinition or a Questionnaire
 # (None: not found, or outside what the caller may read).
@@ -73,8 +83,8 @@ def activity_of(
     base: datetime,
     frame: Frame,
     notes: list[Note],
-) -> dict[str, Any] | None:
-    """The action's activity (with its resolved `window` to pop), or None (noted)."""
+) -> Activity | None:
+    """The action's activity, or None (left out, noted)."""
     detail: dict[str, Any] = {}
     found: Mapping[str, Any] = {}
     if action.action.get("definitionUri"):
@@ -104,13 +114,14 @@ def activity_of(
             if isinstance(title, str):
                 detail["description"] = title
         else:
-            what = f"a {kind}" if kind else "not an ActivityDefinition or Questionnaire"
+            what = (
+                f"a {kind}, which enrolment does not apply (only ActivityDefinitions and"
+                " Questionnaires)"
+                if kind
+                else "nothing this server holds (or this token may read)"
+            )
             notes.append(
-                Note(
-                    action.where,
-                    f"definitionCanonical {canonical} is {what} this server holds (or this"
-                    " token may read); left out",
-                )
+                Note(action.where, f"definitionCanonical {canonical} names {what}; left out")
             )
             return None
     description = _text(action.action) or detail.get("description") or _text(found)
@@ -125,7 +136,7 @@ def activity_of(
         notes.append(Note(action.where, f"{error.reason}; left out"))
         return None
     detail["status"] = "scheduled" if resolved is not None else "not-started"
-    if resolved is None:
+    if resolved is None:  # listed, as the plan has it, for the patient and their carers
         notes.append(
             Note(
                 action.where,
@@ -133,12 +144,10 @@ def activity_of(
                 " without a schedule, so it gets no Task",
             )
         )
-    if resolved is not None:
-        detail.update(resolved.scheduled)
-    activity: dict[str, Any] = {"id": action.key, "detail": detail}
-    if resolved is not None:
-        activity["window"] = (resolved.start, resolved.end)
-    return activity
+    if resolved is None:
+        return Activity({"id": action.key, "detail": detail}, (base, None))
+    detail.update(resolved.scheduled)
+    return Activity({"id": action.key, "detail": detail}, (resolved.start, resolved.end))
 
 
 def _schedule(

@@ -196,7 +196,8 @@ def _activities(
     contained = {
         c["id"]: c for c in plan.get("contained") or () if isinstance(c, Mapping) and "id" in c
     }
-    windows: dict[str, tuple[datetime, datetime | None]] = {}
+    # When each action resolved so far starts and ends (None: left out).
+    windows: dict[str, tuple[datetime, datetime | None] | None] = {}
     built: dict[str, dict[str, Any]] = {}
     pending = list(flat)
     keys = frozenset(f.key for f in flat)
@@ -204,20 +205,19 @@ def _activities(
         waiting: list[FlatAction] = []
         for action in pending:
             try:
-                base = _base(action, windows, keys, start, frame)
+                base = _base(action, windows, keys, start, frame, notes)
             except Unresolved as error:
                 notes.append(Note(action.where, f"{error.reason}; left out"))
-                windows[action.key] = (start, None)
+                windows[action.key] = None
                 continue
             if base is None:
                 waiting.append(action)
                 continue
             definition = definition_of(action.action, contained, definitions)
             activity = activity_of(action, definition, base, frame, notes)
-            window = activity.pop("window", None) if activity else None
-            windows[action.key] = window or (base, None)
+            windows[action.key] = activity.window if activity else None
             if activity is not None:
-                built[action.key] = activity
+                built[action.key] = activity.body
         if len(waiting) == len(pending):
             for action in waiting:
                 notes.append(
@@ -234,28 +234,35 @@ def _activities(
 
 def _base(
     action: FlatAction,
-    windows: Mapping[str, tuple[datetime, datetime | None]],
+    windows: Mapping[str, tuple[datetime, datetime | None] | None],
     keys: frozenset[str],
     start: datetime,
     frame: Frame,
+    notes: list[Note],
 ) -> datetime | None:
-    """Where the action's relative timing counts from: the enrolment start, or its related
-    action's start or end with the offset (None: the related action is not resolved yet).
-    Raises Unresolved."""
+    """Where the action's relative timing counts from: the enrolment start, or its (first)
+    related action's start or end with the offset (None: the related action is not resolved
+    yet). Raises Unresolved."""
     related = [r for r in action.action.get("relatedAction") or () if isinstance(r, Mapping)]
     if not related:
         return start
+    if len(related) > 1:
+        notes.append(Note(action.where, "only its first relatedAction is applied"))
     first = related[0]
     target = first.get("actionId")
-    if not isinstance(target, str) or target not in windows:
-        if isinstance(target, str) and target in keys:
-            return None
+    if not isinstance(target, str) or target not in keys:
         raise Unresolved(f"its relatedAction names action {target!r}, which the plan does not have")
-    related_start, related_end = windows[target]
+    if target not in windows:
+        return None
+    window = windows[target]
+    if window is None:
+        raise Unresolved(f"its relatedAction names action {target!r}, which is left out")
+    related_start, related_end = window
     relationship = first.get("relationship")
     anchor = related_end if relationship in _FROM_END and related_end else related_start
     offset = first.get("offsetDuration")
     if offset is None and isinstance(first.get("offsetRange"), Mapping):
+        notes.append(Note(action.where, "of its relatedAction's offsetRange, the low is applied"))
         offset = first["offsetRange"].get("low")
     if offset is None:
         return anchor

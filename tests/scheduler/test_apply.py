@@ -165,6 +165,9 @@ def test_what_cannot_be_resolved_or_applied_is_reported() -> None:
             },
             {"id": "loop", "title": "Loop", "relatedAction": [{"actionId": "nowhere"}]},
             {"id": "bare", "title": "Read the leaflet"},
+            {"id": "after50", "title": "Follow-up", "relatedAction": [{"actionId": "fifty"}]},
+            {"id": "egg", "title": "Egg", "relatedAction": [{"actionId": "hen"}]},
+            {"id": "hen", "title": "Hen", "relatedAction": [{"actionId": "egg"}]},
         )
     )
     assert set(details(careplan)) == {"adjust", "bare"}  # the others are left out
@@ -173,6 +176,10 @@ def test_what_cannot_be_resolved_or_applied_is_reported() -> None:
     assert any(n.startswith("action[2]: dynamicValue") for n in notes)
     assert any("relatedAction names action 'nowhere'" in n for n in notes)
     assert any(n.startswith("action[4]: neither the action nor its definition") for n in notes)
+    assert any("action[5]: its relatedAction names action 'fifty', which is left out" in n
+               for n in notes)  # fmt: skip
+    cycle = [n for n in notes if "forms a cycle" in n]
+    assert [n.split(":")[0] for n in cycle] == ["action[6]", "action[7]"]
     report = careplan["contained"][0]
     assert report["resourceType"] == "OperationOutcome"
     assert len(report["issue"]) == len(notes)
@@ -216,7 +223,7 @@ def test_activity_definitions_and_questionnaires_make_the_activity() -> None:
     assert found["survey"]["description"] == "PHQ-9"
     assert found["survey"]["scheduledPeriod"] == {"start": "2026-04-06T09:00:00+02:00"}
     assert "gone" not in found
-    assert any("ActivityDefinition/gone is not an ActivityDefinition" in n for n in notes)
+    assert any("ActivityDefinition/gone names nothing this server holds" in n for n in notes)
 
 
 def _bearer(clock: FrozenClock, **claims: Any) -> dict[str, str]:
