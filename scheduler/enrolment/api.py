@@ -67,7 +67,7 @@ def enrolment_router(
         found: dict[str, list[Any]] = {}
         for name, value in request.query_params.multi_items():
             found.setdefault(name, []).append(value)
-        if request.method == "POST" and int(request.headers.get("content-length") or 0):
+        if request.method == "POST" and _has_body(request):
             body = await read_json_body(request, max_body_bytes)
             for name, value in _body_parameters(body):
                 found.setdefault(name, []).append(value)
@@ -141,7 +141,7 @@ def enrolment_router(
                 expression=["planDefinition"],
             )
         body = validate_resource("PlanDefinition", plan[0])
-        return await answer(request, given, body, body.get("id"))
+        return await answer(request, given, body, None)  # not stored: no enrolment identifier
 
     async def enrol(request: Request, given: Mapping[str, list[Any]], plan_id: str) -> Response:
         subject = _one(given, "subject", required=True)
@@ -192,6 +192,12 @@ def enrolment_router(
         return FhirResponse(cancelled, status_code=202)
 
     return router
+
+
+def _has_body(request: Request) -> bool:
+    """Whether a POST sends a body (the parameters may all be in the query instead)."""
+    length = request.headers.get("content-length")
+    return length not in (None, "0") or "transfer-encoding" in request.headers
 
 
 def _body_parameters(body: Any) -> list[tuple[str, Any]]:

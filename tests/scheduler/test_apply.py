@@ -176,8 +176,8 @@ def test_what_cannot_be_resolved_or_applied_is_reported() -> None:
     assert any(n.startswith("action[2]: dynamicValue") for n in notes)
     assert any("relatedAction names action 'nowhere'" in n for n in notes)
     assert any(n.startswith("action[4]: neither the action nor its definition") for n in notes)
-    assert any("action[5]: its relatedAction names action 'fifty', which is left out" in n
-               for n in notes)  # fmt: skip
+    left_out = "action[5]: its relatedAction names action 'fifty', which is left out"
+    assert any(left_out in n for n in notes)
     cycle = [n for n in notes if "forms a cycle" in n]
     assert [n.split(":")[0] for n in cycle] == ["action[6]", "action[7]"]
     report = careplan["contained"][0]
@@ -256,6 +256,8 @@ async def test_apply_returns_the_careplan_and_stored_it_is_scheduled(
         # The default start is now (06:00 UTC) in the patient's zone.
         assert careplan["period"] == {"start": "2026-03-20T07:00:00+01:00"}
         assert careplan["activity"][0]["detail"]["code"] == {"text": "Blood pressure check"}
+        enrolment = f"PlanDefinition/{stored['id']}/Patient/{patient_id}"
+        assert careplan["identifier"][0]["value"] == enrolment
         listed = await client.get("/CarePlan")
         assert listed.json().get("total", 0) == 0  # $apply stores nothing
 
@@ -275,6 +277,7 @@ async def test_apply_returns_the_careplan_and_stored_it_is_scheduled(
         assert posted.status_code == 200, posted.text
         walk = posted.json()
         assert walk["period"] == {"start": "2026-03-21T00:00:00+01:00"}
+        assert "identifier" not in walk  # a plan not stored enrols no one
         issues = [i["diagnostics"] for i in walk["contained"][0]["issue"]]
         assert "the setting parameter is accepted and not used" in issues
 
