@@ -21,12 +21,13 @@ from herald.commands.common import (
     console,
     load_settings,
     open_database,
+    or_exit,
     store_of,
 )
 from herald.settings import Settings
 
 if TYPE_CHECKING:
-    from scheduler import Summary
+    from scheduler import SchedulePolicy, Summary
 
 SHOWN = 100
 PATIENTS_HELP = "The Patients to enrol, as a search: 'Patient?general-practitioner=...'"
@@ -47,9 +48,13 @@ def enrol(
     plan_id = plan.removeprefix("PlanDefinition/")
     if not plan.startswith("PlanDefinition/") or not plan_id:
         cannot_start(f"name the plan as PlanDefinition/{{id}}, not {plan!r}")
+    from herald.runtime import schedule_policy
+
     settings = load_settings(database_url)
+    with or_exit():
+        policy = schedule_policy(settings)
     open_database(settings, existing=True)
-    summary = asyncio.run(_enrol(settings, plan_id, patients, start))
+    summary = asyncio.run(_enrol(settings, policy, plan_id, patients, start))
     table = Table("what", "count")
     table.add_row("patients matched", str(summary.matched or 0))
     table.add_row("enrolled", str(summary.enrolled))
@@ -70,13 +75,15 @@ def enrol(
         raise typer.Exit(1)
 
 
-async def _enrol(settings: Settings, plan_id: str, patients: str, start: str | None) -> Summary:
+async def _enrol(
+    settings: Settings, policy: SchedulePolicy, plan_id: str, patients: str, start: str | None
+) -> Summary:
     from fhirstore import FhirError
-    from herald.runtime import schedule_policy
-    from scheduler import Population
+    from scheduler import Population, careplan_rule
 
     async with store_of(settings) as store:
-        population = Population(store, schedule_policy(settings))
+        store.add_rule("CarePlan", careplan_rule(store, policy))  # the limits, as over the API
+        population = Population(store, policy)
         try:
             prepared = await population.prepare(plan_id, patients, start=start)
         except FhirError as error:

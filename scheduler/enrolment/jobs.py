@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from fhirstore import Clock, NotFound
+from fhirstore import Clock, FhirError, NotFound
 from fhirstore.access import Principal
 from scheduler.enrolment.population import Summary
 
@@ -89,8 +89,15 @@ class Jobs:
             await work(job.summary)
         except asyncio.CancelledError:
             raise
+        except FhirError as error:  # e.g. the search cannot be answered any more
+            job.error = f"the enrolment stopped early: {error.diagnostics}"
+            log.warning("enrolment job %s stopped: %s", job.id, type(error).__name__)
         except Exception as error:
-            job.error = f"the enrolment stopped early: {type(error).__name__}"
+            job.error = (
+                f"the enrolment stopped early on an unexpected error ({type(error).__name__});"
+                " start it again (patients enrolled so far are kept), and report it if it"
+                " keeps failing"
+            )
             log.error("enrolment job %s stopped: %s", job.id, type(error).__name__)
         finally:
             job.finished = self._clock.now()
