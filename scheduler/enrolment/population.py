@@ -6,9 +6,11 @@ identifier (one per PlanDefinition and Patient, scheduler/enrolment/apply.py), s
 twice, or a run interrupted and started again, makes no second CarePlan for anyone.
 
 `prepare` does everything that can refuse the whole enrolment (the PlanDefinition, the search,
-the start, the right to write CarePlans) before any patient is enrolled; `run` then enrolls
-one patient at a time, counting what happened to each. One patient's failure (e.g. a CarePlan
-over the scheduler's limits) is reported with its reason and does not stop the others.
+the start, the right to write CarePlans) before any patient is enrolled; `run` then reads the
+matched Patients (their ids, zones and birth dates only) and enrols them CHECKED at a time: one
+search finds who of them is already enrolled, the others are created in one transaction (one
+commit). If any of them is refused (e.g. a CarePlan over the scheduler's limits), each is
+created on its own, so the refusal is that patient's alone, reported with its reason.
 """
 
 from __future__ import annotations
