@@ -31,6 +31,9 @@ IGNORED = {
 ALL_SELECTED = frozenset({"all", "all-or-none"})
 # Deeper nesting than this is reported and not read (a plan is written by people).
 MAX_DEPTH = 16
+# Actions applied at most (far more than a CarePlan may have activities: docs/limits.md), so
+# that resolving related actions stays quick whatever a plan holds.
+MAX_ACTIONS = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,11 @@ def flattened(plan: Mapping[str, Any], notes: list[Note]) -> list[FlatAction]:
     """The plan's actions to apply, in order; what is left out or ignored goes to `notes`."""
     found: list[FlatAction] = []
     for where, action, timing in _walk(plan.get("action"), "action", None, 0, notes):
+        if len(found) == MAX_ACTIONS:
+            notes.append(
+                Note(where, f"beyond the first {MAX_ACTIONS} actions; left out with the rest")
+            )
+            break
         found.append(FlatAction("", where, action, timing))
     keys: set[str] = set()
     keyed: list[FlatAction] = []
