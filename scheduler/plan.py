@@ -28,7 +28,7 @@ from fhirstore.validation import ID_PATTERN
 from fhirstore.wire import OCCURRENCE_SYSTEM
 from scheduler.activity import Requests, activity_schedules
 from scheduler.policy import TIMEZONE_EXTENSION, PlanTag, ScheduleLimits, SchedulePolicy
-from scheduler.requests import ActivitySchedule, NotScheduled
+from scheduler.requests import ActivitySchedule, NotScheduled, PartNotScheduled
 from scheduler.requests.subject import patient_reference
 from scheduler.task import PlannedTask, local_datetime, occurrence_key, task_id
 from scheduler.timing import Budget, Occurrence, Unschedulable, occurrences
@@ -127,12 +127,20 @@ def plan_careplan(
             continue
         try:
             schedules = activity_schedules(
-                key, activity, requests=requests, patient=patient, zone=zone
+                key,
+                activity,
+                requests=requests,
+                patient=patient,
+                zone=zone,
+                appointment_lead=policy.appointment_lead,
             )
         except NotScheduled as error:
             skipped.append(Skipped(key, error.reason))
             continue
         for schedule in schedules:
+            if isinstance(schedule, PartNotScheduled):
+                skipped.append(Skipped(schedule.key, schedule.reason))
+                continue
             try:
                 found, notes, next_start = _window(schedule, zone, anchor, now, policy, budget)
             except Unschedulable as error:
