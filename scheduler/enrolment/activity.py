@@ -1,8 +1,9 @@
 """One PlanDefinition action as a CarePlan activity: its `detail` from the action and the
 definition its `definitionCanonical` names (an ActivityDefinition: kind, code, product,
-quantity, location, dosage; a Questionnaire: `instantiatesCanonical`, which makes its Tasks
-questionnaires), scheduled by the first placing and the first repeating timing of the action,
-the definition and its dosage (scheduler/enrolment/timing.py).
+quantity, location, dosage; a Questionnaire: `instantiatesCanonical` and SDC's
+`complete-questionnaire` code, which make its Tasks questionnaire Tasks), scheduled by the
+first placing and the first repeating timing of the action, the definition and its dosage
+(scheduler/enrolment/timing.py).
 
 What cannot be carried over (a product or Questionnaire contained in the definition, a kind a
 CarePlan activity cannot name, a timing given by an expression, a dosage taken as needed,
@@ -27,6 +28,7 @@ from scheduler.enrolment.timing import (
     resolve,
     timing_choice,
 )
+from scheduler.questionnaire import task_code
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +101,9 @@ def activity_of(
             if not canonical.startswith("#"):  # a contained one has no canonical of its own
                 detail["instantiatesCanonical"] = [canonical]
         elif kind == "Questionnaire" or (body is None and "/Questionnaire/" in canonical):
-            detail["kind"] = "Task"
+            # Coded to complete a questionnaire, so that its Tasks are questionnaire Tasks
+            # whatever the Questionnaire's url looks like (scheduler/questionnaire.py).
+            detail.update(kind="Task", code=task_code())
             if canonical.startswith("#"):
                 notes.append(
                     Note(

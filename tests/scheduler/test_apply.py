@@ -220,6 +220,7 @@ def test_activity_definitions_and_questionnaires_make_the_activity() -> None:
         "start": "2026-03-23T09:00:00+01:00"
     }
     assert found["survey"]["instantiatesCanonical"] == [survey["url"]]
+    assert found["survey"]["code"]["coding"][0]["code"] == "complete-questionnaire"
     assert found["survey"]["description"] == "PHQ-9"
     assert found["survey"]["scheduledPeriod"] == {"start": "2026-04-06T09:00:00+02:00"}
     assert "gone" not in found
@@ -335,3 +336,37 @@ async def test_apply_reads_with_the_callers_access(
         )
         assert refused.status_code == 403, refused.text
         assert "CarePlan" in refused.json()["issue"][0]["diagnostics"]
+
+
+async def test_an_enrolled_questionnaire_makes_questionnaire_tasks(
+    embedded_herald: HeraldFactory,
+) -> None:
+    async with embedded_herald() as (_, client):
+        patient_id = (await create(client, patient("Europe/Berlin")))["id"]
+        # Its url does not look like Questionnaire/{id}: the activity's code says what it is.
+        survey = {
+            "resourceType": "Questionnaire",
+            "url": "http://example.org/forms/phq-9",
+            "status": "active",
+            "title": "PHQ-9",
+        }
+        await create(client, survey)
+        weekly = {"frequency": 1, "period": 1, "periodUnit": "wk", "timeOfDay": ["09:00:00"]}
+        stored = await create(
+            client,
+            plan(
+                {
+                    "id": "phq",
+                    "definitionCanonical": survey["url"],
+                    "timingTiming": {"repeat": weekly},
+                }
+            ),
+        )
+        answer = await client.get(
+            f"/PlanDefinition/{stored['id']}/$apply", params={"subject": f"Patient/{patient_id}"}
+        )
+        assert answer.status_code == 200, answer.text
+        saved = await create(client, answer.json())
+        tasks = await wait_for_tasks(client, saved["id"], 2)
+        assert [t["input"][0]["valueCanonical"] for t in tasks] == [survey["url"]] * 2
+        assert tasks[0]["description"] == "PHQ-9"
