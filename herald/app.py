@@ -34,7 +34,7 @@ from herald import __version__
 from herald.metrics import MetricsMiddleware, metrics_endpoint
 from herald.runtime import Runtime, schedule_policy
 from herald.settings import Settings
-from scheduler import enrolment_router, schedule_router
+from scheduler import enrolment_router, schedule_capabilities, schedule_router
 from subscriptions import subscription_capabilities, subscription_router
 
 log = logging.getLogger(__name__)
@@ -190,6 +190,7 @@ def create_app(
             capability_additions=[
                 subscription_capabilities(runtime.registry.index.topic_urls),
                 audit_capabilities,
+                schedule_capabilities,
             ],
         )
     )

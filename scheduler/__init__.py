@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from scheduler.admission import careplan_rule
     from scheduler.api import schedule_router
+    from scheduler.capability import schedule_capabilities
     from scheduler.enrolment import Population, Summary, enrolment_router
     from scheduler.policy import PlanTag, ScheduleLimits, SchedulePolicy
     from scheduler.repairs import Repairs
@@ -27,5 +28,6 @@ __all__ = [
     "Summary",
     "careplan_rule",
     "enrolment_router",
+    "schedule_capabilities",
     "schedule_router",
 ]

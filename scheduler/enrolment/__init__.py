@@ -9,7 +9,6 @@ if TYPE_CHECKING:
     from scheduler.enrolment.actions import Note
     from scheduler.enrolment.api import enrolment_router
     from scheduler.enrolment.apply import (
-        ENROLMENT_SYSTEM,
         Applied,
         Options,
         Subject,
@@ -24,7 +23,6 @@ else:
     __getattr__ = LazyExports(__name__)
 
 __all__ = [
-    "ENROLMENT_SYSTEM",
     "Applied",
     "Failure",
     "Note",

@@ -22,7 +22,7 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from fhirstore.wire import HERALD_CANONICAL
+from fhirstore.wire import ENROLMENT_SYSTEM
 from scheduler.enrolment.actions import FlatAction, Note, flattened
 from scheduler.enrolment.activity import Definitions, activity_of, definition_of
 from scheduler.enrolment.timing import Frame, Unresolved, shifted
@@ -33,7 +33,6 @@ from scheduler.timing import Unschedulable
 from scheduler.timing.primitives import duration
 
 # The identifier system of enrolled CarePlans; its value is `enrolment_key`.
-ENROLMENT_SYSTEM = HERALD_CANONICAL + "/NamingSystem/plan-enrolment"
 REPORT_ID = "apply-report"
 _BEFORE = frozenset({"before-start", "before", "before-end"})
 _FROM_END = frozenset({"before-end", "concurrent-with-end", "after-end", "after"})

@@ -27,10 +27,10 @@ from fhirstore import BadRequest, FhirError, Store, process_transaction
 from fhirstore.access import Access
 from fhirstore.search import parse_search
 from fhirstore.validation import ID_PATTERN
+from fhirstore.wire import ENROLMENT_SYSTEM
 from scheduler.enrolment.actions import Note
 from scheduler.enrolment.activity import Definitions
 from scheduler.enrolment.apply import (
-    ENROLMENT_SYSTEM,
     Options,
     apply_plan,
     enrolment_key,

@@ -11,7 +11,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from fhirstore.clock import FrozenClock
-from scheduler.enrolment import ENROLMENT_SYSTEM, Options, Subject, apply_plan
+from fhirstore.wire import ENROLMENT_SYSTEM
+from scheduler.enrolment import Options, Subject, apply_plan
 from tests.scheduler.conftest import (
     DAILY_0900,
     HeraldFactory,
@@ -370,3 +371,21 @@ async def test_an_enrolled_questionnaire_makes_questionnaire_tasks(
         tasks = await wait_for_tasks(client, saved["id"], 2)
         assert [t["input"][0]["valueCanonical"] for t in tasks] == [survey["url"]] * 2
         assert tasks[0]["description"] == "PHQ-9"
+
+
+async def test_the_capability_statement_lists_apply_and_schedule(
+    embedded_herald: HeraldFactory,
+) -> None:
+    """A client finds the operations where FHIR says to look: on their resource types."""
+    async with embedded_herald() as (_, client):
+        statement = (await client.get("/metadata")).json()
+    operations = {
+        resource["type"]: {o["name"]: o["definition"] for o in resource.get("operation", [])}
+        for resource in statement["rest"][0]["resource"]
+    }
+    assert operations["PlanDefinition"] == {
+        "apply": "http://hl7.org/fhir/OperationDefinition/PlanDefinition-apply"
+    }
+    assert operations["CarePlan"] == {
+        "schedule": "http://herald-fhir.org/fhir/OperationDefinition/CarePlan-schedule"
+    }
