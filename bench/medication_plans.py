@@ -1,5 +1,6 @@
-"""Medication plans: Tasks materialised per second when a CarePlan's activities refer to
-MedicationRequests, against the same schedule written inline.
+"""Medication plans: Tasks/s of CarePlans referring to MedicationRequests vs the same inline.
+
+The same schedules either way, so the ratio is what reading and planning the requests costs.
 
 For each backend, each scenario on its own empty database, in this process (`Runtime` with the
 relay, matcher and scheduler jobs off, as in bench/scheduler.py):
@@ -22,7 +23,6 @@ Run: `python -m bench.medication_plans [--quick] [--patients 10000] [--backends 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 from collections.abc import Iterator
@@ -38,11 +38,17 @@ from bench.harness import (
     console,
     cpu_share,
     note,
-    parse_backends,
     rate,
     ratio,
 )
-from bench.scheduler import Row, berlin_patient, runtime_for, store_all, timed_sweeps
+from bench.scheduler import (
+    Row,
+    berlin_patient,
+    runtime_for,
+    size_and_backends,
+    store_all,
+    timed_sweeps,
+)
 from fhirstore.clock import FrozenClock
 from fhirstore.db.writer import PendingWrite
 from fhirstore.store import new_id
@@ -214,11 +220,4 @@ async def main(patients: int, backends: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--patients", type=int, default=10_000)
-    parser.add_argument("--backends", default="sqlite,postgres")
-    parser.add_argument("--quick", action="store_true", help="1,000 patients, SQLite only")
-    args = parser.parse_args()
-    if args.quick:
-        args.patients, args.backends = 1_000, "sqlite"
-    asyncio.run(main(args.patients, parse_backends(args.backends)))
+    asyncio.run(main(*size_and_backends(__doc__, "patients")))

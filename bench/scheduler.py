@@ -258,12 +258,17 @@ async def main(careplans: int, backends: list[str]) -> None:
     print_table(rows, careplans)
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--careplans", type=int, default=10_000)
+def size_and_backends(doc: str, counted: str) -> tuple[int, list[str]]:
+    """`--{counted}` and `--backends` from the command line (`--quick`: 1,000, SQLite only)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument(f"--{counted}", dest="size", metavar="N", type=int, default=10_000)
     parser.add_argument("--backends", default="sqlite,postgres")
-    parser.add_argument("--quick", action="store_true", help="1,000 CarePlans, SQLite only")
+    parser.add_argument("--quick", action="store_true", help=f"1,000 {counted}, SQLite only")
     args = parser.parse_args()
     if args.quick:
-        args.careplans, args.backends = 1_000, "sqlite"
-    asyncio.run(main(args.careplans, parse_backends(args.backends)))
+        args.size, args.backends = 1_000, "sqlite"
+    return args.size, parse_backends(args.backends)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(*size_and_backends(__doc__, "careplans")))
