@@ -26,14 +26,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from rich.table import Table
 
-from bench.harness import Databases, InfraUnavailable, console, note, parse_backends, rate, ratio
+from bench.harness import (
+    Databases,
+    InfraUnavailable,
+    console,
+    cpu_seconds,
+    cpu_share,
+    note,
+    parse_backends,
+    rate,
+    ratio,
+)
+from fhirstore.clock import Clock
 from fhirstore.db.writer import PendingWrite
 from fhirstore.store import new_id
 from herald.runtime import Runtime
@@ -59,6 +71,7 @@ class Row:
     tasks: int
     seconds: float
     note: str = ""
+    cpu: float = math.nan  # CPU seconds of this process (its threads included)
 
 
 def _careplan(patient_id: str) -> dict[str, Any]:
@@ -82,7 +95,7 @@ def _careplan(patient_id: str) -> dict[str, Any]:
     }
 
 
-def _patient(patient_id: str) -> dict[str, Any]:
+def berlin_patient(patient_id: str) -> dict[str, Any]:
     return {
         "resourceType": "Patient",
         "id": patient_id,
@@ -90,12 +103,12 @@ def _patient(patient_id: str) -> dict[str, Any]:
     }
 
 
-def _runtime(url: str) -> Runtime:
+def runtime_for(url: str, clock: Clock | None = None) -> Runtime:
     settings = Settings(database_url=url, subscriptions=False, scheduler=False, log_level="WARNING")
-    return Runtime(settings, run_relay=False)
+    return Runtime(settings, clock=clock, run_relay=False)
 
 
-async def _store_all(runtime: Runtime, writes: Iterator[PendingWrite]) -> None:
+async def store_all(runtime: Runtime, writes: Iterator[PendingWrite]) -> None:
     """Write `writes` a chunk at a time, each made just before it is written: a list of them
     all, alive throughout, would make each of the collector's full passes walk it."""
     while chunk := list(itertools.islice(writes, STORE_CHUNK)):
@@ -106,7 +119,7 @@ async def _store_all(runtime: Runtime, writes: Iterator[PendingWrite]) -> None:
 def _patients_and_careplans(careplans: int) -> Iterator[PendingWrite]:
     for _ in range(careplans):
         pid = new_id()
-        yield PendingWrite("Patient", pid, _patient(pid), new=True)
+        yield PendingWrite("Patient", pid, berlin_patient(pid), new=True)
         yield PendingWrite("CarePlan", new_id(), _careplan(pid), new=True)
 
 
@@ -128,36 +141,45 @@ def _tasks(tasks: int) -> Iterator[PendingWrite]:
 
 
 async def scheduler_rows(url: str, backend: str, careplans: int) -> list[Row]:
-    runtime = _runtime(url)
+    runtime = runtime_for(url)
     await runtime.start()
     try:
         note(f"{backend}: storing {careplans:,} Patients and CarePlans")
-        await _store_all(runtime, _patients_and_careplans(careplans))
-        rows = []
-        for what, full in SWEEPS:
-            note(f"{backend}: {what}")
-            began = time.perf_counter()
-            repairs = await runtime.scheduler.sweep(_progress_note(backend, careplans), full=full)
-            seconds = time.perf_counter() - began
-            rows.append(Row(backend, what, repairs.writes, seconds, _summary(repairs)))
-        return rows
+        await store_all(runtime, _patients_and_careplans(careplans))
+        return await timed_sweeps(runtime, backend, careplans, SWEEPS)
     finally:
         await runtime.stop()
+
+
+async def timed_sweeps(
+    runtime: Runtime, backend: str, careplans: int, sweeps: Iterable[tuple[str, bool]]
+) -> list[Row]:
+    """One row per sweep `(what, full)`, run one after the other on what is stored."""
+    rows = []
+    for what, full in sweeps:
+        note(f"{backend}: {what}")
+        began, cpu = time.perf_counter(), cpu_seconds()
+        repairs = await runtime.scheduler.sweep(progress_note(backend, careplans), full=full)
+        seconds = time.perf_counter() - began
+        used = cpu_seconds() - cpu
+        rows.append(Row(backend, what, repairs.writes, seconds, summary(repairs), used))
+    return rows
 
 
 async def baseline_row(url: str, backend: str, tasks: int) -> Row:
-    runtime = _runtime(url)
+    runtime = runtime_for(url)
     await runtime.start()
     try:
         note(f"{backend}: baseline, {tasks:,} Tasks through Store.write_batch")
-        began = time.perf_counter()
-        await _store_all(runtime, _tasks(tasks))
-        return Row(backend, "baseline: store batch writes", tasks, time.perf_counter() - began)
+        began, cpu = time.perf_counter(), cpu_seconds()
+        await store_all(runtime, _tasks(tasks))
+        seconds, used = time.perf_counter() - began, cpu_seconds() - cpu
+        return Row(backend, "baseline: store batch writes", tasks, seconds, cpu=used)
     finally:
         await runtime.stop()
 
 
-def _progress_note(backend: str, careplans: int):  # type: ignore[no-untyped-def]
+def progress_note(backend: str, careplans: int):  # type: ignore[no-untyped-def]
     step = max(1, careplans // 5)
     shown = [0]
 
@@ -172,13 +194,14 @@ def _progress_note(backend: str, careplans: int):  # type: ignore[no-untyped-def
     return show
 
 
-def _summary(repairs: Repairs) -> str:
+def summary(repairs: Repairs) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in repairs.counts().items() if v)
 
 
 def print_table(rows: list[Row], careplans: int) -> None:
     table = Table(title=f"Scheduler: {careplans:,} CarePlans x 2 daily activities, 14-day horizon")
-    for column in ("backend", "what", "Tasks written", "seconds", "Tasks/s", "vs baseline"):
+    columns = ("backend", "what", "Tasks written", "seconds", "Tasks/s", "vs baseline", "CPU")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("backend", "what") else "right")
     table.add_column("target")
     table.add_column("counts")
@@ -198,6 +221,7 @@ def print_table(rows: list[Row], careplans: int) -> None:
             f"{row.seconds:.2f}",
             rate(per_second) if row.tasks else "-",
             versus,
+            cpu_share(row.cpu, row.seconds),
             _target(row, per_second, careplans),
             row.note,
         )
@@ -234,12 +258,17 @@ async def main(careplans: int, backends: list[str]) -> None:
     print_table(rows, careplans)
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--careplans", type=int, default=10_000)
+def size_and_backends(doc: str, counted: str) -> tuple[int, list[str]]:
+    """`--{counted}` and `--backends` from the command line (`--quick`: 1,000, SQLite only)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument(f"--{counted}", dest="size", metavar="N", type=int, default=10_000)
     parser.add_argument("--backends", default="sqlite,postgres")
-    parser.add_argument("--quick", action="store_true", help="1,000 CarePlans, SQLite only")
+    parser.add_argument("--quick", action="store_true", help=f"1,000 {counted}, SQLite only")
     args = parser.parse_args()
     if args.quick:
-        args.careplans, args.backends = 1_000, "sqlite"
-    asyncio.run(main(args.careplans, parse_backends(args.backends)))
+        args.size, args.backends = 1_000, "sqlite"
+    return args.size, parse_backends(args.backends)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(*size_and_backends(__doc__, "careplans")))
