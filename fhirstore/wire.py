@@ -87,6 +87,11 @@ AUDIT_SUBTYPE_SYSTEM = HERALD_CANONICAL + "/CodeSystem/audit-subtype"
 AUDIT_TYPE_SYSTEM = HERALD_CANONICAL + "/CodeSystem/audit-type"
 # Task.identifier system the scheduler writes and finds its Tasks by (CarePlan/{id}/activity/...).
 OCCURRENCE_SYSTEM = HERALD_CANONICAL + "/NamingSystem/careplan-occurrence"
+# The identifier of a CarePlan made by enrolling a patient in a PlanDefinition (one per pair).
+ENROLMENT_SYSTEM = HERALD_CANONICAL + "/NamingSystem/plan-enrolment"
+# Herald's own `CarePlan/{id}/$schedule` (docs/scheduling.md) and R4B's PlanDefinition `$apply`.
+SCHEDULE_OPERATION = HERALD_CANONICAL + "/OperationDefinition/CarePlan-schedule"
+APPLY_OPERATION = "http://hl7.org/fhir/OperationDefinition/PlanDefinition-apply"
 # Task.businessStatus system of the Tasks the scheduler ends itself (status `cancelled`).
 BUSINESS_STATUS = HERALD_CANONICAL + "/CodeSystem/task-business-status"
 # Code system of the kinds of delivery failure (channels' `Failure`: blocked, unreachable,

@@ -32,9 +32,9 @@ from fhirstore.api import (
 )
 from herald import __version__
 from herald.metrics import MetricsMiddleware, metrics_endpoint
-from herald.runtime import Runtime
+from herald.runtime import Runtime, schedule_policy
 from herald.settings import Settings
-from scheduler import schedule_router
+from scheduler import enrolment_router, schedule_capabilities, schedule_router
 from subscriptions import subscription_capabilities, subscription_router
 
 log = logging.getLogger(__name__)
@@ -171,6 +171,7 @@ def create_app(
         )
     )
     app.include_router(schedule_router(runtime.store, prefix=settings.fhir_base_path))
+    app.include_router(enrolment_router(runtime.store, schedule_policy(settings), **base))
     app.include_router(audit_event_router(runtime.audit, **base, **pages))
     app.include_router(
         quarantine_router(
@@ -189,6 +190,7 @@ def create_app(
             capability_additions=[
                 subscription_capabilities(runtime.registry.index.topic_urls),
                 audit_capabilities,
+                schedule_capabilities,
             ],
         )
     )

@@ -1,5 +1,5 @@
 """The `herald` command: one Typer application assembled from the subcommands of
-`herald.commands` (serve, relay, migrate, load, reindex, dead-letters, replay, quarantine,
+`herald.commands` (serve, relay, migrate, load, reindex, enrol, dead-letters, replay, quarantine,
 scheduler, subscriptions, asyncapi, config-doc)."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import typer
 
 from herald.commands.documents import asyncapi, config_doc
+from herald.commands.enrol import enrol
 from herald.commands.letters import dead_letters, quarantine_app, replay
 from herald.commands.load import load
 from herald.commands.reconcile import reconcile
@@ -20,6 +21,7 @@ app.command()(relay)
 app.command()(migrate)
 app.command()(load)
 app.command()(reindex)
+app.command()(enrol)
 app.command("dead-letters")(dead_letters)
 app.command()(replay)
 app.add_typer(quarantine_app, name="quarantine")

@@ -109,6 +109,7 @@ def schedule_policy(settings: Settings) -> SchedulePolicy:
             horizon=timedelta(days=settings.scheduler_horizon_days),
             lead=timedelta(minutes=settings.scheduler_lead_minutes),
             grace=timedelta(hours=settings.scheduler_grace_hours),
+            appointment_lead=timedelta(hours=settings.scheduler_appointment_lead_hours),
             default_zone=ZoneInfo(settings.scheduler_default_timezone),
             when=WhenClock.parse(settings.scheduler_when_times),
             tag=PlanTag.parse(settings.scheduler_careplan_tag)

@@ -114,6 +114,12 @@ class Settings(BaseSettings):
         gt=0,
         description="A ready Task nobody started is marked missed this long after its time",
     )
+    scheduler_appointment_lead_hours: float = Field(
+        24,
+        ge=0,
+        description="An Appointment a CarePlan activity refers to gets its reminder Task this"
+        " many hours before it starts",
+    )
     scheduler_default_timezone: str = Field(
         "UTC", description="IANA zone of patients without the timezone extension"
     )

@@ -9,14 +9,17 @@ at it).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from scheduler.questionnaire import questionnaire_input, questionnaire_of, task_code
 from scheduler.requests import (
     READERS,
     ActivitySchedule,
     NotScheduled,
+    PartNotScheduled,
     RequestContext,
     request_schedules,
 )
@@ -55,8 +58,10 @@ def activity_schedules(
     requests: Requests,
     patient: str | None,
     zone: ZoneInfo,
-) -> list[ActivitySchedule]:
-    """The schedules of an activity to be scheduled. Raises NotScheduled."""
+    appointment_lead: timedelta,
+) -> Sequence[ActivitySchedule | PartNotScheduled]:
+    """The schedules of an activity to be scheduled, and the parts of the request it refers to
+    that give none. Raises NotScheduled."""
     detail = activity.get("detail")
     if isinstance(detail, Mapping):
         return [detail_schedule(key, detail)]
@@ -69,22 +74,32 @@ def activity_schedules(
             " activity.detail (scheduledTiming, scheduledPeriod) or in the request it refers"
             f" to ({', '.join(sorted(READERS))})"
         )
-    context = RequestContext(key, activity["reference"], target, patient, zone)
+    context = RequestContext(key, activity["reference"], target, patient, zone, appointment_lead)
     return request_schedules(requests.get(target), context)
 
 
 def detail_schedule(key: str, detail: Mapping[str, Any]) -> ActivitySchedule:
-    """The schedule of an activity written inline."""
+    """The schedule of an activity written inline; one that names a Questionnaire makes SDC
+    questionnaire Tasks (scheduler/questionnaire.py). Raises NotScheduled."""
     code = detail.get("code")
+    canonical = questionnaire_of(detail)
+    if canonical is None:
+        return ActivitySchedule(
+            key=key,
+            timing=detail,
+            description=_description(detail, "CarePlan activity"),
+            code=code if isinstance(code, Mapping) else None,
+        )
     return ActivitySchedule(
         key=key,
         timing=detail,
-        description=_description(detail),
-        code=code if isinstance(code, Mapping) else None,
+        description=_description(detail, f"Complete questionnaire {canonical}"),
+        code=task_code(),
+        inputs=(questionnaire_input(canonical),),
     )
 
 
-def _description(detail: Mapping[str, Any]) -> str:
+def _description(detail: Mapping[str, Any], otherwise: str) -> str:
     if isinstance(detail.get("description"), str) and detail["description"].strip():
         return str(detail["description"])
     code = detail.get("code")
@@ -95,4 +110,4 @@ def _description(detail: Mapping[str, Any]) -> str:
     for coding in code.get("coding") or ():
         if isinstance(coding, dict) and isinstance(coding.get("display"), str):
             return str(coding["display"])
-    return "CarePlan activity"
+    return otherwise

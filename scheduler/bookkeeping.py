@@ -1,7 +1,7 @@
-"""The scheduler's own rows: what it made of each CarePlan (`schedule_plans`) and the Tasks it
-owes something (`schedule_tasks`), read and written inside the caller's transaction; and from
-them what a patient's CarePlans hold within the window, for the limits (scheduler/admission.py,
-docs/limits.md)."""
+"""The scheduler's own rows: what it made of each CarePlan (`schedule_plans`), the requests it
+was planned from (`schedule_references`) and the Tasks it owes something (`schedule_tasks`),
+read and written inside the caller's transaction; and from them what a patient's CarePlans hold
+within the window, for the limits (scheduler/admission.py, docs/limits.md)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import Row, Subquery, and_, delete, func, or_, select, text, union
+from sqlalchemy import Row, Subquery, and_, delete, func, insert, or_, select, text, union
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fhirstore import CurrentVersions, IndexedValues
 from fhirstore.db import CAREPLAN_LOCK_CLASS, int4_key
 from fhirstore.db.upsert import upsert
-from scheduler.tables import schedule_plans, schedule_tasks
+from scheduler.tables import schedule_plans, schedule_references, schedule_tasks
 from scheduler.task import TaskState
 
 _CHUNK = 500
@@ -49,6 +49,17 @@ class PlanRow:
     patient_version: int | None  # the Patient's version it was planned with
     policy: str | None  # SchedulePolicy.fingerprint
     covered_until: datetime | None  # None: reconcile it at the next sweep
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceRow:
+    """A request a CarePlan was planned from, and its version then (None: not stored, or
+    deleted): a change to it reschedules the CarePlan."""
+
+    careplan_id: str
+    res_type: str
+    res_id: str
+    version_id: int | None
 
 
 def _task_row(row: Row[Any]) -> TaskRow:
@@ -130,12 +141,55 @@ async def save_plans(conn: AsyncConnection, rows: Sequence[PlanRow]) -> None:
         await upsert(conn, schedule_plans, [_columns(r) for r in chunk], key=["careplan_id"])
 
 
-def _columns(row: TaskRow | PlanRow) -> dict[str, object]:
+async def reference_rows(
+    conn: AsyncConnection, careplan_ids: Sequence[str]
+) -> dict[str, frozenset[ReferenceRow]]:
+    """The requests each of the CarePlans was last planned from (none: not in here)."""
+    found: dict[str, set[ReferenceRow]] = {}
+    for chunk in _chunks(careplan_ids):
+        rows = await conn.execute(
+            select(schedule_references).where(schedule_references.c.careplan_id.in_(chunk))
+        )
+        for row in rows:
+            found.setdefault(row.careplan_id, set()).add(ReferenceRow(**row._mapping))
+    return {i: frozenset(refs) for i, refs in found.items()}
+
+
+async def save_references(
+    conn: AsyncConnection, references: dict[str, frozenset[ReferenceRow]]
+) -> None:
+    """Replace the reference rows of each CarePlan in `references` with those given."""
+    r = schedule_references.c
+    for chunk in _chunks(sorted(references)):
+        await conn.execute(delete(schedule_references).where(r.careplan_id.in_(chunk)))
+    rows = [_columns(row) for refs in references.values() for row in refs]
+    for part in _chunks(rows):
+        await conn.execute(insert(schedule_references), list(part))
+
+
+async def plans_referring_to(conn: AsyncConnection, requests: Sequence[str]) -> list[str]:
+    """The CarePlans last planned from any of `requests` (`Type/id`)."""
+    r = schedule_references.c
+    by_type: dict[str, list[str]] = {}
+    for request in sorted(set(requests)):
+        resource_type, _, resource_id = request.partition("/")
+        by_type.setdefault(resource_type, []).append(resource_id)
+    found: set[str] = set()
+    for resource_type, ids in by_type.items():
+        for chunk in _chunks(ids):
+            rows = await conn.execute(
+                select(r.careplan_id).where(r.res_type == resource_type, r.res_id.in_(chunk))
+            )
+            found.update(rows.scalars())
+    return sorted(found)
+
+
+def _columns(row: TaskRow | PlanRow | ReferenceRow) -> dict[str, object]:
     # Not dataclasses.asdict: that deep-copies every value, and rows come by the thousand.
     return {name: getattr(row, name) for name in _NAMES[type(row)]}
 
 
-_NAMES = {kind: tuple(f.name for f in fields(kind)) for kind in (TaskRow, PlanRow)}
+_NAMES = {kind: tuple(f.name for f in fields(kind)) for kind in (TaskRow, PlanRow, ReferenceRow)}
 
 
 async def forget_tasks(conn: AsyncConnection, before: datetime) -> int:

@@ -18,8 +18,9 @@ the same policy wants no Task the plan does not have, so a sweep can leave it al
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -28,7 +29,7 @@ from fhirstore.validation import ID_PATTERN
 from fhirstore.wire import OCCURRENCE_SYSTEM
 from scheduler.activity import Requests, activity_schedules
 from scheduler.policy import TIMEZONE_EXTENSION, PlanTag, ScheduleLimits, SchedulePolicy
-from scheduler.requests import ActivitySchedule, NotScheduled
+from scheduler.requests import ActivitySchedule, NotScheduled, PartNotScheduled
 from scheduler.requests.subject import patient_reference
 from scheduler.task import PlannedTask, local_datetime, occurrence_key, task_id
 from scheduler.timing import Budget, Occurrence, Unschedulable, occurrences
@@ -74,6 +75,12 @@ class Plan:
     # The first occurrence not in `tasks` starts here (or later): until now + horizon passes
     # it, the plan wants nothing new.
     covered_until: datetime
+    # (activity key, start) of the schedule's occurrences from an instant up to the window
+    # (now - grace): what a reminder that went out before the window may stand for
+    # (scheduler/slots.py). Computed only when asked.
+    earlier: Callable[[datetime], frozenset[tuple[str, datetime]]] = field(
+        default=lambda _: frozenset(), compare=False, repr=False
+    )
 
 
 def patient_of(careplan: Mapping[str, Any] | None) -> str | None:
@@ -121,18 +128,27 @@ def plan_careplan(
     skipped: list[Skipped] = []
     covered = [horizon_end + LOOKAHEAD]
     budget = Budget(PLAN_STEPS)
+    planned_schedules: list[ActivitySchedule] = []
     for key, activity, _, reason in activities(careplan, limits.activities):
         if reason is not None:
             skipped.append(Skipped(key, reason))
             continue
         try:
             schedules = activity_schedules(
-                key, activity, requests=requests, patient=patient, zone=zone
+                key,
+                activity,
+                requests=requests,
+                patient=patient,
+                zone=zone,
+                appointment_lead=policy.appointment_lead,
             )
         except NotScheduled as error:
             skipped.append(Skipped(key, error.reason))
             continue
         for schedule in schedules:
+            if isinstance(schedule, PartNotScheduled):
+                skipped.append(Skipped(schedule.key, schedule.reason))
+                continue
             try:
                 found, notes, next_start = _window(schedule, zone, anchor, now, policy, budget)
             except Unschedulable as error:
@@ -141,12 +157,24 @@ def plan_careplan(
                 continue
             skipped.extend(notes)
             covered.append(next_start)
+            planned_schedules.append(schedule)
             for occurrence in found:
                 planned = _planned(careplan_id, careplan, schedule, occurrence, zone)
                 tasks[planned.id] = planned
     if not careplan.get("activity"):
         skipped.append(Skipped(None, "the CarePlan has no activity to schedule"))
-    plan = Plan(careplan_id, patient, zone.key, True, tasks, tuple(skipped), min(covered))
+
+    def earlier(start: datetime) -> frozenset[tuple[str, datetime]]:
+        end, found = now - policy.grace, set[tuple[str, datetime]]()
+        for schedule in planned_schedules:
+            with contextlib.suppress(Unschedulable):  # read once already: not here
+                occurring = _occurrences(
+                    schedule, zone, anchor, start, end, policy, MAX_TASKS_PER_ACTIVITY, budget
+                )
+                found.update((schedule.key, o.start) for o in occurring)
+        return frozenset(found)
+
+    plan = Plan(careplan_id, patient, zone.key, True, tasks, tuple(skipped), min(covered), earlier)
     return limited(plan, limits.tasks_per_careplan, careplan_tasks_limit(limits))
 
 

@@ -64,6 +64,8 @@ class SchedulePolicy:
     lead: timedelta = timedelta(0)
     # A ready Task not moved on by then (after its start) is marked missed.
     grace: timedelta = timedelta(hours=24)
+    # An Appointment's reminder Task falls due this long before the appointment starts.
+    appointment_lead: timedelta = timedelta(hours=24)
     # The zone of patients without the timezone extension.
     default_zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
     when: WhenClock = field(default_factory=WhenClock.default)
@@ -81,6 +83,7 @@ class SchedulePolicy:
             self.horizon.total_seconds(),
             self.lead.total_seconds(),
             self.grace.total_seconds(),
+            self.appointment_lead.total_seconds(),
             self.default_zone.key,
             when,
             tag,

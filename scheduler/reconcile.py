@@ -22,9 +22,12 @@ CarePlans outside the batch keep what they have, those in it share what is left 
 The CarePlan's row also records what a sweep needs to leave the CarePlan alone next time
 (scheduler/settled.py): the Patient version and policy it was planned with, and until when its
 Tasks cover the schedule (never later than a Task row beyond the horizon, which is not judged
-now; NULL when a write was refused, so the next sweep reconciles it again).
+now; NULL when a write was refused, so the next sweep reconciles it again). Its reference rows
+record each request a scheduled CarePlan's activities refer to, at the version it was planned
+with (NULL: not stored, or deleted), so that a change to the request, even its creation,
+reschedules the CarePlan (scheduler/service.py) and a missed one is seen by a sweep.
 
-Each batch is one transaction: Tasks, their rows and the CarePlan's row commit together, so a
+Each batch is one transaction: Tasks, their rows and the CarePlan's rows commit together, so a
 crash leaves either all of a batch or none of it. On PostgreSQL a transaction-scoped advisory lock
 per CarePlan keeps two schedulers from reconciling the same CarePlan at once.
 """
@@ -47,11 +50,14 @@ from fhirstore.wire import OCCURRENCE_SYSTEM
 from scheduler.activity import referenced
 from scheduler.bookkeeping import (
     PlanRow,
+    ReferenceRow,
     TaskRow,
     lock_plans,
     patients_task_counts,
     plan_rows,
+    reference_rows,
     save_plans,
+    save_references,
     save_tasks,
     task_rows,
 )
@@ -126,9 +132,13 @@ class Reconciler:
             conn = tx.conn
             await lock_plans(conn, ids)
             previous = await plan_rows(conn, ids)
-            plans = await self._plans(conn, ids, now, strict)
+            plans, references = await self._plans(conn, ids, now, strict)
             ids = list(plans)  # without those that could not be planned: left as they are
-            changed = {i: _plan_changed(previous.get(i), r) for i, (_, r) in plans.items()}
+            before = await reference_rows(conn, ids)
+            changed = {
+                i: _plan_changed(previous.get(i), r) or before.get(i, frozenset()) != references[i]
+                for i, (_, r) in plans.items()
+            }
             repairs.changed_plans = sum(changed.values())
             since = now - self._policy.grace
             # From a day earlier: what went out that day counts against the day (slots.py).
@@ -142,7 +152,7 @@ class Reconciler:
                 recent,
                 {i: plan.zone for i, (plan, _) in plans.items()},
                 since=since,
-                changed={i for i, c in changed.items() if c},
+                earlier={i: plan.earlier for i, (plan, _) in plans.items()},
             )
             heads = await Store.heads_in(conn, "Task", [*wanted, *rows])
             step = BatchDecisions(self._policy, now, repairs)
@@ -167,12 +177,17 @@ class Reconciler:
             horizon_end = now + self._policy.horizon
             after = _covering(plans, rows.values(), horizon_end, refused)
             await save_plans(conn, [r for r in after if _changed(previous.get(r.careplan_id), r)])
+            await save_references(
+                conn,
+                {i: r for i, r in references.items() if before.get(i, frozenset()) != r},
+            )
         return repairs
 
     async def _plans(
         self, conn: AsyncConnection, ids: Sequence[str], now: datetime, strict: bool
-    ) -> dict[str, tuple[Plan, PlanRow]]:
-        """Each CarePlan's plan, and its row: what it was made from."""
+    ) -> tuple[dict[str, tuple[Plan, PlanRow]], dict[str, frozenset[ReferenceRow]]]:
+        """Each CarePlan's plan, and its row: what it was made from; and the requests each was
+        planned from (none when it is not scheduled: then no request matters)."""
         careplans = await Store.current_in(conn, "CarePlan", ids)
         bodies = {i: _body(careplans.get(i)) for i in ids}
         requests = await _requests(conn, [t for b in bodies.values() for t in referenced(b)])
@@ -183,10 +198,12 @@ class Reconciler:
         first_seen = await first_stored(conn, "CarePlan", ids)
         fingerprint = self._policy.fingerprint
         planned: dict[str, tuple[Plan, int | None, int | None]] = {}
+        references: dict[str, frozenset[ReferenceRow]] = {}
         for i in ids:
             ref = refs[i]
             patient = patients.get(ref.split("/", 1)[1]) if ref else None
             zone = patient_zone(_body(patient), self._policy.default_zone)
+            targets = referenced(bodies[i])
             try:
                 plan = plan_careplan(
                     i,
@@ -195,7 +212,7 @@ class Reconciler:
                     first_seen=first_seen.get(i, now),
                     now=now,
                     policy=self._policy,
-                    requests={t: requests.get(t) for t in referenced(bodies[i])},
+                    requests={t: _body(requests.get(t)) for t in targets},
                 )
             except Exception as error:  # a bug must not cancel what exists
                 if strict:  # the stream's change: retried, then quarantined
@@ -205,11 +222,15 @@ class Reconciler:
             version = careplans[i].version_id if i in careplans and bodies[i] else None
             patient_version = patient.version_id if patient is not None else None
             planned[i] = (plan, version, patient_version)
+            references[i] = frozenset(
+                _reference_row(i, t, requests.get(t)) for t in (targets if plan.scheduled else ())
+            )
         await self._within_patient_limits(conn, planned, now)
-        return {
+        rows = {
             i: (plan, _plan_row(plan, version, patient_version, fingerprint, now))
             for i, (plan, version, patient_version) in planned.items()
         }
+        return rows, references
 
     async def _within_patient_limits(
         self,
@@ -315,8 +336,9 @@ def _plan_row(
 
 
 def _plan_changed(before: PlanRow | None, after: PlanRow) -> bool:
-    """Whether the CarePlan (or its patient's time zone) changed since it was last reconciled:
-    then every Task it wants is compared with the schedule, not only moved on in time."""
+    """Whether the CarePlan (or its patient's time zone) changed since it was last reconciled
+    (or, checked beside, a request it refers to): then every Task it wants is compared with
+    the schedule, not only moved on in time."""
     return before is None or (before.version_id, before.zone) != (after.version_id, after.zone)
 
 
@@ -328,20 +350,23 @@ def _changed(before: PlanRow | None, after: PlanRow) -> bool:
     return replace(before, reconciled_at=after.reconciled_at) != after
 
 
-async def _requests(
-    conn: AsyncConnection, targets: Iterable[str]
-) -> dict[str, dict[str, Any] | None]:
-    """The current body of each request (`Type/id`); None when not stored or deleted."""
+async def _requests(conn: AsyncConnection, targets: Iterable[str]) -> dict[str, StoredVersion]:
+    """The current version of each request (`Type/id`) that was ever stored."""
     by_type: dict[str, set[str]] = {}
     for target in targets:
         resource_type, _, resource_id = target.partition("/")
         by_type.setdefault(resource_type, set()).add(resource_id)
-    found: dict[str, dict[str, Any] | None] = {}
+    found: dict[str, StoredVersion] = {}
     for resource_type, ids in sorted(by_type.items()):
         versions = await Store.current_in(conn, resource_type, sorted(ids))
-        for resource_id in ids:
-            found[f"{resource_type}/{resource_id}"] = _body(versions.get(resource_id))
+        found.update({f"{resource_type}/{i}": v for i, v in versions.items()})
     return found
+
+
+def _reference_row(careplan_id: str, target: str, request: StoredVersion | None) -> ReferenceRow:
+    resource_type, _, resource_id = target.partition("/")
+    version = None if request is None or request.deleted else request.version_id
+    return ReferenceRow(careplan_id, resource_type, resource_id, version)
 
 
 def _body(version: StoredVersion | None) -> dict[str, Any] | None:

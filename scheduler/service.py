@@ -2,8 +2,12 @@
 
 - Every CarePlan change on `fhir.changes` (consumer group `herald-scheduler`) reconciles that
   CarePlan at once; a Patient change reconciles the Patient's CarePlans (the time zone may have
-  changed). Other changes are skipped by their key, unread. A change whose CarePlan cannot be
-  reconciled fails, is retried and then quarantined by the bus (`events/quarantine`).
+  changed); a change to a request of a type Herald schedules from (`scheduler.requests.READERS`)
+  reconciles the CarePlans last planned from it, found in the scheduler's reference rows (not
+  the search index), which hold a request not stored yet too, so its creation is heard (one
+  stored while its CarePlan was being planned may go unheard: the next sweep sees it). Other
+  changes are skipped by their key, unread. A change whose CarePlan cannot be reconciled fails,
+  is retried and then quarantined by the bus (`events/quarantine`).
 - Due wake-ups every `due_interval` seconds, in every scheduler process.
 - The sweep every `sweep_interval` seconds, at start and whenever this process becomes the
   leader, run only by the leader (a PostgreSQL advisory lock; SQLite: the one process). The
@@ -40,6 +44,7 @@ from scheduler.bookkeeping import (
     count_careplans,
     forget_tasks,
     plans_of_patients,
+    plans_referring_to,
     skipped_activities,
 )
 from scheduler.due import DueTasks
@@ -48,6 +53,7 @@ from scheduler.metrics import SCHEDULER_LEADER, SWEEP_REPAIRS, SWEEP_SECONDS, TA
 from scheduler.policy import SchedulePolicy
 from scheduler.reconcile import Reconciler
 from scheduler.repairs import Repairs
+from scheduler.requests import READERS
 from scheduler.settled import settled
 from scheduler.tables import schedule_plans, schedule_tasks
 
@@ -106,15 +112,19 @@ class Scheduler:
         """Reconcile the CarePlans these changes concern."""
         careplans: set[str] = set()
         patients: set[str] = set()
+        requests: set[str] = set()
         for message in messages:
             resource_type, _, resource_id = message.key.partition("/")
             if resource_type == "CarePlan":
                 careplans.add(resource_id)
             elif resource_type == "Patient":
-                patients.add(f"Patient/{resource_id}")
-        if patients:
+                patients.add(message.key)
+            elif resource_type in READERS:
+                requests.add(message.key)
+        if patients or requests:
             async with self._store.engine.connect() as conn:
                 careplans.update(await plans_of_patients(conn, sorted(patients)))
+                careplans.update(await plans_referring_to(conn, sorted(requests)))
         if careplans:
             # Strict: a CarePlan that cannot be reconciled fails its change, which the bus
             # retries and then quarantines (events/quarantine), rather than skipping it unseen.

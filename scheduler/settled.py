@@ -9,17 +9,21 @@ all of these hold (anything else goes through the one reconciliation path, `Reco
 1. its current version is the one last planned (or it is still deleted): no change was missed;
 2. its Patient's current version is the one it was planned with (the time zone comes from the
    Patient), or there is still no Patient;
-3. it was planned under the policy in force (`SchedulePolicy.fingerprint`: horizon, lead,
+3. each request it was planned from (its reference rows: every request its activities refer
+   to, when it is scheduled; scheduler/reconcile.py) is at the version it was planned with, or
+   was not stored (or deleted) then and still is not (or is still deleted), and is of a type
+   Herald still reads: no change to a MedicationRequest, say, was missed;
+4. it was planned under the policy in force (`SchedulePolicy.fingerprint`: horizon, lead,
    grace, when times, tag, default zone, Herald release);
-4. now + horizon has not passed `covered_until`: the start of the first occurrence the plan
+5. now + horizon has not passed `covered_until`: the start of the first occurrence the plan
    left out, or of a Task row beyond the horizon then (not judged then);
-5. no Task row of an occurrence not yet missed (start >= now - grace) is due: the due loop is
+6. no Task row of an occurrence not yet missed (start >= now - grace) is due: the due loop is
    behind, or the clock jumped;
-6. each such row the schedule wanted (`wanted`, as of the last reconciliation) has its Task,
+7. each such row the schedule wanted (`wanted`, as of the last reconciliation) has its Task,
    live, at the version Herald wrote or last saw (not deleted or edited by hand, no write lost
    a race), not cancelled as unscheduled, and no other Task, requested or ready, carries its
    occurrence identifier (a duplicate made by hand);
-7. each row it did not want whose occurrence is ahead but inside the horizon
+8. each row it did not want whose occurrence is ahead but inside the horizon
    (now <= start < now + horizon) has its Task at that version too (someone may have set it
    going again). Such a Task deleted, or edited in the past, is left as it is, by
    reconciliation too; so is one beyond the horizon, which reconciliation does not judge
@@ -32,16 +36,20 @@ back). `reconciled_at` is the last reconciliation that changed the CarePlan's ro
 that changed nothing did not store its time, which only makes 0 weaker in a way that does not
 matter (everything below holds as of that earlier reconciliation), and a reconciliation whose
 now is earlier than `reconciled_at` always stores it (`reconcile._changed`).
-With 0-3, planning again would give the same schedule, only for a window
-[now - grace, now + horizon) that starts no earlier and ends no earlier. With 4, nothing enters
-that window at its end: the Tasks it wants are those it wanted, less those whose time is past,
-and each has its row (a reconciliation that could not write everything leaves `covered_until`
-NULL). Those rows are the same (later: fewer), still wanted or not; 5-7 are what reconciliation
-would act on in each: no Task to restore, revive, move on in time or cancel, and no duplicate
-to cancel. Rows at or beyond now + horizon were not wanted (no plan reaches past its horizon,
-and 0 and 3 keep the last one's no later than now's), and reconciliation keeps them as they are;
-4 also says none of them has come into the horizon, since `covered_until` is no later than the
-first of them. Nothing remains to do.
+With 0-4, planning again would give the same schedule, only for a window
+[now - grace, now + horizon) that starts no earlier and ends no earlier: a plan is made from
+the CarePlan, its Patient, the requests its activities refer to (read only when it is
+scheduled; which ones follows from the CarePlan and the release, 1 and 4), the policy, the
+first time the CarePlan was stored, and now; and the reference rows are written in the
+transaction that writes the plan row, at the versions that planning read. With 5, nothing
+enters that window at its end: the Tasks it wants are those it wanted, less those whose time
+is past, and each has its row (a reconciliation that could not write everything leaves
+`covered_until` NULL). Those rows are the same (later: fewer), still wanted or not; 6-8 are
+what reconciliation would act on in each: no Task to restore, revive, move on in time or
+cancel, and no duplicate to cancel. Rows at or beyond now + horizon were not wanted (no plan
+reaches past its horizon, and 0 and 4 keep the last one's no later than now's), and
+reconciliation keeps them as they are; 5 also says none of them has come into the horizon,
+since `covered_until` is no later than the first of them. Nothing remains to do.
 
 The checks are per page of a sweep, in one query, outside the reconciliation's transaction: a
 CarePlan changed just after is reconciled from its change event, or by the next sweep.
@@ -53,13 +61,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, and_, exists, func, or_, select
+from sqlalchemy import ColumnElement, FromClause, String, and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fhirstore import CurrentVersions, IndexedValues
 from fhirstore.wire import OCCURRENCE_SYSTEM
 from scheduler.policy import SchedulePolicy
-from scheduler.tables import schedule_plans, schedule_tasks
+from scheduler.requests import READERS
+from scheduler.tables import schedule_plans, schedule_references, schedule_tasks
 
 _PATIENT = "Patient/"
 
@@ -85,6 +94,7 @@ async def settled(
             p.reconciled_at <= now,
             p.policy == policy.fingerprint,
             p.covered_until >= now + policy.horizon,
+            ~_request_changed(ids),
             ~_task_astray(ids, now, policy, dialect=conn.dialect.name),
         )
     )
@@ -99,11 +109,41 @@ def _same_careplan(careplan: CurrentVersions) -> ColumnElement[bool]:
     return or_(live, and_(p.version_id.is_(None), gone))
 
 
+def _request_changed(careplan_ids: Sequence[str]) -> ColumnElement[bool]:
+    """A request the plan was made from is no longer as it was then (point 3 of the module
+    docstring), or is of a type Herald no longer reads.
+
+    One outer join per type Herald reads, each matching only its type's rows; the reference
+    rows are limited to the page's CarePlans, as in `_task_astray`."""
+    r = schedule_references.c
+    rows: FromClause = schedule_references
+    changed: list[ColumnElement[bool]] = [r.res_type.not_in(sorted(READERS))]
+    for n, resource_type in enumerate(sorted(READERS)):
+        request = CurrentVersions(resource_type, f"request_{n}")
+        rows = rows.outerjoin(request.rows, and_(r.res_type == resource_type, request.on(r.res_id)))
+        # Two-valued on purpose: a NULL here would read as "unchanged" once negated.
+        live = and_(
+            request.version_id.is_not_distinct_from(r.version_id), request.deleted.is_(False)
+        )
+        gone = and_(r.version_id.is_(None), or_(request.id.is_(None), request.deleted.is_(True)))
+        changed.append(and_(r.res_type == resource_type, ~or_(live, gone)))
+    return (
+        select(r.careplan_id)
+        .select_from(rows)
+        .where(
+            r.careplan_id == schedule_plans.c.careplan_id,
+            r.careplan_id.in_(careplan_ids),
+            or_(*changed),
+        )
+        .exists()
+    )
+
+
 def _task_astray(
     careplan_ids: Sequence[str], now: datetime, policy: SchedulePolicy, *, dialect: str
 ) -> ColumnElement[bool]:
     """A row of the plan's, for an occurrence not yet missed, that reconciling would act on
-    (points 5-7 of the module docstring).
+    (points 6-8 of the module docstring).
 
     The rows are also limited to the page's CarePlans: PostgreSQL answers the NOT EXISTS
     with a hash anti join, and without that limit it judged every row of every CarePlan for
@@ -125,7 +165,7 @@ def _task_astray(
             or_(
                 t.due_at <= now,
                 and_(t.wanted.is_(True), to_repair),
-                # Not beyond the horizon: not judged (the module docstring, 7).
+                # Not beyond the horizon: not judged (the module docstring, 8).
                 and_(t.start >= now, t.start < now + policy.horizon, edited),
             ),
         )

@@ -5,8 +5,9 @@ A Task's occurrence is keyed by its instant, so a new time zone or a new time of
 occurrences with new Tasks while the Tasks that already went out (`ready`, then missed, or moved
 on by a person) stay as history. Per CarePlan activity and local day (the date its
 `executionPeriod.start` names), the Tasks that went out for occurrences the schedule no longer
-has stand for the earliest of that day's occurrences that have no Task of their own yet: those
-get none. So a day never has more reminders than the schedule has occurrences that day.
+has stand for the earliest of that day's occurrences that have no Task of their own yet, past
+ones included (a short grace period leaves a morning dose behind the window by the afternoon):
+those get none. So a day never has more reminders than the schedule has occurrences that day.
 
 An occurrence that moved into the past before its Task went out is not lost: its new Task is
 `ready` at once (as for any occurrence within the grace period). One that moved after its Task
@@ -16,7 +17,7 @@ went out does not go out again.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -33,6 +34,8 @@ WENT_OUT: frozenset[TaskState] = frozenset({"ready", "missed", "released"})
 ZONES_APART = timedelta(hours=26)
 
 Slot = tuple[str, str, str]  # CarePlan id, activity key, local date
+# A CarePlan's (activity key, start) of occurrences from an instant up to the window.
+Earlier = Callable[[datetime], frozenset[tuple[str, datetime]]]
 
 
 async def without_spent_slots(
@@ -42,15 +45,16 @@ async def without_spent_slots(
     zones: Mapping[str, str],
     *,
     since: datetime,
-    changed: Collection[str],
+    earlier: Mapping[str, Earlier],
 ) -> dict[str, PlannedTask]:
     """`wanted` less the new Tasks whose day's reminders already went out (module docstring).
 
     `rows` are the CarePlans' Task rows from a day before the window (`since`) on; `zones` the
-    IANA zone each CarePlan is planned in now. A Task is new when it has no row, or one
-    cancelled as `unscheduled` (it never went out). A row before the window counts only for a
-    CarePlan `changed` (version or zone) since it was last reconciled: otherwise its occurrence
-    merely left the window, and is still in the schedule.
+    IANA zone each CarePlan is planned in now; `earlier` each CarePlan's occurrences from an
+    instant up to the window (`Plan.earlier`), asked only of a CarePlan with a reminder before
+    the window. A Task is new when it has no row, or one cancelled as `unscheduled` (it never
+    went out). A reminder stands for its own occurrence while the schedule has it; otherwise
+    for the earliest occurrence of its day without a Task, which may be before the window.
     """
     by_id = {r.task_id: r for r in rows}
     fresh = [t for t in wanted.values() if t.id not in by_id or by_id[t.id].state == "unscheduled"]
@@ -61,24 +65,40 @@ async def without_spent_slots(
         key = (task.careplan_id, task.activity)
         low, high = spans.get(key, (task.start, task.start))
         spans[key] = (min(low, task.start), max(high, task.start))
-    went_out = [
+    near = [
         r
         for r in by_id.values()
-        if r.task_id not in wanted
-        and r.state in WENT_OUT
-        and (r.start >= since or r.careplan_id in changed)
-        and _near(r, spans)
+        if r.task_id not in wanted and r.state in WENT_OUT and _near(r, spans)
+    ]
+    if not near:
+        return dict(wanted)
+    before = {
+        careplan_id: earlier[careplan_id](since - ZONES_APART)
+        for careplan_id in {r.careplan_id for r in near if r.start < since}
+    }
+    # A reminder in the window not wanted there: its occurrence left the schedule.
+    went_out = [
+        r for r in near if r.start >= since or (r.activity, r.start) not in before[r.careplan_id]
     ]
     if not went_out:
         return dict(wanted)
     spent = Counter(await _slots(conn, went_out, zones))
-    days: dict[Slot, list[PlannedTask]] = defaultdict(list)
+    held = {
+        (r.careplan_id, r.activity, r.start) for r in by_id.values() if r.state != "unscheduled"
+    }
+    days: dict[Slot, list[tuple[datetime, str | None]]] = defaultdict(list)
+    for careplan_id, occurrences in before.items():
+        for activity, start in occurrences:
+            if (careplan_id, activity, start) not in held:
+                days[_slot(careplan_id, activity, start, zones)].append((start, None))
     for task in fresh:
-        days[_slot(task.careplan_id, task.activity, task.start, zones)].append(task)
+        days[_slot(task.careplan_id, task.activity, task.start, zones)].append(
+            (task.start, task.id)
+        )
     dropped: set[str] = set()
-    for slot, tasks in days.items():
-        tasks.sort(key=lambda t: t.start)
-        dropped.update(t.id for t in tasks[: spent[slot]])
+    for slot, taskless in days.items():
+        taskless.sort(key=lambda occurrence: occurrence[0])
+        dropped.update(i for _, i in taskless[: spent[slot]] if i is not None)
     return {i: t for i, t in wanted.items() if i not in dropped}
 
 

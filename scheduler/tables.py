@@ -1,5 +1,6 @@
-"""The scheduler's tables: what it made of each CarePlan (`schedule_plans`) and the Tasks it
-owes something (`schedule_tasks`), read and written by scheduler/bookkeeping.py.
+"""The scheduler's tables: what it made of each CarePlan (`schedule_plans`), the requests it
+was planned from (`schedule_references`) and the Tasks it owes something (`schedule_tasks`),
+read and written by scheduler/bookkeeping.py.
 """
 
 from __future__ import annotations
@@ -33,13 +34,28 @@ schedule_plans = Table(
     Index("ix_schedule_plans_patient", "patient"),
 )
 
+# One row per request a scheduled CarePlan's activities refer to, when it was last reconciled:
+# a change to the request reschedules the CarePlan (scheduler/service.py), and a sweep plans it
+# again when the request is no longer at that version (scheduler/settled.py).
+schedule_references = Table(
+    "schedule_references",
+    metadata,
+    Column("careplan_id", String(64), primary_key=True),
+    Column("res_type", String(64), primary_key=True),
+    Column("res_id", String(64), primary_key=True),
+    # The request's version it was planned with (None: not stored, or deleted, then).
+    Column("version_id", Integer, nullable=True),
+    Index("ix_schedule_references_request", "res_type", "res_id"),
+)
+
 # One row per Task the scheduler made for an occurrence, and what it does to it next.
 schedule_tasks = Table(
     "schedule_tasks",
     metadata,
     Column("task_id", String(64), primary_key=True),
     Column("careplan_id", String(64), nullable=False),
-    Column("activity", String(64), nullable=False),
+    # The activity key; a request's later schedules add `/{i}` (scheduler/requests).
+    Column("activity", String(128), nullable=False),
     Column("start", UtcDateTime, nullable=False),  # the occurrence, UTC
     # The Task version Herald wrote or last saw: a different current version means someone
     # else changed the Task since.

@@ -29,7 +29,14 @@ if TYPE_CHECKING:
     from fhirstore.search.extract import index_entries
     from fhirstore.search.limits import DEFAULT_LIMITS, SearchLimits
     from fhirstore.search.match import EntryGroups, group_entries, matches_entries
-    from fhirstore.search.query import Criterion, Link, check_criteria, parse_criterion
+    from fhirstore.search.query import (
+        Criterion,
+        Link,
+        SearchRequest,
+        check_criteria,
+        parse_criterion,
+        parse_search,
+    )
     from fhirstore.search.unions import searched_params, union_params
     from fhirstore.search.values import TokenValue
     from fhirstore.search.valuesets import (
@@ -50,6 +57,7 @@ __all__ = [
     "Link",
     "SearchLimits",
     "SearchParam",
+    "SearchRequest",
     "TokenValue",
     "chain_text",
     "check_criteria",
@@ -60,6 +68,7 @@ __all__ = [
     "index_entries",
     "matches_entries",
     "parse_criterion",
+    "parse_search",
     "reading",
     "searched_params",
     "ucum",

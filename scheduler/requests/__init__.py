@@ -1,8 +1,8 @@
 """The requests a CarePlan activity may refer to, read as schedules (docs/scheduling.md).
 
 One reader per type (`READERS`): each checks the request is one to schedule (its status and
-intent, its patient is the CarePlan's) and returns its `ActivitySchedule`s, or raises
-`NotScheduled` with the reason.
+intent, its patient is the CarePlan's) and returns its `ActivitySchedule`s (and a
+`PartNotScheduled` for each part of it left out), or raises `NotScheduled` with the reason.
 """
 
 from __future__ import annotations
@@ -11,7 +11,12 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from scheduler.requests.readers import READERS, Reader, request_schedules
-    from scheduler.requests.schedule import ActivitySchedule, NotScheduled, RequestContext
+    from scheduler.requests.schedule import (
+        ActivitySchedule,
+        NotScheduled,
+        PartNotScheduled,
+        RequestContext,
+    )
 else:
     from fhirstore.surface import LazyExports
 
@@ -21,6 +26,7 @@ __all__ = [
     "READERS",
     "ActivitySchedule",
     "NotScheduled",
+    "PartNotScheduled",
     "Reader",
     "RequestContext",
     "request_schedules",

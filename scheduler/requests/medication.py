@@ -1,8 +1,18 @@
 """MedicationRequest: each `dosageInstruction[].timing` is a schedule of intake reminders.
 
-Scheduled: `status` active, `intent` order or plan (docs/scheduling.md). Each dosage
+Scheduled: an active order or plan to be performed (scheduler/requests/status.py). Each dosage
 instruction with a timing is one schedule; the first is keyed by the activity, the others by
-the activity and their index (`{key}/{i}`), so each dose has Tasks of its own.
+the activity and their index (`{key}/{i}`), so each dose has Tasks of its own. A dosage taken as
+needed (`asNeededBoolean` true, or an `asNeededCodeableConcept`) is not: its timing is how often
+it may be taken, not when, and a reminder would push a dose nobody prescribed. Such a dosage, or
+one without a timing, is reported under its key while the others are scheduled.
+
+Read besides the timing: `authoredOn` (where a timing without bounds starts, and what
+boundsDuration counts from), `dispenseRequest.validityPeriod` (no reminder outside the time the
+prescription is in force; a date-only end includes that day), the medication's name
+(`medicationCodeableConcept`, `medicationReference.display`, or the contained Medication it
+points at), `patientInstruction` (else `text`) and the first `doseAndRate`'s dose, which each
+Task carries as an input of type text `dose` (valueQuantity or valueRange).
 """
 
 from __future__ import annotations
@@ -10,42 +20,111 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from scheduler.requests.schedule import ActivitySchedule, NotScheduled, RequestContext
+from scheduler.requests.schedule import (
+    ActivitySchedule,
+    NotScheduled,
+    PartNotScheduled,
+    RequestContext,
+)
+from scheduler.requests.status import check_scheduled
+from scheduler.requests.values import authored_on, concept_text, period, reference_display, text
 
-SCHEDULED_STATUS = "active"
-SCHEDULED_INTENTS = frozenset({"order", "plan"})
+DOSE_TYPE = {"text": "dose"}  # Task.input.type of the dose each intake Task carries
 
 
 def medication_schedules(
     request: Mapping[str, Any], context: RequestContext
-) -> list[ActivitySchedule]:
+) -> list[ActivitySchedule | PartNotScheduled]:
     target = context.target
-    status, intent = request.get("status"), request.get("intent")
-    if status != SCHEDULED_STATUS:
-        raise NotScheduled(f"{target} has status {status!r}: only active requests are scheduled")
-    if intent not in SCHEDULED_INTENTS:
-        raise NotScheduled(f"{target} has intent {intent!r}: only orders and plans are scheduled")
-    schedules: list[ActivitySchedule] = []
-    for index, dosage in enumerate(request.get("dosageInstruction") or ()):
-        if not isinstance(dosage, Mapping) or not isinstance(dosage.get("timing"), Mapping):
+    check_scheduled(request, target)
+    dosages = request.get("dosageInstruction")
+    if not isinstance(dosages, list) or not dosages:
+        raise NotScheduled(f"{target} has no dosageInstruction: nothing says when to take it")
+    validity = (request.get("dispenseRequest") or {}).get("validityPeriod")
+    not_before, until = (
+        period(validity, f"{target} dispenseRequest.validityPeriod", context.zone)
+        if validity is not None
+        else (None, None)
+    )
+    medication = medication_name(request)
+    starts = authored_on(request, context.zone)
+    found: list[ActivitySchedule | PartNotScheduled] = []
+    for index, dosage in enumerate(dosages):
+        key = context.key if index == 0 else f"{context.key}/{index}"
+        where = f"{target} dosageInstruction[{index}]"
+        why_not = _not_scheduled(dosage, where)
+        if why_not is not None:
+            found.append(PartNotScheduled(key, why_not))
             continue
-        schedules.append(
+        found.append(
             ActivitySchedule(
-                key=context.key if index == 0 else f"{context.key}/{index}",
+                key=key,
                 timing={"scheduledTiming": dosage["timing"]},
-                description=_description(request, dosage),
-                source=f"{target} dosageInstruction[{index}].timing",
+                description=_description(medication, dosage),
+                source=f"{where}.timing (read as scheduledTiming)",
                 focus=context.reference,
+                inputs=_dose(dosage),
+                starts=starts,
+                not_before=not_before,
+                until=until,
             )
         )
-    if not schedules:
-        raise NotScheduled(f"{target} has no dosageInstruction with a timing to schedule")
-    return schedules
+    return found
 
 
-def _description(request: Mapping[str, Any], dosage: Mapping[str, Any]) -> str:
-    concept = request.get("medicationCodeableConcept")
-    medication = concept.get("text") if isinstance(concept, Mapping) else None
-    text = dosage.get("text")
-    parts = [p for p in (medication, text) if isinstance(p, str) and p.strip()]
-    return ": ".join(parts) if parts else "Take medication"
+def medication_name(request: Mapping[str, Any]) -> str:
+    """The medication as a person reads it, from the request or the Medication it contains."""
+    found = concept_text(request.get("medicationCodeableConcept"))
+    reference = request.get("medicationReference")
+    found = found or reference_display(reference)
+    pointer = reference.get("reference") if isinstance(reference, Mapping) else None
+    if found is None and isinstance(pointer, str) and pointer.startswith("#"):
+        for contained in request.get("contained") or ():
+            if isinstance(contained, Mapping) and contained.get("id") == pointer[1:]:
+                found = concept_text(contained.get("code"))
+    return found or "Medication"
+
+
+def _not_scheduled(dosage: Any, where: str) -> str | None:
+    if not isinstance(dosage, Mapping):
+        return f"{where} is not a JSON object"
+    if dosage.get("asNeededBoolean") is True or dosage.get("asNeededCodeableConcept"):
+        return (
+            f"{where} is taken as needed (asNeeded): Herald reminds of scheduled doses only,"
+            " its timing says how often it may be taken"
+        )
+    if not isinstance(dosage.get("timing"), Mapping):
+        return f"{where} has no timing: nothing says when to take it"
+    return None
+
+
+def _description(medication: str, dosage: Mapping[str, Any]) -> str:
+    how = text(dosage.get("patientInstruction")) or text(dosage.get("text"))
+    if how is None and (dose := _dose(dosage)):
+        how = _dose_text(dose[0])
+    return f"{medication}: {how}" if how else medication
+
+
+def _dose(dosage: Mapping[str, Any]) -> tuple[Mapping[str, Any], ...]:
+    """The first doseAndRate's dose as a Task.input, when it gives one."""
+    rates = dosage.get("doseAndRate")
+    first = rates[0] if isinstance(rates, list) and rates else None
+    if not isinstance(first, Mapping):
+        return ()
+    for element, value in (("doseQuantity", "valueQuantity"), ("doseRange", "valueRange")):
+        if isinstance(first.get(element), Mapping):
+            return ({"type": DOSE_TYPE, value: first[element]},)
+    return ()
+
+
+def _dose_text(dose: Mapping[str, Any]) -> str | None:
+    def quantity(value: Any) -> str | None:
+        if not isinstance(value, Mapping) or value.get("value") is None:
+            return None
+        unit = text(value.get("unit")) or text(value.get("code"))
+        return f"{value['value']} {unit}" if unit else str(value["value"])
+
+    if "valueQuantity" in dose:
+        return quantity(dose["valueQuantity"])
+    low, high = (quantity(dose["valueRange"].get(end)) for end in ("low", "high"))
+    return f"{low} to {high}" if low and high else None

@@ -7,23 +7,38 @@ a participant's actor): a request for someone else is never scheduled for this p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from scheduler.requests.appointment import appointment_schedules
+from scheduler.requests.communication import communication_schedules
+from scheduler.requests.device import device_schedules
 from scheduler.requests.medication import medication_schedules
-from scheduler.requests.schedule import ActivitySchedule, NotScheduled, RequestContext
+from scheduler.requests.schedule import (
+    ActivitySchedule,
+    NotScheduled,
+    PartNotScheduled,
+    RequestContext,
+)
+from scheduler.requests.service import service_schedules
 from scheduler.requests.subject import patients_of
 
-Reader = Callable[[Mapping[str, Any], RequestContext], list[ActivitySchedule]]
+Reader = Callable[
+    [Mapping[str, Any], RequestContext], Sequence[ActivitySchedule | PartNotScheduled]
+]
 
 READERS: dict[str, Reader] = {
+    "Appointment": appointment_schedules,
+    "CommunicationRequest": communication_schedules,
+    "DeviceRequest": device_schedules,
     "MedicationRequest": medication_schedules,
+    "ServiceRequest": service_schedules,
 }
 
 
 def request_schedules(
     request: Mapping[str, Any] | None, context: RequestContext
-) -> list[ActivitySchedule]:
+) -> Sequence[ActivitySchedule | PartNotScheduled]:
     """The schedules of `request` (None: not stored, or deleted). Raises NotScheduled."""
     target = context.target
     if request is None:

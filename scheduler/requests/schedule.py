@@ -6,14 +6,16 @@ an Appointment's start) has one per schedule the request holds. The planner (sch
 expands each with the Timing engine and builds a Task per occurrence from the rest.
 
 `NotScheduled` carries the reason an activity (or a request it refers to) gives no schedule at
-all, in words the author can act on; it is reported, never guessed around.
+all, in words the author can act on; it is reported, never guessed around. `PartNotScheduled` is
+the same for one part of a request whose other parts are scheduled (a dosage instruction taken
+as needed beside one taken twice a day).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -24,6 +26,15 @@ class NotScheduled(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class PartNotScheduled:
+    """A part of a request that gives no schedule, reported under `key` (the key its Tasks
+    would have had) while the request's other parts are scheduled."""
+
+    key: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +64,12 @@ class ActivitySchedule:
 @dataclass(frozen=True, slots=True)
 class RequestContext:
     """What a request reader knows besides the request: the activity key it is scheduled
-    under, the reference as the CarePlan wrote it, the CarePlan's patient and their zone."""
+    under, the reference as the CarePlan wrote it, the CarePlan's patient and their zone, and
+    how long before an Appointment its reminder falls due (SchedulePolicy.appointment_lead)."""
 
     key: str
     reference: Mapping[str, Any]  # activity.reference (a Reference)
     target: str  # "Type/id" it resolves to
     patient: str | None  # "Patient/{id}" of the CarePlan
     zone: ZoneInfo
+    appointment_lead: timedelta

@@ -200,3 +200,47 @@ async def test_the_index_state_records_an_older_index_and_a_new_database_as_curr
             assert (await read_state(conn)).built_by == INDEX_VERSION
     finally:
         await engine.dispose()
+
+
+async def test_plans_are_planned_again_after_0013_and_long_activity_keys_go_back_without_rows(
+    database_url: str,
+) -> None:
+    """0013 sets every plan to be planned again by the next sweep (which records the requests
+    it was planned from); its downgrade drops the Task rows whose activity key no longer fits
+    (the Tasks stay) and keeps the others."""
+    stamp = datetime(2026, 12, 7, tzinfo=UTC)
+    plan = {"careplan_id": "cp1", "version_id": 1, "patient": "Patient/p1", "zone": "UTC"}
+    plan |= {"scheduled": True, "report": "{}", "reconciled_at": stamp, "covered_until": stamp}
+    task = {"careplan_id": "cp1", "start": stamp, "task_version": 1, "state": "requested"}
+    plans, tasks = scheduler.tables.schedule_plans, scheduler.tables.schedule_tasks
+    engine = create_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_migrate, "0012")
+            await conn.execute(
+                text(
+                    "INSERT INTO schedule_plans (careplan_id, version_id, patient, zone,"
+                    " scheduled, report, reconciled_at, covered_until) VALUES (:careplan_id,"
+                    " :version_id, :patient, :zone, :scheduled, :report, :reconciled_at,"
+                    " :covered_until)"
+                ),
+                plan,
+            )
+            await conn.run_sync(_migrate, "head")
+            assert (await conn.execute(select(plans.c.covered_until))).all() == [(None,)]
+            long_key = "a" * 64 + "/1"
+            await conn.execute(
+                insert(tasks),
+                [
+                    {**task, "task_id": "t1", "activity": "a" * 64},
+                    {**task, "task_id": "t2", "activity": long_key},
+                ],
+            )
+            await conn.run_sync(_migrate, "0012", down=True)
+            assert (await conn.execute(text("SELECT task_id FROM schedule_tasks"))).all() == [
+                ("t1",)
+            ]
+            await conn.run_sync(_migrate, "head")
+            await conn.execute(insert(tasks).values(**task, task_id="t2", activity=long_key))
+    finally:
+        await engine.dispose()

@@ -211,3 +211,61 @@ async def test_a_longer_grace_period_brings_no_missed_reminder_back(
         await runtime.scheduler.sweep()
         await run_day(runtime, clock, datetime(2026, 3, 21, 1, 0, tzinfo=UTC))
         assert await ever_ready_per_day(client, plan["id"]) == {"2026-03-20": 2}
+
+
+async def test_a_dose_added_later_in_the_day_goes_out_after_a_short_grace_period(
+    embedded_herald: HeraldFactory, clock: FrozenClock
+) -> None:
+    """With a one-hour grace period the morning reminder (08:00) is outside the window by the
+    afternoon. The morning dose then moves to 09:00 and an evening one at 20:00 is added: the
+    08:00 reminder stands for the 09:00 dose (also past), not for the evening one, which goes
+    out the same day."""
+    async with embedded_herald(scheduler_grace_hours=1) as (runtime, client):
+        pid = (await create(client, patient()))["id"]
+        morning = {"frequency": 1, "period": 1, "periodUnit": "d", "timeOfDay": ["08:00:00"]}
+        plan = await create(client, careplan(pid, timing_activity(morning, text="Lisinopril")))
+        await wait_for_tasks(client, plan["id"], 14)
+        await run_day(runtime, clock, datetime(2026, 3, 20, 13, 0, tzinfo=UTC))  # 14:00 Berlin
+        later = copy.deepcopy(plan)
+        later["activity"][0]["detail"]["scheduledTiming"]["repeat"] = {
+            **TWICE_DAILY,
+            "timeOfDay": ["09:00:00", "20:00:00"],
+        }
+        assert (await client.put(f"/CarePlan/{plan['id']}", json=later)).status_code == 200
+        await runtime.scheduler.sweep()
+        await run_day(runtime, clock, datetime(2026, 3, 21, 22, 0, tzinfo=UTC))
+        tasks = await tasks_of(client, plan["id"])
+        assert reminders_per_day(tasks) == {"2026-03-20": 2, "2026-03-21": 2}
+        assert [t["executionPeriod"]["start"][11:16] for t in tasks if fired(t)] == [
+            "08:00",
+            "20:00",
+            "09:00",
+            "20:00",
+        ]
+
+
+async def test_a_dose_moved_to_the_evening_after_a_short_grace_period_goes_out_once(
+    embedded_herald: HeraldFactory, clock: FrozenClock
+) -> None:
+    """With a one-hour grace period the 08:00 reminder is outside the window by the afternoon,
+    when the dose moves to 20:00: it stands for that day's 20:00 (no second reminder), at the
+    change and at every sweep after it."""
+    async with embedded_herald(scheduler_grace_hours=1) as (runtime, client):
+        pid = (await create(client, patient()))["id"]
+        morning = {"frequency": 1, "period": 1, "periodUnit": "d", "timeOfDay": ["08:00:00"]}
+        plan = await create(client, careplan(pid, timing_activity(morning, text="Lisinopril")))
+        await wait_for_tasks(client, plan["id"], 14)
+        await run_day(runtime, clock, datetime(2026, 3, 20, 13, 0, tzinfo=UTC))  # 14:00 Berlin
+        later = copy.deepcopy(plan)
+        later["activity"][0]["detail"]["scheduledTiming"]["repeat"]["timeOfDay"] = ["20:00:00"]
+        assert (await client.put(f"/CarePlan/{plan['id']}", json=later)).status_code == 200
+        await runtime.scheduler.sweep()
+        await run_day(runtime, clock, datetime(2026, 3, 20, 18, 0, tzinfo=UTC))
+        await runtime.scheduler.sweep()
+        await run_day(runtime, clock, datetime(2026, 3, 21, 22, 0, tzinfo=UTC))
+        tasks = await tasks_of(client, plan["id"])
+        assert reminders_per_day(tasks) == {"2026-03-20": 1, "2026-03-21": 1}
+        assert [t["executionPeriod"]["start"][11:16] for t in tasks if fired(t)] == [
+            "08:00",
+            "20:00",
+        ]
