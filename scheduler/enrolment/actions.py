@@ -23,7 +23,6 @@ IGNORED = {
     "input": "input data requirements are not read",
     "output": "output data requirements are not read",
     "participant": "participants are not assigned",
-    "dynamicValue": "dynamicValue expressions are not evaluated",
     "transform": "transforms are not run",
     "goalId": "goals are not copied to the CarePlan",
 }

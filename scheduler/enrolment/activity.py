@@ -59,7 +59,6 @@ CAREPLAN_KINDS = frozenset(
 # ActivityDefinition elements that would change what is done, which enrolment does not act on.
 IGNORED_DEFINITION = {
     "participant": "participants are not assigned",
-    "dynamicValue": "dynamicValue expressions are not evaluated",
     "transform": "transforms are not run",
     "specimenRequirement": "specimen requirements are not copied",
     "observationRequirement": "observation requirements are not copied",

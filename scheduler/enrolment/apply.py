@@ -17,7 +17,7 @@ with the plan.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 from fhirstore.wire import ENROLMENT_SYSTEM
 from scheduler.enrolment.actions import FlatAction, Note, flattened
 from scheduler.enrolment.activity import Definitions, activity_of, definition_of
+from scheduler.enrolment.dynamic_value import apply_dynamic_values
 from scheduler.enrolment.timing import Frame, Unresolved, shifted
 from scheduler.plan import patient_zone
 from scheduler.policy import PlanTag
@@ -45,6 +46,8 @@ class Subject:
     patient_id: str
     zone: ZoneInfo
     birth_date: date | None
+    # What dynamicValue paths read (`%subject`, `%patient`); may hold only some elements.
+    patient: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +113,7 @@ def apply_plan(
     notes = [*notes, *plan_notes(plan)]
     frame = Frame(subject.zone, subject.birth_date)
     flat = flattened(plan, notes)
-    built = _activities(plan, flat, definitions, frame, options.start, notes)
+    built = _activities(plan, flat, definitions, frame, options.start, subject.patient, notes)
     careplan = _careplan(plan, plan_id, subject, options)
     activities = [built[f.key] for f in flat if f.key in built]
     if activities:
@@ -189,9 +192,12 @@ def _activities(
     definitions: Definitions,
     frame: Frame,
     start: datetime,
+    patient: Mapping[str, Any],
     notes: list[Note],
 ) -> dict[str, dict[str, Any]]:
-    """Each action's activity by key, related actions resolved after what they relate to."""
+    """Each action's activity by key, related actions resolved after what they relate to,
+    with the dynamic values of its definition and then its own (scheduler/enrolment/
+    dynamic_value.py)."""
     contained = {
         c["id"]: c for c in plan.get("contained") or () if isinstance(c, Mapping) and "id" in c
     }
@@ -216,6 +222,14 @@ def _activities(
             activity = activity_of(action, definition, base, frame, notes)
             windows[action.key] = activity.window if activity else None
             if activity is not None:
+                detail = activity.body["detail"]
+                found = (definition or ("", None))[1] or {}
+                named = f"ActivityDefinition {definition[0]}" if definition else None
+                apply_dynamic_values(
+                    detail, found.get("dynamicValue"), patient, action.where, notes, named
+                )
+                values = action.action.get("dynamicValue")
+                apply_dynamic_values(detail, values, patient, action.where, notes)
                 built[action.key] = activity.body
         if len(waiting) == len(pending):
             for action in waiting:
@@ -280,4 +294,4 @@ def subject_of(patient: Mapping[str, Any], default_zone: ZoneInfo) -> Subject:
         birth_date = date.fromisoformat(born) if isinstance(born, str) else None
     except ValueError:
         birth_date = None
-    return Subject(str(patient["id"]), patient_zone(patient, default_zone), birth_date)
+    return Subject(str(patient["id"]), patient_zone(patient, default_zone), birth_date, patient)

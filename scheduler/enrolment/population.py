@@ -237,13 +237,14 @@ class Population:
     async def _patients(self, prepared: Prepared) -> list[dict[str, Any]]:
         """The matched Patients (each once), read through page by page."""
         found: dict[str, dict[str, Any]] = {}
+        whole = _has_dynamic_values([prepared.plan, *prepared.definitions.values()])
         offset = 0
         while True:
             request = self._search(prepared.criteria, offset)
             result = await self._store.search(request, access=prepared.access)
             for body in result.resources:
                 patient = orjson.loads(body)
-                found.setdefault(patient["id"], _slim(patient))
+                found.setdefault(patient["id"], patient if whole else _slim(patient))
             if not result.has_more or not result.resources:
                 return list(found.values())
             offset += len(result.resources)
@@ -286,6 +287,17 @@ class Population:
             summary.already += 1
 
 
+def _has_dynamic_values(found: Any) -> bool:
+    """Whether a dynamicValue is anywhere in `found` (then each Patient is kept whole: its
+    paths may read any element)."""
+    if isinstance(found, Mapping):
+        return "dynamicValue" in found or any(_has_dynamic_values(v) for v in found.values())
+    if isinstance(found, list):
+        return any(_has_dynamic_values(v) for v in found)
+    return False
+
+
 def _slim(patient: Mapping[str, Any]) -> dict[str, Any]:
-    """What enrolment needs of a Patient (its id, zone and birth date), kept per match."""
+    """What enrolment needs of a Patient (its id, zone and birth date), kept per match when
+    the plan has no dynamicValue."""
     return {k: patient[k] for k in ("id", "extension", "birthDate") if k in patient}

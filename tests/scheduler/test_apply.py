@@ -45,13 +45,16 @@ def plan(*actions: dict[str, Any], **fields: Any) -> dict[str, Any]:
 
 
 def applied(
-    body: dict[str, Any], definitions: dict[str, Any] | None = None, born: date | None = None
+    body: dict[str, Any],
+    definitions: dict[str, Any] | None = None,
+    born: date | None = None,
+    patient: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     result = apply_plan(
         body,
         "hypertension",
         definitions or {},
-        Subject("p1", BERLIN, born),
+        Subject("p1", BERLIN, born, patient or {}),
         Options(START, NOW),
     )
     return result.careplan, [f"{n.where}: {n.text}" for n in result.notes]
@@ -174,7 +177,9 @@ def test_what_cannot_be_resolved_or_applied_is_reported() -> None:
     assert set(details(careplan)) == {"adjust", "bare"}  # the others are left out
     assert any("timingAge needs the patient's birthDate" in n for n in notes)
     assert any(n.startswith("action[1]: the action has a condition") for n in notes)
-    assert any(n.startswith("action[2]: dynamicValue") for n in notes)
+    assert any(
+        n.startswith("action[2].dynamicValue[0]: its expression is in 'text/cql'") for n in notes
+    )
     assert any("relatedAction names action 'nowhere'" in n for n in notes)
     assert any(n.startswith("action[4]: neither the action nor its definition") for n in notes)
     left_out = "action[5]: its relatedAction names action 'fifty', which is left out"
@@ -389,3 +394,81 @@ async def test_the_capability_statement_lists_apply_and_schedule(
     assert operations["CarePlan"] == {
         "schedule": "http://herald-fhir.org/fhir/OperationDefinition/CarePlan-schedule"
     }
+
+
+def fhirpath(expression: str) -> dict[str, str]:
+    return {"language": "text/fhirpath", "expression": expression}
+
+
+def test_dynamic_values_with_simple_paths_are_set_and_the_rest_reported() -> None:
+    definition = {
+        "resourceType": "ActivityDefinition",
+        "url": "http://example.org/ActivityDefinition/bp",
+        "status": "active",
+        "kind": "ServiceRequest",
+        "code": {"text": "Blood pressure"},
+        "dynamicValue": [
+            {"path": "code.text", "expression": fhirpath("'Blood pressure, sitting'")},
+            {"path": "doNotPerform", "expression": fhirpath("'no'")},
+        ],
+    }
+    patient = {
+        "resourceType": "Patient",
+        "id": "p1",
+        "name": [{"family": "Chalmers", "given": ["Peter", "James"]}],
+        "address": [{"city": "Berlin"}],
+    }
+    careplan, notes = applied(
+        plan(
+            {
+                "id": "bp",
+                "definitionCanonical": definition["url"],
+                "timingDuration": WEEKS_2,
+                "dynamicValue": [
+                    {"path": "description", "expression": fhirpath("%patient.address.city")},
+                    {"path": "doNotPerform", "expression": fhirpath("false")},
+                    {"path": "description", "expression": fhirpath("%subject.name.given")},
+                    {"path": "priority", "expression": fhirpath("'urgent'")},
+                    {"path": "code", "expression": fhirpath("%patient.name.first()")},
+                    {"path": "description", "expression": fhirpath("%patient.active")},
+                ],
+            }
+        ),
+        {definition["url"]: definition},
+        patient=patient,
+    )
+    detail = details(careplan)["bp"]
+    assert detail["code"] == {"text": "Blood pressure, sitting"}
+    assert definition["code"] == {"text": "Blood pressure"}  # shared with other patients
+    assert detail["description"] == "Berlin"
+    assert detail["doNotPerform"] is False
+    reasons = [n.split(": ", 1) for n in notes]
+    assert reasons == [
+        [
+            "action[0]",
+            "ActivityDefinition http://example.org/ActivityDefinition/bp dynamicValue[1]:"
+            " doNotPerform takes true or false, and the expression gives 'no'; not applied",
+        ],
+        [
+            "action[0].dynamicValue[2]",
+            "its expression '%subject.name.given' gives 2 values for"
+            " this patient, not one; not applied",
+        ],
+        [
+            "action[0].dynamicValue[3]",
+            "its path 'priority' names no element Herald sets on a"
+            " CarePlan activity (it sets code, dailyAmount, description, doNotPerform,"
+            " productCodeableConcept, quantity); not applied",
+        ],
+        [
+            "action[0].dynamicValue[4]",
+            "its expression '%patient.name.first()' is beyond a simple"
+            " path: Herald evaluates literals and paths of element names from %subject or"
+            " %patient; not applied",
+        ],
+        [
+            "action[0].dynamicValue[5]",
+            "its expression '%patient.active' gives 0 values for this"
+            " patient, not one; not applied",
+        ],
+    ]

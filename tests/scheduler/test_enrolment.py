@@ -104,6 +104,42 @@ async def test_enrolling_a_population_twice_enrols_each_patient_once(
         assert tasks[0]["executionPeriod"]["start"] == "2026-03-21T09:00:00+01:00"
 
 
+async def test_each_patient_gets_the_dynamic_values_their_own_record_gives(
+    embedded_herald: HeraldFactory,
+) -> None:
+    """A dynamicValue path reads each enrolled Patient's own record, whole (not only the
+    elements enrolment needs for timing)."""
+    async with embedded_herald() as (_, client):
+        cities = {}
+        for city in ("Berlin", "Hamburg"):
+            body = {**patient("Europe/Berlin"), "address": [{"city": city}]}
+            cities[(await create(client, body))["id"]] = city
+        action = programme()["action"][0]
+        where = {"language": "text/fhirpath", "expression": "%patient.address.city"}
+        plan = await create(
+            client,
+            {
+                **programme(),
+                "action": [
+                    {**action, "dynamicValue": [{"path": "description", "expression": where}]}
+                ],
+            },
+        )
+        answer = await client.post(
+            f"/PlanDefinition/{plan['id']}/$apply", params={"subject": "Patient?"}, headers=ASYNC
+        )
+        assert answer.status_code == 202, answer.text
+        summary = await finished(client, answer.headers["content-location"])
+        assert summary["enrolled"] == 2
+        stored = await careplans(client)
+        assert {
+            c["subject"]["reference"].removeprefix("Patient/"): c["activity"][0]["detail"][
+                "description"
+            ]
+            for c in stored
+        } == cities
+
+
 async def test_an_enrolment_job_reports_failures_and_can_be_cancelled(
     embedded_herald: HeraldFactory,
 ) -> None:
