@@ -36,6 +36,7 @@ from fhirstore.errors import (
     operation_outcome,
 )
 from fhirstore.search.limits import SearchLimits
+from fhirstore.search.match import matches
 from fhirstore.search.page import ResponseBudget
 from fhirstore.search.query import SearchRequest, parse_search
 from fhirstore.search.sql import run_search
@@ -188,6 +189,8 @@ def _condition(value: Any, where: str) -> list[tuple[str, str]] | None:
 
 
 _INTERACTIONS: dict[str, Interaction] = {"POST": "c", "PUT": "u", "DELETE": "d"}
+# Conditional creates on one identifier value resolved by one search (`_resolve_identifiers`).
+_TOGETHER = 50
 
 
 async def _check(store: Store, entry: _Entry, access: Access | None) -> None:
@@ -224,20 +227,69 @@ async def _resolve_conditions(
     keys = {(e.resource_type, urlencode(sorted(e.if_none_exist or ()))) for e in conditional}
     for resource_type, condition in sorted(keys):
         await lock_condition(conn, resource_type, condition)
-    for entry in conditional:
+    for entry in await _resolve_identifiers(conn, conditional, now, limits):
         criteria = [*(entry.if_none_exist or ()), ("_count", "2")]
         search = parse_search(entry.resource_type, criteria, now=now, limits=limits)
         found = (await run_search(conn, search, entry.narrowing)).resources
-        if len(found) > 1:
-            raise PreconditionFailed(
-                f"{entry.where}.request.ifNoneExist matches more than one {entry.resource_type}; "
-                f"make the criteria specific enough to match at most one",
-                expression=[f"{entry.where}.request.ifNoneExist"],
-            )
-        if found:
-            entry.existing = fhirjson.loads(found[0])
-            entry.resource_id = entry.existing["id"]
-            entry.response = _existing_response(entry.existing)
+        _matched(entry, [fhirjson.loads(body) for body in found])
+
+
+def _matched(entry: _Entry, found: Sequence[dict[str, Any]]) -> None:
+    """What a conditional create's condition matched: nothing, one resource (the entry then
+    answers with it), or more (refused)."""
+    if len(found) > 1:
+        raise PreconditionFailed(
+            f"{entry.where}.request.ifNoneExist matches more than one {entry.resource_type}; "
+            f"make the criteria specific enough to match at most one",
+            expression=[f"{entry.where}.request.ifNoneExist"],
+        )
+    if found:
+        entry.existing = dict(found[0])
+        entry.resource_id = entry.existing["id"]
+        entry.response = _existing_response(entry.existing)
+
+
+async def _resolve_identifiers(
+    conn: AsyncConnection, entries: Sequence[_Entry], now: datetime, limits: SearchLimits
+) -> list[_Entry]:
+    """Resolve the conditional creates whose condition is one `identifier` value, many of one
+    type with one search (`identifier=a,b,...`), each then matching what it found in memory
+    with the search's own semantics (`search.match`): a Bundle of a thousand such creates (an
+    enrolment, an integrator's load) makes tens of searches, not a thousand. Returns the
+    entries left to resolve one by one: other conditions, and a chunk whose search found more
+    than one page (a value matching many)."""
+    by_type: dict[str, list[_Entry]] = {}
+    rest: list[_Entry] = []
+    for entry in entries:
+        condition = entry.if_none_exist or []
+        single = len(condition) == 1 and condition[0][0] == "identifier"
+        if single and condition[0][1] and not set(condition[0][1]) & {",", "\\"}:
+            by_type.setdefault(entry.resource_type, []).append(entry)
+        else:
+            rest.append(entry)
+    size = max(1, min(_TOGETHER, limits.max_or_values))
+    for resource_type, together in by_type.items():
+        if len(together) == 1:
+            rest.extend(together)
+            continue
+        for start in range(0, len(together), size):
+            chunk = together[start : start + size]
+            # Each entry's own condition first, so that a bad one is refused as on its own.
+            own = [
+                parse_search(resource_type, e.if_none_exist or [], now=now, limits=limits)
+                for e in chunk
+            ]
+            values = ",".join(dict.fromkeys((e.if_none_exist or [])[0][1] for e in chunk))
+            criteria = [("identifier", values), ("_count", str(2 * len(chunk)))]
+            search = parse_search(resource_type, criteria, now=now, limits=limits)
+            result = await run_search(conn, search, chunk[0].narrowing)
+            if result.has_more:
+                rest.extend(chunk)
+                continue
+            found = [fhirjson.loads(body) for body in result.resources]
+            for entry, request in zip(chunk, own, strict=True):
+                _matched(entry, [r for r in found if matches(r, request.criteria)])
+    return rest
 
 
 def _link(entries: Sequence[_Entry]) -> None:

@@ -132,3 +132,52 @@ async def test_concurrent_conditional_bundles_and_rest_creates_create_one(
     assert {r.status_code for r in responses[4:]} <= {200, 201}
     [patient] = await _patients(client)
     assert {r.json()["id"] for r in responses[4:]} == {patient}
+
+
+def _mrn_entry(value: str, *, system: str | None = "urn:mrn") -> dict[str, Any]:
+    identifier = {"value": value} if system is None else {"system": system, "value": value}
+    condition = f"identifier={value}" if system is None else f"identifier={system}|{value}"
+    return {
+        "fullUrl": f"urn:uuid:00000000-0000-4000-8000-{int(value):012d}",
+        "resource": {"resourceType": "Patient", "identifier": [identifier]},
+        "request": {"method": "POST", "url": "Patient", "ifNoneExist": condition},
+    }
+
+
+async def test_many_identifier_conditions_in_one_bundle_each_match_their_own(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """A Bundle of 120 conditional creates on identifiers (answered a chunk at a time, by one
+    search each) matches each against its own identifier only: a stored one by its exact
+    system and value, not another system's or a value that merely starts the same."""
+    stored = {}
+    for value in ("7", "70", "119"):
+        created = await client.post("/Patient", json=_mrn_entry(value)["resource"])
+        stored[value] = created.json()["id"]
+    other = {"resourceType": "Patient", "identifier": [{"system": "urn:other", "value": "8"}]}
+    assert (await client.post("/Patient", json=other)).status_code == 201
+    entries = [_mrn_entry(str(i)) for i in range(120)]
+    entries[9] = _mrn_entry("9", system=None)  # any system
+    before = (await stored_counts(runtime))[0]
+    response = await client.post("", json=_transaction(*entries))
+    assert response.status_code == 200, response.text
+    answers = response.json()["entry"]
+    statuses = [a["response"]["status"] for a in answers]
+    assert [i for i, s in enumerate(statuses) if s.startswith("200")] == [7, 70, 119]
+    assert all(s.startswith("201") for i, s in enumerate(statuses) if i not in (7, 70, 119))
+    for value, patient_id in stored.items():
+        assert answers[int(value)]["response"]["location"].startswith(f"Patient/{patient_id}/")
+    assert (await stored_counts(runtime))[0] == before + 117
+
+
+async def test_an_identifier_condition_matching_several_among_many_is_412(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    for _ in range(2):
+        assert (await client.post("/Patient", json=_mrn_entry("5")["resource"])).status_code == 201
+    before = await stored_counts(runtime)
+    entries = [_mrn_entry(str(i)) for i in range(10)]
+    response = await client.post("", json=_transaction(*entries))
+    assert response.status_code == 412, response.text
+    assert "Bundle.entry[5].request.ifNoneExist matches more than one" in response.text
+    assert await stored_counts(runtime) == before
