@@ -213,6 +213,18 @@ async def test_a_longer_grace_period_brings_no_missed_reminder_back(
         assert await ever_ready_per_day(client, plan["id"]) == {"2026-03-20": 2}
 
 
+async def morning_plan_until_the_afternoon(
+    runtime: Runtime, client: httpx.AsyncClient, clock: FrozenClock
+) -> dict[str, Any]:
+    """A daily 08:00 dose whose first reminder went out, with the clock at 14:00 Berlin."""
+    pid = (await create(client, patient()))["id"]
+    morning = {"frequency": 1, "period": 1, "periodUnit": "d", "timeOfDay": ["08:00:00"]}
+    plan = await create(client, careplan(pid, timing_activity(morning, text="Lisinopril")))
+    await wait_for_tasks(client, plan["id"], 14)
+    await run_day(runtime, clock, datetime(2026, 3, 20, 13, 0, tzinfo=UTC))
+    return plan
+
+
 async def test_a_dose_added_later_in_the_day_goes_out_after_a_short_grace_period(
     embedded_herald: HeraldFactory, clock: FrozenClock
 ) -> None:
@@ -221,11 +233,7 @@ async def test_a_dose_added_later_in_the_day_goes_out_after_a_short_grace_period
     08:00 reminder stands for the 09:00 dose (also past), not for the evening one, which goes
     out the same day."""
     async with embedded_herald(scheduler_grace_hours=1) as (runtime, client):
-        pid = (await create(client, patient()))["id"]
-        morning = {"frequency": 1, "period": 1, "periodUnit": "d", "timeOfDay": ["08:00:00"]}
-        plan = await create(client, careplan(pid, timing_activity(morning, text="Lisinopril")))
-        await wait_for_tasks(client, plan["id"], 14)
-        await run_day(runtime, clock, datetime(2026, 3, 20, 13, 0, tzinfo=UTC))  # 14:00 Berlin
+        plan = await morning_plan_until_the_afternoon(runtime, client, clock)
         later = copy.deepcopy(plan)
         later["activity"][0]["detail"]["scheduledTiming"]["repeat"] = {
             **TWICE_DAILY,
@@ -251,11 +259,7 @@ async def test_a_dose_moved_to_the_evening_after_a_short_grace_period_goes_out_o
     when the dose moves to 20:00: it stands for that day's 20:00 (no second reminder), at the
     change and at every sweep after it."""
     async with embedded_herald(scheduler_grace_hours=1) as (runtime, client):
-        pid = (await create(client, patient()))["id"]
-        morning = {"frequency": 1, "period": 1, "periodUnit": "d", "timeOfDay": ["08:00:00"]}
-        plan = await create(client, careplan(pid, timing_activity(morning, text="Lisinopril")))
-        await wait_for_tasks(client, plan["id"], 14)
-        await run_day(runtime, clock, datetime(2026, 3, 20, 13, 0, tzinfo=UTC))  # 14:00 Berlin
+        plan = await morning_plan_until_the_afternoon(runtime, client, clock)
         later = copy.deepcopy(plan)
         later["activity"][0]["detail"]["scheduledTiming"]["repeat"]["timeOfDay"] = ["20:00:00"]
         assert (await client.put(f"/CarePlan/{plan['id']}", json=later)).status_code == 200
