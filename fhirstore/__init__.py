@@ -37,7 +37,13 @@ if TYPE_CHECKING:
     from fhirstore.periodic import Periodic
     from fhirstore.reindex import RebuildProgress, Reindex
     from fhirstore.store import ResourceRule, Store, new_id
-    from fhirstore.stored import StoredVersion, first_stored, live_of_type, token_holders
+    from fhirstore.stored import (
+        StoredVersion,
+        first_stored,
+        live_of_type,
+        token_holders,
+        versions_in,
+    )
     from fhirstore.transaction import process_batch, process_transaction
 else:
     from fhirstore.surface import LazyExports
@@ -87,4 +93,5 @@ __all__ = [
     "sequence_bounds",
     "sleep_or_wake",
     "token_holders",
+    "versions_in",
 ]

@@ -76,14 +76,18 @@ async def heads_in(
     return {resource_id: head for (_, resource_id), head in heads.items()}
 
 
-async def live_of_type(conn: AsyncConnection, resource_type: str) -> list[StoredVersion]:
-    """The current version of every live resource of `resource_type` (a handful of types
-    only: Herald reads every SubscriptionTopic and Subscription at start)."""
+async def live_of_type(
+    conn: AsyncConnection, resource_type: str, *, after: str = "", limit: int = 1_000
+) -> list[StoredVersion]:
+    """The current version of live resources of `resource_type`, `limit` at most, in id order
+    from just after the id `after` (a handful of types only: Herald reads every
+    SubscriptionTopic and Subscription at start, a page at a time)."""
     r = resources.c
     rows = await conn.execute(
-        select(r.res_id, r.version_id, r.last_updated, r.body).where(
-            and_(r.res_type == resource_type, r.deleted.is_(False))
-        )
+        select(r.res_id, r.version_id, r.last_updated, r.body)
+        .where(and_(r.res_type == resource_type, r.deleted.is_(False), r.res_id > after))
+        .order_by(r.res_id)
+        .limit(limit)
     )
     return [
         StoredVersion(resource_type, row.res_id, row.version_id, row.last_updated, "", row.body)

@@ -12,8 +12,9 @@ A stored Subscription that does not parse (any more) is never dropped silently: 
 `unloaded` with the reason (`unloaded.py`), matched against nothing while it cannot be parsed,
 and the `watcher` (the service marks it `error`, `unloaded_reporter.py`) is told. A stored
 SubscriptionTopic that does not parse is kept in `unloaded_topics`. When a topic changes or
-goes, the Subscriptions on it are parsed again from the version this registry applied (kept
-here as the stored JSON), so they go into error, or load again, at that point of the stream.
+goes, the Subscriptions on it are parsed again from the version this registry applied (read
+again from the store's history, so the registry holds no JSON), so they go into error, or load
+again, at that point of the stream.
 
 Filters with `:in` / `:not-in` are expanded as a Subscription is applied (`value_sets.py`,
 through its owner's reach), so the index holds their codes. The registry follows ValueSet
@@ -35,7 +36,14 @@ from typing import Any
 import orjson
 
 from events import ChangeEvent
-from fhirstore import FhirError, Store, entries_of_types, live_of_type, sequence_bounds
+from fhirstore import (
+    FhirError,
+    Store,
+    entries_of_types,
+    live_of_type,
+    sequence_bounds,
+    versions_in,
+)
 from fhirstore.search import value_set_sources
 from subscriptions.builtin_topics import BUILTIN_TOPICS
 from subscriptions.channel import ChannelSupport
@@ -61,6 +69,7 @@ SUBSCRIPTION = "Subscription"
 SUBSCRIPTION_TOPIC = "SubscriptionTopic"
 VALUE_SET = "ValueSet"
 _WATCHED = (SUBSCRIPTION_TOPIC, SUBSCRIPTION)  # topics first: subscriptions refer to them
+LOAD_PAGE = 1_000  # topics and subscriptions read at a time by `load`
 FOLLOWED = (*_WATCHED, VALUE_SET)  # the changes the registry applies (ValueSets: not loaded)
 # Told that a subscription's filters can no longer be expanded: (its id, the reason).
 OnFilterProblem = Callable[[str, str], None]
@@ -98,7 +107,6 @@ class SubscriptionRegistry:
         self._channels = channels
         self._versions: dict[tuple[str, str], int] = {}
         self._topic_urls: dict[str, str] = {}  # SubscriptionTopic id -> url
-        self._bodies: dict[str, str | bytes] = {}  # Subscription id -> the version applied
         self.unloaded: dict[str, Unloaded] = {}
         self.unloaded_topics: dict[str, UnloadedTopic] = {}  # by SubscriptionTopic id
         self.watcher: UnloadedWatcher | None = None
@@ -126,16 +134,19 @@ class SubscriptionRegistry:
 
     async def load(self) -> None:
         """Read every live topic and subscription (at start, or when the outbox was pruned
-        past what this registry had read)."""
+        past what this registry had read), a page at a time, so that the stored JSON of all
+        of them is never in memory at once."""
         async with self._store.engine.connect() as conn:
             _, newest = await sequence_bounds(conn)  # first: later changes are caught up
-            found = [
-                (resource_type, version)
-                for resource_type in _WATCHED
-                for version in await live_of_type(conn, resource_type)
-            ]
-        for resource_type, version in found:  # expanding ValueSets reads the store
-            await self._apply(resource_type, version.id, version.version_id, version.body)
+            for resource_type in _WATCHED:
+                page = await live_of_type(conn, resource_type, limit=LOAD_PAGE)
+                while page:
+                    for version in page:  # expanding ValueSets reads the store (its own conn)
+                        await self._apply(
+                            resource_type, version.id, version.version_id, version.body
+                        )
+                    after = page[-1].id
+                    page = await live_of_type(conn, resource_type, after=after, limit=LOAD_PAGE)
         self._position = max(self._position, newest)
         log.debug("subscription registry loaded", extra={"subscriptions": len(self.index)})
 
@@ -199,8 +210,6 @@ class SubscriptionRegistry:
             return None  # already applied (events and refreshes overlap)
         self._versions[key] = version
         resource = orjson.loads(body) if body is not None else None
-        if resource_type == SUBSCRIPTION and body is not None:
-            self._bodies[resource_id] = body
         if resource_type == SUBSCRIPTION_TOPIC:
             await self._apply_topic(resource_id, resource)
             return None
@@ -264,10 +273,13 @@ class SubscriptionRegistry:
             return
         ids = [spec.id for spec in self.index.specs() if spec.topic_url in urls]
         ids += [i for i, item in self.unloaded.items() if item.spec.topic_url in urls]
-        for subscription_id in ids:
-            body = self._bodies.get(subscription_id)
-            if body is not None:
-                await self._apply_subscription(subscription_id, orjson.loads(body))
+        keys = [(SUBSCRIPTION, i, self._versions[SUBSCRIPTION, i]) for i in ids]
+        async with self._store.engine.connect() as conn:
+            found = await versions_in(conn, keys)
+        for key in keys:
+            version = found.get(key)
+            if version is not None and version.body is not None:
+                await self._apply_subscription(key[1], orjson.loads(version.body))
 
     async def _apply_subscription(
         self, resource_id: str, resource: dict[str, Any] | None
@@ -277,9 +289,7 @@ class SubscriptionRegistry:
         self._unexpanded.pop(resource_id, None)
         self._sources.pop(resource_id, None)
         was_unloaded = self.unloaded.pop(resource_id, None)
-        if resource is None:
-            self._bodies.pop(resource_id, None)
-        else:
+        if resource is not None:
             try:
                 after = self.parse(resource)
             except FhirError as error:
