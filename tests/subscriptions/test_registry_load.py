@@ -3,24 +3,12 @@ subscription again from the store's history when its topic changes (it keeps no 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import httpx
 import pytest
 
 from herald.runtime import Runtime
 from subscriptions import registry as registry_module
 from tests.subscriptions.test_value_set_filters import Registry, stored, subscription
-from tests.support.herald import running_herald
-
-
-@pytest.fixture
-async def herald(tmp_path: Path) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
-    async with running_herald(
-        f"sqlite+aiosqlite:///{tmp_path}/h.db", subscriptions=False, scheduler=False
-    ) as running:
-        yield running
 
 
 async def test_every_subscription_is_loaded_across_pages(

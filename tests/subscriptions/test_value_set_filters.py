@@ -6,7 +6,6 @@ reported (the runtime sets it `error`)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -135,14 +134,6 @@ def subscription(*filters: str, status: str = "requested") -> Resource:
         },
         "channel": {"type": "rest-hook", "endpoint": "https://example.org/hook"},
     }
-
-
-@pytest.fixture
-async def herald(tmp_path: Path) -> AsyncIterator[tuple[Runtime, httpx.AsyncClient]]:
-    async with running_herald(
-        f"sqlite+aiosqlite:///{tmp_path}/h.db", subscriptions=False, scheduler=False
-    ) as running:
-        yield running
 
 
 async def stored(client: httpx.AsyncClient, resource: Resource) -> str:
