@@ -28,6 +28,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from types import MappingProxyType
 
 from events import ChangeEvent
 from fhirstore.access import Access
@@ -84,6 +85,7 @@ class MissedByBudget:
 
 
 OnMissed = Callable[[MissedByBudget], None]
+_NONE: Mapping[str, tuple[Criterion, ...]] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,12 +111,17 @@ class _Entry:
             if not is_type_filter(item):
                 into = chained if item.criterion.chain else criteria
                 into[item.resource_type] = (*into.get(item.resource_type, ()), item.criterion)
+        # Most subscriptions have no chained filter, some no filter at all: one empty mapping.
+        criteria_or_none = criteria or _NONE
+        chained_or_none = chained or _NONE
         types = focus_types(spec.filters)
         access = Access(spec.owner) if spec.owner is not None else None
         keys = subscription_keys(spec.filters, types)
         key_chain = keyed_chain(keys, spec.filters)
         expanded = not has_value_sets([f.criterion for f in spec.filters])
-        return cls(spec, types, criteria, chained, keys, key_chain, access, expanded)
+        return cls(
+            spec, types, criteria_or_none, chained_or_none, keys, key_chain, access, expanded
+        )
 
     def live(self, focus_type: str, now: datetime) -> bool:
         """Not off, not ended, its ValueSets expanded, and about this type (the keys mostly

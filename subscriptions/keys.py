@@ -35,6 +35,10 @@ from fhirstore.search import values as v
 from subscriptions.chains import chain_name
 from subscriptions.model import ANY_RESOURCE, Filter
 
+# Every set of focus types filed so far, shared by the subscriptions that name it: a set per
+# combination of resource types a subscription names (bounded by them, never by subscriptions).
+_TYPE_SETS: dict[frozenset[str], frozenset[str]] = {}
+
 IndexKey = tuple[str, str, str]
 TYPE_CODE = "_type"
 _KEYED_TYPES = frozenset({d.TOKEN, d.REFERENCE})
@@ -47,12 +51,16 @@ def is_type_filter(item: Filter) -> bool:
 
 def focus_types(filters: Sequence[Filter]) -> frozenset[str] | None:
     """The focus types a subscription hears about: those named by `_type` if it has one, else
-    those its typed filters name; None means every type of its topic."""
+    those its typed filters name; None means every type of its topic. Equal sets are one
+    object (most subscriptions are about one of a few types)."""
     named = [frozenset(_codes(f.criterion) or ()) for f in filters if is_type_filter(f)]
     if named:
-        return frozenset.intersection(*named)
-    typed = frozenset(f.resource_type for f in filters if f.resource_type != ANY_RESOURCE)
-    return typed or None
+        types = frozenset.intersection(*named)
+    else:
+        types = frozenset(f.resource_type for f in filters if f.resource_type != ANY_RESOURCE)
+        if not types:
+            return None
+    return _TYPE_SETS.setdefault(types, types)
 
 
 def subscription_keys(
