@@ -17,6 +17,13 @@ rows, their extraction time, and `Store.create` in-process, with extraction as v
 it (no composite rows, no base-unit rows, rows of the `combo-*` parameters; the baseline) and
 as it is now (no `combo-*` rows: their members' answer them), interleaved runs on a fresh
 database each. Run: `python -m bench.throughput [--count 3000] [--workers 16] ...`.
+
+`--wrk SECONDS` drives the HTTP rows with `wrk` (C, two threads, `bench/creates.lua`) instead of
+the Python client, which shares the CPU with the server: per backend, `Store.create` in process
+(the baseline), `GET /healthz` (the machine's HTTP ceiling: no FHIR, no database), `POST
+/fhir/Patient` (one Patient body) and `POST /fhir` (one transaction Bundle of `--bundle-size`),
+each for SECONDS with `--workers` keep-alive connections (`--bundle-workers` for Bundles). The
+driver CPU column is then wrk's. `--quick` shortens every run.
 """
 
 from __future__ import annotations
@@ -24,12 +31,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import random
+import resource
+import shutil
+import subprocess
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -50,6 +63,7 @@ from bench.harness import (
     ms,
     note,
     observation,
+    patient,
     progress,
     rate,
     ratio,
@@ -61,9 +75,10 @@ from fhirstore.search import datatypes, extract
 from fhirstore.transaction import process_transaction
 from herald.runtime import Runtime
 from herald.settings import Settings
+from tests.support.process import HeraldProcess
 
 WARMUP_REQUESTS = 30
-SINGLE_TARGET = 1_000  # creates/s via HTTP on SQLite
+SINGLE_TARGET = 1_250  # creates/s via HTTP on SQLite (issue 24: 1.5x HAPI's 820/s)
 BUNDLE_TARGET = 5_000  # resources/s via transaction Bundles
 
 Job = Callable[[int], Awaitable[int]]
@@ -72,7 +87,7 @@ Job = Callable[[int], Awaitable[int]]
 @dataclass
 class Run:
     backend: str
-    shape: str  # "single" | "bundle"
+    shape: str  # "single" | "bundle" | "ceiling" (GET /healthz: no FHIR, no database)
     path: str
     in_process: bool
     workers: int
@@ -83,11 +98,17 @@ class Run:
     latencies: Latencies = field(default_factory=lambda: Latencies.of([]))
     herald_cpu: str = "-"
     driver_cpu: str = "-"
+    herald_cpu_seconds: float = math.nan  # CPU time of the process running Herald
     first_error: str = ""
 
     @property
     def per_second(self) -> float:
         return self.resources / self.seconds if self.seconds > 0 else math.nan
+
+    @property
+    def cpu_us_per_resource(self) -> float:
+        """Herald's CPU per resource: unlike resources/s, barely moved by what else runs."""
+        return 1e6 * self.herald_cpu_seconds / self.resources if self.resources else math.nan
 
 
 async def drive(
@@ -118,9 +139,11 @@ async def drive(
     run.seconds = time.perf_counter() - started
     driver_used = cpu_seconds() - driver_cpu
     if server_pid is None:
+        run.herald_cpu_seconds = driver_used
         run.herald_cpu, run.driver_cpu = cpu_share(driver_used, run.seconds), "(same)"
     else:
-        run.herald_cpu = cpu_share(cpu_seconds(server_pid) - herald_cpu, run.seconds)
+        run.herald_cpu_seconds = cpu_seconds(server_pid) - herald_cpu
+        run.herald_cpu = cpu_share(run.herald_cpu_seconds, run.seconds)
         run.driver_cpu = cpu_share(driver_used, run.seconds)
     run.latencies = Latencies.of(latencies)
     bar.remove_task(task)
@@ -186,11 +209,105 @@ async def over_http(
             await drive(run, len(bodies), job, bar, server_pid=server.proc.pid)
 
 
+# -- the same over HTTP, driven by wrk -----------------------------------------------------------
+
+WRK_SCRIPT = Path(__file__).with_name("creates.lua")
+WRK_WARMUP_SECONDS = 2
+
+
+def wrk(
+    run: Run, server: HeraldProcess, url_path: str, body: dict[str, Any] | None, seconds: float
+) -> None:
+    """`wrk` against `url_path` of `server` for `seconds` on `run.workers` connections: POST of
+    `body` through bench/creates.lua (expecting 201, or 200 for a Bundle), GET when None."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("--wrk needs `wrk` on the PATH (apt-get install wrk)")
+    assert server.proc is not None
+    env = {**os.environ, "EXPECT": "200" if url_path == "/fhir" or body is None else "201"}
+    with tempfile.NamedTemporaryFile(suffix=".json") as payload:
+        if body is not None:
+            payload.write(orjson.dumps(body))
+            payload.flush()
+            env["BODY"] = payload.name
+        url = f"http://127.0.0.1:{server.port}{url_path}"
+
+        def once(duration: float) -> str:
+            command = ["wrk", "-t2", f"-c{run.workers}", f"-d{duration:g}s"]
+            command += ["-s", str(WRK_SCRIPT), url]
+            done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+            return done.stdout
+
+        once(WRK_WARMUP_SECONDS)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        herald_cpu = cpu_seconds(server.proc.pid)
+        out = _wrk_figures(once(seconds))
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    run.seconds = out["SECONDS"]
+    run.requests = int(out["REQUESTS"])
+    run.errors = int(out.get("UNEXPECTED", 0))
+    run.resources = (run.requests - run.errors) * (
+        len(body["entry"]) if body is not None and url_path == "/fhir" else 1
+    )
+    run.latencies = Latencies(out["P50"] / 1e6, out["P95"] / 1e6, out["P99"] / 1e6, math.nan)
+    run.herald_cpu_seconds = cpu_seconds(server.proc.pid) - herald_cpu
+    run.herald_cpu = cpu_share(run.herald_cpu_seconds, run.seconds)
+    driver = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    run.driver_cpu = cpu_share(driver, run.seconds)
+
+
+def _wrk_figures(stdout: str) -> dict[str, float]:
+    """The `NAME value` lines bench/creates.lua prints when done (latencies in µs)."""
+    figures: dict[str, float] = {}
+    for line in stdout.splitlines():
+        name, _, value = line.strip().partition(" ")
+        if name in ("UNEXPECTED", "P50", "P95", "P99", "REQUESTS", "SECONDS"):
+            figures[name] = float(value)
+    return figures
+
+
+async def wrk_backend(
+    backend: str, args: argparse.Namespace, dbs: Databases, bar: Progress
+) -> list[Run]:
+    """Per backend: Store.create and process_transaction in process (the baselines), then wrk
+    on /healthz, single Patient creates and transaction Bundles, each against a fresh `herald
+    serve` on an empty database."""
+    rng = random.Random(args.seed)
+    singles = single_resources(args.count, seed=args.seed)
+    bundles = [transaction_bundle(args.bundle_size, rng) for _ in range(args.bundles)]
+    runs = []
+    for shape, label, workers, bodies in (
+        ("single", "Store.create (in-process)", args.workers, singles),
+        ("bundle", "process_transaction (in-process)", args.bundle_workers, bundles),
+    ):
+        run = Run(backend, shape, label, True, workers)
+        await in_process(dbs.fresh(backend), run, orjson.loads(orjson.dumps(bodies)), bar)
+        runs.append(run)
+    plan = [
+        ("ceiling", "wrk GET /healthz (HTTP ceiling)", "/healthz", None, args.workers),
+        ("single", "wrk POST /fhir/Patient", "/fhir/Patient", patient(rng), args.workers),
+        (
+            "bundle",
+            "wrk POST /fhir transaction",
+            "/fhir",
+            transaction_bundle(args.bundle_size, rng),
+            args.bundle_workers,
+        ),
+    ]
+    for shape, label, url_path, body, workers in plan:
+        run = Run(backend, shape, label, False, workers)
+        note(f"{backend} {label}: {args.wrk:g} s")
+        with herald_server(dbs.fresh(backend), dbs.dir) as server:
+            await asyncio.to_thread(wrk, run, server, url_path, body, args.wrk)
+        note(f"done: {backend} {label}: {rate(run.per_second)} resources/s")
+        runs.append(run)
+    return runs
+
+
 # -- the table ------------------------------------------------------------------------------------
 
 
 def target_of(run: Run) -> tuple[str, float]:
-    if run.in_process:
+    if run.in_process or run.shape == "ceiling":
         return "", math.nan
     if run.shape == "bundle":
         return f">= {BUNDLE_TARGET:,}/s", BUNDLE_TARGET
@@ -209,13 +326,15 @@ def table(runs: list[Run], args: argparse.Namespace) -> Table:
         caption=(
             "latency is per request (per Bundle for Bundle rows); 'vs in-process' is "
             "resources/s divided by the in-process row of the same backend and shape; CPU is "
-            "the share of one core (herald = the process running Herald; driver = this one)"
+            "the share of one core (herald = the process running Herald; driver = this one, or "
+            "wrk); CPU µs/res = Herald's CPU time per resource (per request for /healthz)"
         ),
     )
     for name in ("backend", "path", "resources", "errors", "seconds", "resources/s"):
         out.add_column(name, justify="left" if name in ("backend", "path") else "right")
-    for name in ("p50 ms", "p95 ms", "p99 ms", "herald CPU", "driver CPU", "vs in-process"):
+    for name in ("p50 ms", "p95 ms", "p99 ms", "herald CPU", "driver CPU", "CPU µs/res"):
         out.add_column(name, justify="right")
+    out.add_column("vs in-process", justify="right")
     out.add_column("target")
     baselines = {(r.backend, r.shape): r.per_second for r in runs if r.in_process}
     last_backend = None
@@ -240,6 +359,7 @@ def table(runs: list[Run], args: argparse.Namespace) -> Table:
             ms(run.latencies.p99),
             run.herald_cpu,
             run.driver_cpu,
+            rate(run.cpu_us_per_resource),
             "baseline" if run.in_process else ratio(run.per_second, baseline),
             label,
         )
@@ -383,6 +503,12 @@ def index_rows_table(rows: list[IndexRow]) -> Table:
 async def main(args: argparse.Namespace) -> None:
     with progress() as bar:
         runs = []
+        if args.wrk:
+            runs = await each_backend(
+                args.backends, lambda backend, dbs: wrk_backend(backend, args, dbs, bar)
+            )
+            console.print(table(runs, args))
+            return
         if not args.index_rows_only:
             runs = await each_backend(
                 args.backends, lambda backend, dbs: bench_backend(backend, args, dbs, bar)
@@ -410,8 +536,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--index-count", type=int, default=2000, help="Observations per run")
     parser.add_argument("--index-rounds", type=int, default=3, help="runs per index version")
     parser.add_argument("--index-rows-only", action="store_true", help="only the index table")
+    parser.add_argument(
+        "--wrk",
+        type=float,
+        metavar="SECONDS",
+        default=0.0,
+        help="drive the HTTP rows with wrk for SECONDS each (only the throughput table)",
+    )
+    parser.add_argument("--quick", action="store_true", help="short runs (fewer, or 5 s wrk)")
     parser.add_argument("--seed", type=int, default=7)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.count, args.bundles, args.index_count, args.index_rounds = 600, 2, 400, 1
+        args.wrk = min(args.wrk, 5.0) if args.wrk else 0.0
+    return args
 
 
 if __name__ == "__main__":
