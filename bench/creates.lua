@@ -1,8 +1,9 @@
 -- wrk script for bench.throughput: the same request again and again, counting the answers.
 -- With BODY (the name of a file holding a JSON resource or Bundle) each request POSTs it to the
 -- URL given to wrk (e.g. http://127.0.0.1:8080/fhir/Patient); without, each request is a GET.
--- Answers other than the status EXPECT (default 201) are counted as unexpected. When done it
--- prints `NAME value` lines for bench/throughput.py (latencies in microseconds).
+-- Answers other than the status EXPECT (default 201) are counted as UNEXPECTED, socket errors
+-- and timeouts (requests without an answer) as SOCKET_ERRORS. When done it prints these as
+-- `NAME value` lines for bench/throughput.py, with latency percentiles in microseconds.
 local expect = tonumber(os.getenv("EXPECT") or "201")
 local body_file = os.getenv("BODY")
 
@@ -36,7 +37,9 @@ function done(summary, latency, requests)
   for _, thread in ipairs(threads) do
     total = total + thread:get("unexpected")
   end
+  local e = summary.errors
   io.write(string.format("UNEXPECTED %d\n", total))
+  io.write(string.format("SOCKET_ERRORS %d\n", e.connect + e.read + e.write + e.timeout))
   for _, p in ipairs({50, 95, 99}) do
     io.write(string.format("P%d %d\n", p, latency:percentile(p)))
   end
