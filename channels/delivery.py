@@ -22,7 +22,6 @@ is reported to `DeliveryPolicy.record_attempt` when set: the audit trail.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import itertools
@@ -104,21 +103,23 @@ class SubscriptionDelivery:
         )
 
     async def _current(
-        self, subscription_id: str
-    ) -> tuple[SubscriptionSpec, SubscriptionProgress] | None:
-        """The subscription and its progress, or None when it is off, deleted or ended."""
+        self, subscription_id: str, *, events: bool = False
+    ) -> tuple[SubscriptionSpec, SubscriptionProgress, list[RecordedEvent]] | None:
+        """The subscription, its progress and (with `events`) the page of its oldest owed
+        events, read together; None when it is off, deleted or ended."""
         spec = self._registry.index.get(subscription_id)
         if spec is None:
             await self._registry.catch_up()
             spec = self._registry.index.get(subscription_id)
-        progress = await self._ledger.progress(subscription_id)
+        limit = _page_size(spec) if spec is not None and events else 0
+        progress, pending = await self._ledger.owed(subscription_id, limit)
         if progress is None or progress.status == "off":
             return None
         if spec is None:
             if await self._gone(subscription_id):
                 await self._ledger.forget(subscription_id)
             return None
-        return spec, progress
+        return spec, progress, pending
 
     def nudge(self, subscription_id: str) -> None:
         """Cut short this subscription's current or next retry wait (e.g. a WebSocket was
@@ -142,12 +143,13 @@ class SubscriptionDelivery:
         return False
 
     async def step(self, subscription_id: str, lease: Lease) -> bool:
-        """Do the next owed thing; False when nothing is owed."""
+        """Do the next owed thing; False when nothing more is owed as far as it read (events
+        numbered since come with a wake-up, `Dispatcher.wake`)."""
         read_at = self._clock.now()  # sockets bound since then were greeted by their bind
-        current = await self._current(subscription_id)
+        current = await self._current(subscription_id, events=True)
         if current is None:
             return False
-        spec, progress = current
+        spec, progress, pending = current
         now = self._clock.now()
         if ended(spec, now, progress):
             await self._lifecycle.transition(subscription_id, "off")
@@ -162,13 +164,13 @@ class SubscriptionDelivery:
                 return True
             await self._give_up_waiting(spec, progress, "no WebSocket was bound")
             return False
-        size = 1 if spec.classic else spec.channel.max_count
-        limit = max(size, _PAGE // size * size)
-        pending = await self._ledger.pending(subscription_id, progress.delivered_through, limit)
         if pending:
-            with contextlib.suppress(Rewound):  # a replay moved delivery: the next step sees it
-                await self._deliver_page(spec, progress, pending, lease)
-            return True
+            try:
+                whole = await self._deliver_page(spec, progress, pending, lease)
+            except Rewound:  # a replay moved delivery: the next step sees it
+                return True
+            # A short page taken whole was all that was owed when it was read.
+            return not whole or len(pending) == _page_size(spec)
         if heartbeat_due(spec, progress, now):
             await self._send_status(spec, progress, "heartbeat", lease)
             return True
@@ -261,12 +263,12 @@ class SubscriptionDelivery:
         progress: SubscriptionProgress,
         pending: Sequence[RecordedEvent],
         lease: Lease,
-    ) -> None:
+    ) -> bool:
         """Deliver a page of owed events, one notification (of up to maxCount events) after
-        the other. Progress is recorded every `RECORD_EVERY` seconds (`page.py`), before a
-        retry and at the end of the page: a crash in between sends those notifications again,
-        with the same keys. After a failure the page ends, so that the next step reads the
-        subscription afresh."""
+        the other; whether the endpoint took every one at the first try. Progress is recorded
+        every `RECORD_EVERY` seconds (`page.py`), before a retry and at the end of the page: a
+        crash in between sends those notifications again, with the same keys. After a failure
+        the page ends, so that the next step reads the subscription afresh."""
         size = 1 if spec.classic else spec.channel.max_count
         with_resource = spec.channel.content == "full-resource"  # a classic payload's too
         loaded = await self._page_events(pending, with_resource)
@@ -281,19 +283,20 @@ class SubscriptionDelivery:
                 if isinstance(sent, Unsendable):
                     await page.record()
                     await self._set_aside(spec, batch, sent, page.through)
-                    return
+                    return False
                 error, attempts = sent
                 if error is not None:
                     await page.record()
                     await self._give_up(spec, batch, self._too_old(error), page.through)
-                    return
+                    return False
                 page.accept(batch)
                 if attempts > 1:
-                    return  # it had failed: look at the subscription afresh
+                    return False  # it had failed: look at the subscription afresh
                 await page.record_if_due()
                 lease.check()
         finally:
             await page.record()
+        return True
 
     async def record_delivered(
         self, spec: SubscriptionSpec, through: int, events: Sequence[RecordedEvent]
@@ -317,7 +320,9 @@ class SubscriptionDelivery:
         by an outage): then each notification reads its own, so only the one that cannot be
         built is set aside."""
         try:
-            return await notification_events(self._store, pending, with_resource=with_resource)
+            return await notification_events(
+                self._store, pending, with_resource=with_resource, recent=self._ledger.recent
+            )
         except Exception as error:
             outage = self._policy.unsendable.outage
             if outage is not None and await outage(error):
@@ -470,6 +475,12 @@ class SubscriptionDelivery:
             now=self._clock.now(),
         )
         return fhirjson.dumps(bundle)
+
+
+def _page_size(spec: SubscriptionSpec) -> int:
+    """Owed events read at a time: about `_PAGE`, whole notifications of up to maxCount."""
+    size = 1 if spec.classic else spec.channel.max_count
+    return max(size, _PAGE // size * size)
 
 
 def heartbeat_due(spec: SubscriptionSpec, progress: SubscriptionProgress, now: datetime) -> bool:

@@ -1,6 +1,9 @@
 """Turn a recorded event into a `NotificationEvent`, reading the focus version when the
 notification carries the resource (full-resource content, classic payloads), and hide from a
-caller of `$events` the focus of each event it may not read (`withhold_unreadable`)."""
+caller of `$events` the focus of each event it may not read (`withhold_unreadable`).
+
+`RecentVersions` holds the focus versions this process matched lately (the change event
+carries each), so that its dispatcher builds their notifications without reading them back."""
 
 from __future__ import annotations
 
@@ -12,6 +15,26 @@ from fhirstore import Forbidden, Gone, NotFound, Store, StoredVersion, fhirjson
 from fhirstore.access import Access
 from subscriptions.notification import NotificationEvent
 from subscriptions.numbering import RecordedEvent
+
+FocusKey = tuple[str, str, int]  # (type, id, versionId)
+
+
+class RecentVersions:
+    """The last `size` focus versions the matcher of this process saw, by (type, id,
+    versionId). A version never changes once written, so an entry is never stale; the oldest
+    goes first. What is not here (another process matched it, or it went) is read."""
+
+    def __init__(self, size: int = 20_000) -> None:
+        self._size = size
+        self._resources: dict[FocusKey, dict[str, Any]] = {}
+
+    def add(self, key: FocusKey, resource: dict[str, Any]) -> None:
+        self._resources[key] = resource
+        if len(self._resources) > self._size:
+            del self._resources[next(iter(self._resources))]
+
+    def get(self, key: FocusKey) -> dict[str, Any] | None:
+        return self._resources.get(key)
 
 
 async def version_resource(
@@ -26,14 +49,24 @@ async def version_resource(
 
 
 async def notification_events(
-    store: Store, events: Sequence[RecordedEvent], *, with_resource: bool
+    store: Store,
+    events: Sequence[RecordedEvent],
+    *,
+    with_resource: bool,
+    recent: RecentVersions | None = None,
 ) -> list[NotificationEvent]:
     """`events` as notification events; with `with_resource`, each carries its focus version
-    (read in one go), except deletions."""
-    bodies: dict[tuple[str, str, int], StoredVersion] = {}
+    (from `recent`, or else read, all in one go), except deletions."""
+    resources: dict[FocusKey, dict[str, Any] | None] = {}
     if with_resource:
-        keys = [_key(e) for e in events if e.interaction != "delete"]
-        bodies = await store.versions(keys) if keys else {}
+        for event in events:
+            known = recent.get(_key(event)) if recent is not None else None
+            if event.interaction != "delete" and known is not None:
+                resources[_key(event)] = known
+        keys = [_key(e) for e in events if e.interaction != "delete" and _key(e) not in resources]
+        if keys:
+            for key, version in (await store.versions(keys)).items():
+                resources[key] = _resource(version)
     return [
         NotificationEvent(
             event_number=e.event_number,
@@ -42,7 +75,7 @@ async def notification_events(
             focus_id=e.res_id,
             focus_version=e.version_id,
             interaction=e.interaction,
-            resource=_resource(bodies.get(_key(e))) if e.interaction != "delete" else None,
+            resource=resources.get(_key(e)) if e.interaction != "delete" else None,
         )
         for e in events
     ]
@@ -82,7 +115,7 @@ async def _readable(store: Store, access: Access, event: NotificationEvent) -> b
     return True
 
 
-def _key(event: RecordedEvent) -> tuple[str, str, int]:
+def _key(event: RecordedEvent) -> FocusKey:
     return event.res_type, event.res_id, event.version_id
 
 

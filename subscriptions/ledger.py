@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import Select, and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fhirstore import Store
 from subscriptions.dead_letters import DeadLetters
+from subscriptions.focus import RecentVersions
 from subscriptions.numbering import NewEvent, RecordedEvent, event_of, number_events
+from subscriptions.state_writes import StateWrites
 from subscriptions.tables import dead_letters, subscription_events, subscription_state
 
 
@@ -57,6 +59,9 @@ class Ledger(DeadLetters):
     def __init__(self, store: Store) -> None:
         self._store = store
         self._engine = store.engine
+        # Focus versions of the events this process numbered lately, for its dispatcher.
+        self.recent = RecentVersions()
+        self._state_writes = StateWrites(store)  # one-row writes, committed together
 
     # -- subscriptions ------------------------------------------------------------------------
 
@@ -120,6 +125,33 @@ class Ledger(DeadLetters):
             ).first()
         return _progress(row) if row is not None else None
 
+    async def owed(
+        self, subscription_id: str, limit: int
+    ) -> tuple[SubscriptionProgress | None, list[RecordedEvent]]:
+        """The subscription's progress and its oldest undelivered events (up to `limit`, in
+        order), read on one connection; the events only when it is not `off` and its count
+        is ahead of its delivery."""
+        state = subscription_state.c
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(subscription_state).where(state.subscription_id == subscription_id)
+                )
+            ).first()
+            if row is None:
+                return None, []
+            progress = _progress(row)
+            if (
+                limit <= 0
+                or progress.status == "off"
+                or progress.events_since_start <= progress.delivered_through
+            ):
+                return progress, []
+            rows = (
+                await conn.execute(_pending(subscription_id, progress.delivered_through, limit))
+            ).all()
+        return progress, [event_of(row) for row in rows]
+
     async def progress_of(self, subscription_ids: Sequence[str]) -> dict[str, SubscriptionProgress]:
         found: dict[str, SubscriptionProgress] = {}
         async with self._engine.connect() as conn:
@@ -164,18 +196,8 @@ class Ledger(DeadLetters):
 
     async def pending(self, subscription_id: str, after: int, limit: int) -> list[RecordedEvent]:
         """The oldest events after eventNumber `after` (where delivery got to), in order."""
-        events = subscription_events.c
         async with self._engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(subscription_events)
-                    .where(
-                        and_(events.subscription_id == subscription_id, events.event_number > after)
-                    )
-                    .order_by(events.event_number)
-                    .limit(limit)
-                )
-            ).all()
+            rows = (await conn.execute(_pending(subscription_id, after, limit))).all()
         return [event_of(row) for row in rows]
 
     async def events(
@@ -236,11 +258,11 @@ class Ledger(DeadLetters):
         )
 
     async def _update(self, subscription_id: str, *conditions: Any, **values: Any) -> bool:
-        """Change one subscription's row where `conditions` hold; False when they did not."""
+        """Change one subscription's row where `conditions` hold (in a transaction shared with
+        the other rows' changes queued meanwhile, `state_writes.py`); False when they did not."""
         where = and_(subscription_state.c.subscription_id == subscription_id, *conditions)
-        async with self._store.bookkeeping_transaction() as conn:
-            result = await conn.execute(update(subscription_state).where(where).values(**values))
-        return result.rowcount == 1
+        statement = update(subscription_state).where(where).values(**values)
+        return await self._state_writes.run(subscription_id, statement)
 
     async def owing(
         self, owner: str, *, now: datetime, limit: int = 1000
@@ -294,6 +316,17 @@ class Ledger(DeadLetters):
                 )
             )
         return result.rowcount
+
+
+def _pending(subscription_id: str, after: int, limit: int) -> Select[Any]:
+    """The oldest `limit` events of a subscription after eventNumber `after`, in order."""
+    events = subscription_events.c
+    return (
+        select(subscription_events)
+        .where(and_(events.subscription_id == subscription_id, events.event_number > after))
+        .order_by(events.event_number)
+        .limit(limit)
+    )
 
 
 async def _lock_state(conn: AsyncConnection, subscription_id: str) -> Any:

@@ -142,6 +142,9 @@ class Matcher:
         matches = await self._registry.index.match(
             event, load_previous, self._store.clock.now(), self._current
         )
+        if matches and event.resource is not None:
+            key = (event.resource_type, event.id, int(event.version_id))
+            self._ledger.recent.add(key, event.resource)
         numbered.extend(
             NewEvent(
                 m.subscription_id,

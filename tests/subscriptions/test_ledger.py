@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from herald.runtime import Runtime
-from subscriptions.focus import notification_events
+from subscriptions.focus import RecentVersions, notification_events
 from subscriptions.ledger import Ledger
 from subscriptions.numbering import NewEvent
 from tests.support.herald import running_herald
@@ -120,3 +121,54 @@ async def test_notification_events_read_each_focus_version_in_one_go(runtime: Ru
     assert [e.resource and e.resource["gender"] for e in loaded] == ["female", "male", None, None]
     assert [e.focus_version for e in loaded] == [1, 2, 3, 1]
     assert all(e.resource is None for e in bare)
+
+
+async def test_owed_reads_progress_and_the_oldest_undelivered_events_together(
+    runtime: Runtime,
+) -> None:
+    ledger = Ledger(runtime.store)
+    await ledger.register("a", "active")
+    await ledger.record([change("a", n) for n in range(1, 6)])
+    assert await ledger.claim("a", "me", now=T0, lease=timedelta(minutes=1))
+    assert await ledger.delivered("a", 0, 3, now=T0, owner="me")
+
+    progress, owed = await ledger.owed("a", 1)
+    assert progress is not None and progress.delivered_through == 3
+    assert [e.event_number for e in owed] == [4]
+    assert await ledger.delivered("a", 3, 5, now=T0, owner="me")
+    progress, owed = await ledger.owed("a", 10)
+    assert progress is not None and progress.delivered_through == 5 and owed == []
+    assert await ledger.owed("never-registered", 10) == (None, [])
+
+
+async def test_row_writes_issued_together_are_each_judged_on_their_own(runtime: Runtime) -> None:
+    ledger = Ledger(runtime.store)
+    for sid in ("a", "b", "c"):
+        await ledger.register(sid, "active")
+    assert await ledger.claim("b", "other", now=T0, lease=timedelta(minutes=1))
+
+    claims = await asyncio.gather(
+        *(ledger.claim(sid, "me", now=T0, lease=timedelta(minutes=1)) for sid in ("c", "b", "a"))
+    )
+
+    assert claims == [True, False, True]  # b is another live process's
+    assert await ledger.delivered("a", 0, 0, now=T0, owner="me")
+    assert not await ledger.delivered("b", 0, 0, now=T0, owner="me")
+
+
+async def test_a_version_the_matcher_saw_is_not_read_again(runtime: Runtime) -> None:
+    store = runtime.store
+    created = await store.create({"resourceType": "Patient", "gender": "female"})
+    pid = created.version.id
+    ledger = Ledger(store)
+    recorded = await ledger.record([NewEvent("a", "e1", "Patient", pid, 1, "create", T0)])
+    recent = RecentVersions(size=1)
+    recent.add(("Patient", pid, 1), {"resourceType": "Patient", "id": pid, "gender": "seen"})
+    recent.add(("Patient", "other", 1), {"resourceType": "Patient", "id": "other"})  # evicts
+
+    (from_store,) = await notification_events(store, recorded, with_resource=True, recent=recent)
+    recent.add(("Patient", pid, 1), {"resourceType": "Patient", "id": pid, "gender": "seen"})
+    (remembered,) = await notification_events(store, recorded, with_resource=True, recent=recent)
+
+    assert from_store.resource is not None and from_store.resource["gender"] == "female"
+    assert remembered.resource is not None and remembered.resource["gender"] == "seen"

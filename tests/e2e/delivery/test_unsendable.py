@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 
 import subscriptions.focus as focus
 from channels.transport import Delivery, Outcome
+from fhirstore import fhirjson
 from fhirstore.store import StoredVersion
 from herald.runtime import Runtime
 from tests.e2e.delivery.conftest import (
@@ -124,15 +125,24 @@ async def test_a_focus_that_cannot_be_read_is_set_aside_and_later_events_arrive(
 
 
 def _break_reading_of(monkeypatch: pytest.MonkeyPatch, text: str) -> None:
-    """Reading a focus version whose body holds `text` fails (a bug the builder meets)."""
+    """Reading a focus version whose body holds `text` fails (a bug the builder meets),
+    whether it is read from the store or taken from what the matcher passed on."""
     read = focus._resource
+    recall = focus.RecentVersions.get
 
     def broken(version: StoredVersion | None) -> dict[str, Any] | None:
         if version is not None and version.body is not None and text in version.body:
             raise ValueError("simulated unreadable focus")
         return read(version)
 
+    def broken_recall(recent: focus.RecentVersions, key: focus.FocusKey) -> dict[str, Any] | None:
+        found = recall(recent, key)
+        if found is not None and text in fhirjson.dumps(found).decode():
+            raise ValueError("simulated unreadable focus")
+        return found
+
     monkeypatch.setattr(focus, "_resource", broken)
+    monkeypatch.setattr(focus.RecentVersions, "get", broken_recall)
 
 
 async def test_a_decimal_beyond_a_double_reaches_full_resource_subscribers_as_written(
