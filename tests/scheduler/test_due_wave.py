@@ -7,6 +7,8 @@ import asyncio
 from collections import Counter
 from datetime import UTC, datetime
 
+from prometheus_client import REGISTRY
+
 from fhirstore.clock import FrozenClock
 from fhirstore.wire import TASK_READY
 from herald.runtime import schedule_policy
@@ -52,9 +54,11 @@ async def test_a_wave_of_due_tasks_wakes_each_once_and_each_app_hears_its_own(
         clock.set(DUE)
         policy = schedule_policy(runtime.settings)
         wakers = [DueTasks(runtime.store, policy, batch=BATCH) for _ in range(2)]
+        counted = _woken_metric()
         woken = await asyncio.gather(*(w.wake() for w in wakers))
         assert sum(woken) == PATIENTS
         assert await wakers[0].wake() == 0  # nothing is woken twice
+        assert _woken_metric() - counted == PATIENTS  # what /metrics shows
 
         async def all_heard() -> bool:
             return sum(map(len, _events(receiver.requests).values())) >= 2 * PATIENTS
@@ -83,3 +87,8 @@ def _events(requests: list[Request]) -> dict[str, list[str]]:
             task = event["focus"]["reference"].partition("Task/")[2].split("/")[0]
             heard.setdefault(sub, []).append(task)
     return heard
+
+
+def _woken_metric() -> float:
+    labels = {"kind": "woken", "cause": "due"}
+    return REGISTRY.get_sample_value("herald_scheduler_tasks_written_total", labels) or 0.0
