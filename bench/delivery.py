@@ -605,7 +605,7 @@ def record(run: BurstRun, tally: Tally) -> None:
 
 def _blast(client: str, url: str, count: int, concurrency: int, body: bytes) -> None:
     """In a child process: POST `body` `count` times over `concurrency` keep-alive connections."""
-    blast = _blast_aiohttp if client == "aiohttp" else _blast_raw
+    blast = _blast_aiohttp if client == "aiohttp" else blast_raw
     asyncio.run(blast(url, count, concurrency, body))
 
 
@@ -624,7 +624,7 @@ async def _blast_aiohttp(url: str, count: int, concurrency: int, body: bytes) ->
         await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-async def _blast_raw(url: str, count: int, concurrency: int, body: bytes) -> None:
+async def blast_raw(url: str, count: int, concurrency: int, body: bytes) -> None:
     """The same POSTs from pre-built bytes on bare asyncio streams: next to no client cost."""
     parts = httpx.URL(url)
     request = (

@@ -9,6 +9,7 @@ is left for the sweep to restore.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 from datetime import datetime
 
@@ -21,7 +22,7 @@ from scheduler.bookkeeping import TaskRow, claim_due, save_tasks
 from scheduler.identity import acting_as_scheduler
 from scheduler.metrics import TASKS_WRITTEN, WAKE_LAG
 from scheduler.policy import SchedulePolicy
-from scheduler.task import moved_state, next_due, state_of, with_state
+from scheduler.task import TaskState, moved_state, next_due, state_of, with_state
 
 BATCH = 500
 
@@ -57,7 +58,7 @@ class DueTasks:
             if not rows:
                 return 0, 0
             current = await Store.current_in(conn, "Task", [r.task_id for r in rows])
-            writes: list[tuple[PendingWrite, TaskRow, TaskRow]] = []  # write, old row, new row
+            writes: list[tuple[PendingWrite, TaskRow, TaskState]] = []  # write, row, target
             settled: list[TaskRow] = []
             for row in rows:
                 version = current.get(row.task_id)
@@ -75,23 +76,28 @@ class DueTasks:
                     )
                     continue
                 moved = with_state(body, target)
-                after = replace(row, state=target, due_at=next_due(target, row.start, self._policy))
                 writes.append(
-                    (PendingWrite("Task", row.task_id, moved, version.version_id), row, after)
+                    (PendingWrite("Task", row.task_id, moved, version.version_id), row, target)
                 )
             outcomes = await tx.write_each([w for w, _, _ in writes])
-            written = 0
-            for (_, before, after), outcome in zip(writes, outcomes, strict=True):
+            kinds: Counter[str] = Counter()
+            lags: list[float] = []
+            for (_, row, target), outcome in zip(writes, outcomes, strict=True):
                 if not isinstance(outcome, WrittenVersion):
                     continue  # changed under us: due again at once, looked at afresh
-                written += 1
-                settled.append(replace(after, task_version=outcome.version_id))
-                TASKS_WRITTEN.labels(
-                    "woken" if after.state == "ready" else after.state, "due"
-                ).inc()
-                WAKE_LAG.observe(_lag(before, now))
+                due = next_due(target, row.start, self._policy)
+                settled.append(
+                    replace(row, state=target, task_version=outcome.version_id, due_at=due)
+                )
+                kinds["woken" if target == "ready" else target] += 1
+                lags.append(_lag(row, now))
             await save_tasks(conn, settled)
-        return written, len(rows)
+        # Counted once the batch is committed: a batch rolled back woke nothing.
+        for kind, n in kinds.items():
+            TASKS_WRITTEN.labels(kind, "due").inc(n)
+        for lag in lags:
+            WAKE_LAG.observe(lag)
+        return kinds.total(), len(rows)
 
 
 def _lag(row: TaskRow, now: datetime) -> float:
