@@ -1,14 +1,17 @@
 """The outbox relay: publishes committed change events, in commit order, to the bus.
 
-It reads outbox rows after its persisted cursor, publishes them (waiting for the bus to accept
-them), and only then advances the cursor. A crash between the two republishes the same events
-with the same event ids; nothing is skipped. On PostgreSQL only one process relays at a time (a
-session advisory lock); the others stand by and take over when it dies.
+It reads outbox rows after its cursor, publishes them (waiting for the bus to accept them), and
+only then advances the cursor. The cursor is stored at most every `CURSOR_EVERY` seconds under
+steady traffic (each write is a transaction that waits for the store's write lock), on the first
+pass with nothing to publish, and when the relay stops: a crash republishes what was published
+since, with the same event ids; nothing is skipped. On PostgreSQL only one process relays at a
+time (a session advisory lock); the others stand by and take over when it dies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import timedelta
 from typing import Any
@@ -39,6 +42,7 @@ CHANGES = TopicSpec(
 
 
 _MAX_BACKOFF = 10.0  # seconds: the longest wait before the relay tries again
+CURSOR_EVERY = 0.2  # seconds: the longest the persisted cursor lags under steady traffic
 
 
 def _publish_failed(error: Exception, retry_in: float) -> None:
@@ -94,7 +98,9 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._retention = retention
         self._last_prune = 0.0
-        self._cursor: int | None = None
+        self._cursor: int | None = None  # published through (this process, while leading)
+        self._persisted: int | None = None  # the cursor as stored
+        self._persisted_at = float("-inf")  # loop time of the last cursor write
         self.leadership = Leadership(
             store.engine,
             RELAY_LOCK_KEY,
@@ -142,11 +148,15 @@ class OutboxRelay:
                 RELAY_IS_LEADER.set(1)
                 await lead.listen(OUTBOX_CHANNEL, self._on_notify)
                 self._lead = lead
-                await self._batches.run()
+                try:
+                    await self._batches.run()
+                finally:
+                    with contextlib.suppress(Exception):  # the next leader republishes
+                        await asyncio.shield(self._persist())
         finally:
             RELAY_IS_LEADER.set(0)
             self._lead = None
-            self._cursor = None
+            self._cursor = self._persisted = None
 
     async def _relay_pending(self) -> None:
         """Relay batches until one is not full, checking before each that this process still
@@ -164,30 +174,45 @@ class OutboxRelay:
         """Publish the next batch after the cursor; return how many events went out."""
         async with self._engine.connect() as conn:
             if self._cursor is None:  # only the leader moves it, so read it once
-                self._cursor = await _read_cursor(conn)
+                self._cursor = self._persisted = await _read_cursor(conn)
             cursor = self._cursor
             rows = await entries_after(conn, cursor, self._batch_size)
             full = len(rows) == self._batch_size
             head = await newest_sequence(conn) if full else None
         if not rows:
             OUTBOX_LAG.set(0)
+            await self._persist()
             return 0
         try:
             await self._bus.publish([to_message(r) for r in rows])
-            async with self._store.bookkeeping_transaction() as conn:
-                await _write_cursor(conn, rows[-1].seq)
         except BaseException:
             self._cursor = None  # re-read after any failure
             raise
         self._cursor = rows[-1].seq
         RELAY_PUBLISHED.inc(len(rows))
         OUTBOX_LAG.set((head or rows[-1].seq) - rows[-1].seq)
+        if asyncio.get_running_loop().time() - self._persisted_at >= CURSOR_EVERY:
+            await self._persist()
         return len(rows)
+
+    async def _persist(self) -> None:
+        """Store the cursor, if it moved since it was last stored."""
+        cursor = self._cursor
+        if cursor is None or cursor == self._persisted:
+            return
+        try:
+            async with self._store.bookkeeping_transaction() as conn:
+                await _write_cursor(conn, cursor)
+        except BaseException:
+            self._cursor = None  # re-read after any failure
+            raise
+        self._persisted = cursor
+        self._persisted_at = asyncio.get_running_loop().time()
 
     async def _maybe_prune(self) -> None:
         """At most once a minute, drop published rows older than the retention period."""
         loop_now = asyncio.get_running_loop().time()
-        cursor = self._cursor
+        cursor = self._persisted  # what a restart would read: never prune past it
         if cursor is None or loop_now - self._last_prune < 60:
             return
         self._last_prune = loop_now
