@@ -167,23 +167,6 @@ async def save_references(
         await conn.execute(insert(schedule_references), list(part))
 
 
-async def plans_referring_to(conn: AsyncConnection, requests: Sequence[str]) -> list[str]:
-    """The CarePlans last planned from any of `requests` (`Type/id`)."""
-    r = schedule_references.c
-    by_type: dict[str, list[str]] = {}
-    for request in sorted(set(requests)):
-        resource_type, _, resource_id = request.partition("/")
-        by_type.setdefault(resource_type, []).append(resource_id)
-    found: set[str] = set()
-    for resource_type, ids in by_type.items():
-        for chunk in _chunks(ids):
-            rows = await conn.execute(
-                select(r.careplan_id).where(r.res_type == resource_type, r.res_id.in_(chunk))
-            )
-            found.update(rows.scalars())
-    return sorted(found)
-
-
 def _columns(row: TaskRow | PlanRow | ReferenceRow) -> dict[str, object]:
     # Not dataclasses.asdict: that deep-copies every value, and rows come by the thousand.
     return {name: getattr(row, name) for name in _NAMES[type(row)]}
@@ -201,13 +184,28 @@ async def forget_tasks(conn: AsyncConnection, before: datetime) -> int:
     return result.rowcount or 0
 
 
-async def plans_of_patients(conn: AsyncConnection, patients: Sequence[str]) -> list[str]:
-    found: list[str] = []
-    for chunk in _chunks(patients):
-        rows = await conn.execute(
-            select(schedule_plans.c.careplan_id).where(schedule_plans.c.patient.in_(chunk))
-        )
-        found.extend(rows.scalars())
+async def plans_concerned(
+    conn: AsyncConnection, patients: Sequence[str], requests: Sequence[str]
+) -> set[str]:
+    """The CarePlans of any of `patients` (`Patient/id`) and those last planned from any of
+    `requests` (`Type/id`): one statement for every 500 of them together."""
+    p, r = schedule_plans.c, schedule_references.c
+    # (None, patient) or (request type, request id)
+    wanted: list[tuple[str | None, str]] = [(None, key) for key in sorted(set(patients))]
+    wanted += [(t, i) for t, _, i in (key.partition("/") for key in sorted(set(requests)))]
+    found: set[str] = set()
+    for chunk in _chunks(wanted):
+        by_type: dict[str | None, list[str]] = {}
+        for resource_type, value in chunk:
+            by_type.setdefault(resource_type, []).append(value)
+        queries = [
+            select(p.careplan_id).where(p.patient.in_(values))
+            if resource_type is None
+            else select(r.careplan_id).where(r.res_type == resource_type, r.res_id.in_(values))
+            for resource_type, values in by_type.items()
+        ]
+        query = queries[0] if len(queries) == 1 else union(*queries)
+        found.update((await conn.execute(query)).scalars())
     return found
 
 

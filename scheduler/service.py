@@ -2,11 +2,13 @@
 
 - Every CarePlan change on `fhir.changes` (consumer group `herald-scheduler`) reconciles that
   CarePlan at once; a Patient change reconciles the Patient's CarePlans (the time zone may have
-  changed); a change to a request of a type Herald schedules from (`scheduler.requests.READERS`)
-  reconciles the CarePlans last planned from it, found in the scheduler's reference rows (not
-  the search index), which hold a request not stored yet too, so its creation is heard (one
-  stored while its CarePlan was being planned may go unheard: the next sweep sees it). Other
-  changes are skipped by their key, unread. A change whose CarePlan cannot be reconciled fails,
+  changed), unless it creates the Patient in the default zone (scheduler/changes.py); a change
+  to a request of a type Herald schedules from (`scheduler.requests.READERS`) reconciles the
+  CarePlans last planned from it, found in the scheduler's reference rows (not the search
+  index), which hold a request not stored yet too, so its creation is heard (one stored while
+  its CarePlan was being planned may go unheard: the next sweep sees it). Other changes are
+  skipped by their key, unread. The CarePlans of a batch's Patients and requests are found
+  with one statement (per 500 of them). A change whose CarePlan cannot be reconciled fails,
   is retried and then quarantined by the bus (`events/quarantine`).
 - Due wake-ups every `due_interval` seconds, in every scheduler process.
 - The sweep every `sweep_interval` seconds, at start and whenever this process becomes the
@@ -43,17 +45,16 @@ from scheduler.bookkeeping import (
     careplan_ids,
     count_careplans,
     forget_tasks,
-    plans_of_patients,
-    plans_referring_to,
+    plans_concerned,
     skipped_activities,
 )
+from scheduler.changes import concerned
 from scheduler.due import DueTasks
 from scheduler.identity import acting_as_scheduler
 from scheduler.metrics import SCHEDULER_LEADER, SWEEP_REPAIRS, SWEEP_SECONDS, TASKS_WRITTEN
 from scheduler.policy import SchedulePolicy
 from scheduler.reconcile import Reconciler
 from scheduler.repairs import Repairs
-from scheduler.requests import READERS
 from scheduler.settled import settled
 from scheduler.tables import schedule_plans, schedule_tasks
 
@@ -109,22 +110,14 @@ class Scheduler:
         self._bus.subscribe_batch(CHANGES_TOPIC, SCHEDULER_GROUP, self.handle)
 
     async def handle(self, messages: Sequence[Message]) -> None:
-        """Reconcile the CarePlans these changes concern."""
-        careplans: set[str] = set()
-        patients: set[str] = set()
-        requests: set[str] = set()
-        for message in messages:
-            resource_type, _, resource_id = message.key.partition("/")
-            if resource_type == "CarePlan":
-                careplans.add(resource_id)
-            elif resource_type == "Patient":
-                patients.add(message.key)
-            elif resource_type in READERS:
-                requests.add(message.key)
-        if patients or requests:
+        """Reconcile the CarePlans these changes concern, found with one lookup per batch."""
+        found = concerned(messages, self._policy.default_zone)
+        careplans = found.careplans
+        if found.patients or found.requests:
             async with self._store.engine.connect() as conn:
-                careplans.update(await plans_of_patients(conn, sorted(patients)))
-                careplans.update(await plans_referring_to(conn, sorted(requests)))
+                careplans |= await plans_concerned(
+                    conn, sorted(found.patients), sorted(found.requests)
+                )
         if careplans:
             # Strict: a CarePlan that cannot be reconciled fails its change, which the bus
             # retries and then quarantines (events/quarantine), rather than skipping it unseen.
