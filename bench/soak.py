@@ -48,6 +48,7 @@ from bench.relay_lag import Broker
 TARGET_MB = 1024  # RSS through the run
 ACTIVE_TIMEOUT_S = 1_800.0  # every subscription active (their handshakes go to the receiver)
 DRAIN_S = 60.0  # after the last write, wait at most this long for its notification
+IN_FLIGHT = 64  # writes at once, at most
 
 
 def rss_mb(pid: int) -> float:
@@ -83,6 +84,7 @@ class SoakRun:
     setup_seconds: float = math.nan
     samples: list[tuple[float, float]] = field(default_factory=list)  # (s into the soak, MB)
     written: int = 0
+    seconds: float = math.nan  # the writes took this long (longer than asked: Herald fell behind)
     errors: int = 0
     lost: int = 0
     cpu: tuple[str, str, str] = ("-", "-", "-")
@@ -153,6 +155,7 @@ async def soak(
     )
     pending: set[asyncio.Task[None]] = set()
     sent: list[int] = []
+    slots = asyncio.Semaphore(IN_FLIGHT)  # a server behind the rate slows the writes down
 
     async def write(n: int) -> None:
         body = orjson.dumps(observation_about(patients[n % len(patients)], n, rng))
@@ -164,6 +167,8 @@ async def soak(
                 run.errors += 1
         except httpx.HTTPError:
             run.errors += 1
+        finally:
+            slots.release()
         bar.advance(task)
 
     cpu = Cpu(pid)
@@ -176,11 +181,13 @@ async def soak(
         delay = started + n / args.rate - now
         if delay > 0:
             await asyncio.sleep(delay)
+        await slots.acquire()
         job = asyncio.create_task(write(n))
         pending.add(job)
         job.add_done_callback(pending.discard)
     await asyncio.gather(*pending)
-    run.samples.append((time.perf_counter() - started, rss_mb(pid)))
+    run.seconds = time.perf_counter() - started
+    run.samples.append((run.seconds, rss_mb(pid)))
     run.written = len(sent)
 
     def arrived() -> tuple[bool, int]:
@@ -246,7 +253,8 @@ def table(runs: list[SoakRun], args: argparse.Namespace) -> Table:
         herald_cpu, bench_cpu, machine = run.cpu
         out.add_row(
             run.shape,
-            f"slope, second half: MB/min (writes {run.written:,}, failed {run.errors}, "
+            f"slope, second half: MB/min (writes {run.written:,} at "
+            f"{run.written / run.seconds:,.0f}/s, failed {run.errors}, "
             f"lost {run.lost}; CPU herald {herald_cpu}, bench {bench_cpu}, machine {machine})",
             f"{run.slope:+.2f}",
             "",
