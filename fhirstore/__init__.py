@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         versions_in,
     )
     from fhirstore.transaction import process_batch, process_transaction
+    from fhirstore.validation.pool import ValidationPool
 else:
     from fhirstore.surface import LazyExports
 
@@ -73,6 +74,7 @@ __all__ = [
     "StoredVersion",
     "SystemClock",
     "Unprocessable",
+    "ValidationPool",
     "chain",
     "entries_after",
     "entries_of_types",

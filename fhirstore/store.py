@@ -66,6 +66,7 @@ from fhirstore.search.query import parse_search
 from fhirstore.search.sql import run_search
 from fhirstore.stored import StoredVersion, current_in, heads_in
 from fhirstore.validation import require_id, require_type, validate_resource
+from fhirstore.validation.pool import ValidationPool
 from fhirstore.wire import OWNER_TAG_SYSTEM
 
 # Resources that record who created them (fhirstore/access/ownership.py).
@@ -104,6 +105,8 @@ class Store(StoreReads):
         self._rules: dict[str, ResourceRule] = {}
         self._reserved: dict[str, Reserved] = {}
         self._group = GroupCommit(self.write_transaction, clock.now)
+        # Where a transaction Bundle's resources are validated (in place unless given workers).
+        self.validation = ValidationPool(0)
 
     def add_commit_listener(self, listener: Callable[[], None]) -> None:
         """`listener` is called (synchronously, cheaply) after every committed write."""

@@ -69,6 +69,9 @@ class _Entry:
     reach: Reach | None = None
     narrowing: Narrowing | None = None
     may_create: bool = True  # a PUT that finds nothing may create (a `c` scope)
+    # Validated before the checks, with the Bundle's other entries: with what it found.
+    validated: bool = False
+    problem: FhirError | None = None
 
     @property
     def where(self) -> str:
@@ -205,7 +208,10 @@ async def _check(store: Store, entry: _Entry, access: Access | None) -> None:
         if entry.method == "DELETE":
             store.require_changeable(entry.resource_type, entry.resource_id, None, access)
         return
-    validate_resource(entry.resource_type, entry.resource, path=f"{entry.where}.resource")
+    if entry.problem is not None:  # validated with the Bundle's other entries
+        raise entry.problem
+    if not entry.validated:
+        validate_resource(entry.resource_type, entry.resource, path=f"{entry.where}.resource")
     put_id = entry.resource_id if entry.method == "PUT" else None
     entry.resource = await store.client_body(entry.resource, access, entry.reach, put_id)
     body_id = entry.resource.get("id")
@@ -435,6 +441,10 @@ async def process_transaction(
 ) -> dict[str, Any]:
     """All entries or none; `access` (None: Herald's own) applies to each entry."""
     entries = [_parse_entry(i, e) for i, e in enumerate(_raw_entries(bundle))]
+    checked = [(e, r) for e in entries if (r := e.resource) is not None]
+    items = [(e.resource_type, r, f"{e.where}.resource") for e, r in checked]
+    for (entry, _), problem in zip(checked, await store.validation.problems(items), strict=True):
+        entry.validated, entry.problem = True, problem
     for entry in entries:
         await _check(store, entry, access)
     budget = ResponseBudget(store.search_limits)

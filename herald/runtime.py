@@ -36,7 +36,7 @@ from channels.websocket import BindingTokens, SocketHub, WebSocketTransport
 from events import OutboxRelay
 from events.bus import Bus, KafkaBus, MemoryBus
 from events.quarantine import Quarantine, run_replays
-from fhirstore import Clock, Store, SystemClock, run_in_background
+from fhirstore import Clock, Store, SystemClock, ValidationPool, run_in_background
 from fhirstore.access import AuditTrail, Record
 from fhirstore.api import AUDIT_EVENT, refuse_writes
 from fhirstore.db import create_engine, upgrade
@@ -144,6 +144,7 @@ class Runtime:
         self.clock = clock or SystemClock()
         self.engine = create_engine(settings.database_url)
         self.store = Store(self.engine, self.clock, settings.search_limits)
+        self.store.validation = ValidationPool(settings.validation_workers)
         self.bus = bus or make_bus(settings)
         self.bus.declare(NOTIFICATION_JOBS)  # `nudge` publishes jobs, with a matcher here or not
         self.relay = OutboxRelay(
@@ -307,6 +308,7 @@ class Runtime:
         # Stopped last: the database and the threads that parts use until they stop.
         stack.push_async_callback(self.engine.dispose)
         stack.callback(self.fhirpath.close)
+        stack.callback(self.store.validation.close)
         stack.callback(self.fhirpath_trials.close)
         if self.store.checkpointer is not None:
             # Its timer would otherwise fire after the loop has shut its executor down.

@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     default_page_size: int = Field(50, description="Search page size when _count is absent")
     max_page_size: int = Field(1000, description="Largest _count honoured")
     max_bundle_entries: int = Field(1000, description="Most entries in a transaction or batch")
+    validation_workers: int = Field(
+        1,
+        ge=0,
+        description="Processes that validate the resources of large transaction Bundles (32 "
+        "resources or more) beside the event loop, started with the first such Bundle; 0 "
+        "validates everything in the service's own process",
+    )
     relay_poll_seconds: float = Field(0.5, description="Outbox poll interval (between wake-ups)")
     relay_batch_size: int = Field(500, description="Outbox events published per batch")
     outbox_retention_hours: float = Field(
