@@ -37,7 +37,6 @@ from channels.metrics import (
     EVENTS_DEAD_LETTERED,
     EVENTS_DELIVERED,
     EVENTS_UNSENDABLE,
-    NOTIFICATIONS_SENT,
 )
 from channels.page import Page
 from channels.policy import DeliveryPolicy
@@ -85,13 +84,13 @@ class SubscriptionDelivery:
         owner: str,
         slots: asyncio.Semaphore,
     ) -> None:
-        self._store = store
+        self.store = store
         self._clock = store.clock
-        self._ledger = ledger
+        self.ledger = ledger
         self._lifecycle = Lifecycle(store, ledger, record=policy.record_write)
-        self._registry = registry
-        self._transports = transports
-        self._policy = policy
+        self.registry = registry
+        self.transports = transports
+        self.policy = policy
         self.owner = owner
         self._retries = Retries(
             transports,
@@ -107,17 +106,17 @@ class SubscriptionDelivery:
     ) -> tuple[SubscriptionSpec, SubscriptionProgress, list[RecordedEvent]] | None:
         """The subscription, its progress and (with `events`) the page of its oldest owed
         events, read together; None when it is off, deleted or ended."""
-        spec = self._registry.index.get(subscription_id)
+        spec = self.registry.index.get(subscription_id)
         if spec is None:
-            await self._registry.catch_up()
-            spec = self._registry.index.get(subscription_id)
+            await self.registry.catch_up()
+            spec = self.registry.index.get(subscription_id)
         limit = _page_size(spec) if spec is not None and events else 0
-        progress, pending = await self._ledger.owed(subscription_id, limit)
+        progress, pending = await self.ledger.owed(subscription_id, limit)
         if progress is None or progress.status == "off":
             return None
         if spec is None:
             if await self._gone(subscription_id):
-                await self._ledger.forget(subscription_id)
+                await self.ledger.forget(subscription_id)
             return None
         return spec, progress, pending
 
@@ -137,7 +136,7 @@ class SubscriptionDelivery:
     async def _gone(self, subscription_id: str) -> bool:
         """Whether the Subscription was deleted (not merely unusable here, e.g. its topic)."""
         try:
-            await self._store.read("Subscription", subscription_id)
+            await self.store.read("Subscription", subscription_id)
         except (NotFound, Gone):
             return True
         return False
@@ -180,7 +179,7 @@ class SubscriptionDelivery:
         self, spec: SubscriptionSpec, progress: SubscriptionProgress, lease: Lease
     ) -> None:
         if spec.classic:  # R4 has no handshake: a valid classic subscription is active at once
-            await self._ledger.sent(spec.id, now=self._clock.now())
+            await self.ledger.sent(spec.id, now=self._clock.now())
             await self._lifecycle.delivered(spec)
             return
         # Events matched meanwhile wait for the handshake, but not beyond the give-up age.
@@ -208,12 +207,11 @@ class SubscriptionDelivery:
         body = self._bundle(spec, "handshake", "active", progress.events_since_start, [])
         key = f"{spec.id}:handshake:{fhir_instant(sent_at)}"
         delivery = replace(self._delivery(spec, "handshake", body, key), greeted_before=read_at)
-        outcome = await self._transports["websocket"].send(delivery)
+        outcome = await self.transports["websocket"].send(delivery)
         if not outcome.ok:  # no socket took it: a check, not an attempt to report
             return False
-        self._retries.report(Attempt(spec, "handshake", (), outcome))
-        NOTIFICATIONS_SENT.labels("websocket", "handshake", "ok").inc()
-        await self._ledger.sent(spec.id, now=sent_at)
+        self.report(Attempt(spec, "handshake", (), outcome))
+        await self.ledger.sent(spec.id, now=sent_at)
         if progress.status != "active":
             await self._lifecycle.delivered(spec)
         return True
@@ -222,8 +220,8 @@ class SubscriptionDelivery:
         self, spec: SubscriptionSpec, progress: SubscriptionProgress
     ) -> list[RecordedEvent]:
         """The oldest owed events, those past the give-up age."""
-        limit = self._clock.now() - self._policy.give_up_after
-        waiting = await self._ledger.pending(spec.id, progress.delivered_through, _PAGE)
+        limit = self._clock.now() - self.policy.give_up_after
+        waiting = await self.ledger.pending(spec.id, progress.delivered_through, _PAGE)
         return list(itertools.takewhile(lambda e: e.occurred_at <= limit, waiting))
 
     async def _give_up_waiting(
@@ -254,7 +252,7 @@ class SubscriptionDelivery:
             spec, progress, delivery, lease, kind=kind, retry=retry, stop_when=stop_when
         )
         if error is None or kind == "heartbeat":
-            await self._ledger.sent(spec.id, now=sent_at)
+            await self.ledger.sent(spec.id, now=sent_at)
         return error
 
     async def _deliver_page(
@@ -305,13 +303,11 @@ class SubscriptionDelivery:
         delivers the subscription now, and `Rewound` if a replay moved delivery meanwhile."""
         now = self._clock.now()
         last = events[-1].event_number
-        if not await self._ledger.delivered(spec.id, through, last, now=now, owner=self.owner):
-            if not await self._ledger.claim(spec.id, self.owner, now=now, lease=self._policy.lease):
+        if not await self.ledger.delivered(spec.id, through, last, now=now, owner=self.owner):
+            if not await self.ledger.claim(spec.id, self.owner, now=now, lease=self.policy.lease):
                 raise LeaseLost(spec.id)
             raise Rewound(spec.id)
-        EVENTS_DELIVERED.labels(spec.channel.type).inc(len(events))
-        for event in events:
-            DELIVERY_LAG.observe((now - event.occurred_at).total_seconds())
+        count_delivered(spec, events, now)
 
     async def _page_events(
         self, pending: Sequence[RecordedEvent], with_resource: bool
@@ -321,10 +317,10 @@ class SubscriptionDelivery:
         built is set aside."""
         try:
             return await notification_events(
-                self._store, pending, with_resource=with_resource, recent=self._ledger.recent
+                self.store, pending, with_resource=with_resource, recent=self.ledger.recent
             )
         except Exception as error:
-            outage = self._policy.unsendable.outage
+            outage = self.policy.unsendable.outage
             if outage is not None and await outage(error):
                 raise
             return None
@@ -347,9 +343,7 @@ class SubscriptionDelivery:
         async def deliver() -> tuple[str | None, int]:
             loaded = events
             if loaded is None:
-                loaded = await notification_events(
-                    self._store, pending, with_resource=with_resource
-                )
+                loaded = await notification_events(self.store, pending, with_resource=with_resource)
             return await self._deliver(spec, current, pending, loaded, lease, before_retry)
 
         async def failed(why: Unsendable, attempt: int) -> None:
@@ -365,7 +359,7 @@ class SubscriptionDelivery:
                 await asyncio.sleep(seconds)
             await self._still_owed(spec.id, lease)
 
-        return await self._policy.unsendable.run(
+        return await self.policy.unsendable.run(
             deliver, pending, passes=(LeaseLost, Rewound, Stopped), failed=failed, wait=wait
         )
 
@@ -380,16 +374,10 @@ class SubscriptionDelivery:
     ) -> tuple[str | None, int]:
         """Send one notification of `pending` (as `events`, retrying): (last error or None,
         attempts)."""
-        first, last = pending[0].event_number, pending[-1].event_number
-        if spec.classic:
-            payload = classic_body(spec, events[0])
-        else:
-            payload = self._bundle(spec, "event-notification", progress.status, last, events)
-        key = f"{spec.id}:{first}" if first == last else f"{spec.id}:{first}-{last}"
         return await self._retries.send(
             spec,
             progress,
-            self._delivery(spec, "event-notification", payload, key),
+            self.notification(spec, progress, pending, events),
             lease,
             kind="event-notification",
             events=pending,
@@ -397,8 +385,28 @@ class SubscriptionDelivery:
             before_retry=before_retry,
         )
 
+    def notification(
+        self,
+        spec: SubscriptionSpec,
+        progress: SubscriptionProgress,
+        pending: Sequence[RecordedEvent],
+        events: Sequence[NotificationEvent],
+    ) -> Delivery:
+        """The event notification of `pending` (as `events`), keyed by their numbers."""
+        first, last = pending[0].event_number, pending[-1].event_number
+        if spec.classic:
+            payload = classic_body(spec, events[0])
+        else:
+            payload = self._bundle(spec, "event-notification", progress.status, last, events)
+        key = f"{spec.id}:{first}" if first == last else f"{spec.id}:{first}-{last}"
+        return self._delivery(spec, "event-notification", payload, key)
+
+    def report(self, attempt: Attempt) -> None:
+        """Tell the audit trail of `attempt` and count it."""
+        self._retries.report(attempt)
+
     def _too_old(self, error: str) -> str:
-        return f"not delivered within {self._policy.give_up_after}: {error}"
+        return f"not delivered within {self.policy.give_up_after}: {error}"
 
     async def _set_aside(
         self,
@@ -426,7 +434,7 @@ class SubscriptionDelivery:
         quote what the endpoint answered)."""
         first, last = events[0].event_number, events[-1].event_number
         now = self._clock.now()
-        if not await self._ledger.give_up(
+        if not await self.ledger.give_up(
             spec.id, through, first, last, reason, now=now, owner=self.owner
         ):
             return False  # delivery moved meanwhile (a replay, or another process): look again
@@ -452,7 +460,7 @@ class SubscriptionDelivery:
             headers=channel.headers,
             idempotency_key=key,
             secret=spec.secret,
-            timeout=float(channel.timeout or self._policy.default_timeout),
+            timeout=float(channel.timeout or self.policy.default_timeout),
             mail_body=channel.mail_body or "text/plain",
             attach=channel.attach or channel.mail_body is None,
         )
@@ -471,10 +479,17 @@ class SubscriptionDelivery:
             status=status,
             events_since_start=events_since_start,
             events=events,
-            base_url=self._policy.base_url,
+            base_url=self.policy.base_url,
             now=self._clock.now(),
         )
         return fhirjson.dumps(bundle)
+
+
+def count_delivered(spec: SubscriptionSpec, events: Sequence[RecordedEvent], now: datetime) -> None:
+    """The metrics of `events` recorded as delivered at `now`."""
+    EVENTS_DELIVERED.labels(spec.channel.type).inc(len(events))
+    for event in events:
+        DELIVERY_LAG.observe((now - event.occurred_at).total_seconds())
 
 
 def _page_size(spec: SubscriptionSpec) -> int:

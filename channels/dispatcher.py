@@ -1,17 +1,22 @@
-"""The dispatcher: runs one delivery worker per subscription with something owed.
+"""The dispatcher: delivers every subscription with something owed, in rounds or by its worker.
 
-A worker holds that subscription's lease in the ledger while it works (so no two processes
-deliver the same subscription side by side) and runs `SubscriptionDelivery.step` until nothing
-is owed, then keeps the lease a moment in case more comes. One slow endpoint delays nobody
-else. Workers start on a notification job (the matcher's wake-up) or from the sweep, which also
-finds work a crashed process left behind once its lease expired, heartbeats that are due and
-`end`s that passed.
+Subscriptions are woken by a notification job (the matcher's wake-up) or by the sweep, which
+also finds work a crashed process left behind once its lease expired, heartbeats that are due
+and `end`s that passed. A woken subscription without a worker waits for the next delivery
+round (`rounds.py`), which takes many at once and delivers the plain cases (one notification
+owed to an active endpoint that takes it) with a few statements for all, and hands every other
+case to the subscription's own worker. A worker holds that subscription's lease in the ledger
+while it works (so no two processes deliver the same subscription side by side) and runs
+`SubscriptionDelivery.step` until nothing is owed, then keeps the lease a moment in case more
+comes: a woken subscription with a worker is the worker's. One slow endpoint delays nobody
+else.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import uuid
 from collections.abc import Sequence
@@ -20,6 +25,7 @@ from channels.delivery import Stopped, SubscriptionDelivery, ended, heartbeat_du
 from channels.lease import LeaseLost, held_lease
 from channels.metrics import DELIVERY_WORKERS
 from channels.policy import DeliveryPolicy
+from channels.rounds import ROUND, ROUNDS_AT_ONCE, DeliveryRounds
 from channels.transport import Transport
 from events.bus import Bus, Message, Unprocessable
 from fhirstore import Periodic, Store, sleep_or_wake
@@ -59,6 +65,12 @@ class Dispatcher:
         self._delivery = SubscriptionDelivery(
             store, ledger, registry, transports, policy=policy, owner=self.owner, slots=self._slots
         )
+        self._rounds = DeliveryRounds(self._delivery, slots=self._slots)
+        # Woken subscriptions without a worker, in the order woken, for the next round.
+        self._woken: dict[str, None] = {}
+        self._in_round: set[str] = set()  # those a round is delivering
+        self._rounds_running: set[asyncio.Task[None]] = set()
+        self._round_starting = False  # a round task that has not taken its share yet
         self._last_prune = float("-inf")
         self._stopping = False
         self.sweeps = Periodic(
@@ -86,11 +98,54 @@ class Dispatcher:
         if running is not None:
             running[1].set()
             return
+        self._woken[subscription_id] = None
+        self._start_round()
+
+    def _start_worker(self, subscription_id: str) -> None:
+        self._woken.pop(subscription_id, None)  # the worker reads what is owed afresh
         wake = asyncio.Event()
         task = asyncio.create_task(
             self._work(subscription_id, wake), name=f"deliver-{subscription_id}"
         )
         self._workers[subscription_id] = (task, wake)
+
+    def _start_round(self) -> None:
+        """Start a round unless one is about to take what is woken. Rounds run side by side
+        (each on different subscriptions, at most `ROUNDS_AT_ONCE`), so a slow endpoint in one
+        does not hold up the others."""
+        if self._round_starting or self._stopping or len(self._rounds_running) >= ROUNDS_AT_ONCE:
+            return
+        self._round_starting = True
+        task = asyncio.create_task(self._round(), name="delivery-round")
+        self._rounds_running.add(task)
+        task.add_done_callback(self._rounds_running.discard)
+
+    async def _round(self) -> None:
+        """One round over up to `ROUND` woken subscriptions that no round delivers; one that
+        fails leaves its subscriptions to their workers."""
+        self._round_starting = False
+        idle = (i for i in self._woken if i not in self._in_round)
+        taken = list(itertools.islice(idle, ROUND))
+        if not taken:
+            return
+        for subscription_id in taken:
+            del self._woken[subscription_id]
+        self._in_round.update(taken)
+        if self._woken:
+            self._start_round()
+        try:
+            to_workers = await self._rounds.run(taken, woken=self._woken.__contains__)
+        except Exception:
+            log.exception("a delivery round failed; its subscriptions' workers go on")
+            to_workers = taken
+        finally:
+            self._in_round.difference_update(taken)
+        for subscription_id in to_workers:
+            if not self._stopping and subscription_id not in self._workers:
+                self._start_worker(subscription_id)
+        self._rounds_running.discard(asyncio.current_task())  # its successor may start
+        if any(i not in self._in_round for i in self._woken):
+            self._start_round()
 
     async def run(self) -> None:
         """Sweep forever: restart owed work, heartbeats, `end`, retention (cancel to stop)."""
@@ -102,6 +157,7 @@ class Dispatcher:
     async def stop(self) -> None:
         self._stopping = True
         tasks = [task for task, _ in self._workers.values()]
+        tasks.extend(self._rounds_running)
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -83,9 +83,6 @@ class Retries:
         while True:
             outcome = await try_send(transport, delivery)
             self.report(Attempt(spec, kind, events, outcome))
-            NOTIFICATIONS_SENT.labels(
-                spec.channel.type, kind, "ok" if outcome.ok else "failed"
-            ).inc()
             if outcome.ok:
                 self._nudges.pop(spec.id, None)  # nothing to cut short any more
                 if status != "active":
@@ -118,7 +115,10 @@ class Retries:
             await self._after_wait(spec.id, lease)
 
     def report(self, attempt: Attempt) -> None:
-        """Tell the policy's `record_attempt` (the audit trail) of `attempt`."""
+        """Tell the policy's `record_attempt` (the audit trail) of `attempt`, and count it."""
+        NOTIFICATIONS_SENT.labels(
+            attempt.spec.channel.type, attempt.kind, "ok" if attempt.outcome.ok else "failed"
+        ).inc()
         if self._policy.record_attempt is not None:
             self._policy.record_attempt(attempt)
 

@@ -12,7 +12,6 @@ Everything a crash must not forget lives here, so any process can pick up where 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,40 +21,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from fhirstore import Store
 from subscriptions.dead_letters import DeadLetters
 from subscriptions.focus import RecentVersions
+from subscriptions.many_states import ManyStates
 from subscriptions.numbering import NewEvent, RecordedEvent, event_of, number_events
+from subscriptions.progress import CHUNK, progress_of_row
+from subscriptions.progress import SubscriptionProgress as SubscriptionProgress  # re-exported
 from subscriptions.state_writes import StateWrites
 from subscriptions.tables import dead_letters, subscription_events, subscription_state
 
 
-@dataclass(frozen=True, slots=True)
-class SubscriptionProgress:
-    subscription_id: str
-    status: str
-    events_since_start: int
-    delivered_through: int
-    last_sent_at: datetime | None
-    error_since: datetime | None
-    last_error: str | None
-    last_failure: str | None = None  # the kind of delivery failure `last_error` was
-
-
-def _progress(row: Any) -> SubscriptionProgress:
-    return SubscriptionProgress(
-        row.subscription_id,
-        row.status,
-        row.events_since_start,
-        row.delivered_through,
-        row.last_sent_at,
-        row.error_since,
-        row.last_error,
-        row.last_failure,
-    )
-
-
-_CHUNK = 1000  # ids per IN (...) list: far below any driver's bound-parameter limit
-
-
-class Ledger(DeadLetters):
+class Ledger(DeadLetters, ManyStates):
     def __init__(self, store: Store) -> None:
         self._store = store
         self._engine = store.engine
@@ -123,7 +97,7 @@ class Ledger(DeadLetters):
                     )
                 )
             ).first()
-        return _progress(row) if row is not None else None
+        return progress_of_row(row) if row is not None else None
 
     async def owed(
         self, subscription_id: str, limit: int
@@ -140,7 +114,7 @@ class Ledger(DeadLetters):
             ).first()
             if row is None:
                 return None, []
-            progress = _progress(row)
+            progress = progress_of_row(row)
             if (
                 limit <= 0
                 or progress.status == "off"
@@ -155,14 +129,14 @@ class Ledger(DeadLetters):
     async def progress_of(self, subscription_ids: Sequence[str]) -> dict[str, SubscriptionProgress]:
         found: dict[str, SubscriptionProgress] = {}
         async with self._engine.connect() as conn:
-            for start in range(0, len(subscription_ids), _CHUNK):
-                chunk = list(subscription_ids[start : start + _CHUNK])
+            for start in range(0, len(subscription_ids), CHUNK):
+                chunk = list(subscription_ids[start : start + CHUNK])
                 rows = await conn.execute(
                     select(subscription_state).where(
                         subscription_state.c.subscription_id.in_(chunk)
                     )
                 )
-                found.update((row.subscription_id, _progress(row)) for row in rows)
+                found.update((row.subscription_id, progress_of_row(row)) for row in rows)
         return found
 
     async def set_status(
@@ -281,7 +255,7 @@ class Ledger(DeadLetters):
                     .limit(limit)
                 )
             ).all()
-        return [_progress(row) for row in rows]
+        return [progress_of_row(row) for row in rows]
 
     async def prune(self, older_than: datetime) -> int:
         """Drop delivered events that occurred before `older_than`. Undelivered events stay,

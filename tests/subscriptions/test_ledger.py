@@ -172,3 +172,53 @@ async def test_a_version_the_matcher_saw_is_not_read_again(runtime: Runtime) -> 
 
     assert from_store.resource is not None and from_store.resource["gender"] == "female"
     assert remembered.resource is not None and remembered.resource["gender"] == "seen"
+
+
+async def test_a_round_claims_only_leases_no_other_live_process_holds(runtime: Runtime) -> None:
+    ledger = Ledger(runtime.store)
+    for sid in ("a", "b", "c"):
+        await ledger.register(sid, "active")
+    lease = timedelta(seconds=30)
+    assert await ledger.claim("b", "other", now=T0, lease=lease)
+    assert await ledger.claim("c", "other", now=T0 - 2 * lease, lease=lease)  # expired since
+
+    claimed = await ledger.claim_many(["a", "b", "c", "gone"], "me", now=T0, lease=lease)
+
+    assert claimed == {"a", "c"}
+    await ledger.release_many(["a", "b", "c"], "me")
+    assert await ledger.claim_many(["a", "b", "c"], "third", now=T0, lease=lease) == {"a", "c"}
+
+
+async def test_a_round_reads_the_events_of_those_owing_few_and_records_each_on_its_own(
+    runtime: Runtime,
+) -> None:
+    ledger = Ledger(runtime.store)
+    for sid in ("one", "two", "many", "none"):
+        await ledger.register(sid, "active")
+    await ledger.record(
+        [change("one", 1), change("two", 2), change("two", 3)]
+        + [change("many", n) for n in range(4, 9)]
+    )
+    lease = timedelta(seconds=30)
+    await ledger.claim_many(["one", "two", "many", "none"], "me", now=T0, lease=lease)
+
+    owed = await ledger.owed_many(["one", "two", "many", "none"], 2)
+
+    assert {sid: [e.event_number for e in events] for sid, (_, events) in owed.items()} == {
+        "one": [1],
+        "two": [1, 2],
+        "many": [],  # owes more than asked for
+        "none": [],
+    }
+    assert owed["many"][0].owed == 5
+    # "two" was rewound meanwhile (as by a replay): its record fails, the others' stand.
+    assert await ledger.delivered("two", 0, 1, now=T0, owner="me")
+    recorded = await ledger.delivered_many(
+        {"one": (0, 1), "two": (0, 2)}, now=T0 + lease, owner="me"
+    )
+    assert recorded == {"one"}
+    progress = await ledger.progress_of(["one", "two"])
+    assert progress["one"].delivered_through == 1 and progress["one"].last_sent_at is not None
+    assert progress["two"].delivered_through == 1
+    # Nothing is recorded for a subscription whose lease this process does not hold.
+    assert await ledger.delivered_many({"many": (0, 5)}, now=T0, owner="else") == set()
