@@ -48,6 +48,16 @@ async def version_resource(
     return _resource(version)
 
 
+async def versions_resources(
+    store: Store, keys: Sequence[FocusKey]
+) -> dict[FocusKey, dict[str, Any] | None]:
+    """Many versions as dicts, in one read (`Store.versions`): None for a deletion; a version
+    that does not exist is left out."""
+    if not keys:
+        return {}
+    return {key: _resource(version) for key, version in (await store.versions(keys)).items()}
+
+
 async def notification_events(
     store: Store,
     events: Sequence[RecordedEvent],

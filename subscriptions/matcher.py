@@ -1,7 +1,8 @@
 """The matcher: a consumer group on `fhir.changes` that turns changes into numbered events.
 
 For each change it asks the `SubscriptionIndex` which subscriptions it concerns (reading the
-previous version and the resources chained filters reach, when needed, once per change),
+previous version and the resources chained filters reach, when needed, once per change; the
+previous versions of a batch's changes in one read, `PreviousVersions`),
 numbers the event for each of them in the ledger (a redelivered change keeps its numbers) and
 publishes one notification job per subscription on `herald.notifications`, keyed by
 subscription id, so that a subscription's jobs reach one dispatcher in order. Subscription
@@ -23,7 +24,7 @@ from events import ChangeEvent
 from events.bus import Bus, Message, TopicSpec, Unprocessable
 from fhirstore import Store, fhirjson
 from fhirstore.wire import CHANGES_TOPIC, MATCHER_GROUP, NOTIFICATIONS_TOPIC
-from subscriptions.focus import version_resource
+from subscriptions.focus import FocusKey, version_resource, versions_resources
 from subscriptions.ledger import Ledger
 from subscriptions.numbering import NewEvent
 from subscriptions.registry import (
@@ -78,6 +79,63 @@ def read_job(message: Message) -> NotificationJob:
     return NotificationJob.model_validate_json(message.value)
 
 
+class PreviousVersions:
+    """The previous versions of a batch of changes, for the matching that asks for them.
+
+    When the matching of a change first asks for its previous version, the previous versions
+    of the later changes of the batch with the same resource type and interaction (which
+    meet the same topics, so most likely ask too) are read with it, in one read. A version
+    that read did not find is read alone (`version_resource`), so what matching sees, and
+    what fails, is what reading each change's previous version on its own gives."""
+
+    def __init__(self, store: Store, events: Sequence[ChangeEvent | None]) -> None:
+        self._store = store
+        self._events = events
+        self._asked: set[FocusKey] = set()
+        self._read: dict[FocusKey, dict[str, Any] | None] = {}
+
+    async def load(self, position: int) -> dict[str, Any] | None:
+        """The previous version of the change at `position`; None for a create, a deletion
+        or a version that does not exist."""
+        event = self._events[position]
+        key = _previous_key(event)
+        if event is None or key is None:
+            return None
+        if key not in self._asked:
+            wanted = [k for k in self._alike(event, position) if k not in self._asked]
+            self._asked.update(wanted)
+            self._read.update(await versions_resources(self._store, wanted))
+        if key in self._read:
+            return self._read.pop(key)
+        return await version_resource(self._store, *key)
+
+    def _alike(self, event: ChangeEvent, position: int) -> list[FocusKey]:
+        """The previous versions of the changes from `position` on of the same type and
+        interaction as `event` (those whose previous versionId is a number)."""
+        kind = (event.resource_type, event.interaction)
+        return [
+            (e.resource_type, e.id, int(e.previous_version_id))
+            for e in self._events[position:]
+            if e is not None
+            and (e.resource_type, e.interaction) == kind
+            and e.previous_version_id is not None
+            and e.previous_version_id.isdecimal()
+        ]
+
+
+def _parsed(message: Message) -> ChangeEvent | ValueError:
+    try:
+        return ChangeEvent.from_json(message.value)
+    except ValueError as error:
+        return error
+
+
+def _previous_key(event: ChangeEvent | None) -> FocusKey | None:
+    if event is None or event.previous_version_id is None:
+        return None
+    return event.resource_type, event.id, int(event.previous_version_id)
+
+
 class Matcher:
     def __init__(
         self, store: Store, ledger: Ledger, registry: SubscriptionRegistry, bus: Bus
@@ -95,11 +153,13 @@ class Matcher:
         """Match consecutive changes; number all their events in one transaction."""
         jobs: list[Message] = []
         numbered: list[NewEvent] = []
-        for message in messages:
-            try:
-                event = ChangeEvent.from_json(message.value)
-            except ValueError as error:  # no retry can mend it: the bus quarantines it
-                raise Unprocessable("not a change event") from error
+        events = [_parsed(message) for message in messages]
+        previous = PreviousVersions(
+            self._store, [e if isinstance(e, ChangeEvent) else None for e in events]
+        )
+        for position, event in enumerate(events):
+            if not isinstance(event, ChangeEvent):  # no retry mends it: the bus quarantines it
+                raise Unprocessable("not a change event") from event
             if event.resource_type == SUBSCRIPTION and numbered:
                 # Number what came before a Subscription's own change first (a deletion must
                 # not overtake events matched ahead of it).
@@ -107,7 +167,7 @@ class Matcher:
                 numbered = []
             # A change that fails is retried by the bus (the batch taken apart), and set
             # aside in the quarantine when it keeps failing: never skipped unseen.
-            jobs.extend(await self._handle(event, numbered))
+            jobs.extend(await self._handle(event, numbered, previous, position))
         jobs.extend(await self._number(numbered))
         if jobs:
             try:
@@ -126,7 +186,13 @@ class Matcher:
         latest = {r.subscription_id: r.event_number for r in recorded}
         return [notification_job(sid, number) for sid, number in latest.items()]
 
-    async def _handle(self, event: ChangeEvent, numbered: list[NewEvent]) -> list[Message]:
+    async def _handle(
+        self,
+        event: ChangeEvent,
+        numbered: list[NewEvent],
+        previous: PreviousVersions,
+        position: int,
+    ) -> list[Message]:
         await self._registry.catch_up(event.sequence)
         jobs: list[Message] = []
         if event.resource_type == SUBSCRIPTION:
@@ -137,7 +203,7 @@ class Matcher:
             await self._registry.apply_event(event)
 
         async def load_previous() -> dict[str, Any] | None:
-            return await self._previous(event)
+            return await previous.load(position)
 
         matches = await self._registry.index.match(
             event, load_previous, self._store.clock.now(), self._current
@@ -163,12 +229,6 @@ class Matcher:
         """What chained filters reach: the live current versions of `keys`, in one read."""
         found = await self._store.current_versions(keys)
         return {key: fhirjson.loads(v.body) for key, v in found.items() if v.body is not None}
-
-    async def _previous(self, event: ChangeEvent) -> dict[str, Any] | None:
-        if event.previous_version_id is None:
-            return None
-        previous = int(event.previous_version_id)
-        return await version_resource(self._store, event.resource_type, event.id, previous)
 
     async def _start_lifecycle(self, change: SubscriptionChange) -> list[Message]:
         subscription_id = change.subscription_id
