@@ -74,9 +74,7 @@ async def notification_events(
             if event.interaction != "delete" and known is not None:
                 resources[_key(event)] = known
         keys = [_key(e) for e in events if e.interaction != "delete" and _key(e) not in resources]
-        if keys:
-            for key, version in (await store.versions(keys)).items():
-                resources[key] = _resource(version)
+        resources.update(await versions_resources(store, keys))
     return [
         NotificationEvent(
             event_number=e.event_number,
