@@ -188,7 +188,9 @@ class Settings(BaseSettings):
         "evaluated, each item an operation returns, each 1,000 characters it makes)",
     )
     fhirpath_timeout_ms: int = Field(
-        250, gt=0, description="Milliseconds one evaluation of a client's FHIRPath may take"
+        250,
+        gt=0,
+        description="Milliseconds of CPU time one evaluation of a client's FHIRPath may take",
     )
 
     # Search limits (issue 20: searches): see docs/search-limits.md.

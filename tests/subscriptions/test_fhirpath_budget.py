@@ -22,6 +22,7 @@ from subscriptions.fhirpath_budget import (
     FhirPathRunner,
     compile_client_fhirpath,
 )
+from subscriptions.fhirpath_meter import Meter
 
 PATIENT = {
     "resourceType": "Patient",
@@ -75,6 +76,21 @@ def test_an_endless_repeat_stops_at_the_time_budget_whatever_the_steps() -> None
     assert error.limit == "time"
     assert "100 ms (HERALD_FHIRPATH_TIMEOUT_MS)" in str(error)
     assert time.monotonic() - started < 30  # a liveness bound, not a speed claim
+
+
+def test_time_spent_waiting_for_a_core_is_not_charged() -> None:
+    """The time budget is CPU time of the evaluating thread: a loaded machine (the thread
+    waiting for the interpreter lock or a core) does not make an ordinary expression fail."""
+    meter = Meter(FhirPathBudget(max_steps=10**12, timeout_ms=20))
+    time.sleep(0.1)  # waiting, five times the budget
+    meter.charge(100)
+    assert meter.time_left() > 0
+    spinning_until = time.thread_time() + 0.05
+    while time.thread_time() < spinning_until:  # working, past the budget
+        pass
+    with pytest.raises(FhirPathOverBudget) as raised:
+        meter.charge(100)
+    assert raised.value.limit == "time"
 
 
 @pytest.mark.parametrize(
