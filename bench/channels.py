@@ -325,7 +325,7 @@ async def herald_row(
             await timed_writes(row.latency, row.label, client, patients[0], sink, pid, args, bar)
         else:
             row.burst = BurstRun(row.label, False, args.subscriptions, args.resources)
-            await burst_writes(row.burst, row.label, client, patients, sink, pid, args, bar)
+            await burst_writes(row.burst, row.label, [client], patients, sink, [pid], args, bar)
 
 
 def _serve_frames(port: int, count: int, body: bytes) -> None:

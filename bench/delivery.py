@@ -34,7 +34,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -318,20 +318,23 @@ async def wait_until(
 class Cpu:
     """CPU use over a measurement: the Herald (or sender) process, this process, the machine."""
 
-    def __init__(self, pid: int | None) -> None:
-        self.pid = pid
+    def __init__(self, pid: int | Sequence[int] | None) -> None:
+        self.pids = [pid] if isinstance(pid, int) else list(pid or ())
         self.wall = time.perf_counter()
-        self.sender = cpu_seconds(pid) if pid else math.nan
+        self.sender = self._sender()
         self.bench = cpu_seconds()
         self.machine = _machine_jiffies()
 
     def read(self) -> tuple[str, str, str]:
         wall = time.perf_counter() - self.wall
-        sender = cpu_seconds(self.pid) - self.sender if self.pid else math.nan
+        sender = self._sender() - self.sender
         busy, total = (a - b for a, b in zip(_machine_jiffies(), self.machine, strict=True))
         cores = os.cpu_count() or 1
         machine = "-" if not total > 0 else f"{busy / total * cores:.1f}/{cores}"
         return cpu_share(sender, wall), cpu_share(cpu_seconds() - self.bench, wall), machine
+
+    def _sender(self) -> float:
+        return sum(cpu_seconds(pid) for pid in self.pids) if self.pids else math.nan
 
 
 def _machine_jiffies() -> tuple[float, float]:
@@ -525,36 +528,51 @@ def burst_bundles(patients: list[str], count: int, size: int) -> list[bytes]:
 
 
 async def burst_run(
-    shape: str, server: Any, receiver: Receiver, args: argparse.Namespace, bar: Progress
+    shape: str,
+    servers: Sequence[Any],
+    receiver: Receiver,
+    args: argparse.Namespace,
+    bar: Progress,
 ) -> BurstRun:
+    """The burst through `servers` (several `herald serve` processes of one deployment: the
+    Bundles are spread over them, their CPU added up)."""
     patients = [f"burst-{uuid.uuid4().hex[:8]}-{k}" for k in range(args.subscriptions)]
-    run = BurstRun(f"Herald, {shape}", False, args.subscriptions, args.resources)
-    async with httpx.AsyncClient(base_url=server.base, headers=FHIR_JSON, timeout=120) as client:
-        task = bar.add_task(f"{shape}: {args.subscriptions} subscriptions", total=None)
-        await subscribe(client, f"{receiver.url}/burst", patients)
+    label = shape if len(servers) == 1 else f"{shape}, {len(servers)} processes"
+    run = BurstRun(f"Herald, {label}", False, args.subscriptions, args.resources)
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(base_url=server.base, headers=FHIR_JSON, timeout=120)
+            )
+            for server in servers
+        ]
+        task = bar.add_task(f"{label}: {args.subscriptions} subscriptions", total=None)
+        await subscribe(clients[0], f"{receiver.url}/burst", patients)
         bar.remove_task(task)
-        await burst_writes(run, shape, client, patients, receiver, server.proc.pid, args, bar)
+        pids = [server.proc.pid for server in servers]
+        await burst_writes(run, label, clients, patients, receiver, pids, args, bar)
     return run
 
 
 async def burst_writes(
     run: BurstRun,
     label: str,
-    client: httpx.AsyncClient,
+    clients: Sequence[httpx.AsyncClient],
     patients: list[str],
     sink: Sink,
-    pid: int,
+    pids: Sequence[int],
     args: argparse.Namespace,
     bar: Progress,
 ) -> None:
     """The burst, once each patient's subscription delivers to `sink`: a warm-up Bundle (one
     Observation per patient) and its notifications, then `args.resources` Observations in
-    transaction Bundles as fast as they are taken, then wait for the notifications."""
+    transaction Bundles as fast as they are taken (`args.bundle_workers` at once, each writer
+    to one of `clients` in turn), then wait for the notifications."""
     warmup = burst_bundles(patients, len(patients), len(patients))
     bundles = burst_bundles(patients, args.resources, args.bundle_size)
     task = bar.add_task(f"{label}: warm-up", total=None)
     sink.tally = tally = Tally()
-    if (await client.post("", content=warmup[0])).status_code != 200:
+    if (await clients[0].post("", content=warmup[0])).status_code != 200:
         raise RuntimeError(f"{label}: the warm-up Bundle was refused")
     await wait_until(lambda: (len(tally.events) >= len(patients), 0), READY_TIMEOUT_S)
     if len(tally.events) < len(patients):
@@ -564,7 +582,7 @@ async def burst_writes(
     bar.update(task, description=f"{label}: burst notifications", total=args.resources)
     queue = iter(bundles)
 
-    async def writer() -> None:
+    async def writer(client: httpx.AsyncClient) -> None:
         for body in queue:  # shared: each Bundle goes to one writer
             try:
                 response = await client.post("", content=body)
@@ -574,9 +592,10 @@ async def burst_writes(
                 run.errors += 1
                 note(f"[red]{label}: a Bundle failed: {type(exc).__name__}: {exc}[/]")
 
-    cpu = Cpu(pid)
+    cpu = Cpu(pids)
     run.started = time.perf_counter()
-    writing = asyncio.gather(*(writer() for _ in range(args.bundle_workers)))
+    writers = (writer(clients[k % len(clients)]) for k in range(args.bundle_workers))
+    writing = asyncio.gather(*writers)
     await wait_until(lambda: (writing.done(), len(tally.events)), READY_TIMEOUT_S, bar, task)
     await asyncio.wait_for(writing, READY_TIMEOUT_S)
     run.write_seconds = time.perf_counter() - run.started
@@ -877,22 +896,42 @@ def synthetic_body() -> bytes:
     return orjson.dumps({"resourceType": "Bundle", "type": "history", "entry": entries})
 
 
+def shape_env(shape: str, broker: Broker) -> dict[str, str]:
+    """The environment `herald serve` needs for `shape` beyond its database (a fresh Kafka
+    namespace in the Kafka shape)."""
+    if shape != "kafka":
+        return {}
+    bootstrap = broker.bootstrap()
+    if bootstrap is None:
+        raise InfraUnavailable("no Kafka broker")
+    return {
+        "HERALD_KAFKA_BOOTSTRAP": bootstrap,
+        "HERALD_KAFKA_NAMESPACE": f"bench{uuid.uuid4().hex[:8]}.",
+    }
+
+
 @contextlib.asynccontextmanager
 async def herald(shape: str, dbs: Databases, broker: Broker, **extra: str) -> AsyncIterator[Any]:
     """`herald serve` in the shape asked for, on a fresh database (and Kafka namespace);
     `extra`: more environment for it."""
-    env: dict[str, str] = {}
-    if shape == "kafka":
-        bootstrap = broker.bootstrap()
-        if bootstrap is None:
-            raise InfraUnavailable("no Kafka broker")
-        env = {
-            "HERALD_KAFKA_BOOTSTRAP": bootstrap,
-            "HERALD_KAFKA_NAMESPACE": f"bench{uuid.uuid4().hex[:8]}.",
-        }
+    env = shape_env(shape, broker)
     url = dbs.fresh(SHAPES[shape])
     with herald_server(url, dbs.dir, **env, **extra) as server:
         yield server
+
+
+@contextlib.asynccontextmanager
+async def herald_processes(
+    shape: str, dbs: Databases, broker: Broker, count: int
+) -> AsyncIterator[list[Any]]:
+    """`count` `herald serve` processes of one deployment: one database and, in the Kafka
+    shape, one Kafka namespace (the embedded shape's in-process bus is one process's)."""
+    if count > 1 and shape != "kafka":
+        raise InfraUnavailable("several processes need the Kafka shape")
+    env = shape_env(shape, broker)
+    url = dbs.fresh(SHAPES[shape])
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(herald_server(url, dbs.dir, **env)) for _ in range(count)]
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -909,8 +948,10 @@ async def main(args: argparse.Namespace) -> None:
                                 run = await latency_run(shape, server, receiver, args, bar)
                                 latency.append(run)
                         if "burst" in args.parts:
-                            async with herald(shape, dbs, broker) as server:
-                                bursts.append(await burst_run(shape, server, receiver, args, bar))
+                            for count in args.processes:
+                                async with herald_processes(shape, dbs, broker, count) as servers:
+                                    run = await burst_run(shape, servers, receiver, args, bar)
+                                    bursts.append(run)
                     except InfraUnavailable as error:
                         note(f"[yellow]skipping {shape}: {error}[/]")
                     except RuntimeError as error:  # the other shape may still work
@@ -949,7 +990,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--drain", type=float, default=30, help="give up after this long without a notification (s)"
     )
     parser.add_argument("--parts", default="latency,burst", help="latency,burst")
+    parser.add_argument(
+        "--processes",
+        default="1",
+        help="herald serve processes for the burst, e.g. 1,2 (more than 1: Kafka shape only)",
+    )
     args = parser.parse_args(argv)
+    args.processes = [int(n) for n in args.processes.split(",") if n.strip()]
     args.seconds = args.seconds or (5.0 if args.quick else 20.0)
     args.resources = args.resources or (1_000 if args.quick else 4_000)
     for name, known in (("shapes", tuple(SHAPES)), ("parts", ("latency", "burst"))):

@@ -261,7 +261,8 @@ def herald_server(database_url: str, log_dir: Path, **env: str) -> Iterator[Hera
 
 
 def cpu_seconds(pid: int | None = None) -> float:
-    """CPU time (user + system) used so far by process `pid` (this process when None).
+    """CPU time (user + system) used so far by process `pid` and its children, live or ended
+    (Herald's validation workers are its children); this process alone when None.
 
     Reads /proc (Linux); NaN elsewhere or once the process is gone.
     """
@@ -271,7 +272,21 @@ def cpu_seconds(pid: int | None = None) -> float:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return math.nan
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # ended children too
+    return own + sum(_nan_as_zero(cpu_seconds(child)) for child in _children(pid))
+
+
+def _children(pid: int) -> list[int]:
+    """The live child processes of `pid` (/proc/<pid>/task/*/children)."""
+    found: list[int] = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            found.extend(int(child) for child in children.read_text().split())
+    return found
+
+
+def _nan_as_zero(value: float) -> float:
+    return 0.0 if math.isnan(value) else value
 
 
 def cpu_share(used: float, elapsed: float) -> str:
