@@ -304,6 +304,12 @@ class Runtime:
     async def __aexit__(self, *_exc: object) -> None:
         await self.stop()
 
+    async def load_registries(self) -> None:
+        """Load the stored topics and subscriptions into this process's registries."""
+        await self.registry.load()
+        if self.settings.subscriptions:
+            await self.matching_registry.load()
+
     async def _start_parts(self, stack: AsyncExitStack) -> None:
         # Stopped last: the database and the threads that parts use until they stop.
         stack.push_async_callback(self.engine.dispose)
@@ -319,9 +325,7 @@ class Runtime:
         await asyncio.to_thread(ucum.load)
         await self.index_rebuild.start(stack)
         await seed_builtin_topics(self.store)
-        await self.registry.load()
-        if self.settings.subscriptions:
-            await self.matching_registry.load()
+        await self.load_registries()
         self._loaded()
         # Written until everything that records has stopped, then what is left.
         stack.push_async_callback(self._flush_audit)
