@@ -174,7 +174,10 @@ class Runtime:
         # at once as they like) never queue ahead of the stream.
         self.fhirpath = FhirPathRunner(budget)
         self.fhirpath_trials = FhirPathRunner(budget)
-        self.registry = SubscriptionRegistry(self.store, channels=channels, fhirpath=self.fhirpath)
+        # The API's and the dispatchers' view: looked up, never matched against.
+        self.registry = SubscriptionRegistry(
+            self.store, channels=channels, fhirpath=self.fhirpath, matching=False
+        )
         self.registry.show_unloaded_in_metrics()
         guard = (
             EndpointGuard.parse(settings.endpoint_allowlist) if settings.endpoint_guard else None
@@ -246,7 +249,7 @@ class Runtime:
         if settings.subscriptions:
             # The matcher's own view of the subscriptions, in step with the changes it matches.
             self.matching_registry = SubscriptionRegistry(
-                self.store, channels=channels, fhirpath=self.fhirpath
+                self.store, channels=channels, fhirpath=self.fhirpath, shares_with=self.registry
             )
             self.missed_by_budget = MissedByBudgetReporter(
                 self.ledger, Lifecycle(self.store, self.ledger, record=self.record_write)
