@@ -12,18 +12,29 @@ idle, subscriptions active, each minute of the soak (its last sample), then the 
 slope of a least-squares line through the second half of the samples (MB per minute): flat
 memory has a slope near 0. `lost` (writes whose notification never came) must be 0.
 
+`--registry-only` measures the subscription registries alone, in this process's children, on
+a SQLite file holding `--subscriptions` (20,000; `--quick` 2,000) such Subscriptions: the memory
+(traced by tracemalloc, and RSS in a child without it) that loading them takes, for the
+matcher's registry alone (baseline) and for every registry a Herald process loads, per
+subscription.
+
 Run: `python -m bench.soak [--quick] [--shapes embedded,kafka] [--subscriptions 100000]
-[--minutes 10] [--rate 100]`.
+[--minutes 10] [--rate 100] [--registry-only]`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import math
+import os
 import random
+import sys
 import time
+import tracemalloc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,11 +55,18 @@ from bench.delivery import (
 )
 from bench.harness import FHIR_JSON, Databases, InfraUnavailable, console, note, progress
 from bench.relay_lag import Broker
+from herald.app import create_app
+from herald.runtime import Runtime
+from herald.settings import Settings
 
 TARGET_MB = 1024  # RSS through the run
 ACTIVE_TIMEOUT_S = 1_800.0  # every subscription active (their handshakes go to the receiver)
 DRAIN_S = 60.0  # after the last write, wait at most this long for its notification
 IN_FLIGHT = 64  # writes at once, at most
+REGISTRY_KINDS = {
+    "matcher": "the matcher's registry alone (baseline)",
+    "process": "every registry of a Herald process",
+}
 
 
 def rss_mb(pid: int) -> float:
@@ -106,22 +124,7 @@ async def register(
 ) -> None:
     """The subscriptions in transaction Bundles of `size`, then wait until all are active."""
     task = bar.add_task(f"registering {len(patients):,} subscriptions", total=len(patients))
-    began = time.perf_counter()
-    for start in range(0, len(patients), size):
-        chunk = patients[start : start + size]
-        entries = [
-            {
-                "resource": subscription(endpoint, p),
-                "request": {"method": "POST", "url": "Subscription"},
-            }
-            for p in chunk
-        ]
-        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
-        answer = await client.post("", content=orjson.dumps(bundle))
-        if answer.status_code != 200:
-            raise RuntimeError(f"Bundle refused: {answer.status_code} {answer.text[:300]}")
-        bar.advance(task, len(chunk))
-    note(f"{len(patients):,} subscriptions stored in {time.perf_counter() - began:.1f} s")
+    await store_subscriptions(client, endpoint, patients, size, lambda n: bar.advance(task, n))
     bar.update(task, description="waiting until every subscription is active", completed=0)
     deadline = time.perf_counter() + ACTIVE_TIMEOUT_S
     while True:
@@ -136,6 +139,32 @@ async def register(
             raise RuntimeError(f"{len(patients) - active} subscriptions not active in time")
         await asyncio.sleep(1.0)
     bar.remove_task(task)
+
+
+async def store_subscriptions(
+    client: httpx.AsyncClient,
+    endpoint: str,
+    patients: list[str],
+    size: int,
+    advance: Callable[[int], object],
+) -> None:
+    """One Subscription per patient, in transaction Bundles of `size`."""
+    began = time.perf_counter()
+    for start in range(0, len(patients), size):
+        chunk = patients[start : start + size]
+        entries = [
+            {
+                "resource": subscription(endpoint, p),
+                "request": {"method": "POST", "url": "Subscription"},
+            }
+            for p in chunk
+        ]
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+        answer = await client.post("", content=orjson.dumps(bundle))
+        if answer.status_code != 200:
+            raise RuntimeError(f"Bundle refused: {answer.status_code} {answer.text[:300]}")
+        advance(len(chunk))
+    note(f"{len(patients):,} subscriptions stored in {time.perf_counter() - began:.1f} s")
 
 
 async def soak(
@@ -262,6 +291,97 @@ def table(runs: list[SoakRun], args: argparse.Namespace) -> Table:
     return out
 
 
+async def populate(url: str, patients: list[str], size: int, bar: Progress) -> None:
+    """Store a Subscription per patient through an API in this process (no matcher)."""
+    config = Settings(database_url=url, subscriptions=False, scheduler=False)
+    runtime = Runtime(config, run_relay=False)
+    app = create_app(config, runtime=runtime, own_runtime=False)
+    task = bar.add_task(f"storing {len(patients):,} subscriptions", total=len(patients))
+    async with (
+        runtime,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://herald.bench/fhir",
+            headers=FHIR_JSON,
+            timeout=300,
+        ) as client,
+    ):
+        hook = "http://127.0.0.1:9/hook"  # never called: nothing is dispatched
+        await store_subscriptions(client, hook, patients, size, lambda n: bar.advance(task, n))
+    bar.remove_task(task)
+
+
+async def measure_registries(url: str, kind: str, traced: bool) -> float:
+    """Bytes that loading the registries of `kind` takes (traced, or RSS) in this process."""
+    runtime = Runtime(Settings(database_url=url, scheduler=False), run_relay=False)
+    if traced:
+        tracemalloc.start()
+
+    def used() -> float:
+        gc.collect()
+        if traced:
+            return tracemalloc.get_traced_memory()[0]
+        return rss_mb(os.getpid()) * 1024 * 1024
+
+    before = used()
+    if kind == "matcher":
+        await runtime.matching_registry.load()
+    else:
+        await runtime.load_registries()
+    taken = used() - before
+    await runtime.engine.dispose()
+    runtime.fhirpath.close()
+    runtime.fhirpath_trials.close()
+    runtime.store.validation.close()
+    return taken
+
+
+async def child_measure(url: str, kind: str, traced: bool) -> float:
+    """`measure_registries` in a fresh process, so that no run's freed memory serves another."""
+    command = [sys.executable, "-m", "bench.soak", "--measure-registries", kind, url]
+    if traced:
+        command.append("--traced")
+    child = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
+    out, _ = await child.communicate()
+    if child.returncode != 0:
+        raise RuntimeError(f"measuring {kind} failed ({child.returncode})")
+    return float(out.decode().strip().splitlines()[-1])
+
+
+async def registry_only(args: argparse.Namespace) -> None:
+    dbs = Databases()
+    try:
+        url = dbs.fresh("sqlite")
+        patients = [f"soak-{i}" for i in range(args.subscriptions)]
+        with progress() as bar:
+            await populate(url, patients, args.bundle_size, bar)
+            taken: dict[tuple[str, bool], float] = {}
+            for kind in REGISTRY_KINDS:
+                for traced in (True, False):
+                    note(f"loading {REGISTRY_KINDS[kind]} ({'traced' if traced else 'RSS'})")
+                    taken[kind, traced] = await child_measure(url, kind, traced)
+    finally:
+        dbs.close()
+    console.print(registry_table(taken, args.subscriptions))
+
+
+def registry_table(taken: dict[tuple[str, bool], float], count: int) -> Table:
+    out = Table(title=f"Subscription registries: memory to load {count:,} subscriptions")
+    for column in ("what", "traced MB", "traced KB/sub", "RSS MB", "RSS KB/sub", "vs baseline"):
+        out.add_column(column, justify="left" if column == "what" else "right")
+    for kind, what in REGISTRY_KINDS.items():
+        traced, rss = taken[kind, True], taken[kind, False]
+        out.add_row(
+            what,
+            f"{traced / 2**20:,.1f}",
+            f"{traced / count / 1024:,.2f}",
+            f"{rss / 2**20:,.1f}",
+            f"{rss / count / 1024:,.2f}",
+            f"{traced / taken['matcher', True]:.2f}x",
+        )
+    return out
+
+
 async def main(args: argparse.Namespace) -> None:
     dbs, broker = Databases(), Broker()
     runs: list[SoakRun] = []
@@ -295,8 +415,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=100, help="writes/s")
     parser.add_argument("--every", type=float, default=5, help="seconds between RSS samples")
     parser.add_argument("--bundle-size", type=int, default=500, help="Subscriptions per Bundle")
+    parser.add_argument(
+        "--registry-only", action="store_true", help="the registries' memory alone (20,000)"
+    )
+    # A child of --registry-only: KIND DATABASE_URL [--traced] (else RSS).
+    parser.add_argument("--measure-registries", choices=REGISTRY_KINDS, help=argparse.SUPPRESS)
+    parser.add_argument("--traced", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("database", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.subscriptions = args.subscriptions or (2_000 if args.quick else 100_000)
+    full = 20_000 if args.registry_only else 100_000
+    args.subscriptions = args.subscriptions or (2_000 if args.quick else full)
     args.minutes = args.minutes or (1.0 if args.quick else 10.0)
     chosen = [s.strip() for s in args.shapes.split(",") if s.strip()]
     if unknown := [s for s in chosen if s not in SHAPES]:
@@ -305,6 +433,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def run(args: argparse.Namespace) -> None:
+    if args.measure_registries:
+        taken = asyncio.run(measure_registries(args.database, args.measure_registries, args.traced))
+        print(taken)
+    elif args.registry_only:
+        asyncio.run(registry_only(args))
+    else:
+        asyncio.run(main(args))
+
+
 if __name__ == "__main__":
     logging.getLogger("aiokafka.cluster").setLevel(logging.CRITICAL)
-    asyncio.run(main(parse_args()))
+    run(parse_args())

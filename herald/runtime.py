@@ -174,7 +174,10 @@ class Runtime:
         # at once as they like) never queue ahead of the stream.
         self.fhirpath = FhirPathRunner(budget)
         self.fhirpath_trials = FhirPathRunner(budget)
-        self.registry = SubscriptionRegistry(self.store, channels=channels, fhirpath=self.fhirpath)
+        # The API's and the dispatchers' view: looked up, never matched against.
+        self.registry = SubscriptionRegistry(
+            self.store, channels=channels, fhirpath=self.fhirpath, matching=False
+        )
         self.registry.show_unloaded_in_metrics()
         guard = (
             EndpointGuard.parse(settings.endpoint_allowlist) if settings.endpoint_guard else None
@@ -246,7 +249,7 @@ class Runtime:
         if settings.subscriptions:
             # The matcher's own view of the subscriptions, in step with the changes it matches.
             self.matching_registry = SubscriptionRegistry(
-                self.store, channels=channels, fhirpath=self.fhirpath
+                self.store, channels=channels, fhirpath=self.fhirpath, shares_with=self.registry
             )
             self.missed_by_budget = MissedByBudgetReporter(
                 self.ledger, Lifecycle(self.store, self.ledger, record=self.record_write)
@@ -304,6 +307,12 @@ class Runtime:
     async def __aexit__(self, *_exc: object) -> None:
         await self.stop()
 
+    async def load_registries(self) -> None:
+        """Load the stored topics and subscriptions into this process's registries."""
+        await self.registry.load()
+        if self.settings.subscriptions:
+            await self.matching_registry.load()
+
     async def _start_parts(self, stack: AsyncExitStack) -> None:
         # Stopped last: the database and the threads that parts use until they stop.
         stack.push_async_callback(self.engine.dispose)
@@ -319,9 +328,7 @@ class Runtime:
         await asyncio.to_thread(ucum.load)
         await self.index_rebuild.start(stack)
         await seed_builtin_topics(self.store)
-        await self.registry.load()
-        if self.settings.subscriptions:
-            await self.matching_registry.load()
+        await self.load_registries()
         self._loaded()
         # Written until everything that records has stopped, then what is left.
         stack.push_async_callback(self._flush_audit)

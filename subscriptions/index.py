@@ -20,6 +20,10 @@ The focus is the new version of the resource, or the previous version for a dele
 through `load_previous`, at most once per change and only when something needs it). A
 subscription that is `off` or whose `end` has passed never matches; filters that need values
 do not match when the focus cannot be loaded.
+
+An index built with `matching=False` keeps the topics and the subscriptions by id only, for
+those that look subscriptions up but never match (the API and the dispatchers): it files no
+subscription under keys, and `match` refuses to run on it.
 """
 
 from __future__ import annotations
@@ -197,14 +201,20 @@ class SubscriptionIndex:
     """
 
     def __init__(
-        self, fhirpath: FhirPathRunner = DEFAULT_RUNNER, on_missed: OnMissed | None = None
+        self,
+        fhirpath: FhirPathRunner = DEFAULT_RUNNER,
+        on_missed: OnMissed | None = None,
+        *,
+        matching: bool = True,
     ) -> None:
         self.fhirpath = fhirpath
         self.on_missed = on_missed
+        self.matching = matching
         self._topics: dict[str, Topic] = {}
         # (resource type or ANY_RESOURCE, interaction) -> topic url -> its triggers
         self._triggers: dict[tuple[str, str], dict[str, list[ResourceTrigger]]] = {}
-        self._entries: dict[str, _Entry] = {}
+        self._specs: dict[str, SubscriptionSpec] = {}
+        self._entries: dict[str, _Entry] = {}  # filed for matching (none when not matching)
         self._buckets: dict[str, _Bucket] = {}
         self.examined = 0
 
@@ -243,15 +253,18 @@ class SubscriptionIndex:
 
     def put(self, spec: SubscriptionSpec) -> None:
         self.remove(spec.id)
-        entry = _Entry.of(spec)
-        self._entries[spec.id] = entry
-        self._buckets.setdefault(spec.topic_url, _Bucket()).add(entry)
+        self._specs[spec.id] = spec
+        if self.matching:
+            entry = _Entry.of(spec)
+            self._entries[spec.id] = entry
+            self._buckets.setdefault(spec.topic_url, _Bucket()).add(entry)
         if spec.classic and spec.topic_url not in self._topics:
             topic = self.topic(spec.topic_url)
             if topic is not None:
                 self.put_topic(topic)
 
     def remove(self, subscription_id: str) -> None:
+        self._specs.pop(subscription_id, None)
         entry = self._entries.pop(subscription_id, None)
         if entry is None:
             return
@@ -261,14 +274,13 @@ class SubscriptionIndex:
             del self._buckets[url]
 
     def get(self, subscription_id: str) -> SubscriptionSpec | None:
-        entry = self._entries.get(subscription_id)
-        return entry.spec if entry is not None else None
+        return self._specs.get(subscription_id)
 
     def specs(self) -> list[SubscriptionSpec]:
-        return [entry.spec for entry in self._entries.values()]
+        return list(self._specs.values())
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._specs)
 
     # -- matching ---------------------------------------------------------------------------------
 
@@ -281,6 +293,8 @@ class SubscriptionIndex:
     ) -> list[Match]:
         """The subscriptions this change concerns, once each, in topic order. `load_current`
         reads the resources chained filters reach (without it, chained filters never hold)."""
+        if not self.matching:
+            raise TypeError("this SubscriptionIndex was built with matching=False")
         context = ChangeContext(event, load_previous, self.fhirpath, load_current)
         found: list[Match] = []
         for url, triggers in self._topics_for(event).items():

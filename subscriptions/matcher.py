@@ -140,6 +140,8 @@ class Matcher:
     def __init__(
         self, store: Store, ledger: Ledger, registry: SubscriptionRegistry, bus: Bus
     ) -> None:
+        if not registry.index.matching:
+            raise ValueError("the matcher needs a registry built with matching=True")
         self._store = store
         self._ledger = ledger
         self._registry = registry

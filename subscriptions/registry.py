@@ -22,6 +22,12 @@ changes too: when a ValueSet a subscription's expansion named or read is created
 deleted, it expands that subscription again and swaps its filters in the index. One that can no
 longer be expanded matches nothing, and `on_filter_problem` (the matcher's registry has one) is
 told why, so that the subscription is set to `error` with that reason rather than go quiet.
+
+A process keeps two registries: the matcher's, in step with the changes it matches, and the
+one the API and the dispatchers read, caught up to the newest change whenever they ask. The
+second needs no match index (`matching=False`), and the two keep one copy of a subscription
+they both hold as the same (`shares_with`): each is still filled and changed on its own, at
+its own position in the stream, and holds another copy whenever they differ.
 """
 
 from __future__ import annotations
@@ -100,8 +106,14 @@ class SubscriptionRegistry:
         *,
         channels: ChannelSupport,
         fhirpath: FhirPathRunner = DEFAULT_RUNNER,
+        matching: bool = True,
+        shares_with: SubscriptionRegistry | None = None,
     ) -> None:
-        self.index = SubscriptionIndex(fhirpath)
+        self.index = SubscriptionIndex(fhirpath, matching=matching)
+        # A registry of the same process (each the other's): equal subscriptions held once.
+        self._twin = shares_with
+        if shares_with is not None:
+            shares_with._twin = self
         self._store = store
         self._clock = store.clock
         self._channels = channels
@@ -196,7 +208,7 @@ class SubscriptionRegistry:
             await self.load()
             # The ValueSet changes may be gone too: expand every subscription using one again.
             for unexpanded in list(self._unexpanded.values()):
-                self.index.put(await self._expanded(unexpanded))
+                self._put(await self._expanded(unexpanded))
         else:
             for row in rows:
                 await self._apply(row.res_type, row.res_id, row.version_id, row.body)
@@ -300,11 +312,20 @@ class SubscriptionRegistry:
         if after is None:
             self.index.remove(resource_id)
         else:
-            self.index.put(after)
+            after = self._put(after)
             self._loaded(after, resource or {}, was_unloaded)
         if before is None and after is None:
             return None
         return SubscriptionChange(resource_id, before, after)
+
+    def _put(self, spec: SubscriptionSpec) -> SubscriptionSpec:
+        """File `spec`, or the twin's equal one (it applied the same version alike): the
+        values are frozen, so sharing one changes nothing the other registry sees."""
+        held = self._twin.index.get(spec.id) if self._twin is not None else None
+        if held is not None and held == spec:
+            spec = held
+        self.index.put(spec)
+        return spec
 
     def _unloaded(self, resource_id: str, resource: dict[str, Any], error: FhirError) -> None:
         item = diagnose(
@@ -347,7 +368,7 @@ class SubscriptionRegistry:
         for subscription_id, sources in list(self._sources.items()):
             unexpanded = self._unexpanded.get(subscription_id)
             if unexpanded is not None and sources & names:
-                self.index.put(await self._expanded(unexpanded))
+                self._put(await self._expanded(unexpanded))
 
     async def _expanded(self, spec: SubscriptionSpec) -> SubscriptionSpec:
         """`spec` with its filters' ValueSets expanded; as it is, with its `problem`, when they
