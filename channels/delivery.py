@@ -87,14 +87,14 @@ class SubscriptionDelivery:
         self.store = store
         self._clock = store.clock
         self.ledger = ledger
-        self._lifecycle = Lifecycle(store, ledger, record=policy.record_write)
+        self.lifecycle = Lifecycle(store, ledger, record=policy.record_write)
         self.registry = registry
         self.transports = transports
         self.policy = policy
         self.owner = owner
         self._retries = Retries(
             transports,
-            self._lifecycle,
+            self.lifecycle,
             self._clock,
             policy=policy,
             slots=slots,
@@ -151,7 +151,7 @@ class SubscriptionDelivery:
         spec, progress, pending = current
         now = self._clock.now()
         if ended(spec, now, progress):
-            await self._lifecycle.transition(subscription_id, "off")
+            await self.lifecycle.transition(subscription_id, "off")
             return False
         if progress.last_sent_at is None:
             if spec.channel.type != "websocket":
@@ -180,7 +180,7 @@ class SubscriptionDelivery:
     ) -> None:
         if spec.classic:  # R4 has no handshake: a valid classic subscription is active at once
             await self.ledger.sent(spec.id, now=self._clock.now())
-            await self._lifecycle.delivered(spec)
+            await self.lifecycle.delivered(spec)
             return
         # Events matched meanwhile wait for the handshake, but not beyond the give-up age.
         expired: list[RecordedEvent] = []
@@ -213,7 +213,7 @@ class SubscriptionDelivery:
         self.report(Attempt(spec, "handshake", (), outcome))
         await self.ledger.sent(spec.id, now=sent_at)
         if progress.status != "active":
-            await self._lifecycle.delivered(spec)
+            await self.lifecycle.delivered(spec)
         return True
 
     async def _expired(
@@ -240,20 +240,30 @@ class SubscriptionDelivery:
         *,
         stop_when: Callable[[], Awaitable[bool]] | None = None,
     ) -> str | None:
-        status = "requested" if kind == "handshake" else progress.status
-        body = self._bundle(spec, kind, status, progress.events_since_start, [])
         sent_at = self._clock.now()
-        key = f"{spec.id}:{kind}:{fhir_instant(sent_at)}"
+        delivery = self.status_notification(spec, progress, kind, sent_at)
         # A handshake is retried until it gets through. A heartbeat is not: a failed one counts
         # as traffic too, so the next goes out a period later (or the next event tries sooner).
         retry = kind == "handshake"
-        delivery = self._delivery(spec, kind, body, key)
         error, _ = await self._retries.send(
             spec, progress, delivery, lease, kind=kind, retry=retry, stop_when=stop_when
         )
         if error is None or kind == "heartbeat":
             await self.ledger.sent(spec.id, now=sent_at)
         return error
+
+    def status_notification(
+        self,
+        spec: SubscriptionSpec,
+        progress: SubscriptionProgress,
+        kind: NotificationType,
+        sent_at: datetime,
+    ) -> Delivery:
+        """The handshake or heartbeat of `spec` sent at `sent_at`, keyed by that time."""
+        status = "requested" if kind == "handshake" else progress.status
+        body = self._bundle(spec, kind, status, progress.events_since_start, [])
+        key = f"{spec.id}:{kind}:{fhir_instant(sent_at)}"
+        return self._delivery(spec, kind, body, key)
 
     async def _deliver_page(
         self,
@@ -351,7 +361,7 @@ class SubscriptionDelivery:
             log.warning("subscription %s: %s", spec.id, why.summary)
             if attempt == 1:
                 await before_retry()  # what was accepted before it stays accepted
-            await self._lifecycle.transition(spec.id, "error", error=why.summary)
+            await self.lifecycle.transition(spec.id, "error", error=why.summary)
             current = dataclasses.replace(current, status="error")  # a success shows `active`
 
         async def wait(seconds: float) -> None:
@@ -420,7 +430,7 @@ class SubscriptionDelivery:
         if await self._give_up(spec, events, why.detail, through):
             EVENTS_UNSENDABLE.labels(spec.channel.type).inc(len(events))
             problem = f"{why.summary}; set aside as a dead letter, later events go on"
-            await self._lifecycle.transition(spec.id, "error", error=problem)
+            await self.lifecycle.transition(spec.id, "error", error=problem)
 
     async def _give_up(
         self,

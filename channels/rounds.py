@@ -13,13 +13,20 @@ cases of up to `ROUND` woken subscriptions together:
 4. records the notifications the endpoints took as delivered, in one statement, and releases
    those leases in one more.
 
+A subscription just registered (`requested`, never reached) gets its handshake the same way,
+side by side with the others': those the endpoints took are recorded as traffic in one
+statement, then `active` in one more and on their resources in one transaction
+(`Lifecycle.delivered_many`). Its owed events, if any, go to its worker after the handshake.
+
 Everything else goes, lease held, to the subscription's own worker, which does it as it always
-has: a handshake, a heartbeat, more owed than one notification, a subscription in `error`, off
-or ended; a WebSocket or classic R4 subscription; a notification that could not be built; a
-send that failed or did not end within a third of the lease (the worker sends the same
-notification again, same key, and retries it with backoff, `error` status and dead letters);
-progress that moved meanwhile (a replay); and a subscription woken again during the round,
-which is busy, so a worker that lingers on its lease serves it better.
+has: a handshake that failed (the worker sends it again at once, then retries it with backoff
+and `error` status) or is owed by a subscription in `error`, a heartbeat, more owed than one
+notification, a subscription in `error`, off or ended; a WebSocket or classic R4 subscription;
+a notification that could not be built; a send that failed or did not end within a third of
+the lease (the worker sends the same notification again, same key, and retries it with
+backoff, `error` status and dead letters); progress that moved meanwhile (a replay); and a
+subscription woken again during the round, which is busy, so a worker that lingers on its
+lease serves it better.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from channels.attempt import Attempt, try_send
 from channels.delivery import SubscriptionDelivery, count_delivered, ended, heartbeat_due
@@ -89,10 +97,13 @@ class DeliveryRounds:
         now = self._clock.now()
         done: list[str] = []
         sends: dict[str, _Owed] = {}
+        handshakes: dict[str, _Owed] = {}
         for i, spec in plain.items():
             progress, events = owed.get(i, (None, []))
             if progress is not None and progress.status == "off":
                 done.append(i)  # nothing to do, as its worker would find
+            elif progress is not None and _handshake_owed(spec, progress, now):
+                handshakes[i] = _Owed(spec, progress, [])
             elif (
                 progress is None
                 or progress.status != "active"
@@ -108,16 +119,39 @@ class DeliveryRounds:
                 to_workers.append(i)
             else:
                 done.append(i)
-        accepted = await self._send(sends)
+        greeted, accepted = await asyncio.gather(
+            self._handshake(handshakes), self._send(sends, await self._notifications(sends))
+        )
+        to_workers += [i for i in handshakes if i not in greeted]
+        # Events owed beyond the handshake are its worker's (they come after it).
+        done += [i for i in greeted if handshakes[i].progress.owed == 0]
+        to_workers += [i for i in greeted if handshakes[i].progress.owed > 0]
         to_workers += [i for i in sends if i not in accepted]
         recorded = await self._record({i: sends[i] for i in accepted})
         to_workers += [i for i in accepted if i not in recorded]
         return done + sorted(recorded), to_workers
 
-    async def _send(self, sends: dict[str, _Owed]) -> set[str]:
-        """Send each notification once, side by side; the subscriptions whose endpoint took
+    async def _handshake(self, handshakes: dict[str, _Owed]) -> set[str]:
+        """Send each subscription its handshake, side by side, and record those the endpoint
+        took (traffic, then `active`) in a few statements; the subscriptions recorded."""
+        if not handshakes:
+            return set()
+        sent_at = self._clock.now()
+        notify = self._delivery.status_notification
+        deliveries = {
+            i: notify(o.spec, o.progress, "handshake", sent_at) for i, o in handshakes.items()
+        }
+        accepted = await self._send(handshakes, deliveries)
+        if not accepted:
+            return set()
+        owner = self._delivery.owner
+        recorded = await self._ledger.sent_many(sorted(accepted), now=sent_at, owner=owner)
+        await self._delivery.lifecycle.delivered_many([handshakes[i].spec for i in recorded])
+        return recorded
+
+    async def _send(self, sends: dict[str, _Owed], deliveries: dict[str, Delivery]) -> set[str]:
+        """Send each of `deliveries` once, side by side; the subscriptions whose endpoint took
         it."""
-        deliveries = await self._notifications(sends)
         tasks = {
             asyncio.create_task(self._send_one(sends[i], d), name=f"round-{i}"): i
             for i, d in deliveries.items()
@@ -139,7 +173,7 @@ class DeliveryRounds:
                 outcome: Outcome = await try_send(transport, delivery)
             except Exception:  # its worker's bounded tries deal with it
                 return False
-        self._delivery.report(Attempt(owed.spec, "event-notification", owed.events, outcome))
+        self._delivery.report(Attempt(owed.spec, delivery.kind, owed.events, outcome))
         return outcome.ok
 
     async def _notifications(self, sends: dict[str, _Owed]) -> dict[str, Delivery]:
@@ -186,6 +220,16 @@ class DeliveryRounds:
         for i in recorded:
             count_delivered(accepted[i].spec, accepted[i].events, now)
         return recorded
+
+
+def _handshake_owed(spec: SubscriptionSpec, progress: SubscriptionProgress, now: datetime) -> bool:
+    """Whether the subscription was just registered and owes only its first handshake (one
+    that failed before, shown as `error`, is retried by its worker)."""
+    return (
+        progress.status == "requested"
+        and progress.last_sent_at is None
+        and not ended(spec, now, progress)
+    )
 
 
 def _plain(spec: SubscriptionSpec) -> bool:

@@ -16,11 +16,13 @@ matcher, the registry) go through `marks.py`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import orjson
 
 from fhirstore import Gone, NotFound, PreconditionFailed, Store
 from fhirstore.access import ActingAs, Principal, Record, Scopes
+from fhirstore.db import PendingWrite, WrittenVersion
 from subscriptions.ledger import Ledger
 from subscriptions.model import SubscriptionSpec
 from subscriptions.registry import SUBSCRIPTION
@@ -79,6 +81,41 @@ class Lifecycle:
         subscription (`spec.problem`), which then keeps showing `error` with that reason."""
         if spec.problem is None:
             await self.transition(spec.id, "active")
+
+    async def delivered_many(self, specs: Sequence[SubscriptionSpec]) -> None:
+        """`delivered` for many subscriptions at once (their handshakes in a delivery round):
+        one ledger statement per chunk, and the resources written in one transaction."""
+        ids = [spec.id for spec in specs if spec.problem is None]
+        if not ids:
+            return
+        changed = sorted(await self._ledger.activate_many(ids))
+        for subscription_id in await self._mirror_many(changed):
+            await self._mirror(subscription_id, "active", None)  # a client changed it meanwhile
+        for subscription_id in changed:
+            log.info("subscription %s is now active", subscription_id)
+
+    async def _mirror_many(self, subscription_ids: Sequence[str]) -> list[str]:
+        """`active`, without error, onto each resource, in one transaction (as `_mirror`
+        does one); those whose write lost to a client's meanwhile."""
+        if not subscription_ids:
+            return []
+        async with self._writer.transaction() as tx:
+            current = await Store.current_in(tx.conn, SUBSCRIPTION, subscription_ids)
+            writes: list[PendingWrite] = []
+            for subscription_id, version in current.items():
+                if version.body is None:
+                    continue  # deleted
+                body = orjson.loads(version.body)
+                status = body.get("status")
+                if status == "off" or (status == "active" and "error" not in body):
+                    continue  # a client turned it off (that stands), or it shows `active`
+                body["status"] = "active"
+                body.pop("error", None)
+                writes.append(PendingWrite(SUBSCRIPTION, subscription_id, body, version.version_id))
+            outcomes = await tx.write_each(writes)
+        return [
+            w.id for w, o in zip(writes, outcomes, strict=True) if not isinstance(o, WrittenVersion)
+        ]
 
     async def _mirror(self, subscription_id: str, status: str, error: str | None) -> bool:
         """Write `status` and `error` onto the resource; False when it is gone or off (and

@@ -2,10 +2,10 @@
 (subscriptions/ledger.py) a delivery round (channels/rounds.py) uses, one statement per
 chunk of subscriptions where the one-subscription methods take one each.
 
-Each write keeps the conditions of its one-subscription counterpart (`claim`, `delivered`,
-`release`) row by row and says which rows it changed. On PostgreSQL the rows are locked in
-subscription id order first, the order every other writer of `subscription_state` takes them
-in, so that two transactions cannot deadlock.
+Each write keeps the conditions of its one-subscription counterpart (`claim`, `sent`,
+`set_status`, `delivered`, `release`) row by row and says which rows it changed. On PostgreSQL
+the rows are locked in subscription id order first, the order every other writer of
+`subscription_state` takes them in, so that two transactions cannot deadlock.
 """
 
 from __future__ import annotations
@@ -48,6 +48,28 @@ class ManyStates:
         state = subscription_state.c
         await self._update_many(
             subscription_ids, state.lease_owner == owner, lease_owner=None, lease_until=None
+        )
+
+    async def sent_many(
+        self, subscription_ids: Sequence[str], *, now: datetime, owner: str
+    ) -> set[str]:
+        """Traffic without events (a handshake) at `now` to each subscription whose lease
+        `owner` holds (as `sent`); the ids recorded."""
+        state = subscription_state.c
+        return await self._update_many(
+            subscription_ids, state.lease_owner == owner, last_sent_at=now
+        )
+
+    async def activate_many(self, subscription_ids: Sequence[str]) -> set[str]:
+        """`active`, without error, for each subscription not `off` (as `set_status`); the ids
+        changed."""
+        return await self._update_many(
+            subscription_ids,
+            subscription_state.c.status != "off",
+            status="active",
+            last_error=None,
+            last_failure=None,
+            error_since=None,
         )
 
     async def delivered_many(

@@ -252,3 +252,59 @@ async def _delivered_events(process: HeraldProcess) -> float:
         if line.startswith("herald_events_delivered_total"):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def _bundle(method: str, resources: list[dict]) -> dict:
+    def url(resource: dict) -> str:
+        kind = resource["resourceType"]
+        return f"{kind}/{resource['id']}" if method == "PUT" else kind
+
+    entries = [{"resource": r, "request": {"method": method, "url": url(r)}} for r in resources]
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+async def test_sigkill_while_many_handshakes_are_in_flight_leaves_none_behind(
+    process_env: dict[str, str], tmp_path: Path
+) -> None:
+    tag, count = uuid.uuid4().hex[:8], 30
+    patients = [f"h{tag}-{n}" for n in range(count)]
+    server = HeraldProcess({**process_env, **QUICK_ENV}, tmp_path / "herald.log")
+    await asyncio.to_thread(server.start)
+    try:
+        async with http_receiver() as receiver, httpx.AsyncClient(headers=FHIR_JSON) as client:
+            receiver.slow(1.0)  # the handshakes are in flight when the kill lands
+            subs = [subscription(receiver.url, filters=(f"Patient?_id={p}",)) for p in patients]
+            made = await client.post(server.base, json=_bundle("POST", subs))
+            assert made.status_code == 200, made.text
+            ids = [e["response"]["location"].split("/")[1] for e in made.json()["entry"]]
+            changed = await client.post(
+                server.base, json=_bundle("PUT", [_patient(p, 0) for p in patients])
+            )
+            assert changed.status_code == 200, changed.text
+            await receiver.wait_for(1, timeout=30)
+            await asyncio.to_thread(server.kill)
+            receiver.slow(0)
+            await asyncio.to_thread(server.start)
+
+            async def all_active() -> bool:
+                for sid in ids:
+                    got = await client.get(f"{server.base}/Subscription/{sid}")
+                    if got.json()["status"] != "active":
+                        return False
+                return True
+
+            await eventually(all_active, within=60, what=lambda: "not every one became active")
+            await receiver.wait_for(2 * count, timeout=60)
+            await asyncio.sleep(1.0)  # anything sent once more arrives too
+    finally:
+        await asyncio.to_thread(server.stop)
+
+    kinds: dict[str, list[str]] = defaultdict(list)
+    for r in receiver.requests:
+        kinds[r.headers["idempotency-key"].split(":")[0]].append(notification_type(r.json))
+    assert sorted(kinds) == sorted(ids)
+    assert sum(k.count("handshake") for k in kinds.values()) > count  # the kill cut some off
+    for sid in ids:  # a handshake cut off by the kill is sent again; events come after it
+        first_event = kinds[sid].index("event-notification")
+        assert set(kinds[sid][:first_event]) == {"handshake"}, kinds[sid]
+        assert set(kinds[sid][first_event:]) == {"event-notification"}, kinds[sid]
