@@ -27,7 +27,11 @@ bare asyncio client in another process), and the N Task status changes written t
 store alone (`Store.write_each` in batches of 500, as the due wake-ups write them, on a
 fresh database with nothing listening).
 
-Run: `python -m bench.wave [--quick] [--patients 100000]`.
+`--wake-only` measures the due wake-ups alone instead of the wave: the same N Tasks, with
+their schedule rows due at once, woken by `DueTasks.wake` on a fresh database with nothing
+listening, beside the store baseline above (on `--backends`: SQLite, PostgreSQL or both).
+
+Run: `python -m bench.wave [--quick] [--patients 100000] [--wake-only --backends sqlite]`.
 """
 
 from __future__ import annotations
@@ -69,13 +73,16 @@ from bench.harness import (
 from bench.scheduler import berlin_patient
 from events.relay import CURSOR_NAME
 from events.tables import relay_cursor
+from fhirstore.clock import FrozenClock
 from fhirstore.db.writer import PendingWrite, WrittenVersion
 from fhirstore.outbox import newest_sequence
 from fhirstore.store import new_id
 from fhirstore.wire import FILTER_CRITERIA, OCCURRENCE_SYSTEM, PAYLOAD_CONTENT, TASK_READY
 from herald.app import create_app
-from herald.runtime import Runtime
+from herald.runtime import Runtime, schedule_policy
 from herald.settings import Settings
+from scheduler.bookkeeping import TaskRow, save_tasks
+from scheduler.due import DueTasks
 from scheduler.tables import schedule_tasks
 from subscriptions.tables import subscription_state
 from tests.support.serving import serving
@@ -93,6 +100,7 @@ INTEGRATOR = "integrator"  # the unfiltered Subscription's id
 
 CEILING_ROW = "baseline: receiver ceiling, bare client POSTs"
 STORE_ROW = "baseline: store alone, Task status changes"
+WAKE_ROW = "due wake-ups alone (DueTasks.wake)"
 
 
 class RunningClock:
@@ -600,6 +608,33 @@ async def store_status_changes(url: str, count: int) -> Baseline:
         await runtime.stop()
 
 
+async def wake_alone(url: str, count: int) -> Baseline:
+    """`count` Tasks written `requested` with their schedule rows due at once, then woken by
+    `DueTasks.wake` (timed): the scheduler's share of a wave, with nothing listening."""
+    settings = Settings(database_url=url, subscriptions=False, scheduler=False, log_level="WARNING")
+    clock = FrozenClock(BEFORE)
+    runtime = Runtime(settings, clock=clock, run_relay=False)
+    await runtime.start()
+    try:
+        policy = schedule_policy(settings)
+        ids = [new_id() for _ in range(count)]
+        await write_all(runtime, (PendingWrite("Task", i, _task(i), new=True) for i in ids))
+        rows = [
+            TaskRow(i, i, "0", DUE, 1, "requested", DUE - policy.lead, wanted=True) for i in ids
+        ]
+        async with runtime.store.bookkeeping_transaction() as conn:
+            await save_tasks(conn, rows)
+        clock.set(DUE)
+        note(f"{count:,} due Tasks woken by DueTasks.wake")
+        began, cpu = time.perf_counter(), cpu_seconds()
+        woken = await DueTasks(runtime.store, policy).wake()
+        seconds, used = time.perf_counter() - began, cpu_seconds() - cpu
+        assert woken == count, f"{woken:,} of {count:,} woken"
+        return Baseline(WAKE_ROW, count, seconds, used)
+    finally:
+        await runtime.stop()
+
+
 # -- the tables -----------------------------------------------------------------------------------
 
 
@@ -669,7 +704,40 @@ def facts_table(wave: Wave) -> Table:
     return out
 
 
+def wake_table(backend: str, baselines: list[Baseline]) -> Table:
+    out = Table(
+        title=f"Due wake-ups alone ({backend}): Tasks due at once, nothing listening",
+        caption="'vs baseline': Tasks/s over the store's; CPU: 100% = one core",
+    )
+    for column in ("row", "count", "seconds", "per s", "vs baseline", "CPU"):
+        out.add_column(column, justify="left" if column == "row" else "right")
+    base = baselines[0].count / baselines[0].seconds
+    for b in baselines:
+        per = b.count / b.seconds
+        versus = "baseline" if b is baselines[0] else ratio(per, base)
+        out.add_row(b.what, f"{b.count:,}", f"{b.seconds:.2f}", rate(per), versus,
+                    cpu_share(b.cpu, b.seconds))  # fmt: skip
+    return out
+
+
+async def wake_only(args: argparse.Namespace) -> None:
+    databases = Databases()
+    tables = []
+    try:
+        for backend in args.backends.split(","):
+            store = await store_status_changes(databases.fresh(backend), args.patients)
+            woken = await wake_alone(databases.fresh(backend), args.patients)
+            tables.append(wake_table(backend, [store, woken]))
+    finally:
+        databases.close()
+    for table in tables:
+        console.print(table)
+
+
 async def main(args: argparse.Namespace) -> None:
+    if args.wake_only:
+        await wake_only(args)
+        return
     databases = Databases()
     try:
         wave = await run_wave(databases.fresh("sqlite"), args)
@@ -694,6 +762,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--probe-search",
         action="store_true",
         help="every other probe request searches a patient's ready Tasks (else Patient reads)",
+    )
+    parser.add_argument(
+        "--wake-only",
+        action="store_true",
+        help="only the store's Task status changes and the due wake-ups, on fresh databases",
+    )
+    parser.add_argument(
+        "--backends", default="sqlite", help="with --wake-only: sqlite, postgres or both (a,b)"
     )
     args = parser.parse_args(argv)
     if args.quick:

@@ -76,9 +76,8 @@ class DueTasks:
                     )
                     continue
                 moved = with_state(body, target)
-                writes.append(
-                    (PendingWrite("Task", row.task_id, moved, version.version_id), row, target)
-                )
+                write = PendingWrite("Task", row.task_id, moved, version.version_id, previous=body)
+                writes.append((write, row, target))
             outcomes = await tx.write_each([w for w, _, _ in writes])
             kinds: Counter[str] = Counter()
             lags: list[float] = []

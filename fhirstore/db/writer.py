@@ -22,8 +22,9 @@ from fhirstore.db.locks import CONDITIONAL_CREATE_LOCK_CLASS, OUTBOX_LOCK_KEY, i
 from fhirstore.db.schema import outbox, resource_versions, resources, search_index
 from fhirstore.db.upsert import bound, insert_chunks, insert_rows
 from fhirstore.errors import BadRequest, FhirError, Forbidden, NotFound, PreconditionFailed
-from fhirstore.search.extract import index_entries
-from fhirstore.search.index_entry import ON_RESOURCES
+from fhirstore.search.extract import changed_entries, index_entries
+from fhirstore.search.index_entry import ON_RESOURCES, IndexEntry
+from fhirstore.search.index_state import index_current
 from fhirstore.wire import OUTBOX_CHANNEL
 
 _CHUNK = 500
@@ -46,6 +47,9 @@ class PendingWrite:
     reach: Reach | None = None
     # Whether a PUT may create (the writer holds a scope allowing `c` on the type).
     may_create: bool = True
+    # The body of version `if_match`, as the writer read it: an update then rewrites only
+    # the index rows of the parameters whose values changed (`search.extract.changed_entries`).
+    previous: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +144,38 @@ async def _write(
             outcomes.append(error)
     done = [o for o in outcomes if isinstance(o, WrittenVersion)]
     if done:
-        await _apply(conn, done, current, now, postgres=postgres)
+        changes = await _index_changes(conn, writes, outcomes)
+        await _apply(conn, done, current, changes, now, postgres=postgres)
     return outcomes
+
+
+# Per updated resource: the index parameters whose rows it replaces, and their new entries.
+_Changes = dict[tuple[str, str], tuple[frozenset[str], list[IndexEntry]]]
+
+
+async def _index_changes(
+    conn: AsyncConnection,
+    writes: Sequence[PendingWrite],
+    outcomes: Sequence[WrittenVersion | FhirError | None],
+) -> _Changes:
+    """The index changes of the updates whose writer gave the body they replace (the version
+    `If-Match` named, which `_plan` checked is the current one), when the stored index is
+    this extraction's (during a rebuild, an update rewrites all its rows)."""
+    changes: _Changes = {}
+    for write, outcome in zip(writes, outcomes, strict=True):
+        if (
+            write.previous is not None
+            and write.if_match is not None
+            and isinstance(outcome, WrittenVersion)
+            and outcome.interaction == "update"
+            and outcome.body is not None
+        ):
+            change = changed_entries(write.previous, outcome.body)
+            if change is not None:
+                changes[(write.resource_type, write.id)] = change
+    if changes and not await index_current(conn):
+        return {}
+    return changes
 
 
 async def load_heads(
@@ -305,6 +339,7 @@ async def _apply(
     conn: AsyncConnection,
     done: list[WrittenVersion],
     current: dict[tuple[str, str], Head],
+    changes: _Changes,
     now: datetime,
     *,
     postgres: bool,
@@ -359,14 +394,7 @@ async def _apply(
                 for v in existing
             ],
         )
-        s = search_index.c
-        for resource_type, ids in ids_by_type((v.resource_type, v.id) for v in existing).items():
-            for chunk in _chunks(ids):
-                await conn.execute(
-                    delete(search_index).where(
-                        and_(s.res_type == resource_type, s.res_id.in_(chunk))
-                    )
-                )
+        await _delete_index_rows(conn, existing, changes)
     await insert_rows(
         conn,
         resource_versions,
@@ -384,7 +412,7 @@ async def _apply(
         ],
     )
     # In chunks: on SQLite the next chunk's values are extracted while one is inserted.
-    index_chunks = (list(_index_rows(chunk)) for chunk in _chunks(done, _INDEX_CHUNK))
+    index_chunks = (list(_index_rows(chunk, changes)) for chunk in _chunks(done, _INDEX_CHUNK))
     await insert_chunks(conn, search_index, INDEX_COLUMNS, index_chunks)
     if postgres:
         await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": OUTBOX_LOCK_KEY})
@@ -446,9 +474,38 @@ _VERSION_AND_VARIANT = 0xF << 76 | 0x3 << 62
 _V7 = 0x7 << 76 | 0x2 << 62  # version 7, RFC 4122 variant
 
 
-def _index_rows(done: Iterable[WrittenVersion]) -> Iterable[tuple[Any, ...]]:
+async def _delete_index_rows(
+    conn: AsyncConnection, existing: list[WrittenVersion], changes: _Changes
+) -> None:
+    """Delete the index rows the new versions replace: all of a resource's, or those of the
+    parameters its change names."""
+    s = search_index.c
+    whole = [(v.resource_type, v.id) for v in existing if (v.resource_type, v.id) not in changes]
+    for resource_type, ids in ids_by_type(whole).items():
+        for chunk in _chunks(ids):
+            await conn.execute(
+                delete(search_index).where(and_(s.res_type == resource_type, s.res_id.in_(chunk)))
+            )
+    by_param: dict[tuple[str, str], list[str]] = {}
+    for (resource_type, resource_id), (params, _) in changes.items():
+        for param in params:
+            by_param.setdefault((resource_type, param), []).append(resource_id)
+    for (resource_type, param), ids in by_param.items():
+        for chunk in _chunks(ids):
+            await conn.execute(
+                delete(search_index).where(
+                    and_(s.res_type == resource_type, s.param == param, s.res_id.in_(chunk))
+                )
+            )
+
+
+def _index_rows(done: Iterable[WrittenVersion], changes: _Changes) -> Iterable[tuple[Any, ...]]:
     for v in done:
-        if v.body is not None:
+        change = changes.get((v.resource_type, v.id))
+        if change is not None:
+            rtype, rid = v.resource_type, v.id
+            yield from ((rtype, rid, *e) for e in change[1])
+        elif v.body is not None:
             yield from index_rows(v.resource_type, v.id, v.body)
 
 

@@ -33,11 +33,11 @@ from fhirpathpy.models import models
 from fhirstore.search import definitions as d
 from fhirstore.search.composite import Composites, composite_extractor
 from fhirstore.search.datatypes import PARAM_TYPES, ParamType, reference_target, value_converter
-from fhirstore.search.index_entry import IndexEntry
+from fhirstore.search.index_entry import ON_RESOURCES, IndexEntry
 from fhirstore.search.paths import Member, Path, Step, compile_plain, evaluable, walk
 from fhirstore.search.unions import is_union
 
-__all__ = ["IndexEntry", "index_entries"]
+__all__ = ["IndexEntry", "changed_entries", "index_entries"]
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +102,13 @@ class _Extractor:
     param_type: ParamType
     plain: tuple[Path, ...] | None
     entries: Entries = field(init=False)  # the resource's entries for this parameter
+    # The resource's keys its entries depend on (None: any, as far as is known here).
+    reads: frozenset[str] | None = field(init=False)
     _compiled: Callable[..., list[Any]] | None = None
 
     def __post_init__(self) -> None:
         self.entries = self.engine_entries if self.plain is None else self._plain_entries()
+        self.reads = _first_keys(self.plain)
 
     def _plain_entries(self) -> Entries:
         """Walk the paths and convert each value with the converter of its model type."""
@@ -159,6 +162,19 @@ class _Extractor:
             options = _RESOLVE_OPTIONS if "resolve()" in self.expression else _OPTIONS
             self._compiled = fhirpathpy.compile(self.expression, models["r4"], options)
         return self._compiled(resource, None)  # no %context variables
+
+
+def _first_keys(paths: tuple[Path, ...] | None) -> frozenset[str] | None:
+    """The keys of the resource a plain path's walk starts from; None for the engine's."""
+    if paths is None:
+        return None
+    keys: set[str] = set()
+    for path in paths:
+        first = path[0]
+        if not isinstance(first, Member):
+            return None
+        keys.update(key for key, _ in first.alternatives)
+    return frozenset(keys)
 
 
 def _single(step: Step) -> bool:
@@ -243,23 +259,87 @@ def index_entries(resource: dict[str, Any]) -> list[IndexEntry]:
     resource_type = resource.get("resourceType")
     if not isinstance(resource_type, str):
         return []
-    present: set[str] | None = None
+    present = _Present(resource)
     entries: dict[IndexEntry, None] = {}
     for extractor in _all_extractors(resource_type):
-        if extractor.roots is not None:
-            present = _present(resource) if present is None else present
-            if extractor.roots.isdisjoint(present):
-                continue
-        try:
-            found = extractor.entries(resource)
-        except Exception:
-            log.warning(
-                "search parameter %s.%s could not be evaluated",
-                resource_type,
-                extractor.code,
-                exc_info=True,
-            )
-            continue
-        for entry in found:
+        for entry in _entries_of(resource_type, extractor, resource, present):
             entries[entry] = None
     return list(entries)
+
+
+def changed_entries(
+    old: dict[str, Any], new: dict[str, Any]
+) -> tuple[frozenset[str], list[IndexEntry]] | None:
+    """What updating a resource from body `old` to body `new` changes in its index: the
+    parameters (`IndexEntry.param`) whose entries differ, and `new`'s entries of those
+    parameters. Rows of `index_entries(old)` with those parameters replaced by these are the
+    rows of `index_entries(new)`, but for the parameters `resources` holds (`ON_RESOURCES`),
+    left out here. Only the parameters whose paths read an element that differs (or whose
+    paths are not known here: the engine's, composites) are extracted, from both bodies.
+    None when the two are not bodies of one resource type.
+    """
+    resource_type = new.get("resourceType")
+    if not isinstance(resource_type, str) or old.get("resourceType") != resource_type:
+        return None
+    differing = {
+        key
+        for key in old.keys() | new.keys()
+        if (was := old.get(key)) is not (now := new.get(key)) and was != now
+    }
+    before, after = _Present(old), _Present(new)
+    params: set[str] = set()
+    entries: dict[IndexEntry, None] = {}
+    for extractor in _all_extractors(resource_type):
+        reads = extractor.reads if isinstance(extractor, _Extractor) else None
+        if (reads is not None and reads.isdisjoint(differing)) or extractor.code in ON_RESOURCES:
+            continue
+        was = _by_param(_entries_of(resource_type, extractor, old, before))
+        now = _by_param(_entries_of(resource_type, extractor, new, after))
+        if was != now:
+            params.update(p for p in was.keys() | now.keys() if was.get(p) != now.get(p))
+            entries.update((e, None) for group in now.values() for e in group)
+    return frozenset(params), [e for e in entries if e.param in params]
+
+
+def _by_param(entries: list[IndexEntry]) -> dict[str, set[IndexEntry]]:
+    grouped: dict[str, set[IndexEntry]] = {}
+    for entry in entries:
+        grouped.setdefault(entry.param, set()).add(entry)
+    return grouped
+
+
+class _Present:
+    """The element names present in a resource (`_present`), worked out on first need."""
+
+    __slots__ = ("_names", "_resource")
+
+    def __init__(self, resource: dict[str, Any]) -> None:
+        self._resource = resource
+        self._names: set[str] | None = None
+
+    def disjoint(self, roots: frozenset[str]) -> bool:
+        if self._names is None:
+            self._names = _present(self._resource)
+        return roots.isdisjoint(self._names)
+
+
+def _entries_of(
+    resource_type: str,
+    extractor: _Extractor | Composites,
+    resource: dict[str, Any],
+    present: _Present,
+) -> list[IndexEntry]:
+    """One extractor's entries of `resource`; none when its roots are absent, or when it
+    fails on an odd resource (logged: indexing never fails a write)."""
+    if extractor.roots is not None and present.disjoint(extractor.roots):
+        return []
+    try:
+        return extractor.entries(resource)
+    except Exception:
+        log.warning(
+            "search parameter %s.%s could not be evaluated",
+            resource_type,
+            extractor.code,
+            exc_info=True,
+        )
+        return []

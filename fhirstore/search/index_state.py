@@ -128,3 +128,13 @@ def _progress(state: IndexState) -> str:
     if state.building is None:
         return "not started"
     return f"{state.done} of about {state.total} resources done"
+
+
+async def index_current(conn: AsyncConnection) -> bool:
+    """Whether `conn`'s database has an index built by this version (remembered once seen)."""
+    if conn.sync_engine in _CURRENT:
+        return True
+    if (await read_state(conn)).current:
+        seen_current(conn)
+        return True
+    return False
