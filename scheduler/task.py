@@ -149,7 +149,7 @@ def new_task(planned: PlannedTask, state: TaskState, now: datetime) -> dict[str,
 
 def with_content(task: dict[str, Any], planned: PlannedTask) -> dict[str, Any]:
     """`task` with the schedule's content restored; everything else a person added stays."""
-    repaired = {k: v for k, v in task.items() if k not in MANAGED and k != "meta"}
+    repaired = {k: v for k, v in task.items() if k not in MANAGED}
     repaired.update(planned.content)
     return repaired
 
@@ -160,11 +160,9 @@ def content_differs(task: dict[str, Any], planned: PlannedTask) -> bool:
 
 def with_state(task: dict[str, Any], state: TaskState | Literal["duplicate"]) -> dict[str, Any]:
     """`task` moved to an owned state, or cancelled as a duplicate (status, businessStatus,
-    statusReason)."""
+    statusReason); its `meta` (tags, security labels) stays, and the store sets its version."""
     changed = {
-        k: v
-        for k, v in task.items()
-        if k not in ("status", "businessStatus", "statusReason", "meta")
+        k: v for k, v in task.items() if k not in ("status", "businessStatus", "statusReason")
     }
     if state in ("requested", "ready"):
         changed["status"] = state
