@@ -168,7 +168,10 @@ class Dispatcher:
         await self._registry.catch_up()  # changes to subscriptions made through other processes
         now = self._clock.now()
         for progress in await self._ledger.owing(self.owner, now=now):
-            self.wake(progress.subscription_id)
+            # Read before a round took it, perhaps: what a round is delivering stays with the
+            # round (woken, it would go on to a worker of its own once the round ends).
+            if progress.subscription_id not in self._in_round:
+                self.wake(progress.subscription_id)
         timed = [s.id for s in self._registry.index.specs() if s.channel.heartbeat_period or s.end]
         if timed:
             for progress in (await self._ledger.progress_of(timed)).values():

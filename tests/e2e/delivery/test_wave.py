@@ -9,11 +9,13 @@ from collections import defaultdict
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.e2e.delivery.conftest import (
     HeraldFactory,
     event_numbers,
     notification_type,
+    subscribe,
     subscription,
     wait_for_status,
 )
@@ -111,3 +113,39 @@ async def test_many_subscriptions_woken_at_once_each_get_theirs_once_and_in_orde
     refused = [r for r in failing.requests if r.status != 200]
     assert refused
     assert {r.headers["idempotency-key"] for r in refused} <= {f"{s}:1" for s in ids["failing"]}
+
+
+async def test_a_sweep_that_read_before_a_round_leaves_the_subscription_to_the_round(
+    start_herald: HeraldFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a wave, the sweep reads the subscriptions owing events, and a round may take one of
+    them before the sweep goes through its list. Here every sweep's read is that stale one
+    (it reports the subscription as owing all along) while a round delivers to a receiver
+    taking half a second: the round delivers it, and no worker of its own is started for it
+    (`herald_delivery_workers` stays 0)."""
+    pid = f"s{uuid.uuid4().hex[:8]}"
+    async with http_receiver() as receiver, start_herald() as (runtime, client):
+        sid = await subscribe(client, subscription(receiver.url, filters=(f"Patient?_id={pid}",)))
+        await _no_worker_busy(client)
+        ledger = runtime.ledger
+
+        async def stale_owing(owner: str, *, now: Any, limit: int = 1000) -> list[Any]:
+            return list((await ledger.progress_of([sid])).values())
+
+        monkeypatch.setattr(ledger, "owing", stale_owing)
+        receiver.slow(0.5)
+        workers: list[float] = []
+
+        async def delivered() -> bool:
+            metrics = (await client.get("http://herald.test/metrics")).text
+            for line in metrics.splitlines():
+                if line.startswith("herald_delivery_workers "):
+                    workers.append(float(line.split()[1]))
+            return _accepted(receiver).get(sid) == [1] and len(workers) > 10
+
+        answer = await client.post("", json=_wave([pid], 0))
+        assert answer.status_code == 200, answer.text
+        await eventually(delivered, within=30.0, what=lambda: f"{dict(_accepted(receiver))}")
+
+    assert _accepted(receiver) == {sid: [1]}
+    assert max(workers) == 0
