@@ -25,8 +25,9 @@ notification, a subscription in `error`, off or ended; a WebSocket or classic R4
 a notification that could not be built; a send that failed or did not end within a third of
 the lease (the worker sends the same notification again, same key, and retries it with
 backoff, `error` status and dead letters); progress that moved meanwhile (a replay); and a
-subscription woken again during the round, which is busy, so a worker that lingers on its
-lease serves it better.
+subscription woken again during the round that owes events again, which is busy, so a worker
+that lingers on its lease serves it better (one that owes nothing waits in line for the next
+round).
 """
 
 from __future__ import annotations
@@ -81,7 +82,12 @@ class DeliveryRounds:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._ledger.release_many(held, owner))
             raise
-        to_workers += [i for i in done if woken(i)]
+        again = [i for i in done if woken(i)]
+        if again:
+            # Woken for what the round just delivered (a sweep's read and the change's job
+            # raced), a subscription goes to the next round; one still owing is busy.
+            progress = await self._ledger.progress_of(again)
+            to_workers += [i for i in again if (p := progress.get(i)) is None or p.owed > 0]
         release = [i for i in done if i not in to_workers]
         if release:
             await self._ledger.release_many(release, owner)

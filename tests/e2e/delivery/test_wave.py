@@ -115,14 +115,16 @@ async def test_many_subscriptions_woken_at_once_each_get_theirs_once_and_in_orde
     assert {r.headers["idempotency-key"] for r in refused} <= {f"{s}:1" for s in ids["failing"]}
 
 
-async def test_a_sweep_that_read_before_a_round_leaves_the_subscription_to_the_round(
+async def test_a_subscription_woken_again_for_what_its_round_delivers_gets_no_worker(
     start_herald: HeraldFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """In a wave, the sweep reads the subscriptions owing events, and a round may take one of
-    them before the sweep goes through its list. Here every sweep's read is that stale one
-    (it reports the subscription as owing all along) while a round delivers to a receiver
-    taking half a second: the round delivers it, and no worker of its own is started for it
-    (`herald_delivery_workers` stays 0)."""
+    them before the sweep goes through its list; or the sweep finds the event first, and the
+    change's own job wakes the subscription while a round delivers it. Here every sweep's
+    read is that stale one (it reports the subscription as owing all along), the job's wake
+    comes while the receiver takes half a second over the notification, and: the round
+    delivers it, and no worker of its own is started for it (`herald_delivery_workers` stays
+    0)."""
     pid = f"s{uuid.uuid4().hex[:8]}"
     async with http_receiver() as receiver, start_herald() as (runtime, client):
         sid = await subscribe(client, subscription(receiver.url, filters=(f"Patient?_id={pid}",)))
@@ -143,8 +145,11 @@ async def test_a_sweep_that_read_before_a_round_leaves_the_subscription_to_the_r
                     workers.append(float(line.split()[1]))
             return _accepted(receiver).get(sid) == [1] and len(workers) > 10
 
+        before = len(receiver.requests)
         answer = await client.post("", json=_wave([pid], 0))
         assert answer.status_code == 200, answer.text
+        await receiver.wait_for(before + 1)
+        runtime.dispatcher.wake(sid)  # the job, late
         await eventually(delivered, within=30.0, what=lambda: f"{dict(_accepted(receiver))}")
 
     assert _accepted(receiver) == {sid: [1]}
