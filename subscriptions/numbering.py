@@ -59,20 +59,19 @@ async def number_events(conn: AsyncConnection, events: Sequence[NewEvent]) -> li
     known (subscription, change) keeps the number it has. The subscriptions' rows are taken in
     id order so that two matchers numbering for the same subscriptions cannot deadlock.
 
-    A few statements per batch, not per event: one lookup of the changes already numbered,
-    one counter update per subscription, one insert of all new events."""
+    A few statements per batch, not per event or subscription: one lookup of the changes
+    already numbered, the counters' lock and update, one insert of all new events."""
     by_subscription: dict[str, list[NewEvent]] = {}
     for new in events:
         by_subscription.setdefault(new.subscription_id, []).append(new)
     recorded: dict[tuple[str, str], RecordedEvent] = {}
     recorded.update(await _known(conn, by_subscription))
+    fresh = {i: _unrecorded(news, recorded) for i, news in sorted(by_subscription.items())}
+    counts = await _count(conn, {i: len(news) for i, news in fresh.items() if news})
     rows: list[dict[str, Any]] = []
-    for subscription_id in sorted(by_subscription):
-        fresh = _unrecorded(by_subscription[subscription_id], recorded)
-        if not fresh:
-            continue
-        last = await _count(conn, subscription_id, len(fresh))
-        for number, new in enumerate(fresh, start=last - len(fresh) + 1):
+    for subscription_id, news in fresh.items():
+        last = counts.get(subscription_id, 0)
+        for number, new in enumerate(news, start=last - len(news) + 1):
             row = {**_fields(new), "event_number": number}
             rows.append(row)
             recorded[new.subscription_id, new.event_id] = RecordedEvent(**row)
@@ -125,29 +124,48 @@ def _unrecorded(
     return fresh
 
 
-async def _count(conn: AsyncConnection, subscription_id: str, added: int) -> int:
-    """Add `added` events to the subscription's count; the new count."""
+async def _count(conn: AsyncConnection, added: dict[str, int]) -> dict[str, int]:
+    """Add to each subscription's count the events it gets; the new counts. The rows are
+    locked in id order first (PostgreSQL; SQLite's transaction holds the whole database), then
+    counted up in one statement per number of events added (a wave adds one to each)."""
     state = subscription_state.c
-    number = (
+    ids = sorted(added)
+    for chunk in _chunks(ids):
         await conn.execute(
-            update(subscription_state)
-            .where(state.subscription_id == subscription_id)
-            .values(events_since_start=state.events_since_start + added)
-            .returning(state.events_since_start)
+            select(state.subscription_id)
+            .where(state.subscription_id.in_(chunk))
+            .order_by(state.subscription_id)
+            .with_for_update()
         )
-    ).scalar()
-    if number is not None:
-        return int(number)
-    # Matched before its registration landed: start counting now.
-    await conn.execute(
-        insert(subscription_state).values(
-            subscription_id=subscription_id,
-            status="requested",
-            events_since_start=added,
-            delivered_through=0,
+    by_amount: dict[int, list[str]] = {}
+    for subscription_id in ids:
+        by_amount.setdefault(added[subscription_id], []).append(subscription_id)
+    counts: dict[str, int] = {}
+    for amount, same in by_amount.items():
+        for chunk in _chunks(same):
+            rows = await conn.execute(
+                update(subscription_state)
+                .where(state.subscription_id.in_(chunk))
+                .values(events_since_start=state.events_since_start + amount)
+                .returning(state.subscription_id, state.events_since_start)
+            )
+            counts.update((row.subscription_id, int(row.events_since_start)) for row in rows)
+    unknown = [i for i in ids if i not in counts]
+    if unknown:  # matched before their registration landed: start counting now
+        await conn.execute(
+            insert(subscription_state),
+            [
+                {
+                    "subscription_id": i,
+                    "status": "requested",
+                    "events_since_start": added[i],
+                    "delivered_through": 0,
+                }
+                for i in unknown
+            ],
         )
-    )
-    return added
+        counts.update((i, added[i]) for i in unknown)
+    return counts
 
 
 def _fields(new: NewEvent) -> dict[str, Any]:

@@ -87,6 +87,39 @@ async def test_a_subscription_matched_before_it_was_registered_starts_at_one(
     assert progress is not None and progress.status == "requested"
 
 
+async def test_batches_counting_the_same_subscriptions_side_by_side_number_each_gaplessly(
+    runtime: Runtime,
+) -> None:
+    """Two matchers' batches for 1,200 subscriptions at once (more than one statement's
+    worth of ids), in opposite orders, adding one event to some and two to others, and to
+    subscriptions not registered yet: every subscription's numbers run 1, 2, ... without a
+    gap or a repeat, and its count says how many it got."""
+    ledger = Ledger(runtime.store)
+    ids = [f"s{n:04d}" for n in range(1200)]
+    for subscription_id in ids[:1000]:
+        await ledger.register(subscription_id, "active")
+
+    def batch(start: int, ordered: list[str]) -> list[NewEvent]:
+        events = []
+        for k, subscription_id in enumerate(ordered):
+            extra = 2 if k % 3 == 0 else 1
+            events += [change(subscription_id, start + 10 * k + j) for j in range(extra)]
+        return events
+
+    first, second = await asyncio.gather(
+        ledger.record(batch(0, ids)), ledger.record(batch(100_000, ids[::-1]))
+    )
+
+    numbers: dict[str, list[int]] = {}
+    for recorded in first + second:
+        numbers.setdefault(recorded.subscription_id, []).append(recorded.event_number)
+    progress = await ledger.progress_of(ids)
+    for subscription_id in ids:
+        got = sorted(numbers[subscription_id])
+        assert got == list(range(1, len(got) + 1)), subscription_id
+        assert progress[subscription_id].events_since_start == len(got)
+
+
 async def test_pending_starts_after_the_given_number_and_stops_at_the_limit(
     runtime: Runtime,
 ) -> None:
