@@ -16,8 +16,10 @@ from typing import Any
 import orjson
 
 # A digit followed by '.', 'e' or 'E' and another digit or sign: maybe a non-integer number.
-# Strings can match too (e.g. "v1.2"); that only sends the body down the exact path.
+# Strings can match too (e.g. "v1.2"); that only sends the body down the exact path. The
+# fraction of a time ("08:00:00.123", as in every meta.lastUpdated) is no number, though.
 _MAYBE_DECIMAL = re.compile(rb"\d[.eE][-+\d]")
+_TIME_FRACTION = re.compile(rb"\d:\d\d\.\d")
 
 
 class JSONDecodeError(ValueError):
@@ -40,7 +42,7 @@ def loads(raw: bytes | str, *, max_depth: int | None = None) -> Any:
     """
     try:
         data = raw.encode() if isinstance(raw, str) else raw
-        if _MAYBE_DECIMAL.search(data) is None:
+        if not _maybe_decimal(data):
             value = orjson.loads(data)
         else:
             value = json.loads(data, parse_float=Decimal)
@@ -55,6 +57,13 @@ def loads(raw: bytes | str, *, max_depth: int | None = None) -> Any:
     if max_depth is not None and _deeper_than(value, max_depth):
         raise JSONDecodeError(_TOO_DEEP)
     return value
+
+
+def _maybe_decimal(data: bytes) -> bool:
+    return any(
+        m.start() < 3 or _TIME_FRACTION.match(data, m.start() - 3) is None
+        for m in _MAYBE_DECIMAL.finditer(data)
+    )
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
