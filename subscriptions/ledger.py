@@ -11,20 +11,19 @@ Everything a crash must not forget lives here, so any process can pick up where 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, and_, delete, func, insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from fhirstore import Store
 from subscriptions.dead_letters import DeadLetters
 from subscriptions.focus import RecentVersions
 from subscriptions.many_states import ManyStates
 from subscriptions.numbering import NewEvent, RecordedEvent, event_of, number_events
-from subscriptions.progress import CHUNK, progress_of_row
 from subscriptions.progress import SubscriptionProgress as SubscriptionProgress  # re-exported
+from subscriptions.progress import chunks, lock_in_order, progress_of_row
 from subscriptions.state_writes import StateWrites
 from subscriptions.tables import dead_letters, subscription_events, subscription_state
 
@@ -42,29 +41,50 @@ class Ledger(DeadLetters, ManyStates):
     async def register(self, subscription_id: str, status: str) -> None:
         """Start (or restart, after a client changed it) tracking a subscription; it has not
         reached its endpoint since (`last_sent_at` None), so it owes a handshake."""
+        await self.register_many({subscription_id: status})
+
+    async def register_many(self, statuses: Mapping[str, str]) -> None:
+        """`register` each subscription with its status, in one transaction (the rows taken in
+        id order, as numbering takes them)."""
+        state = subscription_state.c
+        ids = sorted(statuses)
         async with self._store.bookkeeping_transaction() as conn:
-            found = await _lock_state(conn, subscription_id)
-            if found is None:
+            found: set[str] = set()
+            for chunk in chunks(ids):
+                await lock_in_order(conn, chunk)
+                query = select(state.subscription_id).where(state.subscription_id.in_(chunk))
+                found.update((await conn.execute(query)).scalars())
+            fresh = [i for i in ids if i not in found]
+            if fresh:
                 await conn.execute(
-                    insert(subscription_state).values(
-                        subscription_id=subscription_id,
-                        status=status,
-                        events_since_start=0,
-                        delivered_through=0,
-                    )
+                    insert(subscription_state),
+                    [
+                        {
+                            "subscription_id": i,
+                            "status": statuses[i],
+                            "events_since_start": 0,
+                            "delivered_through": 0,
+                        }
+                        for i in fresh
+                    ],
                 )
-            else:
-                await conn.execute(
-                    update(subscription_state)
-                    .where(subscription_state.c.subscription_id == subscription_id)
-                    .values(
-                        status=status,
-                        error_since=None,
-                        last_error=None,
-                        last_failure=None,
-                        last_sent_at=None,
+            by_status: dict[str, list[str]] = {}
+            for i in ids:
+                if i in found:
+                    by_status.setdefault(statuses[i], []).append(i)
+            for status, same in by_status.items():
+                for chunk in chunks(same):
+                    await conn.execute(
+                        update(subscription_state)
+                        .where(state.subscription_id.in_(chunk))
+                        .values(
+                            status=status,
+                            error_since=None,
+                            last_error=None,
+                            last_failure=None,
+                            last_sent_at=None,
+                        )
                     )
-                )
 
     async def forget(self, subscription_id: str) -> None:
         """The Subscription was deleted: nothing is owed any more and its retained events go.
@@ -129,8 +149,7 @@ class Ledger(DeadLetters, ManyStates):
     async def progress_of(self, subscription_ids: Sequence[str]) -> dict[str, SubscriptionProgress]:
         found: dict[str, SubscriptionProgress] = {}
         async with self._engine.connect() as conn:
-            for start in range(0, len(subscription_ids), CHUNK):
-                chunk = list(subscription_ids[start : start + CHUNK])
+            for chunk in chunks(subscription_ids):
                 rows = await conn.execute(
                     select(subscription_state).where(
                         subscription_state.c.subscription_id.in_(chunk)
@@ -301,12 +320,3 @@ def _pending(subscription_id: str, after: int, limit: int) -> Select[Any]:
         .order_by(events.event_number)
         .limit(limit)
     )
-
-
-async def _lock_state(conn: AsyncConnection, subscription_id: str) -> Any:
-    query = select(subscription_state).where(
-        subscription_state.c.subscription_id == subscription_id
-    )
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    return (await conn.execute(query)).first()

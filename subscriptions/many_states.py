@@ -10,16 +10,16 @@ the rows are locked in subscription id order first, the order every other writer
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, case, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from fhirstore import Store
 from subscriptions.numbering import RecordedEvent, event_of
-from subscriptions.progress import CHUNK, SubscriptionProgress, progress_of_row
+from subscriptions.progress import SubscriptionProgress, chunks, lock_in_order, progress_of_row
 from subscriptions.tables import subscription_events, subscription_state
 
 # What a round read of one subscription: its progress, and its owed events when it owes no
@@ -80,7 +80,7 @@ class ManyStates:
         replay, or its lease was lost."""
         state = subscription_state.c
         recorded: set[str] = set()
-        for chunk in _chunks(sorted(through)):
+        for chunk in chunks(sorted(through)):
             was = case({i: through[i][0] for i in chunk}, value=state.subscription_id)
             last = case({i: through[i][1] for i in chunk}, value=state.subscription_id)
             recorded |= await self._update_many(
@@ -99,7 +99,7 @@ class ManyStates:
         events = subscription_events.c
         found: dict[str, Owed] = {}
         async with self._engine.connect() as conn:
-            for chunk in _chunks(subscription_ids):
+            for chunk in chunks(subscription_ids):
                 rows = await conn.execute(
                     select(subscription_state).where(state.subscription_id.in_(chunk))
                 )
@@ -134,8 +134,8 @@ class ManyStates:
         state = subscription_state.c
         changed: set[str] = set()
         async with self._store.bookkeeping_transaction() as conn:
-            for chunk in _chunks(sorted(subscription_ids)):
-                await _lock_in_order(conn, chunk)
+            for chunk in chunks(sorted(subscription_ids)):
+                await lock_in_order(conn, chunk)
                 rows = await conn.execute(
                     update(subscription_state)
                     .where(and_(state.subscription_id.in_(chunk), *conditions))
@@ -144,19 +144,3 @@ class ManyStates:
                 )
                 changed.update(row.subscription_id for row in rows)
         return changed
-
-
-def _chunks(ids: Sequence[str]) -> Iterator[list[str]]:
-    for start in range(0, len(ids), CHUNK):
-        yield list(ids[start : start + CHUNK])
-
-
-async def _lock_in_order(conn: AsyncConnection, chunk: Sequence[str]) -> None:
-    if conn.dialect.name == "postgresql":
-        state = subscription_state.c
-        await conn.execute(
-            select(state.subscription_id)
-            .where(state.subscription_id.in_(chunk))
-            .order_by(state.subscription_id)
-            .with_for_update()
-        )

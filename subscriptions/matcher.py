@@ -155,6 +155,9 @@ class Matcher:
         """Match consecutive changes; number all their events in one transaction."""
         jobs: list[Message] = []
         numbered: list[NewEvent] = []
+        # Subscriptions (re)registered by consecutive Subscription changes (a Bundle of them),
+        # recorded together before anything else touches the ledger.
+        registering: dict[str, str] = {}
         events = [_parsed(message) for message in messages]
         previous = PreviousVersions(
             self._store, [e if isinstance(e, ChangeEvent) else None for e in events]
@@ -165,11 +168,15 @@ class Matcher:
             if event.resource_type == SUBSCRIPTION and numbered:
                 # Number what came before a Subscription's own change first (a deletion must
                 # not overtake events matched ahead of it).
+                await self._register(registering)
                 jobs.extend(await self._number(numbered))
                 numbered = []
+            if event.resource_type != SUBSCRIPTION:
+                await self._register(registering)
             # A change that fails is retried by the bus (the batch taken apart), and set
             # aside in the quarantine when it keeps failing: never skipped unseen.
-            jobs.extend(await self._handle(event, numbered, previous, position))
+            jobs.extend(await self._handle(event, numbered, registering, previous, position))
+        await self._register(registering)
         jobs.extend(await self._number(numbered))
         if jobs:
             try:
@@ -178,6 +185,11 @@ class Matcher:
                 # Nothing is lost: the events are numbered in the ledger and the dispatchers'
                 # sweep finds them; retrying the batch would only repeat its side effects.
                 log.warning("matcher: could not publish %d notification jobs: %s", len(jobs), error)
+
+    async def _register(self, registering: dict[str, str]) -> None:
+        if registering:
+            await self._ledger.register_many(registering)
+            registering.clear()
 
     async def _number(self, numbered: list[NewEvent]) -> list[Message]:
         if not numbered:
@@ -192,6 +204,7 @@ class Matcher:
         self,
         event: ChangeEvent,
         numbered: list[NewEvent],
+        registering: dict[str, str],
         previous: PreviousVersions,
         position: int,
     ) -> list[Message]:
@@ -200,7 +213,7 @@ class Matcher:
         if event.resource_type == SUBSCRIPTION:
             change = await self._registry.apply_event(event)
             if change is not None:
-                jobs.extend(await self._start_lifecycle(change))
+                jobs.extend(await self._start_lifecycle(change, registering))
         elif event.resource_type in FOLLOWED:  # topics, and ValueSets filters expand
             await self._registry.apply_event(event)
 
@@ -232,15 +245,18 @@ class Matcher:
         found = await self._store.current_versions(keys)
         return {key: fhirjson.loads(v.body) for key, v in found.items() if v.body is not None}
 
-    async def _start_lifecycle(self, change: SubscriptionChange) -> list[Message]:
+    async def _start_lifecycle(
+        self, change: SubscriptionChange, registering: dict[str, str]
+    ) -> list[Message]:
         subscription_id = change.subscription_id
         if change.after is None:
+            await self._register(registering)  # a registration earlier in the batch first
             await self._ledger.forget(subscription_id)
             return []
         if change.after.status == "off":
-            await self._ledger.register(subscription_id, "off")
+            registering[subscription_id] = "off"
             return []
         if change.after.status == "requested":
-            await self._ledger.register(subscription_id, "requested")
+            registering[subscription_id] = "requested"
             return [notification_job(subscription_id, None)]
         return []  # active / error: Herald's own status write

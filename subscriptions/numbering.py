@@ -16,9 +16,8 @@ from typing import Any
 from sqlalchemy import and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from subscriptions.progress import chunks, lock_in_order
 from subscriptions.tables import subscription_events, subscription_state
-
-_CHUNK = 1000  # ids per IN (...) list: far below any driver's bound-parameter limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +91,8 @@ async def _known(
     subscription_ids = sorted(by_subscription)
     event_ids = sorted({event_id for _, event_id in wanted})
     known: dict[tuple[str, str], RecordedEvent] = {}
-    for subs in _chunks(subscription_ids):
-        for ids in _chunks(event_ids):
+    for subs in chunks(subscription_ids):
+        for ids in chunks(event_ids):
             rows = await conn.execute(
                 select(subscription_events).where(
                     and_(events.subscription_id.in_(subs), events.event_id.in_(ids))
@@ -105,10 +104,6 @@ async def _known(
                 if (row.subscription_id, row.event_id) in wanted
             )
     return known
-
-
-def _chunks(values: list[str]) -> list[list[str]]:
-    return [values[start : start + _CHUNK] for start in range(0, len(values), _CHUNK)]
 
 
 def _unrecorded(
@@ -130,19 +125,14 @@ async def _count(conn: AsyncConnection, added: dict[str, int]) -> dict[str, int]
     counted up in one statement per number of events added (a wave adds one to each)."""
     state = subscription_state.c
     ids = sorted(added)
-    for chunk in _chunks(ids):
-        await conn.execute(
-            select(state.subscription_id)
-            .where(state.subscription_id.in_(chunk))
-            .order_by(state.subscription_id)
-            .with_for_update()
-        )
+    for chunk in chunks(ids):
+        await lock_in_order(conn, chunk)
     by_amount: dict[int, list[str]] = {}
     for subscription_id in ids:
         by_amount.setdefault(added[subscription_id], []).append(subscription_id)
     counts: dict[str, int] = {}
     for amount, same in by_amount.items():
-        for chunk in _chunks(same):
+        for chunk in chunks(same):
             rows = await conn.execute(
                 update(subscription_state)
                 .where(state.subscription_id.in_(chunk))

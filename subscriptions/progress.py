@@ -1,12 +1,38 @@
-"""A subscription's delivery progress as the ledger has it (`subscription_state`'s row)."""
+"""A subscription's delivery progress as the ledger has it (`subscription_state`'s row), and
+how statements over many such rows take them: a `CHUNK` of ids at a time, locked in id order."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from subscriptions.tables import subscription_state
+
 CHUNK = 1000  # ids per IN (...) list: far below any driver's bound-parameter limit
+
+
+def chunks(ids: Sequence[str]) -> Iterator[list[str]]:
+    """`ids` a `CHUNK` at a time, for IN (...) lists."""
+    for start in range(0, len(ids), CHUNK):
+        yield list(ids[start : start + CHUNK])
+
+
+async def lock_in_order(conn: AsyncConnection, chunk: Sequence[str]) -> None:
+    """Lock these subscriptions' rows in id order, the order every writer of several takes
+    them in (PostgreSQL; SQLite's write transaction holds the whole database)."""
+    if conn.dialect.name == "postgresql":
+        state = subscription_state.c
+        await conn.execute(
+            select(state.subscription_id)
+            .where(state.subscription_id.in_(chunk))
+            .order_by(state.subscription_id)
+            .with_for_update()
+        )
 
 
 @dataclass(frozen=True, slots=True)

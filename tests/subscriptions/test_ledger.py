@@ -120,6 +120,28 @@ async def test_batches_counting_the_same_subscriptions_side_by_side_number_each_
         assert progress[subscription_id].events_since_start == len(got)
 
 
+async def test_registering_many_at_once_restarts_the_known_and_starts_the_new(
+    runtime: Runtime,
+) -> None:
+    """A Bundle of Subscriptions registers together: one known (counted two events, reached,
+    then in error) restarts as `requested`, owing a handshake again and keeping its count; the
+    new ones start at 0, each with its own status."""
+    ledger = Ledger(runtime.store)
+    await ledger.register("known", "active")
+    await ledger.record([change("known", 1), change("known", 2)])
+    await ledger.sent("known", now=T0)
+    await ledger.set_status("known", "error", now=T0, error="503 from the endpoint")
+
+    await ledger.register_many({"new-b": "off", "known": "requested", "new-a": "requested"})
+
+    progress = await ledger.progress_of(["known", "new-a", "new-b"])
+    known = progress["known"]
+    assert (known.status, known.events_since_start) == ("requested", 2)
+    assert (known.last_sent_at, known.error_since, known.last_error) == (None, None, None)
+    assert (progress["new-a"].status, progress["new-a"].events_since_start) == ("requested", 0)
+    assert (progress["new-b"].status, progress["new-b"].events_since_start) == ("off", 0)
+
+
 async def test_pending_starts_after_the_given_number_and_stops_at_the_limit(
     runtime: Runtime,
 ) -> None:
