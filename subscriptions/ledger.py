@@ -45,16 +45,32 @@ class Ledger(DeadLetters, ManyStates):
 
     async def register_many(self, statuses: Mapping[str, str]) -> None:
         """`register` each subscription with its status, in one transaction (the rows taken in
-        id order, as numbering takes them)."""
+        id order, as numbering takes them): the known restarted, the others inserted."""
         state = subscription_state.c
         ids = sorted(statuses)
+        by_status: dict[str, list[str]] = {}
+        for i in ids:
+            by_status.setdefault(statuses[i], []).append(i)
         async with self._store.bookkeeping_transaction() as conn:
-            found: set[str] = set()
             for chunk in chunks(ids):
                 await lock_in_order(conn, chunk)
-                query = select(state.subscription_id).where(state.subscription_id.in_(chunk))
-                found.update((await conn.execute(query)).scalars())
-            fresh = [i for i in ids if i not in found]
+            known: set[str] = set()
+            for status, same in by_status.items():
+                for chunk in chunks(same):
+                    restarted = await conn.execute(
+                        update(subscription_state)
+                        .where(state.subscription_id.in_(chunk))
+                        .values(
+                            status=status,
+                            error_since=None,
+                            last_error=None,
+                            last_failure=None,
+                            last_sent_at=None,
+                        )
+                        .returning(state.subscription_id)
+                    )
+                    known.update(restarted.scalars())
+            fresh = [i for i in ids if i not in known]
             if fresh:
                 await conn.execute(
                     insert(subscription_state),
@@ -68,23 +84,6 @@ class Ledger(DeadLetters, ManyStates):
                         for i in fresh
                     ],
                 )
-            by_status: dict[str, list[str]] = {}
-            for i in ids:
-                if i in found:
-                    by_status.setdefault(statuses[i], []).append(i)
-            for status, same in by_status.items():
-                for chunk in chunks(same):
-                    await conn.execute(
-                        update(subscription_state)
-                        .where(state.subscription_id.in_(chunk))
-                        .values(
-                            status=status,
-                            error_since=None,
-                            last_error=None,
-                            last_failure=None,
-                            last_sent_at=None,
-                        )
-                    )
 
     async def forget(self, subscription_id: str) -> None:
         """The Subscription was deleted: nothing is owed any more and its retained events go.
