@@ -5,22 +5,26 @@ activity is due at 08:00 on 2026-03-20 (a single occurrence), each patient's app
 REST hook Subscription on `task-ready` filtered to its patient, plus one integrator's
 unfiltered `task-ready` Subscription: 2 x N notifications when the Tasks become `ready`.
 
-Herald runs in this process (SQLite file, in-process bus; `Runtime` and its API served by
-uvicorn on 127.0.0.1) on a clock that runs with real time but stands before the due minute.
-Two child processes stay off its event loop: the REST hook receiver (bench/delivery.py's lean
-one), which counts events per subscription, and an API probe, which reads a Patient and
-searches a patient's ready Tasks at `--probe-rate` requests/s throughout the wave.
+Herald runs on a clock that runs with real time but stands before the due minute
+(bench/wave_deployment.py), in one of two shapes: `--shape embedded` (the default: SQLite
+file, in-process bus, `Runtime` and its API in this process, served by uvicorn on 127.0.0.1)
+or `--shape kafka --processes N` (PostgreSQL and the test infrastructure's Kafka broker, N
+Herald processes of one deployment, this process writing the setup beside them). Two child
+processes stay off Herald's event loop: the REST hook receiver (bench/delivery.py's lean one),
+which counts events per subscription, and an API probe, which reads a Patient and searches a
+patient's ready Tasks at `--probe-rate` requests/s throughout the wave (against the first
+Herald process).
 
 Setup, in bulk and timed: Patients and CarePlans through the store's batch write; the
 scheduler materialises their Tasks (`requested`) from the stream; the Subscriptions through
 the batch write as a client's are stored (`requested`), then Herald handshakes each and marks
 it `active`, as for any client's. The setup ends once the stream is drained.
 
-The wave: the clock jumps to the due minute and the due wake-up loop is woken (as its tick
-at 08:00:00 would). Measured from then: when every Task is `ready` (scheduler), when the last
-notification arrives (receiver), events lost and duplicated (per subscription and Task), the
-API probe's latencies, Herald's RSS (sampled, and the kernel's high-water mark reset at the
-jump) and the CPU of each process.
+The wave: the clock jumps to the due minute in every Herald process and each one's due
+wake-up loop is woken (as its tick at 08:00:00 would). Measured from then: when every Task
+is `ready` (scheduler), when the last notification arrives (receiver), events lost and
+duplicated (per subscription and Task), the API probe's latencies, each Herald process's RSS
+(sampled, and the kernel's high-water mark reset at the jump) and the CPU of each process.
 
 Baselines, same run: the receiver's ceiling (2 x N POSTs of a real notification body from a
 bare asyncio client in another process), and the N Task status changes written through the
@@ -31,7 +35,8 @@ fresh database with nothing listening).
 their schedule rows due at once, woken by `DueTasks.wake` on a fresh database with nothing
 listening, beside the store baseline above (on `--backends`: SQLite, PostgreSQL or both).
 
-Run: `python -m bench.wave [--quick] [--patients 100000] [--wake-only --backends sqlite]`.
+Run: `python -m bench.wave [--quick] [--patients 100000] [--shape kafka --processes 2]
+[--wake-only --backends sqlite]`.
 """
 
 from __future__ import annotations
@@ -42,14 +47,13 @@ import contextlib
 import itertools
 import math
 import multiprocessing
-import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -70,7 +74,9 @@ from bench.harness import (
     rate,
     ratio,
 )
+from bench.relay_lag import Broker
 from bench.scheduler import berlin_patient
+from bench.wave_deployment import Deployment, Memory, ask, child, embedded, processes
 from events.relay import CURSOR_NAME
 from events.tables import relay_cursor
 from fhirstore.clock import FrozenClock
@@ -78,14 +84,12 @@ from fhirstore.db.writer import PendingWrite, WrittenVersion
 from fhirstore.outbox import newest_sequence
 from fhirstore.store import new_id
 from fhirstore.wire import FILTER_CRITERIA, OCCURRENCE_SYSTEM, PAYLOAD_CONTENT, TASK_READY
-from herald.app import create_app
 from herald.runtime import Runtime, schedule_policy
 from herald.settings import Settings
 from scheduler.bookkeeping import TaskRow, save_tasks
 from scheduler.due import DueTasks
 from scheduler.tables import schedule_tasks
 from subscriptions.tables import subscription_state
-from tests.support.serving import serving
 
 DUE = datetime(2026, 3, 20, 7, 0, tzinfo=UTC)  # 08:00 in Berlin (CET)
 BEFORE = DUE - timedelta(hours=1)
@@ -101,22 +105,6 @@ INTEGRATOR = "integrator"  # the unfiltered Subscription's id
 CEILING_ROW = "baseline: receiver ceiling, bare client POSTs"
 STORE_ROW = "baseline: store alone, Task status changes"
 WAKE_ROW = "due wake-ups alone (DueTasks.wake)"
-
-
-class RunningClock:
-    """Real time moved by an offset: loops sleep in real time, `jump` moves what `now` says."""
-
-    def __init__(self, start: datetime) -> None:
-        self._offset = start - datetime.now(UTC)
-
-    def now(self) -> datetime:
-        return datetime.now(UTC) + self._offset
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(max(0.0, seconds))
-
-    def jump(self, to: datetime) -> None:
-        self._offset = to - datetime.now(UTC)
 
 
 # -- the population -------------------------------------------------------------------------------
@@ -342,72 +330,13 @@ async def _run_probe(
     conn.send((latencies, errors, time.process_time()))
 
 
-@contextlib.contextmanager
-def child(target: Any, *args: Any) -> Iterator[tuple[Connection, int]]:
-    """`target(*args, conn)` in a spawned process; its end of a pipe and its pid."""
-    ours, theirs = multiprocessing.Pipe()
-    proc = multiprocessing.get_context("spawn").Process(
-        target=target, args=(*args, theirs), daemon=True
-    )
-    proc.start()
-    try:
-        assert proc.pid is not None
-        yield ours, proc.pid
-    finally:
-        with contextlib.suppress(OSError):
-            ours.send("stop")
-        proc.join(30)
-        if proc.is_alive():
-            proc.kill()
-            proc.join(5)
-
-
-async def ask(conn: Connection, command: str) -> Any:
-    conn.send(command)
-    return await asyncio.to_thread(conn.recv)
-
-
-# -- memory ---------------------------------------------------------------------------------------
-
-
-class RssSampler:
-    """This process's resident set, sampled every 0.1 s on a thread, and the kernel's
-    high-water mark (reset at `start` where the kernel allows it)."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> None:
-        with contextlib.suppress(OSError):
-            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM
-        self._thread.start()
-
-    def stop(self) -> int:
-        """The peak sampled, or the high-water mark if higher."""
-        self._stop.set()
-        self._thread.join()
-        return max(self.peak, _status_kb("VmHWM") * 1024)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            self.peak = max(self.peak, _status_kb("VmRSS") * 1024)
-
-
-def _status_kb(name: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(name + ":"):
-            return int(line.split()[1])
-    return 0
-
-
 # -- the run --------------------------------------------------------------------------------------
 
 
 @dataclass
 class Wave:
     patients: int
+    shape: str  # as the tables name it
     setup: dict[str, float] = field(default_factory=dict)  # step -> seconds
     ready_s: float = math.nan  # jump -> every Task ready (as the scheduler's rows say)
     last_s: float = math.nan  # jump -> last notification arrived
@@ -416,8 +345,7 @@ class Wave:
     report: dict[str, Any] = field(default_factory=dict)
     probe: list[float] = field(default_factory=list)
     probe_errors: int = 0
-    rss: int = 0
-    rss_before: int = 0  # at the jump
+    memory: list[Memory] = field(default_factory=list)  # per Herald process
     cpu: dict[str, float] = field(default_factory=dict)  # process -> CPU seconds in the wave
     wall_s: float = math.nan  # the wave's measured span (for CPU shares)
 
@@ -439,27 +367,6 @@ class Wave:
         return extra + self.report.get("duplicates", 0)
 
 
-def _settings(url: str) -> Settings:
-    return Settings(
-        database_url=url,
-        log_level="WARNING",
-        scheduler_sweep_seconds=1e9,  # at start only: the stream materialises
-        relay_poll_seconds=0.05,
-    )
-
-
-@contextlib.asynccontextmanager
-async def herald(url: str, clock: RunningClock) -> AsyncIterator[tuple[Runtime, str]]:
-    settings = _settings(url)
-    runtime = Runtime(settings, clock=clock)
-    await runtime.start()
-    try:
-        async with serving(create_app(settings, runtime=runtime, own_runtime=False)) as port:
-            yield runtime, f"http://127.0.0.1:{port}"
-    finally:
-        await runtime.stop()
-
-
 async def timed(wave: Wave, step: str, work: Any) -> None:
     began = time.perf_counter()
     await work
@@ -467,14 +374,36 @@ async def timed(wave: Wave, step: str, work: Any) -> None:
     note(f"setup: {step}: {wave.setup[step]:.1f} s")
 
 
-async def run_wave(url: str, args: argparse.Namespace) -> Wave:
-    wave = Wave(args.patients)
+def shape_label(args: argparse.Namespace) -> str:
+    if args.shape == "embedded":
+        return "embedded: SQLite"
+    return f"PostgreSQL + Kafka, {args.processes} process{'es' if args.processes > 1 else ''}"
+
+
+@contextlib.asynccontextmanager
+async def deployment(
+    args: argparse.Namespace, databases: Databases, broker: Broker
+) -> AsyncIterator[Deployment]:
+    if args.shape == "embedded":
+        async with embedded(databases.fresh("sqlite"), BEFORE) as one:
+            yield one
+        return
+    bootstrap = broker.bootstrap()
+    if bootstrap is None:
+        raise SystemExit("no Kafka broker could be started: see tests/support/kafka.py")
+    url, namespace = databases.fresh("postgres"), f"wave{uuid.uuid4().hex[:8]}."
+    note(f"starting {args.processes} Herald process(es) on PostgreSQL + Kafka")
+    async with processes(url, bootstrap, namespace, args.processes, BEFORE) as several:
+        yield several
+
+
+async def run_wave(args: argparse.Namespace, databases: Databases, broker: Broker) -> Wave:
+    wave = Wave(args.patients, shape_label(args))
     patients = [new_id() for _ in range(args.patients)]
-    clock = RunningClock(BEFORE)
     with child(_receive) as (receiver, receiver_pid):
         endpoint = await asyncio.to_thread(receiver.recv)
-        async with herald(url, clock) as (runtime, base):
-            n = args.patients
+        async with deployment(args, databases, broker) as herald:
+            n, runtime = args.patients, herald.runtime
             await timed(wave, "Patients + CarePlans written", write_all(runtime, _plans(patients)))
             tasks = select(func.count()).select_from(schedule_tasks)
             await timed(wave, "Tasks materialised", _until("Tasks", tasks, runtime, n))
@@ -484,37 +413,41 @@ async def run_wave(url: str, args: argparse.Namespace) -> Wave:
             await timed(wave, "Subscriptions active", _until("active", active, runtime, n + 1))
             await timed(wave, "Stream drained", _until_drained(runtime))
             await ask(receiver, "reset")
-            await _the_wave(wave, runtime, clock, base, patients, receiver, receiver_pid, args)
+            await _the_wave(wave, herald, patients, receiver, receiver_pid, args)
     return wave
+
+
+def _herald_cpu(herald: Deployment) -> dict[str, float]:
+    """CPU seconds so far of each Herald process (with its children), by the tables' names."""
+    if herald.pids == [None]:
+        return {"herald": cpu_seconds()}
+    used = {f"herald {i + 1}": cpu_seconds(pid) for i, pid in enumerate(herald.pids)}
+    return {**used, "bench (writer, counts)": cpu_seconds()}
 
 
 async def _the_wave(
     wave: Wave,
-    runtime: Runtime,
-    clock: RunningClock,
-    base: str,
+    herald: Deployment,
     patients: list[str],
     receiver: Connection,
     receiver_pid: int,
     args: argparse.Namespace,
 ) -> None:
     ready = select(func.count()).where(schedule_tasks.c.state == "ready")
-    probing = (base, patients[:1000], args.probe_rate, args.probe_search)
+    probing = (herald.base, patients[:1000], args.probe_rate, args.probe_search)
     with child(_probe, *probing) as (probe, probe_pid):
         await asyncio.sleep(1.0)  # the probe connects and warms up before the jump
-        cpu = {"herald": cpu_seconds(), "receiver": cpu_seconds(receiver_pid)}
+        cpu = {**_herald_cpu(herald), "receiver": cpu_seconds(receiver_pid)}
         cpu["probe"] = cpu_seconds(probe_pid)
-        rss = RssSampler()
-        wave.rss_before = _status_kb("VmRSS") * 1024
-        rss.start()
         note(f"wave: {wave.expected:,} notifications due at {DUE:%H:%M} UTC")
         jumped = time.perf_counter()
-        clock.jump(DUE)
-        runtime.scheduler.wakeups.wake()
+        await herald.jump(DUE)
         moved, seen = jumped, (0, 0)
         while True:
             _, events, _ = await ask(receiver, "count")
-            woken = await _count(runtime, ready) if math.isnan(wave.ready_s) else wave.patients
+            woken = (
+                await _count(herald.runtime, ready) if math.isnan(wave.ready_s) else wave.patients
+            )
             now = time.perf_counter()
             if math.isnan(wave.ready_s) and woken >= wave.patients:
                 wave.ready_s = now - jumped
@@ -527,8 +460,8 @@ async def _the_wave(
         wave.wall_s = time.perf_counter() - jumped
         probe.send("stop")
         wave.probe, wave.probe_errors, probe_cpu = await asyncio.to_thread(probe.recv)
-        wave.rss = rss.stop()
-        wave.cpu["herald"] = cpu_seconds() - cpu["herald"]
+        wave.memory = await herald.memory()
+        wave.cpu = {name: used - cpu[name] for name, used in _herald_cpu(herald).items()}
         wave.cpu["probe"] = probe_cpu - cpu["probe"]
     wave.report = await ask(receiver, "report")
     wave.first_s = wave.report["first"] - jumped
@@ -645,7 +578,7 @@ def print_tables(wave: Wave, baselines: list[Baseline]) -> None:
 
 
 def setup_table(wave: Wave) -> Table:
-    out = Table(title=f"Setup of the {wave.patients:,}-patient wave (embedded: SQLite)")
+    out = Table(title=f"Setup of the {wave.patients:,}-patient wave ({wave.shape})")
     for column in ("step", "seconds", "per s"):
         out.add_column(column, justify="left" if column == "step" else "right")
     made = {"Patients + CarePlans written": 2, "Stream drained": 0}  # resources per patient
@@ -658,8 +591,8 @@ def setup_table(wave: Wave) -> Table:
 
 def wave_table(wave: Wave, baselines: list[Baseline]) -> Table:
     out = Table(
-        title=f"The 08:00 wave: {wave.patients:,} Tasks due at once, {wave.expected:,} "
-        "notifications (one per patient app, one per Task to the integrator)",
+        title=f"The 08:00 wave ({wave.shape}): {wave.patients:,} Tasks due at once, "
+        f"{wave.expected:,} notifications (one per patient app, one per Task to the integrator)",
         caption="seconds from the clock's jump to the due minute; 'vs baseline': Tasks/s over "
         "the store's, notifications/s over the receiver's ceiling; CPU: 100% = one core",
     )
@@ -675,10 +608,11 @@ def wave_table(wave: Wave, baselines: list[Baseline]) -> Table:
     received = wave.report.get("events", 0)
     per = received / wave.last_s if wave.last_s > 0 else math.nan
     ok = wave.last_s <= TARGET_S and not wave.lost and not wave.duplicated
+    herald_cpu = sum(used for name, used in wave.cpu.items() if name.startswith("herald"))
     out.add_row("wave: last notification received", f"{received:,}", f"{wave.last_s:.2f}",
                 rate(per), ratio(per, rates.get(CEILING_ROW, math.nan)),
                 f"<= {TARGET_S:.0f} s: {'met' if ok else 'missed'}",
-                cpu_share(wave.cpu["herald"], wave.wall_s))  # fmt: skip
+                cpu_share(herald_cpu, wave.wall_s))  # fmt: skip
     return out
 
 
@@ -696,11 +630,15 @@ def facts_table(wave: Wave) -> Table:
     out.add_row(
         "API probe p50 / p99 / max ms", f"{ms(probe.p50)} / {ms(probe.p99)} / {ms(probe.max)}"
     )
-    rss_ok = "met" if wave.rss < RSS_TARGET else "missed"
-    out.add_row("Herald RSS at the jump (this process)", f"{wave.rss_before / 2**20:,.0f} MB")
-    out.add_row("Herald RSS peak in the wave", f"{wave.rss / 2**20:,.0f} MB (< 1 GB: {rss_ok})")
-    for name in ("herald", "receiver", "probe"):
-        out.add_row(f"CPU: {name}", cpu_share(wave.cpu.get(name, math.nan), wave.wall_s))
+    for n, memory in enumerate(wave.memory, 1):
+        which = "Herald" if len(wave.memory) == 1 else f"Herald {n}"
+        rss_ok = "met" if memory.peak < RSS_TARGET else "missed"
+        out.add_row(f"{which} RSS at the jump", f"{memory.at_jump / 2**20:,.0f} MB")
+        out.add_row(
+            f"{which} RSS peak in the wave", f"{memory.peak / 2**20:,.0f} MB (< 1 GB: {rss_ok})"
+        )
+    for name, used in wave.cpu.items():
+        out.add_row(f"CPU: {name}", cpu_share(used, wave.wall_s))
     return out
 
 
@@ -738,13 +676,15 @@ async def main(args: argparse.Namespace) -> None:
     if args.wake_only:
         await wake_only(args)
         return
-    databases = Databases()
+    databases, broker = Databases(), Broker()
     try:
-        wave = await run_wave(databases.fresh("sqlite"), args)
+        wave = await run_wave(args, databases, broker)
         body = wave.report.get("sample") or b"{}"
         baselines = [await receiver_ceiling(body, wave.expected)]
-        baselines.append(await store_status_changes(databases.fresh("sqlite"), args.patients))
+        backend = "sqlite" if args.shape == "embedded" else "postgres"
+        baselines.append(await store_status_changes(databases.fresh(backend), args.patients))
     finally:
+        broker.close()
         databases.close()
     print_tables(wave, baselines)
 
@@ -757,6 +697,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--patients", type=int, default=100_000)
     parser.add_argument("--quick", action="store_true", help="2,000 patients")
+    parser.add_argument(
+        "--shape",
+        choices=("embedded", "kafka"),
+        default="embedded",
+        help="embedded (SQLite, in-process bus, Herald in this process) or kafka (PostgreSQL + "
+        "Kafka, Herald in --processes child processes)",
+    )
+    parser.add_argument("--processes", type=int, default=1, help="with --shape kafka")
     parser.add_argument("--probe-rate", type=float, default=20, help="API requests/s in the wave")
     parser.add_argument(
         "--probe-search",
@@ -774,6 +722,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.patients = 2_000
+    if args.processes != 1 and args.shape != "kafka":
+        parser.error("several Herald processes need --shape kafka")
     return args
 
 
