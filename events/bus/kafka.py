@@ -113,11 +113,11 @@ class KafkaBus:
         )(on_batch)
 
     def _topic(self, topic: str) -> Topic:
-        """A subscribed topic as FastStream creates it when missing: with the broker's own
-        defaults (`num.partitions`, `default.replication.factor`), which FastStream would
-        otherwise replace with one partition and one replica, leaving every process but one
-        without partitions to consume."""
-        return Topic(self.namespace + topic, num_partitions=-1, replication_factor=-1)
+        """A subscribed topic, left for the broker to create when missing, with its own
+        defaults (`num.partitions`, `default.replication.factor`). FastStream would create it
+        itself with one partition and one replica, leaving every process of a consumer group
+        but one without partitions to consume."""
+        return Topic(self.namespace + topic, declare=False)
 
     def _subscriber(self, topic: str, group: str, *, batch: bool) -> Any:
         options: dict[str, Any] = {}
