@@ -22,7 +22,7 @@ from typing import Any
 
 from aiokafka import ConsumerRecord
 from aiokafka.client import AIOKafkaClient
-from faststream.kafka import KafkaBroker, Topic
+from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.publisher import DefaultPublisher
 from faststream.message import StreamMessage
@@ -99,7 +99,7 @@ class KafkaBus:
             await handler(_messages(topic, msg))
 
         self.broker.subscriber(
-            self._topic(topic),
+            self.namespace + topic,
             title=f"{topic}/broadcast",
             description="Read by every process, without a consumer group, from when it starts.",
             group_id=None,  # no group: every process reads every partition, from now on
@@ -112,19 +112,12 @@ class KafkaBus:
             batch_timeout_ms=5,
         )(on_batch)
 
-    def _topic(self, topic: str) -> Topic:
-        """A subscribed topic, left for the broker to create when missing, with its own
-        defaults (`num.partitions`, `default.replication.factor`). FastStream would create it
-        itself with one partition and one replica, leaving every process of a consumer group
-        but one without partitions to consume."""
-        return Topic(self.namespace + topic, declare=False)
-
     def _subscriber(self, topic: str, group: str, *, batch: bool) -> Any:
         options: dict[str, Any] = {}
         if batch:  # what is there within a few ms, up to 500: many changes, one transaction
             options = {"batch": True, "max_records": 500, "batch_timeout_ms": 5}
         return self.broker.subscriber(
-            self._topic(topic),
+            self.namespace + topic,
             title=f"{topic}/{group}",
             description=f"Read by consumer group `{group}`: every message, in key order.",
             group_id=self.namespace + group,

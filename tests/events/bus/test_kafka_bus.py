@@ -1,6 +1,5 @@
 """What only the Kafka bus can show, beyond the shared contract (`test_contract.py`): a
-broadcast reaches every process of an installation, from the moment it listens, and the
-processes of a consumer group share a topic nobody created beforehand."""
+broadcast reaches every process of an installation, from the moment it listens."""
 
 from __future__ import annotations
 
@@ -57,33 +56,3 @@ async def test_kafka_broadcast_reaches_every_process_from_now_on(kafka_bootstrap
         for bus in buses:
             await bus.stop()
         await publisher.stop()
-
-
-async def test_topics_missing_at_start_get_the_brokers_partitions_so_two_processes_share_them(
-    kafka_bootstrap: str,
-) -> None:
-    """Nobody created the topic: the consumers' start creates it with the broker's
-    `num.partitions` (3 on the test broker), not one, so both processes of a consumer group
-    get partitions and each hears part of the traffic."""
-    namespace = f"sp{uuid.uuid4().hex[:8]}."
-    heard = [Heard(), Heard()]
-    buses: list[Bus] = []
-    try:
-        for listener in heard:
-            bus = KafkaBus(kafka_bootstrap, namespace=namespace)
-            bus.declare(PUSHES)
-            bus.subscribe_batch("pushes", "workers", listener)
-            await bus.start()
-            buses.append(bus)
-
-        # The group rebalances as the second process joins: publish until both heard some.
-        for attempt in range(60):
-            keys = (f"key-{attempt}-{k}" for k in range(30))
-            await buses[0].publish([Message("pushes", key, b"push") for key in keys])
-            if all(listener.values for listener in heard):
-                break
-            await asyncio.sleep(1.0)
-        assert all(listener.values for listener in heard), [len(h.values) for h in heard]
-    finally:
-        for bus in buses:
-            await bus.stop()
